@@ -1,0 +1,131 @@
+// vmifs native hot loops (N-API, C99).
+//   fastcdcCut(buf, start, end, minSize, normalSize, maxSize, maskS, maskL) -> absolute cut offset
+//   setGear(Uint8Array(2048))  the 256 64-bit gear values (little endian), see manifests/SPEC.md
+//   zeroBlocks(buf, blockSize) -> Uint8Array with 1 for every all-zero block of buf
+// The gear loop is FastCDC with normalized chunking (Xia et al., 2016): below normalSize the
+// stricter mask maskS applies, above it the looser maskL; the first minSize bytes are skipped.
+#include <node_api.h>
+#include <stdint.h>
+#include <string.h>
+
+static uint64_t GEAR[256];
+static int gear_set = 0;
+
+#define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, "VMIFS_NATIVE", #call " failed"); return NULL; } } while (0)
+
+static size_t cut(const uint8_t *p, size_t n, size_t minSize, size_t normalSize, size_t maxSize,
+                  uint64_t maskS, uint64_t maskL) {
+  if (n <= minSize) return n;
+  if (n > maxSize) n = maxSize;
+  size_t normal = normalSize < n ? normalSize : n;
+  uint64_t h = 0;
+  size_t i = minSize;
+  for (; i < normal; i++) {
+    h = (h << 1) + GEAR[p[i]];
+    if (!(h & maskS)) return i + 1;
+  }
+  for (; i < n; i++) {
+    h = (h << 1) + GEAR[p[i]];
+    if (!(h & maskL)) return i + 1;
+  }
+  return n;
+}
+
+static int get_u64(napi_env env, napi_value v, uint64_t *out) {
+  bool lossless;
+  if (napi_get_value_bigint_uint64(env, v, out, &lossless) == napi_ok) return 1;
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok) return 0;
+  *out = (uint64_t)d;
+  return 1;
+}
+
+static napi_value FastcdcCut(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 8) { napi_throw_type_error(env, "VMIFS_NATIVE", "fastcdcCut needs 8 arguments"); return NULL; }
+  if (!gear_set) { napi_throw_error(env, "VMIFS_NATIVE", "setGear was not called"); return NULL; }
+  void *data; size_t len;
+  CHECK(napi_get_buffer_info(env, argv[0], &data, &len));
+  uint32_t start, end, minS, normS, maxS;
+  uint64_t maskS, maskL;
+  CHECK(napi_get_value_uint32(env, argv[1], &start));
+  CHECK(napi_get_value_uint32(env, argv[2], &end));
+  CHECK(napi_get_value_uint32(env, argv[3], &minS));
+  CHECK(napi_get_value_uint32(env, argv[4], &normS));
+  CHECK(napi_get_value_uint32(env, argv[5], &maxS));
+  if (!get_u64(env, argv[6], &maskS) || !get_u64(env, argv[7], &maskL)) {
+    napi_throw_type_error(env, "VMIFS_NATIVE", "masks must be bigint or number"); return NULL;
+  }
+  if (end > len || start > end) { napi_throw_range_error(env, "VMIFS_NATIVE", "range outside buffer"); return NULL; }
+  size_t c = cut((const uint8_t *)data + start, end - start, minS, normS, maxS, maskS, maskL);
+  napi_value r;
+  CHECK(napi_create_uint32(env, (uint32_t)(start + c), &r));
+  return r;
+}
+
+static napi_value SetGear(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *data; size_t len;
+  CHECK(napi_get_buffer_info(env, argv[0], &data, &len));
+  if (len != 2048) { napi_throw_range_error(env, "VMIFS_NATIVE", "gear table must be 2048 bytes"); return NULL; }
+  const uint8_t *b = data;
+  for (int i = 0; i < 256; i++) {
+    uint64_t v = 0;
+    for (int k = 7; k >= 0; k--) v = (v << 8) | b[i * 8 + k];
+    GEAR[i] = v;
+  }
+  gear_set = 1;
+  return NULL;
+}
+
+static int all_zero(const uint8_t *p, size_t n) {
+  // word-at-a-time OR; blocks are 4 KiB-aligned in practice
+  uint64_t acc = 0;
+  size_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    uint64_t w[8];
+    memcpy(w, p + i, 64);
+    acc |= w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7];
+    if (acc) return 0;
+  }
+  for (; i < n; i++) acc |= p[i];
+  return acc == 0;
+}
+
+static napi_value ZeroBlocks(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *data; size_t len;
+  CHECK(napi_get_buffer_info(env, argv[0], &data, &len));
+  uint32_t bs;
+  CHECK(napi_get_value_uint32(env, argv[1], &bs));
+  if (bs == 0) { napi_throw_range_error(env, "VMIFS_NATIVE", "block size 0"); return NULL; }
+  size_t nb = (len + bs - 1) / bs;
+  napi_value ab, out;
+  void *o;
+  CHECK(napi_create_arraybuffer(env, nb, &o, &ab));
+  CHECK(napi_create_typedarray(env, napi_uint8_array, nb, ab, 0, &out));
+  uint8_t *ob = o;
+  for (size_t k = 0; k < nb; k++) {
+    size_t off = k * bs, n = len - off < bs ? len - off : bs;
+    ob[k] = (uint8_t)all_zero((const uint8_t *)data + off, n);
+  }
+  return out;
+}
+
+static napi_value Init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    {"fastcdcCut", NULL, FastcdcCut, NULL, NULL, NULL, napi_default, NULL},
+    {"setGear", NULL, SetGear, NULL, NULL, NULL, napi_default, NULL},
+    {"zeroBlocks", NULL, ZeroBlocks, NULL, NULL, NULL, napi_default, NULL},
+  };
+  CHECK(napi_define_properties(env, exports, 3, props));
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages vmifs needs at run time and in its tests, if any is missing.
+# Called by `npm run demo`, `npm test` and `npm run bench` before anything else, so a fresh
+# Debian 12 machine needs nothing done by hand. Usage: ensure-system.sh [runtime|test|bench]
+set -euo pipefail
+level=${1:-runtime}
+pkgs=(libfuse2 fuse)                       # libfuse.so.2 for fuse-native, fusermount for unmount
+[ "$level" = test ] || [ "$level" = bench ] && pkgs+=(qemu-utils)
+[ "$level" = bench ] && pkgs+=(b3sum debootstrap e2fsprogs)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "vmifs: missing Debian packages: ${missing[*]} (run as root, or: apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "vmifs: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q "${missing[@]}" >/dev/null; }
+fi

@@ -1,0 +1,228 @@
+// Content-addressed chunk cache.
+// Contract: a chunk file exists under chunks/ only after its bytes hashed to its name (written to
+// tmp/, verified, renamed), and every read re-verifies: wrong bytes are never returned — a corrupt
+// or vanished chunk is dropped and the read fails with CHUNK_HASH_MISMATCH / CHUNK_MISSING.
+// Capacity is enforced by evicting unpinned entries, least recently used first; access times are
+// kept in memory and persisted in batches. Pinned chunks (of images imported on this host) are
+// never evicted. Several processes (the agent, CLI commands) may share one data dir: files are
+// renamed atomically and the index is SQLite in WAL mode.
+import fs from 'node:fs'
+import fsp from 'node:fs/promises'
+import path from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import type { Statement } from 'better-sqlite3'
+import type { Db } from '../index/db.js'
+import { VmifsError } from '../errors.js'
+import { blake3 } from '../util/hash.js'
+
+const execFileP = promisify(execFile)
+
+export interface ChunkStoreOptions {
+  capacityBytes: number
+  /** called with the number of chunks and bytes evicted */
+  onEvict?: (chunks: number, bytes: number) => void
+}
+
+export class ChunkStore {
+  readonly chunkDir: string
+  readonly tmpDir: string
+  private readonly atimes = new Map<string, number>()
+  private readonly dirsMade = new Set<string>()
+  private size = 0
+  private readonly q: {
+    has: Statement, get: Statement, insert: Statement, del: Statement, touch: Statement,
+    lru: Statement, sum: Statement, all: Statement, pin: Statement
+  }
+
+  private evicting = false
+
+  constructor (readonly dataDir: string, private readonly db: Db, private readonly opts: ChunkStoreOptions) {
+    this.chunkDir = path.join(dataDir, 'chunks')
+    this.tmpDir = path.join(dataDir, 'tmp')
+    this.q = {
+      has: db.prepare('SELECT 1 FROM cache_entries WHERE hash = ?').pluck(),
+      get: db.prepare('SELECT size FROM cache_entries WHERE hash = ?').pluck(),
+      insert: db.prepare(`INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned)
+        VALUES (?, ?, ?, coalesce((SELECT pins > 0 FROM chunks WHERE hash = ?1), 0))`),
+      del: db.prepare('DELETE FROM cache_entries WHERE hash = ?'),
+      touch: db.prepare('UPDATE cache_entries SET atime = ? WHERE hash = ?'),
+      lru: db.prepare(`SELECT e.hash, e.size, coalesce(c.refs, 0) AS refs FROM cache_entries e
+        LEFT JOIN chunks c ON c.hash = e.hash WHERE e.pinned = 0 ORDER BY e.atime LIMIT ?`),
+      sum: db.prepare('SELECT coalesce(sum(size), 0) FROM cache_entries').pluck(),
+      all: db.prepare('SELECT hash, size FROM cache_entries'),
+      pin: db.prepare('UPDATE cache_entries SET pinned = 1 WHERE hash = ?')
+    }
+  }
+
+  /** Creates the folders, removes temp files left by a crash, loads the size. */
+  open (): { leftovers: number } {
+    fs.mkdirSync(this.chunkDir, { recursive: true })
+    fs.mkdirSync(this.tmpDir, { recursive: true })
+    let leftovers = 0
+    for (const f of fs.readdirSync(this.tmpDir)) {
+      // a temp file belongs to a writer; pid-prefixed names let a live writer's files survive
+      const pid = Number(f.split('-')[0])
+      if (Number.isInteger(pid) && pid !== process.pid && isAlive(pid)) continue
+      fs.rmSync(path.join(this.tmpDir, f), { force: true })
+      leftovers++
+    }
+    this.refreshSize()
+    return { leftovers }
+  }
+
+  refreshSize (): void { this.size = this.q.sum.get() as number }
+
+  get sizeBytes (): number { return this.size }
+  get capacityBytes (): number { return this.opts.capacityBytes }
+
+  pathOf (hashHex: string): string {
+    return path.join(this.chunkDir, hashHex.slice(0, 2), hashHex)
+  }
+
+  has (hashHex: string): boolean {
+    return this.q.has.get(Buffer.from(hashHex, 'hex')) !== undefined
+  }
+
+  /**
+   * Stores verified bytes under their hash. Rejects data that does not hash to `hashHex`.
+   * Returns false when the chunk was already there.
+   */
+  async put (hashHex: string, data: Buffer, opts?: { verified?: boolean, pin?: boolean }): Promise<boolean> {
+    if (!(opts?.verified ?? false)) {
+      const got = blake3(data).toString('hex')
+      if (got !== hashHex) throw VmifsError.hashMismatch(hashHex, got)
+    }
+    const key = Buffer.from(hashHex, 'hex')
+    if (this.q.has.get(key) !== undefined) {
+      if (opts?.pin === true) this.q.pin.run(key)
+      this.touch(hashHex)
+      return false
+    }
+    const dir = path.join(this.chunkDir, hashHex.slice(0, 2))
+    if (!this.dirsMade.has(dir)) {
+      await fsp.mkdir(dir, { recursive: true })
+      this.dirsMade.add(dir)
+    }
+    const tmp = path.join(this.tmpDir, `${process.pid}-${randomBytes(8).toString('hex')}`)
+    try {
+      await fsp.writeFile(tmp, data)
+      await fsp.rename(tmp, this.pathOf(hashHex))
+    } catch (err) {
+      await fsp.rm(tmp, { force: true })
+      throw err
+    }
+    const r = this.q.insert.run(key, data.length, Date.now())
+    if (r.changes > 0) this.size += data.length
+    if (opts?.pin === true) this.q.pin.run(key)
+    if (this.size > this.opts.capacityBytes) this.evict()
+    return true
+  }
+
+  /** Reads and verifies a chunk. Drops it from the cache if it is corrupt or gone. */
+  async read (hashHex: string): Promise<Buffer> {
+    let data: Buffer
+    try {
+      data = await fsp.readFile(this.pathOf(hashHex))
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        this.forget(hashHex)
+        throw VmifsError.chunkMissing(hashHex)
+      }
+      throw err
+    }
+    const got = blake3(data).toString('hex')
+    if (got !== hashHex) {
+      await this.drop(hashHex)
+      throw VmifsError.hashMismatch(hashHex, got)
+    }
+    this.touch(hashHex)
+    return data
+  }
+
+  touch (hashHex: string): void {
+    this.atimes.set(hashHex, Date.now())
+  }
+
+  /** Persists access times gathered since the last flush, in one transaction. */
+  flushAtimes (): number {
+    if (this.atimes.size === 0) return 0
+    const batch = [...this.atimes]
+    this.atimes.clear()
+    this.db.transaction(() => {
+      for (const [h, t] of batch) this.q.touch.run(t, Buffer.from(h, 'hex'))
+    })()
+    return batch.length
+  }
+
+  /** Deletes a chunk file and its entry. */
+  async drop (hashHex: string): Promise<void> {
+    await fsp.rm(this.pathOf(hashHex), { force: true })
+    this.forget(hashHex)
+  }
+
+  private forget (hashHex: string): void {
+    const key = Buffer.from(hashHex, 'hex')
+    const size = this.q.get.get(key) as number | undefined
+    if (size === undefined) return
+    this.q.del.run(key)
+    this.size -= size
+    this.atimes.delete(hashHex)
+  }
+
+  /**
+   * Evicts unpinned chunks until the cache is under `target` bytes (default: capacity).
+   * Chunks no image refers to go before referenced ones; within each, least recently used first.
+   */
+  evict (target = this.opts.capacityBytes): { chunks: number, bytes: number } {
+    if (this.evicting) return { chunks: 0, bytes: 0 }
+    this.evicting = true
+    let chunks = 0
+    let bytes = 0
+    try {
+      this.flushAtimes()
+      while (this.size > target) {
+        const rows = this.q.lru.all(256) as Array<{ hash: Buffer, size: number, refs: number }>
+        if (rows.length === 0) break
+        rows.sort((a, b) => (a.refs > 0 ? 1 : 0) - (b.refs > 0 ? 1 : 0))
+        for (const r of rows) {
+          if (this.size <= target) break
+          const hex = r.hash.toString('hex')
+          fs.rmSync(this.pathOf(hex), { force: true })
+          this.q.del.run(r.hash)
+          this.size -= r.size
+          this.atimes.delete(hex)
+          chunks++
+          bytes += r.size
+        }
+      }
+    } finally {
+      this.evicting = false
+    }
+    if (chunks > 0) this.opts.onEvict?.(chunks, bytes)
+    return { chunks, bytes }
+  }
+
+  /** Entries: [hash hex, size]. */
+  * entries (): Generator<[string, number]> {
+    for (const r of this.q.all.iterate() as IterableIterator<{ hash: Buffer, size: number }>) yield [r.hash.toString('hex'), r.size]
+  }
+
+  /** Forces chunk files written so far to disk (syncfs on the data dir's filesystem). */
+  async sync (): Promise<void> {
+    await execFileP('sync', ['-f', this.chunkDir])
+  }
+
+  /** Re-derives every entry's pinned flag from chunks.pins (after a crash mid-import). */
+  reconcilePins (): number {
+    return this.db.prepare(`UPDATE cache_entries SET pinned = coalesce((SELECT pins > 0 FROM chunks c WHERE c.hash = cache_entries.hash), 0)
+      WHERE pinned != coalesce((SELECT pins > 0 FROM chunks c WHERE c.hash = cache_entries.hash), 0)`).run().changes
+  }
+
+
+}
+
+function isAlive (pid: number): boolean {
+  try { process.kill(pid, 0); return true } catch (err) { return (err as NodeJS.ErrnoException).code === 'EPERM' }
+}

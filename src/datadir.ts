@@ -1,0 +1,68 @@
+// A data dir: the SQLite index, the chunk cache and the catalog, opened together. Used by the
+// agent and by CLI commands that work on the data dir directly (import, ls, export, rm, fsck).
+import fs from 'node:fs'
+import path from 'node:path'
+import { VmifsError } from './errors.js'
+import { type Db, openDb } from './index/db.js'
+import { Catalog } from './index/catalog.js'
+import { ChunkStore } from './cache/chunk-store.js'
+import { Counters } from './stats/counters.js'
+
+export interface DataDirOptions { capacityBytes: number }
+
+export class DataDir {
+  readonly db: Db
+  readonly catalog: Catalog
+  readonly store: ChunkStore
+  readonly counters: Counters
+  readonly leftovers: number
+
+  private constructor (readonly dir: string, opts: DataDirOptions) {
+    this.db = openDb(path.join(dir, 'index.sqlite'))
+    try {
+      this.catalog = new Catalog(this.db)
+      this.counters = new Counters(this.db)
+      this.store = new ChunkStore(dir, this.db, {
+        capacityBytes: opts.capacityBytes,
+        onEvict: (n) => { this.counters.add('cache.evictions', n) }
+      })
+      this.leftovers = this.store.open().leftovers
+    } catch (err) {
+      this.db.close()
+      throw err
+    }
+  }
+
+  static open (dir: string, opts: DataDirOptions): DataDir {
+    try {
+      fs.mkdirSync(dir, { recursive: true })
+      fs.accessSync(dir, fs.constants.W_OK | fs.constants.R_OK)
+    } catch (err) {
+      throw new VmifsError('DATA_DIR_UNUSABLE', `data dir ${dir} is not usable: ${(err as Error).message}`, { dir }, { cause: err })
+    }
+    if (!fs.statSync(dir).isDirectory()) throw new VmifsError('DATA_DIR_UNUSABLE', `data dir ${dir} is not a directory`, { dir })
+    return new DataDir(dir, opts)
+  }
+
+  /** Collects chunks that no image refers to and that are not pinned. */
+  async collect (hashes: Buffer[]): Promise<{ chunks: number, bytes: number }> {
+    let chunks = 0
+    let bytes = 0
+    for (const h of hashes) {
+      const hex = h.toString('hex')
+      const before = this.store.sizeBytes
+      if (this.store.has(hex)) {
+        await this.store.drop(hex)
+        chunks++
+        bytes += before - this.store.sizeBytes
+      }
+    }
+    return { chunks, bytes }
+  }
+
+  close (): void {
+    try { this.store.flushAtimes() } catch {}
+    try { this.counters.flush() } catch {}
+    this.db.close()
+  }
+}

@@ -1,0 +1,80 @@
+// One error root for vmifs. Callers and tests branch on `code`, never on the message.
+// Codes become errno only in fuse/errno.ts and exit codes only in cli/main.ts.
+
+export type ErrorCode =
+  | 'CLOSED'
+  | 'USAGE'
+  | 'INPUT_NOT_FOUND'
+  | 'INPUT_UNREADABLE'
+  | 'INPUT_IS_DIRECTORY'
+  | 'INPUT_EMPTY'
+  | 'INPUT_CHANGED'
+  | 'NAME_TAKEN'
+  | 'NAME_INVALID'
+  | 'IMAGE_NOT_FOUND'
+  | 'MANIFEST_BAD_MAGIC'
+  | 'MANIFEST_BAD_VERSION'
+  | 'MANIFEST_TRUNCATED'
+  | 'MANIFEST_BAD_HASH_SIZE'
+  | 'MANIFEST_BAD_LENGTH'
+  | 'MANIFEST_RANGE_GAP'
+  | 'MANIFEST_RANGE_OVERLAP'
+  | 'MANIFEST_SIZE_MISMATCH'
+  | 'MANIFEST_BAD_CHUNKING'
+  | 'MANIFEST_BAD_JSON'
+  | 'MANIFEST_NOT_CANONICAL'
+  | 'MANIFEST_DIGEST_MISMATCH'
+  | 'CHUNK_HASH_MISMATCH'
+  | 'CHUNK_MISSING'
+  | 'EXPORT_DIGEST_MISMATCH'
+  | 'OUTPUT_EXISTS'
+  | 'MOUNTPOINT_MISSING'
+  | 'MOUNTPOINT_NOT_DIR'
+  | 'MOUNTPOINT_BUSY'
+  | 'MOUNT_FAILED'
+  | 'DB_NEWER_SCHEMA'
+  | 'DB_LOCKED'
+  | 'DATA_DIR_UNUSABLE'
+  | 'AGENT_NOT_RUNNING'
+  | 'CONFIG_INVALID'
+  | 'NATIVE_MISSING'
+
+export class VmifsError extends Error {
+  readonly code: ErrorCode
+  readonly detail: Record<string, unknown> | undefined
+
+  constructor (code: ErrorCode, message: string, detail?: Record<string, unknown>, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'VmifsError'
+    this.code = code
+    this.detail = detail
+  }
+
+  static closed (what: string): VmifsError {
+    return new VmifsError('CLOSED', `${what} is closed`)
+  }
+
+  static usage (message: string): VmifsError {
+    return new VmifsError('USAGE', message)
+  }
+
+  static manifest (code: Extract<ErrorCode, `MANIFEST_${string}`>, message: string, detail?: Record<string, unknown>): VmifsError {
+    return new VmifsError(code, `manifest rejected: ${message}`, detail)
+  }
+
+  static hashMismatch (hash: string, got: string): VmifsError {
+    return new VmifsError('CHUNK_HASH_MISMATCH', `chunk ${hash} is corrupt (content hashes to ${got})`, { hash, got })
+  }
+
+  static chunkMissing (hash: string): VmifsError {
+    return new VmifsError('CHUNK_MISSING', `chunk ${hash} is not in the cache`, { hash })
+  }
+
+  static imageNotFound (name: string): VmifsError {
+    return new VmifsError('IMAGE_NOT_FOUND', `no image named ${JSON.stringify(name)}`, { name })
+  }
+}
+
+export function isVmifsError (err: unknown, code?: ErrorCode): err is VmifsError {
+  return err instanceof VmifsError && (code === undefined || err.code === code)
+}

@@ -1,0 +1,95 @@
+// Serves byte ranges of an image from its manifest: zero extents as zeros, data chunks from the
+// chunk cache (verified on every load from disk) through a small in-memory LRU of verified chunks,
+// so that the kernel's 128 KiB reads of one chunk load and hash it once.
+// Contract: read() either fills the whole range with the image's bytes or rejects (with
+// CHUNK_MISSING when a chunk is not local, CHUNK_HASH_MISMATCH when it was corrupt and has been
+// dropped). It never returns wrong bytes. Concurrent loads of one chunk share one promise.
+import type { ChunkStore } from '../cache/chunk-store.js'
+import type { Manifest } from '../manifests/manifest.js'
+import type { Stats } from '../stats/stats.js'
+import { isVmifsError } from '../errors.js'
+
+export class ImageReader {
+  private readonly mem = new Map<string, Buffer>() // insertion order = LRU order
+  private memBytes = 0
+  private readonly loading = new Map<string, Promise<Buffer>>()
+
+  constructor (private readonly store: ChunkStore, private readonly stats: Stats, private readonly memLimit = 64 * 1024 * 1024) {}
+
+  async read (name: string, m: Manifest, dst: Buffer, pos: number, len: number): Promise<number> {
+    if (pos >= m.size) return 0
+    len = Math.min(len, m.size - pos)
+    const end = pos + len
+    const img = this.stats.image(name)
+    img.readOps++
+    let missed = false
+    let hitBytes = 0
+    let missBytes = 0
+    const jobs: Array<Promise<void>> = []
+    for (let i = m.find(pos); i < m.count && m.offsets[i]! < end; i++) {
+      const a = Math.max(pos, m.offsets[i]!)
+      const b = Math.min(end, m.offsets[i + 1]!)
+      if (m.zero[i] === 1) {
+        dst.fill(0, a - pos, b - pos)
+        hitBytes += b - a
+        this.stats.zeroBytes += b - a
+        continue
+      }
+      const hex = m.hashHexAt(i)
+      const start = m.offsets[i]!
+      const cached = this.mem.get(hex)
+      if (cached) {
+        this.mem.delete(hex)
+        this.mem.set(hex, cached)
+        this.stats.memHits++
+        cached.copy(dst, a - pos, a - start, b - start)
+        hitBytes += b - a
+        continue
+      }
+      if (!this.store.has(hex)) { missed = true; missBytes += b - a } else hitBytes += b - a
+      jobs.push(this.load(hex).then(buf => { buf.copy(dst, a - pos, a - start, b - start) }))
+    }
+    try {
+      await Promise.all(jobs)
+    } catch (err) {
+      if (isVmifsError(err, 'CHUNK_HASH_MISMATCH')) this.stats.corruptChunks++
+      throw err
+    } finally {
+      if (missed) this.stats.missOps++
+      else this.stats.hitOps++
+      this.stats.hitBytes += hitBytes
+      this.stats.missBytes += missBytes
+      img.hitBytes += hitBytes
+      img.missBytes += missBytes
+    }
+    return len
+  }
+
+  private load (hex: string): Promise<Buffer> {
+    let p = this.loading.get(hex)
+    if (p) return p
+    p = this.store.read(hex).then((buf) => {
+      this.remember(hex, buf)
+      return buf
+    }).finally(() => { this.loading.delete(hex) })
+    this.loading.set(hex, p)
+    return p
+  }
+
+  private remember (hex: string, buf: Buffer): void {
+    if (buf.length > this.memLimit) return
+    this.mem.set(hex, buf)
+    this.memBytes += buf.length
+    while (this.memBytes > this.memLimit) {
+      const [k, v] = this.mem.entries().next().value as [string, Buffer]
+      this.mem.delete(k)
+      this.memBytes -= v.length
+    }
+  }
+
+  /** Forget a chunk held in memory (it was dropped or evicted). */
+  forget (hex: string): void {
+    const v = this.mem.get(hex)
+    if (v) { this.mem.delete(hex); this.memBytes -= v.length }
+  }
+}

@@ -1,0 +1,153 @@
+// Images, manifests and chunk reference counts. refs = how many local images use a chunk;
+// pins = how many of those were imported here (pinned). Counts are per image, changed in the
+// same transaction as the image row, so they never drift from the images table.
+import type { Statement } from 'better-sqlite3'
+import type { Db } from './db.js'
+import { VmifsError } from '../errors.js'
+import { Manifest, decode } from '../manifests/manifest.js'
+import type { Chunking } from '../manifests/chunking.js'
+
+export interface ImageRow {
+  name: string
+  digest: string
+  size: number
+  pinned: boolean
+  createdAt: number
+  chunkCount: number
+  dataBytes: number
+  chunking: Chunking
+}
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/
+
+export function validateName (name: string): string {
+  if (!NAME_RE.test(name)) {
+    throw new VmifsError('NAME_INVALID', `image name ${JSON.stringify(name)} is not valid: use 1-128 of A-Z a-z 0-9 . _ + -, starting with a letter or digit`, { name })
+  }
+  return name
+}
+
+export class Catalog {
+  private readonly q: Record<string, Statement>
+  private readonly manifestCache = new Map<string, Manifest>()
+
+  constructor (readonly db: Db) {
+    this.q = {
+      image: db.prepare(`SELECT i.name, i.digest, i.pinned, i.created_at AS createdAt, m.size, m.chunk_count AS chunkCount,
+        m.data_bytes AS dataBytes, m.chunking FROM images i JOIN manifests m ON m.digest = i.digest WHERE i.name = ?`),
+      images: db.prepare(`SELECT i.name, i.digest, i.pinned, i.created_at AS createdAt, m.size, m.chunk_count AS chunkCount,
+        m.data_bytes AS dataBytes, m.chunking FROM images i JOIN manifests m ON m.digest = i.digest ORDER BY i.name`),
+      manifestBody: db.prepare('SELECT body FROM manifests WHERE digest = ?').pluck(),
+      insertManifest: db.prepare(`INSERT OR IGNORE INTO manifests (digest, size, chunk_count, data_bytes, chunking, body, created_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?)`),
+      insertImage: db.prepare('INSERT INTO images (name, digest, pinned, source, created_at) VALUES (?, ?, ?, ?, ?)'),
+      deleteImage: db.prepare('DELETE FROM images WHERE name = ?'),
+      digestUsers: db.prepare('SELECT count(*) FROM images WHERE digest = ?').pluck(),
+      deleteManifest: db.prepare('DELETE FROM manifests WHERE digest = ?'),
+      refUp: db.prepare(`INSERT INTO chunks (hash, size, refs, pins) VALUES (?, ?, 1, ?)
+        ON CONFLICT(hash) DO UPDATE SET refs = refs + 1, pins = pins + excluded.pins`),
+      refDown: db.prepare('UPDATE chunks SET refs = refs - 1, pins = pins - ? WHERE hash = ? RETURNING refs, pins'),
+      deleteChunk: db.prepare('DELETE FROM chunks WHERE hash = ?'),
+      unpinEntry: db.prepare('UPDATE cache_entries SET pinned = 0 WHERE hash = ?'),
+      pinEntry: db.prepare('UPDATE cache_entries SET pinned = 1 WHERE hash = ?'),
+      version: db.prepare('PRAGMA data_version').pluck()
+    }
+  }
+
+  /** Changes whenever another connection commits: cheap "did anything change" probe. */
+  dataVersion (): number { return this.q.version!.get() as number }
+
+  getImage (name: string): ImageRow | undefined {
+    const r = this.q.image!.get(name) as RawImage | undefined
+    return r && toRow(r)
+  }
+
+  requireImage (name: string): ImageRow {
+    const r = this.getImage(name)
+    if (!r) throw VmifsError.imageNotFound(name)
+    return r
+  }
+
+  listImages (): ImageRow[] {
+    return (this.q.images!.all() as RawImage[]).map(toRow)
+  }
+
+  manifest (digest: string): Manifest | undefined {
+    const hit = this.manifestCache.get(digest)
+    if (hit) return hit
+    const body = this.q.manifestBody!.get(digest) as Buffer | undefined
+    if (!body) return undefined
+    const m = decode(body)
+    if (m.digest() !== digest) throw VmifsError.manifest('MANIFEST_DIGEST_MISMATCH', `stored manifest ${digest} hashes to ${m.digest()}`)
+    this.manifestCache.set(digest, m)
+    return m
+  }
+
+  /**
+   * Records an image (in one transaction). With replace, an existing image of that name is
+   * removed first; returns the hashes that became unreferenced and unpinned by that.
+   */
+  addImage (name: string, m: Manifest, opts: { pinned: boolean, replace: boolean, source?: string }): { collectable: Buffer[] } {
+    validateName(name)
+    const digest = m.digest()
+    let collectable: Buffer[] = []
+    this.db.transaction(() => {
+      if (this.getImage(name)) {
+        if (!opts.replace) throw new VmifsError('NAME_TAKEN', `an image named ${JSON.stringify(name)} exists (use --replace to replace it)`, { name })
+        collectable = this.removeInTx(name)
+      }
+      this.q.insertManifest!.run(digest, m.size, m.count, m.dataBytes(), JSON.stringify(m.chunking), m.encode(), Date.now())
+      this.q.insertImage!.run(name, digest, opts.pinned ? 1 : 0, opts.source ?? null, Date.now())
+      const pin = opts.pinned ? 1 : 0
+      const distinct = m.distinctChunks()
+      for (const [hex, size] of distinct) {
+        const h = Buffer.from(hex, 'hex')
+        this.q.refUp!.run(h, size, pin)
+        if (pin) this.q.pinEntry!.run(h)
+      }
+      collectable = collectable.filter(h => !distinct.has(h.toString('hex')))
+    }).immediate()
+    this.manifestCache.set(digest, m)
+    return { collectable }
+  }
+
+  /** Removes an image; returns hashes no image refers to any more (collectable). */
+  removeImage (name: string): { collectable: Buffer[], image: ImageRow } {
+    let out: Buffer[] = []
+    let image: ImageRow | undefined
+    this.db.transaction(() => {
+      image = this.requireImage(name)
+      out = this.removeInTx(name)
+    }).immediate()
+    return { collectable: out, image: image! }
+  }
+
+  private removeInTx (name: string): Buffer[] {
+    const img = this.requireImage(name)
+    const m = this.manifest(img.digest)!
+    this.q.deleteImage!.run(name)
+    const pin = img.pinned ? 1 : 0
+    const collectable: Buffer[] = []
+    for (const hex of m.distinctChunks().keys()) {
+      const h = Buffer.from(hex, 'hex')
+      const r = this.q.refDown!.get(pin, h) as { refs: number, pins: number } | undefined
+      if (!r) continue
+      if (r.refs <= 0) {
+        this.q.deleteChunk!.run(h)
+        collectable.push(h)
+      }
+      if (r.pins <= 0) this.q.unpinEntry!.run(h)
+    }
+    if ((this.q.digestUsers!.get(img.digest) as number) === 0) {
+      this.q.deleteManifest!.run(img.digest)
+      this.manifestCache.delete(img.digest)
+    }
+    return collectable
+  }
+}
+
+interface RawImage { name: string, digest: string, pinned: number, createdAt: number, size: number, chunkCount: number, dataBytes: number, chunking: string }
+
+function toRow (r: RawImage): ImageRow {
+  return { ...r, pinned: r.pinned === 1, chunking: JSON.parse(r.chunking) as Chunking }
+}

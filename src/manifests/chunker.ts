@@ -1,0 +1,172 @@
+// Streaming chunkers. Feed the image in order with push(); each call returns the chunks that are
+// complete. A chunk's `data` is a view that is only valid until the next push()/finish().
+//
+// Both chunkers find zero runs on 4 KiB-aligned blocks: a zero run becomes a `zero` entry (never
+// stored, never fetched). Fixed chunking marks whole aligned chunks that are all zero. CDC marks
+// zero runs of at least zeroRunMin bytes and cuts the data between them with FastCDC, so that
+// cut points also resynchronise at every zero run.
+import { native } from '../native/index.js'
+import { type Chunking, ZERO_BLOCK, validateChunking, zeroRunMin } from './chunking.js'
+import { makeCutter } from './fastcdc.js'
+
+export interface ChunkOut {
+  offset: number
+  length: number
+  zero: boolean
+  data?: Buffer
+}
+
+export interface Chunker {
+  push (buf: Buffer): ChunkOut[]
+  finish (): ChunkOut[]
+}
+
+export function createChunker (c: Chunking): Chunker {
+  const v = validateChunking(c)
+  return v.kind === 'fixed' ? new FixedChunker(v.chunkSize) : new CdcChunker(v.min, v.avg, v.max)
+}
+
+class FixedChunker implements Chunker {
+  private carry: Buffer = Buffer.alloc(0)
+  private pos = 0
+
+  constructor (private readonly size: number) {}
+
+  push (buf: Buffer): ChunkOut[] {
+    const w = this.carry.length > 0 ? Buffer.concat([this.carry, buf]) : buf
+    const whole = Math.floor(w.length / this.size) * this.size
+    const out = this.emit(w, whole)
+    this.carry = Buffer.from(w.subarray(whole)) // copy: the caller may reuse buf
+    return out
+  }
+
+  finish (): ChunkOut[] {
+    const out = this.emit(this.carry, this.carry.length)
+    this.carry = Buffer.alloc(0)
+    return out
+  }
+
+  private emit (w: Buffer, end: number): ChunkOut[] {
+    const out: ChunkOut[] = []
+    if (end === 0) return out
+    const blocksPerChunk = this.size / ZERO_BLOCK
+    const z = native().zeroBlocks(w.subarray(0, end), ZERO_BLOCK)
+    for (let s = 0, b = 0; s < end; s += this.size, b += blocksPerChunk) {
+      const len = Math.min(this.size, end - s)
+      let zero = true
+      for (let k = b; k < b + Math.ceil(len / ZERO_BLOCK); k++) if (z[k] === 0) { zero = false; break }
+      out.push(zero ? { offset: this.pos, length: len, zero } : { offset: this.pos, length: len, zero, data: w.subarray(s, s + len) })
+      this.pos += len
+    }
+    return out
+  }
+}
+
+class CdcChunker implements Chunker {
+  private readonly cut: (buf: Buffer, start: number, end: number) => number
+  private readonly zmin: number
+  private readonly zeros: Buffer
+  private tail: Buffer = Buffer.alloc(0) // < ZERO_BLOCK bytes not yet classified
+  private data: Buffer = Buffer.alloc(0) // data not yet cut (< max bytes), starts at dataPos
+  private dataPos = 0
+  private zeroLen = 0 // pending zero run, right after `data`
+  private out: ChunkOut[] = []
+
+  constructor (min: number, avg: number, private readonly max: number) {
+    this.cut = makeCutter({ min, avg, max })
+    this.zmin = zeroRunMin({ kind: 'cdc', min, avg, max })
+    this.zeros = Buffer.alloc(this.zmin)
+  }
+
+  push (buf: Buffer): ChunkOut[] {
+    const w = this.tail.length > 0 ? Buffer.concat([this.tail, buf]) : buf
+    const whole = w.length - (w.length % ZERO_BLOCK)
+    this.classify(w, whole)
+    this.tail = Buffer.from(w.subarray(whole))
+    if (this.data.length > 0) this.data = Buffer.from(this.data) // keep no view of the caller's buffer
+    return this.take()
+  }
+
+  finish (): ChunkOut[] {
+    if (this.tail.length > 0) {
+      this.classify(this.tail, this.tail.length)
+      this.tail = Buffer.alloc(0)
+    }
+    this.endZeroRun()
+    this.feed(Buffer.alloc(0), true)
+    return this.take()
+  }
+
+  private take (): ChunkOut[] {
+    const o = this.out
+    this.out = []
+    return o
+  }
+
+  private classify (w: Buffer, end: number): void {
+    if (end === 0) return
+    const z = native().zeroBlocks(w.subarray(0, end), ZERO_BLOCK)
+    const nb = z.length
+    let k = 0
+    while (k < nb) {
+      const isZero = z[k] === 1
+      let j = k + 1
+      while (j < nb && (z[j] === 1) === isZero) j++
+      const a = k * ZERO_BLOCK
+      const b = Math.min(j * ZERO_BLOCK, end)
+      if (isZero) {
+        this.zeroLen += b - a
+      } else {
+        this.endZeroRun()
+        this.feed(w.subarray(a, b), false)
+      }
+      k = j
+    }
+  }
+
+  /** A data block follows (or the image ends): decide what the pending zero run is. */
+  private endZeroRun (): void {
+    if (this.zeroLen === 0) return
+    if (this.zeroLen >= this.zmin) {
+      this.feed(Buffer.alloc(0), true)
+      this.out.push({ offset: this.dataPos, length: this.zeroLen, zero: true })
+      this.dataPos += this.zeroLen
+    } else {
+      // a short zero run is ordinary data
+      this.feed(this.zeros.subarray(0, this.zeroLen), false)
+    }
+    this.zeroLen = 0
+  }
+
+  /** Append data and emit every chunk whose end is decided (all of them when final). */
+  private feed (view: Buffer, final: boolean): void {
+    let w: Buffer
+    let s = 0
+    let rest: Buffer | undefined // part of view not in w (taken up once w is consumed)
+    if (this.data.length === 0) {
+      w = view
+    } else {
+      const head = view.subarray(0, Math.min(view.length, this.max))
+      w = Buffer.concat([this.data, head])
+      if (head.length < view.length) rest = view.subarray(head.length)
+      // positions in w past data.length map onto view
+    }
+    const dataLen = this.data.length
+    for (;;) {
+      if (s === w.length) break
+      const c = this.cut(w, s, w.length)
+      if (c === w.length && w.length - s < this.max && !(final && rest === undefined)) break
+      this.out.push({ offset: this.dataPos, length: c - s, zero: false, data: w.subarray(s, c) })
+      this.dataPos += c - s
+      s = c
+    }
+    if (rest !== undefined) {
+      // w held data + the first `max` bytes of view; continue on the view itself without copying
+      const consumedOfView = s - dataLen
+      this.data = Buffer.alloc(0)
+      this.feed(view.subarray(consumedOfView), final)
+      return
+    }
+    this.data = w.subarray(s)
+  }
+}

@@ -1,0 +1,137 @@
+// Import: read an image file once, chunk it, hash each chunk, store the new ones in the cache
+// (pinned), then record manifest and image in one transaction after the chunk files are synced.
+import fsp from 'node:fs/promises'
+import { VmifsError } from '../errors.js'
+import type { DataDir } from '../datadir.js'
+import { validateName } from '../index/catalog.js'
+import { blake3 } from '../util/hash.js'
+import { type Chunking, DEFAULT_CHUNKING, validateChunking } from './chunking.js'
+import { createChunker } from './chunker.js'
+import { type Manifest, ManifestBuilder } from './manifest.js'
+
+export interface ImportOptions {
+  name: string
+  chunking?: Chunking
+  replace?: boolean
+  pin?: boolean
+  /** called after each read with bytes done and total */
+  onProgress?: (done: number, total: number) => void
+}
+
+export interface ImportResult {
+  name: string
+  digest: string
+  size: number
+  chunks: number
+  dataChunks: number
+  zeroBytes: number
+  newChunks: number
+  newBytes: number
+  seconds: number
+  manifest: Manifest
+}
+
+const READ_SIZE = 16 * 1024 * 1024
+const MAX_WRITES = 32
+
+/** Opens and checks an input image, mapping OS errors onto stable codes. */
+export async function openInput (file: string): Promise<{ fh: fsp.FileHandle, size: number, mtimeMs: number }> {
+  let fh: fsp.FileHandle
+  try {
+    fh = await fsp.open(file, 'r')
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOENT') throw new VmifsError('INPUT_NOT_FOUND', `${file}: no such file`, { file })
+    if (code === 'EISDIR') throw new VmifsError('INPUT_IS_DIRECTORY', `${file} is a directory, not an image file`, { file })
+    throw new VmifsError('INPUT_UNREADABLE', `${file}: cannot open (${code ?? (err as Error).message})`, { file }, { cause: err })
+  }
+  const st = await fh.stat()
+  if (st.isDirectory()) { await fh.close(); throw new VmifsError('INPUT_IS_DIRECTORY', `${file} is a directory, not an image file`, { file }) }
+  if (!st.isFile()) { await fh.close(); throw new VmifsError('INPUT_UNREADABLE', `${file} is not a regular file`, { file }) }
+  if (st.size === 0) { await fh.close(); throw new VmifsError('INPUT_EMPTY', `${file} is empty`, { file }) }
+  return { fh, size: st.size, mtimeMs: st.mtimeMs }
+}
+
+export async function importImage (dd: DataDir, file: string, opts: ImportOptions): Promise<ImportResult> {
+  const t0 = process.hrtime.bigint()
+  validateName(opts.name)
+  const chunking = validateChunking(opts.chunking ?? DEFAULT_CHUNKING)
+  if (!(opts.replace ?? false) && dd.catalog.getImage(opts.name)) {
+    throw new VmifsError('NAME_TAKEN', `an image named ${JSON.stringify(opts.name)} exists (use --replace to replace it)`, { name: opts.name })
+  }
+  const pin = opts.pin ?? true
+  const { fh, size, mtimeMs } = await openInput(file)
+  const chunker = createChunker(chunking)
+  const builder = new ManifestBuilder(chunking)
+  const writes = new Set<Promise<void>>()
+  const seen = new Set<string>()
+  let newChunks = 0
+  let newBytes = 0
+  let zeroBytes = 0
+  let dataChunks = 0
+  let failure: unknown
+
+  const take = async (chunks: ReturnType<typeof chunker.push>): Promise<void> => {
+    for (const c of chunks) {
+      if (c.zero) { builder.add(c.length, null); zeroBytes += c.length; continue }
+      dataChunks++
+      const h = blake3(c.data!)
+      builder.add(c.length, h)
+      const hex = h.toString('hex')
+      if (seen.has(hex)) continue
+      seen.add(hex)
+      const data = c.data!
+      const p = dd.store.put(hex, data, { verified: true, pin }).then((isNew) => {
+        if (isNew) { newChunks++; newBytes += data.length }
+      }, (err) => { failure ??= err }).finally(() => { writes.delete(p) })
+      writes.add(p)
+      if (writes.size >= MAX_WRITES) await Promise.race(writes)
+      if (failure) throw failure
+    }
+  }
+
+  try {
+    let pos = 0
+    let next = readAt(fh, 0, Math.min(READ_SIZE, size))
+    while (pos < size) {
+      const buf = await next
+      if (buf.length === 0) throw new VmifsError('INPUT_CHANGED', `${file} shrank while it was imported`, { file })
+      pos += buf.length
+      next = pos < size ? readAt(fh, pos, Math.min(READ_SIZE, size - pos)) : Promise.resolve(Buffer.alloc(0))
+      await take(chunker.push(buf))
+      opts.onProgress?.(pos, size)
+    }
+    await next
+    await take(chunker.finish())
+    await Promise.all(writes)
+    if (failure) throw failure
+    const st = await fh.stat()
+    if (st.size !== size || st.mtimeMs !== mtimeMs) throw new VmifsError('INPUT_CHANGED', `${file} changed while it was imported`, { file })
+  } catch (err) {
+    await Promise.allSettled(writes)
+    if (pin) dd.store.reconcilePins()
+    throw err
+  } finally {
+    await fh.close()
+  }
+  const manifest = builder.build()
+  await dd.store.sync()
+  const { collectable } = dd.catalog.addImage(opts.name, manifest, { pinned: pin, replace: opts.replace ?? false, source: file })
+  if (collectable.length > 0) await dd.collect(collectable)
+  if (dd.store.sizeBytes > dd.store.capacityBytes) dd.store.evict()
+  dd.counters.add('import.images')
+  dd.counters.add('import.bytes', size)
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9
+  return { name: opts.name, digest: manifest.digest(), size, chunks: manifest.count, dataChunks, zeroBytes, newChunks, newBytes, seconds, manifest }
+}
+
+async function readAt (fh: fsp.FileHandle, pos: number, len: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(len)
+  let off = 0
+  while (off < len) {
+    const { bytesRead } = await fh.read(buf, off, len - off, pos + off)
+    if (bytesRead === 0) break
+    off += bytesRead
+  }
+  return off === len ? buf : buf.subarray(0, off)
+}

@@ -1,0 +1,116 @@
+// Counters and latency histograms of a running agent, since it started. snapshot() is what the
+// mount's .stats file and `vmifs stats` show; every key is documented in README ("Stats keys").
+
+export interface ImageStats { hitBytes: number, missBytes: number, readOps: number }
+
+export class Histogram {
+  // log-spaced buckets from 1 µs to ~17 min; enough resolution for p50/p99 (about 4% steps)
+  private static readonly STEPS = 24 // buckets per doubling
+  private readonly counts = new Map<number, number>()
+  count = 0
+
+  record (ms: number): void {
+    const us = Math.max(1, ms * 1000)
+    const b = Math.floor(Math.log2(us) * Histogram.STEPS)
+    this.counts.set(b, (this.counts.get(b) ?? 0) + 1)
+    this.count++
+  }
+
+  quantile (q: number): number {
+    if (this.count === 0) return 0
+    const rank = Math.ceil(q * this.count)
+    let seen = 0
+    for (const b of [...this.counts.keys()].sort((x, y) => x - y)) {
+      seen += this.counts.get(b)!
+      if (seen >= rank) return Math.round(2 ** ((b + 1) / Histogram.STEPS)) / 1000
+    }
+    return 0
+  }
+}
+
+export class Stats {
+  readonly startedAt = Date.now()
+  hitOps = 0
+  missOps = 0
+  hitBytes = 0
+  missBytes = 0
+  zeroBytes = 0
+  readErrors = 0
+  corruptChunks = 0
+  fuseReadOps = 0
+  fuseReadBytes = 0
+  readLatency = new Histogram()
+  memHits = 0
+  readonly images = new Map<string, ImageStats>()
+  fetchBytes = 0
+  readonly byHolder = new Map<string, { bytes: number, requests: number, errors: number, latency: Histogram }>()
+  prefetch = { issued: 0, used: 0, wasted: 0 }
+
+  image (name: string): ImageStats {
+    let s = this.images.get(name)
+    if (!s) { s = { hitBytes: 0, missBytes: 0, readOps: 0 }; this.images.set(name, s) }
+    return s
+  }
+}
+
+const rate = (hit: number, miss: number): number => hit + miss === 0 ? 0 : hit / (hit + miss)
+
+export interface SnapshotInput {
+  stats: Stats
+  cache: { sizeBytes: number, capacityBytes: number, evictions: number, pinnedBytes: number, chunks: number }
+  images: Array<{ name: string, digest: string, size: number, dataBytes: number, cachedBytes: number }>
+  mount: string
+  hostId: string
+}
+
+export function snapshot (i: SnapshotInput): Record<string, unknown> {
+  const s = i.stats
+  const byHolder: Record<string, unknown> = {}
+  for (const [id, h] of s.byHolder) {
+    byHolder[id] = { bytes: h.bytes, requests: h.requests, errors: h.errors, p50Ms: h.latency.quantile(0.5), p99Ms: h.latency.quantile(0.99) }
+  }
+  const images: Record<string, unknown> = {}
+  for (const im of i.images) {
+    const st = s.images.get(im.name) ?? { hitBytes: 0, missBytes: 0, readOps: 0 }
+    images[im.name] = {
+      size: im.size,
+      digest: im.digest,
+      dataBytes: im.dataBytes,
+      cachedBytes: im.cachedBytes,
+      hitRate: rate(st.hitBytes, st.missBytes),
+      readOps: st.readOps
+    }
+  }
+  return {
+    version: 1,
+    hostId: i.hostId,
+    mount: i.mount,
+    time: new Date().toISOString(),
+    uptimeSec: Math.round((Date.now() - s.startedAt) / 1000),
+    cache: {
+      hitOps: s.hitOps,
+      missOps: s.missOps,
+      hitBytes: s.hitBytes,
+      missBytes: s.missBytes,
+      hitRate: rate(s.hitBytes, s.missBytes),
+      zeroBytes: s.zeroBytes,
+      memoryHits: s.memHits,
+      sizeBytes: i.cache.sizeBytes,
+      capacityBytes: i.cache.capacityBytes,
+      pinnedBytes: i.cache.pinnedBytes,
+      chunks: i.cache.chunks,
+      evictions: i.cache.evictions,
+      corruptChunks: s.corruptChunks
+    },
+    read: {
+      ops: s.fuseReadOps,
+      bytes: s.fuseReadBytes,
+      errors: s.readErrors,
+      p50Ms: s.readLatency.quantile(0.5),
+      p99Ms: s.readLatency.quantile(0.99)
+    },
+    fetch: { bytes: s.fetchBytes, byHolder },
+    prefetch: { ...s.prefetch },
+    images
+  }
+}
