@@ -38,6 +38,7 @@ export type ErrorCode =
   | 'AGENT_NOT_RUNNING'
   | 'CONFIG_INVALID'
   | 'NATIVE_MISSING'
+  | 'AGENT_RUNNING'
 
 export class VmifsError extends Error {
   readonly code: ErrorCode

@@ -45,7 +45,7 @@ export class ChunkStore {
       has: db.prepare('SELECT 1 FROM cache_entries WHERE hash = ?').pluck(),
       get: db.prepare('SELECT size FROM cache_entries WHERE hash = ?').pluck(),
       insert: db.prepare(`INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned)
-        VALUES (?, ?, ?, coalesce((SELECT pins > 0 FROM chunks WHERE hash = ?1), 0))`),
+        VALUES (@hash, @size, @atime, coalesce((SELECT pins > 0 FROM chunks WHERE hash = @hash), 0))`),
       del: db.prepare('DELETE FROM cache_entries WHERE hash = ?'),
       touch: db.prepare('UPDATE cache_entries SET atime = ? WHERE hash = ?'),
       lru: db.prepare(`SELECT e.hash, e.size, coalesce(c.refs, 0) AS refs FROM cache_entries e
@@ -113,7 +113,7 @@ export class ChunkStore {
       await fsp.rm(tmp, { force: true })
       throw err
     }
-    const r = this.q.insert.run(key, data.length, Date.now())
+    const r = this.q.insert.run({ hash: key, size: data.length, atime: Date.now() })
     if (r.changes > 0) this.size += data.length
     if (opts?.pin === true) this.q.pin.run(key)
     if (this.size > this.opts.capacityBytes) this.evict()

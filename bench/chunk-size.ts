@@ -1,0 +1,301 @@
+// Chunk-size study on a family of real Debian disk images (bench/lib/debian-family.sh): for each
+// chunking, how much of an image is zero runs, how big its manifest is, and how many of its data
+// bytes it shares with its siblings (what a host holding one image need not fetch for the next).
+// The same "shared with a sibling" figure on aligned 4 KiB blocks is the ground truth.
+// Usage: npm run bench -- chunk-size [DIR] [--json FILE]
+import fs from 'node:fs'
+import path from 'node:path'
+import { spawnSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { type Chunking, ZERO_BLOCK } from '../src/manifests/chunking.js'
+import { type ChunkOut, createChunker } from '../src/manifests/chunker.js'
+import { type Manifest, ManifestBuilder } from '../src/manifests/manifest.js'
+import { native } from '../src/native/index.js'
+import { blake3 } from '../src/util/hash.js'
+import { readWhole } from './lib/files.js'
+import { KiB, MiB, markdownTable, mean, num, pct, seconds, takeOption } from './lib/report.js'
+
+export const DEFAULT_DIR = '/var/tmp/vmifs-bench/family'
+export const FAMILY = ['minbase', 'ssh', 'nginx'] as const
+const PIECE = 16 * MiB
+const AVGS = [16 * KiB, 64 * KiB, 256 * KiB, MiB]
+const BLOCKS: Chunking = { kind: 'fixed', chunkSize: ZERO_BLOCK }
+
+export const CHUNKINGS: Chunking[] = [
+  ...AVGS.map((chunkSize): Chunking => ({ kind: 'fixed', chunkSize })),
+  ...AVGS.map((avg): Chunking => ({ kind: 'cdc', min: avg / 4, avg, max: avg * 4 }))
+]
+
+const short = (n: number): string => n >= MiB ? `${n / MiB}M` : `${n / KiB}K`
+
+export function chunkingLabel (c: Chunking): string {
+  return c.kind === 'fixed' ? `fixed ${short(c.chunkSize)}` : `cdc ${short(c.min)}/${short(c.avg)}/${short(c.max)}`
+}
+
+/** One image cut one way. `chunks`: data chunks by hash (latin1 key) with length and occurrences. */
+export interface Cut {
+  image: string
+  size: number
+  zeroBytes: number
+  dataBytes: number
+  dataChunks: number
+  entries: number
+  manifestBytes: number
+  seconds: number
+  chunks: Map<string, { length: number, n: number }>
+}
+
+export interface Sharing {
+  /** per image: share of its data bytes in chunks that also occur in a sibling */
+  shared: Record<string, number>
+  meanShared: number
+  sshVsMinbase: number
+  nginxVsSsh: number
+  /** distinct data bytes over the family / sum of the images' data bytes */
+  dedup: number
+}
+
+function newCut (image: string, size: number): Cut {
+  return { image, size, zeroBytes: 0, dataBytes: 0, dataChunks: 0, entries: 0, manifestBytes: 0, seconds: 0, chunks: new Map() }
+}
+
+function addChunk (cut: Cut, hash: Buffer, length: number): void {
+  cut.dataBytes += length
+  cut.dataChunks++
+  const key = hash.toString('latin1')
+  const c = cut.chunks.get(key)
+  if (c) c.n++
+  else cut.chunks.set(key, { length, n: 1 })
+}
+
+function finishCut (cut: Cut, m: Manifest, t0: bigint): Cut {
+  cut.seconds = seconds(t0)
+  cut.entries = m.count
+  cut.manifestBytes = m.encode().length
+  return cut
+}
+
+/** Chunks and hashes an image held in memory, feeding the chunker 16 MiB at a time. */
+export function cutImage (image: string, img: Buffer, chunking: Chunking): Cut {
+  const t0 = process.hrtime.bigint()
+  const chunker = createChunker(chunking)
+  const builder = new ManifestBuilder(chunking)
+  const cut = newCut(image, img.length)
+  let pos = 0
+  const take = (out: ChunkOut[]): void => {
+    for (const c of out) {
+      if (c.offset !== pos || !(c.length > 0)) throw new Error(`${image} ${chunkingLabel(chunking)}: chunk at ${c.offset}+${c.length}, expected offset ${pos}`)
+      pos += c.length
+      if (c.zero) { builder.add(c.length, null); cut.zeroBytes += c.length; continue }
+      const data = c.data!
+      // the chunker must hand out exactly the image's bytes (a memcmp, cheap next to hashing)
+      if (data.length !== c.length || !data.equals(img.subarray(c.offset, c.offset + c.length))) {
+        throw new Error(`${image} ${chunkingLabel(chunking)}: data of chunk at ${c.offset}+${c.length} differs from the image`)
+      }
+      const h = blake3(data)
+      builder.add(c.length, h)
+      addChunk(cut, h, c.length)
+    }
+  }
+  for (let p = 0; p < img.length; p += PIECE) take(chunker.push(img.subarray(p, Math.min(p + PIECE, img.length))))
+  take(chunker.finish())
+  if (pos !== img.length) throw new Error(`${image} ${chunkingLabel(chunking)}: chunks cover ${pos} of ${img.length} bytes`)
+  const m = builder.build()
+  finishCut(cut, m, t0)
+  checkManifest(image, img, m)
+  return cut
+}
+
+/** Ground truth: every non-zero aligned 4 KiB block, hashed on its own (no chunker involved). */
+export function cutBlocks (image: string, img: Buffer): Cut {
+  const t0 = process.hrtime.bigint()
+  const builder = new ManifestBuilder(BLOCKS)
+  const cut = newCut(image, img.length)
+  for (let p = 0; p < img.length; p += PIECE) {
+    const piece = img.subarray(p, Math.min(p + PIECE, img.length))
+    const z = native().zeroBlocks(piece, ZERO_BLOCK)
+    for (let k = 0; k < z.length; k++) {
+      const block = piece.subarray(k * ZERO_BLOCK, (k + 1) * ZERO_BLOCK)
+      if (z[k] === 1) { builder.add(block.length, null); cut.zeroBytes += block.length; continue }
+      const h = blake3(block)
+      builder.add(block.length, h)
+      addChunk(cut, h, block.length)
+    }
+  }
+  return finishCut(cut, builder.build(), t0)
+}
+
+/**
+ * Checks what the chunker promises beyond what ManifestBuilder.build() validates: zero entries
+ * are all zero, and a CDC data chunk shorter than min only ends a data run (before a zero run
+ * or at the end of the image).
+ */
+function checkManifest (image: string, img: Buffer, m: Manifest): void {
+  const z = native()
+  const where = `${image} ${chunkingLabel(m.chunking)}`
+  for (let i = 0; i < m.count; i++) {
+    const a = m.offsets[i]!
+    const len = m.lengthAt(i)
+    if (m.zero[i] === 1) {
+      for (let p = a; p < a + len; p += PIECE) {
+        const view = img.subarray(p, Math.min(p + PIECE, a + len))
+        if (z.zeroBlocks(view, view.length)[0] !== 1) throw new Error(`${where}: zero entry ${i} at ${a}+${len} holds data`)
+      }
+    } else if (m.chunking.kind === 'cdc' && len < m.chunking.min && i + 1 < m.count && m.zero[i + 1] === 0) {
+      throw new Error(`${where}: data entry ${i} at ${a} is ${len} bytes (< min ${m.chunking.min}) and a data entry follows`)
+    }
+  }
+}
+
+function sharedWith (a: Cut, others: Cut[]): number {
+  let bytes = 0
+  for (const [k, c] of a.chunks) if (others.some(o => o.chunks.has(k))) bytes += c.length * c.n
+  return a.dataBytes === 0 ? NaN : bytes / a.dataBytes
+}
+
+export function sharing (cuts: Cut[]): Sharing {
+  const by = (name: string): Cut => cuts.find(c => c.image === name)!
+  const shared: Record<string, number> = {}
+  for (const c of cuts) shared[c.image] = sharedWith(c, cuts.filter(o => o !== c))
+  const distinct = new Map<string, number>()
+  for (const c of cuts) for (const [k, v] of c.chunks) distinct.set(k, v.length)
+  let distinctBytes = 0
+  for (const len of distinct.values()) distinctBytes += len
+  const total = cuts.reduce((s, c) => s + c.dataBytes, 0)
+  return {
+    shared,
+    meanShared: mean(Object.values(shared)),
+    sshVsMinbase: sharedWith(by('ssh'), [by('minbase')]),
+    nginxVsSsh: sharedWith(by('nginx'), [by('ssh')]),
+    dedup: distinctBytes / total
+  }
+}
+
+/** Summary of one chunking over the family (means over the images), as written to JSON. */
+export interface Row {
+  label: string
+  chunking: Chunking
+  zeroShare: number
+  dataChunks: number
+  meanChunk: number
+  entries: number
+  manifestBytes: number
+  bytesPerEntry: number
+  /** image bytes per second of chunk + hash (single thread) */
+  rate: number
+  sharing: Sharing
+  images: Array<Omit<Cut, 'chunks'>>
+}
+
+function summarize (label: string, chunking: Chunking, cuts: Cut[]): Row {
+  const m = (f: (c: Cut) => number): number => mean(cuts.map(f))
+  return {
+    label,
+    chunking,
+    zeroShare: m(c => c.zeroBytes / c.size),
+    dataChunks: m(c => c.dataChunks),
+    meanChunk: m(c => c.dataBytes / c.dataChunks),
+    entries: m(c => c.entries),
+    manifestBytes: m(c => c.manifestBytes),
+    bytesPerEntry: m(c => c.manifestBytes / c.entries),
+    rate: cuts.reduce((s, c) => s + c.size, 0) / cuts.reduce((s, c) => s + c.seconds, 0),
+    sharing: sharing(cuts),
+    images: cuts.map(({ chunks: _, ...rest }) => rest)
+  }
+}
+
+function scriptPath (): string {
+  const here = path.dirname(fileURLToPath(import.meta.url))
+  // bench/ (tsx) or dist/bench/ (compiled)
+  const candidates = [path.join(here, 'lib/debian-family.sh'), path.resolve(here, '../../bench/lib/debian-family.sh')]
+  const found = candidates.find(c => fs.existsSync(c))
+  if (found === undefined) throw new Error(`debian-family.sh not found (looked at ${candidates.join(', ')})`)
+  return found
+}
+
+/** Builds the image family if an image is missing (needs root and a Debian mirror; a few minutes). */
+export function ensureFamily (dir: string): string[] {
+  const files = FAMILY.map(n => path.join(dir, `${n}.img`))
+  if (files.every(f => fs.existsSync(f))) return files
+  if (process.getuid?.() !== 0) throw new Error(`images missing in ${dir}; build them as root: bash bench/lib/debian-family.sh ${dir}`)
+  console.error(`chunk-size: building the image family in ${dir} (a few minutes)`)
+  const r = spawnSync('bash', [scriptPath(), dir], { stdio: 'inherit' })
+  if (r.status !== 0) throw new Error(`debian-family.sh failed (${r.error?.message ?? `exit ${r.status ?? r.signal}`})`)
+  return files
+}
+
+export function renderTables (rows: Row[], truth: Row): string {
+  const sizes = markdownTable(
+    ['chunking', 'zero share', 'data chunks', 'mean data chunk', 'entries', 'manifest bytes', 'bytes/entry', 'chunk+hash MB/s'],
+    [...rows, truth].map(r => [
+      r === truth ? '4 KiB blocks' : r.label,
+      pct(r.zeroShare, 2),
+      num(r.dataChunks),
+      num(r.meanChunk),
+      num(r.entries),
+      num(r.manifestBytes),
+      num(r.bytesPerEntry, 1),
+      num(r.rate / 1e6)
+    ]))
+  const shares = markdownTable(
+    ['chunking', ...FAMILY.map(n => `${n} shared`), 'mean shared', 'ssh in minbase', 'nginx in ssh', 'dedup (distinct/total)'],
+    [...rows, truth].map(r => [
+      r === truth ? '**4 KiB blocks (ground truth)**' : r.label,
+      ...FAMILY.map(n => pct(r.sharing.shared[n]!)),
+      pct(r.sharing.meanShared),
+      pct(r.sharing.sshVsMinbase),
+      pct(r.sharing.nginxVsSsh),
+      pct(r.sharing.dedup)
+    ]))
+  return [
+    'Per image, mean over the family (manifest bytes: canonical binary form):',
+    '',
+    sizes,
+    '',
+    'Data bytes of an image in chunks whose hash also occurs in a sibling, as % of its non-zero data bytes',
+    '("ssh in minbase": ssh\'s data found in minbase; "nginx in ssh": nginx\'s data found in ssh):',
+    '',
+    shares
+  ].join('\n')
+}
+
+export async function main (args: string[]): Promise<void> {
+  args = [...args]
+  const jsonFile = takeOption(args, '--json')
+  const dir = args[0] ?? DEFAULT_DIR
+  const t0 = process.hrtime.bigint()
+  const files = ensureFamily(dir)
+  const images = files.map((f, i) => {
+    const t = process.hrtime.bigint()
+    const img = readWhole(f)
+    console.error(`chunk-size: read ${FAMILY[i]} (${num(img.length / MiB)} MiB) in ${seconds(t).toFixed(1)} s`)
+    return img
+  })
+  const truthCuts = images.map((img, i) => cutBlocks(FAMILY[i]!, img))
+  const truth = summarize('4 KiB blocks', BLOCKS, truthCuts)
+  console.error(`chunk-size: 4 KiB blocks: ${truthCuts.map(c => `${c.image} ${num(c.dataBytes / MiB)} MiB non-zero`).join(', ')}`)
+  const rows: Row[] = []
+  for (const chunking of CHUNKINGS) {
+    const label = chunkingLabel(chunking)
+    const cuts = images.map((img, i) => cutImage(FAMILY[i]!, img, chunking))
+    rows.push(summarize(label, chunking, cuts))
+    console.error(`chunk-size: ${label}: ${cuts.map(c => `${c.image} ${c.seconds.toFixed(1)} s`).join(', ')}`)
+  }
+  const total = seconds(t0)
+  console.log(`## Chunk size on the Debian family (${FAMILY.join(', ')}; ${dir})\n`)
+  console.log(renderTables(rows, truth))
+  console.log(`\n(${num(total, 1)} s in all)`)
+  if (jsonFile !== undefined) {
+    const out = {
+      bench: 'chunk-size',
+      dir,
+      date: new Date().toISOString(),
+      seconds: total,
+      images: truthCuts.map(c => ({ name: c.image, size: c.size, nonZeroBytes4k: c.dataBytes })),
+      groundTruth: truth,
+      chunkings: rows
+    }
+    fs.writeFileSync(jsonFile, JSON.stringify(out, null, 2) + '\n')
+    console.error(`chunk-size: wrote ${jsonFile}`)
+  }
+}

@@ -1,0 +1,61 @@
+import path from 'node:path'
+import { type Command, COMMON_HELP, parse, resolveConfig } from './common.js'
+import { Agent } from '../agent.js'
+import { createLogger } from '../util/log.js'
+import { VmifsError } from '../errors.js'
+
+const SHUTDOWN_DEADLINE_MS = 15_000
+
+export const command: Command = {
+  name: 'agent',
+  summary: 'mount the image filesystem and serve it until stopped',
+  usage: `Usage: vmifs agent --mount <dir> [options]
+
+Mounts the read-only image filesystem at <dir>:
+  <dir>/images/<name>        every image, read-only
+  <dir>/by-digest/<digest>   the same files by manifest digest
+  <dir>/.stats               JSON statistics, fresh on every open
+Prints one JSON line {"event":"ready",...} on standard output once mounted. SIGTERM or SIGINT
+unmount cleanly (a second signal exits at once). A mountpoint left by a crashed agent is
+recovered. Logs are JSON lines on standard error (VMIFS_LOG_LEVEL=debug|info|warn).
+
+Options:
+  --mount <dir>        where to mount (must exist and be empty)
+  --host-id <id>       this host's id in stats (default: the hostname)
+${COMMON_HELP}`,
+  async run (argv) {
+    const a = parse(this, argv, {
+      mount: { type: 'string' }, 'host-id': { type: 'string' },
+      listen: { type: 'string' }, peer: { type: 'string', multiple: true }
+    }, false)
+    if (!a) return 0
+    if (typeof a.values.mount !== 'string') throw VmifsError.usage(`--mount is required\n\n${this.usage}`)
+    if (a.values.listen !== undefined || a.values.peer !== undefined) {
+      throw VmifsError.usage('--listen and --peer (fleet mode) are not available in this version; run without them for the single-host agent')
+    }
+    const config = resolveConfig(a.values)
+    if (typeof a.values['host-id'] === 'string') config.hostId = a.values['host-id']
+    const log = createLogger('vmifs-agent')
+    const agent = new Agent({ config, mountpoint: path.resolve(a.values.mount), log })
+    let stopping: Promise<void> | undefined
+    const stop = (signal: string): void => {
+      if (stopping) {
+        log.warn({ signal }, 'second signal: exiting now')
+        process.exit(130)
+      }
+      log.info({ signal }, 'stopping')
+      const deadline = setTimeout(() => { log.error('shutdown deadline passed: exiting'); process.exit(1) }, SHUTDOWN_DEADLINE_MS)
+      deadline.unref()
+      stopping = agent.close()
+    }
+    process.on('SIGTERM', () => stop('SIGTERM'))
+    process.on('SIGINT', () => stop('SIGINT'))
+    await agent.ready()
+    process.stdout.write(JSON.stringify({ event: 'ready', mount: agent.mountpoint, dataDir: config.dataDir, hostId: config.hostId, pid: process.pid }) + '\n')
+    await new Promise<void>((resolve) => {
+      const t = setInterval(() => { if (stopping) { clearInterval(t); resolve() } }, 50)
+    })
+    await stopping
+    return 0
+  }
+}

@@ -1,0 +1,75 @@
+import cliProgress from 'cli-progress'
+import { type Command, COMMON_HELP, parse, resolveConfig, withDataDir, bytes } from './common.js'
+import { importImage } from '../manifests/import.js'
+import { type Chunking, DEFAULT_CHUNKING } from '../manifests/chunking.js'
+import { parseSize } from '../config.js'
+import { VmifsError } from '../errors.js'
+
+export const command: Command = {
+  name: 'import',
+  summary: 'chunk an image file into the cache and register it; prints the digest',
+  usage: `Usage: vmifs import <file> --name <name> [options]
+
+Reads a raw VM disk image, splits it into chunks (zero runs are recorded, not stored), stores new
+chunks in the local cache pinned, and registers the image under <name>. Prints the image digest.
+
+Options:
+  --name <name>          image name (A-Z a-z 0-9 . _ + -), shown as <mount>/images/<name>
+  --chunking fixed|cdc   chunker (default from config: ${DEFAULT_CHUNKING.kind})
+  --chunk-size <size>    fixed: the chunk size; cdc: the average (min = avg/4, max = avg*4)
+  --replace              replace an existing image of that name
+  --json                 print the result as JSON
+  --quiet                no progress bar
+${COMMON_HELP}`,
+  async run (argv) {
+    const a = parse(this, argv, {
+      name: { type: 'string' }, chunking: { type: 'string' }, 'chunk-size': { type: 'string' },
+      replace: { type: 'boolean' }, json: { type: 'boolean' }, quiet: { type: 'boolean' }
+    })
+    if (!a) return 0
+    const [file, ...extra] = a.positionals
+    if (file === undefined || extra.length > 0) throw VmifsError.usage(`import takes one image file\n\n${this.usage}`)
+    if (typeof a.values.name !== 'string') throw VmifsError.usage(`--name is required\n\n${this.usage}`)
+    const cfg = resolveConfig(a.values)
+    const chunking = chunkingFrom(a.values.chunking, a.values['chunk-size'], cfg.chunking)
+    const tty = process.stderr.isTTY && a.values.quiet !== true
+    const bar = tty
+      ? new cliProgress.SingleBar({ format: 'import [{bar}] {percentage}% | {done}/{total} | {speed}', hideCursor: true, stream: process.stderr }, cliProgress.Presets.shades_classic)
+      : undefined
+    const t0 = Date.now()
+    const r = await withDataDir(cfg, async (dd) => {
+      try {
+        return await importImage(dd, file, {
+          name: a.values.name,
+          chunking,
+          replace: a.values.replace === true,
+          onProgress: bar && ((done, total) => {
+            const s = Math.max(0.001, (Date.now() - t0) / 1000)
+            if (!bar.isActive) bar.start(total, 0, { done: bytes(0), total: bytes(total), speed: '' })
+            bar.update(done, { done: bytes(done), total: bytes(total), speed: `${bytes(done / s)}/s` })
+          })
+        })
+      } finally {
+        bar?.stop()
+      }
+    })
+    if (a.values.json === true) {
+      const { manifest: _m, ...rest } = r
+      process.stdout.write(JSON.stringify(rest) + '\n')
+    } else {
+      process.stdout.write(r.digest + '\n')
+      if (process.stderr.isTTY) process.stderr.write(`${r.name}: ${bytes(r.size)}, ${r.chunks} entries, ${bytes(r.zeroBytes)} zero, ${bytes(r.newBytes)} new in cache, ${(r.size / r.seconds / 1e9).toFixed(2)} GB/s\n`)
+    }
+    return 0
+  }
+}
+
+export function chunkingFrom (kind: unknown, size: unknown, base: Chunking): Chunking {
+  if (kind === undefined && size === undefined) return base
+  const k = kind ?? base.kind
+  if (k !== 'fixed' && k !== 'cdc') throw VmifsError.usage(`--chunking must be fixed or cdc, got ${String(k)}`)
+  const s = size === undefined ? undefined : parseSize(size, '--chunk-size')
+  if (k === 'fixed') return { kind: 'fixed', chunkSize: s ?? (base.kind === 'fixed' ? base.chunkSize : 65536) }
+  const avg = s ?? (base.kind === 'cdc' ? base.avg : 65536)
+  return { kind: 'cdc', min: avg / 4, avg, max: avg * 4 }
+}

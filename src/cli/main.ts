@@ -1,0 +1,50 @@
+#!/usr/bin/env node
+// vmifs command line: one file per subcommand; this file dispatches and maps errors to exit codes
+// (0 ok, 1 failure, 2 usage). Errors print "vmifs <cmd>: <message> [CODE]".
+import { isVmifsError } from '../errors.js'
+import type { Command } from './common.js'
+import { command as importCmd } from './import.js'
+import { command as lsCmd } from './ls.js'
+import { command as exportCmd } from './export.js'
+import { command as rmCmd } from './rm.js'
+import { command as fsckCmd } from './fsck.js'
+import { command as agentCmd } from './agent.js'
+import { command as statsCmd } from './stats.js'
+
+const COMMANDS: Command[] = [importCmd, lsCmd, exportCmd, rmCmd, fsckCmd, agentCmd, statsCmd]
+
+function usage (): string {
+  return `Usage: vmifs <command> [options]     (vmifs <command> --help for each)
+
+A lazy VM-image filesystem: images are chunked into a content-addressed cache and served
+read-only through a FUSE mount.
+
+Commands:
+${COMMANDS.map(c => `  ${c.name.padEnd(8)} ${c.summary}`).join('\n')}
+`
+}
+
+export async function main (argv: string[]): Promise<number> {
+  const [name, ...rest] = argv
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(usage())
+    return name === undefined ? 2 : 0
+  }
+  const cmd = COMMANDS.find(c => c.name === name)
+  if (!cmd) {
+    process.stderr.write(`vmifs: unknown command ${JSON.stringify(name)}\n\n${usage()}`)
+    return 2
+  }
+  try {
+    return await cmd.run(rest)
+  } catch (err) {
+    if (isVmifsError(err)) {
+      process.stderr.write(`vmifs ${name}: ${err.message} [${err.code}]\n`)
+      return err.code === 'USAGE' ? 2 : 1
+    }
+    process.stderr.write(`vmifs ${name}: internal error: ${(err as Error).stack ?? String(err)}\n`)
+    return 1
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2))

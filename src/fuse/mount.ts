@@ -1,0 +1,181 @@
+// The read-only FUSE filesystem:
+//   /images/<name>   /by-digest/<digest>   /.stats
+// Every op answers a number (errno or byte count); nothing throws across this boundary and the
+// reason for an error is logged. Images never change, so their pages stay in the kernel's page
+// cache across opens (auto_cache keeps pages while mtime/size are unchanged, which for an image is
+// forever; .stats gets a new mtime on every getattr, so each open sees a fresh snapshot).
+import Fuse from 'fuse-native'
+import { VmifsError } from '../errors.js'
+import type { Manifest } from '../manifests/manifest.js'
+import { EBADF, EIO, EISDIR, ENOENT, ENOTDIR, EROFS, errnoOf } from './errno.js'
+import type { Logger } from '../util/log.js'
+
+export interface ImageEntry { name: string, digest: string, size: number, createdAt: number }
+
+/** What the mount shows; owned by the agent. */
+export interface MountView {
+  /** name -> image, current as of this call */
+  images (): Map<string, ImageEntry>
+  byDigest (digest: string): ImageEntry | undefined
+  manifest (digest: string): Manifest
+  read (name: string, m: Manifest, dst: Buffer, pos: number, len: number): Promise<number>
+  statsJson (): Buffer
+}
+
+export interface MountOptions {
+  allowOther?: boolean
+  /** a read that takes longer answers EIO (ms) */
+  readTimeoutMs?: number
+  debug?: boolean
+}
+
+type Handle = { kind: 'image', name: string, manifest: Manifest } | { kind: 'stats', data: Buffer }
+
+const O_ACCMODE = 3
+const O_TRUNC = 0o1000
+const DIR = 0o40555
+const FILE = 0o100444
+
+export class VmifsMount {
+  private fuse: Fuse | undefined
+  private readonly handles = new Map<number, Handle>()
+  private nextFd = 1
+  private lastStats: { at: number, data: Buffer } | undefined
+  private readonly mountedAt = new Date()
+  private stopping = false
+
+  constructor (readonly mountpoint: string, private readonly view: MountView, private readonly log: Logger, private readonly opts: MountOptions = {}) {}
+
+  get openHandles (): number { return this.handles.size }
+
+  async mount (): Promise<void> {
+    const ops = this.ops()
+    const fuse = new Fuse(this.mountpoint, ops, {
+      force: false,
+      mkdir: false,
+      autoCache: true,
+      fsname: 'vmifs',
+      subtype: 'vmifs',
+      allowOther: this.opts.allowOther ?? true,
+      defaultPermissions: true,
+      debug: this.opts.debug ?? false,
+      timeout: this.opts.readTimeoutMs ?? 120_000
+    })
+    await new Promise<void>((resolve, reject) => {
+      fuse.mount((err) => {
+        if (err) reject(new VmifsError('MOUNT_FAILED', `cannot mount ${this.mountpoint}: ${err.message}`, { mountpoint: this.mountpoint }, { cause: err }))
+        else resolve()
+      })
+    })
+    this.fuse = fuse
+  }
+
+  /** Stop answering reads (they fail with EIO), then unmount. */
+  async unmount (): Promise<void> {
+    this.stopping = true
+    const fuse = this.fuse
+    if (!fuse) return
+    this.fuse = undefined
+    await new Promise<void>((resolve, reject) => {
+      fuse.unmount((err) => { if (err) reject(err); else resolve() })
+    })
+  }
+
+  private stats (): Buffer {
+    const now = Date.now()
+    if (this.lastStats && now - this.lastStats.at < 200) return this.lastStats.data
+    this.lastStats = { at: now, data: this.view.statsJson() }
+    return this.lastStats.data
+  }
+
+  private lookup (p: string): { kind: 'root' } | { kind: 'dir' } | { kind: 'stats' } | { kind: 'image', image: ImageEntry } | undefined {
+    if (p === '/') return { kind: 'root' }
+    if (p === '/images' || p === '/by-digest') return { kind: 'dir' }
+    if (p === '/.stats') return { kind: 'stats' }
+    if (p.startsWith('/images/')) {
+      const im = this.view.images().get(p.slice(8))
+      return im && { kind: 'image', image: im }
+    }
+    if (p.startsWith('/by-digest/')) {
+      const im = this.view.byDigest(p.slice(11))
+      return im && { kind: 'image', image: im }
+    }
+    return undefined
+  }
+
+  private ops (): Record<string, (...args: any[]) => void> {
+    const stat = (mode: number, size: number, mtime: Date): Record<string, unknown> =>
+      ({ mtime, atime: mtime, ctime: mtime, nlink: mode === DIR ? 2 : 1, size, mode, uid: 0, gid: 0, blocks: Math.ceil(size / 512), blksize: 4096 })
+    const guard = (what: string, cb: (n: number) => void, fn: () => void): void => {
+      try { fn() } catch (err) {
+        this.log.warn({ err, op: what }, 'fuse op failed')
+        cb(errnoOf(err))
+      }
+    }
+    const rofs = (cbIndex: number) => (...args: any[]): void => { (args[cbIndex] as (n: number) => void)(EROFS) }
+
+    return {
+      getattr: (p: string, cb: (n: number, st?: unknown) => void) => guard('getattr', cb, () => {
+        const e = this.lookup(p)
+        if (!e) return cb(ENOENT)
+        if (e.kind === 'root' || e.kind === 'dir') return cb(0, stat(DIR, 4096, this.mountedAt))
+        if (e.kind === 'stats') return cb(0, stat(FILE, this.stats().length, new Date()))
+        cb(0, stat(FILE, e.image.size, new Date(e.image.createdAt)))
+      }),
+      readdir: (p: string, cb: (n: number, names?: string[]) => void) => guard('readdir', cb, () => {
+        if (p === '/') return cb(0, ['images', 'by-digest', '.stats'])
+        if (p === '/images') return cb(0, [...this.view.images().keys()])
+        if (p === '/by-digest') return cb(0, [...new Set([...this.view.images().values()].map(i => i.digest))])
+        cb(this.lookup(p) ? ENOTDIR : ENOENT)
+      }),
+      open: (p: string, flags: number, cb: (n: number, fd?: number) => void) => guard('open', cb, () => {
+        const e = this.lookup(p)
+        if (!e) return cb(ENOENT)
+        if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0) return cb(EROFS)
+        if (e.kind === 'root' || e.kind === 'dir') return cb(EISDIR)
+        const fd = this.nextFd++
+        if (e.kind === 'stats') this.handles.set(fd, { kind: 'stats', data: this.stats() })
+        else if (e.kind === 'image') this.handles.set(fd, { kind: 'image', name: e.image.name, manifest: this.view.manifest(e.image.digest) })
+        cb(0, fd)
+      }),
+      release: (_p: string, fd: number, cb: (n: number) => void) => { this.handles.delete(fd); cb(0) },
+      read: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
+        const h = this.handles.get(fd)
+        if (!h) return cb(EBADF)
+        if (h.kind === 'stats') {
+          if (pos >= h.data.length) return cb(0)
+          return cb(h.data.copy(buf, 0, pos, Math.min(h.data.length, pos + len)))
+        }
+        if (this.stopping) return cb(EIO)
+        this.view.read(h.name, h.manifest, buf, pos, len).then((n) => cb(n), (err: unknown) => {
+          this.log.warn({ err, image: h.name, pos, len }, 'read failed')
+          cb(errnoOf(err))
+        })
+      },
+      access: (p: string, mode: number, cb: (n: number) => void) => guard('access', cb, () => {
+        if (!this.lookup(p)) return cb(ENOENT)
+        cb((mode & 2) !== 0 ? EROFS : 0)
+      }),
+      statfs: (_p: string, cb: (n: number, st?: unknown) => void) => {
+        cb(0, { bsize: 4096, frsize: 4096, blocks: 0, bfree: 0, bavail: 0, files: this.view.images().size, ffree: 0, favail: 0, fsid: 0x766d69, flag: 1, namemax: 255 })
+      },
+      write: rofs(5),
+      create: rofs(2),
+      truncate: rofs(2),
+      ftruncate: rofs(3),
+      unlink: rofs(1),
+      mkdir: rofs(2),
+      rmdir: rofs(1),
+      rename: rofs(2),
+      link: rofs(2),
+      symlink: rofs(2),
+      chmod: rofs(2),
+      chown: rofs(3),
+      utimens: rofs(3),
+      setxattr: rofs(6),
+      removexattr: rofs(2),
+      mknod: rofs(3)
+    }
+  }
+}
+
