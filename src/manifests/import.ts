@@ -36,17 +36,18 @@ const MAX_WRITES = 32
 
 /** Opens and checks an input image, mapping OS errors onto stable codes. */
 export async function openInput (file: string): Promise<{ fh: fsp.FileHandle, size: number, mtimeMs: number }> {
-  let fh: fsp.FileHandle
-  try {
-    fh = await fsp.open(file, 'r')
-  } catch (err) {
+  const fail = (err: unknown): never => {
     const code = (err as NodeJS.ErrnoException).code
-    if (code === 'ENOENT') throw new VmifsError('INPUT_NOT_FOUND', `${file}: no such file`, { file })
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw new VmifsError('INPUT_NOT_FOUND', `${file}: no such file`, { file })
     if (code === 'EISDIR') throw new VmifsError('INPUT_IS_DIRECTORY', `${file} is a directory, not an image file`, { file })
-    throw new VmifsError('INPUT_UNREADABLE', `${file}: cannot open (${code ?? (err as Error).message})`, { file }, { cause: err })
+    throw new VmifsError('INPUT_UNREADABLE', `${file}: cannot read (${code ?? (err as Error).message})`, { file }, { cause: err })
   }
+  // stat first: opening a FIFO or a device could block or have side effects
+  const pre = await fsp.stat(file).catch(fail)
+  if (pre.isDirectory()) throw new VmifsError('INPUT_IS_DIRECTORY', `${file} is a directory, not an image file`, { file })
+  if (!pre.isFile()) throw new VmifsError('INPUT_UNREADABLE', `${file} is not a regular file`, { file })
+  const fh = await fsp.open(file, 'r').catch(fail)
   const st = await fh.stat()
-  if (st.isDirectory()) { await fh.close(); throw new VmifsError('INPUT_IS_DIRECTORY', `${file} is a directory, not an image file`, { file }) }
   if (!st.isFile()) { await fh.close(); throw new VmifsError('INPUT_UNREADABLE', `${file} is not a regular file`, { file }) }
   if (st.size === 0) { await fh.close(); throw new VmifsError('INPUT_EMPTY', `${file} is empty`, { file }) }
   return { fh, size: st.size, mtimeMs: st.mtimeMs }
