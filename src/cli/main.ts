@@ -10,8 +10,9 @@ import { command as rmCmd } from './rm.js'
 import { command as fsckCmd } from './fsck.js'
 import { command as agentCmd } from './agent.js'
 import { command as statsCmd } from './stats.js'
+import { command as manifestCmd } from './manifest.js'
 
-const COMMANDS: Command[] = [importCmd, lsCmd, exportCmd, rmCmd, fsckCmd, agentCmd, statsCmd]
+const COMMANDS: Command[] = [importCmd, lsCmd, exportCmd, rmCmd, fsckCmd, agentCmd, statsCmd, manifestCmd]
 
 function usage (): string {
   return `Usage: vmifs <command> [options]     (vmifs <command> --help for each)
