@@ -124,7 +124,7 @@ export class ChunkStore {
   async read (hashHex: string): Promise<Buffer> {
     let data: Buffer
     try {
-      data = await fsp.readFile(this.pathOf(hashHex))
+      data = readWhole(this.pathOf(hashHex))
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         this.forget(hashHex)
@@ -221,6 +221,28 @@ export class ChunkStore {
   }
 
 
+}
+
+/**
+ * One open/fstat/read/close on the calling thread. Chunk files are small and local (usually in the
+ * page cache); four thread-pool round trips per chunk (fs.promises.readFile) made the FUSE read
+ * path latency-bound (measured: bench/read.ts, agent path).
+ */
+function readWhole (file: string): Buffer {
+  const fd = fs.openSync(file, 'r')
+  try {
+    const size = fs.fstatSync(fd).size
+    const buf = Buffer.allocUnsafe(size)
+    let off = 0
+    while (off < size) {
+      const n = fs.readSync(fd, buf, off, size - off, off)
+      if (n === 0) break
+      off += n
+    }
+    return off === size ? buf : buf.subarray(0, off)
+  } finally {
+    fs.closeSync(fd)
+  }
 }
 
 function isAlive (pid: number): boolean {
