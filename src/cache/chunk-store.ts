@@ -33,7 +33,7 @@ export class ChunkStore {
   private size = 0
   private readonly q: {
     has: Statement, get: Statement, insert: Statement, del: Statement, touch: Statement,
-    lru: Statement, sum: Statement, all: Statement, pin: Statement
+    lru: Statement, lruUnref: Statement, sum: Statement, all: Statement, pin: Statement
   }
 
   private evicting = false
@@ -48,8 +48,9 @@ export class ChunkStore {
         VALUES (@hash, @size, @atime, coalesce((SELECT pins > 0 FROM chunks WHERE hash = @hash), 0))`),
       del: db.prepare('DELETE FROM cache_entries WHERE hash = ?'),
       touch: db.prepare('UPDATE cache_entries SET atime = ? WHERE hash = ?'),
-      lru: db.prepare(`SELECT e.hash, e.size, coalesce(c.refs, 0) AS refs FROM cache_entries e
-        LEFT JOIN chunks c ON c.hash = e.hash WHERE e.pinned = 0 ORDER BY e.atime LIMIT ?`),
+      lruUnref: db.prepare(`SELECT e.hash, e.size FROM cache_entries e LEFT JOIN chunks c ON c.hash = e.hash
+        WHERE e.pinned = 0 AND coalesce(c.refs, 0) = 0 ORDER BY e.atime LIMIT ?`),
+      lru: db.prepare('SELECT hash, size FROM cache_entries WHERE pinned = 0 ORDER BY atime LIMIT ?'),
       sum: db.prepare('SELECT coalesce(sum(size), 0) FROM cache_entries').pluck(),
       all: db.prepare('SELECT hash, size FROM cache_entries'),
       pin: db.prepare('UPDATE cache_entries SET pinned = 1 WHERE hash = ?')
@@ -117,7 +118,7 @@ export class ChunkStore {
     if (r.changes > 0) this.size += data.length
     if (opts?.pin === true) this.q.pin.run(key)
     if (this.size > this.opts.capacityBytes) this.evict()
-    return true
+    return r.changes > 0 // a concurrent put of the same chunk may have recorded it first
   }
 
   /** Reads and verifies a chunk. Drops it from the cache if it is corrupt or gone. */
@@ -182,19 +183,21 @@ export class ChunkStore {
     let bytes = 0
     try {
       this.flushAtimes()
-      while (this.size > target) {
-        const rows = this.q.lru.all(256) as Array<{ hash: Buffer, size: number, refs: number }>
-        if (rows.length === 0) break
-        rows.sort((a, b) => (a.refs > 0 ? 1 : 0) - (b.refs > 0 ? 1 : 0))
-        for (const r of rows) {
-          if (this.size <= target) break
-          const hex = r.hash.toString('hex')
-          fs.rmSync(this.pathOf(hex), { force: true })
-          this.q.del.run(r.hash)
-          this.size -= r.size
-          this.atimes.delete(hex)
-          chunks++
-          bytes += r.size
+      // chunks no image refers to first, then the least recently used of the rest
+      for (const q of [this.q.lruUnref, this.q.lru]) {
+        while (this.size > target) {
+          const rows = q.all(256) as Array<{ hash: Buffer, size: number }>
+          if (rows.length === 0) break
+          for (const r of rows) {
+            if (this.size <= target) break
+            const hex = r.hash.toString('hex')
+            fs.rmSync(this.pathOf(hex), { force: true })
+            this.q.del.run(r.hash)
+            this.size -= r.size
+            this.atimes.delete(hex)
+            chunks++
+            bytes += r.size
+          }
         }
       }
     } finally {

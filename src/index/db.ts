@@ -19,6 +19,7 @@ export function openDb (file: string, migrations: Migration[] = MIGRATIONS): Db 
   }
   try {
     db.pragma('busy_timeout = 10000')
+    checkVersion(db, migrations) // before anything writes to the file
     db.pragma('journal_mode = WAL')
     db.pragma('synchronous = NORMAL')
     db.pragma('foreign_keys = ON')
@@ -30,12 +31,17 @@ export function openDb (file: string, migrations: Migration[] = MIGRATIONS): Db 
   }
 }
 
-export function migrate (db: Db, migrations: Migration[] = MIGRATIONS): void {
+function checkVersion (db: Db, migrations: Migration[]): number {
   const latest = migrations[migrations.length - 1]!.version
   const current = db.pragma('user_version', { simple: true }) as number
   if (current > latest) {
     throw new VmifsError('DB_NEWER_SCHEMA', `the data dir has schema version ${current}, newer than this vmifs understands (${latest}); upgrade vmifs`, { current, latest })
   }
+  return current
+}
+
+export function migrate (db: Db, migrations: Migration[] = MIGRATIONS): void {
+  const current = checkVersion(db, migrations)
   for (const m of migrations) {
     if (m.version <= current) continue
     db.transaction(() => {
