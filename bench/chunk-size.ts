@@ -13,7 +13,7 @@ import { type Manifest, ManifestBuilder } from '../src/manifests/manifest.js'
 import { native } from '../src/native/index.js'
 import { blake3 } from '../src/util/hash.js'
 import { readWhole } from './lib/files.js'
-import { KiB, MiB, markdownTable, mean, num, pct, seconds, takeOption } from './lib/report.js'
+import { KiB, MiB, chunkingLabel, markdownTable, mean, num, pct, seconds, takeOption } from './lib/report.js'
 
 export const DEFAULT_DIR = '/var/tmp/vmifs-bench/family'
 export const FAMILY = ['minbase', 'ssh', 'nginx'] as const
@@ -25,12 +25,6 @@ export const CHUNKINGS: Chunking[] = [
   ...AVGS.map((chunkSize): Chunking => ({ kind: 'fixed', chunkSize })),
   ...AVGS.map((avg): Chunking => ({ kind: 'cdc', min: avg / 4, avg, max: avg * 4 }))
 ]
-
-const short = (n: number): string => n >= MiB ? `${n / MiB}M` : `${n / KiB}K`
-
-export function chunkingLabel (c: Chunking): string {
-  return c.kind === 'fixed' ? `fixed ${short(c.chunkSize)}` : `cdc ${short(c.min)}/${short(c.avg)}/${short(c.max)}`
-}
 
 /** One image cut one way. `chunks`: data chunks by hash (latin1 key) with length and occurrences. */
 export interface Cut {

@@ -1,4 +1,5 @@
 // Small helpers shared by the benchmarks: argument parsing, number formatting, markdown tables.
+import type { Chunking } from '../../src/manifests/chunking.js'
 
 /** `--name VALUE` from args (removed from the array), or undefined. */
 export function takeOption (args: string[], name: string): string | undefined {
@@ -16,6 +17,7 @@ export const GiB = 1024 * 1024 * 1024
 
 /** 16384 -> '16 KiB', 1048576 -> '1 MiB' */
 export function sizeLabel (n: number): string {
+  if (n >= GiB && n % GiB === 0) return `${n / GiB} GiB`
   if (n >= MiB && n % MiB === 0) return `${n / MiB} MiB`
   if (n >= KiB && n % KiB === 0) return `${n / KiB} KiB`
   return `${n} B`
@@ -44,4 +46,11 @@ export function markdownTable (header: string[], rows: string[][], left: number[
 
 export function seconds (t0: bigint): number {
   return Number(process.hrtime.bigint() - t0) / 1e9
+}
+
+const short = (n: number): string => n >= MiB && n % MiB === 0 ? `${n / MiB}M` : n % KiB === 0 ? `${n / KiB}K` : `${n}`
+
+/** { fixed, 65536 } -> 'fixed 64K'; { cdc, 16384, 65536, 262144 } -> 'cdc 16K/64K/256K' */
+export function chunkingLabel (c: Chunking): string {
+  return c.kind === 'fixed' ? `fixed ${short(c.chunkSize)}` : `cdc ${short(c.min)}/${short(c.avg)}/${short(c.max)}`
 }

@@ -1,0 +1,231 @@
+// Import throughput next to b3sum on the same file, in one run: b3sum on one thread and on all
+// cores, then vmifs (i) compute only: read + chunk + BLAKE3 every data chunk + manifest, no writes,
+// and (ii) a full importImage into a fresh data dir (chunk files written, synced, SQLite).
+// Inputs: a generated file of random bytes (every chunk is new data) and, if present, the nginx
+// image of the Debian family. Files are read once first, so every run is warm.
+// Usage: npm run bench -- import [--size-mib N] [--runs N] [--json FILE]
+import fs from 'node:fs'
+import fsp from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { randomFillSync } from 'node:crypto'
+import { execFileSync, spawnSync } from 'node:child_process'
+import { DataDir } from '../src/datadir.js'
+import type { Chunking } from '../src/manifests/chunking.js'
+import { type ChunkOut, createChunker } from '../src/manifests/chunker.js'
+import { importImage } from '../src/manifests/import.js'
+import { ManifestBuilder } from '../src/manifests/manifest.js'
+import { blake3 } from '../src/util/hash.js'
+import { readThrough } from './lib/files.js'
+import { GiB, MiB, chunkingLabel, markdownTable, num, pct, seconds, sizeLabel, takeOption } from './lib/report.js'
+
+export const NGINX_IMAGE = '/var/tmp/vmifs-bench/family/nginx.img'
+export const CHUNKINGS: Chunking[] = [
+  { kind: 'fixed', chunkSize: 64 * 1024 },
+  { kind: 'cdc', min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 }
+]
+const READ_SIZE = 16 * MiB // as in import.ts
+
+/** One timed run: wall seconds and CPU seconds (user + sys) of whoever did the work. */
+export interface Timing { wall: number, cpu: number, user?: number, sys?: number, detail?: Record<string, number | string> }
+
+export interface Result {
+  input: string
+  bytes: number
+  tool: string
+  runs: Timing[]
+  /** the median run by wall time */
+  wall: number
+  cpu: number
+  user?: number
+  sys?: number
+  detail?: Record<string, number | string>
+}
+
+/** Writes `size` bytes of random data (incompressible, no zero blocks) in 16 MiB pieces, synced. */
+export function writeRandomFile (file: string, size: number): void {
+  const fd = fs.openSync(file, 'w')
+  try {
+    const buf = Buffer.allocUnsafe(Math.min(READ_SIZE, size))
+    for (let off = 0; off < size;) {
+      const n = Math.min(buf.length, size - off)
+      randomFillSync(buf, 0, n)
+      fs.writeSync(fd, buf, 0, n, off)
+      off += n
+    }
+    fs.fsyncSync(fd) // no writeback of the input competing with the timed runs
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+let clockTicks: number | undefined
+
+/** CPU seconds used so far by this process's waited-for children (cutime, cstime). */
+function childCpu (): { user: number, sys: number } {
+  clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100
+  const stat = fs.readFileSync('/proc/self/stat', 'utf8')
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ') // f[0] is field 3 (state)
+  return { user: Number(f[13]) / clockTicks, sys: Number(f[14]) / clockTicks }
+}
+
+/** This process's CPU seconds since `since` (a process.cpuUsage() reading). */
+function cpuSince (since: NodeJS.CpuUsage): { cpu: number, user: number, sys: number } {
+  const u = process.cpuUsage(since)
+  return { cpu: (u.user + u.system) / 1e6, user: u.user / 1e6, sys: u.system / 1e6 }
+}
+
+export function timeB3sum (file: string, threads?: number): Timing {
+  const args = threads === undefined ? [file] : ['--num-threads', String(threads), file]
+  const c0 = childCpu()
+  const t0 = process.hrtime.bigint()
+  const r = spawnSync('b3sum', args, { encoding: 'utf8' })
+  const wall = seconds(t0)
+  if (r.error) throw new Error(`b3sum: ${r.error.message} (apt-get install b3sum)`)
+  if (r.status !== 0) throw new Error(`b3sum ${args.join(' ')} failed: ${r.stderr}`)
+  const c1 = childCpu()
+  const user = c1.user - c0.user
+  const sys = c1.sys - c0.sys
+  return { wall, cpu: user + sys, user, sys, detail: { hash: r.stdout.split(' ')[0]! } }
+}
+
+async function readAt (fh: fsp.FileHandle, pos: number, len: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(len)
+  let off = 0
+  while (off < len) {
+    const { bytesRead } = await fh.read(buf, off, len - off, pos + off)
+    if (bytesRead === 0) break
+    off += bytesRead
+  }
+  return off === len ? buf : buf.subarray(0, off)
+}
+
+/** The compute path of an import: the same reads (16 MiB, one ahead), chunker, hashes, manifest. */
+export async function timeCompute (file: string, chunking: Chunking): Promise<Timing> {
+  const c0 = process.cpuUsage()
+  const t0 = process.hrtime.bigint()
+  const fh = await fsp.open(file, 'r')
+  let dataChunks = 0
+  let zeroBytes = 0
+  let digest: string
+  try {
+    const size = (await fh.stat()).size
+    const chunker = createChunker(chunking)
+    const builder = new ManifestBuilder(chunking)
+    const take = (out: ChunkOut[]): void => {
+      for (const c of out) {
+        if (c.zero) { builder.add(c.length, null); zeroBytes += c.length; continue }
+        builder.add(c.length, blake3(c.data!))
+        dataChunks++
+      }
+    }
+    let pos = 0
+    let next = readAt(fh, 0, Math.min(READ_SIZE, size))
+    while (pos < size) {
+      const buf = await next
+      if (buf.length === 0) throw new Error(`${file} shrank`)
+      pos += buf.length
+      next = pos < size ? readAt(fh, pos, Math.min(READ_SIZE, size - pos)) : Promise.resolve(Buffer.alloc(0))
+      take(chunker.push(buf))
+    }
+    await next
+    take(chunker.finish())
+    digest = builder.build().digest()
+  } finally {
+    await fh.close()
+  }
+  return { wall: seconds(t0), ...cpuSince(c0), detail: { dataChunks, zeroBytes, digest } }
+}
+
+/** A full import into a fresh data dir under `tmp` (removed afterwards, outside the timing). */
+export async function timeImport (file: string, chunking: Chunking, tmp: string): Promise<Timing> {
+  const dir = fs.mkdtempSync(path.join(tmp, 'dd-'))
+  try {
+    const dd = DataDir.open(dir, { capacityBytes: 1024 * GiB })
+    try {
+      const c0 = process.cpuUsage()
+      const t0 = process.hrtime.bigint()
+      const r = await importImage(dd, file, { name: 'bench', chunking })
+      const wall = seconds(t0)
+      return { wall, ...cpuSince(c0), detail: { dataChunks: r.dataChunks, newChunks: r.newChunks, newBytes: r.newBytes, digest: r.digest } }
+    } finally {
+      dd.close()
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+async function measure (input: string, bytes: number, tool: string, runs: number, once: () => Timing | Promise<Timing>): Promise<Result> {
+  const all: Timing[] = []
+  for (let i = 0; i < runs; i++) all.push(await once())
+  const med = [...all].sort((a, b) => a.wall - b.wall)[Math.floor((all.length - 1) / 2)]!
+  const r: Result = { input, bytes, tool, runs: all, wall: med.wall, cpu: med.cpu, user: med.user, sys: med.sys, detail: med.detail }
+  console.error(`import: ${input}: ${tool}: ${all.map(t => `${t.wall.toFixed(2)} s`).join(', ')}`)
+  return r
+}
+
+export function renderTable (results: Result[]): string {
+  const rows = results.map((r) => {
+    const base = results.find(b => b.input === r.input && b.tool === 'b3sum --num-threads 1')
+    const rate = r.bytes / r.wall
+    return [
+      r.input,
+      r.tool,
+      r.wall.toFixed(3),
+      num(rate / 1e6),
+      (rate / 1e9).toFixed(2),
+      base === undefined ? 'n/a' : `${(rate / (base.bytes / base.wall)).toFixed(2)}×`,
+      r.cpu.toFixed(2),
+      `${r.user?.toFixed(2) ?? '?'} / ${r.sys?.toFixed(2) ?? '?'}`,
+      r.cpu > 0 ? (r.bytes / r.cpu / 1e9).toFixed(2) : 'n/a'
+    ]
+  })
+  return markdownTable(['input', 'tool', 'wall s', 'MB/s', 'GB/s', 'vs b3sum 1T', 'CPU s', 'user / sys s', 'GB/s per core'], rows, [0, 1])
+}
+
+export async function main (args: string[]): Promise<void> {
+  args = [...args]
+  const sizeMiB = Number(takeOption(args, '--size-mib') ?? 1024)
+  const runs = Number(takeOption(args, '--runs') ?? 3)
+  const jsonFile = takeOption(args, '--json')
+  if (!(Number.isInteger(sizeMiB) && sizeMiB > 0) || !(Number.isInteger(runs) && runs > 0)) throw new Error('usage: npm run bench -- import [--size-mib N] [--runs N] [--json FILE]')
+  const tmp = fs.mkdtempSync('/var/tmp/vmifs-bench-import-')
+  const results: Result[] = []
+  const notes: string[] = []
+  try {
+    const random = path.join(tmp, 'random.img')
+    const t0 = process.hrtime.bigint()
+    writeRandomFile(random, sizeMiB * MiB)
+    console.error(`import: wrote ${sizeMiB} MiB of random data to ${random} in ${seconds(t0).toFixed(1)} s`)
+    const inputs = [{ label: `random ${sizeLabel(sizeMiB * MiB)}`, file: random }]
+    if (fs.existsSync(NGINX_IMAGE)) inputs.push({ label: 'nginx.img', file: NGINX_IMAGE })
+    else console.error(`import: ${NGINX_IMAGE} missing, skipped (bash bench/lib/debian-family.sh /var/tmp/vmifs-bench/family)`)
+    for (const { label, file } of inputs) {
+      const bytes = readThrough(file) // warm the page cache
+      results.push(await measure(label, bytes, 'b3sum --num-threads 1', runs, () => timeB3sum(file, 1)))
+      results.push(await measure(label, bytes, `b3sum default (${os.availableParallelism()} cores)`, runs, () => timeB3sum(file)))
+      for (const c of CHUNKINGS) {
+        const compute = await measure(label, bytes, `vmifs compute, ${chunkingLabel(c)}`, runs, async () => await timeCompute(file, c))
+        const full = await measure(label, bytes, `vmifs import, ${chunkingLabel(c)}`, runs, async () => await timeImport(file, c, tmp))
+        const digests = new Set([...compute.runs, ...full.runs].map(t => t.detail?.digest))
+        if (digests.size !== 1) throw new Error(`${label} ${chunkingLabel(c)}: runs disagree on the manifest digest: ${[...digests].join(', ')}`)
+        results.push(compute, full)
+      }
+      const zero = Number(results.find(r => r.input === label && r.detail?.zeroBytes !== undefined)?.detail?.zeroBytes ?? 0)
+      notes.push(`${label}: ${pct(zero / bytes)} zero (in zero entries of the ${chunkingLabel(CHUNKINGS[0]!)} manifest)`)
+    }
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true })
+  }
+  console.log(`## Import throughput (${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.availableParallelism()} cores; median of ${runs} warm runs)\n`)
+  console.log(renderTable(results))
+  console.log('\nGB/s = file bytes / wall time; GB/s per core = file bytes / CPU seconds (user + sys) of the process doing')
+  console.log('the work (b3sum: the child; vmifs: this Node process, including libuv threads; not the kernel\'s')
+  console.log('writeback nor the `sync -f` child of an import). vmifs detects zero blocks and does not hash')
+  console.log(`them, while b3sum hashes every byte: ${notes.join('; ')}.`)
+  if (jsonFile !== undefined) {
+    fs.writeFileSync(jsonFile, JSON.stringify({ bench: 'import', date: new Date().toISOString(), cpu: os.cpus()[0]?.model, cores: os.availableParallelism(), results }, null, 2) + '\n')
+    console.error(`import: wrote ${jsonFile}`)
+  }
+}
