@@ -101,6 +101,15 @@ export class ChunkStore {
       this.touch(hashHex)
       return false
     }
+    await this.writeFile(hashHex, data)
+    return this.record([{ hash: key, size: data.length }], opts?.pin ?? false).chunks > 0
+  }
+
+  /**
+   * Writes a chunk file (temp file, then rename) without recording it. The caller has verified
+   * the bytes and must record() the chunk afterwards; until then only fsck would see the file.
+   */
+  async writeFile (hashHex: string, data: Buffer): Promise<void> {
     const dir = path.join(this.chunkDir, hashHex.slice(0, 2))
     if (!this.dirsMade.has(dir)) {
       await fsp.mkdir(dir, { recursive: true })
@@ -114,11 +123,27 @@ export class ChunkStore {
       await fsp.rm(tmp, { force: true })
       throw err
     }
-    const r = this.q.insert.run({ hash: key, size: data.length, atime: Date.now() })
-    if (r.changes > 0) this.size += data.length
-    if (opts?.pin === true) this.q.pin.run(key)
+  }
+
+  /** Records written chunk files in one transaction; returns what was new. Evicts if over capacity. */
+  record (entries: Array<{ hash: Buffer, size: number }>, pin: boolean): { chunks: number, bytes: number } {
+    let chunks = 0
+    let bytes = 0
+    const now = Date.now()
+    this.db.transaction(() => {
+      for (const e of entries) {
+        if (this.q.insert.run({ hash: e.hash, size: e.size, atime: now }).changes > 0) { chunks++; bytes += e.size }
+        if (pin) this.q.pin.run(e.hash)
+      }
+    })()
+    this.size += bytes
     if (this.size > this.opts.capacityBytes) this.evict()
-    return r.changes > 0 // a concurrent put of the same chunk may have recorded it first
+    return { chunks, bytes }
+  }
+
+  /** Marks existing entries pinned (import does this before its image row exists). */
+  pinMany (hashes: Buffer[]): void {
+    this.db.transaction(() => { for (const h of hashes) this.q.pin.run(h) })()
   }
 
   /** Reads and verifies a chunk. Drops it from the cache if it is corrupt or gone. */

@@ -70,6 +70,6 @@ export function chunkingFrom (kind: unknown, size: unknown, base: Chunking): Chu
   if (k !== 'fixed' && k !== 'cdc') throw VmifsError.usage(`--chunking must be fixed or cdc, got ${String(k)}`)
   const s = size === undefined ? undefined : parseSize(size, '--chunk-size')
   if (k === 'fixed') return { kind: 'fixed', chunkSize: s ?? (base.kind === 'fixed' ? base.chunkSize : 65536) }
-  const avg = s ?? (base.kind === 'cdc' ? base.avg : 65536)
+  const avg = s ?? (base.kind === 'cdc' ? base.avg : 16384)
   return { kind: 'cdc', min: avg / 4, avg, max: avg * 4 }
 }

@@ -11,7 +11,7 @@ export type Chunking =
   | { kind: 'cdc', min: number, avg: number, max: number }
 
 /** The measured default (see README, "Choosing the chunk size"). */
-export const DEFAULT_CHUNKING: Chunking = { kind: 'cdc', min: 16384, avg: 65536, max: 262144 }
+export const DEFAULT_CHUNKING: Chunking = { kind: 'cdc', min: 4096, avg: 16384, max: 65536 }
 
 const isPow2 = (n: number): boolean => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0
 
@@ -58,9 +58,12 @@ export function gearTable (): { table: Buffer, values: BigUint64Array } {
   return gearCache
 }
 
-/** Top `bits` bits set: a cut is where (h & mask) == 0. Top bits see the last 64 bytes. */
+/**
+ * `bits` bits set just below bit 63: a cut is where (h & mask) == 0. High bits depend on the last
+ * 63 bytes; bit 63 stays clear so the native loop can test two bytes per step.
+ */
 export function topMask (bits: number): bigint {
-  return ((1n << BigInt(bits)) - 1n) << BigInt(64 - bits)
+  return ((1n << BigInt(bits)) - 1n) << BigInt(63 - bits)
 }
 
 /** FastCDC normalization level 2: stricter mask before avg, looser after. */

@@ -33,6 +33,7 @@ export interface ImportResult {
 
 const READ_SIZE = 16 * 1024 * 1024
 const MAX_WRITES = 32
+const BATCH = 512
 
 /** Opens and checks an input image, mapping OS errors onto stable codes. */
 export async function openInput (file: string): Promise<{ fh: fsp.FileHandle, size: number, mtimeMs: number }> {
@@ -72,6 +73,21 @@ export async function importImage (dd: DataDir, file: string, opts: ImportOption
   let dataChunks = 0
   let failure: unknown
 
+  // New chunks: files are written concurrently, then recorded (and pinned) in batches, one
+  // transaction each. Chunks the cache already holds are pinned in batches too, so eviction
+  // cannot take them before the image row exists.
+  let written: Array<{ hash: Buffer, size: number }> = []
+  let existing: Buffer[] = []
+  const flush = (): void => {
+    if (written.length > 0) {
+      const r = dd.store.record(written, pin)
+      newChunks += r.chunks
+      newBytes += r.bytes
+      written = []
+    }
+    if (existing.length > 0 && pin) dd.store.pinMany(existing)
+    existing = []
+  }
   const take = async (chunks: ReturnType<typeof chunker.push>): Promise<void> => {
     for (const c of chunks) {
       if (c.zero) { builder.add(c.length, null); zeroBytes += c.length; continue }
@@ -81,9 +97,15 @@ export async function importImage (dd: DataDir, file: string, opts: ImportOption
       const hex = h.toString('hex')
       if (seen.has(hex)) continue
       seen.add(hex)
-      const data = c.data!
-      const p = dd.store.put(hex, data, { verified: true, pin }).then((isNew) => {
-        if (isNew) { newChunks++; newBytes += data.length }
+      if (dd.store.has(hex)) {
+        existing.push(h)
+        if (existing.length >= BATCH) flush()
+        continue
+      }
+      // c.data views a buffer readAt() allocated for this read alone; nothing writes into it
+      const p = dd.store.writeFile(hex, c.data!).then(() => {
+        written.push({ hash: h, size: c.length })
+        if (written.length >= BATCH) flush()
       }, (err) => { failure ??= err }).finally(() => { writes.delete(p) })
       writes.add(p)
       if (writes.size >= MAX_WRITES) await Promise.race(writes)
@@ -106,10 +128,12 @@ export async function importImage (dd: DataDir, file: string, opts: ImportOption
     await take(chunker.finish())
     await Promise.all(writes)
     if (failure) throw failure
+    flush()
     const st = await fh.stat()
     if (st.size !== size || st.mtimeMs !== mtimeMs) throw new VmifsError('INPUT_CHANGED', `${file} changed while it was imported`, { file })
   } catch (err) {
     await Promise.allSettled(writes)
+    try { flush() } catch {}
     if (pin) dd.store.reconcilePins()
     throw err
   } finally {
