@@ -38,6 +38,8 @@ ${COMMON_HELP}`,
     const log = createLogger('vmifs-agent')
     const agent = new Agent({ config, mountpoint: path.resolve(a.values.mount), log })
     let stopping: Promise<void> | undefined
+    let stopped!: (p: Promise<void>) => void
+    const done = new Promise<void>((resolve) => { stopped = resolve }) // settles with agent.close()
     const stop = (signal: string): void => {
       if (stopping) {
         log.warn({ signal }, 'second signal: exiting now')
@@ -47,15 +49,13 @@ ${COMMON_HELP}`,
       const deadline = setTimeout(() => { log.error('shutdown deadline passed: exiting'); process.exit(1) }, SHUTDOWN_DEADLINE_MS)
       deadline.unref()
       stopping = agent.close()
+      stopped(stopping)
     }
     process.on('SIGTERM', () => stop('SIGTERM'))
     process.on('SIGINT', () => stop('SIGINT'))
     await agent.ready()
     process.stdout.write(JSON.stringify({ event: 'ready', mount: agent.mountpoint, dataDir: config.dataDir, hostId: config.hostId, pid: process.pid }) + '\n')
-    await new Promise<void>((resolve) => {
-      const t = setInterval(() => { if (stopping) { clearInterval(t); resolve() } }, 50)
-    })
-    await stopping
+    await done
     return 0
   }
 }
