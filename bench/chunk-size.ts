@@ -2,6 +2,10 @@
 // chunking, how much of an image is zero runs, how big its manifest is, and how many of its data
 // bytes it shares with its siblings (what a host holding one image need not fetch for the next).
 // The same "shared with a sibling" figure on aligned 4 KiB blocks is the ground truth.
+// Fetch amplification: a lazy filesystem fetches whole chunks, so a read costs every chunk it
+// touches. With no VM to boot, the files a boot opens stand in for its reads (bench/lib/boot-set.ts,
+// located with debugfs); per chunking, the distinct data chunks overlapping them over their bytes
+// (nginx and minbase), and the share of nginx's that a host already holding ssh lacks.
 // Usage: npm run bench -- chunk-size [DIR] [--json FILE]
 import fs from 'node:fs'
 import path from 'node:path'
@@ -12,18 +16,22 @@ import { type ChunkOut, createChunker } from '../src/manifests/chunker.js'
 import { type Manifest, ManifestBuilder } from '../src/manifests/manifest.js'
 import { native } from '../src/native/index.js'
 import { blake3 } from '../src/util/hash.js'
+import { type FetchCost, type ReadSet, bootReadSet, fetchCost, groups } from './lib/boot-set.js'
 import { readWhole } from './lib/files.js'
-import { KiB, MiB, chunkingLabel, markdownTable, mean, num, pct, seconds, takeOption } from './lib/report.js'
+import { KiB, MiB, chunkingLabel, chunkingTitle, markdownTable, mean, num, pct, seconds, takeOption } from './lib/report.js'
 
 export const DEFAULT_DIR = '/var/tmp/vmifs-bench/family'
 export const FAMILY = ['minbase', 'ssh', 'nginx'] as const
 const PIECE = 16 * MiB
 const AVGS = [16 * KiB, 64 * KiB, 256 * KiB, MiB]
+const CDC_AVGS = [16 * KiB, 32 * KiB, 64 * KiB, 256 * KiB, MiB]
 const BLOCKS: Chunking = { kind: 'fixed', chunkSize: ZERO_BLOCK }
+/** images whose boot read set is priced, each with the sibling a host may already hold */
+export const FETCH: Array<{ image: string, holder?: string }> = [{ image: 'nginx', holder: 'ssh' }, { image: 'minbase' }]
 
 export const CHUNKINGS: Chunking[] = [
   ...AVGS.map((chunkSize): Chunking => ({ kind: 'fixed', chunkSize })),
-  ...AVGS.map((avg): Chunking => ({ kind: 'cdc', min: avg / 4, avg, max: avg * 4 }))
+  ...CDC_AVGS.map((avg): Chunking => ({ kind: 'cdc', min: avg / 4, avg, max: avg * 4 }))
 ]
 
 /** One image cut one way. `chunks`: data chunks by hash (latin1 key) with length and occurrences. */
@@ -37,6 +45,7 @@ export interface Cut {
   manifestBytes: number
   seconds: number
   chunks: Map<string, { length: number, n: number }>
+  manifest?: Manifest
 }
 
 export interface Sharing {
@@ -66,6 +75,7 @@ function finishCut (cut: Cut, m: Manifest, t0: bigint): Cut {
   cut.seconds = seconds(t0)
   cut.entries = m.count
   cut.manifestBytes = m.encode().length
+  cut.manifest = m
   return cut
 }
 
@@ -178,10 +188,25 @@ export interface Row {
   /** image bytes per second of chunk + hash (single thread) */
   rate: number
   sharing: Sharing
-  images: Array<Omit<Cut, 'chunks'>>
+  /** per image of FETCH: the cost of its boot read set (newBytes: not in its holder's chunks) */
+  fetch: Record<string, FetchCost>
+  images: Array<Omit<Cut, 'chunks' | 'manifest'>>
 }
 
-function summarize (label: string, chunking: Chunking, cuts: Cut[]): Row {
+/** What each image of FETCH pays to serve its read set under the cuts' chunking. */
+function fetchCosts (cuts: Cut[], sets: Map<string, ReadSet>): Record<string, FetchCost> {
+  const by = (name: string): Cut => cuts.find(c => c.image === name)!
+  const out: Record<string, FetchCost> = {}
+  for (const { image, holder } of FETCH) {
+    const set = sets.get(image)
+    const m = by(image).manifest
+    if (set === undefined || m === undefined) continue
+    out[image] = fetchCost(m, set.ranges, holder === undefined ? undefined : by(holder).chunks)
+  }
+  return out
+}
+
+function summarize (label: string, chunking: Chunking, cuts: Cut[], sets: Map<string, ReadSet>): Row {
   const m = (f: (c: Cut) => number): number => mean(cuts.map(f))
   return {
     label,
@@ -194,7 +219,8 @@ function summarize (label: string, chunking: Chunking, cuts: Cut[]): Row {
     bytesPerEntry: m(c => c.manifestBytes / c.entries),
     rate: cuts.reduce((s, c) => s + c.size, 0) / cuts.reduce((s, c) => s + c.seconds, 0),
     sharing: sharing(cuts),
-    images: cuts.map(({ chunks: _, ...rest }) => rest)
+    fetch: fetchCosts(cuts, sets),
+    images: cuts.map(({ chunks: _, manifest: __, ...rest }) => rest)
   }
 }
 
@@ -253,12 +279,71 @@ export function renderTables (rows: Row[], truth: Row): string {
   ].join('\n')
 }
 
+const mib = (n: number): string => num(n / MiB, 2)
+
+/** The read sets by group (files, bytes), side by side for the images of FETCH. */
+export function renderReadSets (sets: Map<string, ReadSet>): string {
+  const names = FETCH.map(f => f.image).filter(n => sets.has(n))
+  const all = names.map(n => groups(sets.get(n)!))
+  const labels = [...new Set(all.flat().map(g => g.group))]
+  const table = markdownTable(
+    ['files', ...names.flatMap(n => [`${n} files`, `${n} bytes`])],
+    [...labels, 'total'].map(label => [label, ...names.flatMap((n, i) => {
+      const set = sets.get(n)!
+      const g = label === 'total' ? { files: set.files.length, bytes: set.bytes } : all[i]!.find(x => x.group === label)
+      return g === undefined ? ['0', '0'] : [num(g.files), num(g.bytes)]
+    })]))
+  const notes = names.map((n) => {
+    const set = sets.get(n)!
+    const extents = set.ranges.reduce((a, r) => a + r.end - r.start, 0)
+    return `${n}: ${mib(set.bytes)} MiB read, ${mib(set.holes)} MiB of it in holes, ${mib(extents)} MiB in ${num(set.ranges.length)} image extents` +
+      (set.missing.length > 0 ? `; not in the image: ${set.missing.join(' ')}` : '')
+  })
+  return [table, '', ...notes.map(n => `- ${n}`)].join('\n')
+}
+
+/** Fetch amplification per chunking: fetched bytes over read bytes, and the sibling share. */
+export function renderFetch (rows: Row[], truth: Row, sets: Map<string, ReadSet>): string {
+  const priced = FETCH.filter(f => sets.has(f.image))
+  const held = priced.filter(f => f.holder !== undefined)
+  const table = markdownTable(
+    ['chunking', ...priced.flatMap(f => [`${f.image} fetched MiB`, `${f.image} chunks`, `${f.image} amplification`]),
+      ...held.flatMap(f => [`${f.image} not in ${f.holder!}`, `${f.image} not in ${f.holder!} MiB`])],
+    [...rows, truth].map(r => [
+      r === truth ? '**4 KiB blocks (ground truth)**' : r.label,
+      ...priced.flatMap((f) => {
+        const c = r.fetch[f.image]!
+        return [mib(c.bytes), num(c.chunks), `${(c.bytes / sets.get(f.image)!.bytes).toFixed(2)}×`]
+      }),
+      ...held.flatMap((f) => {
+        const c = r.fetch[f.image]!
+        return [pct(c.newBytes! / c.bytes), mib(c.newBytes!)]
+      })
+    ]))
+  const reads = priced.map(f => `${f.image} ${mib(sets.get(f.image)!.bytes)} MiB`).join(', ')
+  return [
+    `Boot read set (${reads} read; bench/lib/boot-set.ts): distinct data chunks touched, fetched whole`,
+    '(zero chunks free); amplification = fetched / read. "not in ssh": share (and MiB) of nginx\'s fetched',
+    'chunk bytes whose hash ssh.img lacks, i.e. what a host already holding ssh must still fetch:',
+    '',
+    table
+  ].join('\n')
+}
+
 export async function main (args: string[]): Promise<void> {
   args = [...args]
   const jsonFile = takeOption(args, '--json')
   const dir = args[0] ?? DEFAULT_DIR
   const t0 = process.hrtime.bigint()
   const files = ensureFamily(dir)
+  // before the images are in memory: debugfs runs are forks of this process
+  const sets = new Map<string, ReadSet>()
+  for (const { image } of FETCH) {
+    const t = process.hrtime.bigint()
+    const set = bootReadSet(path.join(dir, `${image}.img`))
+    sets.set(image, set)
+    console.error(`chunk-size: ${image} boot read set: ${set.files.length} files, ${num(set.bytes)} bytes, ${set.ranges.length} extents (${seconds(t).toFixed(2)} s)`)
+  }
   const images = files.map((f, i) => {
     const t = process.hrtime.bigint()
     const img = readWhole(f)
@@ -266,18 +351,20 @@ export async function main (args: string[]): Promise<void> {
     return img
   })
   const truthCuts = images.map((img, i) => cutBlocks(FAMILY[i]!, img))
-  const truth = summarize('4 KiB blocks', BLOCKS, truthCuts)
+  const truth = summarize('4 KiB blocks', BLOCKS, truthCuts, sets)
   console.error(`chunk-size: 4 KiB blocks: ${truthCuts.map(c => `${c.image} ${num(c.dataBytes / MiB)} MiB non-zero`).join(', ')}`)
   const rows: Row[] = []
   for (const chunking of CHUNKINGS) {
-    const label = chunkingLabel(chunking)
+    const label = chunkingTitle(chunking)
     const cuts = images.map((img, i) => cutImage(FAMILY[i]!, img, chunking))
-    rows.push(summarize(label, chunking, cuts))
+    rows.push(summarize(label, chunking, cuts, sets))
     console.error(`chunk-size: ${label}: ${cuts.map(c => `${c.image} ${c.seconds.toFixed(1)} s`).join(', ')}`)
   }
   const total = seconds(t0)
   console.log(`## Chunk size on the Debian family (${FAMILY.join(', ')}; ${dir})\n`)
   console.log(renderTables(rows, truth))
+  console.log(`\n${renderFetch(rows, truth, sets)}`)
+  console.log(`\nThe boot read set, by where the files are (a file counts once, by inode):\n\n${renderReadSets(sets)}`)
   console.log(`\n(${num(total, 1)} s in all)`)
   if (jsonFile !== undefined) {
     const out = {
@@ -286,6 +373,7 @@ export async function main (args: string[]): Promise<void> {
       date: new Date().toISOString(),
       seconds: total,
       images: truthCuts.map(c => ({ name: c.image, size: c.size, nonZeroBytes4k: c.dataBytes })),
+      readSets: [...sets.values()].map(({ ranges: _, ...set }) => set),
       groundTruth: truth,
       chunkings: rows
     }

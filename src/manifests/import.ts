@@ -32,7 +32,6 @@ export interface ImportResult {
 }
 
 const READ_SIZE = 16 * 1024 * 1024
-const MAX_WRITES = 32
 const BATCH = 512
 
 /** Opens and checks an input image, mapping OS errors onto stable codes. */
@@ -65,16 +64,14 @@ export async function importImage (dd: DataDir, file: string, opts: ImportOption
   const { fh, size, mtimeMs } = await openInput(file)
   const chunker = createChunker(chunking)
   const builder = new ManifestBuilder(chunking)
-  const writes = new Set<Promise<void>>()
   const seen = new Set<string>()
   let newChunks = 0
   let newBytes = 0
   let zeroBytes = 0
   let dataChunks = 0
-  let failure: unknown
 
-  // New chunks: files are written concurrently, then recorded (and pinned) in batches, one
-  // transaction each. Chunks the cache already holds are pinned in batches too, so eviction
+  // New chunks: each file is written (verified bytes, temp name, rename) as it is cut, then
+  // recorded (and pinned) in batches, one transaction each. Chunks the cache already holds are pinned in batches too, so eviction
   // cannot take them before the image row exists.
   let written: Array<{ hash: Buffer, size: number }> = []
   let existing: Buffer[] = []
@@ -88,7 +85,7 @@ export async function importImage (dd: DataDir, file: string, opts: ImportOption
     if (existing.length > 0 && pin) dd.store.pinMany(existing)
     existing = []
   }
-  const take = async (chunks: ReturnType<typeof chunker.push>): Promise<void> => {
+  const take = (chunks: ReturnType<typeof chunker.push>): void => {
     for (const c of chunks) {
       if (c.zero) { builder.add(c.length, null); zeroBytes += c.length; continue }
       dataChunks++
@@ -102,14 +99,9 @@ export async function importImage (dd: DataDir, file: string, opts: ImportOption
         if (existing.length >= BATCH) flush()
         continue
       }
-      // c.data views a buffer readAt() allocated for this read alone; nothing writes into it
-      const p = dd.store.writeFile(hex, c.data!).then(() => {
-        written.push({ hash: h, size: c.length })
-        if (written.length >= BATCH) flush()
-      }, (err) => { failure ??= err }).finally(() => { writes.delete(p) })
-      writes.add(p)
-      if (writes.size >= MAX_WRITES) await Promise.race(writes)
-      if (failure) throw failure
+      dd.store.writeFile(hex, c.data!)
+      written.push({ hash: h, size: c.length })
+      if (written.length >= BATCH) flush()
     }
   }
 
@@ -121,18 +113,15 @@ export async function importImage (dd: DataDir, file: string, opts: ImportOption
       if (buf.length === 0) throw new VmifsError('INPUT_CHANGED', `${file} shrank while it was imported`, { file })
       pos += buf.length
       next = pos < size ? readAt(fh, pos, Math.min(READ_SIZE, size - pos)) : Promise.resolve(Buffer.alloc(0))
-      await take(chunker.push(buf))
+      take(chunker.push(buf))
       opts.onProgress?.(pos, size)
     }
     await next
-    await take(chunker.finish())
-    await Promise.all(writes)
-    if (failure) throw failure
+    take(chunker.finish())
     flush()
     const st = await fh.stat()
     if (st.size !== size || st.mtimeMs !== mtimeMs) throw new VmifsError('INPUT_CHANGED', `${file} changed while it was imported`, { file })
   } catch (err) {
-    await Promise.allSettled(writes)
     try { flush() } catch {}
     if (pin) dd.store.reconcilePins()
     throw err
