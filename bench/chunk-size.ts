@@ -17,7 +17,7 @@ import { type Manifest, ManifestBuilder } from '../src/manifests/manifest.js'
 import { native } from '../src/native/index.js'
 import { blake3 } from '../src/util/hash.js'
 import { type FetchCost, type ReadSet, bootReadSet, fetchCost, groups } from './lib/boot-set.js'
-import { readWhole } from './lib/files.js'
+import { readWholeSync } from '../src/util/files.js'
 import { KiB, MiB, chunkingLabel, chunkingTitle, markdownTable, mean, num, pct, seconds, takeOption } from './lib/report.js'
 
 export const DEFAULT_DIR = '/var/tmp/vmifs-bench/family'
@@ -346,7 +346,7 @@ export async function main (args: string[]): Promise<void> {
   }
   const images = files.map((f, i) => {
     const t = process.hrtime.bigint()
-    const img = readWhole(f)
+    const img = readWholeSync(f)
     console.error(`chunk-size: read ${FAMILY[i]} (${num(img.length / MiB)} MiB) in ${seconds(t).toFixed(1)} s`)
     return img
   })

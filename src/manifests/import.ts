@@ -5,6 +5,7 @@ import { VmifsError } from '../errors.js'
 import type { DataDir } from '../datadir.js'
 import { validateName } from '../index/catalog.js'
 import { blake3 } from '../util/hash.js'
+import { readAt } from '../util/files.js'
 import { type Chunking, DEFAULT_CHUNKING, validateChunking } from './chunking.js'
 import { createChunker } from './chunker.js'
 import { type Manifest, ManifestBuilder } from './manifest.js'
@@ -137,15 +138,4 @@ export async function importImage (dd: DataDir, file: string, opts: ImportOption
   dd.counters.add('import.bytes', size)
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9
   return { name: opts.name, digest: manifest.digest(), size, chunks: manifest.count, dataChunks, zeroBytes, newChunks, newBytes, seconds, manifest }
-}
-
-async function readAt (fh: fsp.FileHandle, pos: number, len: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(len)
-  let off = 0
-  while (off < len) {
-    const { bytesRead } = await fh.read(buf, off, len - off, pos + off)
-    if (bytesRead === 0) break
-    off += bytesRead
-  }
-  return off === len ? buf : buf.subarray(0, off)
 }

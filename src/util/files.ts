@@ -1,0 +1,38 @@
+// Whole and partial file reads shared by import, the chunk cache and the benchmarks.
+import fs from 'node:fs'
+import type fsp from 'node:fs/promises'
+
+const PIECE = 16 * 1024 * 1024
+
+/** Reads up to `len` bytes at `pos` into a fresh buffer (shorter only at end of file). */
+export async function readAt (fh: fsp.FileHandle, pos: number, len: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(len)
+  let off = 0
+  while (off < len) {
+    const { bytesRead } = await fh.read(buf, off, len - off, pos + off)
+    if (bytesRead === 0) break
+    off += bytesRead
+  }
+  return off === len ? buf : buf.subarray(0, off)
+}
+
+/**
+ * One open/fstat/read/close on the calling thread, in reads of at most 16 MiB (so files over
+ * fs.readFile's 2 GiB limit work too). Returns what was there if the file shrank meanwhile.
+ */
+export function readWholeSync (file: string): Buffer {
+  const fd = fs.openSync(file, 'r')
+  try {
+    const size = fs.fstatSync(fd).size
+    const buf = Buffer.allocUnsafe(size)
+    let off = 0
+    while (off < size) {
+      const n = fs.readSync(fd, buf, off, Math.min(PIECE, size - off), off)
+      if (n === 0) break
+      off += n
+    }
+    return off === size ? buf : buf.subarray(0, off)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
