@@ -2,7 +2,7 @@ import test from 'ava'
 import fs from 'node:fs'
 import path from 'node:path'
 import { spawnSync } from 'node:child_process'
-import { makeImage, tmpdir, vmifs } from './harness.js'
+import { makeImage, tmpdir, vmifs, VMIFS } from './harness.js'
 
 test('import rejects bad input with stable codes and exit status 1', (t) => {
   const dir = tmpdir()
@@ -74,4 +74,21 @@ test('import, ls, export and rm round trip; rm collects chunks no other image us
   t.true(afterB < afterFixed)
   t.is(vmifs(['export', 'a', out, '--force', '--data-dir', data]).code, 0, 'a is intact after removing images sharing its chunks')
   t.true(fs.readFileSync(out).equals(bytes))
+})
+
+test('import draws a progress bar with throughput on a terminal and prints only the digest otherwise', (t) => {
+  const dir = tmpdir()
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const img = path.join(dir, 'a.raw')
+  makeImage(img, 40)
+  const data = path.join(dir, 'data')
+  // `script` runs the command on a pseudo-terminal, as an operator's shell would
+  const cmd = `${process.execPath} ${VMIFS} import ${img} --name tty --data-dir ${data}`
+  const tty = spawnSync('script', ['-qec', cmd, '/dev/null'], { encoding: 'utf8', timeout: 60_000 })
+  t.is(tty.status, 0, tty.stderr)
+  t.regex(tty.stdout, /import \[[█░]+\] 100% \| [\d.]+ MiB\/[\d.]+ MiB \| [\d.]+ [KMG]iB\/s/)
+  const quiet = vmifs(['import', img, '--name', 'notty', '--data-dir', data])
+  t.is(quiet.code, 0)
+  t.regex(quiet.stdout, /^[0-9a-f]{64}\n$/)
+  t.is(quiet.stderr, '')
 })
