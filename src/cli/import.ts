@@ -34,7 +34,7 @@ ${COMMON_HELP}`,
     const chunking = chunkingFrom(a.values.chunking, a.values['chunk-size'], cfg.chunking)
     const tty = process.stderr.isTTY && a.values.quiet !== true
     const bar = tty
-      ? new cliProgress.SingleBar({ format: 'import [{bar}] {percentage}% | {done}/{total} | {speed}', hideCursor: true, stream: process.stderr }, cliProgress.Presets.shades_classic)
+      ? new cliProgress.SingleBar({ format: 'import [{bar}] {percentage}% | {doneBytes}/{totalBytes} | {speed}', hideCursor: true, stream: process.stderr }, cliProgress.Presets.shades_classic)
       : undefined
     const t0 = Date.now()
     const r = await withDataDir(cfg, async (dd) => {
@@ -45,8 +45,8 @@ ${COMMON_HELP}`,
           replace: a.values.replace === true,
           onProgress: bar && ((done, total) => {
             const s = Math.max(0.001, (Date.now() - t0) / 1000)
-            if (!bar.isActive) bar.start(total, 0, { done: bytes(0), total: bytes(total), speed: '' })
-            bar.update(done, { done: bytes(done), total: bytes(total), speed: `${bytes(done / s)}/s` })
+            if (!bar.isActive) bar.start(total, 0, { doneBytes: bytes(0), totalBytes: bytes(total), speed: '' })
+            bar.update(done, { doneBytes: bytes(done), totalBytes: bytes(total), speed: `${bytes(done / s)}/s` })
           })
         })
       } finally {
