@@ -4,8 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-system.sh "${1:-runtime}"
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-fund --no-audit --loglevel=error
+# `npm install`, not `npm ci`: @napi-rs/blake-hash@1.3.6 names optional platform packages that the
+# registry does not have (404), so npm cannot record them and `npm ci` refuses every lockfile.
+# With the lockfile present, `npm install` still installs exactly the locked versions.
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ] || [ package.json -nt node_modules/.package-lock.json ]; then
+  npm install --no-fund --no-audit --loglevel=error
 fi
 if [ ! -f build/Release/vmifs_native.node ] || [ native/vmifs_native.c -nt build/Release/vmifs_native.node ] || [ binding.gyp -nt build/Release/vmifs_native.node ]; then
   npx --no-install node-gyp rebuild >/dev/null
