@@ -1,6 +1,8 @@
-// Composition root of the agent: opens the data dir, the read path, the local API and the mount
-// in that order and closes them in reverse. In this single-host mode chunks come only from the
-// local cache; a chunk that is not there answers EIO.
+// Composition root of the agent. Opens, in order: the data dir; the metadata table and holder
+// directory; the fetcher (fleet mode); the read path; the local API; the peer server; the first
+// publication of this host's facts and metadata sync; the mount. Closes in reverse.
+// Single-host mode (no --listen, --peer or origin): no server, no sync, a chunk that is not local
+// answers EIO.
 import path from 'node:path'
 import { Resource } from './util/resource.js'
 import type { Config } from './config.js'
@@ -9,14 +11,25 @@ import { ImageReader } from './fuse/image-reader.js'
 import { type ImageEntry, type MountView, VmifsMount } from './fuse/mount.js'
 import { prepareMountpoint } from './fuse/mountpoint.js'
 import { LocalApi } from './server/local-api.js'
+import { PeerServer } from './server/peer-server.js'
+import { createMetrics } from './server/metrics.js'
 import { Stats, snapshot } from './stats/stats.js'
 import type { Logger } from './util/log.js'
 import type { Manifest } from './manifests/manifest.js'
-import { VmifsError } from './errors.js'
+import { VmifsError, isVmifsError } from './errors.js'
+import { FactStore, validOrigin } from './index/facts.js'
+import { FactSync } from './index/sync.js'
+import { FleetImages, type PublishedImage } from './index/fleet-images.js'
+import { HolderDirectory, ORIGIN_ID } from './holders/directory.js'
+import { Announcer } from './holders/announcer.js'
+import { Fetcher } from './fetcher/fetcher.js'
+import { OriginClient } from './peer/origin-client.js'
 
 export interface AgentOptions { config: Config, mountpoint: string, log: Logger }
 
 const FLUSH_MS = 5000
+const REFRESH_MS = 1000
+const ORIGIN_POLL_MS = 5000
 const IMAGE_STATS_TTL_MS = 5000
 
 export class Agent extends Resource {
@@ -25,42 +38,137 @@ export class Agent extends Resource {
   private reader: ImageReader | undefined
   private api: LocalApi | undefined
   private mount: VmifsMount | undefined
-  private timer: NodeJS.Timeout | undefined
+  private timers: NodeJS.Timeout[] = []
   private imageMap = new Map<string, ImageEntry>()
   private digestMap = new Map<string, ImageEntry>()
   private seenVersion = -1
   private imageStatsCache: { at: number, value: ReturnType<Agent['imageStats']> } | undefined
+  facts: FactStore | undefined
+  private directory: HolderDirectory | undefined
+  private announcer: Announcer | undefined
+  private fetcher: Fetcher | undefined
+  private server: PeerServer | undefined
+  private sync: FactSync | undefined
+  private fleetImages: FleetImages | undefined
+  private originList: OriginClient | undefined
+  endpoint: string | undefined
 
   constructor (private readonly opts: AgentOptions) { super() }
 
   get mountpoint (): string { return this.opts.mountpoint }
+  get fleetMode (): boolean {
+    const f = this.opts.config.fleet
+    return f.listen !== undefined || f.peers.length > 0 || f.origin !== undefined
+  }
 
   protected async _open (): Promise<void> {
     const { config, log } = this.opts
-    this.dd = DataDir.open(config.dataDir, { capacityBytes: config.capacityBytes })
-    if (this.dd.leftovers > 0) log.info({ files: this.dd.leftovers }, 'removed temp files left by a crash')
-    const fixed = this.dd.store.reconcilePins()
+    const fleet = config.fleet
+    if (!validOrigin(config.hostId) || config.hostId === ORIGIN_ID) throw new VmifsError('CONFIG_INVALID', `host id ${JSON.stringify(config.hostId)} is not valid (1-64 of A-Z a-z 0-9 . _ -, not "origin")`)
+    if ((fleet.listen !== undefined || fleet.peers.length > 0) && fleet.token === '') {
+      throw new VmifsError('TOKEN_MISSING', 'fleet mode needs the fleet secret: set VMIFS_TOKEN or "token" in the config file')
+    }
+    this.dd = DataDir.open(config.dataDir, { capacityBytes: config.capacityBytes, onEvict: () => this.announcer?.schedule() })
+    const dd = this.dd
+    if (dd.leftovers > 0) log.info({ files: dd.leftovers }, 'removed temp files left by a crash')
+    const fixed = dd.store.reconcilePins()
     if (fixed > 0) log.info({ entries: fixed }, 'reconciled pin flags')
-    this.reader = new ImageReader(this.dd.store, this.stats, config.memoryCacheBytes)
+
+    this.facts = new FactStore(dd.db, config.hostId)
+    this.directory = new HolderDirectory(this.facts, dd.catalog, config.hostId, fleet.links, fleet.origin)
+    this.announcer = new Announcer(this.facts, dd.catalog, dd.store, log)
+    if (this.fleetMode) {
+      this.fetcher = new Fetcher(dd.store, this.directory, this.stats, log, {
+        token: fleet.token,
+        sigma: config.fetch.sigma,
+        timeoutMs: config.fetch.timeoutMs,
+        deadlineMs: config.fetch.deadlineMs,
+        tls: fleet.tls?.ca !== undefined ? { ca: fleet.tls.ca } : undefined,
+        onCached: () => this.announcer?.schedule()
+      })
+      this.fleetImages = new FleetImages(this.facts, dd.catalog, (d, o) => this.fetchManifest(d, o), log, () => {
+        this.seenVersion = -1
+        this.directory?.invalidate()
+        this.announcer?.schedule()
+      })
+      this.facts.onChange((changed) => {
+        if (changed.some(f => f.key.startsWith('image/'))) void this.fleetImages?.reconcile()
+      })
+    }
+    const fetcher = this.fetcher
+    this.reader = new ImageReader(dd.store, this.stats, config.memoryCacheBytes,
+      fetcher && ((hash, size) => fetcher.ensure({ hash, size }, { alpha: config.fetch.alpha, hedge: config.fetch.hedge })))
     this.refreshImages()
+
     this.api = new LocalApi(path.join(config.dataDir, 'agent.sock'), {
       '/v1/stats': () => this.snapshot(),
-      '/v1/health': () => ({ ok: true, hostId: config.hostId, mount: this.opts.mountpoint })
+      '/v1/health': () => ({ ok: true, hostId: config.hostId, mount: this.opts.mountpoint, endpoint: this.endpoint ?? null })
     })
     await this.api.listen()
+
+    if (fleet.listen) {
+      this.server = new PeerServer({ ...fleet.listen, token: fleet.token, tls: fleet.tls }, {
+        hostId: config.hostId,
+        readChunk: async (h) => {
+          if (!dd.store.has(h)) return null
+          try { return await dd.store.read(h) } catch (err) { if (isVmifsError(err)) return null; throw err }
+        },
+        manifest: (d) => dd.catalog.manifest(d)?.encode() ?? null,
+        facts: (c) => this.facts!.since(c),
+        metrics: createMetrics({
+          stats: this.stats,
+          cache: () => ({ sizeBytes: dd.store.sizeBytes, capacityBytes: dd.store.capacityBytes, evictions: dd.counters.get('cache.evictions') }),
+          links: () => this.directory!.allLinks(),
+          images: () => this.imageMap.size,
+          cursors: () => this.facts!.cursors()
+        }),
+        served: (kind, bytes) => {
+          if (kind === 'chunk') { this.stats.served.chunks++; this.stats.served.bytes += bytes } else if (kind === 'manifest') this.stats.served.manifests++
+          else this.stats.served.factPages++
+        }
+      }, log)
+      await this.server.listen()
+      const scheme = fleet.tls ? 'https' : 'http'
+      const host = fleet.listen.host.includes(':') ? `[${fleet.listen.host}]` : fleet.listen.host
+      this.endpoint = fleet.advertise ?? `${scheme}://${host}:${this.server.port}`
+      if (fleet.advertise === undefined && (fleet.listen.host === '0.0.0.0' || fleet.listen.host === '::')) {
+        log.warn({ listen: fleet.listen }, 'listening on a wildcard address without "advertise": other hosts cannot reach the published endpoint')
+      }
+    }
+    this.announcer.publishHost(this.endpoint, fleet.price)
+    this.announcer.publishImages()
+    this.announcer.publishHoldings()
+    if (this.fleetMode) {
+      const peers = fleet.peers.map(u => this.fetcher!.client(u))
+      this.sync = new FactSync(this.facts, () => peers, log, fleet.syncIntervalMs)
+      this.sync.start()
+      void this.fleetImages!.reconcile()
+      if (fleet.origin) {
+        this.originList = new OriginClient(fleet.origin, fleet.token)
+        this.pollOrigin()
+        this.timers.push(setInterval(() => this.pollOrigin(), ORIGIN_POLL_MS))
+      }
+    }
+
     const { recovered } = prepareMountpoint(this.opts.mountpoint)
     if (recovered) log.warn({ mountpoint: this.opts.mountpoint }, 'recovered a mountpoint left by a crashed agent')
     this.mount = new VmifsMount(this.opts.mountpoint, this.view(), log, config.mount)
     await this.mount.mount()
-    this.timer = setInterval(() => this.flush(), FLUSH_MS)
-    this.timer.unref()
-    log.info({ mountpoint: this.opts.mountpoint, dataDir: config.dataDir, images: this.imageMap.size }, 'agent ready')
+    this.timers.push(setInterval(() => this.flush(), FLUSH_MS))
+    this.timers.push(setInterval(() => this.refreshImages(), REFRESH_MS))
+    for (const t of this.timers) t.unref()
+    log.info({ mountpoint: this.opts.mountpoint, dataDir: config.dataDir, images: this.imageMap.size, endpoint: this.endpoint, peers: fleet.peers }, 'agent ready')
   }
 
   protected async _close (): Promise<void> {
-    if (this.timer) clearInterval(this.timer)
+    for (const t of this.timers) clearInterval(t)
     const errors: unknown[] = []
     if (this.mount) await this.mount.unmount().catch((err) => errors.push(err))
+    await this.sync?.stop()
+    await this.server?.close().catch((err) => errors.push(err))
+    this.announcer?.close()
+    await this.fetcher?.close()
+    await this.originList?.close()
     if (this.api) await this.api.close().catch((err) => errors.push(err))
     if (this.dd) {
       this.flush()
@@ -68,6 +176,33 @@ export class Agent extends Resource {
     }
     this.opts.log.info('agent stopped')
     if (errors.length > 0) throw errors[0]
+  }
+
+  private pollOrigin (): void {
+    const o = this.originList
+    if (!o) return
+    o.images(AbortSignal.timeout(5000)).then((list) => {
+      const imgs: PublishedImage[] = Object.entries(list).map(([name, v]) => ({ name, digest: v.digest, size: v.size, origin: ORIGIN_ID, publishedAt: 0 }))
+      this.fleetImages?.setOriginImages(imgs)
+    }, (err: unknown) => { this.opts.log.debug({ err: (err as Error).message }, 'origin images.json not available') })
+  }
+
+  /** A manifest by digest: from its publisher, then any other host, then the origin store. */
+  private async fetchManifest (digest: string, publisher: string): Promise<Buffer | null> {
+    const dir = this.directory!
+    const hosts = [publisher, ...dir.hosts().map(h => h.hostId).filter(h => h !== publisher)]
+    for (const h of hosts) {
+      const info = h === ORIGIN_ID ? undefined : dir.host(h)
+      if (!info) continue
+      try {
+        const b = await this.fetcher!.client(info.endpoint).manifest(digest, AbortSignal.timeout(this.opts.config.fetch.timeoutMs))
+        if (b) return b
+      } catch (err) {
+        this.opts.log.debug({ host: h, err: (err as Error).message }, 'manifest fetch failed')
+      }
+    }
+    if (this.originList) return await this.originList.manifest(digest, AbortSignal.timeout(this.opts.config.fetch.timeoutMs)).catch(() => null)
+    return null
   }
 
   private flush (): void {
@@ -79,9 +214,10 @@ export class Agent extends Resource {
     }
   }
 
-  /** Reloads the image list when another process (e.g. `vmifs import`) committed a change. */
+  /** Reloads the image list when the catalog changed (e.g. `vmifs import` in another process). */
   private refreshImages (): void {
-    const dd = this.dd!
+    const dd = this.dd
+    if (!dd || this.closed) return
     const v = dd.catalog.dataVersion()
     if (v === this.seenVersion) return
     this.seenVersion = v
@@ -95,6 +231,10 @@ export class Agent extends Resource {
     this.imageMap = byName
     this.digestMap = byDigest
     dd.store.refreshSize()
+    // imports and removals (here or by `vmifs import`/`rm`) reach the fleet's table
+    this.directory?.invalidate()
+    this.announcer?.publishImages()
+    this.announcer?.schedule()
   }
 
   private view (): MountView {
@@ -147,12 +287,24 @@ export class Agent extends Resource {
       this.imageStatsCache = { at: now, value: this.imageStats() }
     }
     const is = this.imageStatsCache.value
-    return snapshot({
+    const snap = snapshot({
       stats: this.stats,
       cache: { sizeBytes: dd.store.sizeBytes, capacityBytes: dd.store.capacityBytes, evictions: dd.counters.get('cache.evictions'), pinnedBytes: is.pinnedBytes, chunks: is.chunks },
       images: is.images,
       mount: this.opts.mountpoint,
       hostId: this.opts.config.hostId
     })
+    if (this.fleetMode || this.endpoint) {
+      snap.fleet = {
+        endpoint: this.endpoint ?? null,
+        peers: this.opts.config.fleet.peers,
+        hosts: this.directory!.hosts().map(h => h.hostId),
+        cursors: this.facts!.cursors(),
+        syncRounds: this.sync?.rounds ?? 0,
+        inFlight: this.fetcher?.inFlight ?? 0,
+        links: Object.fromEntries(this.directory!.allLinks().map(l => [l.hostId, { rttMs: Math.round(l.rttMs * 100) / 100, bandwidthBps: Math.round(l.bandwidthBps), demoted: l.demoted() }]))
+      }
+    }
+    return snap
   }
 }

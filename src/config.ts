@@ -4,6 +4,26 @@ import os from 'node:os'
 import { VmifsError } from './errors.js'
 import { type Chunking, DEFAULT_CHUNKING, validateChunking } from './manifests/chunking.js'
 
+export interface LinkConfig { price?: number, bandwidthBps?: number, rttMs?: number }
+
+export interface FleetConfig {
+  /** where the peer server listens; undefined: no server (single host) */
+  listen?: { host: string, port: number }
+  /** the URL other hosts use to reach this one (default http(s)://<listen host>:<port>) */
+  advertise?: string
+  peers: string[]
+  token: string
+  origin?: string
+  tls?: { cert: string, key: string, ca?: string }
+  /** price per byte others pay to fetch from this host (published in its host record) */
+  price: number
+  /** this host's view of its links to others: price per byte, bandwidth and RTT seeds */
+  links: Record<string, LinkConfig>
+  syncIntervalMs: number
+}
+
+export interface FetchConfig { alpha: number, prefetchAlpha: number, sigma: number, timeoutMs: number, deadlineMs: number, hedge: boolean }
+
 export interface Config {
   dataDir: string
   hostId: string
@@ -11,6 +31,8 @@ export interface Config {
   chunking: Chunking
   mount: { allowOther: boolean, readTimeoutMs: number }
   memoryCacheBytes: number
+  fleet: FleetConfig
+  fetch: FetchConfig
 }
 
 export const DEFAULT_DATA_DIR = '/var/lib/vmifs'
@@ -22,8 +44,38 @@ export function defaults (): Config {
     capacityBytes: 20 * 1024 ** 3,
     chunking: DEFAULT_CHUNKING,
     mount: { allowOther: true, readTimeoutMs: 120_000 },
-    memoryCacheBytes: 64 * 1024 ** 2
+    memoryCacheBytes: 64 * 1024 ** 2,
+    fleet: { peers: [], token: process.env.VMIFS_TOKEN ?? '', price: 0, links: {}, syncIntervalMs: 1000 },
+    fetch: { alpha: 0.9, prefetchAlpha: 0.3, sigma: 1, timeoutMs: 5000, deadlineMs: 30_000, hedge: true }
   }
+}
+
+/** "host:port" -> parts (port 0 = any) */
+export function parseListen (v: unknown, what: string): { host: string, port: number } {
+  const m = typeof v === 'string' ? /^(\[[0-9a-fA-F:]+\]|[^:]+):(\d{1,5})$/.exec(v) : null
+  const port = m ? Number(m[2]) : -1
+  if (!m || port > 65535) throw new VmifsError('CONFIG_INVALID', `${what}: ${JSON.stringify(v)} is not host:port`)
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port }
+}
+
+export function parseUrl (v: unknown, what: string): string {
+  try {
+    const u = new URL(String(v))
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('not http(s)')
+    return u.toString().replace(/\/$/, '')
+  } catch {
+    throw new VmifsError('CONFIG_INVALID', `${what}: ${JSON.stringify(v)} is not an http(s) URL`)
+  }
+}
+
+/** "100Mbit", "12.5MB", 1e8 (bytes/s) -> bytes per second */
+export function parseRate (v: unknown, what: string): number {
+  if (typeof v === 'number' && v > 0) return v
+  const m = typeof v === 'string' ? /^\s*(\d+(?:\.\d+)?)\s*(k|m|g)?(bit|b|B)?(?:\/s|ps)?\s*$/i.exec(v) : null
+  if (!m) throw new VmifsError('CONFIG_INVALID', `${what}: ${JSON.stringify(v)} is not a rate (e.g. 100Mbit, 12MB)`)
+  const mul = { '': 1, k: 1e3, m: 1e6, g: 1e9 }[(m[2] ?? '').toLowerCase() as '' | 'k' | 'm' | 'g']
+  const bits = (m[3] ?? 'B').toLowerCase() === 'bit'
+  return Number(m[1]) * mul * (bits ? 1 / 8 : 1)
 }
 
 const UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kib: 1024, m: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gib: 1024 ** 3, t: 1024 ** 4, tib: 1024 ** 4 }
@@ -39,6 +91,12 @@ export function parseSize (v: unknown, what: string): number {
   return n
 }
 
+function nonNegative (v: unknown, what: string): number {
+  const n = Number(v)
+  if (!Number.isFinite(n) || n < 0) throw new VmifsError('CONFIG_INVALID', `${what} must be a non-negative number`)
+  return n
+}
+
 export function loadConfigFile (file: string, base: Config = defaults()): Config {
   let raw: unknown
   try {
@@ -48,9 +106,45 @@ export function loadConfigFile (file: string, base: Config = defaults()): Config
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new VmifsError('CONFIG_INVALID', `config file ${file} must hold a JSON object`)
   const c = raw as Record<string, any>
-  const known = new Set(['dataDir', 'hostId', 'cache', 'chunking', 'mount'])
+  const known = new Set(['dataDir', 'hostId', 'cache', 'chunking', 'mount', 'token', 'listen', 'advertise', 'peers', 'origin', 'tls', 'price', 'links', 'fetch', 'syncIntervalMs'])
   for (const k of Object.keys(c)) if (!known.has(k)) throw new VmifsError('CONFIG_INVALID', `config file ${file}: unknown key ${JSON.stringify(k)}`)
-  const out: Config = { ...base, mount: { ...base.mount } }
+  const out: Config = { ...base, mount: { ...base.mount }, fleet: { ...base.fleet, links: { ...base.fleet.links } }, fetch: { ...base.fetch } }
+  const f = out.fleet
+  if (c.token !== undefined) f.token = String(c.token)
+  if (c.listen !== undefined) f.listen = parseListen(c.listen, 'listen')
+  if (c.advertise !== undefined) f.advertise = parseUrl(c.advertise, 'advertise')
+  if (c.peers !== undefined) {
+    if (!Array.isArray(c.peers)) throw new VmifsError('CONFIG_INVALID', 'peers must be a list of URLs')
+    f.peers = c.peers.map((p: unknown, i: number) => parseUrl(p, `peers[${i}]`))
+  }
+  if (c.origin !== undefined) f.origin = parseUrl(c.origin, 'origin')
+  if (c.tls !== undefined) {
+    if (typeof c.tls?.cert !== 'string' || typeof c.tls?.key !== 'string') throw new VmifsError('CONFIG_INVALID', 'tls needs "cert" and "key" file paths')
+    f.tls = { cert: c.tls.cert, key: c.tls.key, ...(typeof c.tls.ca === 'string' ? { ca: c.tls.ca } : {}) }
+  }
+  if (c.price !== undefined) f.price = nonNegative(c.price, 'price')
+  if (c.syncIntervalMs !== undefined) f.syncIntervalMs = nonNegative(c.syncIntervalMs, 'syncIntervalMs')
+  if (c.links !== undefined) {
+    if (typeof c.links !== 'object' || c.links === null) throw new VmifsError('CONFIG_INVALID', 'links must map host ids to {price, bandwidth, rttMs}')
+    for (const [id, l] of Object.entries(c.links as Record<string, any>)) {
+      f.links[id] = {
+        ...(l.price !== undefined ? { price: nonNegative(l.price, `links.${id}.price`) } : {}),
+        ...(l.bandwidth !== undefined ? { bandwidthBps: parseRate(l.bandwidth, `links.${id}.bandwidth`) } : {}),
+        ...(l.rttMs !== undefined ? { rttMs: nonNegative(l.rttMs, `links.${id}.rttMs`) } : {})
+      }
+    }
+  }
+  if (c.fetch !== undefined) {
+    for (const k of ['alpha', 'prefetchAlpha'] as const) {
+      if (c.fetch[k] !== undefined) {
+        const v = Number(c.fetch[k])
+        if (!(v >= 0 && v <= 1)) throw new VmifsError('CONFIG_INVALID', `fetch.${k} must be in [0, 1]`)
+        out.fetch[k] = v
+      }
+    }
+    for (const k of ['sigma', 'timeoutMs', 'deadlineMs'] as const) if (c.fetch[k] !== undefined) out.fetch[k] = nonNegative(c.fetch[k], `fetch.${k}`)
+    if (c.fetch.hedge !== undefined) out.fetch.hedge = Boolean(c.fetch.hedge)
+  }
   if (c.dataDir !== undefined) out.dataDir = String(c.dataDir)
   if (c.hostId !== undefined) out.hostId = String(c.hostId)
   if (c.cache?.capacity !== undefined) out.capacityBytes = parseSize(c.cache.capacity, 'cache.capacity')

@@ -8,7 +8,7 @@ import { Catalog } from './index/catalog.js'
 import { ChunkStore } from './cache/chunk-store.js'
 import { Counters } from './stats/counters.js'
 
-export interface DataDirOptions { capacityBytes: number }
+export interface DataDirOptions { capacityBytes: number, onEvict?: (chunks: number, bytes: number) => void }
 
 export class DataDir {
   readonly db: Db
@@ -24,7 +24,7 @@ export class DataDir {
       this.counters = new Counters(this.db)
       this.store = new ChunkStore(dir, this.db, {
         capacityBytes: opts.capacityBytes,
-        onEvict: (n) => { this.counters.add('cache.evictions', n) }
+        onEvict: (n, b) => { this.counters.add('cache.evictions', n); opts.onEvict?.(n, b) }
       })
       this.leftovers = this.store.open().leftovers
     } catch (err) {

@@ -37,6 +37,11 @@ export type ErrorCode =
   | 'CONFIG_INVALID'
   | 'NATIVE_MISSING'
   | 'AGENT_RUNNING'
+  | 'HOLDER_UNREACHABLE'
+  | 'HOLDER_BAD_RESPONSE'
+  | 'HOLDER_UNAUTHORIZED'
+  | 'CHUNK_UNAVAILABLE'
+  | 'TOKEN_MISSING'
 
 export class VmifsError extends Error {
   readonly code: ErrorCode

@@ -3,6 +3,7 @@ import { type Command, COMMON_HELP, parse, resolveConfig } from './common.js'
 import { Agent } from '../agent.js'
 import { createLogger } from '../util/log.js'
 import { VmifsError } from '../errors.js'
+import { parseListen, parseUrl } from '../config.js'
 
 const SHUTDOWN_DEADLINE_MS = 15_000
 
@@ -19,22 +20,33 @@ Prints one JSON line {"event":"ready",...} on standard output once mounted. SIGT
 unmount cleanly (a second signal exits at once). A mountpoint left by a crashed agent is
 recovered. Logs are JSON lines on standard error (VMIFS_LOG_LEVEL=debug|info|warn).
 
+Fleet mode (any of --listen, --peer, --origin): images published by any host appear in the
+mount; a chunk this host lacks is fetched from the cheapest holder named by the fleet's metadata
+table (kept in sync with the peers), verified, cached and announced. The fleet secret comes from
+VMIFS_TOKEN or "token" in the config file; every peer request carries it.
+
 Options:
   --mount <dir>        where to mount (must exist and be empty)
-  --host-id <id>       this host's id in stats (default: the hostname)
+  --host-id <id>       this host's id in the fleet and in stats (default: the hostname)
+  --listen <host:port> serve peers (chunks, manifests, metadata, /metrics) on this address
+  --advertise <url>    the URL others reach this host at (default http://<listen host>:<port>)
+  --peer <url>         a peer to sync the metadata table with (repeatable)
+  --origin <url>       an origin chunk store (vmifs publish-store), the holder of last resort
 ${COMMON_HELP}`,
   async run (argv) {
     const a = parse(this, argv, {
       mount: { type: 'string' }, 'host-id': { type: 'string' },
-      listen: { type: 'string' }, peer: { type: 'string', multiple: true }
+      listen: { type: 'string' }, peer: { type: 'string', multiple: true },
+      origin: { type: 'string' }, advertise: { type: 'string' }
     }, false)
     if (!a) return 0
     if (typeof a.values.mount !== 'string') throw VmifsError.usage(`--mount is required\n\n${this.usage}`)
-    if (a.values.listen !== undefined || a.values.peer !== undefined) {
-      throw VmifsError.usage('--listen and --peer (fleet mode) are not available in this version; run without them for the single-host agent')
-    }
     const config = resolveConfig(a.values)
     if (typeof a.values['host-id'] === 'string') config.hostId = a.values['host-id']
+    if (typeof a.values.listen === 'string') config.fleet.listen = parseListen(a.values.listen, '--listen')
+    if (Array.isArray(a.values.peer)) config.fleet.peers = [...config.fleet.peers, ...(a.values.peer as string[]).map(p => parseUrl(p, '--peer'))]
+    if (typeof a.values.origin === 'string') config.fleet.origin = parseUrl(a.values.origin, '--origin')
+    if (typeof a.values.advertise === 'string') config.fleet.advertise = parseUrl(a.values.advertise, '--advertise')
     const log = createLogger('vmifs-agent')
     const agent = new Agent({ config, mountpoint: path.resolve(a.values.mount), log })
     let stopping: Promise<void> | undefined
@@ -54,7 +66,7 @@ ${COMMON_HELP}`,
     process.on('SIGTERM', () => stop('SIGTERM'))
     process.on('SIGINT', () => stop('SIGINT'))
     await agent.ready()
-    process.stdout.write(JSON.stringify({ event: 'ready', mount: agent.mountpoint, dataDir: config.dataDir, hostId: config.hostId, pid: process.pid }) + '\n')
+    process.stdout.write(JSON.stringify({ event: 'ready', mount: agent.mountpoint, dataDir: config.dataDir, hostId: config.hostId, endpoint: agent.endpoint ?? null, pid: process.pid }) + '\n')
     await done
     return 0
   }

@@ -14,7 +14,16 @@ export class ImageReader {
   private memBytes = 0
   private readonly loading = new Map<string, Promise<Buffer>>()
 
-  constructor (private readonly store: ChunkStore, private readonly stats: Stats, private readonly memLimit = 64 * 1024 * 1024) {}
+  /**
+   * `fetch` (fleet mode) brings a chunk the cache lacks into it, or rejects (CHUNK_UNAVAILABLE);
+   * without it a missing chunk fails the read with CHUNK_MISSING.
+   */
+  constructor (
+    private readonly store: ChunkStore,
+    private readonly stats: Stats,
+    private readonly memLimit = 64 * 1024 * 1024,
+    private readonly fetch?: (hash: string, size: number) => Promise<void>
+  ) {}
 
   async read (name: string, m: Manifest, dst: Buffer, pos: number, len: number): Promise<number> {
     if (pos >= m.size) return 0
@@ -46,8 +55,9 @@ export class ImageReader {
         hitBytes += b - a
         continue
       }
-      if (!this.store.has(hex)) { missed = true; missBytes += b - a } else hitBytes += b - a
-      jobs.push(this.load(hex).then(buf => { buf.copy(dst, a - pos, a - start, b - start) }))
+      const local = this.store.has(hex)
+      if (!local) { missed = true; missBytes += b - a } else hitBytes += b - a
+      jobs.push(this.load(hex, m.lengthAt(i), local).then(buf => { buf.copy(dst, a - pos, a - start, b - start) }))
     }
     try {
       await Promise.all(jobs)
@@ -65,10 +75,11 @@ export class ImageReader {
     return len
   }
 
-  private load (hex: string): Promise<Buffer> {
+  private load (hex: string, size: number, local: boolean): Promise<Buffer> {
     let p = this.loading.get(hex)
     if (p) return p
-    p = this.store.read(hex).then((buf) => {
+    const fetched = local || !this.fetch ? Promise.resolve() : this.fetch(hex, size)
+    p = fetched.then(() => this.store.read(hex)).then((buf) => {
       this.remember(hex, buf)
       return buf
     }).finally(() => { this.loading.delete(hex) })

@@ -16,6 +16,8 @@ export interface ImageRow {
   chunkCount: number
   dataBytes: number
   chunking: Chunking
+  /** host that published the image; null when it was imported here */
+  origin: string | null
 }
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/
@@ -34,13 +36,13 @@ export class Catalog {
   constructor (readonly db: Db) {
     this.q = {
       image: db.prepare(`SELECT i.name, i.digest, i.pinned, i.created_at AS createdAt, m.size, m.chunk_count AS chunkCount,
-        m.data_bytes AS dataBytes, m.chunking FROM images i JOIN manifests m ON m.digest = i.digest WHERE i.name = ?`),
+        m.data_bytes AS dataBytes, m.chunking, i.origin FROM images i JOIN manifests m ON m.digest = i.digest WHERE i.name = ?`),
       images: db.prepare(`SELECT i.name, i.digest, i.pinned, i.created_at AS createdAt, m.size, m.chunk_count AS chunkCount,
-        m.data_bytes AS dataBytes, m.chunking FROM images i JOIN manifests m ON m.digest = i.digest ORDER BY i.name`),
+        m.data_bytes AS dataBytes, m.chunking, i.origin FROM images i JOIN manifests m ON m.digest = i.digest ORDER BY i.name`),
       manifestBody: db.prepare('SELECT body FROM manifests WHERE digest = ?').pluck(),
       insertManifest: db.prepare(`INSERT OR IGNORE INTO manifests (digest, size, chunk_count, data_bytes, chunking, body, created_at)
         VALUES (?, ?, ?, ?, ?, ?, ?)`),
-      insertImage: db.prepare('INSERT INTO images (name, digest, pinned, source, created_at) VALUES (?, ?, ?, ?, ?)'),
+      insertImage: db.prepare('INSERT INTO images (name, digest, pinned, source, created_at, origin) VALUES (?, ?, ?, ?, ?, ?)'),
       deleteImage: db.prepare('DELETE FROM images WHERE name = ?'),
       digestUsers: db.prepare('SELECT count(*) FROM images WHERE digest = ?').pluck(),
       deleteManifest: db.prepare('DELETE FROM manifests WHERE digest = ?'),
@@ -87,7 +89,7 @@ export class Catalog {
    * Records an image (in one transaction). With replace, an existing image of that name is
    * removed first; returns the hashes that became unreferenced and unpinned by that.
    */
-  addImage (name: string, m: Manifest, opts: { pinned: boolean, replace: boolean, source?: string }): { collectable: Buffer[] } {
+  addImage (name: string, m: Manifest, opts: { pinned: boolean, replace: boolean, source?: string, origin?: string }): { collectable: Buffer[] } {
     validateName(name)
     const digest = m.digest()
     let collectable: Buffer[] = []
@@ -97,7 +99,7 @@ export class Catalog {
         collectable = this.removeInTx(name)
       }
       this.q.insertManifest!.run(digest, m.size, m.count, m.dataBytes(), JSON.stringify(m.chunking), m.encode(), Date.now())
-      this.q.insertImage!.run(name, digest, opts.pinned ? 1 : 0, opts.source ?? null, Date.now())
+      this.q.insertImage!.run(name, digest, opts.pinned ? 1 : 0, opts.source ?? null, Date.now(), opts.origin ?? null)
       const pin = opts.pinned ? 1 : 0
       const distinct = m.distinctChunks()
       for (const [hex, size] of distinct) {
@@ -146,7 +148,7 @@ export class Catalog {
   }
 }
 
-interface RawImage { name: string, digest: string, pinned: number, createdAt: number, size: number, chunkCount: number, dataBytes: number, chunking: string }
+interface RawImage { name: string, digest: string, pinned: number, createdAt: number, size: number, chunkCount: number, dataBytes: number, chunking: string, origin: string | null }
 
 function toRow (r: RawImage): ImageRow {
   return { ...r, pinned: r.pinned === 1, chunking: JSON.parse(r.chunking) as Chunking }

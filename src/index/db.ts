@@ -3,11 +3,12 @@
 import Database from 'better-sqlite3'
 import { VmifsError } from '../errors.js'
 import * as m0001 from './migrations/0001-initial.js'
+import * as m0002 from './migrations/0002-fleet.js'
 
 export type Db = Database.Database
 
 interface Migration { version: number, up: (db: Db) => void }
-export const MIGRATIONS: Migration[] = [m0001]
+export const MIGRATIONS: Migration[] = [m0001, m0002]
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version
 
 export function openDb (file: string, migrations: Migration[] = MIGRATIONS): Db {

@@ -2,6 +2,7 @@
 // mount's .stats file and `vmifs stats` show; every key is documented in README ("Stats keys").
 
 export interface ImageStats { hitBytes: number, missBytes: number, readOps: number }
+export interface HolderStats { bytes: number, requests: number, errors: number, latency: Histogram }
 
 export class Histogram {
   // log-spaced buckets from 1 µs to ~17 min; enough resolution for p50/p99 (about 4% steps)
@@ -43,8 +44,17 @@ export class Stats {
   memHits = 0
   readonly images = new Map<string, ImageStats>()
   fetchBytes = 0
-  readonly byHolder = new Map<string, { bytes: number, requests: number, errors: number, latency: Histogram }>()
+  readonly byHolder = new Map<string, HolderStats>()
+  fetchFailures = 0
+  hedges = 0
+  served = { chunks: 0, bytes: 0, manifests: 0, factPages: 0 }
   prefetch = { issued: 0, used: 0, wasted: 0 }
+
+  holder (id: string): HolderStats {
+    let h = this.byHolder.get(id)
+    if (!h) { h = { bytes: 0, requests: 0, errors: 0, latency: new Histogram() }; this.byHolder.set(id, h) }
+    return h
+  }
 
   image (name: string): ImageStats {
     let s = this.images.get(name)
@@ -109,7 +119,8 @@ export function snapshot (i: SnapshotInput): Record<string, unknown> {
       p50Ms: s.readLatency.quantile(0.5),
       p99Ms: s.readLatency.quantile(0.99)
     },
-    fetch: { bytes: s.fetchBytes, byHolder },
+    fetch: { bytes: s.fetchBytes, failures: s.fetchFailures, hedges: s.hedges, byHolder },
+    served: { ...s.served },
     prefetch: { ...s.prefetch },
     images
   }

@@ -1,0 +1,69 @@
+// Requests to one holder. Chunks asked for in the same tick go out as one batch request (so the
+// adjacent chunks of one read, or of the kernel's readahead, cost one round trip); a lone chunk
+// is a plain GET. Every request is bounded by a timeout and recorded in the link stats.
+// Contract: get() resolves with the bytes as received (unverified), null when the holder said it
+// does not hold the chunk, or rejects with the request's error. It never hashes.
+import { PeerClient } from '../peer/client.js'
+import { MAX_BATCH } from '../peer/wire.js'
+import type { LinkStats } from '../holders/link-stats.js'
+import type { HolderStats } from '../stats/stats.js'
+
+interface Pending { hash: string, size: number, resolve: (b: Buffer | null) => void, reject: (e: unknown) => void }
+
+export class HolderBatcher {
+  private queue: Pending[] = []
+  private scheduled = false
+
+  constructor (
+    readonly holderId: string,
+    private readonly client: PeerClient | OriginLike,
+    private readonly link: LinkStats,
+    private readonly stats: HolderStats,
+    private readonly timeoutMs: number
+  ) {}
+
+  get (hash: string, size: number): Promise<Buffer | null> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ hash, size, resolve, reject })
+      this.link.inflightBytes += size
+      if (this.queue.length >= MAX_BATCH) this.flush()
+      else if (!this.scheduled) {
+        this.scheduled = true
+        setImmediate(() => { this.scheduled = false; this.flush() })
+      }
+    })
+  }
+
+  private flush (): void {
+    while (this.queue.length > 0) {
+      const batch = this.queue.splice(0, MAX_BATCH)
+      void this.send(batch)
+    }
+  }
+
+  private async send (batch: Pending[]): Promise<void> {
+    const t0 = performance.now()
+    const signal = AbortSignal.timeout(this.timeoutMs)
+    const expected = batch.reduce((n, p) => n + p.size, 0)
+    this.stats.requests++
+    try {
+      const results = batch.length === 1 || !(this.client instanceof PeerClient)
+        ? await Promise.all(batch.map(p => this.client.chunk(p.hash, signal)))
+        : await this.client.chunks(batch.map(p => p.hash), signal)
+      const ms = performance.now() - t0
+      let got = 0
+      for (const r of results) if (r) got += r.length
+      this.link.record(got, ms)
+      this.stats.latency.record(ms)
+      batch.forEach((p, i) => p.resolve(results[i] ?? null))
+    } catch (err) {
+      this.stats.errors++
+      this.link.demote()
+      for (const p of batch) p.reject(err)
+    } finally {
+      this.link.inflightBytes -= expected
+    }
+  }
+}
+
+export interface OriginLike { chunk (hash: string, signal: AbortSignal): Promise<Buffer | null> }

@@ -1,0 +1,113 @@
+// Who holds what, from the global metadata table: hosts (`host` facts: endpoint, egress price),
+// holdings (`hold/<digest>` facts: entry ranges), and this host's link measurements. Contract:
+// candidates() lists every other host whose announced holdings contain the chunk, in any manifest
+// that uses it (a reverse index hash -> (manifest, entry)); rank() orders them by the cost model,
+// demoted holders last; the origin store, if configured, is always the last resort.
+import type { Catalog } from '../index/catalog.js'
+import type { FactStore } from '../index/facts.js'
+import { type Ranges, inRanges, validRanges } from './holdings.js'
+import { type CostParams, type LinkSeed, LinkStats, holderCost } from './link-stats.js'
+
+export const ORIGIN_ID = 'origin'
+
+export interface HostInfo { hostId: string, endpoint: string, price: number }
+
+export class HolderDirectory {
+  private readonly links = new Map<string, LinkStats>()
+  private reverse: Map<string, Array<[string, number]>> | undefined
+  private readonly rangesCache = new Map<string, { seq: number, ranges: Ranges }>()
+
+  constructor (
+    private readonly facts: FactStore,
+    private readonly catalog: Catalog,
+    private readonly self: string,
+    private readonly seeds: Record<string, LinkSeed> = {},
+    readonly originUrl?: string
+  ) {
+    facts.onChange((changed) => {
+      if (changed.some(f => f.key.startsWith('image/'))) this.reverse = undefined
+    })
+  }
+
+  /** The catalog changed (an image was added or removed): rebuild the reverse index lazily. */
+  invalidate (): void { this.reverse = undefined }
+
+  host (hostId: string): HostInfo | undefined {
+    if (hostId === ORIGIN_ID) return this.originUrl ? { hostId, endpoint: this.originUrl, price: this.seeds[ORIGIN_ID]?.price ?? 0 } : undefined
+    const f = this.facts.get(hostId, 'host')
+    const v = f?.value as { endpoint?: unknown, price?: unknown } | null | undefined
+    if (!v || typeof v.endpoint !== 'string') return undefined
+    const price = this.seeds[hostId]?.price ?? (typeof v.price === 'number' ? v.price : 0)
+    return { hostId, endpoint: v.endpoint, price }
+  }
+
+  hosts (): HostInfo[] {
+    return this.facts.byKey('host').map(f => this.host(f.origin)).filter((h): h is HostInfo => h !== undefined && h.hostId !== this.self)
+  }
+
+  link (hostId: string): LinkStats {
+    let l = this.links.get(hostId)
+    if (!l) { l = new LinkStats(hostId, this.seeds[hostId]); this.links.set(hostId, l) }
+    return l
+  }
+
+  allLinks (): LinkStats[] { return [...this.links.values()] }
+
+  private reverseIndex (): Map<string, Array<[string, number]>> {
+    if (this.reverse) return this.reverse
+    const r = new Map<string, Array<[string, number]>>()
+    for (const img of this.catalog.listImages()) {
+      const m = this.catalog.manifest(img.digest)
+      if (!m) continue
+      for (let i = 0; i < m.count; i++) {
+        if (m.zero[i] === 1) continue
+        const h = m.hashHexAt(i)
+        const l = r.get(h)
+        if (l) { if (!l.some(([d]) => d === img.digest)) l.push([img.digest, i]) } else r.set(h, [[img.digest, i]])
+      }
+    }
+    this.reverse = r
+    return r
+  }
+
+  private ranges (origin: string, digest: string): Ranges | undefined {
+    const f = this.facts.get(origin, `hold/${digest}`)
+    if (!f || f.value === null) return undefined
+    const k = `${origin} ${digest}`
+    const c = this.rangesCache.get(k)
+    if (c && c.seq === f.seq) return c.ranges
+    const v = (f.value as { ranges?: unknown }).ranges
+    if (!validRanges(v)) return undefined
+    this.rangesCache.set(k, { seq: f.seq, ranges: v })
+    return v
+  }
+
+  /** Other hosts that announced holding this chunk (plus the origin store, if any). */
+  candidates (hash: string): string[] {
+    const out = new Set<string>()
+    const places = this.reverseIndex().get(hash) ?? []
+    for (const f of this.facts.byPrefix('hold/')) {
+      if (f.origin === this.self) continue
+      const digest = f.key.slice(5)
+      for (const [d, i] of places) {
+        if (d === digest && this.ranges(f.origin, d) && inRanges(this.ranges(f.origin, d)!, i)) { out.add(f.origin); break }
+      }
+    }
+    const list = [...out].filter(h => this.host(h) !== undefined)
+    if (this.originUrl) list.push(ORIGIN_ID)
+    return list
+  }
+
+  /** Cheapest first; demoted holders after the others; the origin last of all. */
+  rank (hostIds: string[], bytes: number, p: CostParams): string[] {
+    const now = Date.now()
+    const scored = hostIds.map((h) => {
+      const info = this.host(h)
+      const link = this.link(h)
+      const tier = h === ORIGIN_ID ? 2 : link.demoted(now) ? 1 : 0
+      return { h, tier, cost: holderCost(link, info?.price ?? 0, bytes, p) }
+    })
+    scored.sort((a, b) => a.tier - b.tier || a.cost - b.cost || (a.h < b.h ? -1 : 1))
+    return scored.map(s => s.h)
+  }
+}

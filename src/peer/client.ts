@@ -1,0 +1,87 @@
+// HTTP client for one peer: an undici Pool (keep-alive) per endpoint. Contract: methods resolve
+// with data or null for "not here" (404) and reject with a VmifsError (HOLDER_UNREACHABLE,
+// HOLDER_BAD_RESPONSE, HOLDER_UNAUTHORIZED) otherwise; they never verify chunk hashes — the
+// fetcher does. An AbortSignal bounds every call.
+import { Pool } from 'undici'
+import { VmifsError } from '../errors.js'
+import type { Cursors, FactPage } from '../index/facts.js'
+import { decodeBatch } from './wire.js'
+
+export interface PeerClientOptions { token: string, connectTimeoutMs?: number, tls?: { ca?: string, rejectUnauthorized?: boolean } }
+
+export class PeerClient {
+  private readonly pool: Pool
+
+  constructor (readonly endpoint: string, private readonly opts: PeerClientOptions) {
+    this.pool = new Pool(endpoint, {
+      connections: 8,
+      pipelining: 1,
+      keepAliveTimeout: 30_000,
+      connect: { timeout: opts.connectTimeoutMs ?? 3000, ...(opts.tls ?? {}) }
+    })
+  }
+
+  private async request (method: 'GET' | 'POST', path: string, signal: AbortSignal, body?: unknown): Promise<{ status: number, data: Buffer }> {
+    let res
+    try {
+      res = await this.pool.request({
+        method,
+        path,
+        signal,
+        headers: { authorization: `Bearer ${this.opts.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        body: body === undefined ? undefined : JSON.stringify(body)
+      })
+    } catch (err) {
+      throw new VmifsError('HOLDER_UNREACHABLE', `${this.endpoint}${path}: ${(err as Error).message}`, { endpoint: this.endpoint }, { cause: err })
+    }
+    let data: Buffer
+    try {
+      data = Buffer.from(await res.body.arrayBuffer())
+    } catch (err) {
+      throw new VmifsError('HOLDER_UNREACHABLE', `${this.endpoint}${path}: body: ${(err as Error).message}`, { endpoint: this.endpoint }, { cause: err })
+    }
+    if (res.statusCode === 401) throw new VmifsError('HOLDER_UNAUTHORIZED', `${this.endpoint} refused our token`, { endpoint: this.endpoint })
+    return { status: res.statusCode, data }
+  }
+
+  async health (signal: AbortSignal): Promise<{ ok: boolean, hostId: string }> {
+    const r = await this.request('GET', '/v1/health', signal)
+    if (r.status !== 200) throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint}/v1/health answered ${r.status}`)
+    return JSON.parse(r.data.toString()) as { ok: boolean, hostId: string }
+  }
+
+  async chunk (hash: string, signal: AbortSignal): Promise<Buffer | null> {
+    const r = await this.request('GET', `/v1/chunks/${hash}`, signal)
+    if (r.status === 404) return null
+    if (r.status !== 200) throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint} answered ${r.status} for chunk ${hash}`)
+    return r.data
+  }
+
+  async chunks (hashes: string[], signal: AbortSignal): Promise<Array<Buffer | null>> {
+    const r = await this.request('POST', '/v1/chunks', signal, { hashes })
+    if (r.status !== 200) throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint} answered ${r.status} for a batch of ${hashes.length}`)
+    try {
+      return decodeBatch(r.data, hashes.length)
+    } catch (err) {
+      throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint}: ${(err as Error).message}`)
+    }
+  }
+
+  async manifest (digest: string, signal: AbortSignal): Promise<Buffer | null> {
+    const r = await this.request('GET', `/v1/manifests/${digest}`, signal)
+    if (r.status === 404) return null
+    if (r.status !== 200) throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint} answered ${r.status} for manifest ${digest}`)
+    return r.data
+  }
+
+  async facts (cursors: Cursors, signal: AbortSignal): Promise<FactPage> {
+    const r = await this.request('POST', '/v1/facts', signal, { cursors })
+    if (r.status !== 200) throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint} answered ${r.status} for facts`)
+    const page = JSON.parse(r.data.toString()) as FactPage
+    if (!Array.isArray(page.facts) || typeof page.complete !== 'object' || page.complete === null) throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint}: malformed facts page`)
+    return page
+  }
+
+  async close (): Promise<void> { await this.pool.close().catch(() => {}) }
+  async destroy (): Promise<void> { await this.pool.destroy().catch(() => {}) }
+}

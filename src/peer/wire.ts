@@ -1,0 +1,41 @@
+// Wire types of the peer protocol (HTTP/1.1, bearer token on every request):
+//   GET  /v1/health                 -> { ok, hostId }
+//   GET  /v1/chunks/<hash>          -> chunk bytes | 404 | 400
+//   POST /v1/chunks  {hashes:[…]}   -> batch body (below), at most MAX_BATCH hashes
+//   GET  /v1/manifests/<digest>     -> canonical binary manifest | 404 | 400
+//   POST /v1/facts   {cursors:{…}}  -> { facts:[…], complete:{…} } (see index/facts.ts)
+//   GET  /metrics                   -> Prometheus text
+// Batch body: for each requested hash in order, a u32 big-endian length then that many bytes;
+// length 0xffffffff means "not held here" (no bytes follow).
+export const MAX_BATCH = 64
+export const MAX_BATCH_BYTES = 32 * 1024 * 1024
+export const MAX_JSON_BODY = 1024 * 1024
+export const MISSING = 0xffffffff
+
+export function encodeBatch (parts: Array<Buffer | null>): Buffer[] {
+  const out: Buffer[] = []
+  for (const p of parts) {
+    const head = Buffer.alloc(4)
+    head.writeUInt32BE(p === null ? MISSING : p.length)
+    out.push(head)
+    if (p !== null) out.push(p)
+  }
+  return out
+}
+
+/** Parses a batch body; throws on a malformed or truncated body. */
+export function decodeBatch (body: Buffer, count: number): Array<Buffer | null> {
+  const out: Array<Buffer | null> = []
+  let p = 0
+  for (let i = 0; i < count; i++) {
+    if (p + 4 > body.length) throw new Error(`batch body truncated at entry ${i}`)
+    const len = body.readUInt32BE(p)
+    p += 4
+    if (len === MISSING) { out.push(null); continue }
+    if (p + len > body.length) throw new Error(`batch body truncated inside entry ${i}`)
+    out.push(body.subarray(p, p + len))
+    p += len
+  }
+  if (p !== body.length) throw new Error('batch body has trailing bytes')
+  return out
+}

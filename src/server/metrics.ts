@@ -1,0 +1,54 @@
+// /metrics in Prometheus text format, through prom-client. Values are read from the agent's
+// stats snapshot and link measurements at scrape time.
+import client from 'prom-client'
+import type { Stats } from '../stats/stats.js'
+import type { LinkStats } from '../holders/link-stats.js'
+
+export interface MetricsSource {
+  stats: Stats
+  cache: () => { sizeBytes: number, capacityBytes: number, evictions: number }
+  links: () => LinkStats[]
+  images: () => number
+  cursors: () => Record<string, number>
+}
+
+export function createMetrics (src: MetricsSource): () => Promise<{ contentType: string, body: string }> {
+  const reg = new client.Registry()
+  const counter = (name: string, help: string, get: () => number): void => {
+    reg.registerMetric(new client.Counter({ name, help, registers: [], collect () { this.reset(); this.inc(get()) } }))
+  }
+  const gauge = (name: string, help: string, get: () => number): void => {
+    reg.registerMetric(new client.Gauge({ name, help, registers: [], collect () { this.set(get()) } }))
+  }
+  const s = src.stats
+  counter('vmifs_cache_hit_ops_total', 'Image reads served from local data', () => s.hitOps)
+  counter('vmifs_cache_miss_ops_total', 'Image reads that needed a chunk the cache lacked', () => s.missOps)
+  counter('vmifs_cache_hit_bytes_total', 'Bytes of image reads served from local data', () => s.hitBytes)
+  counter('vmifs_cache_miss_bytes_total', 'Bytes of image reads in chunks the cache lacked', () => s.missBytes)
+  gauge('vmifs_cache_size_bytes', 'Bytes of chunk data in the cache', () => src.cache().sizeBytes)
+  gauge('vmifs_cache_capacity_bytes', 'Configured cache capacity', () => src.cache().capacityBytes)
+  counter('vmifs_cache_evictions_total', 'Chunks evicted (lifetime of the data dir)', () => src.cache().evictions)
+  counter('vmifs_read_ops_total', 'FUSE read requests answered with data', () => s.fuseReadOps)
+  counter('vmifs_read_errors_total', 'FUSE read requests answered with an error', () => s.readErrors)
+  counter('vmifs_fetch_bytes_total', 'Bytes fetched from other holders', () => s.fetchBytes)
+  counter('vmifs_fetch_failures_total', 'Chunks no holder could provide before the deadline', () => s.fetchFailures)
+  counter('vmifs_fetch_hedges_total', 'Hedged second requests', () => s.hedges)
+  counter('vmifs_served_bytes_total', 'Chunk bytes served to peers', () => s.served.bytes)
+  gauge('vmifs_images', 'Images in the catalog', () => src.images())
+  counter('vmifs_prefetch_issued_total', 'Prefetch requests issued', () => s.prefetch.issued)
+  const labelled = (name: string, help: string, kind: 'counter' | 'gauge', rows: () => Array<[string, number]>, label = 'holder'): void => {
+    const opts = { name, help, labelNames: [label], registers: [] as client.Registry[] }
+    if (kind === 'counter') {
+      reg.registerMetric(new client.Counter({ ...opts, collect () { this.reset(); for (const [l, v] of rows()) this.inc({ [label]: l }, v) } }))
+    } else {
+      reg.registerMetric(new client.Gauge({ ...opts, collect () { this.reset(); for (const [l, v] of rows()) this.set({ [label]: l }, v) } }))
+    }
+  }
+  labelled('vmifs_fetch_holder_bytes_total', 'Bytes fetched per holder', 'counter', () => [...s.byHolder].map(([h, v]) => [h, v.bytes]))
+  labelled('vmifs_fetch_holder_requests_total', 'Requests per holder', 'counter', () => [...s.byHolder].map(([h, v]) => [h, v.requests]))
+  labelled('vmifs_fetch_holder_errors_total', 'Failed or rejected requests per holder', 'counter', () => [...s.byHolder].map(([h, v]) => [h, v.errors]))
+  labelled('vmifs_holder_rtt_seconds', 'Measured RTT to a holder (EWMA)', 'gauge', () => src.links().map(l => [l.hostId, l.rttMs / 1000]))
+  labelled('vmifs_holder_bandwidth_bytes_per_second', 'Measured throughput from a holder (EWMA)', 'gauge', () => src.links().map(l => [l.hostId, l.bandwidthBps]))
+  labelled('vmifs_metadata_cursor', 'Last fact sequence number held per origin', 'gauge', () => Object.entries(src.cursors()), 'origin')
+  return async () => ({ contentType: reg.contentType, body: await reg.metrics() })
+}

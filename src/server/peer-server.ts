@@ -1,0 +1,173 @@
+// The agent's HTTP server for peers (and for Prometheus). Every request must carry the fleet
+// secret as a bearer token, compared in constant time; ids that are not well-formed hashes or
+// digests answer 400; bodies and batches are bounded. Codes become HTTP statuses only here.
+import http from 'node:http'
+import https from 'node:https'
+import fs from 'node:fs'
+import { createHash, timingSafeEqual } from 'node:crypto'
+import type { AddressInfo } from 'node:net'
+import { VmifsError } from '../errors.js'
+import type { Cursors, FactPage } from '../index/facts.js'
+import { isHashHex } from '../util/hash.js'
+import { MAX_BATCH, MAX_BATCH_BYTES, MAX_JSON_BODY, encodeBatch } from '../peer/wire.js'
+import type { Logger } from '../util/log.js'
+
+export interface PeerService {
+  hostId: string
+  /** a verified chunk, or null when this host does not hold it */
+  readChunk (hash: string): Promise<Buffer | null>
+  manifest (digest: string): Buffer | null
+  facts (cursors: Cursors): FactPage
+  metrics (): Promise<{ contentType: string, body: string }>
+  /** counts requests served, for stats */
+  served (kind: 'chunk' | 'manifest' | 'facts', bytes: number): void
+}
+
+export interface PeerServerOptions { host: string, port: number, token: string, tls?: { cert: string, key: string } }
+
+const digestOf = (s: string): Buffer => createHash('sha256').update(s).digest()
+
+export class PeerServer {
+  private server: http.Server | undefined
+  private readonly tokenDigest: Buffer
+
+  constructor (private readonly opts: PeerServerOptions, private readonly svc: PeerService, private readonly log: Logger) {
+    if (opts.token.length === 0) throw new VmifsError('TOKEN_MISSING', 'a fleet token is needed to listen (VMIFS_TOKEN or config "token")')
+    this.tokenDigest = digestOf(opts.token)
+  }
+
+  get port (): number { return (this.server?.address() as AddressInfo | null)?.port ?? 0 }
+
+  async listen (): Promise<void> {
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+      this.handle(req, res).catch((err: unknown) => {
+        this.log.warn({ err, url: req.url }, 'peer request failed')
+        if (!res.headersSent) send(res, 500, { error: 'INTERNAL' })
+        else res.destroy()
+      })
+    }
+    const server = this.opts.tls
+      ? https.createServer({ cert: fs.readFileSync(this.opts.tls.cert), key: fs.readFileSync(this.opts.tls.key) }, handler)
+      : http.createServer(handler)
+    server.keepAliveTimeout = 60_000
+    server.headersTimeout = 20_000
+    server.requestTimeout = 60_000
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(this.opts.port, this.opts.host, () => { server.off('error', reject); resolve() })
+    })
+    this.server = server
+  }
+
+  async close (): Promise<void> {
+    const s = this.server
+    this.server = undefined
+    if (!s) return
+    s.closeAllConnections()
+    await new Promise<void>(resolve => s.close(() => resolve()))
+  }
+
+  private authorized (req: http.IncomingMessage): boolean {
+    const h = req.headers.authorization
+    if (typeof h !== 'string' || !h.startsWith('Bearer ')) return false
+    return timingSafeEqual(digestOf(h.slice(7)), this.tokenDigest)
+  }
+
+  private async handle (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    if (!this.authorized(req)) {
+      req.resume()
+      send(res, 401, { error: 'UNAUTHORIZED' }, { 'www-authenticate': 'Bearer' })
+      return
+    }
+    const url = (req.url ?? '/').split('?')[0]!
+    const route = `${req.method ?? 'GET'} ${url.replace(/^(\/v1\/(?:chunks|manifests))\/.*/, '$1/:id')}`
+    switch (route) {
+      case 'GET /v1/health':
+        return send(res, 200, { ok: true, hostId: this.svc.hostId })
+      case 'GET /metrics': {
+        const m = await this.svc.metrics()
+        res.writeHead(200, { 'content-type': m.contentType }).end(m.body)
+        return
+      }
+      case 'GET /v1/chunks/:id': {
+        const id = url.slice('/v1/chunks/'.length)
+        if (!isHashHex(id)) return send(res, 400, { error: 'BAD_HASH' })
+        const data = await this.svc.readChunk(id)
+        if (!data) return send(res, 404, { error: 'NOT_HELD' })
+        this.svc.served('chunk', data.length)
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': data.length }).end(data)
+        return
+      }
+      case 'POST /v1/chunks': {
+        const body = await readJson(req, res)
+        if (body === undefined) return
+        const hashes = (body as { hashes?: unknown }).hashes
+        if (!Array.isArray(hashes) || hashes.length === 0 || hashes.length > MAX_BATCH) return send(res, 400, { error: 'BAD_BATCH', max: MAX_BATCH })
+        if (!hashes.every(isHashHex)) return send(res, 400, { error: 'BAD_HASH' })
+        const parts: Array<Buffer | null> = []
+        let total = 0
+        for (const h of hashes as string[]) {
+          const d = total < MAX_BATCH_BYTES ? await this.svc.readChunk(h) : null
+          if (d) total += d.length
+          parts.push(d)
+        }
+        this.svc.served('chunk', total)
+        const out = encodeBatch(parts)
+        res.writeHead(200, { 'content-type': 'application/vnd.vmifs.batch', 'content-length': out.reduce((n, b) => n + b.length, 0) })
+        for (const b of out) res.write(b)
+        res.end()
+        return
+      }
+      case 'GET /v1/manifests/:id': {
+        const id = url.slice('/v1/manifests/'.length)
+        if (!isHashHex(id)) return send(res, 400, { error: 'BAD_DIGEST' })
+        const m = this.svc.manifest(id)
+        if (!m) return send(res, 404, { error: 'NOT_HELD' })
+        this.svc.served('manifest', m.length)
+        res.writeHead(200, { 'content-type': 'application/vnd.vmifs.manifest', 'content-length': m.length }).end(m)
+        return
+      }
+      case 'POST /v1/facts': {
+        const body = await readJson(req, res)
+        if (body === undefined) return
+        const cursors = (body as { cursors?: unknown }).cursors
+        if (typeof cursors !== 'object' || cursors === null || Array.isArray(cursors) ||
+            !Object.values(cursors).every(v => Number.isSafeInteger(v) && (v as number) >= 0)) return send(res, 400, { error: 'BAD_CURSORS' })
+        const page = this.svc.facts(cursors as Cursors)
+        const out = JSON.stringify(page)
+        this.svc.served('facts', out.length)
+        res.writeHead(200, { 'content-type': 'application/json' }).end(out)
+        return
+      }
+      default:
+        req.resume()
+        return send(res, 404, { error: 'NO_ROUTE' })
+    }
+  }
+}
+
+function send (res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const s = JSON.stringify(body)
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(s), ...headers }).end(s)
+}
+
+/** Reads a bounded JSON body; answers 413/400 itself and returns undefined when it is bad. */
+async function readJson (req: http.IncomingMessage, res: http.ServerResponse): Promise<unknown> {
+  const chunks: Buffer[] = []
+  let n = 0
+  for await (const c of req) {
+    n += (c as Buffer).length
+    if (n > MAX_JSON_BODY) {
+      send(res, 413, { error: 'BODY_TOO_LARGE', max: MAX_JSON_BODY })
+      req.destroy()
+      return undefined
+    }
+    chunks.push(c as Buffer)
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'))
+  } catch {
+    send(res, 400, { error: 'BAD_JSON' })
+    return undefined
+  }
+}
