@@ -231,10 +231,11 @@ export class Agent extends Resource {
     this.imageMap = byName
     this.digestMap = byDigest
     dd.store.refreshSize()
-    // imports and removals (here or by `vmifs import`/`rm`) reach the fleet's table
+    // imports and removals (here or by `vmifs import`/`rm`) reach the fleet's table; holdings
+    // first, so a host that learns of an image has already learnt who holds its chunks
     this.directory?.invalidate()
+    this.announcer?.publishHoldings()
     this.announcer?.publishImages()
-    this.announcer?.schedule()
   }
 
   private view (): MountView {

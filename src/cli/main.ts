@@ -11,8 +11,9 @@ import { command as fsckCmd } from './fsck.js'
 import { command as agentCmd } from './agent.js'
 import { command as statsCmd } from './stats.js'
 import { command as manifestCmd } from './manifest.js'
+import { command as publishStoreCmd } from './publish-store.js'
 
-const COMMANDS: Command[] = [importCmd, lsCmd, exportCmd, rmCmd, fsckCmd, agentCmd, statsCmd, manifestCmd]
+const COMMANDS: Command[] = [importCmd, lsCmd, exportCmd, rmCmd, fsckCmd, agentCmd, statsCmd, manifestCmd, publishStoreCmd]
 
 function usage (): string {
   return `Usage: vmifs <command> [options]     (vmifs <command> --help for each)

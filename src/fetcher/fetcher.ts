@@ -27,6 +27,8 @@ export interface FetcherOptions {
   onCached?: (hash: string, size: number) => void
 }
 
+const NO_HOLDER_POLL_MS = 200
+
 type Outcome = { holder: string, ok: true, data: Buffer } | { holder: string, ok: false, why: string }
 
 export class Fetcher {
@@ -87,6 +89,7 @@ export class Fetcher {
     try {
       data = await b.get(want.hash, want.size)
     } catch (err) {
+      this.log.debug({ holder, hash: want.hash, err: (err as Error).message }, 'holder request failed')
       return { holder, ok: false, why: (err as Error).message }
     }
     const hs = this.stats.holder(holder)
@@ -109,7 +112,12 @@ export class Fetcher {
   private async fetchOne (want: Want, o: FetchOptions): Promise<void> {
     if (this.closed) throw VmifsError.closed('Fetcher')
     const deadline = Date.now() + (o.deadlineMs ?? this.opts.deadlineMs)
-    const order = this.dir.rank(this.dir.candidates(want.hash), want.size, { alpha: o.alpha, sigma: this.opts.sigma })
+    let order = this.dir.rank(this.dir.candidates(want.hash), want.size, { alpha: o.alpha, sigma: this.opts.sigma })
+    // nobody announced it (yet): holdings may still be on their way through the metadata sync
+    while (order.length === 0 && Date.now() + NO_HOLDER_POLL_MS < deadline && !this.closed) {
+      await new Promise(resolve => setTimeout(resolve, NO_HOLDER_POLL_MS))
+      order = this.dir.rank(this.dir.candidates(want.hash), want.size, { alpha: o.alpha, sigma: this.opts.sigma })
+    }
     const hedge = o.hedge ?? o.alpha >= 0.5
     const running = new Map<string, Promise<Outcome>>()
     const tried: string[] = []

@@ -29,7 +29,10 @@ export interface MountOptions {
   debug?: boolean
 }
 
-type Handle = { kind: 'image', name: string, manifest: Manifest } | { kind: 'stats', data: Buffer }
+type Handle = { kind: 'image', name: string, manifest: Manifest } | { kind: 'stats', data: Buffer | undefined }
+
+/** .stats is padded to a fixed size (doubling if the JSON outgrows it): see padStats(). */
+const STATS_MIN_SIZE = 64 * 1024
 
 const O_ACCMODE = 3
 const O_TRUNC = 0o1000
@@ -40,9 +43,10 @@ export class VmifsMount {
   private fuse: Fuse | undefined
   private readonly handles = new Map<number, Handle>()
   private nextFd = 1
-  private lastStats: { at: number, data: Buffer } | undefined
+  private statsSize = STATS_MIN_SIZE
   private readonly mountedAt = new Date()
   private stopping = false
+  private lastStatsMtime = 0
 
   constructor (readonly mountpoint: string, private readonly view: MountView, private readonly log: Logger, private readonly opts: MountOptions = {}) {}
 
@@ -58,6 +62,10 @@ export class VmifsMount {
       subtype: 'vmifs',
       allowOther: this.opts.allowOther ?? true,
       defaultPermissions: true,
+      // auto_cache re-checks mtime/size on every open (not only once a second): .stats' mtime
+      // changes on every lookup, so its old pages are dropped; an image's never changes, so its
+      // pages stay (see padStats for why .stats' size is constant)
+      acAttrTimeout: 0.001,
       debug: this.opts.debug ?? false,
       timeout: this.opts.readTimeoutMs ?? 120_000
     })
@@ -81,11 +89,26 @@ export class VmifsMount {
     })
   }
 
-  private stats (): Buffer {
-    const now = Date.now()
-    if (this.lastStats && now - this.lastStats.at < 200) return this.lastStats.data
-    this.lastStats = { at: now, data: this.view.statsJson() }
-    return this.lastStats.data
+  /** A new, strictly increasing mtime on every lookup, so auto_cache drops the old snapshot. */
+  private statsMtime (): Date {
+    this.lastStatsMtime = Math.max(Date.now(), this.lastStatsMtime + 1)
+    return new Date(this.lastStatsMtime)
+  }
+
+  /**
+   * .stats is snapshotted at the first read of each open, so it is current however recently the
+   * kernel looked the file up; its mtime changes on every lookup, so auto_cache drops its old
+   * pages on every open. Its size never changes: the JSON is padded with spaces (valid JSON
+   * whitespace) to a fixed size that only grows, doubling, if the JSON outgrows it. A size that
+   * followed the content would race the kernel's cached size (a longer snapshot read under an
+   * older, shorter size comes out cut) — fuse-native cannot set direct_io for one file.
+   */
+  private padStats (json: Buffer): Buffer {
+    while (json.length + 1 > this.statsSize) this.statsSize *= 2
+    const out = Buffer.alloc(this.statsSize, 0x20)
+    json.copy(out)
+    out[out.length - 1] = 0x0a
+    return out
   }
 
   private lookup (p: string): { kind: 'root' } | { kind: 'dir' } | { kind: 'stats' } | { kind: 'image', image: ImageEntry } | undefined {
@@ -119,7 +142,7 @@ export class VmifsMount {
         const e = this.lookup(p)
         if (!e) return cb(ENOENT)
         if (e.kind === 'root' || e.kind === 'dir') return cb(0, stat(DIR, 4096, this.mountedAt))
-        if (e.kind === 'stats') return cb(0, stat(FILE, this.stats().length, new Date()))
+        if (e.kind === 'stats') return cb(0, stat(FILE, this.statsSize, this.statsMtime()))
         cb(0, stat(FILE, e.image.size, new Date(e.image.createdAt)))
       }),
       readdir: (p: string, cb: (n: number, names?: string[]) => void) => guard('readdir', cb, () => {
@@ -134,7 +157,7 @@ export class VmifsMount {
         if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0) return cb(EROFS)
         if (e.kind === 'root' || e.kind === 'dir') return cb(EISDIR)
         const fd = this.nextFd++
-        if (e.kind === 'stats') this.handles.set(fd, { kind: 'stats', data: this.stats() })
+        if (e.kind === 'stats') this.handles.set(fd, { kind: 'stats', data: undefined })
         else if (e.kind === 'image') this.handles.set(fd, { kind: 'image', name: e.image.name, manifest: this.view.manifest(e.image.digest) })
         cb(0, fd)
       }),
@@ -143,6 +166,12 @@ export class VmifsMount {
         const h = this.handles.get(fd)
         if (!h) return cb(EBADF)
         if (h.kind === 'stats') {
+          try {
+            h.data ??= this.padStats(this.view.statsJson())
+          } catch (err) {
+            this.log.warn({ err }, '.stats snapshot failed')
+            return cb(EIO)
+          }
           if (pos >= h.data.length) return cb(0)
           return cb(h.data.copy(buf, 0, pos, Math.min(h.data.length, pos + len)))
         }

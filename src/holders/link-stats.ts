@@ -40,11 +40,15 @@ export class LinkStats {
 
   demoted (now = Date.now()): boolean { return this.demotedUntil > now }
 
-  /** Latency after which a second request is sent elsewhere: the recent p95 (at least 20 ms). */
+  /**
+   * Latency after which a second request is sent elsewhere: the recent p95, at least 50 ms; a
+   * generous 250 ms until there is enough history (a hedge duplicates traffic, so it must not
+   * fire on the first, cold requests).
+   */
   hedgeDelayMs (): number {
-    if (this.recent.length < 8) return Math.max(20, 4 * this.rttMs + 50)
+    if (this.recent.length < 8) return Math.max(250, 4 * this.rttMs)
     const s = [...this.recent].sort((a, b) => a - b)
-    return Math.max(20, s[Math.floor(s.length * 0.95)]!)
+    return Math.max(50, s[Math.floor(s.length * 0.95)]!)
   }
 }
 

@@ -3,7 +3,7 @@ declare module 'fuse-native' {
   interface FuseOptions {
     debug?: boolean, force?: boolean, mkdir?: boolean, allowOther?: boolean, autoCache?: boolean,
     kernelCache?: boolean, fsname?: string, subtype?: string, defaultPermissions?: boolean,
-    maxRead?: number, attrTimeout?: number, entryTimeout?: number, timeout?: number | false
+    maxRead?: number, attrTimeout?: number, acAttrTimeout?: number, entryTimeout?: number, timeout?: number | false
   }
   class Fuse {
     constructor (mnt: string, ops: Record<string, Cb>, opts?: FuseOptions)

@@ -6,7 +6,8 @@ import { MIGRATIONS, SCHEMA_VERSION, migrate, openDb, type Db } from '../../src/
 import * as m0001 from '../../src/index/migrations/0001-initial.js'
 import { tmpDir } from '../helpers/tmp.js'
 
-const TABLES = ['cache_entries', 'chunks', 'counters', 'images', 'manifests']
+const TABLES_V1 = ['cache_entries', 'chunks', 'counters', 'images', 'manifests']
+const TABLES = [...TABLES_V1, 'cursors', 'facts'].sort()
 
 const tables = (db: Database.Database): string[] =>
   (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all() as string[])
@@ -32,6 +33,8 @@ test('openDb on a fresh file creates the schema', (t) => {
   t.deepEqual(tables(db), TABLES)
   t.is(db.pragma('journal_mode', { simple: true }), 'wal')
   t.is(db.pragma('foreign_keys', { simple: true }), 1)
+  // 0002 adds the publishing host of an image
+  t.true((db.prepare('PRAGMA table_info(images)').all() as Array<{ name: string }>).some(c => c.name === 'origin'))
   db.close()
   const r = raw(file)
   t.is(userVersion(r), SCHEMA_VERSION)
@@ -121,7 +124,7 @@ test('a migration that throws rolls back', (t) => {
   t.is(t.throws(() => openDb(mid, [m0001, bad(2), { version: 3, up: (db) => { db.exec('CREATE TABLE never (x)') } }])), boom)
   r = raw(mid)
   t.is(userVersion(r), 1)
-  t.deepEqual(tables(r), TABLES)
+  t.deepEqual(tables(r), TABLES_V1)
   r.close()
 
   // and the data dir still opens normally afterwards

@@ -56,11 +56,18 @@ export class AgentProcess {
   err = ''
   readonly exited: Promise<number | null>
 
-  constructor (readonly mount: string, readonly dataDir: string, extra: string[] = []) {
-    this.child = spawn(process.execPath, [VMIFS, 'agent', '--mount', mount, '--data-dir', dataDir, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] })
+  constructor (readonly mount: string, readonly dataDir: string, extra: string[] = [], env: Record<string, string> = {}, wrap: string[] = []) {
+    const argv = [process.execPath, VMIFS, 'agent', '--mount', mount, '--data-dir', dataDir, ...extra]
+    this.child = spawn(wrap.length > 0 ? wrap[0]! : argv[0]!, [...wrap.slice(1), ...(wrap.length > 0 ? argv : argv.slice(1))], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
     this.child.stdout!.on('data', (d: Buffer) => { this.out += d.toString() })
     this.child.stderr!.on('data', (d: Buffer) => { this.err += d.toString() })
     this.exited = new Promise(resolve => this.child.once('exit', (code) => resolve(code)))
+  }
+
+  /** The ready line the agent printed (endpoint, pid, …). */
+  get info (): { endpoint: string | null, hostId: string, pid: number } {
+    const line = this.out.split('\n').find(l => l.includes('"event":"ready"'))
+    return JSON.parse(line ?? '{}') as { endpoint: string | null, hostId: string, pid: number }
   }
 
   async ready (timeoutMs = 20_000): Promise<void> {

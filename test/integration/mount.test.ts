@@ -200,3 +200,27 @@ test.serial('agent refuses a missing, non-directory, non-empty or busy mountpoin
   t.regex(nr.stderr, /\[DB_NEWER_SCHEMA\]/)
   t.regex(vmifs(['ls', '--data-dir', newer]).stderr, /\[DB_NEWER_SCHEMA\]/)
 })
+
+test.serial('.stats is fresh on every open, even opens a few milliseconds apart (regression: a memoised snapshot, then a cut one, was served)', async (t) => {
+  const f = fixture(t)
+  const img = path.join(f.dir, 'disk.raw')
+  makeImage(img, 3)
+  t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.data]).code, 0)
+  await f.start()
+  const statsFile = path.join(f.mnt, '.stats')
+  const before = JSON.parse(run('cat', [statsFile]).stdout)
+  t.is(before.read.ops, 0)
+  // one small read and the next look at .stats, all within a few milliseconds
+  const r = nodeJson<{ before: number, after: number, ms: number }>(`
+    import fs from 'node:fs'
+    const t0 = performance.now()
+    const before = JSON.parse(fs.readFileSync(${JSON.stringify(statsFile)}, 'utf8')).read.ops
+    const fd = fs.openSync(${JSON.stringify(path.join(f.mnt, 'images/disk'))}, 'r')
+    fs.readSync(fd, Buffer.alloc(4096), 0, 4096, 0)
+    fs.closeSync(fd)
+    const after = JSON.parse(fs.readFileSync(${JSON.stringify(statsFile)}, 'utf8')).read.ops
+    console.log(JSON.stringify({ before, after, ms: performance.now() - t0 }))`)
+  t.log(`three opens in ${r.ms.toFixed(1)} ms`)
+  t.is(r.before, 0)
+  t.true(r.after > r.before)
+})

@@ -1,0 +1,218 @@
+import test from 'ava'
+import fs from 'node:fs'
+import path from 'node:path'
+import { spawn } from 'node:child_process'
+import { request } from 'undici'
+import { Fleet, TOKEN, delayProxy, faultyProxy } from './fleet.js'
+import { makeImage, run, vmifs } from './harness.js'
+
+/** Distinct data bytes of an image (what a cold host must fetch at most). */
+function distinctDataBytes (data: string, name: string): number {
+  const m = JSON.parse(vmifs(['manifest', name, '--data-dir', data]).stdout) as { chunks: Array<{ length: number, hash?: string }> }
+  const seen = new Map<string, number>()
+  for (const c of m.chunks) if (c.hash) seen.set(c.hash, c.length)
+  return [...seen.values()].reduce((a, b) => a + b, 0)
+}
+
+function dropPages (file: string): void { run('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none']) }
+
+test.serial('an image imported on A appears on B and C; C reads it byte-exact from A, fetching each chunk once and no zero chunk', async (t) => {
+  const f = await Fleet.create(t, ['a', 'b', 'c'])
+  await f.start('a', { peers: ['b'] })
+  await f.start('b', { peers: ['a', 'c'] })
+  await f.start('c', { peers: ['b'] }) // C hears of A only through B
+  const img = path.join(f.dir, 'disk.raw')
+  const bytes = makeImage(img, 24)
+  t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.host('a').data]).code, 0) // while the fleet runs
+  const t0 = Date.now()
+  await f.waitFor('the image on b and c', () => fs.existsSync(f.image('b', 'disk')) && fs.existsSync(f.image('c', 'disk')))
+  t.log(`published to every mount in ${Date.now() - t0} ms`)
+  t.is(run('cmp', [img, f.image('c', 'disk')]).status, 0)
+  const s = f.stats('c')
+  const distinct = distinctDataBytes(f.host('a').data, 'disk')
+  t.true(distinct < bytes.length)
+  t.is(s.fetch.bytes, distinct, 'every distinct data chunk fetched exactly once, zero runs never')
+  t.is(s.fetch.byHolder.a.bytes, distinct)
+  t.true(s.fetch.byHolder.a.requests > 0)
+  t.is(s.cache.missBytes + s.cache.hitBytes, bytes.length)
+  t.true(s.cache.missBytes > 0)
+  // read again past the page cache: served from C's own cache, nothing fetched
+  dropPages(f.image('c', 'disk'))
+  t.is(run('cmp', [img, f.image('c', 'disk')]).status, 0)
+  const s2 = f.stats('c')
+  t.is(s2.fetch.bytes, distinct)
+  t.is(s2.cache.missBytes, s.cache.missBytes)
+  // C now announces what it holds; A sees C as a holder of the image's entries
+  await f.synced('b', 'c')
+  t.true(s2.images.disk.cachedBytes > 0)
+})
+
+test.serial('with B configured cheaper than A and holding the data, C fetches from B', async (t) => {
+  const f = await Fleet.create(t, ['a', 'b', 'c'])
+  await f.start('a', { peers: ['b'] })
+  await f.start('b', { peers: ['a'] })
+  // price per byte: A's link costs far more than the time terms of the formula (and than B's
+  // queueing delay under load), so every chunk B holds should come from B
+  await f.start('c', { peers: ['a', 'b'], config: { links: { a: { price: 1e-4 }, b: { price: 0 } } } })
+  const img = path.join(f.dir, 'disk.raw')
+  makeImage(img, 9)
+  t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.host('a').data]).code, 0)
+  await f.waitFor('the image on b', () => fs.existsSync(f.image('b', 'disk')))
+  t.is(run('cmp', [img, f.image('b', 'disk')]).status, 0) // B now holds every chunk
+  await f.waitFor('the image on c', () => fs.existsSync(f.image('c', 'disk')))
+  await f.synced('c', 'b')
+  t.is(run('cmp', [img, f.image('c', 'disk')]).status, 0)
+  const s = f.stats('c')
+  t.is(s.fetch.byHolder.b.bytes, s.fetch.bytes)
+  t.is(s.fetch.byHolder.a?.bytes ?? 0, 0)
+})
+
+test.serial('A killed with SIGKILL in the middle of C\'s read: the read completes from B', async (t) => {
+  const f = await Fleet.create(t, ['a', 'b', 'c'])
+  // C reaches A through a throttled proxy, so the read is slow enough to kill A in the middle
+  const slowA = await delayProxy(f.host('a').port, 1, 8e6)
+  t.teardown(() => slowA.close())
+  await f.start('a', { peers: ['b'], advertise: `http://127.0.0.1:${slowA.port}` })
+  await f.start('b', { peers: ['a'] })
+  await f.start('c', { peers: ['a', 'b'], config: { links: { a: { price: 0 }, b: { price: 1e-5 } } } })
+  const img = path.join(f.dir, 'disk.raw')
+  makeImage(img, 48)
+  t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.host('a').data]).code, 0)
+  await f.waitFor('the image on b', () => fs.existsSync(f.image('b', 'disk')))
+  t.is(run('cmp', [img, f.image('b', 'disk')]).status, 0)
+  await f.waitFor('the image on c', () => fs.existsSync(f.image('c', 'disk')))
+  await f.synced('c', 'b')
+  const cmp = spawn('cmp', [img, f.image('c', 'disk')])
+  const done = new Promise<number | null>(resolve => cmp.once('exit', resolve))
+  await f.waitFor('C to fetch from A', () => (f.stats('c').fetch.byHolder.a?.bytes ?? 0) > 1e6)
+  f.host('a').agent!.child.kill('SIGKILL')
+  t.is(await done, 0, 'the read completed with the right bytes')
+  const s = f.stats('c')
+  t.true(s.fetch.byHolder.a.bytes > 0)
+  t.true(s.fetch.byHolder.b.bytes > 0, 'the rest came from B')
+  t.is(s.read.errors, 0)
+})
+
+for (const fault of ['corrupt', 'truncate', 'blackhole'] as const) {
+  test.serial(`a peer whose chunk answers are ${fault === 'blackhole' ? 'never sent' : fault === 'corrupt' ? 'corrupted' : 'truncated'} is skipped and demoted; the right bytes come from another holder`, async (t) => {
+    const f = await Fleet.create(t, ['a', 'b', 'c'])
+    const bad = await faultyProxy(f.host('b').port, fault)
+    t.teardown(() => bad.close())
+    await f.start('a', { peers: ['b'] })
+    await f.start('b', { peers: ['a'], advertise: bad.url })
+    await f.start('c', { peers: ['a', 'b'], config: { links: { a: { price: 1e-6 }, b: { price: 0 } }, fetch: { timeoutMs: 400 } } })
+    const img = path.join(f.dir, 'disk.raw')
+    makeImage(img, 6)
+    t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.host('a').data]).code, 0)
+    await f.waitFor('the image on b', () => fs.existsSync(f.image('b', 'disk')))
+    t.is(run('cmp', [img, f.image('b', 'disk')]).status, 0)
+    await f.waitFor('the image on c', () => fs.existsSync(f.image('c', 'disk')))
+    await f.synced('c', 'b')
+    const t0 = Date.now()
+    t.is(run('cmp', [img, f.image('c', 'disk')]).status, 0, 'right bytes')
+    t.log(`read in ${Date.now() - t0} ms`)
+    const s = f.stats('c')
+    t.true((await bad.stats()).spoiled > 0, 'B was asked first (cheaper)')
+    t.true(s.fetch.byHolder.b.errors > 0)
+    t.is(s.fetch.byHolder.b.bytes, 0, 'nothing accepted from B')
+    t.is(s.fetch.byHolder.a.bytes, s.fetch.bytes)
+    t.true(s.fleet.links.b.demoted)
+    t.is(s.read.errors, 0)
+  })
+}
+
+test.serial('a read whose chunk no live holder has fails with EIO after the deadline, never hangs', async (t) => {
+  const f = await Fleet.create(t, ['a', 'c'])
+  await f.start('a', { peers: [] })
+  await f.start('c', { peers: ['a'], config: { fetch: { timeoutMs: 300, deadlineMs: 1500 } } })
+  const img = path.join(f.dir, 'disk.raw')
+  makeImage(img, 3)
+  t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.host('a').data]).code, 0)
+  await f.waitFor('the image on c', () => fs.existsSync(f.image('c', 'disk')))
+  await f.host('a').agent!.stop('SIGKILL')
+  const t0 = Date.now()
+  const r = run('cat', [f.image('c', 'disk')], 30_000)
+  const ms = Date.now() - t0
+  t.not(r.status, 0)
+  t.regex(r.stderr, /Input\/output error/)
+  t.true(ms < 10_000, `failed after ${ms} ms`)
+  const s = f.stats('c')
+  t.true(s.fetch.failures > 0)
+  t.true(s.read.errors > 0)
+})
+
+test.serial('the peer protocol: 401 without the token, 400 on malformed ids and oversized batches, /metrics', async (t) => {
+  const f = await Fleet.create(t, ['a'])
+  await f.start('a', { peers: [] })
+  const u = f.url('a')
+  const auth = { authorization: `Bearer ${TOKEN}` }
+  const status = async (p: string, o: { method?: 'GET' | 'POST', headers?: Record<string, string>, body?: string } = {}): Promise<number> => {
+    const r = await request(u + p, { method: o.method ?? 'GET', headers: o.headers, body: o.body })
+    await r.body.dump()
+    return r.statusCode
+  }
+  t.is(await status('/v1/health'), 401)
+  t.is(await status('/v1/health', { headers: { authorization: 'Bearer wrong' } }), 401)
+  t.is(await status('/v1/health', { headers: { authorization: TOKEN } }), 401)
+  t.is(await status('/metrics'), 401)
+  t.is(await status('/v1/health', { headers: auth }), 200)
+  t.is(await status('/v1/chunks/xyz', { headers: auth }), 400)
+  t.is(await status(`/v1/chunks/${'A'.repeat(64)}`, { headers: auth }), 400)
+  t.is(await status(`/v1/chunks/${'a'.repeat(64)}`, { headers: auth }), 404)
+  t.is(await status('/v1/manifests/not-a-digest', { headers: auth }), 400)
+  t.is(await status(`/v1/manifests/${'0'.repeat(63)}`, { headers: auth }), 400)
+  const json = { ...auth, 'content-type': 'application/json' }
+  t.is(await status('/v1/chunks', { method: 'POST', headers: json, body: JSON.stringify({ hashes: Array(65).fill('a'.repeat(64)) }) }), 400)
+  t.is(await status('/v1/chunks', { method: 'POST', headers: json, body: JSON.stringify({ hashes: ['nope'] }) }), 400)
+  t.is(await status('/v1/chunks', { method: 'POST', headers: json, body: '{' }), 400)
+  t.is(await status('/v1/chunks', { method: 'POST', headers: json, body: JSON.stringify({ hashes: ['a'.repeat(64)], pad: 'x'.repeat(2 * 1024 * 1024) }) }), 413)
+  t.is(await status('/v1/facts', { method: 'POST', headers: json, body: JSON.stringify({ cursors: { a: -1 } }) }), 400)
+  const m = await request(u + '/metrics', { headers: auth })
+  const text = await m.body.text()
+  t.is(m.statusCode, 200)
+  t.regex(text, /^# TYPE vmifs_cache_hit_bytes_total counter$/m)
+  t.regex(text, /^vmifs_metadata_cursor\{origin="a"\} \d+$/m)
+})
+
+test.serial('an agent refuses fleet mode without a token', async (t) => {
+  const f = await Fleet.create(t, ['a'])
+  const r = vmifs(['agent', '--mount', f.host('a').mnt, '--data-dir', f.host('a').data, '--listen', '127.0.0.1:0'], { VMIFS_TOKEN: '' })
+  t.is(r.code, 1)
+  t.regex(r.stderr, /\[TOKEN_MISSING\]/)
+})
+
+test.serial('the origin store behind nginx serves a host nobody else can', async (t) => {
+  const f = await Fleet.create(t, ['a', 'd'])
+  const img = path.join(f.dir, 'disk.raw')
+  makeImage(img, 6)
+  t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.host('a').data]).code, 0)
+  const store = path.join(f.dir, 'store')
+  const pub = vmifs(['publish-store', store, '--data-dir', f.host('a').data])
+  t.is(pub.code, 0, pub.stderr)
+  // a real nginx serving the store as static files
+  const port = f.host('a').port
+  const conf = path.join(f.dir, 'nginx.conf')
+  fs.writeFileSync(conf, `daemon off; user root; worker_processes 1; pid ${f.dir}/nginx.pid; error_log ${f.dir}/nginx.err;
+events { worker_connections 64; }
+http { access_log off; client_body_temp_path ${f.dir}/nb; proxy_temp_path ${f.dir}/np; fastcgi_temp_path ${f.dir}/nf; uwsgi_temp_path ${f.dir}/nu; scgi_temp_path ${f.dir}/ns;
+  server { listen 127.0.0.1:${port}; location /store/ { alias ${store}/; } } }`)
+  const bin = ['/usr/sbin/nginx', '/usr/bin/nginx'].find(b => fs.existsSync(b))
+  if (!bin) throw new Error('nginx is not installed (scripts/ensure-system.sh installs it for tests)')
+  const nginx = spawn(bin, ['-c', conf, '-p', f.dir], { stdio: ['ignore', 'ignore', 'pipe'] })
+  let nginxErr = ''
+  nginx.stderr!.on('data', (d: Buffer) => { nginxErr += d.toString() })
+  t.teardown(() => { nginx.kill('SIGTERM') })
+  for (let i = 0; ; i++) {
+    const ok = await request(`http://127.0.0.1:${port}/store/images.json`).then(async (r) => { await r.body.dump(); return r.statusCode === 200 }, () => false)
+    if (ok) break
+    if (i > 100) throw new Error(`nginx did not start: ${nginxErr}`)
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  // D has no peers: only the origin
+  await f.start('d', { listen: false, extra: ['--origin', `http://127.0.0.1:${port}/store`] })
+  await f.waitFor('the image on d', () => fs.existsSync(f.image('d', 'disk')))
+  t.is(run('cmp', [img, f.image('d', 'disk')]).status, 0)
+  const s = f.stats('d')
+  t.true(s.fetch.byHolder.origin.bytes > 0)
+  t.is(s.fetch.bytes, s.fetch.byHolder.origin.bytes)
+})

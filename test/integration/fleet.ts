@@ -1,0 +1,146 @@
+// Several real agents on loopback, each with its own data dir, mount, port and config file, and
+// a faulty proxy a real agent can advertise instead of its own endpoint (so other hosts fetch
+// through it): it corrupts or truncates chunk bodies, or accepts and never answers.
+import fs from 'node:fs'
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { request } from 'undici'
+import net from 'node:net'
+import path from 'node:path'
+import { AgentProcess, abortMount, run, sleep, tmpdir } from './harness.js'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+
+export const TOKEN = 'fleet-test-secret'
+
+export async function freePort (): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const s = net.createServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port
+      s.close(() => resolve(p))
+    })
+  })
+}
+
+export interface StartOptions {
+  peers?: string[]
+  config?: Record<string, unknown>
+  advertise?: string
+  extra?: string[]
+  listen?: boolean
+}
+
+interface Host { id: string, port: number, data: string, mnt: string, agent?: AgentProcess }
+
+export class Fleet {
+  readonly dir = tmpdir('vmifs-fleet-')
+  readonly hosts = new Map<string, Host>()
+
+  static async create (t: { teardown: (fn: () => Promise<void> | void) => void }, ids: string[]): Promise<Fleet> {
+    const f = new Fleet()
+    for (const id of ids) {
+      const h: Host = { id, port: await freePort(), data: path.join(f.dir, id, 'data'), mnt: path.join(f.dir, id, 'mnt') }
+      fs.mkdirSync(h.mnt, { recursive: true })
+      f.hosts.set(id, h)
+    }
+    t.teardown(async () => { await f.destroy() })
+    return f
+  }
+
+  host (id: string): Host { return this.hosts.get(id)! }
+  url (id: string): string { return `http://127.0.0.1:${this.host(id).port}` }
+  image (id: string, name: string): string { return path.join(this.host(id).mnt, 'images', name) }
+
+  async start (id: string, o: StartOptions = {}): Promise<AgentProcess> {
+    const h = this.host(id)
+    const cfgFile = path.join(this.dir, `${id}.json`)
+    fs.writeFileSync(cfgFile, JSON.stringify({ token: TOKEN, syncIntervalMs: 200, ...(o.config ?? {}) }))
+    const args = ['--host-id', id, '--config', cfgFile, ...(o.listen === false ? [] : ['--listen', `127.0.0.1:${h.port}`])]
+    for (const p of o.peers ?? []) args.push('--peer', this.url(p))
+    if (o.advertise) args.push('--advertise', o.advertise)
+    const a = new AgentProcess(h.mnt, h.data, [...args, ...(o.extra ?? [])], { VMIFS_LOG_LEVEL: process.env.VMIFS_TEST_LOG ?? 'warn' })
+    h.agent = a
+    await a.ready()
+    return a
+  }
+
+  /** `.stats` of a host, read by a child process. */
+  stats (id: string): any {
+    const r = run('cat', [path.join(this.host(id).mnt, '.stats')], 10_000)
+    if (r.status !== 0) throw new Error(`cat .stats on ${id}: ${r.stderr}`)
+    return JSON.parse(r.stdout)
+  }
+
+  async waitFor (what: string, fn: () => boolean, timeoutMs = 15_000): Promise<void> {
+    const t0 = Date.now()
+    for (;;) {
+      try { if (fn()) return } catch {}
+      if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`)
+      await sleep(100)
+    }
+  }
+
+  /**
+   * Waits until `reader` has every fact `writer` has published about itself (after the writer's
+   * debounced holdings announcement, 300 ms, has had time to go out).
+   */
+  async synced (reader: string, writer: string): Promise<void> {
+    await sleep(500)
+    const want = this.stats(writer).fleet.cursors[writer] as number
+    await this.waitFor(`${reader} to see ${writer}'s facts`, () => (this.stats(reader).fleet.cursors[writer] ?? 0) >= want)
+  }
+
+  async destroy (): Promise<void> {
+    for (const h of this.hosts.values()) {
+      await h.agent?.stop('SIGTERM', 5000).catch(() => {})
+      abortMount(h.mnt)
+    }
+    fs.rmSync(this.dir, { recursive: true, force: true })
+  }
+}
+
+export type Fault = 'corrupt' | 'truncate' | 'blackhole'
+
+export interface ChildProxy { url: string, port: number, close: () => Promise<void>, stats: () => Promise<{ spoiled: number, seen: string[] }> }
+
+/**
+ * Starts a proxy as a child process (the test process blocks in spawnSync while it reads a
+ * mount, so a proxy living in it could not answer meanwhile) and waits for its {"port":N} line.
+ */
+async function childProxy (script: string, args: string[]): Promise<ChildProxy> {
+  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout!.on('data', (d: Buffer) => { out += d.toString() })
+  const t0 = Date.now()
+  while (!out.includes('\n')) {
+    if (child.exitCode !== null || Date.now() - t0 > 10_000) throw new Error(`proxy ${script} did not start`)
+    await sleep(20)
+  }
+  const port = (JSON.parse(out.split('\n')[0]!) as { port: number }).port
+  const url = `http://127.0.0.1:${port}`
+  return {
+    url,
+    port,
+    close: async () => {
+      if (child.exitCode !== null) return
+      child.kill('SIGTERM')
+      await new Promise(resolve => child.once('exit', resolve))
+    },
+    stats: async () => {
+      const r = await request(`${url}/__proxy/stats`)
+      return await r.body.json() as { spoiled: number, seen: string[] }
+    }
+  }
+}
+
+/** A proxy to a real agent that spoils chunk answers (test/integration/faulty-proxy.ts). */
+export function faultyProxy (targetPort: number, fault: Fault): Promise<ChildProxy> {
+  return childProxy(path.join(here, 'faulty-proxy.js'), ['--target', String(targetPort), '--fault', fault])
+}
+
+/** The userspace delay/throttle proxy of the benchmarks (bench/lib/delay-proxy.ts), as a child. */
+export function delayProxy (targetPort: number, delayMs: number, rateBytesPerSec?: number): Promise<ChildProxy> {
+  return childProxy(path.resolve(here, '../../bench/lib/delay-proxy.js'), ['--listen', '127.0.0.1:0', '--target', `127.0.0.1:${targetPort}`, '--delay-ms', String(delayMs), ...(rateBytesPerSec ? ['--rate-bytes-per-sec', String(rateBytesPerSec)] : [])])
+}
