@@ -46,17 +46,20 @@ export class HolderBatcher {
     const signal = AbortSignal.timeout(this.timeoutMs)
     const expected = batch.reduce((n, p) => n + p.size, 0)
     this.stats.requests++
+    this.link.start()
     try {
+      const onBytes = (n: number): void => { this.link.received(n) }
       const results = batch.length === 1 || !(this.client instanceof PeerClient)
-        ? await Promise.all(batch.map(p => this.client.chunk(p.hash, signal)))
-        : await this.client.chunks(batch.map(p => p.hash), signal)
+        ? await Promise.all(batch.map(p => this.client.chunk(p.hash, signal, onBytes)))
+        : await this.client.chunks(batch.map(p => p.hash), signal, onBytes)
       const ms = performance.now() - t0
       let got = 0
       for (const r of results) if (r) got += r.length
-      this.link.record(got, ms)
+      this.link.finish(got, ms, true)
       this.stats.latency.record(ms)
       batch.forEach((p, i) => p.resolve(results[i] ?? null))
     } catch (err) {
+      this.link.finish(0, performance.now() - t0, false)
       this.stats.errors++
       this.link.demote()
       for (const p of batch) p.reject(err)
@@ -66,4 +69,4 @@ export class HolderBatcher {
   }
 }
 
-export interface OriginLike { chunk (hash: string, signal: AbortSignal): Promise<Buffer | null> }
+export interface OriginLike { chunk (hash: string, signal: AbortSignal, onBytes?: (n: number) => void): Promise<Buffer | null> }

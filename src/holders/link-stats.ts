@@ -3,7 +3,6 @@
 // pushes a holder to the back of the order for a while after it failed us.
 export interface LinkSeed { price?: number, bandwidthBps?: number, rttMs?: number }
 
-const ALPHA = 0.3
 const DEMOTE_MS = 30_000
 const WINDOW = 64
 
@@ -14,23 +13,75 @@ export class LinkStats {
   demotedUntil = 0
   failures = 0
   private readonly recent: number[] = []
+  private readonly bwSamples: Array<[number, number]> = []
+  private readonly small: number[] = []
+  private active = 0
+  private streamed = false
+  private busySince = 0
+  private busyBytes = 0
 
   constructor (readonly hostId: string, seed: LinkSeed = {}) {
     this.rttMs = seed.rttMs ?? 1
     this.bandwidthBps = seed.bandwidthBps ?? 125_000_000 // 1 Gbit/s until measured
   }
 
-  /** A request of `bytes` took `ms` end to end. */
-  record (bytes: number, ms: number): void {
-    this.recent.push(ms)
-    if (this.recent.length > WINDOW) this.recent.shift()
-    if (bytes < 32 * 1024) {
-      this.rttMs = this.rttMs * (1 - ALPHA) + ms * ALPHA
-    } else {
-      const transferMs = Math.max(0.05, ms - this.rttMs)
-      this.bandwidthBps = this.bandwidthBps * (1 - ALPHA) + (bytes / (transferMs / 1000)) * ALPHA
+  /** A request to this holder starts. */
+  start (now = performance.now()): void {
+    if (this.active++ === 0) { this.busySince = now; this.busyBytes = 0 }
+  }
+
+  /** Bytes of an answer arrived (counted as they arrive, for the throughput of the busy period). */
+  received (n: number): void {
+    this.busyBytes += n
+    this.streamed = true
+  }
+
+  /**
+   * A request ended having received `bytes` in `ms`. Small answers measure the RTT. Throughput is
+   * measured per busy period (all bytes received while any request to this holder was in
+   * flight, over that time), not per request: concurrent requests share one link, so each alone
+   * would see only a fraction of it.
+   */
+  finish (bytes: number, ms: number, ok: boolean, now = performance.now()): void {
+    this.active = Math.max(0, this.active - 1)
+    if (ok) {
+      this.recent.push(ms)
+      if (this.recent.length > WINDOW) this.recent.shift()
+      if (bytes < 32 * 1024) {
+        // RTT = the least of the recent small answers: under load they also wait in queues, and
+        // an RTT inflated by queueing would be subtracted from busy time below
+        this.small.push(ms)
+        if (this.small.length > 16) this.small.shift()
+        this.rttMs = Math.min(...this.small)
+      }
+      this.failures = 0
     }
-    this.failures = 0
+    if (!this.streamed) this.busyBytes += bytes // callers that cannot report arrivals
+    const busyMs = now - this.busySince
+    // a sample per busy period, and every 500 ms while the link stays busy
+    if (this.active === 0 || busyMs >= 500) {
+      if (this.busyBytes >= 256 * 1024 && busyMs >= 10) {
+        const transferMs = Math.max(busyMs - this.rttMs, busyMs / 4)
+        // bytes over time across the last periods, not an average of per-period rates: bytes the
+        // kernel received in one period may be read in the next (when this process was busy),
+        // which swings single periods but not their sum
+        this.bwSamples.push([this.busyBytes, transferMs])
+        if (this.bwSamples.length > 6) this.bwSamples.shift()
+        let b = 0
+        let t = 0
+        for (const [x, y] of this.bwSamples) { b += x; t += y }
+        this.bandwidthBps = b / (t / 1000)
+      }
+      this.busySince = now
+      this.busyBytes = 0
+    }
+  }
+
+  /** One request, measured alone (tests, simple callers). */
+  record (bytes: number, ms: number): void {
+    const end = performance.now()
+    this.start(end - ms)
+    this.finish(bytes, ms, true, end)
   }
 
   demote (now = Date.now()): void {

@@ -21,7 +21,7 @@ export class PeerClient {
     })
   }
 
-  private async request (method: 'GET' | 'POST', path: string, signal: AbortSignal, body?: unknown): Promise<{ status: number, data: Buffer }> {
+  private async request (method: 'GET' | 'POST', path: string, signal: AbortSignal, body?: unknown, onBytes?: (n: number) => void): Promise<{ status: number, data: Buffer }> {
     let res
     try {
       res = await this.pool.request({
@@ -36,7 +36,13 @@ export class PeerClient {
     }
     let data: Buffer
     try {
-      data = Buffer.from(await res.body.arrayBuffer())
+      // streamed, so link throughput can be measured as bytes arrive
+      const parts: Buffer[] = []
+      for await (const c of res.body) {
+        parts.push(c as Buffer)
+        onBytes?.((c as Buffer).length)
+      }
+      data = parts.length === 1 ? parts[0]! : Buffer.concat(parts)
     } catch (err) {
       throw new VmifsError('HOLDER_UNREACHABLE', `${this.endpoint}${path}: body: ${(err as Error).message}`, { endpoint: this.endpoint }, { cause: err })
     }
@@ -50,15 +56,15 @@ export class PeerClient {
     return JSON.parse(r.data.toString()) as { ok: boolean, hostId: string }
   }
 
-  async chunk (hash: string, signal: AbortSignal): Promise<Buffer | null> {
-    const r = await this.request('GET', `/v1/chunks/${hash}`, signal)
+  async chunk (hash: string, signal: AbortSignal, onBytes?: (n: number) => void): Promise<Buffer | null> {
+    const r = await this.request('GET', `/v1/chunks/${hash}`, signal, undefined, onBytes)
     if (r.status === 404) return null
     if (r.status !== 200) throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint} answered ${r.status} for chunk ${hash}`)
     return r.data
   }
 
-  async chunks (hashes: string[], signal: AbortSignal): Promise<Array<Buffer | null>> {
-    const r = await this.request('POST', '/v1/chunks', signal, { hashes })
+  async chunks (hashes: string[], signal: AbortSignal, onBytes?: (n: number) => void): Promise<Array<Buffer | null>> {
+    const r = await this.request('POST', '/v1/chunks', signal, { hashes }, onBytes)
     if (r.status !== 200) throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint} answered ${r.status} for a batch of ${hashes.length}`)
     try {
       return decodeBatch(r.data, hashes.length)

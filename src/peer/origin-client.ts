@@ -14,20 +14,22 @@ export class OriginClient {
     this.pool = new Pool(u.origin, { connections: 8, keepAliveTimeout: 30_000, connect: { timeout: 3000 } })
   }
 
-  private async get (path: string, signal: AbortSignal): Promise<Buffer | null> {
+  private async get (path: string, signal: AbortSignal, onBytes?: (n: number) => void): Promise<Buffer | null> {
     let res
     try {
       res = await this.pool.request({ method: 'GET', path: this.base + path, signal, headers: this.token ? { authorization: `Bearer ${this.token}` } : {} })
     } catch (err) {
       throw new VmifsError('HOLDER_UNREACHABLE', `origin ${path}: ${(err as Error).message}`, {}, { cause: err })
     }
-    const body = Buffer.from(await res.body.arrayBuffer())
+    const parts: Buffer[] = []
+    for await (const c of res.body) { parts.push(c as Buffer); onBytes?.((c as Buffer).length) }
+    const body = Buffer.concat(parts)
     if (res.statusCode === 404) return null
     if (res.statusCode !== 200) throw new VmifsError('HOLDER_BAD_RESPONSE', `origin answered ${res.statusCode} for ${path}`)
     return body
   }
 
-  chunk (hash: string, signal: AbortSignal): Promise<Buffer | null> { return this.get(`/chunks/${hash.slice(0, 2)}/${hash}`, signal) }
+  chunk (hash: string, signal: AbortSignal, onBytes?: (n: number) => void): Promise<Buffer | null> { return this.get(`/chunks/${hash.slice(0, 2)}/${hash}`, signal, onBytes) }
   manifest (digest: string, signal: AbortSignal): Promise<Buffer | null> { return this.get(`/manifests/${digest}`, signal) }
 
   async images (signal: AbortSignal): Promise<Record<string, { digest: string, size: number }>> {
