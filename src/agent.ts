@@ -3,6 +3,7 @@
 // publication of this host's facts and metadata sync; the mount. Closes in reverse.
 // Single-host mode (no --listen, --peer or origin): no server, no sync, a chunk that is not local
 // answers EIO.
+import fs from 'node:fs'
 import path from 'node:path'
 import { Resource } from './util/resource.js'
 import type { Config } from './config.js'
@@ -24,6 +25,14 @@ import { HolderDirectory, ORIGIN_ID } from './holders/directory.js'
 import { Announcer } from './holders/announcer.js'
 import { Fetcher } from './fetcher/fetcher.js'
 import { OriginClient } from './peer/origin-client.js'
+
+function readPem (file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new VmifsError('CONFIG_INVALID', `tls: cannot read ${file}: ${(err as Error).message}`, { file })
+  }
+}
 
 export interface AgentOptions { config: Config, mountpoint: string, log: Logger }
 
@@ -83,7 +92,7 @@ export class Agent extends Resource {
         sigma: config.fetch.sigma,
         timeoutMs: config.fetch.timeoutMs,
         deadlineMs: config.fetch.deadlineMs,
-        tls: fleet.tls?.ca !== undefined ? { ca: fleet.tls.ca } : undefined,
+        tls: fleet.tls?.ca !== undefined ? { ca: readPem(fleet.tls.ca) } : undefined,
         onCached: () => this.announcer?.schedule()
       })
       this.fleetImages = new FleetImages(this.facts, dd.catalog, (d, o) => this.fetchManifest(d, o), log, () => {

@@ -224,3 +224,24 @@ http { access_log off; client_body_temp_path ${f.dir}/nb; proxy_temp_path ${f.di
   t.true(s.fetch.byHolder.origin.bytes > 0)
   t.is(s.fetch.bytes, s.fetch.byHolder.origin.bytes)
 })
+
+test.serial('peers can talk over TLS (cert, key and the fleet CA in the config)', async (t) => {
+  const f = await Fleet.create(t, ['a', 'c'])
+  const cert = path.join(f.dir, 'cert.pem')
+  const key = path.join(f.dir, 'key.pem')
+  const gen = run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=vmifs-test', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1', '-keyout', key, '-out', cert])
+  t.is(gen.status, 0, gen.stderr)
+  const tls = { tls: { cert, key, ca: cert } }
+  await f.start('a', { peers: [], config: tls })
+  const https = (id: string): string => f.url(id).replace('http:', 'https:')
+  await f.start('c', { config: tls, extra: ['--peer', https('a')] })
+  t.is(f.host('a').agent!.info.endpoint, https('a'))
+  const img = path.join(f.dir, 'disk.raw')
+  makeImage(img, 3)
+  t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.host('a').data]).code, 0)
+  await f.waitFor('the image on c', () => fs.existsSync(f.image('c', 'disk')))
+  t.is(run('cmp', [img, f.image('c', 'disk')]).status, 0)
+  t.true(f.stats('c').fetch.byHolder.a.bytes > 0)
+  // plain HTTP to a TLS port gets nowhere
+  await t.throwsAsync(request(`${f.url('a')}/v1/health`, { headers: { authorization: `Bearer ${TOKEN}` } }).then(async r => { await r.body.dump(); if (r.statusCode !== 200) throw new Error(String(r.statusCode)) }))
+})
