@@ -161,7 +161,7 @@ export class Agent extends Resource {
 
     const { recovered } = prepareMountpoint(this.opts.mountpoint)
     if (recovered) log.warn({ mountpoint: this.opts.mountpoint }, 'recovered a mountpoint left by a crashed agent')
-    this.mount = new VmifsMount(this.opts.mountpoint, this.view(), log, config.mount)
+    this.mount = new VmifsMount(this.opts.mountpoint, this.view(), log, { ...config.mount, readaheadKb: config.mount.readaheadKb ?? (this.fleetMode ? 16 : undefined) })
     await this.mount.mount()
     this.timers.push(setInterval(() => this.flush(), FLUSH_MS))
     this.timers.push(setInterval(() => this.refreshImages(), REFRESH_MS))
@@ -258,10 +258,10 @@ export class Agent extends Resource {
         if (!m) throw VmifsError.imageNotFound(d)
         return m
       },
-      read: async (name, m, dst, pos, len) => {
+      read: async (name, m, dst, pos, len, stream) => {
         const t0 = performance.now()
         try {
-          const n = await reader.read(name, m, dst, pos, len)
+          const n = await reader.read(name, m, dst, pos, len, stream)
           this.stats.fuseReadOps++
           this.stats.fuseReadBytes += n
           return n

@@ -29,7 +29,8 @@ export interface Config {
   hostId: string
   capacityBytes: number
   chunking: Chunking
-  mount: { allowOther: boolean, readTimeoutMs: number }
+  /** readaheadKb: the kernel's read-ahead for the mount; undefined: 16 in fleet mode (bytes read ahead past a small file are bytes fetched for nothing), the kernel's default otherwise */
+  mount: { allowOther: boolean, readTimeoutMs: number, readaheadKb?: number }
   memoryCacheBytes: number
   fleet: FleetConfig
   fetch: FetchConfig
@@ -154,5 +155,6 @@ export function loadConfigFile (file: string, base: Config = defaults()): Config
   }
   if (c.mount?.allowOther !== undefined) out.mount.allowOther = Boolean(c.mount.allowOther)
   if (c.mount?.readTimeoutMs !== undefined) out.mount.readTimeoutMs = Number(c.mount.readTimeoutMs)
+  if (c.mount?.readaheadKb !== undefined) out.mount.readaheadKb = nonNegative(c.mount.readaheadKb, 'mount.readaheadKb')
   return out
 }

@@ -1,6 +1,7 @@
 // Child-process reader for benchmarks (a process must not read its own FUSE mount):
 //   node reader.js seq <file> [blockBytes]            -> {"bytes":..,"seconds":..}
 //   node reader.js rand <file> <count> [blockBytes]   -> {"count":..,"p50Ms":..,"p99Ms":..,"meanMs":..}
+//   node reader.js extents <file> <extents.json>       -> {"bytes":..,"seconds":..} (each extent in 128 KiB reads)
 import fs from 'node:fs'
 
 const [mode, file, a, b] = process.argv.slice(2)
@@ -18,6 +19,20 @@ if (mode === 'seq') {
   }
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9
   console.log(JSON.stringify({ bytes: pos, seconds }))
+} else if (mode === 'extents') {
+  const ext = JSON.parse(fs.readFileSync(a!, 'utf8')) as Array<{ offset: number, length: number }>
+  const buf = Buffer.allocUnsafe(128 * 1024)
+  const t0 = process.hrtime.bigint()
+  let bytes = 0
+  for (const e of ext) {
+    for (let p = e.offset; p < e.offset + e.length;) {
+      const n = fs.readSync(fd, buf, 0, Math.min(buf.length, e.offset + e.length - p), p)
+      if (n === 0) break
+      p += n
+      bytes += n
+    }
+  }
+  console.log(JSON.stringify({ bytes, seconds: Number(process.hrtime.bigint() - t0) / 1e9 }))
 } else {
   const count = Number(a ?? 2000)
   const bs = Number(b ?? 4096)

@@ -9,10 +9,16 @@ import type { Manifest } from '../manifests/manifest.js'
 import type { Stats } from '../stats/stats.js'
 import { isVmifsError } from '../errors.js'
 
+const READ_AHEAD_AFTER = 2 * 1024 * 1024
+const READ_AHEAD_MAX = 8 * 1024 * 1024
+const READ_AHEAD_SLACK = 256 * 1024 // the kernel's concurrent requests of one stream arrive out of order, both ways
+
 export class ImageReader {
   private readonly mem = new Map<string, Buffer>() // insertion order = LRU order
   private memBytes = 0
   private readonly loading = new Map<string, Promise<Buffer>>()
+  /** per open file (or per image without one): where the last read ended, run length, fetched-ahead mark */
+  private readonly streams = new WeakMap<object, { end: number, run: number, ahead: number }>()
 
   /**
    * `fetch` (fleet mode) brings a chunk the cache lacks into it, or rejects (CHUNK_UNAVAILABLE);
@@ -25,10 +31,12 @@ export class ImageReader {
     private readonly fetch?: (hash: string, size: number) => Promise<void>
   ) {}
 
-  async read (name: string, m: Manifest, dst: Buffer, pos: number, len: number): Promise<number> {
+  /** `stream` identifies the open file the read comes from (read-ahead follows each one). */
+  async read (name: string, m: Manifest, dst: Buffer, pos: number, len: number, stream: object = m): Promise<number> {
     if (pos >= m.size) return 0
     len = Math.min(len, m.size - pos)
     const end = pos + len
+    if (this.fetch) this.readAhead(m, stream, pos, end)
     const img = this.stats.image(name)
     img.readOps++
     let missed = false
@@ -73,6 +81,37 @@ export class ImageReader {
       img.missBytes += missBytes
     }
     return len
+  }
+
+  /**
+   * Streams (reads that continue where the last read of this image ended, for at least
+   * READ_AHEAD_AFTER bytes): fetch the chunks ahead in the background, at most half as many bytes
+   * as the stream has read so far and at most READ_AHEAD_MAX, so the link stays busy across round
+   * trips. Reading a file (a boot reads hundreds, mostly small) never triggers it, and a stream
+   * that stops wastes at most a third of what it fetched. Any other read starts a new stream.
+   */
+  private readAhead (m: Manifest, stream: object, pos: number, end: number): void {
+    const st = this.streams.get(stream)
+    if (!st || pos < st.end - READ_AHEAD_SLACK || pos > Math.max(st.end, st.ahead) + READ_AHEAD_SLACK) {
+      this.streams.set(stream, { end, run: end - pos, ahead: end })
+      return
+    }
+    st.run += Math.max(0, end - st.end)
+    st.end = Math.max(st.end, end)
+    if (st.run < READ_AHEAD_AFTER) return
+    const window = Math.min(READ_AHEAD_MAX, st.run / 2)
+    // refill in bulk once less than half the window is left (the chunks asked for in one go
+    // travel as one batch request), not one chunk per read
+    if (st.ahead - st.end > window / 2) return
+    const to = Math.min(m.size, st.end + window)
+    for (let i = m.find(Math.max(st.ahead, st.end)); i < m.count && m.offsets[i]! < to; i++) {
+      if (m.zero[i] === 1) continue
+      const hex = m.hashHexAt(i)
+      if (this.mem.has(hex) || this.loading.has(hex) || this.store.has(hex)) continue
+      this.stats.readAheadChunks++
+      this.fetch!(hex, m.lengthAt(i)).catch(() => {}) // a demand read of it will report any failure
+    }
+    st.ahead = Math.max(st.ahead, to)
   }
 
   private load (hex: string, size: number, local: boolean): Promise<Buffer> {

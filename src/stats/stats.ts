@@ -46,6 +46,7 @@ export class Stats {
   fetchBytes = 0
   readonly byHolder = new Map<string, HolderStats>()
   fetchFailures = 0
+  readAheadChunks = 0
   hedges = 0
   served = { chunks: 0, bytes: 0, manifests: 0, factPages: 0 }
   prefetch = { issued: 0, used: 0, wasted: 0 }
@@ -119,7 +120,7 @@ export function snapshot (i: SnapshotInput): Record<string, unknown> {
       p50Ms: s.readLatency.quantile(0.5),
       p99Ms: s.readLatency.quantile(0.99)
     },
-    fetch: { bytes: s.fetchBytes, failures: s.fetchFailures, hedges: s.hedges, byHolder },
+    fetch: { bytes: s.fetchBytes, failures: s.fetchFailures, hedges: s.hedges, readAheadChunks: s.readAheadChunks, byHolder },
     served: { ...s.served },
     prefetch: { ...s.prefetch },
     images

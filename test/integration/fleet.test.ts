@@ -39,7 +39,7 @@ test.serial('an image imported on A appears on B and C; C reads it byte-exact fr
   // adjacent missing chunks travel together: far fewer requests than chunks
   const m = JSON.parse(vmifs(['manifest', 'disk', '--data-dir', f.host('a').data]).stdout) as { chunks: Array<{ hash?: string }> }
   const nChunks = new Set(m.chunks.filter(c => c.hash).map(c => c.hash)).size
-  t.log(`${nChunks} chunks in ${s.fetch.byHolder.a.requests} requests`)
+  t.log(`${nChunks} chunks in ${s.fetch.byHolder.a.requests} requests (${s.fetch.readAheadChunks} read ahead)`)
   t.true(s.fetch.byHolder.a.requests > 0 && s.fetch.byHolder.a.requests < nChunks / 4)
   t.is(s.cache.missBytes + s.cache.hitBytes, bytes.length)
   t.true(s.cache.missBytes > 0)
