@@ -245,3 +245,28 @@ test.serial('peers can talk over TLS (cert, key and the fleet CA in the config)'
   // plain HTTP to a TLS port gets nowhere
   await t.throwsAsync(request(`${f.url('a')}/v1/health`, { headers: { authorization: `Bearer ${TOKEN}` } }).then(async r => { await r.body.dump(); if (r.statusCode !== 200) throw new Error(String(r.statusCode)) }))
 })
+
+test.serial('a host with a small cache evicts what it fetched and its announced holdings shrink with it', async (t) => {
+  const f = await Fleet.create(t, ['a', 'c'])
+  await f.start('a', { peers: ['c'] })
+  await f.start('c', { peers: ['a'], extra: ['--cache-size', '2MiB'] })
+  const img = path.join(f.dir, 'disk.raw')
+  makeImage(img, 24) // ~8 MiB of distinct data, four times C's cache
+  t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.host('a').data]).code, 0)
+  await f.waitFor('the image on c', () => fs.existsSync(f.image('c', 'disk')))
+  t.is(run('cmp', [img, f.image('c', 'disk')]).status, 0, 'right bytes even while evicting')
+  const s = f.stats('c')
+  t.true(s.cache.evictions > 0)
+  t.true(s.cache.sizeBytes <= 2 * 1024 * 1024)
+  // what C announces (its own hold/ fact, as any peer would pull it) covers only what it kept
+  await new Promise(resolve => setTimeout(resolve, 600))
+  const r = await request(`${f.url('c')}/v1/facts`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ cursors: {} }) })
+  const page = await r.body.json() as { facts: Array<{ origin: string, key: string, value: { ranges: Array<[number, number]> } | null }> }
+  const hold = page.facts.find(x => x.origin === 'c' && x.key.startsWith('hold/'))
+  t.truthy(hold?.value)
+  const held = hold!.value!.ranges.reduce((n, [a, b]) => n + b - a, 0)
+  const m = JSON.parse(vmifs(['manifest', 'disk', '--data-dir', f.host('a').data]).stdout) as { chunks: Array<{ hash?: string }> }
+  const dataEntries = m.chunks.filter(c => c.hash).length
+  t.log(`C announces ${held} of ${dataEntries} data entries`)
+  t.true(held > 0 && held < dataEntries / 2)
+})
