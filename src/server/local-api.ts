@@ -4,6 +4,7 @@ import http from 'node:http'
 import fs from 'node:fs'
 import net from 'node:net'
 import { VmifsError } from '../errors.js'
+import { listen, shutdown } from './http-util.js'
 
 export type Routes = Record<string, () => unknown>
 
@@ -39,10 +40,7 @@ export class LocalApi {
         res.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ error: (err as VmifsError).code ?? 'INTERNAL', message: (err as Error).message }))
       }
     })
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(this.socketPath, () => { server.off('error', reject); resolve() })
-    })
+    await listen(server, this.socketPath)
     fs.chmodSync(this.socketPath, 0o600)
     this.server = server
   }
@@ -51,8 +49,7 @@ export class LocalApi {
     const s = this.server
     this.server = undefined
     if (!s) return
-    s.closeAllConnections()
-    await new Promise<void>((resolve) => s.close(() => resolve()))
+    await shutdown(s)
     fs.rmSync(this.socketPath, { force: true })
   }
 }

@@ -11,6 +11,7 @@ import type { Cursors, FactPage } from '../index/facts.js'
 import { isHashHex } from '../util/hash.js'
 import { MAX_BATCH, MAX_BATCH_BYTES, MAX_JSON_BODY, encodeBatch } from '../peer/wire.js'
 import type { Logger } from '../util/log.js'
+import { listen, shutdown } from './http-util.js'
 
 export interface PeerService {
   hostId: string
@@ -52,19 +53,14 @@ export class PeerServer {
     server.keepAliveTimeout = 60_000
     server.headersTimeout = 20_000
     server.requestTimeout = 60_000
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(this.opts.port, this.opts.host, () => { server.off('error', reject); resolve() })
-    })
+    await listen(server, this.opts.port, this.opts.host)
     this.server = server
   }
 
   async close (): Promise<void> {
     const s = this.server
     this.server = undefined
-    if (!s) return
-    s.closeAllConnections()
-    await new Promise<void>(resolve => s.close(() => resolve()))
+    await shutdown(s)
   }
 
   private authorized (req: http.IncomingMessage): boolean {
