@@ -5,7 +5,7 @@
 set -euo pipefail
 level=${1:-runtime}
 pkgs=(libfuse2 fuse)                       # libfuse.so.2 for fuse-native, fusermount for unmount
-[ "$level" = test ] || [ "$level" = bench ] && pkgs+=(qemu-utils nginx-light iproute2)
+[ "$level" = test ] || [ "$level" = bench ] && pkgs+=(qemu-utils nginx-light iproute2 openssl)
 [ "$level" = bench ] && pkgs+=(b3sum debootstrap e2fsprogs)
 missing=()
 for p in "${pkgs[@]}"; do
