@@ -103,3 +103,23 @@ test('random gossip over a connected graph converges to the same table everywher
   for (const id of ids) t.deepEqual(live(s.get(id)!), want, id)
   for (const id of ids) t.deepEqual(s.get(id)!.cursors(), s.get('a')!.cursors(), id)
 })
+
+test('after a restart (same data dir) a host resumes from its persisted cursors and numbers', (t) => {
+  const dir = tmpDir(t)
+  const a = store(t, 'a')
+  for (let i = 0; i < 10; i++) a.publish(`k${i}`, i)
+  let dbB = openDb(path.join(dir, 'b.sqlite'))
+  let b = new FactStore(dbB, 'b')
+  b.publish('host', { endpoint: 'http://b' })
+  pull(b, a)
+  dbB.close()
+  // the restarted host asks only for what is new, and keeps numbering its own facts
+  dbB = openDb(path.join(dir, 'b.sqlite'))
+  t.teardown(() => dbB.close())
+  b = new FactStore(dbB, 'b')
+  t.deepEqual(b.cursors(), { a: 10, b: 1 })
+  t.is(a.since(b.cursors()).facts.length, 0)
+  a.publish('k10', 10)
+  t.deepEqual(a.since(b.cursors()).facts.map(f => f.key), ['k10'])
+  t.is(b.publish('image/x', { digest: 'd' }).seq, 2)
+})
