@@ -25,6 +25,8 @@ import { HolderDirectory, ORIGIN_ID } from './holders/directory.js'
 import { Announcer } from './holders/announcer.js'
 import { Fetcher } from './fetcher/fetcher.js'
 import { OriginClient } from './peer/origin-client.js'
+import { TraceRecorder, type SessionTrace } from './prefetch/trace-recorder.js'
+import { UsageModel } from './prefetch/usage-model.js'
 
 function readPem (file: string): string {
   try {
@@ -61,6 +63,8 @@ export class Agent extends Resource {
   private fleetImages: FleetImages | undefined
   private originList: OriginClient | undefined
   endpoint: string | undefined
+  private recorder: TraceRecorder | undefined
+  sessionsLearnt = 0
 
   constructor (private readonly opts: AgentOptions) { super() }
 
@@ -108,6 +112,8 @@ export class Agent extends Resource {
     this.reader = new ImageReader(dd.store, this.stats, config.memoryCacheBytes,
       fetcher && ((hash, size) => fetcher.ensure({ hash, size }, { alpha: config.fetch.alpha, hedge: config.fetch.hedge })))
     this.refreshImages()
+    this.recorder = new TraceRecorder((tr) => this.learn(tr), config.sessionIdleMs)
+    this.reader.onAccess = (m, first, last) => { this.recorder?.access(m.digest(), first, last) }
 
     this.api = new LocalApi(path.join(config.dataDir, 'agent.sock'), {
       '/v1/stats': () => this.snapshot(),
@@ -173,6 +179,7 @@ export class Agent extends Resource {
     for (const t of this.timers) clearInterval(t)
     const errors: unknown[] = []
     if (this.mount) await this.mount.unmount().catch((err) => errors.push(err))
+    try { this.recorder?.endAll() } catch (err) { errors.push(err) } // sessions under way are learnt
     await this.sync?.stop()
     await this.server?.close().catch((err) => errors.push(err))
     this.announcer?.close()
@@ -185,6 +192,29 @@ export class Agent extends Resource {
     }
     this.opts.log.info('agent stopped')
     if (errors.length > 0) throw errors[0]
+  }
+
+  /**
+   * A read session ended: add it to this host's model of the image (its own `model/<digest>`
+   * fact, persisted with the table and shared with the fleet like any other fact).
+   */
+  private learn (tr: SessionTrace): void {
+    const facts = this.facts
+    const m = this.dd?.catalog.manifest(tr.digest)
+    if (!facts || !m) return
+    const firsts = new Map([...tr.firsts].filter(([i]) => m.zero[i] === 0))
+    if (firsts.size === 0) return
+    const model = UsageModel.fromJson(facts.get(facts.self, `model/${tr.digest}`)?.value) ?? new UsageModel()
+    model.addSession(firsts)
+    facts.publish(`model/${tr.digest}`, model.toJson())
+    this.sessionsLearnt++
+    this.opts.log.info({ digest: tr.digest, chunks: firsts.size, ms: tr.durationMs }, 'learnt a read session')
+  }
+
+  /** The fleet's usage model of an image: every host's model merged. */
+  model (digest: string): UsageModel {
+    const models = (this.facts?.byKey(`model/${digest}`) ?? []).map(f => UsageModel.fromJson(f.value)).filter((x): x is UsageModel => x !== undefined)
+    return UsageModel.merge(models)
   }
 
   private pollOrigin (): void {
@@ -272,7 +302,9 @@ export class Agent extends Resource {
           this.stats.readLatency.record(performance.now() - t0)
         }
       },
-      statsJson: () => Buffer.from(JSON.stringify(this.snapshot(), null, 2) + '\n')
+      statsJson: () => Buffer.from(JSON.stringify(this.snapshot(), null, 2) + '\n'),
+      opened: (_name, digest) => { this.recorder?.open(digest) },
+      released: (_name, digest) => { this.recorder?.release(digest) }
     }
   }
 
@@ -304,6 +336,8 @@ export class Agent extends Resource {
       mount: this.opts.mountpoint,
       hostId: this.opts.config.hostId
     })
+    const imgs = snap.images as Record<string, Record<string, unknown>>
+    for (const v of Object.values(imgs)) v.modelSessions = Math.round(this.model(String(v.digest)).n * 1000) / 1000
     if (this.fleetMode || this.endpoint) {
       snap.fleet = {
         endpoint: this.endpoint ?? null,

@@ -34,6 +34,8 @@ export interface Config {
   memoryCacheBytes: number
   fleet: FleetConfig
   fetch: FetchConfig
+  /** a usage session of an image ends this long after its last handle closed and reads stopped */
+  sessionIdleMs: number
 }
 
 export const DEFAULT_DATA_DIR = '/var/lib/vmifs'
@@ -47,7 +49,8 @@ export function defaults (): Config {
     mount: { allowOther: true, readTimeoutMs: 120_000 },
     memoryCacheBytes: 64 * 1024 ** 2,
     fleet: { peers: [], token: process.env.VMIFS_TOKEN ?? '', price: 0, links: {}, syncIntervalMs: 1000 },
-    fetch: { alpha: 0.9, prefetchAlpha: 0.3, sigma: 1, timeoutMs: 5000, deadlineMs: 30_000, hedge: true }
+    fetch: { alpha: 0.9, prefetchAlpha: 0.3, sigma: 1, timeoutMs: 5000, deadlineMs: 30_000, hedge: true },
+    sessionIdleMs: 10_000
   }
 }
 
@@ -107,7 +110,7 @@ export function loadConfigFile (file: string, base: Config = defaults()): Config
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new VmifsError('CONFIG_INVALID', `config file ${file} must hold a JSON object`)
   const c = raw as Record<string, any>
-  const known = new Set(['dataDir', 'hostId', 'cache', 'chunking', 'mount', 'token', 'listen', 'advertise', 'peers', 'origin', 'tls', 'price', 'links', 'fetch', 'syncIntervalMs'])
+  const known = new Set(['dataDir', 'hostId', 'cache', 'chunking', 'mount', 'token', 'listen', 'advertise', 'peers', 'origin', 'tls', 'price', 'links', 'fetch', 'syncIntervalMs', 'sessionIdleMs'])
   for (const k of Object.keys(c)) if (!known.has(k)) throw new VmifsError('CONFIG_INVALID', `config file ${file}: unknown key ${JSON.stringify(k)}`)
   const out: Config = { ...base, mount: { ...base.mount }, fleet: { ...base.fleet, links: { ...base.fleet.links } }, fetch: { ...base.fetch } }
   const f = out.fleet
@@ -125,6 +128,7 @@ export function loadConfigFile (file: string, base: Config = defaults()): Config
   }
   if (c.price !== undefined) f.price = nonNegative(c.price, 'price')
   if (c.syncIntervalMs !== undefined) f.syncIntervalMs = nonNegative(c.syncIntervalMs, 'syncIntervalMs')
+  if (c.sessionIdleMs !== undefined) out.sessionIdleMs = nonNegative(c.sessionIdleMs, 'sessionIdleMs')
   if (c.links !== undefined) {
     if (typeof c.links !== 'object' || c.links === null) throw new VmifsError('CONFIG_INVALID', 'links must map host ids to {price, bandwidth, rttMs}')
     for (const [id, l] of Object.entries(c.links as Record<string, any>)) {

@@ -31,6 +31,9 @@ export class ImageReader {
     private readonly fetch?: (hash: string, size: number) => Promise<void>
   ) {}
 
+  /** Called with the first and last entry index each read touches (usage traces). */
+  onAccess: ((m: Manifest, first: number, last: number) => void) | undefined
+
   /** `stream` identifies the open file the read comes from (read-ahead follows each one). */
   async read (name: string, m: Manifest, dst: Buffer, pos: number, len: number, stream: object = m): Promise<number> {
     if (pos >= m.size) return 0
@@ -43,7 +46,9 @@ export class ImageReader {
     let hitBytes = 0
     let missBytes = 0
     const jobs: Array<Promise<void>> = []
-    for (let i = m.find(pos); i < m.count && m.offsets[i]! < end; i++) {
+    const firstEntry = m.find(pos)
+    this.onAccess?.(m, firstEntry, m.find(end - 1))
+    for (let i = firstEntry; i < m.count && m.offsets[i]! < end; i++) {
       const a = Math.max(pos, m.offsets[i]!)
       const b = Math.min(end, m.offsets[i + 1]!)
       if (m.zero[i] === 1) {

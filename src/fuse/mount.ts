@@ -22,6 +22,9 @@ export interface MountView {
   manifest (digest: string): Manifest
   read (name: string, m: Manifest, dst: Buffer, pos: number, len: number, stream: object): Promise<number>
   statsJson (): Buffer
+  /** an image file was opened / released (usage sessions) */
+  opened? (name: string, digest: string): void
+  released? (name: string, digest: string): void
 }
 
 export interface MountOptions {
@@ -33,7 +36,7 @@ export interface MountOptions {
   debug?: boolean
 }
 
-type Handle = { kind: 'image', name: string, manifest: Manifest } | { kind: 'stats', data: Buffer | undefined }
+type Handle = { kind: 'image', name: string, digest: string, manifest: Manifest } | { kind: 'stats', data: Buffer | undefined }
 
 /** .stats is padded to a fixed size (doubling if the JSON outgrows it): see padStats(). */
 const STATS_MIN_SIZE = 64 * 1024
@@ -180,10 +183,18 @@ export class VmifsMount {
         if (e.kind === 'root' || e.kind === 'dir') return cb(EISDIR)
         const fd = this.nextFd++
         if (e.kind === 'stats') this.handles.set(fd, { kind: 'stats', data: undefined })
-        else if (e.kind === 'image') this.handles.set(fd, { kind: 'image', name: e.image.name, manifest: this.view.manifest(e.image.digest) })
+        else if (e.kind === 'image') {
+          this.handles.set(fd, { kind: 'image', name: e.image.name, digest: e.image.digest, manifest: this.view.manifest(e.image.digest) })
+          this.view.opened?.(e.image.name, e.image.digest)
+        }
         cb(0, fd)
       }),
-      release: (_p: string, fd: number, cb: (n: number) => void) => { this.handles.delete(fd); cb(0) },
+      release: (_p: string, fd: number, cb: (n: number) => void) => {
+        const h = this.handles.get(fd)
+        this.handles.delete(fd)
+        if (h?.kind === 'image') this.view.released?.(h.name, h.digest)
+        cb(0)
+      },
       read: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
         const h = this.handles.get(fd)
         if (!h) return cb(EBADF)

@@ -270,3 +270,22 @@ test.serial('a host with a small cache evicts what it fetched and its announced 
   t.log(`C announces ${held} of ${dataEntries} data entries`)
   t.true(held > 0 && held < dataEntries / 2)
 })
+
+test.serial('a read session on A becomes a usage model that B sees (images.<name>.modelSessions)', async (t) => {
+  const f = await Fleet.create(t, ['a', 'b'])
+  await f.start('a', { peers: ['b'], config: { sessionIdleMs: 300 } })
+  await f.start('b', { peers: ['a'] })
+  const img = path.join(f.dir, 'disk.raw')
+  makeImage(img, 6)
+  t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.host('a').data]).code, 0)
+  await f.waitFor('the image on b', () => fs.existsSync(f.image('b', 'disk')))
+  t.is(run('cmp', [img, f.image('a', 'disk')]).status, 0) // one session on A
+  await f.waitFor('A to learn the session', () => f.stats('a').images.disk.modelSessions === 1)
+  await f.waitFor('B to see the model', () => f.stats('b').images.disk.modelSessions === 1)
+  const r = await request(`${f.url('a')}/v1/facts`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ cursors: {} }) })
+  const page = await r.body.json() as { facts: Array<{ key: string, value: { n: number, e: Array<[number, number, number[]]> } }> }
+  const model = page.facts.find(x => x.key.startsWith('model/'))!.value
+  const m = JSON.parse(vmifs(['manifest', 'disk', '--data-dir', f.host('a').data]).stdout) as { chunks: Array<{ hash?: string }> }
+  const dataEntries = m.chunks.map((c, i) => c.hash ? i : -1).filter(i => i >= 0)
+  t.deepEqual(model.e.map(x => x[0]).sort((x, y) => x - y), dataEntries, 'every data entry read, no zero run recorded')
+})

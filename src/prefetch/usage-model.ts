@@ -1,0 +1,84 @@
+// A usage model of one image, learnt from read sessions (one use of the image on a host: first
+// open to last release plus an idle gap). Per chunk entry: in how many sessions it was read and a
+// robust estimate of when (median first-access time since the session's start). Counts decay per
+// session (weight λ), so a model follows an image whose reading pattern changes. The probability
+// that a session reads an entry is smoothed (Laplace), so one session is not taken as certainty.
+// Models from several hosts merge by adding counts and pooling the recorded times.
+
+export const DECAY = 0.9
+const TIMES_KEPT = 8
+
+export interface ModelEntry { count: number, times: number[] }
+export interface ModelJson { v: 1, n: number, e: Array<[number, number, number[]]> }
+
+export class UsageModel {
+  n = 0
+  readonly entries = new Map<number, ModelEntry>()
+
+  /** Adds one session: entry index -> first-access ms since the session's start. */
+  addSession (trace: Map<number, number>, decay = DECAY): void {
+    this.n = this.n * decay + 1
+    for (const e of this.entries.values()) e.count *= decay
+    for (const [i, ms] of trace) {
+      let e = this.entries.get(i)
+      if (!e) { e = { count: 0, times: [] }; this.entries.set(i, e) }
+      e.count += 1
+      e.times.push(Math.round(ms))
+      if (e.times.length > TIMES_KEPT) e.times.shift()
+    }
+    // entries no session reads any more fade out
+    for (const [i, e] of this.entries) if (e.count < 0.05) this.entries.delete(i)
+  }
+
+  /** P(a session reads entry i), Laplace-smoothed. */
+  probability (i: number): number {
+    const c = this.entries.get(i)?.count ?? 0
+    return (c + 0.5) / (this.n + 1)
+  }
+
+  /** Median first-access time of entry i (ms since session start), or undefined. */
+  needTime (i: number): number | undefined {
+    const t = this.entries.get(i)?.times
+    if (!t || t.length === 0) return undefined
+    const s = [...t].sort((a, b) => a - b)
+    return s[s.length >> 1]
+  }
+
+  /** Entries whose probability passes `threshold`, in order of expected need time. */
+  likely (threshold: number): number[] {
+    return [...this.entries.keys()]
+      .filter(i => this.probability(i) >= threshold)
+      .sort((a, b) => (this.needTime(a) ?? Infinity) - (this.needTime(b) ?? Infinity) || a - b)
+  }
+
+  toJson (): ModelJson {
+    return { v: 1, n: round(this.n), e: [...this.entries].map(([i, e]) => [i, round(e.count), e.times]) }
+  }
+
+  static fromJson (j: unknown): UsageModel | undefined {
+    const m = new UsageModel()
+    const o = j as Partial<ModelJson> | null
+    if (!o || o.v !== 1 || typeof o.n !== 'number' || !(o.n >= 0) || !Array.isArray(o.e)) return undefined
+    m.n = o.n
+    for (const x of o.e) {
+      if (!Array.isArray(x) || !Number.isSafeInteger(x[0]) || typeof x[1] !== 'number' || !Array.isArray(x[2])) return undefined
+      m.entries.set(x[0], { count: x[1], times: x[2].filter((t): t is number => typeof t === 'number').slice(-TIMES_KEPT) })
+    }
+    return m
+  }
+
+  /** The fleet's model: counts added, times pooled (each host's latest kept). */
+  static merge (models: UsageModel[]): UsageModel {
+    const out = new UsageModel()
+    for (const m of models) {
+      out.n += m.n
+      for (const [i, e] of m.entries) {
+        const o = out.entries.get(i)
+        if (o) { o.count += e.count; o.times = [...o.times, ...e.times].slice(-TIMES_KEPT * 4) } else out.entries.set(i, { count: e.count, times: [...e.times] })
+      }
+    }
+    return out
+  }
+}
+
+const round = (x: number): number => Math.round(x * 1000) / 1000
