@@ -92,6 +92,22 @@ export class Fleet {
     await this.waitFor(`${reader} to see ${writer}'s facts`, () => (this.stats(reader).fleet.cursors[writer] ?? 0) >= want)
   }
 
+  /** Waits until `reader` knows that `holder` holds every data chunk of image `name` (of `dataOf`). */
+  async holdsAll (reader: string, holder: string, name: string, dataOf: string): Promise<void> {
+    const m = JSON.parse(run(process.execPath, [path.resolve(here, '../../../bin/vmifs.js'), 'manifest', name, '--data-dir', this.host(dataOf).data]).stdout) as { digest: string, chunks: Array<{ hash?: string }> }
+    const want = m.chunks.filter(c => c.hash).length
+    const t0 = Date.now()
+    for (;;) {
+      const r = await request(`${this.url(reader)}/v1/facts`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ cursors: {} }) })
+      const page = await r.body.json() as { facts: Array<{ origin: string, key: string, value: { ranges?: Array<[number, number]> } | null }> }
+      const hold = page.facts.find(f => f.origin === holder && f.key === `hold/${m.digest}`)
+      const held = (hold?.value?.ranges ?? []).reduce((n, [a, b]) => n + b - a, 0)
+      if (held >= want) return
+      if (Date.now() - t0 > 15_000) throw new Error(`${reader} never saw ${holder} hold all of ${name} (${held}/${want})`)
+      await sleep(100)
+    }
+  }
+
   async destroy (): Promise<void> {
     for (const h of this.hosts.values()) {
       await h.agent?.stop('SIGTERM', 5000).catch(() => {})
