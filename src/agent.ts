@@ -27,6 +27,7 @@ import { Fetcher } from './fetcher/fetcher.js'
 import { OriginClient } from './peer/origin-client.js'
 import { TraceRecorder, type SessionTrace } from './prefetch/trace-recorder.js'
 import { UsageModel } from './prefetch/usage-model.js'
+import { Prefetcher } from './prefetch/prefetcher.js'
 
 function readPem (file: string): string {
   try {
@@ -64,6 +65,8 @@ export class Agent extends Resource {
   private originList: OriginClient | undefined
   endpoint: string | undefined
   private recorder: TraceRecorder | undefined
+  private prefetcher: Prefetcher | undefined
+  private demandFetches = 0
   sessionsLearnt = 0
 
   constructor (private readonly opts: AgentOptions) { super() }
@@ -109,11 +112,30 @@ export class Agent extends Resource {
       })
     }
     const fetcher = this.fetcher
-    this.reader = new ImageReader(dd.store, this.stats, config.memoryCacheBytes,
-      fetcher && ((hash, size) => fetcher.ensure({ hash, size }, { alpha: config.fetch.alpha, hedge: config.fetch.hedge })))
+    const demandFetch = fetcher && (async (hash: string, size: number): Promise<void> => {
+      if (dd.store.has(hash)) return
+      this.demandFetches++
+      this.stats.demandFetchedChunks++
+      try { await fetcher.ensure({ hash, size }, { alpha: config.fetch.alpha, hedge: config.fetch.hedge }) } finally { this.demandFetches-- }
+    })
+    this.reader = new ImageReader(dd.store, this.stats, config.memoryCacheBytes, demandFetch)
     this.refreshImages()
-    this.recorder = new TraceRecorder((tr) => this.learn(tr), config.sessionIdleMs)
-    this.reader.onAccess = (m, first, last) => { this.recorder?.access(m.digest(), first, last) }
+    if (fetcher) {
+      this.prefetcher = new Prefetcher({
+        model: (d) => this.model(d),
+        manifest: (d) => dd.catalog.manifest(d),
+        has: (h) => dd.store.has(h),
+        fetch: (hash, size) => fetcher.ensure({ hash, size }, { alpha: config.fetch.prefetchAlpha, hedge: false }),
+        demandActive: () => this.demandFetches > 0,
+        stats: this.stats.prefetch
+      })
+    }
+    this.recorder = new TraceRecorder((tr) => { this.prefetcher?.end(tr.digest); this.learn(tr) }, config.sessionIdleMs, (d) => this.prefetcher?.start(d))
+    this.reader.onAccess = (m, first, last) => {
+      const d = m.digest()
+      this.recorder?.access(d, first, last)
+      if (this.prefetcher) for (let i = first; i <= last; i++) if (m.zero[i] === 0) this.prefetcher.demand(d, m.hashHexAt(i))
+    }
 
     this.api = new LocalApi(path.join(config.dataDir, 'agent.sock'), {
       '/v1/stats': () => this.snapshot(),
@@ -180,6 +202,7 @@ export class Agent extends Resource {
     const errors: unknown[] = []
     if (this.mount) await this.mount.unmount().catch((err) => errors.push(err))
     try { this.recorder?.endAll() } catch (err) { errors.push(err) } // sessions under way are learnt
+    this.prefetcher?.close()
     await this.sync?.stop()
     await this.server?.close().catch((err) => errors.push(err))
     this.announcer?.close()

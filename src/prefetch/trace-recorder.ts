@@ -10,13 +10,17 @@ interface Session { start: number, open: number, firsts: Map<number, number>, la
 export class TraceRecorder {
   private readonly sessions = new Map<string, Session>()
 
-  constructor (private readonly onEnd: (t: SessionTrace) => void, private readonly idleMs = 10_000) {}
+  constructor (private readonly onEnd: (t: SessionTrace) => void, private readonly idleMs = 10_000, private readonly onStart?: (digest: string) => void) {}
 
   get active (): number { return this.sessions.size }
 
   open (digest: string): void {
     let s = this.sessions.get(digest)
-    if (!s) { s = { start: Date.now(), open: 0, firsts: new Map(), last: Date.now() }; this.sessions.set(digest, s) }
+    if (!s) {
+      s = { start: Date.now(), open: 0, firsts: new Map(), last: Date.now() }
+      this.sessions.set(digest, s)
+      this.onStart?.(digest)
+    }
     if (s.timer) { clearTimeout(s.timer); s.timer = undefined }
     s.open++
   }

@@ -47,6 +47,7 @@ export class Stats {
   readonly byHolder = new Map<string, HolderStats>()
   fetchFailures = 0
   readAheadChunks = 0
+  demandFetchedChunks = 0
   hedges = 0
   served = { chunks: 0, bytes: 0, manifests: 0, factPages: 0 }
   prefetch = { issued: 0, used: 0, wasted: 0 }
@@ -122,7 +123,12 @@ export function snapshot (i: SnapshotInput): Record<string, unknown> {
     },
     fetch: { bytes: s.fetchBytes, failures: s.fetchFailures, hedges: s.hedges, readAheadChunks: s.readAheadChunks, byHolder },
     served: { ...s.served },
-    prefetch: { ...s.prefetch },
+    prefetch: {
+      ...s.prefetch,
+      precision: s.prefetch.issued === 0 ? 0 : s.prefetch.used / s.prefetch.issued,
+      recall: s.prefetch.used + s.demandFetchedChunks === 0 ? 0 : s.prefetch.used / (s.prefetch.used + s.demandFetchedChunks),
+      demandFetchedChunks: s.demandFetchedChunks
+    },
     images
   }
 }

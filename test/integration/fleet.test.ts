@@ -2,9 +2,10 @@ import test from 'ava'
 import fs from 'node:fs'
 import path from 'node:path'
 import { spawn } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { request } from 'undici'
 import { Fleet, TOKEN, delayProxy, faultyProxy } from './fleet.js'
-import { makeImage, run, vmifs } from './harness.js'
+import { makeImage, nodeJson, run, vmifs } from './harness.js'
 
 /** Distinct data bytes of an image (what a cold host must fetch at most). */
 function distinctDataBytes (data: string, name: string): number {
@@ -288,4 +289,53 @@ test.serial('a read session on A becomes a usage model that B sees (images.<name
   const m = JSON.parse(vmifs(['manifest', 'disk', '--data-dir', f.host('a').data]).stdout) as { chunks: Array<{ hash?: string }> }
   const dataEntries = m.chunks.map((c, i) => c.hash ? i : -1).filter(i => i >= 0)
   t.deepEqual(model.e.map(x => x[0]).sort((x, y) => x - y), dataEntries, 'every data entry read, no zero run recorded')
+})
+
+test.serial('a host that never read an image prefetches what the fleet\'s model expects; precision and recall match an independent count', async (t) => {
+  const f = await Fleet.create(t, ['a', 'b'])
+  const cfg = { sessionIdleMs: 300, syncIntervalMs: 100 }
+  await f.start('a', { peers: ['b'], config: cfg })
+  await f.start('b', { peers: ['a'], config: cfg })
+  const img = path.join(f.dir, 'disk.raw')
+  const bytes = makeImage(img, 48) // 16 MiB of random data first
+  t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.host('a').data]).code, 0)
+  await f.waitFor('the image on b', () => fs.existsSync(f.image('b', 'disk')))
+  const MiB = 1024 * 1024
+  const readRange = (host: string, from: number, to: number): { ok: boolean } => {
+    const r = nodeJson<{ sha: string }>(`
+      import fs from 'node:fs'
+      import { createHash } from 'node:crypto'
+      const fd = fs.openSync(${JSON.stringify(f.image(host, 'disk'))}, 'r')
+      const b = Buffer.alloc(${to - from})
+      let n = 0
+      while (n < b.length) n += fs.readSync(fd, b, n, b.length - n, ${from} + n)
+      fs.closeSync(fd)
+      console.log(JSON.stringify({ sha: createHash('sha256').update(b).digest('hex') }))`)
+    return { ok: r.sha === createHash('sha256').update(bytes.subarray(from, to)).digest('hex') }
+  }
+  // A's session: the first 12 MiB
+  t.true(readRange('a', 0, 12 * MiB).ok)
+  await f.waitFor('A to learn the session', () => f.stats('a').images.disk.modelSessions === 1)
+  await f.waitFor('B to see the model', () => f.stats('b').images.disk.modelSessions === 1)
+  const model = (await (await request(`${f.url('a')}/v1/facts`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ cursors: {} }) })).body.json() as { facts: Array<{ key: string, value: { e: Array<[number]> } }> })
+    .facts.find(x => x.key.startsWith('model/'))!.value.e.map(x => x[0])
+  // B opens the image (a session starts, prefetch runs), waits for it, then reads 6..18 MiB
+  const m = JSON.parse(vmifs(['manifest', 'disk', '--data-dir', f.host('a').data]).stdout) as { chunks: Array<{ offset: number, length: number, hash?: string }> }
+  const holder = spawn(process.execPath, ['-e', `const fs = require('fs'); const fd = fs.openSync(${JSON.stringify(f.image('b', 'disk'))}, 'r'); setTimeout(() => fs.closeSync(fd), 60000)`])
+  t.teardown(() => { holder.kill() })
+  await f.waitFor('B to prefetch the model', () => { const s = f.stats('b'); return s.prefetch.issued === model.length && s.fleet.inFlight === 0 })
+  t.true(readRange('b', 6 * MiB, 18 * MiB).ok, 'prefetch never changes the bytes read')
+  holder.kill()
+  await f.waitFor('B\'s session to end', () => f.stats('b').prefetch.wasted > 0)
+  const s = f.stats('b')
+  // independently: chunks B read = data entries overlapping B's reads (the kernel's 16 KiB read-ahead aside)
+  const readEntries = m.chunks.map((c, i) => ({ c, i })).filter(({ c }) => c.hash && c.offset < 18 * MiB && c.offset + c.length > 6 * MiB).map(({ i }) => i)
+  const P = new Set(model)
+  const used = readEntries.filter(i => P.has(i)).length
+  t.log(`model ${P.size} chunks, B read ${readEntries.length}, overlap ${used}; B reports issued ${s.prefetch.issued}, used ${s.prefetch.used}, wasted ${s.prefetch.wasted}, precision ${s.prefetch.precision.toFixed(3)}, recall ${s.prefetch.recall.toFixed(3)}`)
+  t.true(Math.abs(s.prefetch.used - used) <= 2)
+  t.true(Math.abs(s.prefetch.precision - used / P.size) < 0.02)
+  t.true(Math.abs(s.prefetch.recall - used / readEntries.length) < 0.03)
+  t.is(s.prefetch.wasted, s.prefetch.issued - s.prefetch.used)
+  t.true(s.prefetch.demandFetchedChunks < readEntries.length * 0.6, 'demand misses dropped')
 })
