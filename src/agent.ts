@@ -334,10 +334,7 @@ export class Agent extends Resource {
   private imageStats (): { images: Array<{ name: string, digest: string, size: number, dataBytes: number, cachedBytes: number }>, pinnedBytes: number, chunks: number } {
     const dd = this.dd!
     const images = dd.catalog.listImages().map((r) => {
-      const m = dd.catalog.manifest(r.digest)!
-      let cachedBytes = 0
-      for (const [hex, size] of m.distinctChunks()) if (dd.store.has(hex)) cachedBytes += size
-      return { name: r.name, digest: r.digest, size: r.size, dataBytes: r.dataBytes, cachedBytes }
+      return { name: r.name, digest: r.digest, size: r.size, dataBytes: r.dataBytes, cachedBytes: dd.cachedBytes(dd.catalog.manifest(r.digest)!) }
     })
     const agg = dd.db.prepare('SELECT coalesce(sum(CASE WHEN pinned = 1 THEN size END), 0) AS pinned, count(*) AS n FROM cache_entries').get() as { pinned: number, n: number }
     return { images, pinnedBytes: agg.pinned, chunks: agg.n }

@@ -7,6 +7,7 @@ import { type Db, openDb } from './index/db.js'
 import { Catalog } from './index/catalog.js'
 import { ChunkStore } from './cache/chunk-store.js'
 import { Counters } from './stats/counters.js'
+import type { Manifest } from './manifests/manifest.js'
 
 export interface DataDirOptions { capacityBytes: number, onEvict?: (chunks: number, bytes: number) => void }
 
@@ -42,6 +43,13 @@ export class DataDir {
     }
     if (!fs.statSync(dir).isDirectory()) throw new VmifsError('DATA_DIR_UNUSABLE', `data dir ${dir} is not a directory`, { dir })
     return new DataDir(dir, opts)
+  }
+
+  /** Bytes of the manifest's distinct data chunks that the local cache holds. */
+  cachedBytes (m: Manifest): number {
+    let n = 0
+    for (const [hex, size] of m.distinctChunks()) if (this.store.has(hex)) n += size
+    return n
   }
 
   /** Collects chunks that no image refers to and that are not pinned. */

@@ -17,8 +17,7 @@ ${COMMON_HELP}`,
     const cfg = resolveConfig(a.values)
     const rows = await withDataDir(cfg, async (dd) => dd.catalog.listImages().map((r) => {
       const m = dd.catalog.manifest(r.digest)!
-      let cachedBytes = 0
-      for (const [hex, size] of m.distinctChunks()) if (dd.store.has(hex)) cachedBytes += size
+      const cachedBytes = dd.cachedBytes(m)
       let distinct = 0
       for (const size of m.distinctChunks().values()) distinct += size
       return { name: r.name, size: r.size, dataBytes: r.dataBytes, cachedBytes, cachedPct: distinct === 0 ? 100 : 100 * cachedBytes / distinct, pinned: r.pinned, digest: r.digest, chunking: r.chunking, createdAt: new Date(r.createdAt).toISOString() }

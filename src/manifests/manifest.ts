@@ -22,6 +22,7 @@ export class Manifest {
   readonly hashes: Buffer
   private encoded: Buffer | undefined
   private digestHex: string | undefined
+  private distinct: Map<string, number> | undefined
 
   constructor (readonly size: number, readonly chunking: Chunking, offsets: Float64Array, zero: Uint8Array, hashes: Buffer) {
     this.offsets = offsets
@@ -48,10 +49,12 @@ export class Manifest {
     return lo
   }
 
-  /** Distinct data chunks: hex hash -> length. */
-  distinctChunks (): Map<string, number> {
+  /** Distinct data chunks: hex hash -> length (computed once: a manifest never changes). */
+  distinctChunks (): ReadonlyMap<string, number> {
+    if (this.distinct) return this.distinct
     const m = new Map<string, number>()
     for (let i = 0; i < this.count; i++) if (this.zero[i] === 0) m.set(this.hashHexAt(i), this.lengthAt(i))
+    this.distinct = m
     return m
   }
 
