@@ -85,12 +85,12 @@ export class HolderDirectory {
   /** Other hosts that announced holding this chunk (plus the origin store, if any). */
   candidates (hash: string): string[] {
     const out = new Set<string>()
-    // only the holdings of the manifests that contain this chunk, looked up by key
-    for (const [d, i] of this.reverseIndex().get(hash) ?? []) {
-      for (const f of this.facts.byKey(`hold/${d}`)) {
-        if (f.origin === this.self || out.has(f.origin)) continue
-        const r = this.ranges(f.origin, d)
-        if (r && inRanges(r, i)) out.add(f.origin)
+    const places = this.reverseIndex().get(hash) ?? []
+    for (const f of this.facts.byPrefix('hold/')) {
+      if (f.origin === this.self) continue
+      const digest = f.key.slice(5)
+      for (const [d, i] of places) {
+        if (d === digest && this.ranges(f.origin, d) && inRanges(this.ranges(f.origin, d)!, i)) { out.add(f.origin); break }
       }
     }
     const list = [...out].filter(h => this.host(h) !== undefined)
