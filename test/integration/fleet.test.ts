@@ -59,9 +59,9 @@ test.serial('with B configured cheaper than A and holding the data, C fetches fr
   const f = await Fleet.create(t, ['a', 'b', 'c'])
   await f.start('a', { peers: ['b'] })
   await f.start('b', { peers: ['a'] })
-  // price per byte: A's link costs far more than the time terms of the formula (and than B's
-  // queueing delay under load), so every chunk B holds should come from B
-  await f.start('c', { peers: ['a', 'b'], config: { links: { a: { price: 1e-4 }, b: { price: 0 } }, fetch: { hedge: false } } })
+  // α = 0: price alone decides (with α > 0 the queue term, bytes in flight / B, does not shrink
+  // with the chunk, so under load a small chunk may rightly go to the idle, dearer holder)
+  await f.start('c', { peers: ['a', 'b'], config: { links: { a: { price: 1e-4 }, b: { price: 0 } }, fetch: { alpha: 0, hedge: false } } })
   const img = path.join(f.dir, 'disk.raw')
   makeImage(img, 9)
   t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.host('a').data]).code, 0)
