@@ -42,6 +42,8 @@ export type ErrorCode =
   | 'HOLDER_UNAUTHORIZED'
   | 'CHUNK_UNAVAILABLE'
   | 'TOKEN_MISSING'
+  | 'HINT_INVALID'
+  | 'NOT_FLEET_MODE'
 
 export class VmifsError extends Error {
   readonly code: ErrorCode

@@ -12,8 +12,9 @@ import { command as agentCmd } from './agent.js'
 import { command as statsCmd } from './stats.js'
 import { command as manifestCmd } from './manifest.js'
 import { command as publishStoreCmd } from './publish-store.js'
+import { command as hintCmd } from './hint.js'
 
-const COMMANDS: Command[] = [importCmd, lsCmd, exportCmd, rmCmd, fsckCmd, agentCmd, statsCmd, manifestCmd, publishStoreCmd]
+const COMMANDS: Command[] = [importCmd, lsCmd, exportCmd, rmCmd, fsckCmd, agentCmd, statsCmd, manifestCmd, publishStoreCmd, hintCmd]
 
 function usage (): string {
   return `Usage: vmifs <command> [options]     (vmifs <command> --help for each)
