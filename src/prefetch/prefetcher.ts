@@ -103,7 +103,11 @@ export class Prefetcher {
       this.deps.stats.issued++
       this.deps.stats.bytes += size
       // a demand read arrived while this fetch was under way: used, but late
-      if (st.demanded.has(hash)) { this.markUsed(st, hash, size); this.deps.stats.late++ }
+      if (st.demanded.has(hash)) { this.markUsed(st, hash, size); this.deps.stats.late++ } else if (st.cancelled) {
+        // it finished after its session ended: that session never read it
+        this.deps.stats.wasted++
+        this.deps.stats.wastedBytes += size
+      }
     }, { priority })
     return true
   }
