@@ -164,9 +164,12 @@ const num = (x: number): string => {
 /**
  * The program above, as CPLEX LP text. Coefficients are scaled so the largest of each kind is 1
  * (objective by its largest coefficient, t by the longest single-group time): HiGHS' tolerances
- * are absolute, and prices per byte are tiny.
+ * are absolute, and prices per byte are tiny. With `then`, the text of a second pass: keep the
+ * objective at most `bound` (its optimum, scaled) and minimize the term that has no weight in it
+ * (time when α·σ = 0, price when α = 1), so that among equally good splits the faster (or
+ * cheaper) one is chosen.
  */
-export function lpText (p: PlanInput, idx = validate(p)): { text: string, vars: Array<[number, number, string]>, tScale: number } {
+export function lpText (p: PlanInput, idx = validate(p), then?: { minimize: 'time' | 'price', bound: number }): { text: string, vars: Array<[number, number, string]>, tScale: number } {
   const vars: Array<[number, number, string]> = []
   p.groups.forEach((g, i) => {
     for (const d of [...new Set(g.donors)]) vars.push([i, idx.get(d)!, `r_${i}_${idx.get(d)!}`])
@@ -176,8 +179,18 @@ export function lpText (p: PlanInput, idx = validate(p)): { text: string, vars: 
   if (!(tScale > 0)) tScale = 1
   const costs = vars.map(([i, j]) => (1 - p.alpha) * p.donors[j]!.pricePerByte * p.groups[i]!.bytes)
   const tCost = p.alpha * p.sigma * tScale
-  const oScale = Math.max(tCost, ...costs) || 1
-  const lines = ['Minimize', ` obj: ${num(tCost / oScale)} t` + vars.map(([, , n], k) => ` + ${num(costs[k]! / oScale)} ${n}`).join(''), 'Subject To']
+  const oScale = costs.reduce((a, c) => Math.max(a, c), tCost) || 1
+  const main = `${num(tCost / oScale)} t` + vars.map(([, , n], k) => ` + ${num(costs[k]! / oScale)} ${n}`).join('')
+  const lines = ['Minimize']
+  if (then === undefined) lines.push(` obj: ${main}`)
+  else if (then.minimize === 'time') lines.push(' obj: t')
+  else {
+    const prices = vars.map(([i, j]) => p.donors[j]!.pricePerByte * p.groups[i]!.bytes)
+    const pScale = prices.reduce((a, c) => Math.max(a, c), 0) || 1
+    lines.push(' obj: ' + vars.map(([, , n], k) => `${num(prices[k]! / pScale)} ${n}`).join(' + '))
+  }
+  lines.push('Subject To')
+  if (then !== undefined) lines.push(` cap: ${main} <= ${num(then.bound)}`)
   p.groups.forEach((_, i) => {
     const mine = vars.filter(v => v[0] === i)
     lines.push(` g${i}: ` + mine.map(([, , n]) => n).join(' + ') + ' = 1')
@@ -191,12 +204,7 @@ export function lpText (p: PlanInput, idx = validate(p)): { text: string, vars: 
   return { text: lines.join('\n') + '\n', vars, tScale }
 }
 
-/** The seed's optimal plan, solved by HiGHS. */
-export async function planTransfer (p: PlanInput): Promise<TransferPlan> {
-  const idx = validate(p)
-  const fractions = p.groups.map(() => p.donors.map(() => 0))
-  if (p.groups.length === 0) return build(p, 'lp', fractions)
-  const { text, vars } = lpText(p, idx)
+async function solve (text: string): Promise<{ objective: number, primal: (name: string) => number }> {
   const h = await highs()
   let sol
   try {
@@ -205,13 +213,36 @@ export async function planTransfer (p: PlanInput): Promise<TransferPlan> {
     throw new VmifsError('SOLVER_FAILED', `HiGHS failed: ${(err as Error).message}`, undefined, { cause: err })
   }
   if (sol.Status !== 'Optimal') throw new VmifsError('SOLVER_FAILED', `HiGHS ended with status ${JSON.stringify(sol.Status)}`, { status: sol.Status })
-  for (const [i, j, n] of vars) fractions[i]![j] = Math.max(0, (sol.Columns[n] as { Primal?: number } | undefined)?.Primal ?? 0)
-  // renormalise away solver round-off so every group is assigned exactly once
-  for (const row of fractions) {
-    const s = row.reduce((a, b) => a + b, 0)
-    if (s > 0) for (let j = 0; j < row.length; j++) row[j]! /= s
+  const cols = sol.Columns as Record<string, { Primal?: number } | undefined>
+  return { objective: sol.ObjectiveValue, primal: (n) => Math.max(0, cols[n]?.Primal ?? 0) }
+}
+
+/** The seed's optimal plan, solved by HiGHS. */
+export async function planTransfer (p: PlanInput): Promise<TransferPlan> {
+  const idx = validate(p)
+  const fractions = p.groups.map(() => p.donors.map(() => 0))
+  if (p.groups.length === 0) return build(p, 'lp', fractions)
+  const { text, vars } = lpText(p, idx)
+  const first = await solve(text)
+  const split = (sol: { primal: (name: string) => number }): number[][] => {
+    const f = p.groups.map(() => p.donors.map(() => 0))
+    for (const [i, j, n] of vars) f[i]![j] = sol.primal(n)
+    // renormalise away solver round-off so every group is assigned exactly once
+    for (const row of f) {
+      const s = row.reduce((a, b) => a + b, 0)
+      if (s > 0) for (let j = 0; j < row.length; j++) row[j]! /= s
+    }
+    return f
   }
-  return build(p, 'lp', fractions)
+  let best = split(first)
+  const secondary = p.alpha * p.sigma === 0 ? 'time' : p.alpha === 1 ? 'price' : undefined
+  if (secondary !== undefined) {
+    // the second pass may not give up any of the first's objective (beyond float round-off)
+    const second = split(await solve(lpText(p, idx, { minimize: secondary, bound: first.objective }).text))
+    const a = evaluate(p, best).objective
+    if (evaluate(p, second).objective <= a + 1e-12 * Math.abs(a)) best = second
+  }
+  return build(p, 'lp', best)
 }
 
 /** Per-byte cost of a donor as a single chunk sees it: the design's formula without RTT and queue. */

@@ -140,6 +140,25 @@ test('alpha weighs price against time: alpha 0 buys the cheapest bytes, alpha 1 
   t.true(byTime.fractional.price > byPrice.fractional.price)
 })
 
+test('among equally good splits the LP takes the faster one at alpha 0 and the cheaper one at alpha 1', async (t) => {
+  const chunks = (tag: string, n: number): Array<{ hash: string, size: number }> => Array.from({ length: n }, (_, k) => ({ hash: `${tag}${k}`, size: 1e6 }))
+  // price only, every link free: any split is optimal; the makespan should still be the least
+  const free: PlanInput = { groups: [{ donors: ['a', 'b'], chunks: chunks('x', 100), bytes: 1e8 }], donors: [{ id: 'a', bandwidthBps: 1e7, pricePerByte: 0 }, { id: 'b', bandwidthBps: 3e7, pricePerByte: 0 }], alpha: 0, sigma: 1 }
+  const lp0 = await planTransfer(free)
+  t.true(Math.abs(lp0.fractional.seconds - 1e8 / 4e7) < 1e-6, String(lp0.fractional.seconds))
+  // time only: a slow donor alone sets the makespan, so the shared group may go anywhere; it goes to the free donor
+  const p: PlanInput = {
+    groups: [{ donors: ['dear', 'free'], chunks: chunks('y', 10), bytes: 1e7 }, { donors: ['slow'], chunks: chunks('z', 100), bytes: 1e8 }],
+    donors: [{ id: 'dear', bandwidthBps: 1e8, pricePerByte: 1e-9 }, { id: 'free', bandwidthBps: 1e8, pricePerByte: 0 }, { id: 'slow', bandwidthBps: 1e7, pricePerByte: 0 }],
+    alpha: 1,
+    sigma: 1
+  }
+  const lp1 = await planTransfer(p)
+  t.true(Math.abs(lp1.fractional.seconds - 10) < 1e-6)
+  t.is(lp1.fractional.price, 0)
+  t.deepEqual(lp1.shares.map(s => s.donor).sort(), ['free', 'slow'])
+})
+
 test('bad input answers stable codes', async (t) => {
   const p = instance(7, 2, 2)
   for (const alpha of [-0.1, 1.5, Number.NaN]) {
