@@ -45,6 +45,7 @@ const FLUSH_MS = 5000
 const REFRESH_MS = 1000
 const ORIGIN_POLL_MS = 5000
 const IMAGE_STATS_TTL_MS = 5000
+const STATUS_MS = 15_000
 
 export class Agent extends Resource {
   readonly stats = new Stats()
@@ -188,6 +189,7 @@ export class Agent extends Resource {
     this.announcer.publishHost(this.endpoint, fleet.price)
     this.announcer.publishImages()
     this.announcer.publishHoldings()
+    this.announcer.publishStatus()
     if (this.fleetMode) {
       const peers = fleet.peers.map(u => this.fetcher!.client(u))
       this.sync = new FactSync(this.facts, () => peers, log, fleet.syncIntervalMs)
@@ -206,6 +208,9 @@ export class Agent extends Resource {
     await this.mount.mount()
     this.timers.push(setInterval(() => this.flush(), FLUSH_MS))
     this.timers.push(setInterval(() => this.refreshImages(), REFRESH_MS))
+    this.timers.push(setInterval(() => {
+      try { this.announcer?.publishStatus() } catch (err) { log.warn({ err }, 'publishing status failed') }
+    }, STATUS_MS))
     for (const t of this.timers) t.unref()
     log.info({ mountpoint: this.opts.mountpoint, dataDir: config.dataDir, images: this.imageMap.size, endpoint: this.endpoint, peers: fleet.peers }, 'agent ready')
   }
