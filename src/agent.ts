@@ -45,6 +45,7 @@ const FLUSH_MS = 5000
 const REFRESH_MS = 1000
 const ORIGIN_POLL_MS = 5000
 const IMAGE_STATS_TTL_MS = 5000
+const DEMAND_GRACE_MS = 500
 const STATUS_MS = 15_000
 
 export class Agent extends Resource {
@@ -70,6 +71,7 @@ export class Agent extends Resource {
   private recorder: TraceRecorder | undefined
   private prefetcher: Prefetcher | undefined
   private demandFetches = 0
+  private lastDemandEnd = 0
   private readonly recency = new RecencyTracker()
   sessionsLearnt = 0
 
@@ -121,7 +123,10 @@ export class Agent extends Resource {
       this.demandFetches++
       if (this.demandFetches === 1) this.prefetcher?.tune()
       this.stats.demandFetchedChunks++
-      try { await fetcher.ensure({ hash, size }, { alpha: config.fetch.alpha, hedge: config.fetch.hedge }) } finally { this.demandFetches-- }
+      try { await fetcher.ensure({ hash, size }, { alpha: config.fetch.alpha, hedge: config.fetch.hedge }) } finally {
+        this.demandFetches--
+        this.lastDemandEnd = Date.now()
+      }
     })
     this.reader = new ImageReader(dd.store, this.stats, config.memoryCacheBytes, demandFetch)
     this.refreshImages()
@@ -131,7 +136,9 @@ export class Agent extends Resource {
         manifest: (d) => dd.catalog.manifest(d),
         has: (h) => dd.store.has(h),
         fetch: (hash, size) => fetcher.ensure({ hash, size }, { alpha: config.fetch.prefetchAlpha, hedge: false }),
-        demandActive: () => this.demandFetches > 0,
+        // a reader's next miss usually follows within a round trip or two: demand stays "active"
+        // for DEMAND_GRACE_MS after its last fetch, so the prefetch does not surge in between
+        demandActive: () => this.demandFetches > 0 || Date.now() - this.lastDemandEnd < DEMAND_GRACE_MS,
         room: (size, since) => dd.store.hasRoomWithout(size, since),
         stats: this.stats.prefetch
       })

@@ -129,7 +129,9 @@ test.serial('a demand read during a heavy prefetch completes within a bound, and
   const aloneMs = MiB * 8 / (rateMbit * 1e6) * 1000
   t.log(`demand read of 1 MiB: ${r.ms.toFixed(0)} ms (alone on the link: ${aloneMs.toFixed(0)} ms); prefetch had ${(s0.prefetch.bytes / MiB).toFixed(1)} MiB, then ${(s1.prefetch.bytes / MiB).toFixed(1)} MiB; ${leftSec.toFixed(1)} s of prefetch left`)
   t.true(s1.prefetch.pending > 0 && leftSec > 4, 'the prefetch was still under way during and after the read')
-  t.true(r.ms < 3000, `a demand read waited ${r.ms.toFixed(0)} ms behind the prefetch`)
+  // the bound: 5× the read's time alone on the link (~2× measured; a prefetch that surges
+  // between a reader's misses made it 6.7×)
+  t.true(r.ms < 5 * aloneMs, `a demand read waited ${r.ms.toFixed(0)} ms behind the prefetch`)
   t.true(r.ms < leftSec * 1000 / 3, 'it did not wait for the prefetch queue')
   t.true(s1.prefetch.demandFetchedChunks > s0.prefetch.demandFetchedChunks, 'the read was a real demand fetch')
 
