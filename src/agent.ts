@@ -118,12 +118,12 @@ export class Agent extends Resource {
       })
     }
     const fetcher = this.fetcher
-    const demandFetch = fetcher && (async (hash: string, size: number): Promise<void> => {
-      if (dd.store.has(hash)) return
+    const demandFetch = fetcher && (async (hash: string, size: number): Promise<Buffer | undefined> => {
+      if (dd.store.has(hash)) return undefined
       this.demandFetches++
       if (this.demandFetches === 1) this.prefetcher?.tune()
       this.stats.demandFetchedChunks++
-      try { await fetcher.ensure({ hash, size }, { alpha: config.fetch.alpha, hedge: config.fetch.hedge }) } finally {
+      try { return await fetcher.ensure({ hash, size }, { alpha: config.fetch.alpha, hedge: config.fetch.hedge }) } finally {
         this.demandFetches--
         this.lastDemandEnd = Date.now()
       }
@@ -135,7 +135,7 @@ export class Agent extends Resource {
         model: (d) => this.model(d),
         manifest: (d) => dd.catalog.manifest(d),
         has: (h) => dd.store.has(h),
-        fetch: (hash, size) => fetcher.ensure({ hash, size }, { alpha: config.fetch.prefetchAlpha, hedge: false }),
+        fetch: async (hash, size) => { await fetcher.ensure({ hash, size }, { alpha: config.fetch.prefetchAlpha, hedge: false }) },
         // a reader's next miss usually follows within a round trip or two: demand stays "active"
         // for DEMAND_GRACE_MS after its last fetch, so the prefetch does not surge in between
         demandActive: () => this.demandFetches > 0 || Date.now() - this.lastDemandEnd < DEMAND_GRACE_MS,

@@ -1,5 +1,6 @@
 // Miss -> single flight by hash -> holders in cost order -> download -> verify -> cache put ->
-// announce. Contract: ensure() resolves once the chunk is in the local cache, or rejects with
+// announce. Contract: ensure() resolves once the chunk is in the local cache (with its verified
+// bytes when this call fetched them, so a reader need not load and hash them again), or rejects with
 // CHUNK_UNAVAILABLE when no holder gave the right bytes before the deadline. A holder that
 // answers 404, fails, times out or sends bytes that do not hash to the name is skipped for that
 // chunk and demoted for a while; wrong bytes never reach the cache. On-demand fetches (high α)
@@ -32,7 +33,7 @@ const NO_HOLDER_POLL_MS = 200
 type Outcome = { holder: string, ok: true, data: Buffer } | { holder: string, ok: false, why: string }
 
 export class Fetcher {
-  private readonly flights = new Map<string, Promise<void>>()
+  private readonly flights = new Map<string, Promise<Buffer>>()
   private readonly batchers = new Map<string, HolderBatcher>()
   private readonly clients = new Map<string, PeerClient>()
   private origin: OriginClient | undefined
@@ -48,8 +49,8 @@ export class Fetcher {
 
   get inFlight (): number { return this.flights.size }
 
-  ensure (want: Want, o: FetchOptions): Promise<void> {
-    if (this.store.has(want.hash)) return Promise.resolve()
+  ensure (want: Want, o: FetchOptions): Promise<Buffer | undefined> {
+    if (this.store.has(want.hash)) return Promise.resolve(undefined)
     let p = this.flights.get(want.hash)
     if (!p) {
       p = this.fetchOne(want, o).finally(() => this.flights.delete(want.hash))
@@ -109,7 +110,7 @@ export class Fetcher {
     return { holder, ok: true, data }
   }
 
-  private async fetchOne (want: Want, o: FetchOptions): Promise<void> {
+  private async fetchOne (want: Want, o: FetchOptions): Promise<Buffer> {
     if (this.closed) throw VmifsError.closed('Fetcher')
     const deadline = Date.now() + (o.deadlineMs ?? this.opts.deadlineMs)
     let order = this.dir.rank(this.dir.candidates(want.hash), want.size, { alpha: o.alpha, sigma: this.opts.sigma })
@@ -147,7 +148,7 @@ export class Fetcher {
         await this.store.put(want.hash, r.data, { verified: true })
         this.stats.fetchBytes += r.data.length
         this.opts.onCached?.(want.hash, r.data.length)
-        return
+        return r.data
       }
       failures.push(`${r.holder}: ${r.why}`)
     }

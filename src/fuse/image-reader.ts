@@ -21,14 +21,15 @@ export class ImageReader {
   private readonly streams = new WeakMap<object, { end: number, run: number, ahead: number }>()
 
   /**
-   * `fetch` (fleet mode) brings a chunk the cache lacks into it, or rejects (CHUNK_UNAVAILABLE);
+   * `fetch` (fleet mode) brings a chunk the cache lacks into it, resolving with its verified bytes
+   * when it fetched them (else they are loaded from the cache), or rejects (CHUNK_UNAVAILABLE);
    * without it a missing chunk fails the read with CHUNK_MISSING.
    */
   constructor (
     private readonly store: ChunkStore,
     private readonly stats: Stats,
     private readonly memLimit = 64 * 1024 * 1024,
-    private readonly fetch?: (hash: string, size: number) => Promise<void>
+    private readonly fetch?: (hash: string, size: number) => Promise<Buffer | undefined>
   ) {}
 
   /** Called with the first and last entry index each read touches (usage traces). */
@@ -122,8 +123,8 @@ export class ImageReader {
   private load (hex: string, size: number, local: boolean): Promise<Buffer> {
     let p = this.loading.get(hex)
     if (p) return p
-    const fetched = local || !this.fetch ? Promise.resolve() : this.fetch(hex, size)
-    p = fetched.then(() => this.store.read(hex)).then((buf) => {
+    const fetched = local || !this.fetch ? Promise.resolve(undefined) : this.fetch(hex, size)
+    p = fetched.then(async (got) => got ?? await this.store.read(hex)).then((buf) => {
       this.remember(hex, buf)
       return buf
     }).finally(() => { this.loading.delete(hex) })
