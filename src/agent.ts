@@ -106,7 +106,7 @@ export class Agent extends Resource {
         timeoutMs: config.fetch.timeoutMs,
         deadlineMs: config.fetch.deadlineMs,
         tls: fleet.tls?.ca !== undefined ? { ca: readPem(fleet.tls.ca) } : undefined,
-        onCached: () => this.announcer?.schedule()
+        onCached: (hash) => this.announcer?.cached(hash)
       })
       this.fleetImages = new FleetImages(this.facts, dd.catalog, (d, o) => this.fetchManifest(d, o), log, () => {
         this.seenVersion = -1

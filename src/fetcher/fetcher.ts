@@ -1,6 +1,7 @@
 // Miss -> single flight by hash -> holders in cost order -> download -> verify -> cache put ->
-// announce. Contract: ensure() resolves once the chunk is in the local cache (with its verified
-// bytes when this call fetched them, so a reader need not load and hash them again), or rejects with
+// announce. Contract: ensure() resolves with the chunk's verified bytes when it fetched them (so a
+// reader need not load and hash them again; they reach the cache right after, off the event
+// loop), with undefined when the chunk was already cached, or rejects with
 // CHUNK_UNAVAILABLE when no holder gave the right bytes before the deadline. A holder that
 // answers 404, fails, times out or sends bytes that do not hash to the name is skipped for that
 // chunk and demoted for a while; wrong bytes never reach the cache. On-demand fetches (high α)
@@ -34,6 +35,8 @@ type Outcome = { holder: string, ok: true, data: Buffer } | { holder: string, ok
 
 export class Fetcher {
   private readonly flights = new Map<string, Promise<Buffer>>()
+  /** fetched chunks still being written to the cache (close() waits for them) */
+  private readonly persisting = new Set<Promise<void>>()
   private readonly batchers = new Map<string, HolderBatcher>()
   private readonly clients = new Map<string, PeerClient>()
   private origin: OriginClient | undefined
@@ -53,8 +56,19 @@ export class Fetcher {
     if (this.store.has(want.hash)) return Promise.resolve(undefined)
     let p = this.flights.get(want.hash)
     if (!p) {
-      p = this.fetchOne(want, o).finally(() => this.flights.delete(want.hash))
+      // callers get the verified bytes at once; the flight stays open (later callers join it and
+      // get the same bytes) until the chunk is written and recorded in the cache
+      p = this.fetchOne(want, o)
       this.flights.set(want.hash, p)
+      const persisted = p.then(async (data) => {
+        try {
+          await this.store.putAsync(want.hash, data, { verified: true })
+          this.opts.onCached?.(want.hash, data.length)
+        } catch (err) {
+          this.log.warn({ hash: want.hash, err: (err as Error).message }, 'caching a fetched chunk failed')
+        }
+      }, () => {}).finally(() => { this.flights.delete(want.hash); this.persisting.delete(persisted) })
+      this.persisting.add(persisted)
     }
     return p
   }
@@ -145,9 +159,7 @@ export class Fetcher {
       if (r === 'tick') { if (Date.now() < deadline) hedgeDue = true; continue }
       running.delete(r.holder)
       if (r.ok) {
-        await this.store.put(want.hash, r.data, { verified: true })
         this.stats.fetchBytes += r.data.length
-        this.opts.onCached?.(want.hash, r.data.length)
         return r.data
       }
       failures.push(`${r.holder}: ${r.why}`)
@@ -158,6 +170,7 @@ export class Fetcher {
 
   async close (): Promise<void> {
     this.closed = true
+    await Promise.allSettled([...this.persisting])
     await Promise.all([...this.clients.values()].map(c => c.destroy()))
     await this.origin?.close()
   }

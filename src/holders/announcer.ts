@@ -1,6 +1,8 @@
 // Publishes this host's facts: its host record, the images imported here, and for every manifest
-// it knows the ranges of entries its cache holds, and its status (cache space, load) for placement. Holdings are recomputed after cache changes,
-// debounced, and published only when they changed (evictions are announced the same way).
+// it knows the ranges of entries its cache holds, and its status (cache space, load) for placement.
+// Holdings are kept as a bitmap per manifest: a cached chunk marks its entries through a reverse
+// index (no recount), evictions and catalog changes recount every manifest; either is published
+// debounced, and only when a manifest's ranges changed (FactStore.publish skips equal values).
 import os from 'node:os'
 import type { Catalog } from '../index/catalog.js'
 import type { FactStore } from '../index/facts.js'
@@ -11,6 +13,13 @@ import type { Logger } from '../util/log.js'
 export class Announcer {
   private timer: NodeJS.Timeout | undefined
   private closed = false
+  /** per manifest digest: 1 where this host's cache holds the entry */
+  private readonly held = new Map<string, Uint8Array>()
+  /** chunk hash -> [digest index, entry, digest index, entry, ...] over every known manifest */
+  private index: Map<string, number[]> | undefined
+  private digests: string[] = []
+  private readonly dirty = new Set<string>()
+  private full = true
 
   constructor (
     private readonly facts: FactStore,
@@ -50,27 +59,83 @@ export class Announcer {
     })
   }
 
-  /** Something in the cache changed: republish holdings soon. */
+  /**
+   * Something in the cache or the catalog changed in a way only a full recount sees (evictions,
+   * an image added or removed): recount every manifest's holdings soon.
+   */
   schedule (): void {
+    this.full = true
+    this.arm()
+  }
+
+  /**
+   * One chunk was cached: mark its entries in every manifest that uses it and republish those
+   * manifests' holdings soon, without asking the cache about every other entry again.
+   */
+  cached (hash: string): void {
+    const places = this.index?.get(hash)
+    if (!places || this.full) { if (!this.index) this.full = true; this.arm(); return }
+    for (let k = 0; k < places.length; k += 2) {
+      const d = this.digests[places[k]!]!
+      const h = this.held.get(d)
+      if (!h) continue
+      h[places[k + 1]!] = 1
+      this.dirty.add(d)
+    }
+    this.arm()
+  }
+
+  private arm (): void {
     if (this.closed || this.timer) return
     this.timer = setTimeout(() => {
       this.timer = undefined
-      try { this.publishHoldings() } catch (err) { this.log.warn({ err }, 'publishing holdings failed') }
+      try {
+        if (this.full) this.publishHoldings()
+        else this.publishDirty()
+      } catch (err) { this.log.warn({ err }, 'publishing holdings failed') }
     }, this.debounceMs)
     this.timer.unref()
   }
 
+  /** Recounts every manifest's holdings from the cache, and publishes those that changed. */
   publishHoldings (): void {
-    const digests = new Set(this.catalog.listImages().map(r => r.digest))
-    for (const d of digests) {
+    this.full = false
+    this.dirty.clear()
+    const digests = [...new Set(this.catalog.listImages().map(r => r.digest))]
+    this.held.clear()
+    const index = new Map<string, number[]>()
+    digests.forEach((d, di) => {
       const m = this.catalog.manifest(d)
-      if (!m) continue
-      const ranges = toRanges(m.count, i => m.zero[i] === 0 && this.store.has(m.hashHexAt(i)))
-      this.facts.publish(`hold/${d}`, ranges.length === 0 ? null : { ranges })
-    }
+      if (!m) return
+      const bits = new Uint8Array(m.count)
+      for (let i = 0; i < m.count; i++) {
+        if (m.zero[i] === 1) continue
+        const hash = m.hashHexAt(i)
+        const l = index.get(hash)
+        if (l) l.push(di, i); else index.set(hash, [di, i])
+        if (this.store.has(hash)) bits[i] = 1
+      }
+      this.held.set(d, bits)
+      this.publishOne(d, bits)
+    })
+    this.digests = digests
+    this.index = index
     for (const f of this.facts.byPrefix('hold/')) {
-      if (f.origin === this.facts.self && !digests.has(f.key.slice(5))) this.facts.publish(f.key, null)
+      if (f.origin === this.facts.self && !this.held.has(f.key.slice(5))) this.facts.publish(f.key, null)
     }
+  }
+
+  private publishDirty (): void {
+    for (const d of this.dirty) {
+      const bits = this.held.get(d)
+      if (bits) this.publishOne(d, bits)
+    }
+    this.dirty.clear()
+  }
+
+  private publishOne (digest: string, bits: Uint8Array): void {
+    const ranges = toRanges(bits.length, i => bits[i] === 1)
+    this.facts.publish(`hold/${digest}`, ranges.length === 0 ? null : { ranges })
   }
 
   close (): void {
