@@ -30,6 +30,7 @@ import { UsageModel } from './prefetch/usage-model.js'
 import { Prefetcher } from './prefetch/prefetcher.js'
 import { RecencyTracker } from './prefetch/recency.js'
 import { type Hint, parseHint } from './prefetch/hint.js'
+import { type ReplicateReport, Replicator, parseReplicateRequest } from './planner/replicate.js'
 
 function readPem (file: string): string {
   try {
@@ -70,6 +71,7 @@ export class Agent extends Resource {
   private recorder: TraceRecorder | undefined
   private prefetcher: Prefetcher | undefined
   private demandFetches = 0
+  replicator: Replicator | undefined
   private readonly recency = new RecencyTracker()
   sessionsLearnt = 0
 
@@ -116,6 +118,23 @@ export class Agent extends Resource {
       })
     }
     const fetcher = this.fetcher
+    if (fetcher) {
+      this.replicator = new Replicator({
+        dd,
+        self: config.hostId,
+        directory: this.directory,
+        client: (e) => fetcher.client(e),
+        ensure: (hash, size) => fetcher.ensure({ hash, size }, { alpha: config.fetch.prefetchAlpha, hedge: false }),
+        stats: this.stats,
+        log,
+        links: fleet.links,
+        origin: fleet.origin,
+        alpha: config.fetch.prefetchAlpha,
+        sigma: config.fetch.sigma,
+        timeoutMs: config.fetch.timeoutMs,
+        announce: () => { this.directory?.invalidate(); this.announcer?.publishHoldings() }
+      })
+    }
     const demandFetch = fetcher && (async (hash: string, size: number): Promise<void> => {
       if (dd.store.has(hash)) return
       this.demandFetches++
@@ -151,7 +170,8 @@ export class Agent extends Resource {
         const max = query.get('max')
         return this.exportHint(query.get('image') ?? '', max === null ? undefined : Number(max))
       },
-      'POST /v1/hint': ({ body }) => this.importHint(body)
+      'POST /v1/hint': ({ body }) => this.importHint(body),
+      'POST /v1/replicate': async ({ body }) => await this.replicate(body)
     })
     await this.api.listen()
 
@@ -173,6 +193,8 @@ export class Agent extends Resource {
           prefetchPending: () => this.prefetcher?.pending ?? 0,
           cursors: () => this.facts!.cursors()
         }),
+        replicate: async (body) => await this.replicate(body),
+        compressed: (raw, wire) => { this.stats.served.compressedRawBytes += raw; this.stats.served.compressedWireBytes += wire },
         served: (kind, bytes) => {
           if (kind === 'chunk') { this.stats.served.chunks++; this.stats.served.bytes += bytes } else if (kind === 'manifest') this.stats.served.manifests++
           else this.stats.served.factPages++
@@ -271,6 +293,14 @@ export class Agent extends Resource {
     const r = this.prefetcher.hint(h.digest, h.chunks)
     this.opts.log.info({ image: e.name, ...r, from: h.host }, 'migration hint taken')
     return { image: e.name, ...r }
+  }
+
+  /** Replicates an image onto this host (the plan's shares pulled from the donors, pinned). */
+  async replicate (body: unknown): Promise<ReplicateReport> {
+    const req = parseReplicateRequest(body)
+    if (!this.replicator) throw new VmifsError('NOT_FLEET_MODE', 'this agent runs alone (no --listen, --peer or origin): there is nothing to replicate from')
+    this.refreshImages()
+    return await this.replicator.replicate(req)
   }
 
   /** The fleet's usage model of an image: every host's model merged. */

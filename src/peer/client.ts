@@ -11,7 +11,7 @@ import { decodeBatch } from './wire.js'
 
 const unbrotli = promisify(zlib.brotliDecompress)
 
-export interface PeerClientOptions { token: string, connectTimeoutMs?: number, tls?: { ca?: string, rejectUnauthorized?: boolean } }
+export interface PeerClientOptions { token: string, connectTimeoutMs?: number, tls?: { ca?: string, rejectUnauthorized?: boolean }, /** no headers/body timeout (a long replicate call) */ untimed?: boolean }
 
 export class PeerClient {
   private readonly pool: Pool
@@ -21,6 +21,7 @@ export class PeerClient {
       connections: 8,
       pipelining: 1,
       keepAliveTimeout: 30_000,
+      ...(opts.untimed === true ? { headersTimeout: 0, bodyTimeout: 0 } : {}),
       connect: { timeout: opts.connectTimeoutMs ?? 3000, ...(opts.tls ?? {}) }
     })
   }
