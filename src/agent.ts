@@ -31,6 +31,7 @@ import { Prefetcher } from './prefetch/prefetcher.js'
 import { RecencyTracker } from './prefetch/recency.js'
 import { type Hint, parseHint } from './prefetch/hint.js'
 import { type ReplicateReport, Replicator, parseReplicateRequest } from './planner/replicate.js'
+import { ReplicationManager } from './planner/replication.js'
 
 function readPem (file: string): string {
   try {
@@ -72,6 +73,7 @@ export class Agent extends Resource {
   private prefetcher: Prefetcher | undefined
   private demandFetches = 0
   replicator: Replicator | undefined
+  replication: ReplicationManager | undefined
   private readonly recency = new RecencyTracker()
   sessionsLearnt = 0
 
@@ -208,7 +210,12 @@ export class Agent extends Resource {
         log.warn({ listen: fleet.listen }, 'listening on a wildcard address without "advertise": other hosts cannot reach the published endpoint')
       }
     }
-    this.announcer.publishHost(this.endpoint, fleet.price)
+    this.announcer.publishHost(this.endpoint, fleet.price, config.site)
+    // config policies are published with setAt 0: a `vmifs policy set` anywhere overrides them
+    for (const [name, p] of Object.entries(config.policies)) {
+      const cur = this.facts.get(config.hostId, `policy/${name}`)?.value as { setAt?: number } | null | undefined
+      if (!cur || cur.setAt === 0) this.facts.publish(`policy/${name}`, { ...p, setAt: 0 })
+    }
     this.announcer.publishImages()
     this.announcer.publishHoldings()
     this.announcer.publishStatus()
@@ -217,6 +224,20 @@ export class Agent extends Resource {
       this.sync = new FactSync(this.facts, () => peers, log, fleet.syncIntervalMs)
       this.sync.start()
       void this.fleetImages!.reconcile()
+      this.replication = new ReplicationManager({
+        dd,
+        facts: this.facts,
+        self: config.hostId,
+        directory: this.directory,
+        replicator: this.replicator!,
+        client: (e) => this.fetcher!.client(e),
+        links: fleet.links,
+        origin: fleet.origin,
+        log,
+        drTimeoutMs: config.replication.drTimeoutMs,
+        intervalMs: config.replication.intervalMs
+      })
+      this.replication.start()
       if (fleet.origin) {
         this.originList = new OriginClient(fleet.origin, fleet.token)
         this.pollOrigin()
@@ -243,6 +264,7 @@ export class Agent extends Resource {
     if (this.mount) await this.mount.unmount().catch((err) => errors.push(err))
     try { this.recorder?.endAll() } catch (err) { errors.push(err) } // sessions under way are learnt
     this.prefetcher?.close()
+    await this.replication?.close()
     await this.sync?.stop()
     await this.server?.close().catch((err) => errors.push(err))
     this.announcer?.close()

@@ -129,3 +129,100 @@ test.serial('with α = 0 the cheap donor carries the bytes; with α = 1 the fast
   t.true(share(fast, 'b') > 0.7, 'α 1: time alone, the 4× faster donor carries ~80 %')
   t.true(fast.makespan < cheap.makespan, 'and it is faster')
 })
+
+/** Distinct data chunks of an image in a data dir: hash -> size. */
+function chunksOf (data: string, name: string): Map<string, number> {
+  const m = JSON.parse(vmifs(['manifest', name, '--data-dir', data]).stdout) as { chunks: Array<{ hash?: string, length: number }> }
+  return new Map(m.chunks.filter(c => c.hash).map(c => [c.hash!, c.length]))
+}
+
+function replicaState (r: Rig, reader: H, image: string): Record<string, any> {
+  const p = vmifs(['policy', 'show', image, '--json', '--host-id', reader, '--data-dir', r.data(reader)])
+  if (p.code !== 0) return {}
+  const j = JSON.parse(p.stdout)[0]
+  return Object.fromEntries((j?.placement ?? []).map((x: any) => [x.id, { ...x.state, current: x.current, dr: x.dr }]))
+}
+
+async function until (what: string, cond: () => boolean, ms = 60_000): Promise<void> {
+  const t0 = Date.now()
+  while (!cond()) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`)
+    await sleep(200)
+  }
+}
+
+/** Compressible, non-zero "file system" content: text lines, as in /etc or /usr/share/doc. */
+function textLike (bytes: number, seed: number): Buffer {
+  const words = ['server', 'listen', 'include', 'location', 'root', 'index', 'return', 'error_page', 'proxy_pass', 'worker']
+  let s = ''
+  let x = seed
+  while (s.length < bytes) {
+    x = (x * 1103515245 + 12345) & 0x7fffffff
+    s += `${words[x % 10]} ${x % 9973} ${words[(x >> 4) % 10]}/${(x >> 8) % 512};\n`
+  }
+  return Buffer.from(s.slice(0, bytes))
+}
+
+test.serial('a new image version sends only its new chunks, the DR host first; a failed DR host hands DR duty to another replica', async (t) => {
+  const r = rig(t)
+  r.net.shapeLink('a', 40)
+  const v1 = Buffer.concat([randomBytes(6 * MiB), textLike(2 * MiB, 7)])
+  const v2 = Buffer.from(v1)
+  randomBytes(256 * 1024).copy(v2, 3 * MiB) // a changed binary in the middle
+  textLike(512 * 1024, 99).copy(v2, 7 * MiB) // and changed text files
+  const v3 = Buffer.concat([v2, randomBytes(MiB)]) // a third version: 1 MiB more
+  const file = (v: Buffer, n: string): string => { const f = path.join(r.dir, `${n}.raw`); fs.writeFileSync(f, v); return f }
+  t.is(vmifs(['import', file(v1, 'v1'), '--name', 'web', '--quiet', '--data-dir', r.data('a')]).code, 0)
+  const cfg = { replication: { drTimeoutMs: 20_000, intervalMs: 300 } }
+  await r.start('a', ['b', 'c'], cfg)
+  await r.start('b', ['a', 'c'], cfg)
+  await r.start('c', ['a', 'b'], cfg)
+  const set = vmifs(['policy', 'set', 'web', '--min-replicas', '2', '--dr', 'c', '--data-dir', r.data('a')])
+  t.is(set.code, 0, set.stderr)
+
+  // version 1 reaches both replicas, c (DR) first
+  const digest = (n: string): string => JSON.parse(vmifs(['manifest', n, '--data-dir', r.data('a')]).stdout).digest
+  let d = digest('web')
+  await until('v1 on b and c', () => { const s = replicaState(r, 'a', 'web'); return s.b?.current && s.c?.current })
+  let s = replicaState(r, 'a', 'web')
+  t.true(s.c.dr && s.c.role === 'dr')
+  t.true(s.c.doneAt <= s.b.startedAt + 50, `DR c done at ${s.c.doneAt}, b started at ${s.b.startedAt}`)
+
+  // version 2 under the same name: only the new chunks travel, and c finishes first
+  const old = chunksOf(r.data('a'), 'web')
+  t.is(vmifs(['import', file(v2, 'v2'), '--name', 'web', '--replace', '--quiet', '--data-dir', r.data('a')]).code, 0)
+  const now = chunksOf(r.data('a'), 'web')
+  const newBytes = [...now].filter(([h]) => !old.has(h)).reduce((n, [, z]) => n + z, 0)
+  const allBytes = [...now.values()].reduce((n, z) => n + z, 0)
+  t.not(digest('web'), d)
+  d = digest('web')
+  await until('v2 on b and c', () => { const x = replicaState(r, 'a', 'web'); return x.b?.current && x.c?.current && x.b.digest === d })
+  s = replicaState(r, 'a', 'web')
+  t.log(`v2: ${(newBytes / 1024).toFixed(0)} KiB of new chunks in ${(allBytes / MiB).toFixed(1)} MiB; c (DR) fetched ${(s.c.fetchedBytes / 1024).toFixed(0)} KiB (${(s.c.wireBytes / 1024).toFixed(0)} KiB on the wire) and was done ${s.c.doneAt - s.c.startedAt} ms after it started; b started ${s.b.startedAt - s.c.doneAt} ms after c was done, fetched ${(s.b.fetchedBytes / 1024).toFixed(0)} KiB`)
+  for (const h of ['b', 'c']) {
+    t.is(s[h].fetchedBytes, newBytes, `${h} fetched exactly the new chunks`)
+  }
+  t.true(newBytes < 0.2 * allBytes)
+  t.true(s.c.doneAt <= s.b.startedAt + 50, 'the DR host finished before the other replica began')
+  t.true(s.c.wireBytes < s.c.fetchedBytes, 'the text part went compressed')
+  // the replicas hold the whole new version, pinned: reading it fetches nothing
+  for (const h of ['b', 'c'] as H[]) {
+    const before = stats(r, h).fetch.bytes
+    t.is(run('cmp', [file(v2, 'v2'), path.join(r.dir, h, 'mnt', 'images', 'web')], 60_000).status, 0)
+    t.is(stats(r, h).fetch.bytes, before)
+    const ls = JSON.parse(vmifs(['ls', '--json', '--data-dir', r.data(h)]).stdout) as Array<{ name: string, pinned: boolean }>
+    t.true(ls.find(i => i.name === 'web')?.pinned, `${h} keeps web pinned`)
+  }
+
+  // the DR host fails; version 3: b takes DR duty and gets it
+  await r.agents.get('c')!.stop('SIGTERM', 5000)
+  t.is(vmifs(['import', file(v3, 'v3'), '--name', 'web', '--replace', '--quiet', '--data-dir', r.data('a')]).code, 0)
+  d = digest('web')
+  const t0 = Date.now()
+  await until('v3 on b', () => { const x = replicaState(r, 'a', 'web'); return x.b?.current && x.b.digest === d }, 60_000)
+  s = replicaState(r, 'a', 'web')
+  t.log(`v3 with c down: b took DR duty (drFor ${s.b.drFor}) and had it ${((Date.now() - t0) / 1000).toFixed(1)} s after the import`)
+  t.is(s.b.role, 'dr')
+  t.is(s.b.drFor, 'c')
+  t.true(Date.now() - t0 < 20_000, 'without waiting out the DR timeout: c answers no health check')
+})
