@@ -7,7 +7,7 @@ import { VmifsError } from '../errors.js'
 import type { Cursors, FactPage } from '../index/facts.js'
 import { promisify } from 'node:util'
 import zlib from 'node:zlib'
-import { decodeBatch } from './wire.js'
+import { BROTLI_QUALITY_HEADER, decodeBatch } from './wire.js'
 
 const unbrotli = promisify(zlib.brotliDecompress)
 
@@ -73,8 +73,9 @@ export class PeerClient {
    * A batch of chunks. With `compress`, the holder may answer brotli-compressed (when it pays);
    * onBytes counts bytes as they come off the wire (compressed).
    */
-  async chunks (hashes: string[], signal: AbortSignal, onBytes?: (n: number) => void, o: { compress?: boolean } = {}): Promise<Array<Buffer | null>> {
-    const r = await this.request('POST', '/v1/chunks', signal, { hashes }, onBytes, o.compress === true ? { 'accept-encoding': 'br' } : {})
+  async chunks (hashes: string[], signal: AbortSignal, onBytes?: (n: number) => void, o: { compress?: boolean, quality?: number } = {}): Promise<Array<Buffer | null>> {
+    const headers: Record<string, string> = o.compress === true ? { 'accept-encoding': 'br', ...(o.quality !== undefined ? { [BROTLI_QUALITY_HEADER]: String(o.quality) } : {}) } : {}
+    const r = await this.request('POST', '/v1/chunks', signal, { hashes }, onBytes, headers)
     if (r.status !== 200) throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint} answered ${r.status} for a batch of ${hashes.length}`)
     try {
       let body = r.data

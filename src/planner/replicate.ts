@@ -17,7 +17,7 @@ import { VmifsError } from '../errors.js'
 import type { HolderDirectory } from '../holders/directory.js'
 import { ORIGIN_ID } from '../holders/directory.js'
 import type { PeerClient } from '../peer/client.js'
-import { MAX_BATCH } from '../peer/wire.js'
+import { MAX_BATCH, brotliQualityFor } from '../peer/wire.js'
 import type { Stats } from '../stats/stats.js'
 import { blake3 } from '../util/hash.js'
 import type { Logger } from '../util/log.js'
@@ -185,6 +185,8 @@ export class Replicator {
       }
       const client = d.client(info.endpoint)
       const link = d.directory.link(share.donor)
+      // a thinner link is worth more compression: it must still outrun the link
+      const quality = brotliQualityFor(donors.find(x => x.id === share.donor)?.bandwidthBps ?? link.bandwidthBps)
       const hs = d.stats.holder(share.donor)
       const batches: string[][] = []
       for (let i = 0; i < share.chunks.length; i += MAX_BATCH) batches.push(share.chunks.slice(i, i + MAX_BATCH))
@@ -199,7 +201,7 @@ export class Replicator {
           let got: Array<Buffer | null>
           let wire = 0
           try {
-            got = await client.chunks(batch, AbortSignal.timeout(Math.max(d.timeoutMs, 30_000)), (n) => { wire += n; link.received(n) }, { compress: req.compress ?? true })
+            got = await client.chunks(batch, AbortSignal.timeout(Math.max(d.timeoutMs, 30_000)), (n) => { wire += n; link.received(n) }, { compress: req.compress ?? true, quality })
             link.finish(wire, performance.now() - t1, true)
             hs.latency.record(performance.now() - t1)
           } catch (err) {

@@ -11,7 +11,7 @@ import type { Cursors, FactPage } from '../index/facts.js'
 import { isHashHex } from '../util/hash.js'
 import { promisify } from 'node:util'
 import zlib from 'node:zlib'
-import { BROTLI_QUALITY, COMPRESS_PAYS, MAX_BATCH, MAX_BATCH_BYTES, MAX_JSON_BODY, encodeBatch } from '../peer/wire.js'
+import { BROTLI_MAX_QUALITY, BROTLI_QUALITY, BROTLI_QUALITY_HEADER, COMPRESS_PAYS, MAX_BATCH, MAX_BATCH_BYTES, MAX_JSON_BODY, encodeBatch } from '../peer/wire.js'
 import type { Logger } from '../util/log.js'
 import { listen, shutdown } from './http-util.js'
 
@@ -126,7 +126,9 @@ export class PeerServer {
         if (acceptsBrotli(req.headers['accept-encoding']) && total > 0) {
           // compressed only when it pays: VM chunks often compress well, random data never does
           const body = Buffer.concat(out, raw)
-          const z = await brotli(body, { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: BROTLI_QUALITY, [zlib.constants.BROTLI_PARAM_SIZE_HINT]: raw } })
+          const asked = Number(req.headers[BROTLI_QUALITY_HEADER])
+          const quality = Number.isInteger(asked) && asked >= 0 ? Math.min(asked, BROTLI_MAX_QUALITY) : BROTLI_QUALITY
+          const z = await brotli(body, { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: quality, [zlib.constants.BROTLI_PARAM_SIZE_HINT]: raw } })
           if (z.length <= raw * COMPRESS_PAYS) {
             this.svc.compressed?.(raw, z.length)
             res.writeHead(200, { 'content-type': 'application/vnd.vmifs.batch', 'content-encoding': 'br', 'content-length': z.length }).end(z)
