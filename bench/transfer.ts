@@ -102,8 +102,13 @@ export async function main (args: string[]): Promise<void> {
     ]
     let k = 0
     for (const cs of cases) {
-      for (const compress of [true, false]) {
-        if (cs.basis === undefined && !compress) continue
+      const variants: Array<{ tool: string, args: string[] }> = [
+        { tool: 'vmifs replicate (α 0.3: brotli 5)', args: [] },
+        { tool: 'vmifs replicate --alpha 0.9 (brotli 1)', args: ['--alpha', '0.9'] },
+        { tool: 'vmifs replicate --no-compress', args: ['--no-compress'] }
+      ]
+      for (const v of variants) {
+        if (cs.basis === undefined && v.args.includes('--no-compress')) continue
         const data = path.join(dir, `dst-data-${k++}`)
         if (cs.basis) vmifs(['import', cs.basis, '--name', cs.name!, '--data-dir', data, '--quiet'])
         const dst = await agent('dst', data, ['src'], dstCfg)
@@ -117,12 +122,12 @@ export async function main (args: string[]): Promise<void> {
         }
         const w0 = wire()
         const t0 = performance.now()
-        const rep = JSON.parse(vmifs(['replicate', 'web', '--json', '--data-dir', data, ...(compress ? [] : ['--no-compress'])]))
+        const rep = JSON.parse(vmifs(['replicate', 'web', '--json', '--data-dir', data, ...v.args]))
         const seconds = (performance.now() - t0) / 1000
         const w = wire() - w0
         rows.push({
           target: cs.target,
-          tool: compress ? 'vmifs replicate' : 'vmifs replicate --no-compress',
+          tool: v.tool,
           wire: w,
           payload: `${(rep.fetchedBytes / MiB).toFixed(1)} MiB of chunks, ${(rep.wireBytes / MiB).toFixed(1)} MiB received`,
           seconds,
@@ -130,7 +135,7 @@ export async function main (args: string[]): Promise<void> {
           predicted: rep.predicted.seconds,
           detail: `${rep.fetchedChunks} of ${rep.chunks} chunks new; held ${(rep.heldBytes / MiB).toFixed(1)} MiB`
         })
-        process.stderr.write(`transfer: ${cs.target}, vmifs${compress ? '' : ' --no-compress'}: ${(w / MiB).toFixed(1)} MiB on the wire in ${seconds.toFixed(2)} s (makespan ${rep.makespan.toFixed(2)} s, predicted ${rep.predicted.seconds.toFixed(2)} s)\n`)
+        process.stderr.write(`transfer: ${cs.target}, ${v.tool}: ${(w / MiB).toFixed(1)} MiB on the wire in ${seconds.toFixed(2)} s (makespan ${rep.makespan.toFixed(2)} s, predicted ${rep.predicted.seconds.toFixed(2)} s)\n`)
         await stop(dst)
         spawnSync('umount', ['-l', path.join(dir, `${path.basename(data)}-mnt`)])
         fs.rmSync(data, { recursive: true, force: true })

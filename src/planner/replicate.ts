@@ -185,8 +185,9 @@ export class Replicator {
       }
       const client = d.client(info.endpoint)
       const link = d.directory.link(share.donor)
-      // a thinner link is worth more compression: it must still outrun the link
-      const quality = brotliQualityFor(donors.find(x => x.id === share.donor)?.bandwidthBps ?? link.bandwidthBps)
+      // more compression costs the donor's CPU and time for fewer bytes: worth it when price
+      // weighs more than time (α < 0.5) and the link is thin enough for it to outrun the link
+      const quality = alpha >= 0.5 ? 1 : brotliQualityFor(donors.find(x => x.id === share.donor)?.bandwidthBps ?? link.bandwidthBps)
       const hs = d.stats.holder(share.donor)
       const batches: string[][] = []
       for (let i = 0; i < share.chunks.length; i += MAX_BATCH) batches.push(share.chunks.slice(i, i + MAX_BATCH))
