@@ -66,8 +66,15 @@ export async function main (args: string[]): Promise<void> {
   const net = createFleetNet({ hosts: ['src', 'dst'], prefix: `xfer${process.pid % 10000}` })
   const children: ChildProcess[] = []
   const rows: Row[] = []
+  // agents' logs go to files beside the data dirs (kept in $VMIFS_BENCH_LOGS when set)
+  const logDir = process.env.VMIFS_BENCH_LOGS ?? dir
+  fs.mkdirSync(logDir, { recursive: true })
+  let logN = 0
   const inNs = (h: string, argv: string[]): ChildProcess => {
-    const c = spawn('nsenter', [`--net=/run/netns/${net.ns(h)}`, ...argv], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, VMIFS_LOG_LEVEL: 'warn' } })
+    const log = fs.openSync(path.join(logDir, `${h}-${logN++}.log`), 'a')
+    const c = spawn('nsenter', [`--net=/run/netns/${net.ns(h)}`, ...argv], { stdio: ['ignore', 'pipe', log], env: { ...process.env, VMIFS_LOG_LEVEL: process.env.VMIFS_LOG_LEVEL ?? 'warn' } })
+    fs.closeSync(log)
+    c.once('exit', (code, sig) => { if (code !== 0 && sig !== 'SIGTERM') process.stderr.write(`transfer: ${h} (${argv[2] ?? argv[0]}) exited ${String(code)} ${String(sig)}\n`) })
     children.push(c)
     return c
   }
