@@ -96,3 +96,27 @@ test('replicate and policy: help, usage errors and codes', async (t) => {
   fs.writeFileSync(cfg, JSON.stringify({ policies: { web: { minReplicas: 'two' } } }))
   t.is(code(vmifs(['ls', '--config', cfg, '--data-dir', fx.data])), 'CONFIG_INVALID')
 })
+
+test.serial('a policy from the publisher\'s config places the replica on the site within its latency limit; a lower minimum unpins it', async (t) => {
+  const f = await Fleet.create(t, ['a', 'b', 'c'])
+  const img = path.join(f.dir, 'disk.raw')
+  makeImage(img, 6)
+  t.is(vmifs(['import', img, '--name', 'disk', '--quiet', '--data-dir', f.host('a').data]).code, 0)
+  const repl = { replication: { intervalMs: 300 } }
+  await f.start('a', { peers: ['b', 'c'], config: { ...repl, policies: { disk: { minReplicas: 1, maxRttMs: 50 } } } })
+  // c's storage is cheaper, but its users see 120 ms: outside the limit
+  await f.start('b', { peers: ['a', 'c'], config: { ...repl, site: { rttMs: 10, storagePrice: 5e-12 } } })
+  await f.start('c', { peers: ['a', 'b'], config: { ...repl, site: { rttMs: 120, storagePrice: 1e-12 } } })
+  const show = (h: string): any => JSON.parse(vmifs(['policy', 'show', 'disk', '--json', '--host-id', h, '--data-dir', f.host(h).data]).stdout)[0]
+  await f.waitFor('b to hold its replica', () => show('a')?.placement?.[0]?.current === true, 30_000)
+  const p = show('a')
+  t.deepEqual(p.placement.map((r: any) => r.id), ['b'])
+  t.deepEqual(p.excluded, [{ id: 'c', why: 'latency 120 ms > 50 ms' }])
+  const pinned = (h: string): boolean | undefined => (JSON.parse(vmifs(['ls', '--json', '--data-dir', f.host(h).data]).stdout) as Array<{ name: string, pinned: boolean }>).find(i => i.name === 'disk')?.pinned
+  t.true(pinned('b'))
+  t.false(pinned('c'))
+  // a policy set later anywhere overrides the config's: no replicas, and b unpins
+  t.is(vmifs(['policy', 'set', 'disk', '--min-replicas', '0', '--host-id', 'c', '--data-dir', f.host('c').data]).code, 0)
+  await f.waitFor('b to unpin', () => pinned('b') === false, 30_000)
+  t.is(show('b').policy.minReplicas, 0)
+})
