@@ -30,6 +30,8 @@ import { UsageModel } from './prefetch/usage-model.js'
 import { Prefetcher } from './prefetch/prefetcher.js'
 import { RecencyTracker } from './prefetch/recency.js'
 import { type Hint, parseHint } from './prefetch/hint.js'
+import { type ReplicateReport, Replicator, parseReplicateRequest } from './planner/replicate.js'
+import { ReplicationManager } from './planner/replication.js'
 
 function readPem (file: string): string {
   try {
@@ -72,6 +74,8 @@ export class Agent extends Resource {
   private prefetcher: Prefetcher | undefined
   private demandFetches = 0
   private lastDemandEnd = 0
+  replicator: Replicator | undefined
+  replication: ReplicationManager | undefined
   private readonly recency = new RecencyTracker()
   sessionsLearnt = 0
 
@@ -118,6 +122,23 @@ export class Agent extends Resource {
       })
     }
     const fetcher = this.fetcher
+    if (fetcher) {
+      this.replicator = new Replicator({
+        dd,
+        self: config.hostId,
+        directory: this.directory,
+        client: (e) => fetcher.client(e),
+        ensure: async (hash, size) => { await fetcher.ensureCached({ hash, size }, { alpha: config.fetch.prefetchAlpha, hedge: false }) },
+        stats: this.stats,
+        log,
+        links: fleet.links,
+        origin: fleet.origin,
+        alpha: config.fetch.prefetchAlpha,
+        sigma: config.fetch.sigma,
+        timeoutMs: config.fetch.timeoutMs,
+        announce: () => { this.directory?.invalidate(); this.announcer?.publishHoldings() }
+      })
+    }
     const demandFetch = fetcher && (async (hash: string, size: number): Promise<Buffer | undefined> => {
       if (dd.store.has(hash)) return undefined
       this.demandFetches++
@@ -158,7 +179,8 @@ export class Agent extends Resource {
         const max = query.get('max')
         return this.exportHint(query.get('image') ?? '', max === null ? undefined : Number(max))
       },
-      'POST /v1/hint': ({ body }) => this.importHint(body)
+      'POST /v1/hint': ({ body }) => this.importHint(body),
+      'POST /v1/replicate': async ({ body }) => await this.replicate(body)
     })
     await this.api.listen()
 
@@ -180,6 +202,8 @@ export class Agent extends Resource {
           prefetchPending: () => this.prefetcher?.pending ?? 0,
           cursors: () => this.facts!.cursors()
         }),
+        replicate: async (body) => await this.replicate(body),
+        compressed: (raw, wire) => { this.stats.served.compressedRawBytes += raw; this.stats.served.compressedWireBytes += wire },
         served: (kind, bytes) => {
           if (kind === 'chunk') { this.stats.served.chunks++; this.stats.served.bytes += bytes } else if (kind === 'manifest') this.stats.served.manifests++
           else this.stats.served.factPages++
@@ -193,7 +217,12 @@ export class Agent extends Resource {
         log.warn({ listen: fleet.listen }, 'listening on a wildcard address without "advertise": other hosts cannot reach the published endpoint')
       }
     }
-    this.announcer.publishHost(this.endpoint, fleet.price)
+    this.announcer.publishHost(this.endpoint, fleet.price, config.site)
+    // config policies are published with setAt 0: a `vmifs policy set` anywhere overrides them
+    for (const [name, p] of Object.entries(config.policies)) {
+      const cur = this.facts.get(config.hostId, `policy/${name}`)?.value as { setAt?: number } | null | undefined
+      if (!cur || cur.setAt === 0) this.facts.publish(`policy/${name}`, { ...p, setAt: 0 })
+    }
     this.announcer.publishImages()
     this.announcer.publishHoldings()
     this.announcer.publishStatus()
@@ -202,6 +231,20 @@ export class Agent extends Resource {
       this.sync = new FactSync(this.facts, () => peers, log, fleet.syncIntervalMs)
       this.sync.start()
       void this.fleetImages!.reconcile()
+      this.replication = new ReplicationManager({
+        dd,
+        facts: this.facts,
+        self: config.hostId,
+        directory: this.directory,
+        replicator: this.replicator!,
+        client: (e) => this.fetcher!.client(e),
+        links: fleet.links,
+        origin: fleet.origin,
+        log,
+        drTimeoutMs: config.replication.drTimeoutMs,
+        intervalMs: config.replication.intervalMs
+      })
+      this.replication.start()
       if (fleet.origin) {
         this.originList = new OriginClient(fleet.origin, fleet.token)
         this.pollOrigin()
@@ -228,6 +271,7 @@ export class Agent extends Resource {
     if (this.mount) await this.mount.unmount().catch((err) => errors.push(err))
     try { this.recorder?.endAll() } catch (err) { errors.push(err) } // sessions under way are learnt
     this.prefetcher?.close()
+    await this.replication?.close()
     await this.sync?.stop()
     await this.server?.close().catch((err) => errors.push(err))
     this.announcer?.close()
@@ -278,6 +322,14 @@ export class Agent extends Resource {
     const r = this.prefetcher.hint(h.digest, h.chunks)
     this.opts.log.info({ image: e.name, ...r, from: h.host }, 'migration hint taken')
     return { image: e.name, ...r }
+  }
+
+  /** Replicates an image onto this host (the plan's shares pulled from the donors, pinned). */
+  async replicate (body: unknown): Promise<ReplicateReport> {
+    const req = parseReplicateRequest(body)
+    if (!this.replicator) throw new VmifsError('NOT_FLEET_MODE', 'this agent runs alone (no --listen, --peer or origin): there is nothing to replicate from')
+    this.refreshImages()
+    return await this.replicator.replicate(req)
   }
 
   /** The fleet's usage model of an image: every host's model merged. */

@@ -3,6 +3,8 @@ import fs from 'node:fs'
 import os from 'node:os'
 import { VmifsError } from './errors.js'
 import { type Chunking, DEFAULT_CHUNKING, validateChunking } from './manifests/chunking.js'
+import { type Policy, validatePolicy } from './planner/replica-placement.js'
+import { validateName } from './index/catalog.js'
 
 export interface LinkConfig { price?: number, bandwidthBps?: number, rttMs?: number }
 
@@ -36,6 +38,11 @@ export interface Config {
   fetch: FetchConfig
   /** a usage session of an image ends this long after its last handle closed and reads stopped */
   sessionIdleMs: number
+  /** this host's site figures, published in its host record for replica placement */
+  site: { rttMs?: number, storagePrice?: number }
+  /** replication policies this host publishes (a `vmifs policy set` anywhere overrides them) */
+  policies: Record<string, Policy>
+  replication: { drTimeoutMs: number, intervalMs: number }
 }
 
 export const DEFAULT_DATA_DIR = '/var/lib/vmifs'
@@ -50,7 +57,10 @@ export function defaults (): Config {
     memoryCacheBytes: 64 * 1024 ** 2,
     fleet: { peers: [], token: process.env.VMIFS_TOKEN ?? '', price: 0, links: {}, syncIntervalMs: 1000 },
     fetch: { alpha: 0.9, prefetchAlpha: 0.3, sigma: 1, timeoutMs: 5000, deadlineMs: 30_000, hedge: true },
-    sessionIdleMs: 10_000
+    sessionIdleMs: 10_000,
+    site: {},
+    policies: {},
+    replication: { drTimeoutMs: 60_000, intervalMs: 1000 }
   }
 }
 
@@ -110,9 +120,25 @@ export function loadConfigFile (file: string, base: Config = defaults()): Config
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new VmifsError('CONFIG_INVALID', `config file ${file} must hold a JSON object`)
   const c = raw as Record<string, any>
-  const known = new Set(['dataDir', 'hostId', 'cache', 'chunking', 'mount', 'token', 'listen', 'advertise', 'peers', 'origin', 'tls', 'price', 'links', 'fetch', 'syncIntervalMs', 'sessionIdleMs'])
+  const known = new Set(['dataDir', 'hostId', 'cache', 'chunking', 'mount', 'token', 'listen', 'advertise', 'peers', 'origin', 'tls', 'price', 'links', 'fetch', 'syncIntervalMs', 'sessionIdleMs', 'site', 'policies', 'replication'])
   for (const k of Object.keys(c)) if (!known.has(k)) throw new VmifsError('CONFIG_INVALID', `config file ${file}: unknown key ${JSON.stringify(k)}`)
-  const out: Config = { ...base, mount: { ...base.mount }, fleet: { ...base.fleet, links: { ...base.fleet.links } }, fetch: { ...base.fetch } }
+  const out: Config = { ...base, mount: { ...base.mount }, fleet: { ...base.fleet, links: { ...base.fleet.links } }, fetch: { ...base.fetch }, site: { ...base.site }, policies: { ...base.policies }, replication: { ...base.replication } }
+  if (c.site !== undefined) {
+    if (typeof c.site !== 'object' || c.site === null) throw new VmifsError('CONFIG_INVALID', 'site must be {rttMs, storagePrice}')
+    for (const k of Object.keys(c.site)) if (k !== 'rttMs' && k !== 'storagePrice') throw new VmifsError('CONFIG_INVALID', `site: unknown key ${JSON.stringify(k)}`)
+    if (c.site.rttMs !== undefined) out.site.rttMs = nonNegative(c.site.rttMs, 'site.rttMs')
+    if (c.site.storagePrice !== undefined) out.site.storagePrice = nonNegative(c.site.storagePrice, 'site.storagePrice')
+  }
+  if (c.policies !== undefined) {
+    if (typeof c.policies !== 'object' || c.policies === null || Array.isArray(c.policies)) throw new VmifsError('CONFIG_INVALID', 'policies must map image names to {minReplicas, dr, maxRttMs, maxPrice}')
+    for (const [name, v] of Object.entries(c.policies as Record<string, unknown>)) {
+      try { out.policies[validateName(name)] = validatePolicy(v) } catch (err) { throw new VmifsError('CONFIG_INVALID', `policies.${name}: ${(err as Error).message}`) }
+    }
+  }
+  if (c.replication !== undefined) {
+    if (c.replication.drTimeoutMs !== undefined) out.replication.drTimeoutMs = nonNegative(c.replication.drTimeoutMs, 'replication.drTimeoutMs')
+    if (c.replication.intervalMs !== undefined) out.replication.intervalMs = Math.max(100, nonNegative(c.replication.intervalMs, 'replication.intervalMs'))
+  }
   const f = out.fleet
   if (c.token !== undefined) f.token = String(c.token)
   if (c.listen !== undefined) f.listen = parseListen(c.listen, 'listen')

@@ -48,6 +48,7 @@ export type ErrorCode =
   | 'PARAM_INVALID'
   | 'PLAN_INFEASIBLE'
   | 'SOLVER_FAILED'
+  | 'POLICY_NOT_FOUND'
 
 export class VmifsError extends Error {
   readonly code: ErrorCode

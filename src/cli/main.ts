@@ -16,8 +16,10 @@ import { command as hintCmd } from './hint.js'
 import { command as similarityCmd } from './similarity.js'
 import { command as planCmd } from './plan.js'
 import { command as placeCmd } from './place.js'
+import { command as replicateCmd } from './replicate.js'
+import { command as policyCmd } from './policy.js'
 
-const COMMANDS: Command[] = [importCmd, lsCmd, exportCmd, rmCmd, fsckCmd, agentCmd, statsCmd, manifestCmd, publishStoreCmd, hintCmd, similarityCmd, planCmd, placeCmd]
+const COMMANDS: Command[] = [importCmd, lsCmd, exportCmd, rmCmd, fsckCmd, agentCmd, statsCmd, manifestCmd, publishStoreCmd, hintCmd, similarityCmd, planCmd, placeCmd, replicateCmd, policyCmd]
 
 function usage (): string {
   return `Usage: vmifs <command> [options]     (vmifs <command> --help for each)

@@ -33,8 +33,9 @@ export async function fetchStats (socketPath: string): Promise<Record<string, un
  * One call to the local API of the agent on this data dir. An answer with an error code is
  * thrown as that VmifsError; no answer at all is AGENT_NOT_RUNNING.
  */
-export async function agentCall (socketPath: string, method: 'GET' | 'POST', pathAndQuery: string, body?: unknown): Promise<unknown> {
-  const client = new Client('http://localhost', { socketPath })
+export async function agentCall (socketPath: string, method: 'GET' | 'POST', pathAndQuery: string, body?: unknown, o: { untimed?: boolean } = {}): Promise<unknown> {
+  // untimed: a call that runs as long as its work does (replicate), not undici's 5-minute default
+  const client = new Client('http://localhost', { socketPath, ...(o.untimed === true ? { headersTimeout: 0, bodyTimeout: 0 } : {}) })
   try {
     let res
     try {

@@ -36,7 +36,7 @@ type Outcome = { holder: string, ok: true, data: Buffer } | { holder: string, ok
 export class Fetcher {
   private readonly flights = new Map<string, Promise<Buffer>>()
   /** fetched chunks still being written to the cache (close() waits for them) */
-  private readonly persisting = new Set<Promise<void>>()
+  private readonly persisting = new Map<string, Promise<void>>()
   private readonly batchers = new Map<string, HolderBatcher>()
   private readonly clients = new Map<string, PeerClient>()
   private origin: OriginClient | undefined
@@ -67,10 +67,17 @@ export class Fetcher {
         } catch (err) {
           this.log.warn({ hash: want.hash, err: (err as Error).message }, 'caching a fetched chunk failed')
         }
-      }, () => {}).finally(() => { this.flights.delete(want.hash); this.persisting.delete(persisted) })
-      this.persisting.add(persisted)
+      }, () => {}).finally(() => { this.flights.delete(want.hash); this.persisting.delete(want.hash) })
+      this.persisting.set(want.hash, persisted)
     }
     return p
+  }
+
+  /** ensure(), resolving only once the chunk is written and recorded in the cache. */
+  async ensureCached (want: Want, o: FetchOptions): Promise<void> {
+    await this.ensure(want, o)
+    await this.persisting.get(want.hash)
+    if (!this.store.has(want.hash)) throw new VmifsError('CHUNK_UNAVAILABLE', `chunk ${want.hash} was fetched but could not be cached`, { hash: want.hash })
   }
 
   private batcher (holder: string): HolderBatcher | undefined {
@@ -170,7 +177,7 @@ export class Fetcher {
 
   async close (): Promise<void> {
     this.closed = true
-    await Promise.allSettled([...this.persisting])
+    await Promise.allSettled([...this.persisting.values()])
     await Promise.all([...this.clients.values()].map(c => c.destroy()))
     await this.origin?.close()
   }

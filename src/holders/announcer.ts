@@ -29,8 +29,8 @@ export class Announcer {
     private readonly debounceMs = 300
   ) {}
 
-  publishHost (endpoint: string | undefined, price: number): void {
-    this.facts.publish('host', endpoint === undefined ? null : { endpoint, price, version: 1 })
+  publishHost (endpoint: string | undefined, price: number, site: { rttMs?: number, storagePrice?: number } = {}): void {
+    this.facts.publish('host', endpoint === undefined ? null : { endpoint, price, version: 1, ...(Object.keys(site).length > 0 ? { site } : {}) })
   }
 
   /** Images imported on this host are published; removed ones are retracted. */

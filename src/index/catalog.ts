@@ -52,6 +52,8 @@ export class Catalog {
       deleteChunk: db.prepare('DELETE FROM chunks WHERE hash = ?'),
       unpinEntry: db.prepare('UPDATE cache_entries SET pinned = 0 WHERE hash = ?'),
       pinEntry: db.prepare('UPDATE cache_entries SET pinned = 1 WHERE hash = ?'),
+      setImagePinned: db.prepare('UPDATE images SET pinned = ? WHERE name = ?'),
+      pinsBy: db.prepare('UPDATE chunks SET pins = pins + ? WHERE hash = ? RETURNING pins'),
       version: db.prepare('PRAGMA data_version').pluck()
     }
   }
@@ -111,6 +113,29 @@ export class Catalog {
     }).immediate()
     this.manifestCache.set(digest, m)
     return { collectable }
+  }
+
+  /**
+   * Pins or unpins an image (a replica an agent must keep whole, whatever its origin): its chunks'
+   * pin counts and their cache entries' pinned flags change in one transaction. Returns whether
+   * anything changed.
+   */
+  setPinned (name: string, pinned: boolean): boolean {
+    let changed = false
+    this.db.transaction(() => {
+      const img = this.requireImage(name)
+      if (img.pinned === pinned) return
+      const m = this.manifest(img.digest)!
+      this.q.setImagePinned!.run(pinned ? 1 : 0, name)
+      for (const hex of m.distinctChunks().keys()) {
+        const h = Buffer.from(hex, 'hex')
+        const r = this.q.pinsBy!.get(pinned ? 1 : -1, h) as { pins: number } | undefined
+        if (pinned) this.q.pinEntry!.run(h)
+        else if (r && r.pins <= 0) this.q.unpinEntry!.run(h)
+      }
+      changed = true
+    }).immediate()
+    return changed
   }
 
   /** Removes an image; returns hashes no image refers to any more (collectable). */

@@ -23,7 +23,9 @@ export class FleetImages {
     private readonly catalog: Catalog,
     private readonly fetchManifest: ManifestSource,
     private readonly log: Logger,
-    private readonly onChange: () => void
+    private readonly onChange: () => void,
+    /** whether an image of this name is to be pinned here when adopted (a replica) */
+    private readonly pinned?: (name: string) => boolean
   ) {}
 
   /** Images listed by the origin store (publisher "origin"). */
@@ -69,10 +71,13 @@ export class FleetImages {
   private async reconcileOnce (): Promise<void> {
     const want = this.published()
     let changed = false
+    // a pinned adopted image (a replica this host keeps) stays pinned in its next version
+    const keepPinned = new Set<string>()
     for (const img of this.catalog.listImages()) {
       if (img.origin === null) continue // imported here
       const w = want.get(img.name)
       if (!w || w.digest !== img.digest) {
+        if (img.pinned && w) keepPinned.add(img.name)
         this.catalog.removeImage(img.name)
         changed = true
       }
@@ -96,7 +101,7 @@ export class FleetImages {
         }
       }
       if (this.catalog.getImage(w.name)) continue
-      this.catalog.addImage(w.name, m, { pinned: false, replace: false, origin: w.origin })
+      this.catalog.addImage(w.name, m, { pinned: keepPinned.has(w.name) || (this.pinned?.(w.name) ?? false), replace: false, origin: w.origin })
       changed = true
     }
     if (changed) this.onChange()

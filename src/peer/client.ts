@@ -5,9 +5,13 @@
 import { Pool } from 'undici'
 import { VmifsError } from '../errors.js'
 import type { Cursors, FactPage } from '../index/facts.js'
-import { decodeBatch } from './wire.js'
+import { promisify } from 'node:util'
+import zlib from 'node:zlib'
+import { BROTLI_QUALITY_HEADER, decodeBatch } from './wire.js'
 
-export interface PeerClientOptions { token: string, connectTimeoutMs?: number, tls?: { ca?: string, rejectUnauthorized?: boolean } }
+const unbrotli = promisify(zlib.brotliDecompress)
+
+export interface PeerClientOptions { token: string, connectTimeoutMs?: number, tls?: { ca?: string, rejectUnauthorized?: boolean }, /** no headers/body timeout (a long replicate call) */ untimed?: boolean }
 
 export class PeerClient {
   private readonly pool: Pool
@@ -17,18 +21,19 @@ export class PeerClient {
       connections: 8,
       pipelining: 1,
       keepAliveTimeout: 30_000,
+      ...(opts.untimed === true ? { headersTimeout: 0, bodyTimeout: 0 } : {}),
       connect: { timeout: opts.connectTimeoutMs ?? 3000, ...(opts.tls ?? {}) }
     })
   }
 
-  private async request (method: 'GET' | 'POST', path: string, signal: AbortSignal, body?: unknown, onBytes?: (n: number) => void): Promise<{ status: number, data: Buffer }> {
+  private async request (method: 'GET' | 'POST', path: string, signal: AbortSignal, body?: unknown, onBytes?: (n: number) => void, extra: Record<string, string> = {}): Promise<{ status: number, data: Buffer, encoding?: string }> {
     let res
     try {
       res = await this.pool.request({
         method,
         path,
         signal,
-        headers: { authorization: `Bearer ${this.opts.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        headers: { authorization: `Bearer ${this.opts.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...extra },
         body: body === undefined ? undefined : JSON.stringify(body)
       })
     } catch (err) {
@@ -47,7 +52,8 @@ export class PeerClient {
       throw new VmifsError('HOLDER_UNREACHABLE', `${this.endpoint}${path}: body: ${(err as Error).message}`, { endpoint: this.endpoint }, { cause: err })
     }
     if (res.statusCode === 401) throw new VmifsError('HOLDER_UNAUTHORIZED', `${this.endpoint} refused our token`, { endpoint: this.endpoint })
-    return { status: res.statusCode, data }
+    const enc = res.headers['content-encoding']
+    return { status: res.statusCode, data, ...(typeof enc === 'string' ? { encoding: enc } : {}) }
   }
 
   async health (signal: AbortSignal): Promise<{ ok: boolean, hostId: string }> {
@@ -63,11 +69,19 @@ export class PeerClient {
     return r.data
   }
 
-  async chunks (hashes: string[], signal: AbortSignal, onBytes?: (n: number) => void): Promise<Array<Buffer | null>> {
-    const r = await this.request('POST', '/v1/chunks', signal, { hashes }, onBytes)
+  /**
+   * A batch of chunks. With `compress`, the holder may answer brotli-compressed (when it pays);
+   * onBytes counts bytes as they come off the wire (compressed).
+   */
+  async chunks (hashes: string[], signal: AbortSignal, onBytes?: (n: number) => void, o: { compress?: boolean, quality?: number } = {}): Promise<Array<Buffer | null>> {
+    const headers: Record<string, string> = o.compress === true ? { 'accept-encoding': 'br', ...(o.quality !== undefined ? { [BROTLI_QUALITY_HEADER]: String(o.quality) } : {}) } : {}
+    const r = await this.request('POST', '/v1/chunks', signal, { hashes }, onBytes, headers)
     if (r.status !== 200) throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint} answered ${r.status} for a batch of ${hashes.length}`)
     try {
-      return decodeBatch(r.data, hashes.length)
+      let body = r.data
+      if (r.encoding === 'br') body = await unbrotli(body)
+      else if (r.encoding !== undefined && r.encoding !== 'identity') throw new Error(`unknown content-encoding ${r.encoding}`)
+      return decodeBatch(body, hashes.length)
     } catch (err) {
       throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint}: ${(err as Error).message}`)
     }
@@ -86,6 +100,16 @@ export class PeerClient {
     const page = JSON.parse(r.data.toString()) as FactPage
     if (!Array.isArray(page.facts) || typeof page.complete !== 'object' || page.complete === null) throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint}: malformed facts page`)
     return page
+  }
+
+  /** Asks this host's agent to replicate an image onto itself (POST /v1/replicate). */
+  async replicate (body: unknown, signal: AbortSignal): Promise<unknown> {
+    const r = await this.request('POST', '/v1/replicate', signal, body)
+    const v = ((): unknown => { try { return JSON.parse(r.data.toString()) } catch { return undefined } })()
+    if (r.status === 200) return v
+    const e = v as { error?: unknown, message?: unknown } | undefined
+    if (e && typeof e.error === 'string' && typeof e.message === 'string') throw new VmifsError(e.error as never, e.message)
+    throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint} answered ${r.status} for replicate`)
   }
 
   async close (): Promise<void> { await this.pool.close().catch(() => {}) }

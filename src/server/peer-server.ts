@@ -9,7 +9,9 @@ import type { AddressInfo } from 'node:net'
 import { VmifsError } from '../errors.js'
 import type { Cursors, FactPage } from '../index/facts.js'
 import { isHashHex } from '../util/hash.js'
-import { MAX_BATCH, MAX_BATCH_BYTES, MAX_JSON_BODY, encodeBatch } from '../peer/wire.js'
+import { promisify } from 'node:util'
+import zlib from 'node:zlib'
+import { BROTLI_MAX_QUALITY, BROTLI_QUALITY, BROTLI_QUALITY_HEADER, COMPRESS_PAYS, MAX_BATCH, MAX_BATCH_BYTES, MAX_JSON_BODY, encodeBatch } from '../peer/wire.js'
 import type { Logger } from '../util/log.js'
 import { listen, shutdown } from './http-util.js'
 
@@ -22,11 +24,22 @@ export interface PeerService {
   metrics (): Promise<{ contentType: string, body: string }>
   /** counts requests served, for stats */
   served (kind: 'chunk' | 'manifest' | 'facts', bytes: number): void
+  /** a batch went out compressed: raw and wire bytes */
+  compressed? (rawBytes: number, wireBytes: number): void
+  /** POST /v1/replicate: replicate an image onto this host (absent: 404) */
+  replicate? (body: unknown): Promise<unknown>
 }
 
 export interface PeerServerOptions { host: string, port: number, token: string, tls?: { cert: string, key: string } }
 
 const digestOf = (s: string): Buffer => createHash('sha256').update(s).digest()
+const brotli = promisify(zlib.brotliCompress)
+
+/** Whether an accept-encoding header lists br (q=0 excluded). */
+function acceptsBrotli (h: string | undefined): boolean {
+  if (h === undefined) return false
+  return h.split(',').some(p => { const [name, ...params] = p.trim().split(';'); return name!.trim() === 'br' && !params.some(x => /^\s*q=0(\.0*)?\s*$/.test(x)) })
+}
 
 export class PeerServer {
   private server: http.Server | undefined
@@ -109,10 +122,36 @@ export class PeerServer {
         }
         this.svc.served('chunk', total)
         const out = encodeBatch(parts)
-        res.writeHead(200, { 'content-type': 'application/vnd.vmifs.batch', 'content-length': out.reduce((n, b) => n + b.length, 0) })
+        const raw = out.reduce((n, b) => n + b.length, 0)
+        if (acceptsBrotli(req.headers['accept-encoding']) && total > 0) {
+          // compressed only when it pays: VM chunks often compress well, random data never does
+          const body = Buffer.concat(out, raw)
+          const asked = Number(req.headers[BROTLI_QUALITY_HEADER])
+          const quality = Number.isInteger(asked) && asked >= 0 ? Math.min(asked, BROTLI_MAX_QUALITY) : BROTLI_QUALITY
+          const z = await brotli(body, { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: quality, [zlib.constants.BROTLI_PARAM_SIZE_HINT]: raw } })
+          if (z.length <= raw * COMPRESS_PAYS) {
+            this.svc.compressed?.(raw, z.length)
+            res.writeHead(200, { 'content-type': 'application/vnd.vmifs.batch', 'content-encoding': 'br', 'content-length': z.length }).end(z)
+            return
+          }
+          res.writeHead(200, { 'content-type': 'application/vnd.vmifs.batch', 'content-length': raw }).end(body)
+          return
+        }
+        res.writeHead(200, { 'content-type': 'application/vnd.vmifs.batch', 'content-length': raw })
         for (const b of out) res.write(b)
         res.end()
         return
+      }
+      case 'POST /v1/replicate': {
+        if (!this.svc.replicate) { req.resume(); return send(res, 404, { error: 'NO_ROUTE' }) }
+        const body = await readJson(req, res)
+        if (body === undefined) return
+        try {
+          return send(res, 200, await this.svc.replicate(body))
+        } catch (err) {
+          if (err instanceof VmifsError) return send(res, err.code === 'IMAGE_NOT_FOUND' || err.code === 'HOST_NOT_FOUND' ? 404 : 400, { error: err.code, message: err.message })
+          throw err
+        }
       }
       case 'GET /v1/manifests/:id': {
         const id = url.slice('/v1/manifests/'.length)

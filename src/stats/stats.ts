@@ -67,7 +67,7 @@ export class Stats {
   readAheadChunks = 0
   demandFetchedChunks = 0
   hedges = 0
-  served = { chunks: 0, bytes: 0, manifests: 0, factPages: 0 }
+  served = { chunks: 0, bytes: 0, manifests: 0, factPages: 0, compressedRawBytes: 0, compressedWireBytes: 0 }
   prefetch = newPrefetchStats()
 
   holder (id: string): HolderStats {

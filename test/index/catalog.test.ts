@@ -168,3 +168,20 @@ test('bad names: NAME_INVALID', (t) => {
   }
   t.is(cat.listImages().length, 5)
 })
+
+test('setPinned pins an adopted image (its chunks and cache entries) and unpins it again, keeping other pins', (t) => {
+  const { db, cat } = setup(t)
+  cat.addImage('mine', manifest([1, 2]), { pinned: true, replace: false })
+  cat.addImage('theirs', manifest([2, 3]), { pinned: false, replace: false, origin: 'b' })
+  for (const n of [1, 2, 3]) db.prepare('INSERT INTO cache_entries (hash, size, atime, pinned) VALUES (?, ?, 0, 0)').run(hash(n), 1000 + n)
+  db.prepare('UPDATE cache_entries SET pinned = 1 WHERE hash IN (?, ?)').run(hash(1), hash(2))
+  const pinned = (): number[] => [1, 2, 3].filter(n => (db.prepare('SELECT pinned FROM cache_entries WHERE hash = ?').pluck().get(hash(n)) as number) === 1)
+  t.true(cat.setPinned('theirs', true))
+  t.false(cat.setPinned('theirs', true), 'already pinned')
+  t.true(cat.getImage('theirs')!.pinned)
+  t.deepEqual(pinned(), [1, 2, 3])
+  t.true(cat.setPinned('theirs', false))
+  t.deepEqual(pinned(), [1, 2], 'chunk 2 stays pinned by the image imported here')
+  const err = t.throws(() => cat.setPinned('nope', true))
+  t.is((err as any).code, 'IMAGE_NOT_FOUND')
+})
