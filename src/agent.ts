@@ -143,6 +143,9 @@ export class Agent extends Resource {
       if (dd.store.has(hash)) return undefined
       this.demandFetches++
       if (this.demandFetches === 1) this.prefetcher?.tune()
+      // each chunk fetched for reads counts once: by the read-ahead or by the read that asked for
+      // it (a read joins a read-ahead's fetch in the reader; one that joins a prefetch under way
+      // counts: a late prefetch)
       this.stats.demandFetchedChunks++
       try { return await fetcher.ensure({ hash, size }, { alpha: config.fetch.alpha, hedge: config.fetch.hedge }) } finally {
         this.demandFetches--

@@ -29,7 +29,7 @@ export class ImageReader {
     private readonly store: ChunkStore,
     private readonly stats: Stats,
     private readonly memLimit = 64 * 1024 * 1024,
-    private readonly fetch?: (hash: string, size: number) => Promise<Buffer | undefined>
+    private readonly fetch?: (hash: string, size: number, readAhead: boolean) => Promise<Buffer | undefined>
   ) {}
 
   /** Called with the first and last entry index each read touches (usage traces). */
@@ -115,15 +115,16 @@ export class ImageReader {
       const hex = m.hashHexAt(i)
       if (this.mem.has(hex) || this.loading.has(hex) || this.store.has(hex)) continue
       this.stats.readAheadChunks++
-      this.fetch!(hex, m.lengthAt(i)).catch(() => {}) // a demand read of it will report any failure
+      // through load(): a read of it joins this fetch, and its bytes are kept in memory
+      this.load(hex, m.lengthAt(i), false, true).catch(() => {}) // a read of it will report any failure
     }
     st.ahead = Math.max(st.ahead, to)
   }
 
-  private load (hex: string, size: number, local: boolean): Promise<Buffer> {
+  private load (hex: string, size: number, local: boolean, readAhead = false): Promise<Buffer> {
     let p = this.loading.get(hex)
     if (p) return p
-    const fetched = local || !this.fetch ? Promise.resolve(undefined) : this.fetch(hex, size)
+    const fetched = local || !this.fetch ? Promise.resolve(undefined) : this.fetch(hex, size, readAhead)
     p = fetched.then(async (got) => got ?? await this.store.read(hex)).then((buf) => {
       this.remember(hex, buf)
       return buf
