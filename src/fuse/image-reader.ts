@@ -17,6 +17,7 @@ export class ImageReader {
   private readonly mem = new Map<string, Buffer>() // insertion order = LRU order
   private memBytes = 0
   private readonly loading = new Map<string, Promise<Buffer>>()
+  private readonly aheadLoads = new Set<Promise<Buffer>>()
   /** per open file (or per image without one): where the last read ended, run length, fetched-ahead mark */
   private readonly streams = new WeakMap<object, { end: number, run: number, ahead: number }>()
 
@@ -123,13 +124,22 @@ export class ImageReader {
 
   private load (hex: string, size: number, local: boolean, readAhead = false): Promise<Buffer> {
     let p = this.loading.get(hex)
-    if (p) return p
+    if (p) {
+      // a read that joins a read-ahead's fetch gets a fetch of its own if that one failed (the
+      // read-ahead may have given up on a slow link the read should still try)
+      if (!readAhead && this.aheadLoads.has(p)) return p.catch(async () => await this.load(hex, size, this.store.has(hex)))
+      return p
+    }
     const fetched = local || !this.fetch ? Promise.resolve(undefined) : this.fetch(hex, size, readAhead)
     p = fetched.then(async (got) => got ?? await this.store.read(hex)).then((buf) => {
       this.remember(hex, buf)
       return buf
-    }).finally(() => { this.loading.delete(hex) })
+    }).finally(() => {
+      if (this.loading.get(hex) === p) this.loading.delete(hex)
+      this.aheadLoads.delete(p!)
+    })
     this.loading.set(hex, p)
+    if (readAhead) this.aheadLoads.add(p)
     return p
   }
 

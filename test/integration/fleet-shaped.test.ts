@@ -48,7 +48,9 @@ test.serial('over shaped links the faster holder is chosen and the measured thro
     await new Promise(resolve => setTimeout(resolve, 100))
   }
   const t0 = Date.now()
-  t.is(run('cmp', [img, cImage], 120_000).status, 0)
+  const cmp = run('cmp', [img, cImage], 120_000)
+  if (cmp.status !== 0) t.log(`cmp: ${cmp.stdout}${cmp.stderr}\nC's log:\n${agents[2]!.err.split('\n').slice(-20).join('\n')}`)
+  t.is(cmp.status, 0)
   const s = stats()
   const secs = (Date.now() - t0) / 1000
   const share = s.fetch.byHolder.b.bytes / s.fetch.bytes
