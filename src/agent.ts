@@ -29,6 +29,7 @@ import { TraceRecorder, type SessionTrace } from './prefetch/trace-recorder.js'
 import { UsageModel } from './prefetch/usage-model.js'
 import { Prefetcher } from './prefetch/prefetcher.js'
 import { RecencyTracker } from './prefetch/recency.js'
+import { CatalogClusters } from './planner/clusters.js'
 import { type Hint, parseHint } from './prefetch/hint.js'
 import { type ReplicateReport, Replicator, parseReplicateRequest } from './planner/replicate.js'
 import { ReplicationManager } from './planner/replication.js'
@@ -77,6 +78,7 @@ export class Agent extends Resource {
   replicator: Replicator | undefined
   replication: ReplicationManager | undefined
   private readonly recency = new RecencyTracker()
+  private readonly clusters = new CatalogClusters()
   sessionsLearnt = 0
 
   constructor (private readonly opts: AgentOptions) { super() }
@@ -183,6 +185,10 @@ export class Agent extends Resource {
         return this.exportHint(query.get('image') ?? '', max === null ? undefined : Number(max))
       },
       'POST /v1/hint': ({ body }) => this.importHint(body),
+      'GET /v1/similarity': () => {
+        this.clusters.sync(dd.catalog.listImages(), d => dd.catalog.manifest(d))
+        return this.clusters.snapshot()
+      },
       'POST /v1/replicate': async ({ body }) => await this.replicate(body)
     })
     await this.api.listen()

@@ -1,14 +1,17 @@
 import { type Command, COMMON_HELP, parse, resolveConfig, withDataDir, bytes, table, csv } from './common.js'
 import { VmifsError } from '../errors.js'
-import { ClusterIndex, type TopBy, topClusters } from '../planner/clusters.js'
-import { imageChunks } from '../planner/clusters.js'
+import path from 'node:path'
+import { CatalogClusters, type Similarity, type TopBy, topClusters } from '../planner/clusters.js'
+import { agentCall } from './stats.js'
+import { isVmifsError } from '../errors.js'
 
 export const command: Command = {
   name: 'similarity',
   summary: 'clusters of shared chunks and the image x image matrix of shared bytes',
   usage: `Usage: vmifs similarity [--top <n>] [--by bytes|chunks] [--json | --csv [--clusters]]
 
-Clusters the images of the data dir (every image the fleet publishes, once known here): a cluster
+Clusters the images of the data dir (every image the fleet publishes, once known here; the running
+agent keeps them up to date as images are imported and removed, else they are computed): a cluster
 is the set of distinct chunks shared by exactly one set of images, named by a bitset with one bit
 per image (the last image is the leftmost bit). For each: its images, size in bytes, chunk count,
 refs (manifest entries pointing at its chunks, so repeats inside an image count) and redundancy
@@ -33,11 +36,19 @@ ${COMMON_HELP}`,
     if (by !== 'bytes' && by !== 'chunks') throw VmifsError.usage(`--by takes bytes or chunks\n\n${this.usage}`)
     if (a.values.json === true && a.values.csv === true) throw VmifsError.usage(`--json and --csv exclude each other\n\n${this.usage}`)
     const cfg = resolveConfig(a.values)
-    const s = await withDataDir(cfg, async (dd) => {
-      const idx = new ClusterIndex()
-      for (const r of dd.catalog.listImages()) idx.add(imageChunks(r.name, dd.catalog.manifest(r.digest)!))
-      return idx.snapshot()
-    })
+    // the running agent keeps the clusters up to date as images come and go; without one they
+    // are computed here from the catalog
+    let s: Similarity
+    try {
+      s = await agentCall(path.join(cfg.dataDir, 'agent.sock'), 'GET', '/v1/similarity') as Similarity
+    } catch (err) {
+      if (!isVmifsError(err, 'AGENT_NOT_RUNNING')) throw err
+      s = await withDataDir(cfg, async (dd) => {
+        const idx = new CatalogClusters()
+        idx.sync(dd.catalog.listImages(), d => dd.catalog.manifest(d))
+        return idx.snapshot()
+      })
+    }
     const listed = top === 0 ? s.clusters : topClusters(s, top, by)
     const named = listed.map(c => ({ id: `CL-${String(s.clusters.indexOf(c) + 1).padStart(2, '0')}`, ...c }))
     if (a.values.json === true) {

@@ -191,3 +191,29 @@ export class ClusterIndex {
     if (c.chunks === 0) this.clusterState.delete(st.mask)
   }
 }
+
+/**
+ * A ClusterIndex that follows a catalog: sync() removes the images that left (or got a new
+ * version) and adds the new ones, so each import or removal costs only that image's chunks.
+ * The running agent keeps one for `vmifs similarity`.
+ */
+export class CatalogClusters {
+  private readonly idx = new ClusterIndex()
+  private readonly digests = new Map<string, string>()
+
+  sync (images: ReadonlyArray<{ name: string, digest: string }>, manifest: (digest: string) => Manifest | undefined): void {
+    const now = new Map(images.map(r => [r.name, r.digest]))
+    for (const [n, d] of [...this.digests]) {
+      if (now.get(n) !== d) { this.idx.remove(n); this.digests.delete(n) }
+    }
+    for (const r of images) {
+      if (this.digests.has(r.name)) continue
+      const m = manifest(r.digest)
+      if (!m) continue
+      this.idx.add(imageChunks(r.name, m))
+      this.digests.set(r.name, r.digest)
+    }
+  }
+
+  snapshot (): Similarity { return this.idx.snapshot() }
+}
