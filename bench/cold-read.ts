@@ -13,6 +13,7 @@ import { createFleetNet } from '../test/integration/netns.js'
 import { bootPattern, distinctBytes, type Extent } from './lib/boot-pattern.js'
 import { bootReadSet } from './lib/boot-set.js'
 import { takeOption } from './lib/report.js'
+import { stop, waitLine } from './lib/children.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const VMIFS = path.resolve(here, '../../bin/vmifs.js')
@@ -20,24 +21,6 @@ const READER = path.join(here, 'lib/reader.js')
 const PROXY = path.join(here, 'lib/delay-proxy.js')
 const TOKEN = 'bench-secret'
 
-function waitLine (child: ChildProcess, what: string, timeoutMs = 20_000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let out = ''
-    const t = setTimeout(() => reject(new Error(`${what} did not start`)), timeoutMs)
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString()
-      const line = out.split('\n').find(l => l.startsWith('{'))
-      if (line) { clearTimeout(t); resolve(line) }
-    })
-    child.once('exit', (c) => { clearTimeout(t); reject(new Error(`${what} exited ${String(c)}`)) })
-  })
-}
-
-async function stop (child: ChildProcess | undefined): Promise<void> {
-  if (!child || child.exitCode !== null) return
-  child.kill('SIGTERM')
-  await new Promise(resolve => child.once('exit', resolve))
-}
 
 export async function main (args: string[]): Promise<void> {
   const mib = Number(takeOption(args, '--size-mib') ?? 256)

@@ -17,6 +17,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createFleetNet } from '../test/integration/netns.js'
 import { markdownTable, takeOption } from './lib/report.js'
+import { stop, waitLine } from './lib/children.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const VMIFS = path.resolve(here, '../../bin/vmifs.js')
@@ -25,24 +26,6 @@ const FAMILY = '/var/tmp/vmifs-bench/family'
 const V2DIR = '/var/tmp/vmifs-bench/v2'
 const MiB = 1024 * 1024
 
-function waitLine (child: ChildProcess, what: string, timeoutMs = 60_000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let out = ''
-    const t = setTimeout(() => reject(new Error(`${what} did not start`)), timeoutMs)
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString()
-      const line = out.split('\n').find(l => l.startsWith('{'))
-      if (line) { clearTimeout(t); resolve(line) }
-    })
-    child.once('exit', (c) => { clearTimeout(t); reject(new Error(`${what} exited ${String(c)}`)) })
-  })
-}
-
-async function stop (child: ChildProcess | undefined): Promise<void> {
-  if (!child || child.exitCode !== null) return
-  child.kill('SIGTERM')
-  await new Promise(resolve => child.once('exit', resolve))
-}
 
 function vmifs (args: string[]): string {
   const r = spawnSync(process.execPath, [VMIFS, ...args], { encoding: 'utf8', maxBuffer: 256 * MiB, timeout: 900_000 })
@@ -94,7 +77,7 @@ export async function main (args: string[]): Promise<void> {
       const mnt = path.join(dir, `${path.basename(data)}-mnt`)
       fs.mkdirSync(mnt, { recursive: true })
       const c = inNs(h, [process.execPath, VMIFS, 'agent', '--mount', mnt, '--data-dir', data, '--host-id', h, '--config', cfg, '--listen', `${net.addr(h)}:7070`, ...peers.flatMap(p => ['--peer', `http://${net.addr(p)}:7070`])])
-      await waitLine(c, `agent ${h}`)
+      await waitLine(c, `agent ${h}`, 60_000)
       return c
     }
     // the donor: v2 published as "web"

@@ -96,18 +96,27 @@ export class ChunkStore {
    * Returns false when the chunk was already there.
    */
   async put (hashHex: string, data: Buffer, opts?: { verified?: boolean, pin?: boolean }): Promise<boolean> {
+    const key = this.admit(hashHex, data, opts)
+    if (key === undefined) return false
+    this.writeFile(hashHex, data)
+    return this.record([{ hash: key, size: data.length }], opts?.pin ?? false).chunks > 0
+  }
+
+  /**
+   * The checks every put makes: the bytes hash to the name (unless the caller verified them);
+   * a chunk already cached is only touched (and pinned if asked). Returns the key to store
+   * under, or undefined when there is nothing to write.
+   */
+  private admit (hashHex: string, data: Buffer, opts?: { verified?: boolean, pin?: boolean }): Buffer | undefined {
     if (!(opts?.verified ?? false)) {
       const got = blake3(data).toString('hex')
       if (got !== hashHex) throw VmifsError.hashMismatch(hashHex, got)
     }
     const key = Buffer.from(hashHex, 'hex')
-    if (this.q.has.get(key) !== undefined) {
-      if (opts?.pin === true) this.q.pin.run(key)
-      this.touch(hashHex)
-      return false
-    }
-    this.writeFile(hashHex, data)
-    return this.record([{ hash: key, size: data.length }], opts?.pin ?? false).chunks > 0
+    if (this.q.has.get(key) === undefined) return key
+    if (opts?.pin === true) this.q.pin.run(key)
+    this.touch(hashHex)
+    return undefined
   }
 
   /**
@@ -117,16 +126,8 @@ export class ChunkStore {
    * recorded; false when it was already there.
    */
   async putAsync (hashHex: string, data: Buffer, opts?: { verified?: boolean, pin?: boolean }): Promise<boolean> {
-    if (!(opts?.verified ?? false)) {
-      const got = blake3(data).toString('hex')
-      if (got !== hashHex) throw VmifsError.hashMismatch(hashHex, got)
-    }
-    const key = Buffer.from(hashHex, 'hex')
-    if (this.q.has.get(key) !== undefined) {
-      if (opts?.pin === true) this.q.pin.run(key)
-      this.touch(hashHex)
-      return false
-    }
+    const key = this.admit(hashHex, data, opts)
+    if (key === undefined) return false
     const dir = path.join(this.chunkDir, hashHex.slice(0, 2))
     if (!this.dirsMade.has(dir)) {
       await fsp.mkdir(dir, { recursive: true })
