@@ -20,7 +20,7 @@ export function newPrefetchStats (): PrefetchStats {
 }
 
 export interface ImageStats { hitBytes: number, missBytes: number, readOps: number }
-export interface HolderStats { bytes: number, requests: number, errors: number, latency: Histogram }
+export interface HolderStats { bytes: number, wireBytes: number, requests: number, errors: number, latency: Histogram }
 
 export class Histogram {
   // log-spaced buckets from 1 µs to ~17 min; enough resolution for p50/p99 (about 4% steps)
@@ -72,7 +72,7 @@ export class Stats {
 
   holder (id: string): HolderStats {
     let h = this.byHolder.get(id)
-    if (!h) { h = { bytes: 0, requests: 0, errors: 0, latency: new Histogram() }; this.byHolder.set(id, h) }
+    if (!h) { h = { bytes: 0, wireBytes: 0, requests: 0, errors: 0, latency: new Histogram() }; this.byHolder.set(id, h) }
     return h
   }
 
@@ -114,7 +114,7 @@ export function snapshot (i: SnapshotInput): Record<string, unknown> {
   const s = i.stats
   const byHolder: Record<string, unknown> = {}
   for (const [id, h] of s.byHolder) {
-    byHolder[id] = { bytes: h.bytes, requests: h.requests, errors: h.errors, p50Ms: h.latency.quantile(0.5), p99Ms: h.latency.quantile(0.99) }
+    byHolder[id] = { bytes: h.bytes, wireBytes: h.wireBytes, requests: h.requests, errors: h.errors, p50Ms: h.latency.quantile(0.5), p99Ms: h.latency.quantile(0.99) }
   }
   const images: Record<string, unknown> = {}
   for (const im of i.images) {
@@ -156,7 +156,7 @@ export function snapshot (i: SnapshotInput): Record<string, unknown> {
       p50Ms: s.readLatency.quantile(0.5),
       p99Ms: s.readLatency.quantile(0.99)
     },
-    fetch: { bytes: s.fetchBytes, failures: s.fetchFailures, hedges: s.hedges, readAheadChunks: s.readAheadChunks, byHolder },
+    fetch: { bytes: s.fetchBytes, wireBytes: [...s.byHolder.values()].reduce((n, h) => n + h.wireBytes, 0), failures: s.fetchFailures, hedges: s.hedges, readAheadChunks: s.readAheadChunks, byHolder },
     served: { ...s.served },
     prefetch: {
       ...s.prefetch,
