@@ -149,3 +149,53 @@ test.serial('a demand read during a heavy prefetch completes within a bound, and
   t.true(e1.prefetch.wasted > 0)
   t.is(e1.prefetch.wasted, e1.prefetch.issued - e1.prefetch.used)
 })
+
+test.serial('over a slow link chunks travel brotli-compressed when they compress, and arrive byte-exact', async (t) => {
+  const net = withFleetNet(t, { hosts: ['a', 'c'] })
+  net.shapeLink('a', 40)
+  const dir = tmpdir('vmifs-br-')
+  const agents: AgentProcess[] = []
+  t.teardown(async () => {
+    for (const a of agents) await a.stop('SIGTERM', 5000).catch(() => {})
+    for (const h of ['a', 'c']) abortMount(path.join(dir, h, 'mnt'))
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
+  // compressible like a system image: text-ish lines with random words, plus a random part
+  const words = Array.from({ length: 4096 }, () => randomBytes(6).toString('base64url'))
+  const pick = randomBytes(4 * 1024 * 1024)
+  const lines: string[] = []
+  for (let n = 0, k = 0; n < 12 * 1024 * 1024; k += 4) {
+    const l = `${words[pick.readUInt16LE(k % pick.length) % words.length]} = ${words[pick.readUInt16LE((k + 2) % pick.length) % words.length]}; # ${k}\n`
+    lines.push(l)
+    n += l.length
+  }
+  const text = Buffer.from(lines.join(''))
+  const img = path.join(dir, 'disk.raw')
+  fs.writeFileSync(img, Buffer.concat([text, randomBytes(4 * 1024 * 1024)]))
+  for (const h of ['a', 'c'] as const) {
+    const base = path.join(dir, h)
+    fs.mkdirSync(path.join(base, 'mnt'), { recursive: true })
+    fs.writeFileSync(path.join(base, 'config.json'), JSON.stringify({ token: TOKEN, syncIntervalMs: 200 }))
+  }
+  t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', path.join(dir, 'a', 'data')]).code, 0)
+  for (const [h, peer] of [['a', 'c'], ['c', 'a']] as const) {
+    const a = new AgentProcess(path.join(dir, h, 'mnt'), path.join(dir, h, 'data'),
+      ['--host-id', h, '--config', path.join(dir, h, 'config.json'), '--listen', `${net.addr(h)}:7070`, '--peer', `http://${net.addr(peer)}:7070`],
+      { VMIFS_LOG_LEVEL: 'warn' }, ['nsenter', `--net=/run/netns/${net.ns(h)}`])
+    agents.push(a)
+    await a.ready()
+  }
+  const cImage = path.join(dir, 'c', 'mnt', 'images', 'disk')
+  const stats = (): any => JSON.parse(run('cat', [path.join(dir, 'c', 'mnt', '.stats')]).stdout)
+  for (let i = 0; !fs.existsSync(cImage) || (stats().fleet.cursors.a ?? 0) < 3; i++) {
+    if (i > 150) throw new Error('C did not learn the image')
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  await new Promise(resolve => setTimeout(resolve, 500))
+  t.is(run('cmp', [img, cImage], 120_000).status, 0)
+  const s = stats()
+  const textShare = text.length / (text.length + 4 * 1024 * 1024)
+  t.log(`fetched ${(s.fetch.bytes / 1048576).toFixed(1)} MiB, ${(s.fetch.wireBytes / 1048576).toFixed(1)} MiB on the wire (${(100 * s.fetch.wireBytes / s.fetch.bytes).toFixed(0)} %); measured link ${(s.fleet.links.a.bandwidthBps * 8 / 1e6).toFixed(0)} Mbit/s`)
+  t.true(s.fetch.wireBytes < s.fetch.bytes * (1 - textShare / 3), 'the text part went compressed (to under two thirds)')
+  t.true(s.fetch.wireBytes > 4 * 1024 * 1024, 'random data cannot shrink')
+})
