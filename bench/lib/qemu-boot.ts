@@ -24,6 +24,11 @@ export interface BootOptions {
   memMiB?: number
   /** Extra kernel command-line words. */
   append?: string
+  /** Leave out `vmifs.marker` (the guest then stays up) and wait for this serial text instead. */
+  until?: string
+  /** Called when the marker (or `until`) appears, while the VM still runs; qemu is killed after it
+   * when `until` is set. */
+  onReady?: () => Promise<void>
 }
 
 export interface BootResult {
@@ -38,7 +43,7 @@ export interface BootResult {
 }
 
 export function bootArgs (o: BootOptions): string[] {
-  const append = ['root=/dev/vda', 'ro', 'console=ttyS0', 'fsck.mode=skip', 'vmifs.marker', 'panic=1', o.append ?? ''].join(' ').trim()
+  const append = ['root=/dev/vda', 'ro', 'console=ttyS0', 'fsck.mode=skip', o.until === undefined ? 'vmifs.marker' : '', 'panic=1', o.append ?? ''].filter(w => w !== '').join(' ').trim()
   return [
     '-accel', 'tcg', '-machine', 'pc', '-cpu', 'max', '-smp', '1', '-m', String(o.memMiB ?? 1024),
     '-display', 'none', '-monitor', 'none', '-serial', 'stdio', '-nic', 'none', '-no-reboot',
@@ -67,10 +72,14 @@ export function bootVm (o: BootOptions): Promise<BootResult> {
     const onData = (d: Buffer): void => {
       log += d.toString('latin1')
       if (log.length > 256 * 1024) log = log.slice(-128 * 1024)
-      if (Number.isNaN(markerAt) && log.includes(MARKER)) {
+      if (Number.isNaN(markerAt) && log.includes(o.until ?? MARKER)) {
         markerAt = (performance.now() - t0) / 1000
-        // the guest powers off now; give it a moment, then make sure qemu is gone
-        setTimeout(() => { if (child.exitCode === null) child.kill('SIGKILL') }, 15_000).unref()
+        const after = o.onReady === undefined ? Promise.resolve() : o.onReady().catch((e: unknown) => { log += `\nonReady failed: ${e instanceof Error ? e.message : String(e)}\n` })
+        // the guest powers off after the marker; give it a moment, then make sure qemu is gone
+        void after.then(() => {
+          if (o.until !== undefined) child.kill('SIGKILL')
+          else setTimeout(() => { if (child.exitCode === null) child.kill('SIGKILL') }, 15_000).unref()
+        })
       }
     }
     child.stdout!.on('data', onData)
