@@ -103,15 +103,22 @@ function rxBytes (ns: string): number {
   return j[0]!.stats64.rx.bytes
 }
 
+/** Standard output seen so far of the children spawnIn made (the first 64 KiB): a ready line
+ * printed before anyone waits for it is not lost. */
+const early = new WeakMap<ChildProcess, { out: string }>()
+
 function waitLine (child: ChildProcess, what: string, timeoutMs = 60_000): Promise<string> {
   return new Promise((resolve, reject) => {
-    let out = ''
+    const seen = early.get(child) ?? { out: '' }
+    const find = (): string | undefined => seen.out.split('\n').find(l => l.startsWith('{'))
+    const now = find()
+    if (now !== undefined) { resolve(now); return }
     const t = setTimeout(() => reject(new Error(`${what} did not start`)), timeoutMs)
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString()
-      const line = out.split('\n').find(l => l.startsWith('{'))
-      if (line) { clearTimeout(t); resolve(line) }
-    })
+    const onData = (): void => {
+      const line = find()
+      if (line) { clearTimeout(t); child.stdout!.off('data', onData); resolve(line) }
+    }
+    child.stdout!.on('data', onData)
     child.once('exit', (c) => { clearTimeout(t); reject(new Error(`${what} exited ${String(c)}`)) })
   })
 }
@@ -159,7 +166,11 @@ export async function main (args: string[]): Promise<void> {
       if (code !== 0 && code !== null && err.trim() !== '') log(`${path.basename(argv[0]!)} ${argv[1] === VMIFS ? argv[2] : ''} exited ${code}: ${err.trim().split('\n').slice(-5).join(' | ')}`)
       void sig
     })
-    if (opts.stdout !== 'ignore') c.stdout!.on('data', () => {}) // keep the pipe drained after the ready line
+    if (opts.stdout !== 'ignore') {
+      const seen = { out: '' }
+      early.set(c, seen)
+      c.stdout!.on('data', (d: Buffer) => { if (seen.out.length < 65536) seen.out += d.toString() }) // also keeps the pipe drained
+    }
     children.add(c)
     return c
   }

@@ -11,11 +11,12 @@
 # Pitfalls met: an initramfs built in a chroot lacks fsck.ext4 unless FSTYPE=ext4 is set for
 # initramfs-tools (it cannot detect the root fs type there); udev is needed for systemd to see
 # the root device.
-# Usage: bootable-family.sh OUTDIR [SIZE]   (SIZE for mke2fs, default 2G). Idempotent: what
+# Usage: bootable-family.sh OUTDIR [SIZE]   (SIZE for mke2fs, default 2047M: 2 GiB less 1 MiB, as
+# Debian's httpfs2 0.1.4, one of the readers compared, aborts on files of 2 GiB or more). Idempotent: what
 # exists is kept. Logs: OUTDIR/<name>.log. The mirror is the one apt on this machine uses.
 set -euo pipefail
 out=${1:?usage: bootable-family.sh OUTDIR [SIZE]}
-size=${2:-2G}
+size=${2:-2047M}
 suite=${SUITE:-bookworm}
 mirror=${MIRROR:-$(grep -hoE 'https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1 | tr -d ' ' || true)}
 mirror=${mirror:-http://deb.debian.org/debian}
@@ -55,7 +56,7 @@ EOF
 
 build() { # name extra-packages
   local name=$1 include=$base${2:+,$2} root="$out/$1.root"
-  if [ -s "$out/$name.img" ] && [ -s "$out/$name.vmlinuz" ] && [ -s "$out/$name.initrd.img" ]; then return 0; fi
+  if [ -s "$out/$name.img" ] && [ -s "$out/$name.vmlinuz" ] && [ -s "$out/$name.initrd.img" ] && [ "$(cat "$out/$name.size" 2>/dev/null)" = "$size" ]; then return 0; fi
   if [ ! -e "$root/.done" ]; then
     rm -rf "$root"
     echo "bootable-family: debootstrap $name ($include), log $out/$name.log" >&2
@@ -72,7 +73,8 @@ build() { # name extra-packages
   mke2fs -q -F -t ext4 -L vmifs-root -d "$root" "$out/$name.img.tmp" "$size"
   touch "$root/.done"
   mv "$out/$name.img.tmp" "$out/$name.img"
+  echo "$size" >"$out/$name.size"
 }
 build boot-a ""
 build boot-b openssh-server,nginx-light
-ls -l "$out"/*.img "$out"/*.vmlinuz "$out"/*.initrd.img >&2
+ls -l "$out"/boot-?.img "$out"/*.vmlinuz "$out"/*.initrd.img >&2
