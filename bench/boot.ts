@@ -248,7 +248,8 @@ export async function main (args: string[]): Promise<void> {
     }
     if (wantsHint && !hintCli) notes.push('vmifs-hint: skipped, this build has no `vmifs hint` command yet.')
 
-    // A's web server for the competitors: nginx serving the images (autoindex for rclone's listing)
+    // A's web server for the competitors: nginx serving the images (autoindex for rclone's listing;
+    // Accept-Ranges on 206 answers too, which httpfs2 insists on and nginx leaves out)
     const www = path.join(dir, 'www')
     fs.mkdirSync(www)
     for (const img of ['boot-a', 'boot-b']) fs.symlinkSync(localImg(img as ImageName), path.join(www, `${img}.img`))
@@ -258,7 +259,7 @@ export async function main (args: string[]): Promise<void> {
 events { worker_connections 256; }
 http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/b; proxy_temp_path ${ngx}/p; fastcgi_temp_path ${ngx}/f; uwsgi_temp_path ${ngx}/u; scgi_temp_path ${ngx}/s;
   types { application/octet-stream img; } keepalive_requests 100000;
-  server { listen ${addrA}:8080; location / { root ${www}; autoindex on; autoindex_exact_size on; } } }\n`)
+  server { listen ${addrA}:8080; location / { root ${www}; autoindex on; autoindex_exact_size on; add_header Accept-Ranges bytes; } } }\n`)
     spawnIn(nsA, ['/usr/sbin/nginx', '-c', path.join(ngx, 'nginx.conf'), '-p', ngx])
 
     let localSeconds = NaN
