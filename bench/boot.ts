@@ -32,7 +32,7 @@ const BOOTABLE = '/var/tmp/vmifs-bench/bootable'
 const TEMPLATES = path.join(BOOTABLE, 'vmifs-templates')
 const TOKEN = 'bench-secret'
 const MiB = 1048576
-const BOOT_TIMEOUT_MS = 480_000
+const BOOT_TIMEOUT_MS = 300_000
 
 interface Setting { name: string, rateMbit: number, rttMs: number, kind: 'cold' | 'sibling' | 'warm', label: string }
 const SETTINGS: Setting[] = [
