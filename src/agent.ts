@@ -28,6 +28,8 @@ import { OriginClient } from './peer/origin-client.js'
 import { TraceRecorder, type SessionTrace } from './prefetch/trace-recorder.js'
 import { UsageModel } from './prefetch/usage-model.js'
 import { Prefetcher } from './prefetch/prefetcher.js'
+import { RecencyTracker } from './prefetch/recency.js'
+import { type Hint, parseHint } from './prefetch/hint.js'
 
 function readPem (file: string): string {
   try {
@@ -43,6 +45,8 @@ const FLUSH_MS = 5000
 const REFRESH_MS = 1000
 const ORIGIN_POLL_MS = 5000
 const IMAGE_STATS_TTL_MS = 5000
+const DEMAND_GRACE_MS = 500
+const STATUS_MS = 15_000
 
 export class Agent extends Resource {
   readonly stats = new Stats()
@@ -67,6 +71,8 @@ export class Agent extends Resource {
   private recorder: TraceRecorder | undefined
   private prefetcher: Prefetcher | undefined
   private demandFetches = 0
+  private lastDemandEnd = 0
+  private readonly recency = new RecencyTracker()
   sessionsLearnt = 0
 
   constructor (private readonly opts: AgentOptions) { super() }
@@ -115,8 +121,12 @@ export class Agent extends Resource {
     const demandFetch = fetcher && (async (hash: string, size: number): Promise<void> => {
       if (dd.store.has(hash)) return
       this.demandFetches++
+      if (this.demandFetches === 1) this.prefetcher?.tune()
       this.stats.demandFetchedChunks++
-      try { await fetcher.ensure({ hash, size }, { alpha: config.fetch.alpha, hedge: config.fetch.hedge }) } finally { this.demandFetches-- }
+      try { await fetcher.ensure({ hash, size }, { alpha: config.fetch.alpha, hedge: config.fetch.hedge }) } finally {
+        this.demandFetches--
+        this.lastDemandEnd = Date.now()
+      }
     })
     this.reader = new ImageReader(dd.store, this.stats, config.memoryCacheBytes, demandFetch)
     this.refreshImages()
@@ -126,7 +136,10 @@ export class Agent extends Resource {
         manifest: (d) => dd.catalog.manifest(d),
         has: (h) => dd.store.has(h),
         fetch: (hash, size) => fetcher.ensure({ hash, size }, { alpha: config.fetch.prefetchAlpha, hedge: false }),
-        demandActive: () => this.demandFetches > 0,
+        // a reader's next miss usually follows within a round trip or two: demand stays "active"
+        // for DEMAND_GRACE_MS after its last fetch, so the prefetch does not surge in between
+        demandActive: () => this.demandFetches > 0 || Date.now() - this.lastDemandEnd < DEMAND_GRACE_MS,
+        room: (size, since) => dd.store.hasRoomWithout(size, since),
         stats: this.stats.prefetch
       })
     }
@@ -134,12 +147,18 @@ export class Agent extends Resource {
     this.reader.onAccess = (m, first, last) => {
       const d = m.digest()
       this.recorder?.access(d, first, last)
+      this.recency.touch(m, first, last)
       if (this.prefetcher) for (let i = first; i <= last; i++) if (m.zero[i] === 0) this.prefetcher.demand(d, m.hashHexAt(i))
     }
 
     this.api = new LocalApi(path.join(config.dataDir, 'agent.sock'), {
-      '/v1/stats': () => this.snapshot(),
-      '/v1/health': () => ({ ok: true, hostId: config.hostId, mount: this.opts.mountpoint, endpoint: this.endpoint ?? null })
+      'GET /v1/stats': () => this.snapshot(),
+      'GET /v1/health': () => ({ ok: true, hostId: config.hostId, mount: this.opts.mountpoint, endpoint: this.endpoint ?? null }),
+      'GET /v1/hint': ({ query }) => {
+        const max = query.get('max')
+        return this.exportHint(query.get('image') ?? '', max === null ? undefined : Number(max))
+      },
+      'POST /v1/hint': ({ body }) => this.importHint(body)
     })
     await this.api.listen()
 
@@ -157,6 +176,8 @@ export class Agent extends Resource {
           cache: () => ({ sizeBytes: dd.store.sizeBytes, capacityBytes: dd.store.capacityBytes, evictions: dd.counters.get('cache.evictions') }),
           links: () => this.directory!.allLinks(),
           images: () => this.imageMap.size,
+          modelSessions: () => [...this.imageMap.values()].map(e => [e.name, Math.round(this.model(e.digest).n * 1000) / 1000]),
+          prefetchPending: () => this.prefetcher?.pending ?? 0,
           cursors: () => this.facts!.cursors()
         }),
         served: (kind, bytes) => {
@@ -175,6 +196,7 @@ export class Agent extends Resource {
     this.announcer.publishHost(this.endpoint, fleet.price)
     this.announcer.publishImages()
     this.announcer.publishHoldings()
+    this.announcer.publishStatus()
     if (this.fleetMode) {
       const peers = fleet.peers.map(u => this.fetcher!.client(u))
       this.sync = new FactSync(this.facts, () => peers, log, fleet.syncIntervalMs)
@@ -193,6 +215,9 @@ export class Agent extends Resource {
     await this.mount.mount()
     this.timers.push(setInterval(() => this.flush(), FLUSH_MS))
     this.timers.push(setInterval(() => this.refreshImages(), REFRESH_MS))
+    this.timers.push(setInterval(() => {
+      try { this.announcer?.publishStatus() } catch (err) { log.warn({ err }, 'publishing status failed') }
+    }, STATUS_MS))
     for (const t of this.timers) t.unref()
     log.info({ mountpoint: this.opts.mountpoint, dataDir: config.dataDir, images: this.imageMap.size, endpoint: this.endpoint, peers: fleet.peers }, 'agent ready')
   }
@@ -232,6 +257,27 @@ export class Agent extends Resource {
     facts.publish(`model/${tr.digest}`, model.toJson())
     this.sessionsLearnt++
     this.opts.log.info({ digest: tr.digest, chunks: firsts.size, ms: tr.durationMs }, 'learnt a read session')
+  }
+
+  /** The migration hint for an image: the chunks VMs on this host read, most recent first. */
+  exportHint (name: string, max?: number): Hint {
+    if (max !== undefined && (!Number.isInteger(max) || max <= 0)) throw new VmifsError('USAGE', `max must be a positive integer, not ${String(max)}`)
+    this.refreshImages()
+    const e = this.imageMap.get(name)
+    if (!e) throw VmifsError.imageNotFound(name)
+    return { format: 'vmifs-hint', version: 1, image: e.name, digest: e.digest, host: this.opts.config.hostId, createdAt: new Date().toISOString(), chunks: this.recency.recent(e.digest, max) }
+  }
+
+  /** Takes a migration hint: its chunks are prefetched first, in its order. */
+  importHint (body: unknown): { image: string, queued: number, cached: number, unknown: number } {
+    const h = parseHint(body)
+    if (!this.prefetcher) throw new VmifsError('NOT_FLEET_MODE', 'this agent runs alone (no --listen, --peer or origin): there is nothing to prefetch from')
+    this.refreshImages()
+    const e = this.digestMap.get(h.digest)
+    if (!e) throw new VmifsError('IMAGE_NOT_FOUND', `no image with digest ${h.digest} (the hint's "${h.image}") is known here yet`, { digest: h.digest })
+    const r = this.prefetcher.hint(h.digest, h.chunks)
+    this.opts.log.info({ image: e.name, ...r, from: h.host }, 'migration hint taken')
+    return { image: e.name, ...r }
   }
 
   /** The fleet's usage model of an image: every host's model merged. */
@@ -354,7 +400,8 @@ export class Agent extends Resource {
       cache: { sizeBytes: dd.store.sizeBytes, capacityBytes: dd.store.capacityBytes, evictions: dd.counters.get('cache.evictions'), pinnedBytes: is.pinnedBytes, chunks: is.chunks },
       images: is.images,
       mount: this.opts.mountpoint,
-      hostId: this.opts.config.hostId
+      hostId: this.opts.config.hostId,
+      prefetchPending: this.prefetcher?.pending
     })
     const imgs = snap.images as Record<string, Record<string, unknown>>
     for (const v of Object.values(imgs)) v.modelSessions = Math.round(this.model(String(v.digest)).n * 1000) / 1000

@@ -42,6 +42,12 @@ export type ErrorCode =
   | 'HOLDER_UNAUTHORIZED'
   | 'CHUNK_UNAVAILABLE'
   | 'TOKEN_MISSING'
+  | 'HINT_INVALID'
+  | 'NOT_FLEET_MODE'
+  | 'HOST_NOT_FOUND'
+  | 'PARAM_INVALID'
+  | 'PLAN_INFEASIBLE'
+  | 'SOLVER_FAILED'
 
 export class VmifsError extends Error {
   readonly code: ErrorCode
@@ -76,6 +82,14 @@ export class VmifsError extends Error {
 
   static imageNotFound (name: string): VmifsError {
     return new VmifsError('IMAGE_NOT_FOUND', `no image named ${JSON.stringify(name)}`, { name })
+  }
+
+  static hostNotFound (host: string): VmifsError {
+    return new VmifsError('HOST_NOT_FOUND', `no host ${JSON.stringify(host)} in the metadata table`, { host })
+  }
+
+  static param (name: string, message: string): VmifsError {
+    return new VmifsError('PARAM_INVALID', `${name} ${message}`, { name })
   }
 }
 

@@ -33,7 +33,7 @@ export class ChunkStore {
   private size = 0
   private readonly q: {
     has: Statement, get: Statement, insert: Statement, del: Statement, touch: Statement,
-    lru: Statement, lruUnref: Statement, sum: Statement, all: Statement, pin: Statement
+    lru: Statement, lruUnref: Statement, lruAt: Statement, lruUnrefAt: Statement, sum: Statement, all: Statement, pin: Statement
   }
 
   private evicting = false
@@ -52,6 +52,9 @@ export class ChunkStore {
       lruUnref: db.prepare(`SELECT e.hash, e.size FROM cache_entries e LEFT JOIN chunks c ON c.hash = e.hash
         WHERE e.pinned = 0 AND coalesce(c.refs, 0) = 0 ORDER BY e.atime LIMIT ?`),
       lru: db.prepare('SELECT hash, size FROM cache_entries WHERE pinned = 0 ORDER BY atime LIMIT ?'),
+      lruUnrefAt: db.prepare(`SELECT e.hash, e.size, e.atime FROM cache_entries e LEFT JOIN chunks c ON c.hash = e.hash
+        WHERE e.pinned = 0 AND coalesce(c.refs, 0) = 0 ORDER BY e.atime`),
+      lruAt: db.prepare('SELECT hash, size, atime FROM cache_entries WHERE pinned = 0 ORDER BY atime'),
       sum: db.prepare('SELECT coalesce(sum(size), 0) FROM cache_entries').pluck(),
       all: db.prepare('SELECT hash, size FROM cache_entries'),
       pin: db.prepare('UPDATE cache_entries SET pinned = 1 WHERE hash = ?')
@@ -241,6 +244,30 @@ export class ChunkStore {
     }
     if (chunks > 0) this.opts.onEvict?.(chunks, bytes)
     return { chunks, bytes }
+  }
+
+  /**
+   * Whether `bytes` more fit without evicting an entry used or added at or after `since` (ms
+   * epoch): free space, or eviction (in evict()'s order) reaches only older entries. For the
+   * prefetcher, which must not push out what its own session uses. Pinned entries never count:
+   * they are never evicted.
+   */
+  hasRoomWithout (bytes: number, since: number): boolean {
+    let over = this.size + bytes - this.opts.capacityBytes
+    if (over <= 0) return true
+    const seen = new Set<string>()
+    const recent = (hex: string, atime: number): boolean => (this.atimes.get(hex) ?? atime) >= since
+    for (const q of [this.q.lruUnrefAt, this.q.lruAt]) {
+      for (const r of q.iterate() as IterableIterator<{ hash: Buffer, size: number, atime: number }>) {
+        const hex = r.hash.toString('hex')
+        if (seen.has(hex)) continue
+        seen.add(hex)
+        if (recent(hex, r.atime)) return false
+        over -= r.size
+        if (over <= 0) return true
+      }
+    }
+    return false
   }
 
   /** Entries: [hash hex, size]. */

@@ -62,3 +62,34 @@ export function table (rows: string[][]): string {
   const w = rows[0]!.map((_, c) => Math.max(...rows.map(r => r[c]!.length)))
   return rows.map(r => r.map((v, c) => c === r.length - 1 ? v : v.padEnd(w[c]!)).join('  ')).join('\n')
 }
+
+/** Options shared by the planner commands (similarity, plan, place). */
+export const PLANNER_HELP = `  --host-id <id>       this host's id in the fleet, as its agent runs (default: config hostId, else the hostname)
+  --alpha <a>          α in [0, 1]: weight of time against price (default: config fetch.prefetchAlpha, 0.3)
+  --sigma <s>          σ: the price of one second (default: config fetch.sigma, 1)`
+
+export function plannerParams (c: Config, values: Record<string, unknown>): { hostId: string, alpha: number, sigma: number } {
+  const num = (v: unknown, fallback: number): number => typeof v === 'string' ? (v.trim() === '' ? Number.NaN : Number(v)) : fallback
+  return {
+    hostId: typeof values['host-id'] === 'string' ? values['host-id'] : c.hostId,
+    alpha: num(values.alpha, c.fetch.prefetchAlpha),
+    sigma: num(values.sigma, c.fetch.sigma)
+  }
+}
+
+/** Seconds, short: "0.25 s", "12.3 s", "4 min 10 s". */
+export function seconds (s: number): string {
+  if (s < 100) return `${s < 10 ? s.toFixed(s < 1 ? 3 : 2) : s.toFixed(1)} s`
+  const m = Math.floor(s / 60)
+  return `${m} min ${Math.round(s - 60 * m)} s`
+}
+
+/** A price or objective, 4 significant digits. */
+export function money (x: number): string {
+  return x === 0 ? '0' : Number(x.toPrecision(4)).toString()
+}
+
+export function csv (rows: Array<Array<string | number>>): string {
+  const cell = (v: string | number): string => typeof v === 'number' || !/[",\n]/.test(v) ? String(v) : `"${v.replace(/"/g, '""')}"`
+  return rows.map(r => r.map(cell).join(',')).join('\n') + '\n'
+}

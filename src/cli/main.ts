@@ -12,8 +12,12 @@ import { command as agentCmd } from './agent.js'
 import { command as statsCmd } from './stats.js'
 import { command as manifestCmd } from './manifest.js'
 import { command as publishStoreCmd } from './publish-store.js'
+import { command as hintCmd } from './hint.js'
+import { command as similarityCmd } from './similarity.js'
+import { command as planCmd } from './plan.js'
+import { command as placeCmd } from './place.js'
 
-const COMMANDS: Command[] = [importCmd, lsCmd, exportCmd, rmCmd, fsckCmd, agentCmd, statsCmd, manifestCmd, publishStoreCmd]
+const COMMANDS: Command[] = [importCmd, lsCmd, exportCmd, rmCmd, fsckCmd, agentCmd, statsCmd, manifestCmd, publishStoreCmd, hintCmd, similarityCmd, planCmd, placeCmd]
 
 function usage (): string {
   return `Usage: vmifs <command> [options]     (vmifs <command> --help for each)
@@ -22,7 +26,7 @@ A lazy VM-image filesystem: images are chunked into a content-addressed cache an
 read-only through a FUSE mount.
 
 Commands:
-${COMMANDS.map(c => `  ${c.name.padEnd(8)} ${c.summary}`).join('\n')}
+${COMMANDS.map(c => `  ${c.name.padEnd(Math.max(...COMMANDS.map(x => x.name.length)))}  ${c.summary}`).join('\n')}
 `
 }
 

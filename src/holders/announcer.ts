@@ -1,6 +1,7 @@
 // Publishes this host's facts: its host record, the images imported here, and for every manifest
-// it knows the ranges of entries its cache holds. Holdings are recomputed after cache changes,
+// it knows the ranges of entries its cache holds, and its status (cache space, load) for placement. Holdings are recomputed after cache changes,
 // debounced, and published only when they changed (evictions are announced the same way).
+import os from 'node:os'
 import type { Catalog } from '../index/catalog.js'
 import type { FactStore } from '../index/facts.js'
 import type { ChunkStore } from '../cache/chunk-store.js'
@@ -34,6 +35,19 @@ export class Announcer {
     for (const f of this.facts.byPrefix('image/')) {
       if (f.origin === this.facts.self && !mine.has(f.key.slice(6))) this.facts.publish(f.key, null)
     }
+  }
+
+  /**
+   * Cache space and load per CPU (`status`), read by `vmifs place`. Rounded (MiB, 0.05) so that
+   * small changes publish nothing new.
+   */
+  publishStatus (): void {
+    const MiB = 1024 * 1024
+    this.facts.publish('status', {
+      cacheCapacityBytes: this.store.capacityBytes,
+      cacheSizeBytes: Math.round(this.store.sizeBytes / MiB) * MiB,
+      load: Math.round(20 * os.loadavg()[0]! / Math.max(1, os.cpus().length)) / 20
+    })
   }
 
   /** Something in the cache changed: republish holdings soon. */

@@ -2,13 +2,18 @@
 // expects it to read (probability at least `threshold`) and that are not cached are fetched in
 // the background, in order of expected need time, through the same fetcher as demand reads
 // (single flight, verification, holder choice) but with the lower prefetch α (more weight on
-// price). Demand reads come first: while any demand fetch is under way the prefetch queue runs
-// one fetch at a time, otherwise `concurrency`. A session's queue is dropped when it ends.
-// Counters: issued (prefetched chunks), used (later read by a demand read), wasted (never read
-// by the session that caused them).
+// price). A migration hint (hint()) queues its chunks ahead of the model's, in the hint's order.
+// Demand reads come first: while any demand fetch is under way the prefetch queue keeps at most
+// `demandConcurrency` chunks in flight, otherwise `concurrency`. A session's queue is dropped when it ends; a hint that no
+// session follows is dropped after `hintTtlMs`. Prefetch never makes room by evicting a chunk
+// used or cached since its session began (deps.room), and pinned chunks are never evicted at all.
+// Counters: issued (chunks prefetched), used (read by a demand read of the session, `late` of
+// them while their prefetch was still under way), wasted (prefetched and never read by the
+// session they were fetched for), and the same in bytes.
 import PQueue from 'p-queue'
 import type { Manifest } from '../manifests/manifest.js'
 import type { UsageModel } from './usage-model.js'
+import type { PrefetchStats } from '../stats/stats.js'
 
 export interface PrefetchDeps {
   model (digest: string): UsageModel
@@ -16,68 +21,187 @@ export interface PrefetchDeps {
   has (hash: string): boolean
   fetch (hash: string, size: number): Promise<void>
   demandActive (): boolean
-  stats: { issued: number, used: number, wasted: number }
+  /** Whether `size` more bytes fit without evicting anything used or cached since `since` (ms epoch). */
+  room (size: number, since: number): boolean
+  stats: PrefetchStats
 }
 
-interface SessionState { queue: PQueue, prefetched: Set<string>, used: Set<string>, cancelled: boolean }
+/**
+ * concurrency: chunks in flight while no demand fetch is under way; demandConcurrency: while one
+ * is. Chunks asked for in the same tick travel as one batch request (the holder batcher), and a
+ * batch's chunks land together, so the queue refills in batches: 64 chunks (~1 MiB at the
+ * default chunk size) keep a 100 Mbit/s link with 80 ms of RTT busy.
+ */
+export interface PrefetchOptions { threshold: number, concurrency: number, demandConcurrency: number, hintTtlMs: number }
+
+const HINT_PRIORITY = 1
+const MODEL_PRIORITY = 0
+
+interface State {
+  queue: PQueue
+  since: number
+  /** chunks this state fetched, with their sizes */
+  prefetched: Map<string, number>
+  /** chunks queued and not yet fetched or skipped */
+  queued: Set<string>
+  used: Set<string>
+  /** chunks demand reads of this session touched */
+  demanded: Set<string>
+  cancelled: boolean
+  session: boolean
+  noRoom: boolean
+  expiry?: NodeJS.Timeout
+}
 
 export class Prefetcher {
-  private readonly sessions = new Map<string, SessionState>()
-  private timer: NodeJS.Timeout | undefined
+  private readonly states = new Map<string, State>()
+  /** bytes of prefetches under way (not in the cache yet, but they will need room) */
+  private inflightBytes = 0
+  private readonly timer: NodeJS.Timeout
+  private readonly opts: PrefetchOptions
 
-  constructor (private readonly deps: PrefetchDeps, private readonly opts: { threshold: number, concurrency: number } = { threshold: 0.3, concurrency: 8 }) {
+  constructor (private readonly deps: PrefetchDeps, opts: Partial<PrefetchOptions> = {}) {
+    this.opts = { threshold: 0.3, concurrency: 64, demandConcurrency: 4, hintTtlMs: 600_000, ...opts }
     this.timer = setInterval(() => this.tune(), 20)
     this.timer.unref()
   }
 
-  /** A read session of the image started: queue what it will likely need. */
+  /** Chunks queued and not yet fetched, over every image. */
+  get pending (): number {
+    let n = 0
+    for (const st of this.states.values()) n += st.queued.size
+    return n
+  }
+
+  private state (digest: string): State {
+    let st = this.states.get(digest)
+    if (!st) {
+      st = { queue: new PQueue({ concurrency: this.opts.concurrency }), since: Date.now(), prefetched: new Map(), queued: new Set(), used: new Set(), demanded: new Set(), cancelled: false, session: false, noRoom: false }
+      this.states.set(digest, st)
+    }
+    return st
+  }
+
+  private enqueue (st: State, hash: string, size: number, priority: number): boolean {
+    if (this.deps.has(hash) || st.prefetched.has(hash) || st.queued.has(hash)) return false
+    st.queued.add(hash)
+    void st.queue.add(async () => {
+      st.queued.delete(hash)
+      // cached meanwhile, or a demand read already asked for it (its fetch is the demand's)
+      if (st.cancelled || this.deps.has(hash) || st.demanded.has(hash)) return
+      if (!this.deps.room(size + this.inflightBytes, st.since)) {
+        // the cache is full of what this session uses: stop rather than evict it for guesses
+        this.deps.stats.skippedNoRoom++
+        if (!st.noRoom) { st.noRoom = true; st.queue.clear(); st.queued.clear() }
+        return
+      }
+      this.inflightBytes += size
+      try {
+        await this.deps.fetch(hash, size)
+      } catch {
+        this.deps.stats.failed++
+        return
+      } finally {
+        this.inflightBytes -= size
+      }
+      if (st.prefetched.has(hash)) return
+      st.prefetched.set(hash, size)
+      this.deps.stats.issued++
+      this.deps.stats.bytes += size
+      // a demand read arrived while this fetch was under way: used, but late
+      if (st.demanded.has(hash)) { this.markUsed(st, hash, size); this.deps.stats.late++ } else if (st.cancelled) {
+        // it finished after its session ended: that session never read it
+        this.deps.stats.wasted++
+        this.deps.stats.wastedBytes += size
+      }
+    }, { priority })
+    return true
+  }
+
+  /** A read session of the image started: queue what it will likely need, after any hint. */
   start (digest: string): void {
-    if (this.sessions.has(digest)) return
+    const existing = this.states.get(digest)
+    if (existing?.session) return
     const m = this.deps.manifest(digest)
     if (!m) return
+    const st = this.state(digest)
+    st.session = true
+    if (st.expiry) { clearTimeout(st.expiry); st.expiry = undefined }
     const model = this.deps.model(digest)
-    const st: SessionState = { queue: new PQueue({ concurrency: this.opts.concurrency }), prefetched: new Set(), used: new Set(), cancelled: false }
-    this.sessions.set(digest, st)
     for (const i of model.likely(this.opts.threshold)) {
       if (i >= m.count || m.zero[i] === 1) continue
-      const hash = m.hashHexAt(i)
-      if (this.deps.has(hash) || st.prefetched.has(hash)) continue
-      st.prefetched.add(hash)
-      const size = m.lengthAt(i)
-      void st.queue.add(async () => {
-        if (st.cancelled || this.deps.has(hash)) { st.prefetched.delete(hash); return }
-        this.deps.stats.issued++
-        await this.deps.fetch(hash, size).catch(() => { st.prefetched.delete(hash) })
-      })
+      this.enqueue(st, m.hashHexAt(i), m.lengthAt(i), MODEL_PRIORITY)
     }
+  }
+
+  /**
+   * A migration hint for the image: fetch these chunks first, in this order. Chunks the manifest
+   * does not hold are ignored. Returns how many were queued (the rest are cached or queued).
+   */
+  hint (digest: string, chunks: Array<{ hash: string }>): { queued: number, cached: number, unknown: number } {
+    const m = this.deps.manifest(digest)
+    if (!m) return { queued: 0, cached: 0, unknown: chunks.length }
+    const sizes = new Map<string, number>()
+    for (let i = 0; i < m.count; i++) if (m.zero[i] === 0) sizes.set(m.hashHexAt(i), m.lengthAt(i))
+    const st = this.state(digest)
+    if (!st.session && !st.expiry) {
+      st.expiry = setTimeout(() => this.end(digest), this.opts.hintTtlMs)
+      st.expiry.unref()
+    }
+    let queued = 0
+    let cached = 0
+    let unknown = 0
+    for (const c of chunks) {
+      const size = sizes.get(c.hash)
+      if (size === undefined) { unknown++; continue }
+      if (this.deps.has(c.hash)) { cached++; continue }
+      if (this.enqueue(st, c.hash, size, HINT_PRIORITY)) queued++
+    }
+    this.deps.stats.hinted += queued
+    return { queued, cached, unknown }
   }
 
   /** A demand read touched this chunk (counts prefetches that were used). */
   demand (digest: string, hash: string): void {
-    const st = this.sessions.get(digest)
-    if (!st || !st.prefetched.has(hash) || st.used.has(hash)) return
+    const st = this.states.get(digest)
+    if (!st || st.demanded.has(hash)) return
+    st.demanded.add(hash)
+    const size = st.prefetched.get(hash)
+    if (size !== undefined) this.markUsed(st, hash, size)
+  }
+
+  private markUsed (st: State, hash: string, size: number): void {
+    if (st.used.has(hash)) return
     st.used.add(hash)
     this.deps.stats.used++
+    this.deps.stats.usedBytes += size
   }
 
   /** The session ended: drop what is still queued; count what was prefetched and never read. */
   end (digest: string): void {
-    const st = this.sessions.get(digest)
+    const st = this.states.get(digest)
     if (!st) return
-    this.sessions.delete(digest)
+    this.states.delete(digest)
+    if (st.expiry) clearTimeout(st.expiry)
     st.cancelled = true
     st.queue.clear()
-    this.deps.stats.wasted += [...st.prefetched].filter(h => !st.used.has(h) && this.deps.has(h)).length
+    st.queued.clear()
+    for (const [h, size] of st.prefetched) {
+      if (st.used.has(h)) continue
+      this.deps.stats.wasted++
+      this.deps.stats.wastedBytes += size
+    }
   }
 
-  /** Demand first: one prefetch at a time while demand fetches are under way. */
-  private tune (): void {
-    const c = this.deps.demandActive() ? 1 : this.opts.concurrency
-    for (const st of this.sessions.values()) if (st.queue.concurrency !== c) st.queue.concurrency = c
+  /** Demand first: fewer prefetches in flight while demand fetches are under way. Called by the
+   * agent when a demand fetch starts, and every 20 ms. */
+  tune (): void {
+    const c = this.deps.demandActive() ? this.opts.demandConcurrency : this.opts.concurrency
+    for (const st of this.states.values()) if (st.queue.concurrency !== c) st.queue.concurrency = c
   }
 
   close (): void {
-    if (this.timer) clearInterval(this.timer)
-    for (const d of [...this.sessions.keys()]) this.end(d)
+    clearInterval(this.timer)
+    for (const d of [...this.states.keys()]) this.end(d)
   }
 }

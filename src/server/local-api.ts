@@ -1,12 +1,35 @@
 // The agent's local API, an HTTP server on a Unix socket in the data dir (<data>/agent.sock),
-// for the CLI on the same host: GET /v1/stats, GET /v1/health.
+// for the CLI on the same host: GET /v1/stats, GET /v1/health, GET /v1/hint?image=<name>&max=<n>,
+// POST /v1/hint. Routes are keyed "METHOD /path"; a handler gets the query and the parsed JSON
+// body (at most MAX_BODY bytes). A VmifsError answers 400 (404 for an unknown image) with
+// {error: code, message}.
 import http from 'node:http'
 import fs from 'node:fs'
 import net from 'node:net'
 import { VmifsError } from '../errors.js'
 import { listen, shutdown } from './http-util.js'
 
-export type Routes = Record<string, () => unknown>
+export interface LocalRequest { query: URLSearchParams, body: unknown }
+export type Routes = Record<string, (req: LocalRequest) => unknown>
+
+const MAX_BODY = 64 * 1024 * 1024
+
+function readBody (req: http.IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = []
+    let n = 0
+    req.on('data', (b: Buffer) => {
+      n += b.length
+      if (n > MAX_BODY) { reject(new VmifsError('USAGE', `request body over ${MAX_BODY} bytes`)); req.destroy(); return }
+      parts.push(b)
+    })
+    req.on('end', () => {
+      if (n === 0) { resolve(undefined); return }
+      try { resolve(JSON.parse(Buffer.concat(parts).toString('utf8'))) } catch { reject(new VmifsError('USAGE', 'request body is not JSON')) }
+    })
+    req.on('error', reject)
+  })
+}
 
 export async function socketInUse (socketPath: string): Promise<boolean> {
   if (!fs.existsSync(socketPath)) return false
@@ -28,17 +51,16 @@ export class LocalApi {
     }
     fs.rmSync(this.socketPath, { force: true })
     const server = http.createServer((req, res) => {
-      const route = req.method === 'GET' ? this.routes[(req.url ?? '').split('?')[0]!] : undefined
-      if (!route) {
-        res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'NOT_FOUND' }))
-        return
-      }
-      try {
-        const body = JSON.stringify(route())
-        res.writeHead(200, { 'content-type': 'application/json' }).end(body)
-      } catch (err) {
-        res.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ error: (err as VmifsError).code ?? 'INTERNAL', message: (err as Error).message }))
-      }
+      const url = new URL(req.url ?? '/', 'http://localhost')
+      const route = this.routes[`${req.method ?? 'GET'} ${url.pathname}`]
+      const answer = (status: number, v: unknown): void => { res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(v)) }
+      if (!route) { answer(404, { error: 'NOT_FOUND', message: `no route ${req.method ?? ''} ${url.pathname}` }); return }
+      readBody(req)
+        .then(async (body) => await route({ query: url.searchParams, body }))
+        .then((v) => answer(200, v), (err: unknown) => {
+          if (err instanceof VmifsError) answer(err.code === 'IMAGE_NOT_FOUND' ? 404 : 400, { error: err.code, message: err.message })
+          else answer(500, { error: 'INTERNAL', message: (err as Error).message })
+        })
     })
     await listen(server, this.socketPath)
     fs.chmodSync(this.socketPath, 0o600)

@@ -1,7 +1,7 @@
 // /metrics in Prometheus text format, through prom-client. Values are read from the agent's
 // stats snapshot and link measurements at scrape time.
 import client from 'prom-client'
-import type { Stats } from '../stats/stats.js'
+import { type Stats, prefetchPrecision, prefetchRecall } from '../stats/stats.js'
 import type { LinkStats } from '../holders/link-stats.js'
 
 export interface MetricsSource {
@@ -9,6 +9,9 @@ export interface MetricsSource {
   cache: () => { sizeBytes: number, capacityBytes: number, evictions: number }
   links: () => LinkStats[]
   images: () => number
+  /** per image name: the fleet model's (decayed) session count */
+  modelSessions: () => Array<[string, number]>
+  prefetchPending: () => number
   cursors: () => Record<string, number>
 }
 
@@ -35,7 +38,20 @@ export function createMetrics (src: MetricsSource): () => Promise<{ contentType:
   counter('vmifs_fetch_hedges_total', 'Hedged second requests', () => s.hedges)
   counter('vmifs_served_bytes_total', 'Chunk bytes served to peers', () => s.served.bytes)
   gauge('vmifs_images', 'Images in the catalog', () => src.images())
-  counter('vmifs_prefetch_issued_total', 'Prefetch requests issued', () => s.prefetch.issued)
+  counter('vmifs_prefetch_issued_total', 'Chunks fetched by the prefetcher', () => s.prefetch.issued)
+  counter('vmifs_prefetch_used_total', 'Prefetched chunks a read of the same session then used', () => s.prefetch.used)
+  counter('vmifs_prefetch_late_total', 'Prefetched chunks a read asked for while their prefetch was under way', () => s.prefetch.late)
+  counter('vmifs_prefetch_wasted_total', 'Prefetched chunks their session never read', () => s.prefetch.wasted)
+  counter('vmifs_prefetch_failed_total', 'Prefetches no holder could serve', () => s.prefetch.failed)
+  counter('vmifs_prefetch_bytes_total', 'Bytes fetched by the prefetcher', () => s.prefetch.bytes)
+  counter('vmifs_prefetch_used_bytes_total', 'Bytes of prefetched chunks a read then used', () => s.prefetch.usedBytes)
+  counter('vmifs_prefetch_wasted_bytes_total', 'Bytes of prefetched chunks their session never read', () => s.prefetch.wastedBytes)
+  counter('vmifs_prefetch_hinted_total', 'Chunks queued by migration hints', () => s.prefetch.hinted)
+  counter('vmifs_prefetch_skipped_no_room_total', 'Prefetches skipped because the cache is full of what the session uses', () => s.prefetch.skippedNoRoom)
+  counter('vmifs_demand_fetched_chunks_total', 'Chunks demand reads had to fetch', () => s.demandFetchedChunks)
+  gauge('vmifs_prefetch_precision_ratio', 'Prefetch precision: used / issued', () => prefetchPrecision(s))
+  gauge('vmifs_prefetch_recall_ratio', 'Prefetch recall: chunks prefetch brought before a read needed them / chunks reads needed from the network', () => prefetchRecall(s))
+  gauge('vmifs_prefetch_pending', 'Prefetches queued and not yet done', () => src.prefetchPending())
   const labelled = (name: string, help: string, kind: 'counter' | 'gauge', rows: () => Array<[string, number]>, label = 'holder'): void => {
     const opts = { name, help, labelNames: [label], registers: [] as client.Registry[] }
     if (kind === 'counter') {
@@ -49,6 +65,7 @@ export function createMetrics (src: MetricsSource): () => Promise<{ contentType:
   labelled('vmifs_fetch_holder_errors_total', 'Failed or rejected requests per holder', 'counter', () => [...s.byHolder].map(([h, v]) => [h, v.errors]))
   labelled('vmifs_holder_rtt_seconds', 'Measured RTT to a holder (EWMA)', 'gauge', () => src.links().map(l => [l.hostId, l.rttMs / 1000]))
   labelled('vmifs_holder_bandwidth_bytes_per_second', 'Measured throughput from a holder (EWMA)', 'gauge', () => src.links().map(l => [l.hostId, l.bandwidthBps]))
+  labelled('vmifs_image_model_sessions', 'Sessions in the fleet\'s usage model of an image (decayed)', 'gauge', () => src.modelSessions(), 'image')
   labelled('vmifs_metadata_cursor', 'Last fact sequence number held per origin', 'gauge', () => Object.entries(src.cursors()), 'origin')
   return async () => ({ contentType: reg.contentType, body: await reg.metrics() })
 }

@@ -1,6 +1,24 @@
 // Counters and latency histograms of a running agent, since it started. snapshot() is what the
 // mount's .stats file and `vmifs stats` show; every key is documented in README ("Stats keys").
 
+/** The prefetcher's counters (src/prefetch/prefetcher.ts says what each counts). */
+export interface PrefetchStats {
+  issued: number
+  used: number
+  wasted: number
+  failed: number
+  bytes: number
+  usedBytes: number
+  wastedBytes: number
+  late: number
+  hinted: number
+  skippedNoRoom: number
+}
+
+export function newPrefetchStats (): PrefetchStats {
+  return { issued: 0, used: 0, wasted: 0, failed: 0, bytes: 0, usedBytes: 0, wastedBytes: 0, late: 0, hinted: 0, skippedNoRoom: 0 }
+}
+
 export interface ImageStats { hitBytes: number, missBytes: number, readOps: number }
 export interface HolderStats { bytes: number, requests: number, errors: number, latency: Histogram }
 
@@ -50,7 +68,7 @@ export class Stats {
   demandFetchedChunks = 0
   hedges = 0
   served = { chunks: 0, bytes: 0, manifests: 0, factPages: 0 }
-  prefetch = { issued: 0, used: 0, wasted: 0 }
+  prefetch = newPrefetchStats()
 
   holder (id: string): HolderStats {
     let h = this.byHolder.get(id)
@@ -73,6 +91,23 @@ export interface SnapshotInput {
   images: Array<{ name: string, digest: string, size: number, dataBytes: number, cachedBytes: number }>
   mount: string
   hostId: string
+  /** prefetches queued and not yet done */
+  prefetchPending?: number
+}
+
+/** used / issued: the share of prefetched chunks that a read then used. */
+export function prefetchPrecision (s: Stats): number {
+  return s.prefetch.issued === 0 ? 0 : s.prefetch.used / s.prefetch.issued
+}
+
+/**
+ * Of the chunks reads needed from the network, the share prefetch had already brought: used
+ * but not late, over that plus every demand fetch (a late prefetch's read waited, and counts as
+ * a demand fetch).
+ */
+export function prefetchRecall (s: Stats): number {
+  const early = s.prefetch.used - s.prefetch.late
+  return early + s.demandFetchedChunks === 0 ? 0 : early / (early + s.demandFetchedChunks)
 }
 
 export function snapshot (i: SnapshotInput): Record<string, unknown> {
@@ -125,8 +160,9 @@ export function snapshot (i: SnapshotInput): Record<string, unknown> {
     served: { ...s.served },
     prefetch: {
       ...s.prefetch,
-      precision: s.prefetch.issued === 0 ? 0 : s.prefetch.used / s.prefetch.issued,
-      recall: s.prefetch.used + s.demandFetchedChunks === 0 ? 0 : s.prefetch.used / (s.prefetch.used + s.demandFetchedChunks),
+      precision: prefetchPrecision(s),
+      recall: prefetchRecall(s),
+      pending: i.prefetchPending ?? 0,
       demandFetchedChunks: s.demandFetchedChunks
     },
     images

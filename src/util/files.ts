@@ -36,3 +36,15 @@ export function readWholeSync (file: string): Buffer {
     fs.closeSync(fd)
   }
 }
+
+/** Writes a small file under a temporary name beside it, then renames it into place. */
+export function writeFileAtomic (file: string, data: string | Buffer): void {
+  const tmp = `${file}.${process.pid}.tmp`
+  try {
+    fs.writeFileSync(tmp, data)
+    fs.renameSync(tmp, file)
+  } catch (err) {
+    fs.rmSync(tmp, { force: true })
+    throw err
+  }
+}

@@ -1,0 +1,133 @@
+// The planner's view of the fleet, read from one data dir's copy of the metadata table: images
+// (the catalog), who holds which chunks (`hold/<digest>` facts; this host's own cache for
+// itself), donors and their links, and each host's cache space and load (`status` facts).
+//
+// Donors are the hosts with a host record (an endpoint others can fetch from) and the origin
+// store if one is configured; as in HolderDirectory the origin is taken to hold every chunk.
+// B_j and ρ_j are this host's view of each donor (config `links`, else the donor's published
+// price and the 1 Gbit/s seed; measured throughput lives in the running agent only). For a
+// target other than this host the plan assumes the target sees the donors as this host does:
+// the table records no host's view of another's links.
+import os from 'node:os'
+import type { DataDir } from '../datadir.js'
+import { VmifsError } from '../errors.js'
+import { FactStore } from '../index/facts.js'
+import { HolderDirectory, ORIGIN_ID } from '../holders/directory.js'
+import { validRanges } from '../holders/holdings.js'
+import type { LinkSeed } from '../holders/link-stats.js'
+import { type ImageChunks, imageChunks } from './clusters.js'
+import { type ChunkRef, type Donor, type Group, groupByDonors } from './transfer-plan.js'
+
+/** The `status` fact a host publishes about itself: cache space and load. */
+export interface HostStatus { cacheCapacityBytes: number, cacheSizeBytes: number, load: number }
+
+export interface FleetViewOptions { self: string, links?: Record<string, LinkSeed>, origin?: string }
+
+export interface Need {
+  image: string
+  target: string
+  /** distinct data chunks of the image */
+  chunks: number
+  bytes: number
+  heldChunks: number
+  heldBytes: number
+  groups: Group[]
+  unavailable: ChunkRef[]
+}
+
+export class FleetView {
+  readonly facts: FactStore
+  readonly directory: HolderDirectory
+  readonly self: string
+  private readonly held = new Map<string, Set<string>>()
+
+  constructor (private readonly dd: DataDir, private readonly opts: FleetViewOptions) {
+    this.self = opts.self
+    this.facts = new FactStore(dd.db, opts.self)
+    this.directory = new HolderDirectory(this.facts, dd.catalog, opts.self, opts.links ?? {}, opts.origin)
+  }
+
+  image (name: string): ImageChunks {
+    const row = this.dd.catalog.requireImage(name)
+    return imageChunks(row.name, this.dd.catalog.manifest(row.digest)!)
+  }
+
+  images (): ImageChunks[] {
+    return this.dd.catalog.listImages().map(r => imageChunks(r.name, this.dd.catalog.manifest(r.digest)!))
+  }
+
+  /** Hosts the table knows: this one, those with a host record, those announcing holdings. */
+  hosts (): string[] {
+    const out = new Set([this.self])
+    for (const f of this.facts.byKey('host')) out.add(f.origin)
+    for (const f of this.facts.byPrefix('hold/')) out.add(f.origin)
+    out.delete(ORIGIN_ID)
+    return [...out].sort()
+  }
+
+  requireHost (host: string): string {
+    if (!this.hosts().includes(host)) throw VmifsError.hostNotFound(host)
+    return host
+  }
+
+  /** Hosts that can send chunks: a host record with an endpoint, plus the origin store. */
+  donors (): Donor[] {
+    const ids = this.facts.byKey('host').map(f => f.origin).filter(h => this.directory.host(h) !== undefined).sort()
+    if (this.opts.origin !== undefined) ids.push(ORIGIN_ID)
+    return ids.map(id => ({ id, bandwidthBps: this.directory.link(id).bandwidthBps, pricePerByte: this.directory.host(id)?.price ?? 0 }))
+  }
+
+  /** Does `host` hold the chunk? This host: its cache. The origin: always. Others: their holdings facts. */
+  holds (host: string, hash: string): boolean {
+    if (host === this.self) return this.dd.store.has(hash)
+    if (host === ORIGIN_ID) return this.opts.origin !== undefined
+    return this.heldBy(host).has(hash)
+  }
+
+  private heldBy (host: string): Set<string> {
+    const hit = this.held.get(host)
+    if (hit) return hit
+    const set = new Set<string>()
+    for (const f of this.facts.byPrefix('hold/')) {
+      if (f.origin !== host) continue
+      const m = this.dd.catalog.manifest(f.key.slice(5))
+      const ranges = (f.value as { ranges?: unknown } | null)?.ranges
+      if (!m || !validRanges(ranges)) continue
+      for (const [a, b] of ranges) {
+        for (let i = a; i < Math.min(b, m.count); i++) if (m.zero[i] === 0) set.add(m.hashHexAt(i))
+      }
+    }
+    this.held.set(host, set)
+    return set
+  }
+
+  /** What `target` lacks of `image`, grouped by the donors (other than the target) holding it. */
+  need (image: string, target: string, donors: Donor[] = this.donors()): Need {
+    const img = this.image(image)
+    this.requireHost(target)
+    const others = donors.filter(d => d.id !== target)
+    const missing: ChunkRef[] = []
+    let heldChunks = 0
+    let heldBytes = 0
+    let bytes = 0
+    for (const [hash, c] of img.chunks) {
+      bytes += c.size
+      if (this.holds(target, hash)) { heldChunks++; heldBytes += c.size } else missing.push({ hash, size: c.size })
+    }
+    const { groups, unavailable } = groupByDonors(missing, h => others.filter(d => this.holds(d.id, h)).map(d => d.id))
+    return { image, target, chunks: img.chunks.size, bytes, heldChunks, heldBytes, groups, unavailable }
+  }
+
+  /** Free cache space and load per CPU: measured here for this host, from `status` facts for others. */
+  status (host: string, capacityBytes: number): { freeBytes: number | null, load: number | null } {
+    if (host === this.self) {
+      return { freeBytes: Math.max(0, capacityBytes - this.dd.store.sizeBytes), load: os.loadavg()[0]! / Math.max(1, os.cpus().length) }
+    }
+    const v = this.facts.get(host, 'status')?.value as Partial<HostStatus> | null | undefined
+    const ok = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x)
+    return {
+      freeBytes: v && ok(v.cacheCapacityBytes) && ok(v.cacheSizeBytes) ? Math.max(0, v.cacheCapacityBytes - v.cacheSizeBytes) : null,
+      load: v && ok(v.load) ? v.load : null
+    }
+  }
+}
