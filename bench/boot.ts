@@ -59,7 +59,7 @@ const TOOL_LABEL: Record<string, string> = {
   'vmifs-hint': 'vmifs, migration hint'
 }
 
-interface VmifsNumbers { fetchBytes: number, readBytes: number, missBytes: number, hitBytes: number, issued: number, used: number, wasted: number, demandFetchedChunks: number, modelSessions: number }
+interface VmifsNumbers { fetchBytes: number, readBytes: number, missBytes: number, hitBytes: number, issued: number, used: number, late: number, wasted: number, prefetchBytes: number, wastedBytes: number, hinted: number, demandFetchedChunks: number, modelSessions: number }
 interface Row {
   setting: string
   tool: string
@@ -91,7 +91,11 @@ function vmifsDelta (before: Stats, after: Stats, image: string): VmifsNumbers {
     hitBytes: d(s => s.cache?.hitBytes),
     issued: d(s => s.prefetch?.issued),
     used: d(s => s.prefetch?.used),
+    late: d(s => s.prefetch?.late),
     wasted: d(s => s.prefetch?.wasted),
+    prefetchBytes: d(s => s.prefetch?.bytes),
+    wastedBytes: d(s => s.prefetch?.wastedBytes),
+    hinted: d(s => s.prefetch?.hinted),
     demandFetchedChunks: d(s => s.prefetch?.demandFetchedChunks),
     modelSessions: Number(after.images?.[image]?.modelSessions ?? 0)
   }
@@ -365,9 +369,9 @@ http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/
               for (let i = 0; i < images.length; i++) {
                 const img = images[i]!
                 const last = i === images.length - 1
-                if (tool === 'vmifs-hint') sh(process.execPath, [VMIFS, 'hint', 'import', hintFile, '--data-dir', dataC])
                 const s0 = readStats(mntC)
                 const rx0 = rxBytes(nsC)
+                if (tool === 'vmifs-hint') sh(process.execPath, [VMIFS, 'hint', 'import', hintFile, '--data-dir', dataC])
                 const f = path.join(mntC, 'images', img)
                 let seconds: number
                 if (replay) {
@@ -391,7 +395,7 @@ http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/
           log(`${tool} in ${st.name} failed: ${row.error}`)
         }
         rows.push(row)
-        log(`${st.name} ${tool}: ${row.ok ? fmtS(row.seconds) : `FAILED ${row.error ?? ''}`}${row.vmifs ? ` fetched ${fmtMiB(row.vmifs.fetchBytes)} MiB, read ${fmtMiB(row.vmifs.readBytes)} MiB, prefetch ${row.vmifs.issued}/${row.vmifs.used}/${row.vmifs.wasted}` : ''}`)
+        log(`${st.name} ${tool}: ${row.ok ? fmtS(row.seconds) : `FAILED ${row.error ?? ''}`}${row.vmifs ? ` fetched ${fmtMiB(row.vmifs.fetchBytes)} MiB, read ${fmtMiB(row.vmifs.readBytes)} MiB, prefetch ${row.vmifs.issued}/${row.vmifs.used}/${row.vmifs.wasted}, wasted ${fmtMiB(row.vmifs.wastedBytes)} MiB` : ''}`)
         fs.writeFileSync(path.join('/var/tmp', `vmifs-boot-bench-rows.json`), JSON.stringify(rows, null, 1))
       }
       await stopA()
@@ -465,17 +469,17 @@ function printReport (rows: Row[], settings: Setting[], replay: boolean, speed: 
     const comp = rs.filter(r => (COMPETITORS as readonly string[]).includes(r.tool) && r.ok)
     const best = comp.length === 0 ? undefined : comp.reduce((a, b) => a.seconds <= b.seconds ? a : b)
     p(`\n### ${st.name}: ${st.label}\n`)
-    p(`| tool | ${replay ? 'replay' : 'boot'} time | best lazy reader ÷ this | received by C (MiB) | vmifs fetched (MiB) | vmifs read (MiB) | fetched ÷ read | prefetch issued / used / wasted (chunks) | wasted share |`)
-    p('|---|---:|---:|---:|---:|---:|---:|---:|---:|')
+    p(`| tool | ${replay ? 'replay' : 'boot'} time | best lazy reader ÷ this | received by C (MiB) | vmifs fetched (MiB) | vmifs read (MiB) | fetched ÷ read | prefetch issued / used (late) / wasted, chunks | prefetched (MiB) | wasted ÷ fetched |`)
+    p('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
     for (const r of rs) {
       const v = r.vmifs
       const speedup = best && r.ok ? `${(best.seconds / r.seconds).toFixed(2)}×` : '—'
-      p(`| ${TOOL_LABEL[r.tool] ?? r.tool}${r === best ? ' (best lazy reader)' : ''}${r.computed ? ' (computed)' : ''} | ${r.ok ? fmtS(r.seconds) : `failed: ${r.error ?? ''}`} | ${speedup} | ${fmtMiB(r.rxBytes)} | ${fmtMiB(v?.fetchBytes)} | ${fmtMiB(v?.readBytes)} | ${v && v.readBytes > 0 ? (v.fetchBytes / v.readBytes).toFixed(2) : '—'} | ${v ? `${v.issued} / ${v.used} / ${v.wasted}` : '—'} | ${v && v.issued > 0 ? `${(100 * v.wasted / v.issued).toFixed(0)} %` : '—'} |`)
+      p(`| ${TOOL_LABEL[r.tool] ?? r.tool}${r === best ? ' (best lazy reader)' : ''}${r.computed ? ' (computed)' : ''} | ${r.ok ? fmtS(r.seconds) : `failed: ${r.error ?? ''}`} | ${speedup} | ${fmtMiB(r.rxBytes)} | ${fmtMiB(v?.fetchBytes)} | ${fmtMiB(v?.readBytes)} | ${v && v.readBytes > 0 ? (v.fetchBytes / v.readBytes).toFixed(2) : '—'} | ${v ? `${v.issued} / ${v.used} (${v.late}) / ${v.wasted}` : '—'} | ${fmtMiB(v?.prefetchBytes)} | ${v && v.fetchBytes > 0 ? `${(100 * v.wastedBytes / v.fetchBytes).toFixed(1)} %` : '—'} |`)
     }
     const notesHere = rs.filter(r => r.note).map(r => `${r.tool}: ${r.note!}`)
     if (notesHere.length > 0) p(`\n${notesHere.join('; ')}.`)
   }
-  p('\n"received by C": bytes into the cold host\'s network interface during the reported boot (all traffic: HTTP, NBD-over-HTTP, the vmifs table). "vmifs read": bytes the agent returned to FUSE reads (the kernel page cache answers re-reads). Prefetch waste is counted in chunks when the read session ends.')
+  p('\n"received by C": bytes into the cold host\'s network interface during the reported boot (all traffic: HTTP, NBD-over-HTTP, the vmifs table). "vmifs read": bytes the agent returned to FUSE reads (the kernel page cache answers re-reads). Prefetch waste (bytes of prefetched chunks the session never read, over all bytes fetched) is counted when the read session ends.')
   for (const n of notes) p(n)
   console.log(out.join('\n'))
 }
