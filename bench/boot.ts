@@ -273,7 +273,7 @@ http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/
       if (aAgent) { await stopChild(aAgent.child); detach(aAgent.mnt); aAgent = undefined }
     }
     const ensureA = async (template: 'a0' | 'a1', tag: string): Promise<void> => {
-      if (aAgent?.template === template) return
+      if (aAgent?.template === template && aAgent.child.exitCode === null && aAgent.child.signalCode === null) return
       await stopA()
       const data = path.join(dir, `a-data-${tag}`)
       fs.rmSync(data, { recursive: true, force: true })
@@ -286,117 +286,138 @@ http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/
     for (const st of settings) {
       log(`setting ${st.name}: ${st.label}`)
       net.shapeLink('a', st.rateMbit)
-      const proxies = [
-        spawnIn(nsA, [process.execPath, PROXY, '--listen', `${addrA}:8081`, '--target', `${addrA}:8080`, '--delay-ms', String(st.rttMs / 2)]),
-        spawnIn(nsA, [process.execPath, PROXY, '--listen', `${addrA}:7071`, '--target', `${addrA}:7070`, '--delay-ms', String(st.rttMs / 2)])
-      ]
-      for (const p of proxies) await waitLine(p, 'delay proxy')
+      // the delay proxies in front of nginx (8081) and of A's agent (7071); restarted if one was
+      // killed from outside (seen on this shared machine), and the row that saw it says so
+      const proxyPorts = [[8081, 8080], [7071, 7070]] as const
+      const proxies: ChildProcess[] = []
+      let proxyDeaths: string[] = []
+      const ensureProxies = async (): Promise<void> => {
+        for (let i = 0; i < proxyPorts.length; i++) {
+          const old = proxies[i]
+          if (old !== undefined && old.exitCode === null && old.signalCode === null) continue
+          if (old !== undefined) proxyDeaths.push(`delay proxy :${proxyPorts[i]![0]} died (${String(old.signalCode ?? old.exitCode)})`)
+          proxies[i] = spawnIn(nsA, [process.execPath, PROXY, '--listen', `${addrA}:${proxyPorts[i]![0]}`, '--target', `${addrA}:${proxyPorts[i]![1]}`, '--delay-ms', String(st.rttMs / 2)])
+          await waitLine(proxies[i]!, 'delay proxy')
+        }
+      }
+      await ensureProxies()
       const ctx: Ctx = { dir, ns: nsC, url: `http://${addrA}:8081`, spawnIn: (ns, argv, o) => spawnIn(ns, argv, o), log }
       const images: ImageName[] = st.kind === 'sibling' ? ['boot-b', 'boot-a'] : st.kind === 'warm' ? ['boot-a', 'boot-a'] : ['boot-a']
 
-      for (const tool of toolNames) {
-        const row: Row = { setting: st.name, tool, ok: false, seconds: NaN, rxBytes: NaN }
-        const tag = `${st.name}-${tool}`
-        try {
-          if (tool === 'local') {
-            if (replay) continue
-            if (Number.isNaN(localSeconds)) {
-              log('local: boot from the image file on local disk')
-              const r = await boot('boot-a', `file=${localImg('boot-a')},format=raw`, nsC)
-              if (r.ok) localSeconds = r.seconds
-              row.error = r.error
-            }
-            Object.assign(row, { ok: Number.isFinite(localSeconds), seconds: localSeconds, rxBytes: 0, note: 'measured once, shown in every setting' })
-          } else if (tool === 'copy') {
-            if (replay || st.kind !== 'cold') continue
-            if (copyMeasured === undefined && st.rateMbit === 100) {
-              log('copy: curl the whole image over the link, then boot the copy')
-              const copy = path.join(dir, 'copy.img')
-              const rx0 = rxBytes(nsC)
-              const t0 = performance.now()
-              const c = spawnIn(nsC, ['curl', '-sS', '--fail', '-o', copy, `${ctx.url}/boot-a.img`])
-              const code = await new Promise<number | null>(resolve => c.once('exit', resolve))
-              if (code !== 0) throw new Error(`curl exited ${String(code)}`)
-              const copySeconds = (performance.now() - t0) / 1000
-              row.rxBytes = rxBytes(nsC) - rx0
-              const r = await boot('boot-a', `file=${copy},format=raw`, nsC)
-              fs.rmSync(copy, { force: true })
-              if (!r.ok) throw new Error(r.error)
-              copyMeasured = { copy: copySeconds, boot: r.seconds, rate: st.rateMbit }
-              Object.assign(row, { ok: true, seconds: copySeconds + r.seconds, note: `measured: copy ${copySeconds.toFixed(1)} s + boot ${r.seconds.toFixed(1)} s` })
+      toolLoop: for (const tool of toolNames) {
+        for (let attempt = 1; attempt <= 2; attempt++) {
+          const row: Row = { setting: st.name, tool, ok: false, seconds: NaN, rxBytes: NaN }
+          const tag = `${st.name}-${tool}`
+          try {
+            await ensureProxies()
+            proxyDeaths = []
+            if (tool === 'local') {
+              if (replay) continue toolLoop
+              if (Number.isNaN(localSeconds)) {
+                log('local: boot from the image file on local disk')
+                const r = await boot('boot-a', `file=${localImg('boot-a')},format=raw`, nsC)
+                if (r.ok) localSeconds = r.seconds
+                row.error = r.error
+              }
+              Object.assign(row, { ok: Number.isFinite(localSeconds), seconds: localSeconds, rxBytes: 0, note: 'measured once, shown in every setting' })
+            } else if (tool === 'copy') {
+              if (replay || st.kind !== 'cold') continue toolLoop
+              if (copyMeasured === undefined && st.rateMbit === 100) {
+                log('copy: curl the whole image over the link, then boot the copy')
+                const copy = path.join(dir, 'copy.img')
+                const rx0 = rxBytes(nsC)
+                const t0 = performance.now()
+                const c = spawnIn(nsC, ['curl', '-sS', '--fail', '-o', copy, `${ctx.url}/boot-a.img`])
+                const code = await new Promise<number | null>(resolve => c.once('exit', resolve))
+                if (code !== 0) throw new Error(`curl exited ${String(code)}`)
+                const copySeconds = (performance.now() - t0) / 1000
+                row.rxBytes = rxBytes(nsC) - rx0
+                const r = await boot('boot-a', `file=${copy},format=raw`, nsC)
+                fs.rmSync(copy, { force: true })
+                if (!r.ok) throw new Error(r.error)
+                copyMeasured = { copy: copySeconds, boot: r.seconds, rate: st.rateMbit }
+                Object.assign(row, { ok: true, seconds: copySeconds + r.seconds, note: `measured: copy ${copySeconds.toFixed(1)} s + boot ${r.seconds.toFixed(1)} s` })
+              } else {
+                const bootS = copyMeasured?.boot ?? localSeconds
+                const linkS = fs.statSync(localImg('boot-a')).size * 8 / (st.rateMbit * 1e6)
+                Object.assign(row, { ok: Number.isFinite(bootS), seconds: linkS + bootS, rxBytes: fs.statSync(localImg('boot-a')).size, computed: true, note: `computed: 2 GiB at the link rate (${linkS.toFixed(0)} s) + local boot` })
+              }
+            } else if ((COMPETITORS as readonly string[]).includes(tool)) {
+              const open: Record<string, () => Promise<ToolSession>> = {
+                nbdkit: () => nbdkitSession(ctx, tag),
+                httpfs2: () => httpfs2Session(ctx, tag),
+                'qemu-http': () => qemuHttpSession(ctx),
+                rclone: () => rcloneSession(ctx, tag)
+              }
+              if (replay && (tool === 'nbdkit' || tool === 'qemu-http')) { notes.push(`${tool}: no replay (it exposes no file to read)`); continue toolLoop }
+              const sess = await open[tool]!()
+              try {
+                for (let i = 0; i < images.length; i++) {
+                  const img = images[i]!
+                  const last = i === images.length - 1
+                  const rx0 = rxBytes(nsC)
+                  if (replay) {
+                    const f = await sess.file!(img)
+                    const r = await replayTrace(f, speed, spawnIn)
+                    if (last) Object.assign(row, { ok: true, seconds: r.seconds, rxBytes: rxBytes(nsC) - rx0 })
+                  } else {
+                    log(`${tool}: boot ${img}`)
+                    const r = await boot(img, await sess.drive(img), nsC)
+                    if (!r.ok) throw new Error(r.error)
+                    if (last) Object.assign(row, { ok: true, seconds: r.seconds, rxBytes: rxBytes(nsC) - rx0 })
+                  }
+                }
+              } finally { await sess.close() }
             } else {
-              const bootS = copyMeasured?.boot ?? localSeconds
-              const linkS = fs.statSync(localImg('boot-a')).size * 8 / (st.rateMbit * 1e6)
-              Object.assign(row, { ok: Number.isFinite(bootS), seconds: linkS + bootS, rxBytes: fs.statSync(localImg('boot-a')).size, computed: true, note: `computed: 2 GiB at the link rate (${linkS.toFixed(0)} s) + local boot` })
-            }
-          } else if ((COMPETITORS as readonly string[]).includes(tool)) {
-            const open: Record<string, () => Promise<ToolSession>> = {
-              nbdkit: () => nbdkitSession(ctx, tag),
-              httpfs2: () => httpfs2Session(ctx, tag),
-              'qemu-http': () => qemuHttpSession(ctx),
-              rclone: () => rcloneSession(ctx, tag)
-            }
-            if (replay && (tool === 'nbdkit' || tool === 'qemu-http')) { notes.push(`${tool}: no replay (it exposes no file to read)`); continue }
-            const sess = await open[tool]!()
-            try {
-              for (let i = 0; i < images.length; i++) {
-                const img = images[i]!
-                const last = i === images.length - 1
-                const rx0 = rxBytes(nsC)
-                if (replay) {
-                  const f = await sess.file!(img)
-                  const r = await replayTrace(f, speed, spawnIn)
-                  if (last) Object.assign(row, { ok: true, seconds: r.seconds, rxBytes: rxBytes(nsC) - rx0 })
-                } else {
-                  log(`${tool}: boot ${img}`)
-                  const r = await boot(img, await sess.drive(img), nsC)
-                  if (!r.ok) throw new Error(r.error)
-                  if (last) Object.assign(row, { ok: true, seconds: r.seconds, rxBytes: rxBytes(nsC) - rx0 })
+              // vmifs: A holds the images; C is a fresh agent pulling the table from A through the proxy
+              if (tool === 'vmifs-hint' && (!hintCli || st.kind !== 'cold')) continue toolLoop
+              await ensureA(tool === 'vmifs-model' ? 'a1' : 'a0', tag)
+              const dataC = path.join(dir, `c-data-${tag}`)
+              const mntC = path.join(dir, `c-mnt-${tag}`)
+              const c = await startAgent(nsC, 'c', dataC, mntC, ['--peer', `http://${addrA}:7071`])
+              try {
+                await waitFor('C learning the images', () => fs.existsSync(path.join(mntC, 'images/boot-a')) && fs.existsSync(path.join(mntC, 'images/boot-b')), 30_000)
+                await sleep(1000) // holdings follow the image facts
+                if (tool === 'vmifs-model') await waitFor('C seeing the model', () => Number(readStats(mntC).images?.['boot-a']?.modelSessions ?? 0) >= 1, 30_000)
+                for (let i = 0; i < images.length; i++) {
+                  const img = images[i]!
+                  const last = i === images.length - 1
+                  const s0 = readStats(mntC)
+                  const rx0 = rxBytes(nsC)
+                  if (tool === 'vmifs-hint') sh(process.execPath, [VMIFS, 'hint', 'import', hintFile, '--data-dir', dataC])
+                  const f = path.join(mntC, 'images', img)
+                  let seconds: number
+                  if (replay) {
+                    seconds = (await replayTrace(f, speed, spawnIn)).seconds
+                  } else {
+                    log(`${tool}: boot ${img}`)
+                    const r = await boot(img, `file=${f},format=raw`, nsC)
+                    if (!r.ok) throw new Error(r.error)
+                    seconds = r.seconds
+                  }
+                  await sleep(2500) // the session ends (file closed + sessionIdleMs): prefetch waste is counted then
+                  if (last) Object.assign(row, { ok: true, seconds, rxBytes: rxBytes(nsC) - rx0, vmifs: vmifsDelta(s0, readStats(mntC), img) })
                 }
+              } finally {
+                await stopChild(c)
+                detach(mntC)
               }
-            } finally { await sess.close() }
-          } else {
-            // vmifs: A holds the images; C is a fresh agent pulling the table from A through the proxy
-            if (tool === 'vmifs-hint' && (!hintCli || st.kind !== 'cold')) continue
-            await ensureA(tool === 'vmifs-model' ? 'a1' : 'a0', tag)
-            const dataC = path.join(dir, `c-data-${tag}`)
-            const mntC = path.join(dir, `c-mnt-${tag}`)
-            const c = await startAgent(nsC, 'c', dataC, mntC, ['--peer', `http://${addrA}:7071`])
-            try {
-              await waitFor('C learning the images', () => fs.existsSync(path.join(mntC, 'images/boot-a')) && fs.existsSync(path.join(mntC, 'images/boot-b')), 30_000)
-              await sleep(1000) // holdings follow the image facts
-              if (tool === 'vmifs-model') await waitFor('C seeing the model', () => Number(readStats(mntC).images?.['boot-a']?.modelSessions ?? 0) >= 1, 30_000)
-              for (let i = 0; i < images.length; i++) {
-                const img = images[i]!
-                const last = i === images.length - 1
-                const s0 = readStats(mntC)
-                const rx0 = rxBytes(nsC)
-                if (tool === 'vmifs-hint') sh(process.execPath, [VMIFS, 'hint', 'import', hintFile, '--data-dir', dataC])
-                const f = path.join(mntC, 'images', img)
-                let seconds: number
-                if (replay) {
-                  seconds = (await replayTrace(f, speed, spawnIn)).seconds
-                } else {
-                  log(`${tool}: boot ${img}`)
-                  const r = await boot(img, `file=${f},format=raw`, nsC)
-                  if (!r.ok) throw new Error(r.error)
-                  seconds = r.seconds
-                }
-                await sleep(2500) // the session ends (file closed + sessionIdleMs): prefetch waste is counted then
-                if (last) Object.assign(row, { ok: true, seconds, rxBytes: rxBytes(nsC) - rx0, vmifs: vmifsDelta(s0, readStats(mntC), img) })
-              }
-            } finally {
-              await stopChild(c)
-              detach(mntC)
             }
+          } catch (e) {
+            row.error = e instanceof Error ? e.message : String(e)
+            log(`${tool} in ${st.name} failed: ${row.error}`)
           }
-        } catch (e) {
-          row.error = e instanceof Error ? e.message : String(e)
-          log(`${tool} in ${st.name} failed: ${row.error}`)
+          await ensureProxies() // notes a proxy that died during this row
+          if (proxyDeaths.length > 0) {
+            row.ok = false
+            row.error = `${proxyDeaths.join('; ')} during this row; not counted${row.error === undefined ? '' : ` (${row.error})`}`
+            if (attempt < 2) { log(`${st.name} ${tool}: ${row.error}; once more`); continue }
+          }
+          rows.push(row)
+          log(`${st.name} ${tool}: ${row.ok ? fmtS(row.seconds) : `FAILED ${row.error ?? ''}`}${row.vmifs ? ` fetched ${fmtMiB(row.vmifs.fetchBytes)} MiB, read ${fmtMiB(row.vmifs.readBytes)} MiB, prefetch ${row.vmifs.issued}/${row.vmifs.used}/${row.vmifs.wasted}, wasted ${fmtMiB(row.vmifs.wastedBytes)} MiB` : ''}`)
+          fs.writeFileSync(path.join('/var/tmp', `vmifs-boot-bench-rows.json`), JSON.stringify(rows, null, 1))
+          break
         }
-        rows.push(row)
-        log(`${st.name} ${tool}: ${row.ok ? fmtS(row.seconds) : `FAILED ${row.error ?? ''}`}${row.vmifs ? ` fetched ${fmtMiB(row.vmifs.fetchBytes)} MiB, read ${fmtMiB(row.vmifs.readBytes)} MiB, prefetch ${row.vmifs.issued}/${row.vmifs.used}/${row.vmifs.wasted}, wasted ${fmtMiB(row.vmifs.wastedBytes)} MiB` : ''}`)
-        fs.writeFileSync(path.join('/var/tmp', `vmifs-boot-bench-rows.json`), JSON.stringify(rows, null, 1))
       }
       await stopA()
       for (const p of proxies) await stopChild(p)
