@@ -9,6 +9,17 @@
 // reading nginx on A), vmifs (cold, with a learned usage model, with a migration hint), a local
 // copy, and copying the whole image first.
 //
+// Settings (--settings, default all but thin20): rtt0, rtt20, rtt100 (100 Mbit/s and that RTT),
+// thin (10 Mbit/s), thin20 (10 Mbit/s, 20 ms), sibling (C boots boot-b, then the reported boot of
+// boot-a, 100 Mbit/s, 20 ms), warm (C boots boot-a twice; the second is reported). Tools (--tools,
+// default all): local, copy, nbdkit, httpfs2, qemu-http, rclone, vmifs, vmifs-model, vmifs-hint.
+// vmifs-model: A booted boot-a once from its own mount, so the fleet's usage model has a session;
+// vmifs-hint: a hint exported (`vmifs hint export`) while a VM that booted boot-a from a vmifs mount
+// runs, imported on C (`vmifs hint import`) just before qemu starts. Both templates are kept under
+// /var/tmp/vmifs-bench/bootable/vmifs-templates (rebuilt when the images change).
+// copy is measured at the first 100 Mbit/s setting and computed (2 GiB at the link rate + the
+// boot of the copy) elsewhere, labelled so. Rows so far: /var/tmp/vmifs-boot-bench-rows.json.
+//
 // --replay replays a real boot's recorded read trace (bench/fixtures/boot-trace.json) against the
 // file-exposing tools instead of booting: seconds instead of minutes. --record-trace re-records
 // the fixture from a boot of the local boot-a.img (qemu → NBD → nbdkit file plugin + log filter).
