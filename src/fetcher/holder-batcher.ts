@@ -16,6 +16,16 @@ import type { HolderStats } from '../stats/stats.js'
  */
 export const COMPRESS_BELOW_BPS = 50e6
 
+/**
+ * Quality for reads: 1 (~250 MB/s a core) unless the link is under 20 Mbit/s, where the higher
+ * qualities' ~17 % fewer bytes save more time than their 5× CPU costs. A VM's reads wait on
+ * both the holder's and this host's CPU, which the VM itself may need (measured in the boot
+ * benchmark, where quality 5 over 100 Mbit/s slowed boots).
+ */
+export function fetchQuality (bandwidthBps: number): number {
+  return bandwidthBps < 2.5e6 ? brotliQualityFor(bandwidthBps) : 1
+}
+
 interface Pending { hash: string, size: number, resolve: (b: Buffer | null) => void, reject: (e: unknown) => void }
 
 export class HolderBatcher {
@@ -62,7 +72,7 @@ export class HolderBatcher {
       const compress = this.link.bandwidthBps <= COMPRESS_BELOW_BPS
       const results = (batch.length === 1 && !compress) || !(this.client instanceof PeerClient)
         ? await Promise.all(batch.map(p => this.client.chunk(p.hash, signal, onBytes)))
-        : await this.client.chunks(batch.map(p => p.hash), signal, onBytes, compress ? { compress, quality: brotliQualityFor(this.link.bandwidthBps) } : {})
+        : await this.client.chunks(batch.map(p => p.hash), signal, onBytes, compress ? { compress, quality: fetchQuality(this.link.bandwidthBps) } : {})
       const ms = performance.now() - t0
       let got = 0
       for (const r of results) if (r) got += r.length
