@@ -18,8 +18,7 @@ set -euo pipefail
 out=${1:?usage: bootable-family.sh OUTDIR [SIZE]}
 size=${2:-2047M}
 suite=${SUITE:-bookworm}
-mirror=${MIRROR:-$(grep -hoE 'https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1 | tr -d ' ' || true)}
-mirror=${mirror:-http://deb.debian.org/debian}
+. "$(dirname "$0")/debian-mirror.sh"
 mkdir -p "$out"
 base=linux-image-amd64,systemd-sysv,udev,initramfs-tools,e2fsprogs
 

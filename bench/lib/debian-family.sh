@@ -10,8 +10,7 @@ set -euo pipefail
 out=${1:?usage: debian-family.sh OUTDIR [SIZE]}
 size=${2:-2G}
 suite=${SUITE:-bookworm}
-mirror=${MIRROR:-$(grep -hoE 'https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1 | tr -d ' ' || true)}
-mirror=${mirror:-http://deb.debian.org/debian}
+. "$(dirname "$0")/debian-mirror.sh"
 mkdir -p "$out"
 build() { # name includes
   local name=$1 include=$2 root="$out/$1.root"
