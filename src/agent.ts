@@ -173,8 +173,13 @@ export class Agent extends Resource {
     this.reader.onAccess = (m, first, last) => {
       const d = m.digest()
       this.recorder?.access(d, first, last)
-      this.recency.touch(m, first, last)
-      if (this.prefetcher) for (let i = first; i <= last; i++) if (m.zero[i] === 0) this.prefetcher.demand(d, m.hashHexAt(i))
+      // each data entry's hash is computed once, for the hint order and the prefetch counts
+      for (let i = first; i <= last; i++) {
+        if (m.zero[i] === 1) continue
+        const h = m.hashHexAt(i)
+        this.recency.touch(d, h, m.lengthAt(i))
+        this.prefetcher?.demand(d, h)
+      }
     }
 
     this.api = new LocalApi(path.join(config.dataDir, 'agent.sock'), {

@@ -214,6 +214,7 @@ export class Replicator {
             continue
           }
           r.wireBytes += wire
+          hs.wireBytes += wire
           const stored: Array<{ hash: Buffer, size: number }> = []
           batch.forEach((h, i) => {
             const data = got[i]

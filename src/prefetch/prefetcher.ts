@@ -141,8 +141,7 @@ export class Prefetcher {
   hint (digest: string, chunks: Array<{ hash: string }>): { queued: number, cached: number, unknown: number } {
     const m = this.deps.manifest(digest)
     if (!m) return { queued: 0, cached: 0, unknown: chunks.length }
-    const sizes = new Map<string, number>()
-    for (let i = 0; i < m.count; i++) if (m.zero[i] === 0) sizes.set(m.hashHexAt(i), m.lengthAt(i))
+    const sizes = m.distinctChunks()
     const st = this.state(digest)
     if (!st.session && !st.expiry) {
       st.expiry = setTimeout(() => this.end(digest), this.opts.hintTtlMs)

@@ -4,23 +4,17 @@
 // its page cache never reach the agent, so a chunk read often stays where its last uncached read
 // put it: the order is "last fetched into the page cache", which is what a migration target,
 // starting with a cold page cache, needs first.
-import type { Manifest } from '../manifests/manifest.js'
-
 export interface HintChunk { hash: string, size: number }
 
 export class RecencyTracker {
   private readonly images = new Map<string, Map<string, number>>()
 
-  touch (m: Manifest, first: number, last: number): void {
-    const d = m.digest()
-    let order = this.images.get(d)
-    if (!order) { order = new Map(); this.images.set(d, order) }
-    for (let i = first; i <= last; i++) {
-      if (m.zero[i] === 1) continue
-      const h = m.hashHexAt(i)
-      order.delete(h) // re-inserting moves it to the end
-      order.set(h, m.lengthAt(i))
-    }
+  /** A read of the image reached this chunk (a data entry) now. */
+  touch (digest: string, hash: string, size: number): void {
+    let order = this.images.get(digest)
+    if (!order) { order = new Map(); this.images.set(digest, order) }
+    order.delete(hash) // re-inserting moves it to the end
+    order.set(hash, size)
   }
 
   /** The chunks of the image read on this host, most recent first, at most `max`. */
