@@ -32,6 +32,7 @@ import { bootVm, type BootResult } from './lib/qemu-boot.js'
 import { distinct, mergeReads, parseNbdkitLog, type BootTrace } from './lib/boot-trace.js'
 import { detach, httpfs2Session, nbdkitSession, qemuHttpSession, rcloneSession, sleep, stopChild, waitFor, type Ctx, type ImageName, type ToolSession } from './lib/boot-tools.js'
 import { takeOption } from './lib/report.js'
+import { DEFAULT_CHUNKING } from '../src/manifests/chunking.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const VMIFS = path.resolve(here, '../../bin/vmifs.js')
@@ -215,7 +216,8 @@ export async function main (args: string[]): Promise<void> {
     // vmifs templates: A's data dir with both images imported (a0), the same after one boot of
     // boot-a from A's own mount so that A's usage model of it has one session (a1), and a
     // migration hint exported while a VM that booted boot-a from a vmifs mount runs (hint.json)
-    const stamp = need.map(f => `${f}:${fs.statSync(path.join(BOOTABLE, f)).mtimeMs}`).join(',')
+    // (and when the default chunking changes: the images are imported with it)
+    const stamp = need.map(f => `${f}:${fs.statSync(path.join(BOOTABLE, f)).mtimeMs}`).join(',') + ` ${JSON.stringify(DEFAULT_CHUNKING)}`
     if (!fs.existsSync(path.join(TEMPLATES, 'stamp')) || fs.readFileSync(path.join(TEMPLATES, 'stamp'), 'utf8') !== stamp) {
       fs.rmSync(TEMPLATES, { recursive: true, force: true })
       fs.mkdirSync(TEMPLATES, { recursive: true })

@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url'
 import { type Chunking, ZERO_BLOCK } from '../src/manifests/chunking.js'
 import { type ChunkOut, createChunker } from '../src/manifests/chunker.js'
 import { type Manifest, ManifestBuilder } from '../src/manifests/manifest.js'
+import { findFileLayout } from '../src/manifests/fs-layout.js'
 import { native } from '../src/native/index.js'
 import { blake3 } from '../src/util/hash.js'
 import { type FetchCost, type ReadSet, bootReadSet, fetchCost, groups } from './lib/boot-set.js'
@@ -31,7 +32,8 @@ export const FETCH: Array<{ image: string, holder?: string }> = [{ image: 'nginx
 
 export const CHUNKINGS: Chunking[] = [
   ...AVGS.map((chunkSize): Chunking => ({ kind: 'fixed', chunkSize })),
-  ...CDC_AVGS.map((avg): Chunking => ({ kind: 'cdc', min: avg / 4, avg, max: avg * 4 }))
+  ...CDC_AVGS.map((avg): Chunking => ({ kind: 'cdc', min: avg / 4, avg, max: avg * 4 })),
+  ...[16 * KiB, 32 * KiB, 64 * KiB].map((avg): Chunking => ({ kind: 'cdc', min: avg / 4, avg, max: avg * 4, fileCuts: true }))
 ]
 
 /** One image cut one way. `chunks`: data chunks by hash (latin1 key) with length and occurrences. */
@@ -80,9 +82,9 @@ function finishCut (cut: Cut, m: Manifest, t0: bigint): Cut {
 }
 
 /** Chunks and hashes an image held in memory, feeding the chunker 16 MiB at a time. */
-export function cutImage (image: string, img: Buffer, chunking: Chunking): Cut {
+export function cutImage (image: string, img: Buffer, chunking: Chunking, fileCuts?: Float64Array): Cut {
   const t0 = process.hrtime.bigint()
-  const chunker = createChunker(chunking)
+  const chunker = createChunker(chunking, chunking.kind === 'cdc' && chunking.fileCuts === true ? fileCuts : undefined)
   const builder = new ManifestBuilder(chunking)
   const cut = newCut(image, img.length)
   let pos = 0
@@ -350,13 +352,16 @@ export async function main (args: string[]): Promise<void> {
     console.error(`chunk-size: read ${FAMILY[i]} (${num(img.length / MiB)} MiB) in ${seconds(t).toFixed(1)} s`)
     return img
   })
+  // each image's file cuts (fs-layout.ts reads the image in memory here, as import reads the file)
+  const layouts = await Promise.all(images.map(async img => await findFileLayout(async (pos, len) => img.subarray(pos, pos + len), img.length, ZERO_BLOCK)))
+  console.error(`chunk-size: file cuts: ${layouts.map((l, i) => `${FAMILY[i]} ${l.filesystems.map(f => `${f.files} files`).join(', ')}, ${l.cuts.length} cuts`).join('; ')}`)
   const truthCuts = images.map((img, i) => cutBlocks(FAMILY[i]!, img))
   const truth = summarize('4 KiB blocks', BLOCKS, truthCuts, sets)
   console.error(`chunk-size: 4 KiB blocks: ${truthCuts.map(c => `${c.image} ${num(c.dataBytes / MiB)} MiB non-zero`).join(', ')}`)
   const rows: Row[] = []
   for (const chunking of CHUNKINGS) {
     const label = chunkingTitle(chunking)
-    const cuts = images.map((img, i) => cutImage(FAMILY[i]!, img, chunking))
+    const cuts = images.map((img, i) => cutImage(FAMILY[i]!, img, chunking, layouts[i]!.cuts))
     rows.push(summarize(label, chunking, cuts, sets))
     console.error(`chunk-size: ${label}: ${cuts.map(c => `${c.image} ${c.seconds.toFixed(1)} s`).join(', ')}`)
   }

@@ -181,7 +181,9 @@ export function loadConfigFile (file: string, base: Config = defaults()): Config
   if (c.cache?.capacity !== undefined) out.capacityBytes = parseSize(c.cache.capacity, 'cache.capacity')
   if (c.cache?.memory !== undefined) out.memoryCacheBytes = parseSize(c.cache.memory, 'cache.memory')
   if (c.chunking !== undefined) {
-    try { out.chunking = validateChunking(c.chunking) } catch (err) { throw new VmifsError('CONFIG_INVALID', `config file ${file}: chunking: ${(err as Error).message}`) }
+    // cdc without fileCuts gets the default (on); "fileCuts": false turns it off
+    const withCuts = c.chunking?.kind === 'cdc' && c.chunking.fileCuts === undefined ? { ...c.chunking, fileCuts: true } : c.chunking
+    try { out.chunking = validateChunking(withCuts) } catch (err) { throw new VmifsError('CONFIG_INVALID', `config file ${file}: chunking: ${(err as Error).message}`) }
   }
   if (c.mount?.allowOther !== undefined) out.mount.allowOther = Boolean(c.mount.allowOther)
   if (c.mount?.readTimeoutMs !== undefined) out.mount.readTimeoutMs = Number(c.mount.readTimeoutMs)

@@ -52,12 +52,12 @@ const short = (n: number): string => n >= MiB && n % MiB === 0 ? `${n / MiB}M` :
 
 /** { fixed, 65536 } -> 'fixed 64K'; { cdc, 16384, 65536, 262144 } -> 'cdc 16K/64K/256K' */
 export function chunkingLabel (c: Chunking): string {
-  return c.kind === 'fixed' ? `fixed ${short(c.chunkSize)}` : `cdc ${short(c.min)}/${short(c.avg)}/${short(c.max)}`
+  return c.kind === 'fixed' ? `fixed ${short(c.chunkSize)}` : `cdc ${short(c.min)}/${short(c.avg)}/${short(c.max)}${c.fileCuts === true ? ' + file cuts' : ''}`
 }
 
 export function sameChunking (a: Chunking, b: Chunking): boolean {
   if (a.kind === 'fixed') return b.kind === 'fixed' && a.chunkSize === b.chunkSize
-  return b.kind === 'cdc' && a.min === b.min && a.avg === b.avg && a.max === b.max
+  return b.kind === 'cdc' && a.min === b.min && a.avg === b.avg && a.max === b.max && (a.fileCuts === true) === (b.fileCuts === true)
 }
 
 /** chunkingLabel, with ' (default)' when it is DEFAULT_CHUNKING */

@@ -17,6 +17,9 @@ Options:
   --name <name>          image name (A-Z a-z 0-9 . _ + -), shown as <mount>/images/<name>
   --chunking fixed|cdc   chunker (default from config: ${DEFAULT_CHUNKING.kind})
   --chunk-size <size>    fixed: the chunk size; cdc: the average (min = avg/4, max = avg*4)
+  --file-cuts on|off     cdc: also cut where the files of the image's ext2/3/4 filesystems start
+                         and end (whole disk or MBR/GPT partitions), so siblings share every
+                         file's chunks (default from config: on)
   --replace              replace an existing image of that name
   --json                 print the result as JSON
   --quiet                no progress bar
@@ -24,14 +27,14 @@ ${COMMON_HELP}`,
   async run (argv) {
     const a = parse(this, argv, {
       name: { type: 'string' }, chunking: { type: 'string' }, 'chunk-size': { type: 'string' },
-      replace: { type: 'boolean' }, json: { type: 'boolean' }, quiet: { type: 'boolean' }
+      'file-cuts': { type: 'string' }, replace: { type: 'boolean' }, json: { type: 'boolean' }, quiet: { type: 'boolean' }
     })
     if (!a) return 0
     const [file, ...extra] = a.positionals
     if (file === undefined || extra.length > 0) throw VmifsError.usage(`import takes one image file\n\n${this.usage}`)
     if (typeof a.values.name !== 'string') throw VmifsError.usage(`--name is required\n\n${this.usage}`)
     const cfg = resolveConfig(a.values)
-    const chunking = chunkingFrom(a.values.chunking, a.values['chunk-size'], cfg.chunking)
+    const chunking = chunkingFrom(a.values.chunking, a.values['chunk-size'], cfg.chunking, a.values['file-cuts'])
     const tty = process.stderr.isTTY && a.values.quiet !== true
     const bar = tty
       ? new cliProgress.SingleBar({ format: 'import [{bar}] {percentage}% | {doneBytes}/{totalBytes} | {speed}', hideCursor: true, stream: process.stderr }, cliProgress.Presets.shades_classic)
@@ -58,18 +61,29 @@ ${COMMON_HELP}`,
       process.stdout.write(JSON.stringify(rest) + '\n')
     } else {
       process.stdout.write(r.digest + '\n')
-      if (process.stderr.isTTY) process.stderr.write(`${r.name}: ${bytes(r.size)}, ${r.chunks} entries, ${bytes(r.zeroBytes)} zero, ${bytes(r.newBytes)} new in cache, ${(r.size / r.seconds / 1e9).toFixed(2)} GB/s\n`)
+      if (process.stderr.isTTY) {
+        const files = r.filesystems.reduce((n, f) => n + f.files, 0)
+        const cut = r.filesystems.length > 0 ? `, cut at ${files} files in ${r.filesystems.map(f => `ext4@${f.offset}`).join(' ')}` : ''
+        process.stderr.write(`${r.name}: ${bytes(r.size)}, ${r.chunks} entries, ${bytes(r.zeroBytes)} zero, ${bytes(r.newBytes)} new in cache${cut}, ${(r.size / r.seconds / 1e9).toFixed(2)} GB/s\n`)
+      }
     }
     return 0
   }
 }
 
-export function chunkingFrom (kind: unknown, size: unknown, base: Chunking): Chunking {
-  if (kind === undefined && size === undefined) return base
+export function chunkingFrom (kind: unknown, size: unknown, base: Chunking, fileCuts?: unknown): Chunking {
+  if (fileCuts !== undefined && fileCuts !== 'on' && fileCuts !== 'off') throw VmifsError.usage(`--file-cuts must be on or off, got ${String(fileCuts)}`)
+  if (kind === undefined && size === undefined && fileCuts === undefined) return base
   const k = kind ?? base.kind
   if (k !== 'fixed' && k !== 'cdc') throw VmifsError.usage(`--chunking must be fixed or cdc, got ${String(k)}`)
   const s = size === undefined ? undefined : parseSize(size, '--chunk-size')
-  if (k === 'fixed') return { kind: 'fixed', chunkSize: s ?? (base.kind === 'fixed' ? base.chunkSize : 65536) }
-  const avg = s ?? (base.kind === 'cdc' ? base.avg : 16384)
-  return { kind: 'cdc', min: avg / 4, avg, max: avg * 4 }
+  if (k === 'fixed') {
+    if (fileCuts === 'on') throw VmifsError.usage('--file-cuts on needs --chunking cdc (fixed chunks are cut at fixed offsets)')
+    return { kind: 'fixed', chunkSize: s ?? (base.kind === 'fixed' ? base.chunkSize : 65536) }
+  }
+  const cdcBase = base.kind === 'cdc' ? base : undefined
+  const avg = s ?? cdcBase?.avg ?? 16384
+  const cuts = fileCuts === undefined ? (cdcBase?.fileCuts ?? true) : fileCuts === 'on'
+  const sized = s === undefined && cdcBase !== undefined ? { min: cdcBase.min, avg, max: cdcBase.max } : { min: avg / 4, avg, max: avg * 4 }
+  return cuts ? { kind: 'cdc', ...sized, fileCuts: true } : { kind: 'cdc', ...sized }
 }

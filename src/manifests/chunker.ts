@@ -4,7 +4,9 @@
 // Both chunkers find zero runs on 4 KiB-aligned blocks: a zero run becomes a `zero` entry (never
 // stored, never fetched). Fixed chunking marks whole aligned chunks that are all zero. CDC marks
 // zero runs of at least zeroRunMin bytes and cuts the data between them with FastCDC, so that
-// cut points also resynchronise at every zero run.
+// cut points also resynchronise at every zero run. CDC can also be given forced cuts (the file
+// boundaries of fs-layout.ts): the data on either side of a cut is chunked as if the other side
+// were not there.
 import { native } from '../native/index.js'
 import { type Chunking, ZERO_BLOCK, validateChunking, zeroRunMin } from './chunking.js'
 import { makeCutter } from './fastcdc.js'
@@ -21,9 +23,13 @@ export interface Chunker {
   finish (): ChunkOut[]
 }
 
-export function createChunker (c: Chunking): Chunker {
+/**
+ * `cuts`: sorted image offsets, multiples of 4 KiB, where a CDC chunk must end (fixed chunking
+ * ignores them).
+ */
+export function createChunker (c: Chunking, cuts?: Float64Array): Chunker {
   const v = validateChunking(c)
-  return v.kind === 'fixed' ? new FixedChunker(v.chunkSize) : new CdcChunker(v.min, v.avg, v.max)
+  return v.kind === 'fixed' ? new FixedChunker(v.chunkSize) : new CdcChunker(v.min, v.avg, v.max, cuts ?? new Float64Array(0))
 }
 
 class FixedChunker implements Chunker {
@@ -71,8 +77,9 @@ class CdcChunker implements Chunker {
   private dataPos = 0
   private zeroLen = 0 // pending zero run, right after `data`
   private out: ChunkOut[] = []
+  private nextCut = 0 // index into cuts of the first cut not yet passed
 
-  constructor (min: number, avg: number, private readonly max: number) {
+  constructor (min: number, avg: number, private readonly max: number, private readonly cuts: Float64Array) {
     this.cut = makeCutter({ min, avg, max })
     this.zmin = zeroRunMin({ kind: 'cdc', min, avg, max })
     this.zeros = Buffer.alloc(this.zmin)
@@ -107,11 +114,18 @@ class CdcChunker implements Chunker {
     if (end === 0) return
     const z = native().zeroBlocks(w.subarray(0, end), ZERO_BLOCK)
     const nb = z.length
+    // w starts on a block boundary: everything before it is cut, pending or a zero run
+    const base = this.dataPos + this.data.length + this.zeroLen
+    const cuts = this.cuts
+    while (this.nextCut < cuts.length && cuts[this.nextCut]! <= base) this.nextCut++
     let k = 0
     while (k < nb) {
       const isZero = z[k] === 1
       let j = k + 1
-      while (j < nb && (z[j] === 1) === isZero) j++
+      // the block index of the next forced cut in w, if any
+      const cutAt = this.nextCut < cuts.length ? (cuts[this.nextCut]! - base) / ZERO_BLOCK : Infinity
+      while (j < nb && (z[j] === 1) === isZero && j !== cutAt) j++
+      if (j === cutAt) this.nextCut++
       const a = k * ZERO_BLOCK
       const b = Math.min(j * ZERO_BLOCK, end)
       if (isZero) {
@@ -120,6 +134,9 @@ class CdcChunker implements Chunker {
         this.endZeroRun()
         this.feed(w.subarray(a, b), false)
       }
+      // a forced cut after data: the pending data ends here however short. After zeros nothing is
+      // needed: a zero run of at least zmin cuts anyway (a shorter one becomes data and the cut is lost)
+      if (j === cutAt && !isZero) this.feed(Buffer.alloc(0), true)
       k = j
     }
   }

@@ -8,10 +8,14 @@ export const MAX_CHUNK = 16 * 1024 * 1024
 
 export type Chunking =
   | { kind: 'fixed', chunkSize: number }
-  | { kind: 'cdc', min: number, avg: number, max: number }
+  /**
+   * fileCuts: also cut where the files of the image's filesystems start and end
+   * (manifests/fs-layout.ts). A manifest says true only when a filesystem's files were found.
+   */
+  | { kind: 'cdc', min: number, avg: number, max: number, fileCuts?: boolean }
 
 /** The measured default (see README, "Choosing the chunk size"). */
-export const DEFAULT_CHUNKING: Chunking = { kind: 'cdc', min: 4096, avg: 16384, max: 65536 }
+export const DEFAULT_CHUNKING: Chunking = { kind: 'cdc', min: 4096, avg: 16384, max: 65536, fileCuts: true }
 
 const isPow2 = (n: number): boolean => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0
 
@@ -27,7 +31,10 @@ export function validateChunking (c: Chunking): Chunking {
     if (!isPow2(avg) || !Number.isInteger(min) || !Number.isInteger(max) || min < 1024 || !(min < avg && avg < max) || max > MAX_CHUNK || avg < 4096) {
       throw VmifsError.manifest('MANIFEST_BAD_CHUNKING', `cdc needs 1024 <= min < avg < max <= ${MAX_CHUNK}, avg a power of two >= 4096; got ${min}/${avg}/${max}`)
     }
-    return { kind: 'cdc', min, avg, max }
+    if (c.fileCuts !== undefined && typeof c.fileCuts !== 'boolean') {
+      throw VmifsError.manifest('MANIFEST_BAD_CHUNKING', `cdc fileCuts must be true or false, got ${JSON.stringify(c.fileCuts)}`)
+    }
+    return c.fileCuts === true ? { kind: 'cdc', min, avg, max, fileCuts: true } : { kind: 'cdc', min, avg, max }
   }
   throw VmifsError.manifest('MANIFEST_BAD_CHUNKING', `unknown chunking ${JSON.stringify((c as { kind?: unknown }).kind)}`)
 }

@@ -6,7 +6,8 @@ import type { DataDir } from '../datadir.js'
 import { validateName } from '../index/catalog.js'
 import { blake3 } from '../util/hash.js'
 import { readAt } from '../util/files.js'
-import { type Chunking, DEFAULT_CHUNKING, validateChunking } from './chunking.js'
+import { type Chunking, DEFAULT_CHUNKING, ZERO_BLOCK, validateChunking } from './chunking.js'
+import { type FileLayout, type FsFound, findFileLayout } from './fs-layout.js'
 import { createChunker } from './chunker.js'
 import { type Manifest, ManifestBuilder } from './manifest.js'
 
@@ -30,6 +31,8 @@ export interface ImportResult {
   newBytes: number
   seconds: number
   manifest: Manifest
+  /** the filesystems whose files the chunks were cut at (empty for fixed chunking or none found) */
+  filesystems: FsFound[]
 }
 
 const READ_SIZE = 16 * 1024 * 1024
@@ -57,13 +60,22 @@ export async function openInput (file: string): Promise<{ fh: fsp.FileHandle, si
 export async function importImage (dd: DataDir, file: string, opts: ImportOptions): Promise<ImportResult> {
   const t0 = process.hrtime.bigint()
   validateName(opts.name)
-  const chunking = validateChunking(opts.chunking ?? DEFAULT_CHUNKING)
+  let chunking = validateChunking(opts.chunking ?? DEFAULT_CHUNKING)
   if (!(opts.replace ?? false) && dd.catalog.getImage(opts.name)) {
     throw new VmifsError('NAME_TAKEN', `an image named ${JSON.stringify(opts.name)} exists (use --replace to replace it)`, { name: opts.name })
   }
   const pin = opts.pin ?? true
   const { fh, size, mtimeMs } = await openInput(file)
-  const chunker = createChunker(chunking)
+  let layout: FileLayout | undefined
+  if (chunking.kind === 'cdc' && chunking.fileCuts === true) {
+    layout = await findFileLayout((pos, len) => readAt(fh, pos, len), size, ZERO_BLOCK).catch(async (err: unknown) => {
+      await fh.close()
+      throw new VmifsError('INPUT_UNREADABLE', `${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { file }, { cause: err })
+    })
+    // the manifest says fileCuts only when files were found to cut at
+    if (layout.cuts.length === 0) chunking = { kind: 'cdc', min: chunking.min, avg: chunking.avg, max: chunking.max }
+  }
+  const chunker = createChunker(chunking, layout?.cuts)
   const builder = new ManifestBuilder(chunking)
   const seen = new Set<string>()
   let newChunks = 0
@@ -137,5 +149,5 @@ export async function importImage (dd: DataDir, file: string, opts: ImportOption
   dd.counters.add('import.images')
   dd.counters.add('import.bytes', size)
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9
-  return { name: opts.name, digest: manifest.digest(), size, chunks: manifest.count, dataChunks, zeroBytes, newChunks, newBytes, seconds, manifest }
+  return { name: opts.name, digest: manifest.digest(), size, chunks: manifest.count, dataChunks, zeroBytes, newChunks, newBytes, seconds, manifest, filesystems: layout?.filesystems ?? [] }
 }

@@ -11,6 +11,8 @@ const HEADER = 32
 const TAG_DATA = 0
 const TAG_ZERO = 1
 const CHUNKING_CODE = { fixed: 1, cdc: 2 } as const
+/** header byte 7, cdc only: cut also at the files of the image's filesystems */
+const FLAG_FILE_CUTS = 1
 
 export interface ManifestEntry { offset: number, length: number, zero: boolean, hash?: string }
 
@@ -72,7 +74,7 @@ export class Manifest {
     head[4] = VERSION
     head[5] = HASH_SIZE
     head[6] = CHUNKING_CODE[this.chunking.kind]
-    head[7] = 0
+    head[7] = this.chunking.kind === 'cdc' && this.chunking.fileCuts === true ? FLAG_FILE_CUTS : 0
     head.writeBigUInt64LE(BigInt(this.size), 8)
     head.writeUInt32LE(this.count, 16)
     if (this.chunking.kind === 'fixed') {
@@ -196,7 +198,7 @@ export function decode (buf: Buffer): Manifest {
   if (buf.length < HEADER) throw VmifsError.manifest('MANIFEST_TRUNCATED', `header needs ${HEADER} bytes, got ${buf.length}`)
   if (buf[4] !== VERSION) throw VmifsError.manifest('MANIFEST_BAD_VERSION', `version ${buf[4]} is not supported (this build reads ${VERSION})`)
   if (buf[5] !== HASH_SIZE) throw VmifsError.manifest('MANIFEST_BAD_HASH_SIZE', `hash size ${buf[5]}, expected ${HASH_SIZE}`)
-  if (buf[7] !== 0) throw VmifsError.manifest('MANIFEST_NOT_CANONICAL', 'reserved header byte is not zero')
+  if ((buf[7]! & ~FLAG_FILE_CUTS) !== 0 || (buf[7] !== 0 && buf[6] !== CHUNKING_CODE.cdc)) throw VmifsError.manifest('MANIFEST_NOT_CANONICAL', 'unknown chunking flags')
   const size = Number(buf.readBigUInt64LE(8))
   if (!Number.isSafeInteger(size)) throw VmifsError.manifest('MANIFEST_BAD_LENGTH', 'image size too large')
   const count = buf.readUInt32LE(16)
@@ -205,7 +207,7 @@ export function decode (buf: Buffer): Manifest {
     if (buf.readUInt32LE(24) !== 0 || buf.readUInt32LE(28) !== 0) throw VmifsError.manifest('MANIFEST_NOT_CANONICAL', 'unused chunking fields are not zero')
     chunking = validateChunking({ kind: 'fixed', chunkSize: buf.readUInt32LE(20) })
   } else if (buf[6] === CHUNKING_CODE.cdc) {
-    chunking = validateChunking({ kind: 'cdc', min: buf.readUInt32LE(20), avg: buf.readUInt32LE(24), max: buf.readUInt32LE(28) })
+    chunking = validateChunking({ kind: 'cdc', min: buf.readUInt32LE(20), avg: buf.readUInt32LE(24), max: buf.readUInt32LE(28), fileCuts: buf[7] === FLAG_FILE_CUTS })
   } else {
     throw VmifsError.manifest('MANIFEST_BAD_CHUNKING', `unknown chunking code ${buf[6]}`)
   }

@@ -3,13 +3,13 @@ import { createChunker } from '../../src/manifests/chunker.js'
 import { type Chunking, ZERO_BLOCK, zeroRunMin } from '../../src/manifests/chunking.js'
 import { type CdcParams, makeCutter, referenceCut } from '../../src/manifests/fastcdc.js'
 import { blake3Hex } from '../../src/util/hash.js'
-import { randomBuffer } from '../helpers/random.js'
+import { prng, randomBuffer } from '../helpers/random.js'
 
 interface Entry { offset: number, length: number, zero: boolean, data?: Buffer }
 
 /** Runs a chunker over input, pushed in pieces whose sizes cycle through `sizes` (one piece if empty). */
-function chunk (c: Chunking, input: Buffer, sizes: number[] = []): Entry[] {
-  const ch = createChunker(c)
+function chunk (c: Chunking, input: Buffer, sizes: number[] = [], cuts?: Float64Array): Entry[] {
+  const ch = createChunker(c, cuts)
   const out: Entry[] = []
   const keep = (xs: ReturnType<typeof ch.push>): void => {
     // data views are only valid until the next push: copy them now
@@ -253,4 +253,76 @@ test('cdc: boundaries survive an insertion and a deletion', (t) => {
   const ins = Buffer.concat([base.subarray(0, 1000), Buffer.from([1]), base.subarray(1000)])
   const d = diff(base, ins, { kind: 'fixed', chunkSize: 65536 })
   t.is(d.changed, d.after)
+})
+
+/** Data of random lengths (block multiples) with zero runs of 1 to 3 blocks between some of them. */
+function blocky (seed: number, parts: number): Buffer {
+  const next = prng(seed)
+  const out: Buffer[] = []
+  for (let i = 0; i < parts; i++) {
+    out.push(randomBuffer(4096 * (1 + (next() % 24)), seed * 1000 + i))
+    if (next() % 4 === 0) out.push(Buffer.alloc(4096 * (1 + (next() % 3))))
+  }
+  return Buffer.concat(out)
+}
+
+test('cdc cuts: every forced cut ends an entry, the rest does not depend on push() sizes', (t) => {
+  const cdc: Chunking = { kind: 'cdc', min: 4096, avg: 16384, max: 65536 }
+  for (let seed = 1; seed <= 6; seed++) {
+    const input = blocky(seed, 120)
+    const next = prng(seed + 50)
+    const blocks = input.length / 4096
+    const cuts = Float64Array.from([...new Set(Array.from({ length: 60 }, () => 4096 * (1 + (next() % (blocks - 1)))))].sort((a, b) => a - b))
+    const es = chunk(cdc, input, [], cuts)
+    t.true(reassemble(es).equals(input))
+    const ends = new Set(es.map(e => e.offset + e.length))
+    const zeroAt = (pos: number): boolean => es.some(e => e.zero && e.offset < pos && pos < e.offset + e.length)
+    for (const c of cuts) t.true(ends.has(c) || zeroAt(c), `seed ${seed}: cut at ${c} is inside a data entry`)
+    for (let i = 1; i < es.length; i++) t.false(es[i - 1]!.zero && es[i]!.zero, 'two zero entries in a row')
+    for (const e of es) if (!e.zero) t.true(e.length <= 65536)
+    t.deepEqual(summary(chunk(cdc, input, [4096 * 7, 100_003, 1 << 20], cuts)), summary(es), `seed ${seed}: push sizes changed the result`)
+  }
+})
+
+test('cdc cuts: the data between two cuts is chunked as if it stood alone', (t) => {
+  // the property file cuts exist for: a file's chunks depend on its bytes, not on its neighbours
+  const cdc: Chunking = { kind: 'cdc', min: 4096, avg: 16384, max: 65536 }
+  const files = Array.from({ length: 30 }, (_, i) => randomBuffer(4096 * (1 + (i * 7) % 40), 500 + i))
+  const layout = (order: number[]): { image: Buffer, cuts: Float64Array, at: number[] } => {
+    const parts: Buffer[] = []
+    const cuts: number[] = []
+    const at: number[] = []
+    let pos = 0
+    for (const i of order) {
+      at[i] = pos
+      parts.push(files[i]!)
+      pos += files[i]!.length
+      cuts.push(pos)
+    }
+    return { image: Buffer.concat(parts), cuts: Float64Array.from(cuts.slice(0, -1)), at }
+  }
+  const a = layout(files.map((_, i) => i))
+  const b = layout(files.map((_, i) => (i * 11) % files.length)) // another order: other offsets, other neighbours
+  const ea = summary(chunk(cdc, a.image, [], a.cuts))
+  const eb = summary(chunk(cdc, b.image, [], b.cuts))
+  for (let i = 0; i < files.length; i++) {
+    const alone = summary(chunk(cdc, files[i]!)).map(e => ({ length: e.length, hash: e.hash }))
+    const inA = ea.filter(e => e.offset >= a.at[i]! && e.offset < a.at[i]! + files[i]!.length).map(e => ({ length: e.length, hash: e.hash }))
+    const inB = eb.filter(e => e.offset >= b.at[i]! && e.offset < b.at[i]! + files[i]!.length).map(e => ({ length: e.length, hash: e.hash }))
+    t.deepEqual(inA, alone, `file ${i} in layout a`)
+    t.deepEqual(inB, alone, `file ${i} in layout b`)
+  }
+  // without the cuts, chunks straddle files and the two layouts share less
+  const shared = (x: typeof ea, y: typeof ea): number => {
+    const hs = new Set(y.map(e => e.hash))
+    return x.filter(e => hs.has(e.hash)).reduce((n, e) => n + e.length, 0)
+  }
+  t.is(shared(eb, ea), b.image.length)
+  t.true(shared(summary(chunk(cdc, b.image)), summary(chunk(cdc, a.image))) < b.image.length * 0.9)
+})
+
+test('cdc cuts: fixed chunking ignores cuts', (t) => {
+  const input = randomBuffer(65536 * 3, 61)
+  const fixed: Chunking = { kind: 'fixed', chunkSize: 65536 }
+  t.deepEqual(summary(chunk(fixed, input, [], Float64Array.from([8192, 70000 - 70000 % 4096]))), summary(chunk(fixed, input)))
 })

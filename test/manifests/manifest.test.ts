@@ -94,6 +94,23 @@ test('encode/decode round trip', (t) => {
   }
 })
 
+test('the file-cuts flag: header byte 7 bit 0, in both forms, and part of the digest', (t) => {
+  const cut: Chunking = { kind: 'cdc', min: 16384, avg: 65536, max: 262144, fileCuts: true }
+  const entries: Array<[number, number | null]> = [[100_000, 1], [200_000, null], [5000, 2]]
+  const m = build(cut, entries)
+  const buf = m.encode()
+  t.is(buf[7], 1)
+  t.is(cdcManifest().encode()[7], 0)
+  t.deepEqual(decode(buf).chunking, cut)
+  t.deepEqual(decode(cdcManifest().encode()).chunking, CDC)
+  t.is(fromJson(m.toJson()).digest(), m.digest())
+  t.deepEqual(m.toJson().chunking, cut)
+  t.not(m.digest(), cdcManifest().digest())
+  // false is the same as absent: one canonical form
+  t.is(fromJson({ ...cdcManifest().toJson(), chunking: { ...CDC, fileCuts: false } }).digest(), cdcManifest().digest())
+  rejectsJson(t, { ...cdcManifest().toJson(), chunking: { ...CDC, fileCuts: 'yes' } }, 'MANIFEST_BAD_CHUNKING', 'fileCuts not a boolean')
+})
+
 test('find() returns the entry holding a byte', (t) => {
   const m = build(CDC, [[100_000, 1], [200_000, null], [5000, 2], [1, 3]])
   const cases: Array<[number, number]> = [[0, 0], [99_999, 0], [100_000, 1], [299_999, 1], [300_000, 2], [304_999, 2], [305_000, 3]]
@@ -168,8 +185,10 @@ test('decode rejects a bad header', (t) => {
   rejects(t, edit(good, c => { c[6] = 0 }), 'MANIFEST_BAD_CHUNKING', 'chunking code 0')
   rejects(t, edit(good, c => { c.writeUInt32LE(65535, 24) }), 'MANIFEST_BAD_CHUNKING', 'avg not a power of two')
   rejects(t, edit(good, c => { c.writeUInt32LE(65536, 20) }), 'MANIFEST_BAD_CHUNKING', 'min = avg')
-  rejects(t, edit(good, c => { c[7] = 1 }), 'MANIFEST_NOT_CANONICAL', 'reserved byte')
+  rejects(t, edit(good, c => { c[7] = 2 }), 'MANIFEST_NOT_CANONICAL', 'unknown flag')
+  rejects(t, edit(good, c => { c[7] = 0x81 }), 'MANIFEST_NOT_CANONICAL', 'unknown flag beside file cuts')
   const fixed = fixedManifest().encode()
+  rejects(t, edit(fixed, c => { c[7] = 1 }), 'MANIFEST_NOT_CANONICAL', 'file cuts on a fixed manifest')
   rejects(t, edit(fixed, c => { c.writeUInt32LE(1, 28) }), 'MANIFEST_NOT_CANONICAL', 'unused fixed params')
   rejects(t, edit(fixed, c => { c.writeUInt32LE(3000, 20) }), 'MANIFEST_BAD_CHUNKING', 'fixed size not a power of two')
 })
