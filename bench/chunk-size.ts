@@ -108,7 +108,7 @@ export function cutImage (image: string, img: Buffer, chunking: Chunking, fileCu
   if (pos !== img.length) throw new Error(`${image} ${chunkingLabel(chunking)}: chunks cover ${pos} of ${img.length} bytes`)
   const m = builder.build()
   finishCut(cut, m, t0)
-  checkManifest(image, img, m)
+  checkManifest(image, img, m, fileCuts)
   return cut
 }
 
@@ -133,11 +133,12 @@ export function cutBlocks (image: string, img: Buffer): Cut {
 
 /**
  * Checks what the chunker promises beyond what ManifestBuilder.build() validates: zero entries
- * are all zero, and a CDC data chunk shorter than min only ends a data run (before a zero run
- * or at the end of the image).
+ * are all zero, and a CDC data chunk shorter than min only ends a data run (before a zero run,
+ * at a file cut, or at the end of the image).
  */
-function checkManifest (image: string, img: Buffer, m: Manifest): void {
+function checkManifest (image: string, img: Buffer, m: Manifest, fileCuts?: Float64Array): void {
   const z = native()
+  const cutSet = new Set(fileCuts ?? [])
   const where = `${image} ${chunkingLabel(m.chunking)}`
   for (let i = 0; i < m.count; i++) {
     const a = m.offsets[i]!
@@ -147,7 +148,7 @@ function checkManifest (image: string, img: Buffer, m: Manifest): void {
         const view = img.subarray(p, Math.min(p + PIECE, a + len))
         if (z.zeroBlocks(view, view.length)[0] !== 1) throw new Error(`${where}: zero entry ${i} at ${a}+${len} holds data`)
       }
-    } else if (m.chunking.kind === 'cdc' && len < m.chunking.min && i + 1 < m.count && m.zero[i + 1] === 0) {
+    } else if (m.chunking.kind === 'cdc' && len < m.chunking.min && i + 1 < m.count && m.zero[i + 1] === 0 && !(m.chunking.fileCuts === true && cutSet.has(a + len))) {
       throw new Error(`${where}: data entry ${i} at ${a} is ${len} bytes (< min ${m.chunking.min}) and a data entry follows`)
     }
   }

@@ -23,6 +23,7 @@ import { FactSync } from './index/sync.js'
 import { FleetImages, type PublishedImage } from './index/fleet-images.js'
 import { HolderDirectory, ORIGIN_ID } from './holders/directory.js'
 import { Announcer } from './holders/announcer.js'
+import { ChunkPlaces } from './index/chunk-places.js'
 import { Fetcher } from './fetcher/fetcher.js'
 import { OriginClient } from './peer/origin-client.js'
 import { TraceRecorder, type SessionTrace } from './prefetch/trace-recorder.js'
@@ -103,8 +104,10 @@ export class Agent extends Resource {
     if (fixed > 0) log.info({ entries: fixed }, 'reconciled pin flags')
 
     this.facts = new FactStore(dd.db, config.hostId)
-    this.directory = new HolderDirectory(this.facts, dd.catalog, config.hostId, fleet.links, fleet.origin)
-    this.announcer = new Announcer(this.facts, dd.catalog, dd.store, log)
+    // one chunk index for both: who may hold a chunk, and which entries a cached chunk fills
+    const places = new ChunkPlaces(dd.catalog)
+    this.directory = new HolderDirectory(this.facts, dd.catalog, config.hostId, fleet.links, fleet.origin, places)
+    this.announcer = new Announcer(this.facts, dd.catalog, dd.store, log, undefined, places)
     if (this.fleetMode) {
       this.fetcher = new Fetcher(dd.store, this.directory, this.stats, log, {
         token: fleet.token,

@@ -128,15 +128,14 @@ export class ChunkStore {
   async putAsync (hashHex: string, data: Buffer, opts?: { verified?: boolean, pin?: boolean }): Promise<boolean> {
     const key = this.admit(hashHex, data, opts)
     if (key === undefined) return false
-    const dir = path.join(this.chunkDir, hashHex.slice(0, 2))
-    if (!this.dirsMade.has(dir)) {
-      await fsp.mkdir(dir, { recursive: true })
-      this.dirsMade.add(dir)
+    const { newDir, tmp, dest } = this.placeFor(hashHex)
+    if (newDir !== undefined) {
+      await fsp.mkdir(newDir, { recursive: true })
+      this.dirsMade.add(newDir)
     }
-    const tmp = path.join(this.tmpDir, `${process.pid}-${this.tmpSeq++}`)
     try {
       await fsp.writeFile(tmp, data)
-      await fsp.rename(tmp, this.pathOf(hashHex))
+      await fsp.rename(tmp, dest)
     } catch (err) {
       await fsp.rm(tmp, { force: true })
       throw err
@@ -178,12 +177,11 @@ export class ChunkStore {
    * 16 KiB files), which made a full import cost several times its chunking and hashing.
    */
   writeFile (hashHex: string, data: Buffer): void {
-    const dir = path.join(this.chunkDir, hashHex.slice(0, 2))
-    if (!this.dirsMade.has(dir)) {
-      fs.mkdirSync(dir, { recursive: true })
-      this.dirsMade.add(dir)
+    const { newDir, tmp, dest } = this.placeFor(hashHex)
+    if (newDir !== undefined) {
+      fs.mkdirSync(newDir, { recursive: true })
+      this.dirsMade.add(newDir)
     }
-    const tmp = path.join(this.tmpDir, `${process.pid}-${this.tmpSeq++}`)
     try {
       const fd = fs.openSync(tmp, 'w')
       try {
@@ -191,11 +189,17 @@ export class ChunkStore {
       } finally {
         fs.closeSync(fd)
       }
-      fs.renameSync(tmp, this.pathOf(hashHex))
+      fs.renameSync(tmp, dest)
     } catch (err) {
       fs.rmSync(tmp, { force: true })
       throw err
     }
+  }
+
+  /** Where a new chunk file goes: a fresh temp name, its final path, and its directory if not made yet. */
+  private placeFor (hashHex: string): { newDir: string | undefined, tmp: string, dest: string } {
+    const dir = path.join(this.chunkDir, hashHex.slice(0, 2))
+    return { newDir: this.dirsMade.has(dir) ? undefined : dir, tmp: path.join(this.tmpDir, `${process.pid}-${this.tmpSeq++}`), dest: this.pathOf(hashHex) }
   }
 
   /** Records written chunk files in one transaction; returns what was new. Evicts if over capacity. */

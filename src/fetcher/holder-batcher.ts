@@ -28,6 +28,29 @@ export function fetchQuality (bandwidthBps: number): number {
 
 interface Pending { hash: string, size: number, resolve: (b: Buffer | null) => void, reject: (e: unknown) => void }
 
+/**
+ * One request to a holder, accounted the same way wherever it is made (reads, prefetch,
+ * replicate): a request, the bytes as they arrive on the wire, its latency or an error, and the
+ * link's busy period and RTT. Resolves with what `run` resolves with; rethrows its error.
+ */
+export async function timedRequest<T> (link: LinkStats, hs: HolderStats, run: (onBytes: (n: number) => void) => Promise<T>): Promise<{ value: T, wire: number }> {
+  const t0 = performance.now()
+  hs.requests++
+  link.start()
+  let wire = 0
+  try {
+    const value = await run((n) => { wire += n; link.received(n); hs.wireBytes += n })
+    const ms = performance.now() - t0
+    link.finish(wire, ms, true)
+    hs.latency.record(ms)
+    return { value, wire }
+  } catch (err) {
+    link.finish(0, performance.now() - t0, false)
+    hs.errors++
+    throw err
+  }
+}
+
 export class HolderBatcher {
   private queue: Pending[] = []
   private scheduled = false
@@ -60,28 +83,19 @@ export class HolderBatcher {
   }
 
   private async send (batch: Pending[]): Promise<void> {
-    const t0 = performance.now()
     const signal = AbortSignal.timeout(this.timeoutMs)
     const expected = batch.reduce((n, p) => n + p.size, 0)
-    this.stats.requests++
-    this.link.start()
+    // over a link slower than COMPRESS_BELOW_BPS (as measured) the holder is asked for brotli,
+    // at the quality the link leaves time for: it answers compressed when that pays
+    const compress = this.link.bandwidthBps <= COMPRESS_BELOW_BPS
+    const client = this.client
     try {
-      const onBytes = (n: number): void => { this.link.received(n); this.stats.wireBytes += n }
-      // over a link slower than COMPRESS_BELOW_BPS (as measured) the holder is asked for brotli,
-      // at the quality the link leaves time for: it answers compressed when that pays
-      const compress = this.link.bandwidthBps <= COMPRESS_BELOW_BPS
-      const results = (batch.length === 1 && !compress) || !(this.client instanceof PeerClient)
-        ? await Promise.all(batch.map(p => this.client.chunk(p.hash, signal, onBytes)))
-        : await this.client.chunks(batch.map(p => p.hash), signal, onBytes, compress ? { compress, quality: fetchQuality(this.link.bandwidthBps) } : {})
-      const ms = performance.now() - t0
-      let got = 0
-      for (const r of results) if (r) got += r.length
-      this.link.finish(got, ms, true)
-      this.stats.latency.record(ms)
+      const { value: results } = await timedRequest(this.link, this.stats, async (onBytes) =>
+        (batch.length === 1 && !compress) || !(client instanceof PeerClient)
+          ? await Promise.all(batch.map(p => client.chunk(p.hash, signal, onBytes)))
+          : await client.chunks(batch.map(p => p.hash), signal, onBytes, compress ? { compress, quality: fetchQuality(this.link.bandwidthBps) } : {}))
       batch.forEach((p, i) => p.resolve(results[i] ?? null))
     } catch (err) {
-      this.link.finish(0, performance.now() - t0, false)
-      this.stats.errors++
       this.link.demote()
       for (const p of batch) p.reject(err)
     } finally {

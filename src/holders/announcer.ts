@@ -6,6 +6,7 @@
 import os from 'node:os'
 import type { Catalog } from '../index/catalog.js'
 import type { FactStore } from '../index/facts.js'
+import { ChunkPlaces, type PlacesSnapshot } from '../index/chunk-places.js'
 import type { ChunkStore } from '../cache/chunk-store.js'
 import { toRanges } from './holdings.js'
 import type { Logger } from '../util/log.js'
@@ -15,9 +16,8 @@ export class Announcer {
   private closed = false
   /** per manifest digest: 1 where this host's cache holds the entry */
   private readonly held = new Map<string, Uint8Array>()
-  /** chunk hash -> [digest index, entry, digest index, entry, ...] over every known manifest */
-  private index: Map<string, number[]> | undefined
-  private digests: string[] = []
+  /** the chunk index the last full recount used: `held` has a bitmap for each of its digests */
+  private counted: PlacesSnapshot | undefined
   private readonly dirty = new Set<string>()
   private full = true
 
@@ -26,7 +26,8 @@ export class Announcer {
     private readonly catalog: Catalog,
     private readonly store: ChunkStore,
     private readonly log: Logger,
-    private readonly debounceMs = 300
+    private readonly debounceMs = 300,
+    private readonly places = new ChunkPlaces(catalog)
   ) {}
 
   publishHost (endpoint: string | undefined, price: number, site: { rttMs?: number, storagePrice?: number } = {}): void {
@@ -73,10 +74,11 @@ export class Announcer {
    * manifests' holdings soon, without asking the cache about every other entry again.
    */
   cached (hash: string): void {
-    const places = this.index?.get(hash)
-    if (!places || this.full) { if (!this.index) this.full = true; this.arm(); return }
+    const snap = this.counted
+    const places = snap?.byHash.get(hash)
+    if (!snap || !places || this.full) { if (!snap) this.full = true; this.arm(); return }
     for (let k = 0; k < places.length; k += 2) {
-      const d = this.digests[places[k]!]!
+      const d = snap.digests[places[k]!]!
       const h = this.held.get(d)
       if (!h) continue
       h[places[k + 1]!] = 1
@@ -101,25 +103,17 @@ export class Announcer {
   publishHoldings (): void {
     this.full = false
     this.dirty.clear()
-    const digests = [...new Set(this.catalog.listImages().map(r => r.digest))]
+    const snap = this.places.fresh()
     this.held.clear()
-    const index = new Map<string, number[]>()
-    digests.forEach((d, di) => {
+    for (const d of snap.digests) {
       const m = this.catalog.manifest(d)
-      if (!m) return
+      if (!m) continue
       const bits = new Uint8Array(m.count)
-      for (let i = 0; i < m.count; i++) {
-        if (m.zero[i] === 1) continue
-        const hash = m.hashHexAt(i)
-        const l = index.get(hash)
-        if (l) l.push(di, i); else index.set(hash, [di, i])
-        if (this.store.has(hash)) bits[i] = 1
-      }
+      for (let i = 0; i < m.count; i++) if (m.zero[i] === 0 && this.store.has(m.hashHexAt(i))) bits[i] = 1
       this.held.set(d, bits)
       this.publishOne(d, bits)
-    })
-    this.digests = digests
-    this.index = index
+    }
+    this.counted = snap
     for (const f of this.facts.byPrefix('hold/')) {
       if (f.origin === this.facts.self && !this.held.has(f.key.slice(5))) this.facts.publish(f.key, null)
     }

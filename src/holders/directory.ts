@@ -1,10 +1,11 @@
 // Who holds what, from the global metadata table: hosts (`host` facts: endpoint, egress price),
 // holdings (`hold/<digest>` facts: entry ranges), and this host's link measurements. Contract:
 // candidates() lists every other host whose announced holdings contain the chunk, in any manifest
-// that uses it (a reverse index hash -> (manifest, entry)); rank() orders them by the cost model,
+// that uses it (the catalog's ChunkPlaces: hash -> (manifest, entry)); rank() orders them by the cost model,
 // demoted holders last; the origin store, if configured, is always the last resort.
 import type { Catalog } from '../index/catalog.js'
 import type { FactStore } from '../index/facts.js'
+import { ChunkPlaces } from '../index/chunk-places.js'
 import { type Ranges, inRanges, validRanges } from './holdings.js'
 import { type CostParams, type LinkSeed, LinkStats, holderCost } from './link-stats.js'
 
@@ -14,7 +15,6 @@ export interface HostInfo { hostId: string, endpoint: string, price: number }
 
 export class HolderDirectory {
   private readonly links = new Map<string, LinkStats>()
-  private reverse: Map<string, Array<[string, number]>> | undefined
   private readonly rangesCache = new Map<string, { seq: number, ranges: Ranges }>()
 
   constructor (
@@ -22,15 +22,16 @@ export class HolderDirectory {
     private readonly catalog: Catalog,
     private readonly self: string,
     private readonly seeds: Record<string, LinkSeed> = {},
-    readonly originUrl?: string
+    readonly originUrl?: string,
+    private readonly places = new ChunkPlaces(catalog)
   ) {
     facts.onChange((changed) => {
-      if (changed.some(f => f.key.startsWith('image/'))) this.reverse = undefined
+      if (changed.some(f => f.key.startsWith('image/'))) this.places.invalidate()
     })
   }
 
-  /** The catalog changed (an image was added or removed): rebuild the reverse index lazily. */
-  invalidate (): void { this.reverse = undefined }
+  /** The catalog changed (an image was added or removed): rebuild the chunk index lazily. */
+  invalidate (): void { this.places.invalidate() }
 
   host (hostId: string): HostInfo | undefined {
     if (hostId === ORIGIN_ID) return this.originUrl ? { hostId, endpoint: this.originUrl, price: this.seeds[ORIGIN_ID]?.price ?? 0 } : undefined
@@ -53,23 +54,6 @@ export class HolderDirectory {
 
   allLinks (): LinkStats[] { return [...this.links.values()] }
 
-  private reverseIndex (): Map<string, Array<[string, number]>> {
-    if (this.reverse) return this.reverse
-    const r = new Map<string, Array<[string, number]>>()
-    for (const img of this.catalog.listImages()) {
-      const m = this.catalog.manifest(img.digest)
-      if (!m) continue
-      for (let i = 0; i < m.count; i++) {
-        if (m.zero[i] === 1) continue
-        const h = m.hashHexAt(i)
-        const l = r.get(h)
-        if (l) { if (!l.some(([d]) => d === img.digest)) l.push([img.digest, i]) } else r.set(h, [[img.digest, i]])
-      }
-    }
-    this.reverse = r
-    return r
-  }
-
   private ranges (origin: string, digest: string): Ranges | undefined {
     const f = this.facts.get(origin, `hold/${digest}`)
     if (!f || f.value === null) return undefined
@@ -85,12 +69,17 @@ export class HolderDirectory {
   /** Other hosts that announced holding this chunk (plus the origin store, if any). */
   candidates (hash: string): string[] {
     const out = new Set<string>()
-    const places = this.reverseIndex().get(hash) ?? []
+    const snap = this.places.current()
+    const places = snap.byHash.get(hash) ?? []
     for (const f of this.facts.byPrefix('hold/')) {
       if (f.origin === this.self) continue
       const digest = f.key.slice(5)
-      for (const [d, i] of places) {
-        if (d === digest && this.ranges(f.origin, d) && inRanges(this.ranges(f.origin, d)!, i)) { out.add(f.origin); break }
+      // the first entry of that manifest with this hash says it: a host holds all or none of them
+      for (let k = 0; k < places.length; k += 2) {
+        if (snap.digests[places[k]!] !== digest) continue
+        const r = this.ranges(f.origin, digest)
+        if (r && inRanges(r, places[k + 1]!)) out.add(f.origin)
+        break
       }
     }
     const list = [...out].filter(h => this.host(h) !== undefined)

@@ -17,6 +17,7 @@ import { VmifsError } from '../errors.js'
 import type { HolderDirectory } from '../holders/directory.js'
 import { ORIGIN_ID } from '../holders/directory.js'
 import type { PeerClient } from '../peer/client.js'
+import { timedRequest } from '../fetcher/holder-batcher.js'
 import { MAX_BATCH, brotliQualityFor } from '../peer/wire.js'
 import type { Stats } from '../stats/stats.js'
 import { blake3 } from '../util/hash.js'
@@ -195,26 +196,19 @@ export class Replicator {
       const worker = async (): Promise<void> => {
         while (next < batches.length) {
           const batch = batches[next++]!
-          const t1 = performance.now()
           r.requests++
-          hs.requests++
-          link.start()
           let got: Array<Buffer | null>
-          let wire = 0
+          let wire: number
           try {
-            got = await client.chunks(batch, AbortSignal.timeout(Math.max(d.timeoutMs, 30_000)), (n) => { wire += n; link.received(n) }, { compress: req.compress ?? true, quality })
-            link.finish(wire, performance.now() - t1, true)
-            hs.latency.record(performance.now() - t1)
+            ({ value: got, wire } = await timedRequest(link, hs, async (onBytes) =>
+              await client.chunks(batch, AbortSignal.timeout(Math.max(d.timeoutMs, 30_000)), onBytes, { compress: req.compress ?? true, quality })))
           } catch (err) {
-            link.finish(0, performance.now() - t1, false)
-            hs.errors++
             d.log.warn({ donor: share.donor, chunks: batch.length, err: (err as Error).message }, 'replicate: a batch failed; its chunks go to other holders')
             leftovers.push(...batch)
             r.failed += batch.length
             continue
           }
           r.wireBytes += wire
-          hs.wireBytes += wire
           const stored: Array<{ hash: Buffer, size: number }> = []
           batch.forEach((h, i) => {
             const data = got[i]
