@@ -18,6 +18,7 @@ import { findFileLayout } from '../src/manifests/fs-layout.js'
 import { native } from '../src/native/index.js'
 import { blake3 } from '../src/util/hash.js'
 import { type FetchCost, type ReadSet, bootReadSet, fetchCost, groups } from './lib/boot-set.js'
+import type { BootTrace } from './lib/boot-trace.js'
 import { readWholeSync } from '../src/util/files.js'
 import { KiB, MiB, chunkingLabel, chunkingTitle, markdownTable, mean, num, pct, seconds, takeOption } from './lib/report.js'
 
@@ -366,11 +367,13 @@ export async function main (args: string[]): Promise<void> {
     rows.push(summarize(label, chunking, cuts, sets))
     console.error(`chunk-size: ${label}: ${cuts.map(c => `${c.image} ${c.seconds.toFixed(1)} s`).join(', ')}`)
   }
+  const traceRows = await bootTraceRows()
   const total = seconds(t0)
   console.log(`## Chunk size on the Debian family (${FAMILY.join(', ')}; ${dir})\n`)
   console.log(renderTables(rows, truth))
   console.log(`\n${renderFetch(rows, truth, sets)}`)
   console.log(`\nThe boot read set, by where the files are (a file counts once, by inode):\n\n${renderReadSets(sets)}`)
+  if (traceRows !== undefined) console.log(`\n${renderTraceRows(traceRows)}`)
   console.log(`\n(${num(total, 1)} s in all)`)
   if (jsonFile !== undefined) {
     const out = {
@@ -381,9 +384,56 @@ export async function main (args: string[]): Promise<void> {
       images: truthCuts.map(c => ({ name: c.image, size: c.size, nonZeroBytes4k: c.dataBytes })),
       readSets: [...sets.values()].map(({ ranges: _, ...set }) => set),
       groundTruth: truth,
-      chunkings: rows
+      chunkings: rows,
+      bootTrace: traceRows
     }
     fs.writeFileSync(jsonFile, JSON.stringify(out, null, 2) + '\n')
     console.error(`chunk-size: wrote ${jsonFile}`)
   }
+}
+
+const BOOTABLE = '/var/tmp/vmifs-bench/bootable'
+const TRACE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bench/fixtures/boot-trace.json')
+
+interface TraceRow { label: string, dataChunks: number, touched: number, fetchedBytes: number, amplification: number, notInSibling: number }
+
+/**
+ * The reads of a real boot (bench/fixtures/boot-trace.json, recorded on boot-a.img) priced under
+ * each CDC chunking: chunks touched, bytes fetched over distinct bytes read, and the share of the
+ * distinct bytes read in chunks boot-b.img (the sibling) lacks. Needs the boot benchmark's images
+ * (`npm run bench -- boot` builds them); skipped without them.
+ */
+async function bootTraceRows (): Promise<TraceRow[] | undefined> {
+  const a = path.join(BOOTABLE, 'boot-a.img')
+  const b = path.join(BOOTABLE, 'boot-b.img')
+  if (!fs.existsSync(a) || !fs.existsSync(b)) { console.error(`chunk-size: no ${a} and ${b}: the boot trace section is skipped (npm run bench -- boot builds them)`); return undefined }
+  const trace = JSON.parse(fs.readFileSync(TRACE, 'utf8')) as BootTrace
+  const ranges = trace.reads.map(([, offset, length]) => ({ start: offset, end: offset + length }))
+  const [imgA, imgB] = [readWholeSync(a), readWholeSync(b)]
+  const cutsOf = async (img: Buffer): Promise<Float64Array> => (await findFileLayout(async (pos, len) => img.subarray(pos, pos + len), img.length, ZERO_BLOCK)).cuts
+  const [cutsA, cutsB] = [await cutsOf(imgA), await cutsOf(imgB)]
+  const rows: TraceRow[] = []
+  for (const chunking of [...CHUNKINGS.filter(c => c.kind === 'cdc'), BLOCKS]) {
+    const [ca, cb] = chunking === BLOCKS ? [cutBlocks('boot-a', imgA), cutBlocks('boot-b', imgB)] : [cutImage('boot-a', imgA, chunking, cutsA), cutImage('boot-b', imgB, chunking, cutsB)]
+    const cost = fetchCost(ca.manifest!, ranges, cb.chunks)
+    rows.push({
+      label: chunking === BLOCKS ? '4 KiB blocks (ground truth)' : chunkingTitle(chunking),
+      dataChunks: ca.dataChunks,
+      touched: cost.chunks,
+      fetchedBytes: cost.bytes,
+      amplification: cost.bytes / trace.distinctBytes,
+      notInSibling: cost.newBytes! / trace.distinctBytes
+    })
+    console.error(`chunk-size: boot trace, ${rows[rows.length - 1]!.label}: ${cost.chunks} chunks touched`)
+  }
+  return rows
+}
+
+function renderTraceRows (rows: TraceRow[]): string {
+  return `The reads of a real boot of boot-a.img (bench/fixtures/boot-trace.json; the boot benchmark's images), priced the same way:
+fetched = distinct data chunks the reads touch, over the distinct bytes read; "not in boot-b" = bytes of those chunks whose
+hash boot-b.img (the sibling: the same files at other offsets, plus openssh and nginx) lacks, over the distinct bytes read:
+
+${markdownTable(['chunking', 'data chunks in boot-a', 'chunks touched', 'fetched MiB', 'fetched / read', 'not in boot-b'],
+    rows.map(r => [r.label, num(r.dataChunks), num(r.touched), num(r.fetchedBytes / MiB, 2), `${r.amplification.toFixed(3)}×`, pct(r.notInSibling)]))}`
 }

@@ -27,7 +27,7 @@ import { ChunkPlaces } from './index/chunk-places.js'
 import { Fetcher } from './fetcher/fetcher.js'
 import { OriginClient } from './peer/origin-client.js'
 import { TraceRecorder, type SessionTrace } from './prefetch/trace-recorder.js'
-import { UsageModel } from './prefetch/usage-model.js'
+import { type ModelDonor, UsageModel } from './prefetch/usage-model.js'
 import { Prefetcher } from './prefetch/prefetcher.js'
 import { RecencyTracker } from './prefetch/recency.js'
 import { CatalogClusters } from './planner/clusters.js'
@@ -162,6 +162,8 @@ export class Agent extends Resource {
     if (fetcher) {
       this.prefetcher = new Prefetcher({
         model: (d) => this.model(d),
+        donors: (d) => this.modelDonors(d),
+        inherited: (d, from, share) => { log.info({ digest: d, from, share: Math.round(share * 1000) / 1000 }, 'prefetch: no model of this image yet; using one inherited from a related image') },
         manifest: (d) => dd.catalog.manifest(d),
         has: (h) => dd.store.has(h),
         fetch: async (hash, size) => { await fetcher.ensure({ hash, size }, { alpha: config.fetch.prefetchAlpha, hedge: false }) },
@@ -350,6 +352,22 @@ export class Agent extends Resource {
   }
 
   /** The fleet's usage model of an image: every host's model merged. */
+  /** Every other image with a model whose manifest this host knows: candidates to inherit from. */
+  private modelDonors (digest: string): ModelDonor[] {
+    const byDigest = new Map<string, UsageModel[]>()
+    for (const f of this.facts?.byPrefix('model/') ?? []) {
+      const d = f.key.slice(6)
+      const m = d === digest ? undefined : UsageModel.fromJson(f.value)
+      if (m) byDigest.set(d, [...(byDigest.get(d) ?? []), m])
+    }
+    const out: ModelDonor[] = []
+    for (const [d, models] of byDigest) {
+      const manifest = this.dd?.catalog.manifest(d)
+      if (manifest) out.push({ digest: d, manifest, model: UsageModel.merge(models) })
+    }
+    return out
+  }
+
   model (digest: string): UsageModel {
     const models = (this.facts?.byKey(`model/${digest}`) ?? []).map(f => UsageModel.fromJson(f.value)).filter((x): x is UsageModel => x !== undefined)
     return UsageModel.merge(models)

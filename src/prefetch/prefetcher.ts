@@ -12,11 +12,15 @@
 // session they were fetched for), and the same in bytes.
 import PQueue from 'p-queue'
 import type { Manifest } from '../manifests/manifest.js'
-import type { UsageModel } from './usage-model.js'
+import { type ModelDonor, type UsageModel, inheritModel } from './usage-model.js'
 import type { PrefetchStats } from '../stats/stats.js'
 
 export interface PrefetchDeps {
   model (digest: string): UsageModel
+  /** other images' models (with their manifests), for an image that has none yet */
+  donors?: (digest: string) => ModelDonor[]
+  /** told when an image's session starts with a model inherited from another image */
+  inherited?: (digest: string, from: string, share: number) => void
   manifest (digest: string): Manifest | undefined
   has (hash: string): boolean
   fetch (hash: string, size: number): Promise<void>
@@ -127,7 +131,16 @@ export class Prefetcher {
     const st = this.state(digest)
     st.session = true
     if (st.expiry) { clearTimeout(st.expiry); st.expiry = undefined }
-    const model = this.deps.model(digest)
+    let model = this.deps.model(digest)
+    if (model.n === 0 && this.deps.donors) {
+      // no session of this image yet: a new version or a sibling may have taught the fleet
+      const got = inheritModel(m, this.deps.donors(digest), this.opts.threshold)
+      if (got) {
+        model = got.model
+        this.deps.stats.inherited++
+        this.deps.inherited?.(digest, got.from, got.share)
+      }
+    }
     for (const i of model.likely(this.opts.threshold)) {
       if (i >= m.count || m.zero[i] === 1) continue
       this.enqueue(st, m.hashHexAt(i), m.lengthAt(i), MODEL_PRIORITY)

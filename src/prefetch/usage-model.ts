@@ -5,6 +5,8 @@
 // that a session reads an entry is smoothed (Laplace), so one session is not taken as certainty.
 // Models from several hosts merge by adding counts and pooling the recorded times.
 
+import type { Manifest } from '../manifests/manifest.js'
+
 export const DECAY = 0.9
 const TIMES_KEPT = 8
 
@@ -82,3 +84,47 @@ export class UsageModel {
 }
 
 const round = (x: number): number => Math.round(x * 1000) / 1000
+
+export interface ModelDonor { digest: string, manifest: Manifest, model: UsageModel }
+
+/**
+ * A model for an image no session has read yet, inherited from a related image that has one: a
+ * new version of the image, or a sibling built from the same packages. Each of the donor's entries
+ * maps, by chunk hash, onto the first entry of the target holding the same chunk, with its counts
+ * and times. The donor chosen is the one whose likely entries (at `threshold`) the target holds
+ * most of, by bytes; none when no donor reaches `minShare`. With file cuts (manifests/fs-layout.ts)
+ * siblings share the chunks of every common file, which is what makes the mapping hit.
+ */
+export function inheritModel (target: Manifest, donors: ModelDonor[], threshold: number, minShare = 0.5): { model: UsageModel, from: string, share: number } | undefined {
+  if (donors.length === 0) return undefined
+  const firstEntry = new Map<string, number>()
+  for (let i = target.count - 1; i >= 0; i--) if (target.zero[i] === 0) firstEntry.set(target.hashHexAt(i), i)
+  let best: { donor: ModelDonor, share: number } | undefined
+  for (const d of donors) {
+    if (d.model.n <= 0) continue
+    let total = 0
+    let held = 0
+    for (const i of d.model.likely(threshold)) {
+      if (i >= d.manifest.count || d.manifest.zero[i] === 1) continue
+      const len = d.manifest.lengthAt(i)
+      total += len
+      if (firstEntry.has(d.manifest.hashHexAt(i))) held += len
+    }
+    const share = total === 0 ? 0 : held / total
+    if (share >= minShare && (best === undefined || share > best.share)) best = { donor: d, share }
+  }
+  if (best === undefined) return undefined
+  const { manifest, model } = best.donor
+  const out = new UsageModel()
+  out.n = model.n
+  for (const [i, e] of model.entries) {
+    if (i >= manifest.count || manifest.zero[i] === 1) continue
+    const j = firstEntry.get(manifest.hashHexAt(i))
+    if (j === undefined) continue
+    const o = out.entries.get(j)
+    // two donor entries with one chunk: the likelier, and the earlier times
+    if (o === undefined) out.entries.set(j, { count: e.count, times: [...e.times] })
+    else { o.count = Math.max(o.count, e.count); o.times = [...o.times, ...e.times].sort((a, b) => a - b).slice(0, TIMES_KEPT) }
+  }
+  return { model: out, from: best.donor.digest, share: best.share }
+}

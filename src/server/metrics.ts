@@ -48,6 +48,7 @@ export function createMetrics (src: MetricsSource): () => Promise<{ contentType:
   counter('vmifs_prefetch_used_bytes_total', 'Bytes of prefetched chunks a read then used', () => s.prefetch.usedBytes)
   counter('vmifs_prefetch_wasted_bytes_total', 'Bytes of prefetched chunks their session never read', () => s.prefetch.wastedBytes)
   counter('vmifs_prefetch_hinted_total', 'Chunks queued by migration hints', () => s.prefetch.hinted)
+  counter('vmifs_prefetch_inherited_models_total', 'Read sessions that started with a usage model inherited from a related image', () => s.prefetch.inherited)
   counter('vmifs_prefetch_skipped_no_room_total', 'Prefetches skipped because the cache is full of what the session uses', () => s.prefetch.skippedNoRoom)
   counter('vmifs_demand_fetched_chunks_total', 'Chunks fetched for reads (by a read, or by the read-ahead), each once', () => s.demandFetchedChunks)
   gauge('vmifs_prefetch_precision_ratio', 'Prefetch precision: used / issued', () => prefetchPrecision(s))

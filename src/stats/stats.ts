@@ -13,10 +13,12 @@ export interface PrefetchStats {
   late: number
   hinted: number
   skippedNoRoom: number
+  /** sessions that started with a model inherited from another image (no model of their own) */
+  inherited: number
 }
 
 export function newPrefetchStats (): PrefetchStats {
-  return { issued: 0, used: 0, wasted: 0, failed: 0, bytes: 0, usedBytes: 0, wastedBytes: 0, late: 0, hinted: 0, skippedNoRoom: 0 }
+  return { issued: 0, used: 0, wasted: 0, failed: 0, bytes: 0, usedBytes: 0, wastedBytes: 0, late: 0, hinted: 0, skippedNoRoom: 0, inherited: 0 }
 }
 
 export interface ImageStats { hitBytes: number, missBytes: number, readOps: number }

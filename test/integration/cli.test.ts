@@ -32,6 +32,31 @@ test('import rejects bad input with stable codes and exit status 1', (t) => {
   t.is(vmifs(['frobnicate']).code, 2)
 })
 
+test('import cuts at the files of an ext4 image unless told not to; --file-cuts is checked', (t) => {
+  const dir = tmpdir()
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const data = path.join(dir, 'data')
+  const root = path.join(dir, 'root')
+  fs.mkdirSync(root)
+  for (let i = 0; i < 20; i++) fs.writeFileSync(path.join(root, `f${i}`), Buffer.alloc(3000 + i * 5000, i + 1))
+  const img = path.join(dir, 'fs.img')
+  t.is(spawnSync('mke2fs', ['-q', '-F', '-t', 'ext4', '-d', root, img, '32M']).status, 0)
+  const on = vmifs(['import', img, '--name', 'e', '--json', '--data-dir', data])
+  t.is(on.code, 0, on.stderr)
+  const r = JSON.parse(on.stdout) as { filesystems: Array<{ offset: number, type: string, files: number }> }
+  t.like(r.filesystems, [{ offset: 0, type: 'ext4', files: 20 }])
+  const chunkingOf = (name: string): unknown => (JSON.parse(vmifs(['manifest', name, '--data-dir', data]).stdout) as { chunking: unknown }).chunking
+  t.deepEqual(chunkingOf('e'), { kind: 'cdc', min: 4096, avg: 16384, max: 65536, fileCuts: true })
+  t.is(vmifs(['import', img, '--name', 'e-plain', '--file-cuts', 'off', '--data-dir', data]).code, 0)
+  t.deepEqual(chunkingOf('e-plain'), { kind: 'cdc', min: 4096, avg: 16384, max: 65536 })
+  const code = (args: string[]): string | undefined => /\[([A-Z_]+)\]\s*$/.exec(vmifs([...args, '--data-dir', data]).stderr)?.[1]
+  t.is(code(['import', img, '--name', 'x', '--file-cuts', 'maybe']), 'USAGE')
+  t.is(code(['import', img, '--name', 'x', '--chunking', 'fixed', '--file-cuts', 'on']), 'USAGE')
+  const cfg = path.join(dir, 'cfg.json')
+  fs.writeFileSync(cfg, JSON.stringify({ chunking: { kind: 'cdc', min: 4096, avg: 16384, max: 65536, fileCuts: 'yes' } }))
+  t.is(code(['import', img, '--name', 'x', '--config', cfg]), 'CONFIG_INVALID')
+})
+
 test('every command has --help', (t) => {
   for (const c of ['import', 'ls', 'export', 'rm', 'fsck', 'agent', 'stats']) {
     const r = vmifs([c, '--help'])

@@ -2,7 +2,7 @@ import test from 'ava'
 import fs from 'node:fs'
 import path from 'node:path'
 import { spawn } from 'node:child_process'
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { request } from 'undici'
 import { Fleet, TOKEN, delayProxy, faultyProxy } from './fleet.js'
 import { makeImage, nodeJson, run, vmifs } from './harness.js'
@@ -344,4 +344,47 @@ test.serial('a host that never read an image prefetches what the fleet\'s model 
   t.true(Math.abs(s.prefetch.recall - used / readEntries.length) < 0.03)
   t.is(s.prefetch.wasted, s.prefetch.issued - s.prefetch.used)
   t.true(s.prefetch.demandFetchedChunks < readEntries.length * 0.6, 'demand misses dropped')
+})
+
+test.serial('a new version no host has read yet inherits its predecessor\'s model: its first session prefetches, and its reads are hits', async (t) => {
+  const f = await Fleet.create(t, ['a', 'b'])
+  const cfg = { sessionIdleMs: 300, syncIntervalMs: 100 }
+  await f.start('a', { peers: ['b'], config: cfg })
+  await f.start('b', { peers: ['a'], config: cfg })
+  const MiB = 1024 * 1024
+  const v1file = path.join(f.dir, 'v1.raw')
+  const v1 = makeImage(v1file, 24) // 8 MiB of random data first
+  // v2: 200 KiB of new data in front, so every byte of v1 sits at another offset
+  const v2 = Buffer.concat([randomBytes(200 * 1024), v1])
+  const v2file = path.join(f.dir, 'v2.raw')
+  fs.writeFileSync(v2file, v2)
+  for (const [file, name] of [[v1file, 'v1'], [v2file, 'v2']]) t.is(vmifs(['import', file, '--name', name, '--data-dir', f.host('a').data]).code, 0)
+  await f.waitFor('both images on b', () => fs.existsSync(f.image('b', 'v1')) && fs.existsSync(f.image('b', 'v2')))
+  const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
+  const readRange = (host: string, name: string, from: number, to: number): string => nodeJson<{ sha: string }>(`
+      import fs from 'node:fs'
+      import { createHash } from 'node:crypto'
+      const fd = fs.openSync(${JSON.stringify(f.image(host, name))}, 'r')
+      const b = Buffer.alloc(${to - from})
+      let n = 0
+      while (n < b.length) n += fs.readSync(fd, b, n, b.length - n, ${from} + n)
+      fs.closeSync(fd)
+      console.log(JSON.stringify({ sha: createHash('sha256').update(b).digest('hex') }))`).sha
+  // A's session of v1: its first 6 MiB
+  t.is(readRange('a', 'v1', 0, 6 * MiB), sha(v1.subarray(0, 6 * MiB)))
+  await f.waitFor('B to see v1\'s model', () => f.stats('b').images.v1.modelSessions === 1)
+  t.is(f.stats('b').images.v2.modelSessions, 0)
+  // B opens v2: no model of v2 anywhere, v1's is inherited
+  const holder = spawn(process.execPath, ['-e', `const fs = require('fs'); const fd = fs.openSync(${JSON.stringify(f.image('b', 'v2'))}, 'r'); setTimeout(() => fs.closeSync(fd), 60000)`])
+  t.teardown(() => { holder.kill() })
+  await f.waitFor('B to inherit a model and prefetch it', () => { const s = f.stats('b'); return s.prefetch.inherited === 1 && s.prefetch.issued > 0 && s.fleet.inFlight === 0 })
+  // the same 6 MiB of content, 200 KiB further into v2
+  const from = 200 * 1024
+  t.is(readRange('b', 'v2', from, from + 6 * MiB), sha(v2.subarray(from, from + 6 * MiB)), 'prefetch never changes the bytes read')
+  const s = f.stats('b')
+  const m = JSON.parse(vmifs(['manifest', 'v2', '--data-dir', f.host('a').data]).stdout) as { chunks: Array<{ offset: number, length: number, hash?: string }> }
+  const readEntries = m.chunks.filter(c => c.hash && c.offset < from + 6 * MiB && c.offset + c.length > from).length
+  t.log(`B read ${readEntries} chunks of v2; prefetch issued ${s.prefetch.issued}, used ${s.prefetch.used}; v2's reads hit ${(100 * s.images.v2.hitRate).toFixed(1)} % of bytes`)
+  t.true(s.prefetch.used >= readEntries * 0.9, 'the inherited model covered the read')
+  t.true(s.images.v2.hitRate >= 0.9, 'the reads were hits')
 })

@@ -1,5 +1,7 @@
 import test from 'ava'
-import { UsageModel } from '../../src/prefetch/usage-model.js'
+import { UsageModel, inheritModel } from '../../src/prefetch/usage-model.js'
+import { type Manifest, ManifestBuilder } from '../../src/manifests/manifest.js'
+import { blake3 } from '../../src/util/hash.js'
 import { TraceRecorder, type SessionTrace } from '../../src/prefetch/trace-recorder.js'
 import { sleep } from '../helpers/tmp.js'
 
@@ -69,4 +71,45 @@ test('a session records first accesses from first open until the last release pl
   r.access('d', 1, 1)
   r.endAll()
   t.is(ended.length, 2)
+})
+
+/** A manifest of 4 KiB data chunks whose hashes are named by the numbers given (0 = a zero run). */
+function manifestOf (names: number[]): Manifest {
+  const b = new ManifestBuilder({ kind: 'fixed', chunkSize: 4096 })
+  for (const n of names) b.add(4096, n === 0 ? null : blake3(Buffer.from(`chunk ${n}`)))
+  return b.build()
+}
+
+test('inheritModel: a new version gets its predecessor model, mapped by chunk hash onto its own entries', (t) => {
+  // v1's chunks 1..8; v2 = an inserted chunk 99 at the front, chunk 5 changed to 55, so every
+  // common chunk sits one entry later
+  const v1 = manifestOf([1, 2, 3, 4, 5, 6, 7, 8])
+  const v2 = manifestOf([99, 1, 2, 3, 4, 55, 6, 7, 8])
+  const model = new UsageModel()
+  for (let s = 0; s < 3; s++) model.addSession(new Map([[0, 10], [2, 20 + s], [4, 40], [7, 70]]))
+  const got = inheritModel(v2, [{ digest: 'v1', manifest: v1, model }], 0.3)
+  t.truthy(got)
+  t.is(got!.from, 'v1')
+  t.is(got!.share, 0.75) // entries 0, 2, 7 of v1's four likely ones are in v2; 4 (chunk 5) is not
+  t.is(got!.model.n, model.n)
+  t.deepEqual(got!.model.likely(0.3), [1, 3, 8])
+  for (const [from, to] of [[0, 1], [2, 3], [7, 8]]) {
+    t.is(got!.model.probability(to), model.probability(from))
+    t.is(got!.model.needTime(to), model.needTime(from))
+  }
+  t.is(got!.model.probability(5), 0.5 / (model.n + 1), 'the changed chunk has no history')
+})
+
+test('inheritModel: the donor whose likely chunks the image holds most of wins; none under the share floor; no model, no donor', (t) => {
+  const target = manifestOf([1, 2, 3, 4, 0, 5, 6])
+  const near = manifestOf([1, 2, 3, 9])
+  const far = manifestOf([1, 7, 8, 9])
+  const m = new UsageModel()
+  m.addSession(new Map([[0, 1], [1, 2], [2, 3], [3, 4]]))
+  const got = inheritModel(target, [{ digest: 'far', manifest: far, model: m }, { digest: 'near', manifest: near, model: m }], 0.3)
+  t.is(got?.from, 'near')
+  t.is(got?.share, 0.75)
+  t.is(inheritModel(target, [{ digest: 'far', manifest: far, model: m }], 0.3), undefined, 'far shares 25 %, under the 50 % floor')
+  t.is(inheritModel(target, [{ digest: 'near', manifest: near, model: new UsageModel() }], 0.3), undefined, 'a donor with no sessions')
+  t.is(inheritModel(target, [], 0.3), undefined)
 })
