@@ -36,7 +36,7 @@ test.serial('.stats holds the documented keys and counts what was read', async (
   const s = JSON.parse(run('cat', [path.join(f.mnt, '.stats')]).stdout)
   for (const k of ['hitOps', 'missOps', 'hitBytes', 'missBytes', 'hitRate', 'sizeBytes', 'capacityBytes', 'evictions']) t.true(k in s.cache, `cache.${k}`)
   t.true('bytes' in s.fetch && 'byHolder' in s.fetch)
-  t.deepEqual(Object.keys(s.prefetch).sort(), ['bytes', 'demandFetchedChunks', 'failed', 'hinted', 'issued', 'late', 'pending', 'precision', 'recall', 'skippedNoRoom', 'used', 'usedBytes', 'wasted', 'wastedBytes'])
+  t.deepEqual(Object.keys(s.prefetch).sort(), ['bytes', 'demandFetchedChunks', 'failed', 'hinted', 'inherited', 'issued', 'late', 'pending', 'precision', 'recall', 'skippedNoRoom', 'used', 'usedBytes', 'wasted', 'wastedBytes'])
   t.is(s.images.disk.size, bytes.length)
   t.is(s.cache.hitBytes, bytes.length) // single host: everything is local, every byte read once
   t.is(s.cache.missBytes, 0)
