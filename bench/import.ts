@@ -13,7 +13,7 @@ import { execFileSync, spawnSync } from 'node:child_process'
 import { DataDir } from '../src/datadir.js'
 import { type Chunking, DEFAULT_CHUNKING } from '../src/manifests/chunking.js'
 import { type ChunkOut, createChunker } from '../src/manifests/chunker.js'
-import { importImage } from '../src/manifests/import.js'
+import { importImage, planCuts } from '../src/manifests/import.js'
 import { ManifestBuilder } from '../src/manifests/manifest.js'
 import { blake3 } from '../src/util/hash.js'
 import { readAt } from '../src/util/files.js'
@@ -100,8 +100,10 @@ export async function timeCompute (file: string, chunking: Chunking): Promise<Ti
   let digest: string
   try {
     const size = (await fh.stat()).size
-    const chunker = createChunker(chunking)
-    const builder = new ManifestBuilder(chunking)
+    // as import does: the file layout first when file cuts are asked for
+    const plan = await planCuts(fh, size, chunking)
+    const chunker = createChunker(plan.chunking, plan.layout?.cuts)
+    const builder = new ManifestBuilder(plan.chunking)
     const take = (out: ChunkOut[]): void => {
       for (const c of out) {
         if (c.zero) { builder.add(c.length, null); zeroBytes += c.length; continue }

@@ -157,7 +157,7 @@ export class Agent extends Resource {
         this.lastDemandEnd = Date.now()
       }
     })
-    this.reader = new ImageReader(dd.store, this.stats, config.memoryCacheBytes, demandFetch)
+    this.reader = new ImageReader(dd.store, this.stats, config.memoryCacheBytes, demandFetch, config.fetch.missAheadKb * 1024)
     this.refreshImages()
     if (fetcher) {
       this.prefetcher = new Prefetcher({

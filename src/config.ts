@@ -24,7 +24,7 @@ export interface FleetConfig {
   syncIntervalMs: number
 }
 
-export interface FetchConfig { alpha: number, prefetchAlpha: number, sigma: number, timeoutMs: number, deadlineMs: number, hedge: boolean }
+export interface FetchConfig { alpha: number, prefetchAlpha: number, sigma: number, timeoutMs: number, deadlineMs: number, hedge: boolean, missAheadKb: number }
 
 export interface Config {
   dataDir: string
@@ -56,7 +56,7 @@ export function defaults (): Config {
     mount: { allowOther: true, readTimeoutMs: 120_000 },
     memoryCacheBytes: 64 * 1024 ** 2,
     fleet: { peers: [], token: process.env.VMIFS_TOKEN ?? '', price: 0, links: {}, syncIntervalMs: 1000 },
-    fetch: { alpha: 0.9, prefetchAlpha: 0.3, sigma: 1, timeoutMs: 5000, deadlineMs: 30_000, hedge: true },
+    fetch: { alpha: 0.9, prefetchAlpha: 0.3, sigma: 1, timeoutMs: 5000, deadlineMs: 30_000, hedge: true, missAheadKb: 64 },
     sessionIdleMs: 10_000,
     site: {},
     policies: {},
@@ -173,7 +173,7 @@ export function loadConfigFile (file: string, base: Config = defaults()): Config
         out.fetch[k] = v
       }
     }
-    for (const k of ['sigma', 'timeoutMs', 'deadlineMs'] as const) if (c.fetch[k] !== undefined) out.fetch[k] = nonNegative(c.fetch[k], `fetch.${k}`)
+    for (const k of ['sigma', 'timeoutMs', 'deadlineMs', 'missAheadKb'] as const) if (c.fetch[k] !== undefined) out.fetch[k] = nonNegative(c.fetch[k], `fetch.${k}`)
     if (c.fetch.hedge !== undefined) out.fetch.hedge = Boolean(c.fetch.hedge)
   }
   if (c.dataDir !== undefined) out.dataDir = String(c.dataDir)

@@ -12,6 +12,14 @@ import { isVmifsError } from '../errors.js'
 const READ_AHEAD_AFTER = 2 * 1024 * 1024
 const READ_AHEAD_MAX = 8 * 1024 * 1024
 const READ_AHEAD_SLACK = 256 * 1024 // the kernel's concurrent requests of one stream arrive out of order, both ways
+/**
+ * The default of `missAhead`: a read that has to go to the network also asks for the uncached
+ * chunks within this many bytes after it, in the same batch request. Reads of an image's files
+ * cluster (a boot reads many small files, laid out next to each other), and with file cuts each
+ * small file is a chunk of its own: without this each neighbour costs a round trip of its own
+ * (measured in the boot benchmark at 100 ms RTT with no model: 66.5 s without, 53.3 s with).
+ */
+export const MISS_AHEAD = 64 * 1024
 
 export class ImageReader {
   private readonly mem = new Map<string, Buffer>() // insertion order = LRU order
@@ -30,7 +38,8 @@ export class ImageReader {
     private readonly store: ChunkStore,
     private readonly stats: Stats,
     private readonly memLimit = 64 * 1024 * 1024,
-    private readonly fetch?: (hash: string, size: number, readAhead: boolean) => Promise<Buffer | undefined>
+    private readonly fetch?: (hash: string, size: number, readAhead: boolean) => Promise<Buffer | undefined>,
+    private readonly missAheadBytes = MISS_AHEAD
   ) {}
 
   /** Called with the first and last entry index each read touches (usage traces). */
@@ -50,7 +59,8 @@ export class ImageReader {
     const jobs: Array<Promise<void>> = []
     const firstEntry = m.find(pos)
     this.onAccess?.(m, firstEntry, m.find(end - 1))
-    for (let i = firstEntry; i < m.count && m.offsets[i]! < end; i++) {
+    let i = firstEntry
+    for (; i < m.count && m.offsets[i]! < end; i++) {
       const a = Math.max(pos, m.offsets[i]!)
       const b = Math.min(end, m.offsets[i + 1]!)
       if (m.zero[i] === 1) {
@@ -74,6 +84,7 @@ export class ImageReader {
       if (!local) { missed = true; missBytes += b - a } else hitBytes += b - a
       jobs.push(this.load(hex, m.lengthAt(i), local).then(buf => { buf.copy(dst, a - pos, a - start, b - start) }))
     }
+    if (missed && this.fetch && this.missAheadBytes > 0) this.missAhead(m, i, end + this.missAheadBytes)
     try {
       await Promise.all(jobs)
     } catch (err) {
@@ -120,6 +131,17 @@ export class ImageReader {
       this.load(hex, m.lengthAt(i), false, true).catch(() => {}) // a read of it will report any failure
     }
     st.ahead = Math.max(st.ahead, to)
+  }
+
+  /** Chunks from entry `from` up to offset `to` the cache lacks: fetched with the read's own (same tick, one batch). */
+  private missAhead (m: Manifest, from: number, to: number): void {
+    for (let i = from; i < m.count && m.offsets[i]! < to; i++) {
+      if (m.zero[i] === 1) continue
+      const hex = m.hashHexAt(i)
+      if (this.mem.has(hex) || this.loading.has(hex) || this.store.has(hex)) continue
+      this.stats.missAheadChunks++
+      this.load(hex, m.lengthAt(i), false, true).catch(() => {}) // a read of it will report any failure
+    }
   }
 
   private load (hex: string, size: number, local: boolean, readAhead = false): Promise<Buffer> {

@@ -57,6 +57,17 @@ export async function openInput (file: string): Promise<{ fh: fsp.FileHandle, si
   return { fh, size: st.size, mtimeMs: st.mtimeMs }
 }
 
+/**
+ * With file cuts asked for (cdc), the image's file layout; the chunking as the manifest will say
+ * it: fileCuts only when files were found to cut at.
+ */
+export async function planCuts (fh: fsp.FileHandle, size: number, chunking: Chunking): Promise<{ chunking: Chunking, layout?: FileLayout }> {
+  if (chunking.kind !== 'cdc' || chunking.fileCuts !== true) return { chunking }
+  const layout = await findFileLayout(async (pos, len) => await readAt(fh, pos, len), size, ZERO_BLOCK)
+  if (layout.cuts.length === 0) return { chunking: { kind: 'cdc', min: chunking.min, avg: chunking.avg, max: chunking.max }, layout }
+  return { chunking, layout }
+}
+
 export async function importImage (dd: DataDir, file: string, opts: ImportOptions): Promise<ImportResult> {
   const t0 = process.hrtime.bigint()
   validateName(opts.name)
@@ -67,13 +78,11 @@ export async function importImage (dd: DataDir, file: string, opts: ImportOption
   const pin = opts.pin ?? true
   const { fh, size, mtimeMs } = await openInput(file)
   let layout: FileLayout | undefined
-  if (chunking.kind === 'cdc' && chunking.fileCuts === true) {
-    layout = await findFileLayout((pos, len) => readAt(fh, pos, len), size, ZERO_BLOCK).catch(async (err: unknown) => {
-      await fh.close()
-      throw new VmifsError('INPUT_UNREADABLE', `${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { file }, { cause: err })
-    })
-    // the manifest says fileCuts only when files were found to cut at
-    if (layout.cuts.length === 0) chunking = { kind: 'cdc', min: chunking.min, avg: chunking.avg, max: chunking.max }
+  try {
+    ({ chunking, layout } = await planCuts(fh, size, chunking))
+  } catch (err) {
+    await fh.close()
+    throw new VmifsError('INPUT_UNREADABLE', `${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { file }, { cause: err })
   }
   const chunker = createChunker(chunking, layout?.cuts)
   const builder = new ManifestBuilder(chunking)

@@ -67,6 +67,7 @@ export class Stats {
   readonly byHolder = new Map<string, HolderStats>()
   fetchFailures = 0
   readAheadChunks = 0
+  missAheadChunks = 0
   demandFetchedChunks = 0
   hedges = 0
   served = { chunks: 0, bytes: 0, manifests: 0, factPages: 0, compressedRawBytes: 0, compressedWireBytes: 0 }
@@ -158,7 +159,7 @@ export function snapshot (i: SnapshotInput): Record<string, unknown> {
       p50Ms: s.readLatency.quantile(0.5),
       p99Ms: s.readLatency.quantile(0.99)
     },
-    fetch: { bytes: s.fetchBytes, wireBytes: [...s.byHolder.values()].reduce((n, h) => n + h.wireBytes, 0), failures: s.fetchFailures, hedges: s.hedges, readAheadChunks: s.readAheadChunks, byHolder },
+    fetch: { bytes: s.fetchBytes, wireBytes: [...s.byHolder.values()].reduce((n, h) => n + h.wireBytes, 0), failures: s.fetchFailures, hedges: s.hedges, readAheadChunks: s.readAheadChunks, missAheadChunks: s.missAheadChunks, byHolder },
     served: { ...s.served },
     prefetch: {
       ...s.prefetch,
