@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url'
 import { type Chunking, ZERO_BLOCK } from '../src/manifests/chunking.js'
 import { type ChunkOut, createChunker } from '../src/manifests/chunker.js'
 import { type Manifest, ManifestBuilder } from '../src/manifests/manifest.js'
-import { findFileLayout } from '../src/manifests/fs-layout.js'
+import { type FileLayout, findFileLayout } from '../src/manifests/fs-layout.js'
 import { native } from '../src/native/index.js'
 import { blake3 } from '../src/util/hash.js'
 import { type FetchCost, type ReadSet, bootReadSet, fetchCost, groups } from './lib/boot-set.js'
@@ -80,6 +80,11 @@ function finishCut (cut: Cut, m: Manifest, t0: bigint): Cut {
   cut.manifestBytes = m.encode().length
   cut.manifest = m
   return cut
+}
+
+/** An image's file cuts (fs-layout.ts reading the image held in memory, as import reads the file). */
+async function fileLayoutOf (img: Buffer): Promise<FileLayout> {
+  return await findFileLayout(async (pos, len) => img.subarray(pos, pos + len), img.length, ZERO_BLOCK)
 }
 
 /** Chunks and hashes an image held in memory, feeding the chunker 16 MiB at a time. */
@@ -354,8 +359,7 @@ export async function main (args: string[]): Promise<void> {
     console.error(`chunk-size: read ${FAMILY[i]} (${num(img.length / MiB)} MiB) in ${seconds(t).toFixed(1)} s`)
     return img
   })
-  // each image's file cuts (fs-layout.ts reads the image in memory here, as import reads the file)
-  const layouts = await Promise.all(images.map(async img => await findFileLayout(async (pos, len) => img.subarray(pos, pos + len), img.length, ZERO_BLOCK)))
+  const layouts = await Promise.all(images.map(fileLayoutOf))
   console.error(`chunk-size: file cuts: ${layouts.map((l, i) => `${FAMILY[i]} ${l.filesystems.map(f => `${f.files} files`).join(', ')}, ${l.cuts.length} cuts`).join('; ')}`)
   const truthCuts = images.map((img, i) => cutBlocks(FAMILY[i]!, img))
   const truth = summarize('4 KiB blocks', BLOCKS, truthCuts, sets)
@@ -410,8 +414,7 @@ async function bootTraceRows (): Promise<TraceRow[] | undefined> {
   const trace = JSON.parse(fs.readFileSync(TRACE, 'utf8')) as BootTrace
   const ranges = trace.reads.map(([, offset, length]) => ({ start: offset, end: offset + length }))
   const [imgA, imgB] = [readWholeSync(a), readWholeSync(b)]
-  const cutsOf = async (img: Buffer): Promise<Float64Array> => (await findFileLayout(async (pos, len) => img.subarray(pos, pos + len), img.length, ZERO_BLOCK)).cuts
-  const [cutsA, cutsB] = [await cutsOf(imgA), await cutsOf(imgB)]
+  const [cutsA, cutsB] = [(await fileLayoutOf(imgA)).cuts, (await fileLayoutOf(imgB)).cuts]
   const rows: TraceRow[] = []
   for (const chunking of [...CHUNKINGS.filter(c => c.kind === 'cdc'), BLOCKS]) {
     const [ca, cb] = chunking === BLOCKS ? [cutBlocks('boot-a', imgA), cutBlocks('boot-b', imgB)] : [cutImage('boot-a', imgA, chunking, cutsA), cutImage('boot-b', imgB, chunking, cutsB)]

@@ -6,7 +6,7 @@ set -euo pipefail
 level=${1:-runtime}
 pkgs=(libfuse2 fuse)                       # libfuse.so.2 for fuse-native, fusermount for unmount
 [ "$level" = test ] || [ "$level" = bench ] && pkgs+=(qemu-utils nginx-light iproute2 openssl e2fsprogs fdisk)  # e2fsprogs, fdisk: ext4 images and partition tables for the file-cut tests
-[ "$level" = bench ] && pkgs+=(b3sum debootstrap e2fsprogs rsync qemu-system-x86 qemu-block-extra nbdkit httpfs2 rclone curl)  # rsync: transfer bench; qemu and the lazy readers: boot bench
+[ "$level" = bench ] && pkgs+=(b3sum debootstrap rsync qemu-system-x86 qemu-block-extra nbdkit httpfs2 rclone curl)  # rsync: transfer bench; qemu and the lazy readers: boot bench
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

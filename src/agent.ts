@@ -351,23 +351,19 @@ export class Agent extends Resource {
     return await this.replicator.replicate(req)
   }
 
-  /** The fleet's usage model of an image: every host's model merged. */
   /** Every other image with a model whose manifest this host knows: candidates to inherit from. */
   private modelDonors (digest: string): ModelDonor[] {
-    const byDigest = new Map<string, UsageModel[]>()
-    for (const f of this.facts?.byPrefix('model/') ?? []) {
-      const d = f.key.slice(6)
-      const m = d === digest ? undefined : UsageModel.fromJson(f.value)
-      if (m) byDigest.set(d, [...(byDigest.get(d) ?? []), m])
-    }
+    const digests = new Set((this.facts?.byPrefix('model/') ?? []).map(f => f.key.slice(6)))
+    digests.delete(digest)
     const out: ModelDonor[] = []
-    for (const [d, models] of byDigest) {
+    for (const d of digests) {
       const manifest = this.dd?.catalog.manifest(d)
-      if (manifest) out.push({ digest: d, manifest, model: UsageModel.merge(models) })
+      if (manifest) out.push({ digest: d, manifest, model: this.model(d) })
     }
     return out
   }
 
+  /** The fleet's usage model of an image: every host's model merged. */
   model (digest: string): UsageModel {
     const models = (this.facts?.byKey(`model/${digest}`) ?? []).map(f => UsageModel.fromJson(f.value)).filter((x): x is UsageModel => x !== undefined)
     return UsageModel.merge(models)

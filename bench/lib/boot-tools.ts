@@ -6,6 +6,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
+import { stop } from './children.js'
 
 export type ImageName = 'boot-a' | 'boot-b'
 
@@ -38,14 +39,8 @@ export async function waitFor (what: string, pred: () => boolean, timeoutMs = 30
   }
 }
 
-export async function stopChild (c: ChildProcess | undefined, graceMs = 5000): Promise<void> {
-  if (c === undefined || c.exitCode !== null || c.signalCode !== null) return
-  const exited = new Promise(resolve => c.once('exit', resolve))
-  c.kill('SIGTERM')
-  const t = setTimeout(() => { try { c.kill('SIGKILL') } catch {} }, graceMs)
-  await exited
-  clearTimeout(t)
-}
+/** SIGTERM, SIGKILL after `graceMs`, and wait for the exit. */
+export async function stopChild (c: ChildProcess | undefined, graceMs = 5000): Promise<void> { await stop(c, graceMs) }
 
 /** Unmounts; a FUSE mount whose server no longer answers has its connection aborted through
  * fusectl first (found in mountinfo: stat() on a stuck mount would hang), then is detached. */

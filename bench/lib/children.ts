@@ -15,9 +15,15 @@ export function waitLine (child: ChildProcess, what: string, timeoutMs = 20_000)
   })
 }
 
-/** SIGTERM, and wait for the exit. */
-export async function stop (child: ChildProcess | undefined): Promise<void> {
-  if (!child || child.exitCode !== null) return
+/**
+ * SIGTERM, and wait for the exit; SIGKILL if it has not exited after `graceMs` (never, when not
+ * given). A child that already exited, also by a signal, is left alone.
+ */
+export async function stop (child: ChildProcess | undefined, graceMs?: number): Promise<void> {
+  if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
+  const exited = new Promise(resolve => child.once('exit', resolve))
   child.kill('SIGTERM')
-  await new Promise(resolve => child.once('exit', resolve))
+  const t = graceMs === undefined ? undefined : setTimeout(() => { try { child.kill('SIGKILL') } catch {} }, graceMs)
+  await exited
+  clearTimeout(t)
 }

@@ -17,9 +17,9 @@ Options:
   --name <name>          image name (A-Z a-z 0-9 . _ + -), shown as <mount>/images/<name>
   --chunking fixed|cdc   chunker (default from config: ${DEFAULT_CHUNKING.kind})
   --chunk-size <size>    fixed: the chunk size; cdc: the average (min = avg/4, max = avg*4)
-  --file-cuts on|off     cdc: also cut where the files of the image's ext2/3/4 filesystems start
-                         and end (whole disk or MBR/GPT partitions), so siblings share every
-                         file's chunks (default from config: on)
+  --file-cuts on|off     cdc: also cut where the files of the image's ext4 filesystems start and
+                         end (extent-mapped files; whole disk or MBR/GPT partitions), so siblings
+                         share every file's chunks (default from config: on)
   --replace              replace an existing image of that name
   --json                 print the result as JSON
   --quiet                no progress bar

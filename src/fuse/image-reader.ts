@@ -13,7 +13,7 @@ const READ_AHEAD_AFTER = 2 * 1024 * 1024
 const READ_AHEAD_MAX = 8 * 1024 * 1024
 const READ_AHEAD_SLACK = 256 * 1024 // the kernel's concurrent requests of one stream arrive out of order, both ways
 /**
- * The default of `missAhead`: a read that has to go to the network also asks for the uncached
+ * The default of `missAheadBytes`: a read that has to go to the network also asks for the uncached
  * chunks within this many bytes after it, in the same batch request. Reads of an image's files
  * cluster (a boot reads many small files, laid out next to each other), and with file cuts each
  * small file is a chunk of its own: without this each neighbour costs a round trip of its own
@@ -84,7 +84,8 @@ export class ImageReader {
       if (!local) { missed = true; missBytes += b - a } else hitBytes += b - a
       jobs.push(this.load(hex, m.lengthAt(i), local).then(buf => { buf.copy(dst, a - pos, a - start, b - start) }))
     }
-    if (missed && this.fetch && this.missAheadBytes > 0) this.missAhead(m, i, end + this.missAheadBytes)
+    // a read that has to fetch takes the chunks right after it along, in the same batch request
+    if (missed && this.fetch && this.missAheadBytes > 0) this.stats.missAheadChunks += this.fetchAhead(m, i, end + this.missAheadBytes)
     try {
       await Promise.all(jobs)
     } catch (err) {
@@ -122,26 +123,25 @@ export class ImageReader {
     // travel as one batch request), not one chunk per read
     if (st.ahead - st.end > window / 2) return
     const to = Math.min(m.size, st.end + window)
-    for (let i = m.find(Math.max(st.ahead, st.end)); i < m.count && m.offsets[i]! < to; i++) {
-      if (m.zero[i] === 1) continue
-      const hex = m.hashHexAt(i)
-      if (this.mem.has(hex) || this.loading.has(hex) || this.store.has(hex)) continue
-      this.stats.readAheadChunks++
-      // through load(): a read of it joins this fetch, and its bytes are kept in memory
-      this.load(hex, m.lengthAt(i), false, true).catch(() => {}) // a read of it will report any failure
-    }
+    this.stats.readAheadChunks += this.fetchAhead(m, m.find(Math.max(st.ahead, st.end)), to)
     st.ahead = Math.max(st.ahead, to)
   }
 
-  /** Chunks from entry `from` up to offset `to` the cache lacks: fetched with the read's own (same tick, one batch). */
-  private missAhead (m: Manifest, from: number, to: number): void {
+  /**
+   * Fetches, in the background, the data chunks from entry `from` up to offset `to` that are not
+   * in memory, loading or cached; returns how many. Chunks asked for in one tick travel as one
+   * batch request. Through load(): a read of one joins its fetch, and its bytes stay in memory.
+   */
+  private fetchAhead (m: Manifest, from: number, to: number): number {
+    let n = 0
     for (let i = from; i < m.count && m.offsets[i]! < to; i++) {
       if (m.zero[i] === 1) continue
       const hex = m.hashHexAt(i)
       if (this.mem.has(hex) || this.loading.has(hex) || this.store.has(hex)) continue
-      this.stats.missAheadChunks++
+      n++
       this.load(hex, m.lengthAt(i), false, true).catch(() => {}) // a read of it will report any failure
     }
+    return n
   }
 
   private load (hex: string, size: number, local: boolean, readAhead = false): Promise<Buffer> {

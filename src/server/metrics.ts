@@ -34,7 +34,7 @@ export function createMetrics (src: MetricsSource): () => Promise<{ contentType:
   counter('vmifs_read_ops_total', 'FUSE read requests answered with data', () => s.fuseReadOps)
   counter('vmifs_read_errors_total', 'FUSE read requests answered with an error', () => s.readErrors)
   counter('vmifs_fetch_bytes_total', 'Bytes fetched from other holders', () => s.fetchBytes)
-  counter('vmifs_fetch_wire_bytes_total', 'Bytes received for chunks off the wire (compressed where the holder compressed)', () => [...s.byHolder.values()].reduce((n, h) => n + h.wireBytes, 0))
+  counter('vmifs_fetch_wire_bytes_total', 'Bytes received for chunks off the wire (compressed where the holder compressed)', () => s.wireBytes())
   counter('vmifs_fetch_failures_total', 'Chunks no holder could provide before the deadline', () => s.fetchFailures)
   counter('vmifs_fetch_hedges_total', 'Hedged second requests', () => s.hedges)
   counter('vmifs_served_bytes_total', 'Chunk bytes served to peers', () => s.served.bytes)

@@ -73,6 +73,13 @@ export class Stats {
   served = { chunks: 0, bytes: 0, manifests: 0, factPages: 0, compressedRawBytes: 0, compressedWireBytes: 0 }
   prefetch = newPrefetchStats()
 
+  /** Chunk bytes received off the wire from every holder (compressed where a holder compressed). */
+  wireBytes (): number {
+    let n = 0
+    for (const h of this.byHolder.values()) n += h.wireBytes
+    return n
+  }
+
   holder (id: string): HolderStats {
     let h = this.byHolder.get(id)
     if (!h) { h = { bytes: 0, wireBytes: 0, requests: 0, errors: 0, latency: new Histogram() }; this.byHolder.set(id, h) }
@@ -159,7 +166,7 @@ export function snapshot (i: SnapshotInput): Record<string, unknown> {
       p50Ms: s.readLatency.quantile(0.5),
       p99Ms: s.readLatency.quantile(0.99)
     },
-    fetch: { bytes: s.fetchBytes, wireBytes: [...s.byHolder.values()].reduce((n, h) => n + h.wireBytes, 0), failures: s.fetchFailures, hedges: s.hedges, readAheadChunks: s.readAheadChunks, missAheadChunks: s.missAheadChunks, byHolder },
+    fetch: { bytes: s.fetchBytes, wireBytes: s.wireBytes(), failures: s.fetchFailures, hedges: s.hedges, readAheadChunks: s.readAheadChunks, missAheadChunks: s.missAheadChunks, byHolder },
     served: { ...s.served },
     prefetch: {
       ...s.prefetch,
