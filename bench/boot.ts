@@ -30,7 +30,19 @@ import { fileURLToPath } from 'node:url'
 import { createFleetNet, type FleetNet } from '../test/integration/netns.js'
 import { bootVm, type BootResult } from './lib/qemu-boot.js'
 import { distinct, mergeReads, parseNbdkitLog, type BootTrace } from './lib/boot-trace.js'
-import { detach, httpfs2Session, nbdkitSession, qemuHttpSession, rcloneSession, sleep, stopChild, waitFor, type Ctx, type ImageName, type ToolSession } from './lib/boot-tools.js'
+import {
+  detach,
+  httpfs2Session,
+  nbdkitSession,
+  qemuHttpSession,
+  rcloneSession,
+  sleep,
+  stopChild,
+  waitFor,
+  type Ctx,
+  type ImageName,
+  type ToolSession
+} from './lib/boot-tools.js'
 import { takeOption } from './lib/report.js'
 import { DEFAULT_CHUNKING } from '../src/manifests/chunking.js'
 
@@ -46,14 +58,26 @@ const TOKEN = 'bench-secret'
 const MiB = 1048576
 const BOOT_TIMEOUT_MS = 300_000
 
-interface Setting { name: string, rateMbit: number, rttMs: number, kind: 'cold' | 'sibling' | 'warm', label: string }
+interface Setting {
+  name: string
+  rateMbit: number
+  rttMs: number
+  kind: 'cold' | 'sibling' | 'warm'
+  label: string
+}
 const SETTINGS: Setting[] = [
   { name: 'rtt0', rateMbit: 100, rttMs: 0, kind: 'cold', label: 'cold host, 100 Mbit/s, no added RTT' },
   { name: 'rtt20', rateMbit: 100, rttMs: 20, kind: 'cold', label: 'cold host, 100 Mbit/s, RTT 20 ms' },
   { name: 'rtt100', rateMbit: 100, rttMs: 100, kind: 'cold', label: 'cold host, 100 Mbit/s, RTT 100 ms' },
   { name: 'thin', rateMbit: 10, rttMs: 0, kind: 'cold', label: 'cold host, thin link: 10 Mbit/s, no added RTT' },
   { name: 'thin20', rateMbit: 10, rttMs: 20, kind: 'cold', label: 'cold host, thin link: 10 Mbit/s, RTT 20 ms' },
-  { name: 'sibling', rateMbit: 100, rttMs: 20, kind: 'sibling', label: 'host that booted the sibling image boot-b first, 100 Mbit/s, RTT 20 ms' },
+  {
+    name: 'sibling',
+    rateMbit: 100,
+    rttMs: 20,
+    kind: 'sibling',
+    label: 'host that booted the sibling image boot-b first, 100 Mbit/s, RTT 20 ms'
+  },
   { name: 'warm', rateMbit: 100, rttMs: 20, kind: 'warm', label: 'second boot on the same host, 100 Mbit/s, RTT 20 ms' }
 ]
 const COMPETITORS = ['nbdkit', 'httpfs2', 'qemu-http', 'rclone'] as const
@@ -71,7 +95,21 @@ const TOOL_LABEL: Record<string, string> = {
   'vmifs-hint': 'vmifs, migration hint'
 }
 
-interface VmifsNumbers { fetchBytes: number, readBytes: number, missBytes: number, hitBytes: number, issued: number, used: number, late: number, wasted: number, prefetchBytes: number, wastedBytes: number, hinted: number, demandFetchedChunks: number, modelSessions: number }
+interface VmifsNumbers {
+  fetchBytes: number
+  readBytes: number
+  missBytes: number
+  hitBytes: number
+  issued: number
+  used: number
+  late: number
+  wasted: number
+  prefetchBytes: number
+  wastedBytes: number
+  hinted: number
+  demandFetchedChunks: number
+  modelSessions: number
+}
 interface Row {
   setting: string
   tool: string
@@ -87,14 +125,14 @@ interface Row {
 
 type Stats = Record<string, any>
 
-function readStats (mnt: string): Stats {
+function readStats(mnt: string): Stats {
   // a child process reads the mount (never the process that serves it; here for symmetry too)
   const r = spawnSync('cat', [path.join(mnt, '.stats')], { encoding: 'utf8', timeout: 20_000 })
   if (r.status !== 0) throw new Error(`reading ${mnt}/.stats: ${r.stderr}`)
   return JSON.parse(r.stdout) as Stats
 }
 
-function vmifsDelta (before: Stats, after: Stats, image: string): VmifsNumbers {
+function vmifsDelta(before: Stats, after: Stats, image: string): VmifsNumbers {
   const d = (f: (s: Stats) => number | undefined): number => (f(after) ?? 0) - (f(before) ?? 0)
   return {
     fetchBytes: d(s => s.fetch?.bytes),
@@ -113,7 +151,7 @@ function vmifsDelta (before: Stats, after: Stats, image: string): VmifsNumbers {
   }
 }
 
-function rxBytes (ns: string): number {
+function rxBytes(ns: string): number {
   const r = spawnSync('ip', ['-n', ns, '-j', '-s', 'link', 'show', 'eth0'], { encoding: 'utf8' })
   const j = JSON.parse(r.stdout) as Array<{ stats64: { rx: { bytes: number } } }>
   return j[0]!.stats64.rx.bytes
@@ -123,69 +161,113 @@ function rxBytes (ns: string): number {
  * printed before anyone waits for it is not lost. */
 const early = new WeakMap<ChildProcess, { out: string }>()
 
-function waitLine (child: ChildProcess, what: string, timeoutMs = 60_000): Promise<string> {
+function waitLine(child: ChildProcess, what: string, timeoutMs = 60_000): Promise<string> {
   return new Promise((resolve, reject) => {
     const seen = early.get(child) ?? { out: '' }
     const find = (): string | undefined => seen.out.split('\n').find(l => l.startsWith('{'))
     const now = find()
-    if (now !== undefined) { resolve(now); return }
+    if (now !== undefined) {
+      resolve(now)
+      return
+    }
     const t = setTimeout(() => reject(new Error(`${what} did not start`)), timeoutMs)
     const onData = (): void => {
       const line = find()
-      if (line) { clearTimeout(t); child.stdout!.off('data', onData); resolve(line) }
+      if (line) {
+        clearTimeout(t)
+        child.stdout!.off('data', onData)
+        resolve(line)
+      }
     }
     child.stdout!.on('data', onData)
-    child.once('exit', (c) => { clearTimeout(t); reject(new Error(`${what} exited ${String(c)}`)) })
+    child.once('exit', c => {
+      clearTimeout(t)
+      reject(new Error(`${what} exited ${String(c)}`))
+    })
   })
 }
 
-function sh (cmd: string, args: string[]): string {
+function sh(cmd: string, args: string[]): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * MiB })
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}${r.error?.message ?? ''}`)
   return r.stdout
 }
 
-const fmtS = (x: number): string => Number.isFinite(x) ? `${x.toFixed(1)} s` : '—'
-const fmtMiB = (x: number | undefined): string => x === undefined || !Number.isFinite(x) ? '—' : `${(x / MiB).toFixed(1)}`
+const fmtS = (x: number): string => (Number.isFinite(x) ? `${x.toFixed(1)} s` : '—')
+const fmtMiB = (x: number | undefined): string =>
+  x === undefined || !Number.isFinite(x) ? '—' : `${(x / MiB).toFixed(1)}`
 
-export async function main (args: string[]): Promise<void> {
+export async function main(args: string[]): Promise<void> {
   const replay = args.includes('--replay')
   const record = args.includes('--record-trace')
   const speed = Number(takeOption(args, '--speed') ?? 0)
-  const settingNames = (takeOption(args, '--settings') ?? (replay ? 'rtt0,rtt20,rtt100,thin' : 'rtt0,rtt20,rtt100,thin,sibling,warm')).split(',')
-  const toolNames = (takeOption(args, '--tools') ?? (replay ? 'httpfs2,rclone,vmifs,vmifs-model' : ALL_TOOLS.join(','))).split(',')
-  for (const s of settingNames) if (!SETTINGS.some(x => x.name === s)) throw new Error(`unknown setting ${s}; known: ${SETTINGS.map(x => x.name).join(', ')}`)
-  for (const t of toolNames) if (!ALL_TOOLS.includes(t)) throw new Error(`unknown tool ${t}; known: ${ALL_TOOLS.join(', ')}`)
+  const settingNames = (
+    takeOption(args, '--settings') ?? (replay ? 'rtt0,rtt20,rtt100,thin' : 'rtt0,rtt20,rtt100,thin,sibling,warm')
+  ).split(',')
+  const toolNames = (
+    takeOption(args, '--tools') ?? (replay ? 'httpfs2,rclone,vmifs,vmifs-model' : ALL_TOOLS.join(','))
+  ).split(',')
+  for (const s of settingNames)
+    if (!SETTINGS.some(x => x.name === s))
+      throw new Error(`unknown setting ${s}; known: ${SETTINGS.map(x => x.name).join(', ')}`)
+  for (const t of toolNames)
+    if (!ALL_TOOLS.includes(t)) throw new Error(`unknown tool ${t}; known: ${ALL_TOOLS.join(', ')}`)
   const settings = settingNames.map(n => SETTINGS.find(x => x.name === n)!)
-  const log = (m: string): void => { process.stderr.write(`boot: ${new Date().toISOString().slice(11, 19)} ${m}\n`) }
+  const log = (m: string): void => {
+    process.stderr.write(`boot: ${new Date().toISOString().slice(11, 19)} ${m}\n`)
+  }
 
   // the images (built once, a few minutes; kept under /var/tmp/vmifs-bench/bootable)
-  const need = ['boot-a.img', 'boot-b.img', 'boot-a.vmlinuz', 'boot-a.initrd.img', 'boot-b.vmlinuz', 'boot-b.initrd.img']
+  const need = [
+    'boot-a.img',
+    'boot-b.img',
+    'boot-a.vmlinuz',
+    'boot-a.initrd.img',
+    'boot-b.vmlinuz',
+    'boot-b.initrd.img'
+  ]
   if (!need.every(f => fs.existsSync(path.join(BOOTABLE, f)))) {
     log('building the bootable images (debootstrap, a few minutes)')
     const r = spawnSync('bash', [FAMILY_SH, BOOTABLE], { stdio: 'inherit' })
     if (r.status !== 0) throw new Error('bootable-family.sh failed')
   }
-  const kernel = (img: ImageName): { kernel: string, initrd: string } => ({ kernel: path.join(BOOTABLE, `${img}.vmlinuz`), initrd: path.join(BOOTABLE, `${img}.initrd.img`) })
+  const kernel = (img: ImageName): { kernel: string; initrd: string } => ({
+    kernel: path.join(BOOTABLE, `${img}.vmlinuz`),
+    initrd: path.join(BOOTABLE, `${img}.initrd.img`)
+  })
   const localImg = (img: ImageName): string => path.join(BOOTABLE, `${img}.img`)
 
   const dir = fs.mkdtempSync('/var/tmp/vmifs-bench-boot-')
   const children = new Set<ChildProcess>()
   let net: FleetNet | undefined
-  const spawnIn = (ns: string | undefined, argv: string[], opts: { env?: NodeJS.ProcessEnv, stdout?: 'pipe' | 'ignore' } = {}): ChildProcess => {
+  const spawnIn = (
+    ns: string | undefined,
+    argv: string[],
+    opts: { env?: NodeJS.ProcessEnv; stdout?: 'pipe' | 'ignore' } = {}
+  ): ChildProcess => {
     const full = ns === undefined ? argv : ['nsenter', `--net=/run/netns/${ns}`, ...argv]
-    const c = spawn(full[0]!, full.slice(1), { stdio: ['ignore', opts.stdout ?? 'pipe', 'pipe'], env: opts.env ?? { ...process.env, VMIFS_LOG_LEVEL: 'warn' } })
+    const c = spawn(full[0]!, full.slice(1), {
+      stdio: ['ignore', opts.stdout ?? 'pipe', 'pipe'],
+      env: opts.env ?? { ...process.env, VMIFS_LOG_LEVEL: 'warn' }
+    })
     let err = ''
-    c.stderr!.on('data', (d: Buffer) => { err = (err + d.toString()).slice(-4000) })
+    c.stderr!.on('data', (d: Buffer) => {
+      err = (err + d.toString()).slice(-4000)
+    })
     c.once('exit', (code, sig) => {
       children.delete(c)
-      if (code !== 0 && code !== null && err.trim() !== '') log(`${path.basename(argv[0]!)} ${argv[1] === VMIFS ? argv[2] : ''} exited ${code}: ${err.trim().split('\n').slice(-5).join(' | ')}`)
+      if (code !== 0 && code !== null && err.trim() !== '')
+        log(
+          `${path.basename(argv[0]!)} ${argv[1] === VMIFS ? argv[2] : ''} exited ${code}: ${err.trim().split('\n').slice(-5).join(' | ')}`
+        )
       void sig
     })
     if (opts.stdout !== 'ignore') {
       const seen = { out: '' }
       early.set(c, seen)
-      c.stdout!.on('data', (d: Buffer) => { if (seen.out.length < 65536) seen.out += d.toString() }) // also keeps the pipe drained
+      c.stdout!.on('data', (d: Buffer) => {
+        if (seen.out.length < 65536) seen.out += d.toString()
+      }) // also keeps the pipe drained
     }
     children.add(c)
     return c
@@ -193,13 +275,38 @@ export async function main (args: string[]): Promise<void> {
   const cfg = path.join(dir, 'config.json')
   fs.writeFileSync(cfg, JSON.stringify({ token: TOKEN, syncIntervalMs: 200, sessionIdleMs: 1000 }))
 
-  const startAgent = async (ns: string | undefined, host: string, data: string, mnt: string, extra: string[]): Promise<ChildProcess> => {
+  const startAgent = async (
+    ns: string | undefined,
+    host: string,
+    data: string,
+    mnt: string,
+    extra: string[]
+  ): Promise<ChildProcess> => {
     fs.mkdirSync(mnt, { recursive: true })
-    const c = spawnIn(ns, [process.execPath, VMIFS, 'agent', '--mount', mnt, '--data-dir', data, '--host-id', host, '--config', cfg, ...extra])
+    const c = spawnIn(ns, [
+      process.execPath,
+      VMIFS,
+      'agent',
+      '--mount',
+      mnt,
+      '--data-dir',
+      data,
+      '--host-id',
+      host,
+      '--config',
+      cfg,
+      ...extra
+    ])
     await waitLine(c, `agent ${host}`)
     return c
   }
-  const boot = async (img: ImageName, drive: string, ns?: string, until?: string, onReady?: () => Promise<void>): Promise<BootResult> => {
+  const boot = async (
+    img: ImageName,
+    drive: string,
+    ns?: string,
+    until?: string,
+    onReady?: () => Promise<void>
+  ): Promise<BootResult> => {
     const r = await bootVm({ ...kernel(img), drive, netns: ns, timeoutMs: BOOT_TIMEOUT_MS, until, onReady })
     if (!r.ok) log(`boot of ${img} failed: ${r.error ?? ''}\n${r.tail}`)
     return r
@@ -217,13 +324,27 @@ export async function main (args: string[]): Promise<void> {
     // boot-a from A's own mount so that A's usage model of it has one session (a1), and a
     // migration hint exported while a VM that booted boot-a from a vmifs mount runs (hint.json)
     // (and when the default chunking changes: the images are imported with it)
-    const stamp = need.map(f => `${f}:${fs.statSync(path.join(BOOTABLE, f)).mtimeMs}`).join(',') + ` ${JSON.stringify(DEFAULT_CHUNKING)}`
-    if (!fs.existsSync(path.join(TEMPLATES, 'stamp')) || fs.readFileSync(path.join(TEMPLATES, 'stamp'), 'utf8') !== stamp) {
+    const stamp =
+      need.map(f => `${f}:${fs.statSync(path.join(BOOTABLE, f)).mtimeMs}`).join(',') +
+      ` ${JSON.stringify(DEFAULT_CHUNKING)}`
+    if (
+      !fs.existsSync(path.join(TEMPLATES, 'stamp')) ||
+      fs.readFileSync(path.join(TEMPLATES, 'stamp'), 'utf8') !== stamp
+    ) {
       fs.rmSync(TEMPLATES, { recursive: true, force: true })
       fs.mkdirSync(TEMPLATES, { recursive: true })
       for (const img of ['boot-a', 'boot-b'] as const) {
         log(`importing ${img} into the template of A's data dir`)
-        sh(process.execPath, [VMIFS, 'import', localImg(img), '--name', img, '--data-dir', path.join(TEMPLATES, 'a0'), '--quiet'])
+        sh(process.execPath, [
+          VMIFS,
+          'import',
+          localImg(img),
+          '--name',
+          img,
+          '--data-dir',
+          path.join(TEMPLATES, 'a0'),
+          '--quiet'
+        ])
       }
       fs.writeFileSync(path.join(TEMPLATES, 'stamp'), stamp)
     }
@@ -240,25 +361,42 @@ export async function main (args: string[]): Promise<void> {
       fs.rmSync(path.join(TEMPLATES, 'a1'), { recursive: true, force: true })
       sh('cp', ['-a', path.join(TEMPLATES, 'a0'), path.join(TEMPLATES, 'a1')])
       const mnt = path.join(dir, 'learn-mnt')
-      const a = await startAgent(nsA, 'a', path.join(TEMPLATES, 'a1'), mnt, ['--listen', `${addrA}:7070`, '--advertise', `http://${addrA}:7071`])
+      const a = await startAgent(nsA, 'a', path.join(TEMPLATES, 'a1'), mnt, [
+        '--listen',
+        `${addrA}:7070`,
+        '--advertise',
+        `http://${addrA}:7071`
+      ])
       const r = await boot('boot-a', `file=${path.join(mnt, 'images/boot-a')},format=raw`)
       if (!r.ok) throw new Error('the learning boot failed')
-      await waitFor('the model of boot-a', () => Number(readStats(mnt).images?.['boot-a']?.modelSessions ?? 0) >= 1, 30_000)
+      await waitFor(
+        'the model of boot-a',
+        () => Number(readStats(mnt).images?.['boot-a']?.modelSessions ?? 0) >= 1,
+        30_000
+      )
       await stopChild(a)
       detach(mnt)
       fs.writeFileSync(path.join(TEMPLATES, 'a1', '.done'), '')
     }
     const hintFile = path.join(TEMPLATES, 'hint.json')
     if (wantsHint && hintCli && !fs.existsSync(hintFile)) {
-      log('a migration hint: a VM boots boot-a from a copy of A (no marker: it stays up), the hint is exported while it runs')
+      log(
+        'a migration hint: a VM boots boot-a from a copy of A (no marker: it stays up), the hint is exported while it runs'
+      )
       const data = path.join(dir, 'hint-src')
       sh('cp', ['-a', path.join(TEMPLATES, 'a0'), data])
       const mnt = path.join(dir, 'hint-mnt')
       const a = await startAgent(nsA, 'a', data, mnt, ['--listen', `${addrA}:7070`])
-      const r = await boot('boot-a', `file=${path.join(mnt, 'images/boot-a')},format=raw`, undefined, 'login:', async () => {
-        sh(process.execPath, [VMIFS, 'hint', 'export', 'boot-a', '--data-dir', data, '--out', hintFile + '.tmp'])
-        fs.renameSync(hintFile + '.tmp', hintFile)
-      })
+      const r = await boot(
+        'boot-a',
+        `file=${path.join(mnt, 'images/boot-a')},format=raw`,
+        undefined,
+        'login:',
+        async () => {
+          sh(process.execPath, [VMIFS, 'hint', 'export', 'boot-a', '--data-dir', data, '--out', hintFile + '.tmp'])
+          fs.renameSync(hintFile + '.tmp', hintFile)
+        }
+      )
       await stopChild(a)
       detach(mnt)
       if (!r.ok || !fs.existsSync(hintFile)) throw new Error('exporting the hint failed')
@@ -272,18 +410,25 @@ export async function main (args: string[]): Promise<void> {
     for (const img of ['boot-a', 'boot-b']) fs.symlinkSync(localImg(img as ImageName), path.join(www, `${img}.img`))
     const ngx = path.join(dir, 'nginx')
     fs.mkdirSync(ngx)
-    fs.writeFileSync(path.join(ngx, 'nginx.conf'), `daemon off; user root; worker_processes 1; pid ${ngx}/nginx.pid; error_log ${ngx}/error.log;
+    fs.writeFileSync(
+      path.join(ngx, 'nginx.conf'),
+      `daemon off; user root; worker_processes 1; pid ${ngx}/nginx.pid; error_log ${ngx}/error.log;
 events { worker_connections 256; }
 http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/b; proxy_temp_path ${ngx}/p; fastcgi_temp_path ${ngx}/f; uwsgi_temp_path ${ngx}/u; scgi_temp_path ${ngx}/s;
   types { application/octet-stream img; } keepalive_requests 100000;
-  server { listen ${addrA}:8080; location / { root ${www}; autoindex on; autoindex_exact_size on; add_header Accept-Ranges bytes; } } }\n`)
+  server { listen ${addrA}:8080; location / { root ${www}; autoindex on; autoindex_exact_size on; add_header Accept-Ranges bytes; } } }\n`
+    )
     spawnIn(nsA, ['/usr/sbin/nginx', '-c', path.join(ngx, 'nginx.conf'), '-p', ngx])
 
     let localSeconds = NaN
-    let copyMeasured: { copy: number, boot: number, rate: number } | undefined
-    let aAgent: { child: ChildProcess, template: string, mnt: string } | undefined
+    let copyMeasured: { copy: number; boot: number; rate: number } | undefined
+    let aAgent: { child: ChildProcess; template: string; mnt: string } | undefined
     const stopA = async (): Promise<void> => {
-      if (aAgent) { await stopChild(aAgent.child); detach(aAgent.mnt); aAgent = undefined }
+      if (aAgent) {
+        await stopChild(aAgent.child)
+        detach(aAgent.mnt)
+        aAgent = undefined
+      }
     }
     const ensureA = async (template: 'a0' | 'a1', tag: string): Promise<void> => {
       if (aAgent?.template === template && aAgent.child.exitCode === null && aAgent.child.signalCode === null) return
@@ -292,7 +437,12 @@ http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/
       fs.rmSync(data, { recursive: true, force: true })
       sh('cp', ['-a', path.join(TEMPLATES, template), data])
       const mnt = path.join(dir, `a-mnt-${tag}`)
-      const child = await startAgent(nsA, 'a', data, mnt, ['--listen', `${addrA}:7070`, '--advertise', `http://${addrA}:7071`])
+      const child = await startAgent(nsA, 'a', data, mnt, [
+        '--listen',
+        `${addrA}:7070`,
+        '--advertise',
+        `http://${addrA}:7071`
+      ])
       aAgent = { child, template, mnt }
     }
 
@@ -301,21 +451,41 @@ http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/
       net.shapeLink('a', st.rateMbit)
       // the delay proxies in front of nginx (8081) and of A's agent (7071); restarted if one was
       // killed from outside (seen on this shared machine), and the row that saw it says so
-      const proxyPorts = [[8081, 8080], [7071, 7070]] as const
+      const proxyPorts = [
+        [8081, 8080],
+        [7071, 7070]
+      ] as const
       const proxies: ChildProcess[] = []
       let proxyDeaths: string[] = []
       const ensureProxies = async (): Promise<void> => {
         for (let i = 0; i < proxyPorts.length; i++) {
           const old = proxies[i]
           if (old !== undefined && old.exitCode === null && old.signalCode === null) continue
-          if (old !== undefined) proxyDeaths.push(`delay proxy :${proxyPorts[i]![0]} died (${String(old.signalCode ?? old.exitCode)})`)
-          proxies[i] = spawnIn(nsA, [process.execPath, PROXY, '--listen', `${addrA}:${proxyPorts[i]![0]}`, '--target', `${addrA}:${proxyPorts[i]![1]}`, '--delay-ms', String(st.rttMs / 2)])
+          if (old !== undefined)
+            proxyDeaths.push(`delay proxy :${proxyPorts[i]![0]} died (${String(old.signalCode ?? old.exitCode)})`)
+          proxies[i] = spawnIn(nsA, [
+            process.execPath,
+            PROXY,
+            '--listen',
+            `${addrA}:${proxyPorts[i]![0]}`,
+            '--target',
+            `${addrA}:${proxyPorts[i]![1]}`,
+            '--delay-ms',
+            String(st.rttMs / 2)
+          ])
           await waitLine(proxies[i]!, 'delay proxy')
         }
       }
       await ensureProxies()
-      const ctx: Ctx = { dir, ns: nsC, url: `http://${addrA}:8081`, spawnIn: (ns, argv, o) => spawnIn(ns, argv, o), log }
-      const images: ImageName[] = st.kind === 'sibling' ? ['boot-b', 'boot-a'] : st.kind === 'warm' ? ['boot-a', 'boot-a'] : ['boot-a']
+      const ctx: Ctx = {
+        dir,
+        ns: nsC,
+        url: `http://${addrA}:8081`,
+        spawnIn: (ns, argv, o) => spawnIn(ns, argv, o),
+        log
+      }
+      const images: ImageName[] =
+        st.kind === 'sibling' ? ['boot-b', 'boot-a'] : st.kind === 'warm' ? ['boot-a', 'boot-a'] : ['boot-a']
 
       toolLoop: for (const tool of toolNames) {
         for (let attempt = 1; attempt <= 2; attempt++) {
@@ -332,7 +502,12 @@ http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/
                 if (r.ok) localSeconds = r.seconds
                 row.error = r.error
               }
-              Object.assign(row, { ok: Number.isFinite(localSeconds), seconds: localSeconds, rxBytes: 0, note: 'measured once, shown in every setting' })
+              Object.assign(row, {
+                ok: Number.isFinite(localSeconds),
+                seconds: localSeconds,
+                rxBytes: 0,
+                note: 'measured once, shown in every setting'
+              })
             } else if (tool === 'copy') {
               if (replay || st.kind !== 'cold') continue toolLoop
               if (copyMeasured === undefined && st.rateMbit === 100) {
@@ -349,11 +524,21 @@ http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/
                 fs.rmSync(copy, { force: true })
                 if (!r.ok) throw new Error(r.error)
                 copyMeasured = { copy: copySeconds, boot: r.seconds, rate: st.rateMbit }
-                Object.assign(row, { ok: true, seconds: copySeconds + r.seconds, note: `measured: copy ${copySeconds.toFixed(1)} s + boot ${r.seconds.toFixed(1)} s` })
+                Object.assign(row, {
+                  ok: true,
+                  seconds: copySeconds + r.seconds,
+                  note: `measured: copy ${copySeconds.toFixed(1)} s + boot ${r.seconds.toFixed(1)} s`
+                })
               } else {
                 const bootS = copyMeasured?.boot ?? localSeconds
-                const linkS = fs.statSync(localImg('boot-a')).size * 8 / (st.rateMbit * 1e6)
-                Object.assign(row, { ok: Number.isFinite(bootS), seconds: linkS + bootS, rxBytes: fs.statSync(localImg('boot-a')).size, computed: true, note: `computed: 2 GiB at the link rate (${linkS.toFixed(0)} s) + local boot` })
+                const linkS = (fs.statSync(localImg('boot-a')).size * 8) / (st.rateMbit * 1e6)
+                Object.assign(row, {
+                  ok: Number.isFinite(bootS),
+                  seconds: linkS + bootS,
+                  rxBytes: fs.statSync(localImg('boot-a')).size,
+                  computed: true,
+                  note: `computed: 2 GiB at the link rate (${linkS.toFixed(0)} s) + local boot`
+                })
               }
             } else if ((COMPETITORS as readonly string[]).includes(tool)) {
               const open: Record<string, () => Promise<ToolSession>> = {
@@ -362,7 +547,10 @@ http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/
                 'qemu-http': () => qemuHttpSession(ctx),
                 rclone: () => rcloneSession(ctx, tag)
               }
-              if (replay && (tool === 'nbdkit' || tool === 'qemu-http')) { notes.push(`${tool}: no replay (it exposes no file to read)`); continue toolLoop }
+              if (replay && (tool === 'nbdkit' || tool === 'qemu-http')) {
+                notes.push(`${tool}: no replay (it exposes no file to read)`)
+                continue toolLoop
+              }
               const sess = await open[tool]!()
               try {
                 for (let i = 0; i < images.length; i++) {
@@ -380,7 +568,9 @@ http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/
                     if (last) Object.assign(row, { ok: true, seconds: r.seconds, rxBytes: rxBytes(nsC) - rx0 })
                   }
                 }
-              } finally { await sess.close() }
+              } finally {
+                await sess.close()
+              }
             } else {
               // vmifs: A holds the images; C is a fresh agent pulling the table from A through the proxy
               if (tool === 'vmifs-hint' && (!hintCli || st.kind !== 'cold')) continue toolLoop
@@ -389,15 +579,26 @@ http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/
               const mntC = path.join(dir, `c-mnt-${tag}`)
               const c = await startAgent(nsC, 'c', dataC, mntC, ['--peer', `http://${addrA}:7071`])
               try {
-                await waitFor('C learning the images', () => fs.existsSync(path.join(mntC, 'images/boot-a')) && fs.existsSync(path.join(mntC, 'images/boot-b')), 30_000)
+                await waitFor(
+                  'C learning the images',
+                  () =>
+                    fs.existsSync(path.join(mntC, 'images/boot-a')) && fs.existsSync(path.join(mntC, 'images/boot-b')),
+                  30_000
+                )
                 await sleep(1000) // holdings follow the image facts
-                if (tool === 'vmifs-model') await waitFor('C seeing the model', () => Number(readStats(mntC).images?.['boot-a']?.modelSessions ?? 0) >= 1, 30_000)
+                if (tool === 'vmifs-model')
+                  await waitFor(
+                    'C seeing the model',
+                    () => Number(readStats(mntC).images?.['boot-a']?.modelSessions ?? 0) >= 1,
+                    30_000
+                  )
                 for (let i = 0; i < images.length; i++) {
                   const img = images[i]!
                   const last = i === images.length - 1
                   const s0 = readStats(mntC)
                   const rx0 = rxBytes(nsC)
-                  if (tool === 'vmifs-hint') sh(process.execPath, [VMIFS, 'hint', 'import', hintFile, '--data-dir', dataC])
+                  if (tool === 'vmifs-hint')
+                    sh(process.execPath, [VMIFS, 'hint', 'import', hintFile, '--data-dir', dataC])
                   const f = path.join(mntC, 'images', img)
                   let seconds: number
                   if (replay) {
@@ -409,7 +610,13 @@ http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/
                     seconds = r.seconds
                   }
                   await sleep(2500) // the session ends (file closed + sessionIdleMs): prefetch waste is counted then
-                  if (last) Object.assign(row, { ok: true, seconds, rxBytes: rxBytes(nsC) - rx0, vmifs: vmifsDelta(s0, readStats(mntC), img) })
+                  if (last)
+                    Object.assign(row, {
+                      ok: true,
+                      seconds,
+                      rxBytes: rxBytes(nsC) - rx0,
+                      vmifs: vmifsDelta(s0, readStats(mntC), img)
+                    })
                 }
               } finally {
                 await stopChild(c)
@@ -424,10 +631,15 @@ http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/
           if (proxyDeaths.length > 0) {
             row.ok = false
             row.error = `${proxyDeaths.join('; ')} during this row; not counted${row.error === undefined ? '' : ` (${row.error})`}`
-            if (attempt < 2) { log(`${st.name} ${tool}: ${row.error}; once more`); continue }
+            if (attempt < 2) {
+              log(`${st.name} ${tool}: ${row.error}; once more`)
+              continue
+            }
           }
           rows.push(row)
-          log(`${st.name} ${tool}: ${row.ok ? fmtS(row.seconds) : `FAILED ${row.error ?? ''}`}${row.vmifs ? ` fetched ${fmtMiB(row.vmifs.fetchBytes)} MiB, read ${fmtMiB(row.vmifs.readBytes)} MiB, prefetch ${row.vmifs.issued}/${row.vmifs.used}/${row.vmifs.wasted}, wasted ${fmtMiB(row.vmifs.wastedBytes)} MiB` : ''}`)
+          log(
+            `${st.name} ${tool}: ${row.ok ? fmtS(row.seconds) : `FAILED ${row.error ?? ''}`}${row.vmifs ? ` fetched ${fmtMiB(row.vmifs.fetchBytes)} MiB, read ${fmtMiB(row.vmifs.readBytes)} MiB, prefetch ${row.vmifs.issued}/${row.vmifs.used}/${row.vmifs.wasted}, wasted ${fmtMiB(row.vmifs.wastedBytes)} MiB` : ''}`
+          )
           fs.writeFileSync(path.join('/var/tmp', `vmifs-boot-bench-rows.json`), JSON.stringify(rows, null, 1))
           break
         }
@@ -448,20 +660,42 @@ http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/
   }
 }
 
-async function replayTrace (file: string, speed: number, spawnIn: (ns: string | undefined, argv: string[]) => ChildProcess): Promise<{ seconds: number, bytes: number }> {
+async function replayTrace(
+  file: string,
+  speed: number,
+  spawnIn: (ns: string | undefined, argv: string[]) => ChildProcess
+): Promise<{ seconds: number; bytes: number }> {
   const c = spawnIn(undefined, [process.execPath, TRACE_READER, 'replay', file, FIXTURE, String(speed)])
   let out = ''
-  c.stdout!.on('data', (d: Buffer) => { out += d.toString() })
+  c.stdout!.on('data', (d: Buffer) => {
+    out += d.toString()
+  })
   const code = await new Promise<number | null>(resolve => c.once('exit', resolve))
   if (code !== 0) throw new Error(`replay reader exited ${String(code)}`)
-  return JSON.parse(out) as { seconds: number, bytes: number }
+  return JSON.parse(out) as { seconds: number; bytes: number }
 }
 
 /** Records the fixture: qemu boots boot-a.img over NBD from nbdkit's file plugin with the log filter. */
-async function recordTrace (dir: string, k: { kernel: string, initrd: string }, img: string, spawnIn: (ns: string | undefined, argv: string[]) => ChildProcess, log: (m: string) => void): Promise<void> {
+async function recordTrace(
+  dir: string,
+  k: { kernel: string; initrd: string },
+  img: string,
+  spawnIn: (ns: string | undefined, argv: string[]) => ChildProcess,
+  log: (m: string) => void
+): Promise<void> {
   const sock = path.join(dir, 'rec.sock')
   const logFile = path.join(dir, 'rec.log')
-  const nbd = spawnIn(undefined, ['nbdkit', '--foreground', '--readonly', '--unix', sock, '--filter=log', 'file', img, `logfile=${logFile}`])
+  const nbd = spawnIn(undefined, [
+    'nbdkit',
+    '--foreground',
+    '--readonly',
+    '--unix',
+    sock,
+    '--filter=log',
+    'file',
+    img,
+    `logfile=${logFile}`
+  ])
   try {
     await waitFor('nbdkit', () => fs.existsSync(sock), 20_000, nbd)
     log('recording a boot read trace (nbdkit file plugin + log filter)')
@@ -483,17 +717,27 @@ async function recordTrace (dir: string, k: { kernel: string, initrd: string }, 
     }
     fs.mkdirSync(path.dirname(FIXTURE), { recursive: true })
     fs.writeFileSync(FIXTURE, JSON.stringify(trace).replace(/\],\[/g, '],\n['))
-    log(`trace: ${raw.length} reads (${reads.length} merged), ${(trace.distinctBytes / MiB).toFixed(1)} MiB distinct, boot ${r.seconds.toFixed(1)} s -> ${FIXTURE}`)
-  } finally { await stopChild(nbd) }
+    log(
+      `trace: ${raw.length} reads (${reads.length} merged), ${(trace.distinctBytes / MiB).toFixed(1)} MiB distinct, boot ${r.seconds.toFixed(1)} s -> ${FIXTURE}`
+    )
+  } finally {
+    await stopChild(nbd)
+  }
 }
 
-function printReport (rows: Row[], settings: Setting[], replay: boolean, speed: number, notes: string[]): void {
+function printReport(rows: Row[], settings: Setting[], replay: boolean, speed: number, notes: string[]): void {
   const out: string[] = []
-  const p = (s = ''): void => { out.push(s) }
+  const p = (s = ''): void => {
+    out.push(s)
+  }
   if (replay) {
     const tr = JSON.parse(fs.readFileSync(FIXTURE, 'utf8')) as BootTrace
-    p(`\n## Replay of a recorded boot read trace (${tr.reads.length} reads, ${(tr.distinctBytes / MiB).toFixed(1)} MiB distinct; recorded ${tr.recorded.slice(0, 10)}, boot ${tr.bootSeconds} s)\n`)
-    p(`The recorded offsets are applied to the locally built boot-a.img, which may differ slightly from the image the trace was recorded on. Reads are replayed one at a time in recorded order, ${speed > 0 ? `with the guest's think time between reads divided by ${speed}` : 'without the guest\'s think time'}, by a child process.`)
+    p(
+      `\n## Replay of a recorded boot read trace (${tr.reads.length} reads, ${(tr.distinctBytes / MiB).toFixed(1)} MiB distinct; recorded ${tr.recorded.slice(0, 10)}, boot ${tr.bootSeconds} s)\n`
+    )
+    p(
+      `The recorded offsets are applied to the locally built boot-a.img, which may differ slightly from the image the trace was recorded on. Reads are replayed one at a time in recorded order, ${speed > 0 ? `with the guest's think time between reads divided by ${speed}` : "without the guest's think time"}, by a child process.`
+    )
   } else {
     p('\n## Real VM boot to multi-user.target (Debian 12, qemu TCG, direct kernel boot, 2 GiB ext4 image)\n')
   }
@@ -501,19 +745,25 @@ function printReport (rows: Row[], settings: Setting[], replay: boolean, speed: 
     const rs = rows.filter(r => r.setting === st.name)
     if (rs.length === 0) continue
     const comp = rs.filter(r => (COMPETITORS as readonly string[]).includes(r.tool) && r.ok)
-    const best = comp.length === 0 ? undefined : comp.reduce((a, b) => a.seconds <= b.seconds ? a : b)
+    const best = comp.length === 0 ? undefined : comp.reduce((a, b) => (a.seconds <= b.seconds ? a : b))
     p(`\n### ${st.name}: ${st.label}\n`)
-    p(`| tool | ${replay ? 'replay' : 'boot'} time | best lazy reader ÷ this | received by C (MiB) | vmifs fetched (MiB) | vmifs read (MiB) | fetched ÷ read | prefetch issued / used (late) / wasted, chunks | prefetched (MiB) | wasted ÷ fetched |`)
+    p(
+      `| tool | ${replay ? 'replay' : 'boot'} time | best lazy reader ÷ this | received by C (MiB) | vmifs fetched (MiB) | vmifs read (MiB) | fetched ÷ read | prefetch issued / used (late) / wasted, chunks | prefetched (MiB) | wasted ÷ fetched |`
+    )
     p('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
     for (const r of rs) {
       const v = r.vmifs
       const speedup = best && r.ok ? `${(best.seconds / r.seconds).toFixed(2)}×` : '—'
-      p(`| ${TOOL_LABEL[r.tool] ?? r.tool}${r === best ? ' (best lazy reader)' : ''}${r.computed ? ' (computed)' : ''} | ${r.ok ? fmtS(r.seconds) : `failed: ${r.error ?? ''}`} | ${speedup} | ${fmtMiB(r.rxBytes)} | ${fmtMiB(v?.fetchBytes)} | ${fmtMiB(v?.readBytes)} | ${v && v.readBytes > 0 ? (v.fetchBytes / v.readBytes).toFixed(2) : '—'} | ${v ? `${v.issued} / ${v.used} (${v.late}) / ${v.wasted}` : '—'} | ${fmtMiB(v?.prefetchBytes)} | ${v && v.fetchBytes > 0 ? `${(100 * v.wastedBytes / v.fetchBytes).toFixed(1)} %` : '—'} |`)
+      p(
+        `| ${TOOL_LABEL[r.tool] ?? r.tool}${r === best ? ' (best lazy reader)' : ''}${r.computed ? ' (computed)' : ''} | ${r.ok ? fmtS(r.seconds) : `failed: ${r.error ?? ''}`} | ${speedup} | ${fmtMiB(r.rxBytes)} | ${fmtMiB(v?.fetchBytes)} | ${fmtMiB(v?.readBytes)} | ${v && v.readBytes > 0 ? (v.fetchBytes / v.readBytes).toFixed(2) : '—'} | ${v ? `${v.issued} / ${v.used} (${v.late}) / ${v.wasted}` : '—'} | ${fmtMiB(v?.prefetchBytes)} | ${v && v.fetchBytes > 0 ? `${((100 * v.wastedBytes) / v.fetchBytes).toFixed(1)} %` : '—'} |`
+      )
     }
     const notesHere = rs.filter(r => r.note).map(r => `${r.tool}: ${r.note!}`)
     if (notesHere.length > 0) p(`\n${notesHere.join('; ')}.`)
   }
-  p('\n"received by C": bytes into the cold host\'s network interface during the reported boot (all traffic: HTTP, NBD-over-HTTP, the vmifs table). "vmifs read": bytes the agent returned to FUSE reads (the kernel page cache answers re-reads). Prefetch waste (bytes of prefetched chunks the session never read, over all bytes fetched) is counted when the read session ends.')
+  p(
+    '\n"received by C": bytes into the cold host\'s network interface during the reported boot (all traffic: HTTP, NBD-over-HTTP, the vmifs table). "vmifs read": bytes the agent returned to FUSE reads (the kernel page cache answers re-reads). Prefetch waste (bytes of prefetched chunks the session never read, over all bytes fetched) is counted when the read session ends.'
+  )
   for (const n of notes) p(n)
   console.log(out.join('\n'))
 }

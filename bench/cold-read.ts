@@ -21,8 +21,7 @@ const READER = path.join(here, 'lib/reader.js')
 const PROXY = path.join(here, 'lib/delay-proxy.js')
 const TOKEN = 'bench-secret'
 
-
-export async function main (args: string[]): Promise<void> {
+export async function main(args: string[]): Promise<void> {
   const mib = Number(takeOption(args, '--size-mib') ?? 256)
   const rateMbit = Number(takeOption(args, '--rate-mbit') ?? 100)
   const rtts = (takeOption(args, '--rtt-ms') ?? '0,20').split(',').map(Number)
@@ -37,32 +36,59 @@ export async function main (args: string[]): Promise<void> {
     fs.closeSync(fd)
     const size = fs.statSync(img).size
     const dataA = path.join(dir, 'a-data')
-    const imp = spawnSync(process.execPath, [VMIFS, 'import', img, '--name', 'disk', '--data-dir', dataA, '--quiet'], { encoding: 'utf8' })
+    const imp = spawnSync(process.execPath, [VMIFS, 'import', img, '--name', 'disk', '--data-dir', dataA, '--quiet'], {
+      encoding: 'utf8'
+    })
     if (imp.status !== 0) throw new Error(imp.stderr)
     // the real Debian image and the files a boot reads from it (bench/lib/boot-set.ts), read in
     // shuffled order, each contiguous run of files through in 128 KiB requests
     const family = '/var/tmp/vmifs-bench/family'
     const nginx = path.join(family, 'nginx.img')
-    if (!fs.existsSync(nginx)) spawnSync('bash', [path.resolve(here, '../../bench/lib/debian-family.sh'), family], { stdio: 'inherit' })
-    const impN = spawnSync(process.execPath, [VMIFS, 'import', nginx, '--name', 'nginx', '--data-dir', dataA, '--quiet'], { encoding: 'utf8' })
+    if (!fs.existsSync(nginx))
+      spawnSync('bash', [path.resolve(here, '../../bench/lib/debian-family.sh'), family], { stdio: 'inherit' })
+    const impN = spawnSync(
+      process.execPath,
+      [VMIFS, 'import', nginx, '--name', 'nginx', '--data-dir', dataA, '--quiet'],
+      { encoding: 'utf8' }
+    )
     if (impN.status !== 0) throw new Error(impN.stderr)
     const set = bootReadSet(nginx)
     let sx = 12345
     const shuffled: Extent[] = set.ranges.map(r => ({ offset: r.start, length: r.end - r.start }))
-    for (let i = shuffled.length - 1; i > 0; i--) { sx = (sx * 1103515245 + 12345) % 2147483648; const j = sx % (i + 1); [shuffled[i], shuffled[j]] = [shuffled[j]!, shuffled[i]!] }
+    for (let i = shuffled.length - 1; i > 0; i--) {
+      sx = (sx * 1103515245 + 12345) % 2147483648
+      const j = sx % (i + 1)
+      ;[shuffled[i], shuffled[j]] = [shuffled[j]!, shuffled[i]!]
+    }
     const realFile = path.join(dir, 'real-boot.json')
     fs.writeFileSync(realFile, JSON.stringify(shuffled))
     const realDistinct = distinctBytes(shuffled)
     const cfg = path.join(dir, 'config.json')
     fs.writeFileSync(cfg, JSON.stringify({ token: TOKEN, syncIntervalMs: 200 }))
     const inNs = (h: string, argv: string[]): ChildProcess => {
-      const c = spawn('nsenter', [`--net=/run/netns/${net.ns(h)}`, ...argv], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, VMIFS_LOG_LEVEL: 'warn' } })
+      const c = spawn('nsenter', [`--net=/run/netns/${net.ns(h)}`, ...argv], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        env: { ...process.env, VMIFS_LOG_LEVEL: 'warn' }
+      })
       children.push(c)
       return c
     }
     const agent = async (h: string, data: string, mnt: string, extra: string[]): Promise<ChildProcess> => {
       fs.mkdirSync(mnt, { recursive: true })
-      const c = inNs(h, [process.execPath, VMIFS, 'agent', '--mount', mnt, '--data-dir', data, '--host-id', h, '--config', cfg, ...extra])
+      const c = inNs(h, [
+        process.execPath,
+        VMIFS,
+        'agent',
+        '--mount',
+        mnt,
+        '--data-dir',
+        data,
+        '--host-id',
+        h,
+        '--config',
+        cfg,
+        ...extra
+      ])
       await waitLine(c, `agent ${h}`)
       return c
     }
@@ -74,26 +100,55 @@ export async function main (args: string[]): Promise<void> {
     for (const rtt of rtts) {
       // A's agent, reached through a delay proxy that adds rtt/2 each way
       const mntA = path.join(dir, 'a-mnt')
-      const a = await agent('a', dataA, mntA, ['--listen', `${net.addr('a')}:7070`, '--advertise', `http://${net.addr('a')}:7071`])
-      const proxy = inNs('a', [process.execPath, PROXY, '--listen', `${net.addr('a')}:7071`, '--target', `${net.addr('a')}:7070`, '--delay-ms', String(rtt / 2)])
+      const a = await agent('a', dataA, mntA, [
+        '--listen',
+        `${net.addr('a')}:7070`,
+        '--advertise',
+        `http://${net.addr('a')}:7071`
+      ])
+      const proxy = inNs('a', [
+        process.execPath,
+        PROXY,
+        '--listen',
+        `${net.addr('a')}:7071`,
+        '--target',
+        `${net.addr('a')}:7070`,
+        '--delay-ms',
+        String(rtt / 2)
+      ])
       await waitLine(proxy, 'delay proxy')
       for (const pattern of ['sequential', 'boot (real files)', 'scattered (random files)'] as const) {
         const dataC = path.join(dir, `c-data-${rtt}-${pattern}`)
         const mntC = path.join(dir, `c-mnt-${rtt}-${pattern}`)
-        const c = await agent('c', dataC, mntC, ['--listen', `${net.addr('c')}:7070`, '--peer', `http://${net.addr('a')}:7070`])
+        const c = await agent('c', dataC, mntC, [
+          '--listen',
+          `${net.addr('c')}:7070`,
+          '--peer',
+          `http://${net.addr('a')}:7070`
+        ])
         const file = path.join(mntC, 'images', pattern === 'boot (real files)' ? 'nginx' : 'disk')
         for (let i = 0; !fs.existsSync(file); i++) {
           if (i > 200) throw new Error('C did not learn the image')
           await new Promise(resolve => setTimeout(resolve, 100))
         }
         await new Promise(resolve => setTimeout(resolve, 600)) // holdings follow the image fact
-        const r = spawnSync(process.execPath, pattern === 'sequential' ? [READER, 'seq', file] : [READER, 'extents', file, pattern === 'boot (real files)' ? realFile : bootFile], { encoding: 'utf8', timeout: 600_000 })
+        const r = spawnSync(
+          process.execPath,
+          pattern === 'sequential'
+            ? [READER, 'seq', file]
+            : [READER, 'extents', file, pattern === 'boot (real files)' ? realFile : bootFile],
+          { encoding: 'utf8', timeout: 600_000 }
+        )
         if (r.status !== 0) throw new Error(`reader: ${r.stderr}`)
-        const res = JSON.parse(r.stdout) as { bytes: number, seconds: number }
-        const s = JSON.parse(spawnSync('cat', [path.join(mntC, '.stats')], { encoding: 'utf8' }).stdout) as { fetch: { bytes: number, byHolder: Record<string, { requests: number }> } }
+        const res = JSON.parse(r.stdout) as { bytes: number; seconds: number }
+        const s = JSON.parse(spawnSync('cat', [path.join(mntC, '.stats')], { encoding: 'utf8' }).stdout) as {
+          fetch: { bytes: number; byHolder: Record<string, { requests: number }> }
+        }
         const distinct = pattern === 'sequential' ? size : pattern === 'boot (real files)' ? realDistinct : bootDistinct
-        const bound = distinct * 8 / (rateMbit * 1e6)
-        rows.push(`| ${rtt} ms | ${pattern} | ${(distinct / 1048576).toFixed(1)} MiB | ${(s.fetch.bytes / 1048576).toFixed(1)} MiB | ${(s.fetch.bytes / distinct).toFixed(2)} | ${res.seconds.toFixed(2)} s | ${bound.toFixed(2)} s | ${(res.seconds / bound).toFixed(2)}× | ${s.fetch.byHolder.a?.requests ?? 0} |`)
+        const bound = (distinct * 8) / (rateMbit * 1e6)
+        rows.push(
+          `| ${rtt} ms | ${pattern} | ${(distinct / 1048576).toFixed(1)} MiB | ${(s.fetch.bytes / 1048576).toFixed(1)} MiB | ${(s.fetch.bytes / distinct).toFixed(2)} | ${res.seconds.toFixed(2)} s | ${bound.toFixed(2)} s | ${(res.seconds / bound).toFixed(2)}× | ${s.fetch.byHolder.a?.requests ?? 0} |`
+        )
         process.stderr.write(`cold-read: rtt ${rtt} ms ${pattern}: ${res.seconds.toFixed(2)} s\n`)
         await stop(c)
         spawnSync('umount', ['-l', mntC])
@@ -102,16 +157,25 @@ export async function main (args: string[]): Promise<void> {
       await stop(a)
       spawnSync('umount', ['-l', mntA])
     }
-    console.log(`\n## Cold read over a ${rateMbit} Mbit/s link (tc tbf), ${mib} MiB image of random data; RTT added by a userspace delay proxy\n`)
-    console.log('| RTT | pattern | distinct bytes read | fetched | fetched / read | time | link-rate bound | time / bound | requests |')
+    console.log(
+      `\n## Cold read over a ${rateMbit} Mbit/s link (tc tbf), ${mib} MiB image of random data; RTT added by a userspace delay proxy\n`
+    )
+    console.log(
+      '| RTT | pattern | distinct bytes read | fetched | fetched / read | time | link-rate bound | time / bound | requests |'
+    )
     console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|')
     for (const r of rows) console.log(r)
-    console.log(`\nboot (real files): the ${set.files.length} files a boot opens (bench/lib/boot-set.ts) in the Debian nginx image, ${(realDistinct / 1048576).toFixed(1)} MiB in ${shuffled.length} contiguous runs, read in shuffled order in 128 KiB requests.`)
-    console.log(`scattered (random files): ${boot.length} files of 4 KiB–1 MiB (log-uniform) at random offsets of the random-data image, ${(bootDistinct / 1048576).toFixed(1)} MiB (10 % of it), each read through in 128 KiB requests, in random order: the worst case for chunk edges (no two files share a chunk).`)
+    console.log(
+      `\nboot (real files): the ${set.files.length} files a boot opens (bench/lib/boot-set.ts) in the Debian nginx image, ${(realDistinct / 1048576).toFixed(1)} MiB in ${shuffled.length} contiguous runs, read in shuffled order in 128 KiB requests.`
+    )
+    console.log(
+      `scattered (random files): ${boot.length} files of 4 KiB–1 MiB (log-uniform) at random offsets of the random-data image, ${(bootDistinct / 1048576).toFixed(1)} MiB (10 % of it), each read through in 128 KiB requests, in random order: the worst case for chunk edges (no two files share a chunk).`
+    )
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL')
     await new Promise(resolve => setTimeout(resolve, 300))
-    for (const m of fs.existsSync(dir) ? fs.readdirSync(dir).filter(n => n.includes('mnt')) : []) spawnSync('umount', ['-l', path.join(dir, m)])
+    for (const m of fs.existsSync(dir) ? fs.readdirSync(dir).filter(n => n.includes('mnt')) : [])
+      spawnSync('umount', ['-l', path.join(dir, m)])
     await net.destroy()
     fs.rmSync(dir, { recursive: true, force: true })
   }

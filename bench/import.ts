@@ -18,17 +18,31 @@ import { ManifestBuilder } from '../src/manifests/manifest.js'
 import { blake3 } from '../src/util/hash.js'
 import { readAt } from '../src/util/files.js'
 import { readThrough } from './lib/files.js'
-import { GiB, MiB, chunkingLabel, chunkingTitle, markdownTable, num, pct, seconds, sizeLabel, takeOption } from './lib/report.js'
+import {
+  GiB,
+  MiB,
+  chunkingLabel,
+  chunkingTitle,
+  markdownTable,
+  num,
+  pct,
+  seconds,
+  sizeLabel,
+  takeOption
+} from './lib/report.js'
 
 export const NGINX_IMAGE = '/var/tmp/vmifs-bench/family/nginx.img'
-export const CHUNKINGS: Chunking[] = [
-  { kind: 'fixed', chunkSize: 64 * 1024 },
-  DEFAULT_CHUNKING
-]
+export const CHUNKINGS: Chunking[] = [{ kind: 'fixed', chunkSize: 64 * 1024 }, DEFAULT_CHUNKING]
 const READ_SIZE = 16 * MiB // as in import.ts
 
 /** One timed run: wall seconds and CPU seconds (user + sys) of whoever did the work. */
-export interface Timing { wall: number, cpu: number, user?: number, sys?: number, detail?: Record<string, number | string> }
+export interface Timing {
+  wall: number
+  cpu: number
+  user?: number
+  sys?: number
+  detail?: Record<string, number | string>
+}
 
 export interface Result {
   input: string
@@ -44,7 +58,7 @@ export interface Result {
 }
 
 /** Writes `size` bytes of random data (incompressible, no zero blocks) in 16 MiB pieces, synced. */
-export function writeRandomFile (file: string, size: number): void {
+export function writeRandomFile(file: string, size: number): void {
   const fd = fs.openSync(file, 'w')
   try {
     const buf = Buffer.allocUnsafe(Math.min(READ_SIZE, size))
@@ -63,7 +77,7 @@ export function writeRandomFile (file: string, size: number): void {
 let clockTicks: number | undefined
 
 /** CPU seconds used so far by this process's waited-for children (cutime, cstime). */
-function childCpu (): { user: number, sys: number } {
+function childCpu(): { user: number; sys: number } {
   clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100
   const stat = fs.readFileSync('/proc/self/stat', 'utf8')
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ') // f[0] is field 3 (state)
@@ -71,12 +85,12 @@ function childCpu (): { user: number, sys: number } {
 }
 
 /** This process's CPU seconds since `since` (a process.cpuUsage() reading). */
-function cpuSince (since: NodeJS.CpuUsage): { cpu: number, user: number, sys: number } {
+function cpuSince(since: NodeJS.CpuUsage): { cpu: number; user: number; sys: number } {
   const u = process.cpuUsage(since)
   return { cpu: (u.user + u.system) / 1e6, user: u.user / 1e6, sys: u.system / 1e6 }
 }
 
-export function timeB3sum (file: string, threads?: number): Timing {
+export function timeB3sum(file: string, threads?: number): Timing {
   const args = threads === undefined ? [file] : ['--num-threads', String(threads), file]
   const c0 = childCpu()
   const t0 = process.hrtime.bigint()
@@ -91,7 +105,7 @@ export function timeB3sum (file: string, threads?: number): Timing {
 }
 
 /** The compute path of an import: the same reads (16 MiB, one ahead), chunker, hashes, manifest. */
-export async function timeCompute (file: string, chunking: Chunking): Promise<Timing> {
+export async function timeCompute(file: string, chunking: Chunking): Promise<Timing> {
   const c0 = process.cpuUsage()
   const t0 = process.hrtime.bigint()
   const fh = await fsp.open(file, 'r')
@@ -106,7 +120,11 @@ export async function timeCompute (file: string, chunking: Chunking): Promise<Ti
     const builder = new ManifestBuilder(plan.chunking)
     const take = (out: ChunkOut[]): void => {
       for (const c of out) {
-        if (c.zero) { builder.add(c.length, null); zeroBytes += c.length; continue }
+        if (c.zero) {
+          builder.add(c.length, null)
+          zeroBytes += c.length
+          continue
+        }
         builder.add(c.length, blake3(c.data!))
         dataChunks++
       }
@@ -135,7 +153,7 @@ export async function timeCompute (file: string, chunking: Chunking): Promise<Ti
  * allocator scan recently freed inodes (seen in `perf`: recently_deleted, find_get_block_common)
  * and charges the next import for the previous run's deletion.
  */
-export async function timeImport (file: string, chunking: Chunking, tmp: string): Promise<Timing> {
+export async function timeImport(file: string, chunking: Chunking, tmp: string): Promise<Timing> {
   const dir = fs.mkdtempSync(path.join(tmp, 'dd-'))
   const dd = DataDir.open(dir, { capacityBytes: 1024 * GiB })
   try {
@@ -143,23 +161,43 @@ export async function timeImport (file: string, chunking: Chunking, tmp: string)
     const t0 = process.hrtime.bigint()
     const r = await importImage(dd, file, { name: 'bench', chunking })
     const wall = seconds(t0)
-    return { wall, ...cpuSince(c0), detail: { dataChunks: r.dataChunks, newChunks: r.newChunks, newBytes: r.newBytes, digest: r.digest } }
+    return {
+      wall,
+      ...cpuSince(c0),
+      detail: { dataChunks: r.dataChunks, newChunks: r.newChunks, newBytes: r.newBytes, digest: r.digest }
+    }
   } finally {
     dd.close()
   }
 }
 
-async function measure (input: string, bytes: number, tool: string, runs: number, once: () => Timing | Promise<Timing>): Promise<Result> {
+async function measure(
+  input: string,
+  bytes: number,
+  tool: string,
+  runs: number,
+  once: () => Timing | Promise<Timing>
+): Promise<Result> {
   const all: Timing[] = []
   for (let i = 0; i < runs; i++) all.push(await once())
   const med = [...all].sort((a, b) => a.wall - b.wall)[Math.floor((all.length - 1) / 2)]!
-  const r: Result = { input, bytes, tool, runs: all, wall: med.wall, cpu: med.cpu, user: med.user, sys: med.sys, detail: med.detail }
+  const r: Result = {
+    input,
+    bytes,
+    tool,
+    runs: all,
+    wall: med.wall,
+    cpu: med.cpu,
+    user: med.user,
+    sys: med.sys,
+    detail: med.detail
+  }
   console.error(`import: ${input}: ${tool}: ${all.map(t => `${t.wall.toFixed(2)} s`).join(', ')}`)
   return r
 }
 
-export function renderTable (results: Result[]): string {
-  const rows = results.map((r) => {
+export function renderTable(results: Result[]): string {
+  const rows = results.map(r => {
     const base = results.find(b => b.input === r.input && b.tool === 'b3sum --num-threads 1')
     const rate = r.bytes / r.wall
     return [
@@ -174,15 +212,20 @@ export function renderTable (results: Result[]): string {
       r.cpu > 0 ? (r.bytes / r.cpu / 1e9).toFixed(2) : 'n/a'
     ]
   })
-  return markdownTable(['input', 'tool', 'wall s', 'MB/s', 'GB/s', 'vs b3sum 1T', 'CPU s', 'user / sys s', 'GB/s per core'], rows, [0, 1])
+  return markdownTable(
+    ['input', 'tool', 'wall s', 'MB/s', 'GB/s', 'vs b3sum 1T', 'CPU s', 'user / sys s', 'GB/s per core'],
+    rows,
+    [0, 1]
+  )
 }
 
-export async function main (args: string[]): Promise<void> {
+export async function main(args: string[]): Promise<void> {
   args = [...args]
   const sizeMiB = Number(takeOption(args, '--size-mib') ?? 1024)
   const runs = Number(takeOption(args, '--runs') ?? 3)
   const jsonFile = takeOption(args, '--json')
-  if (!(Number.isInteger(sizeMiB) && sizeMiB > 0) || !(Number.isInteger(runs) && runs > 0)) throw new Error('usage: npm run bench -- import [--size-mib N] [--runs N] [--json FILE]')
+  if (!(Number.isInteger(sizeMiB) && sizeMiB > 0) || !(Number.isInteger(runs) && runs > 0))
+    throw new Error('usage: npm run bench -- import [--size-mib N] [--runs N] [--json FILE]')
   const tmp = fs.mkdtempSync('/var/tmp/vmifs-bench-import-')
   const results: Result[] = []
   const notes: string[] = []
@@ -193,32 +236,73 @@ export async function main (args: string[]): Promise<void> {
     console.error(`import: wrote ${sizeMiB} MiB of random data to ${random} in ${seconds(t0).toFixed(1)} s`)
     const inputs = [{ label: `random ${sizeLabel(sizeMiB * MiB)}`, file: random }]
     if (fs.existsSync(NGINX_IMAGE)) inputs.push({ label: 'nginx.img', file: NGINX_IMAGE })
-    else console.error(`import: ${NGINX_IMAGE} missing, skipped (bash bench/lib/debian-family.sh /var/tmp/vmifs-bench/family)`)
+    else
+      console.error(
+        `import: ${NGINX_IMAGE} missing, skipped (bash bench/lib/debian-family.sh /var/tmp/vmifs-bench/family)`
+      )
     for (const { label, file } of inputs) {
       const bytes = readThrough(file) // warm the page cache
       results.push(await measure(label, bytes, 'b3sum --num-threads 1', runs, () => timeB3sum(file, 1)))
-      results.push(await measure(label, bytes, `b3sum default (${os.availableParallelism()} cores)`, runs, () => timeB3sum(file)))
+      results.push(
+        await measure(label, bytes, `b3sum default (${os.availableParallelism()} cores)`, runs, () => timeB3sum(file))
+      )
       for (const c of CHUNKINGS) {
-        const compute = await measure(label, bytes, `vmifs compute, ${chunkingTitle(c)}`, runs, async () => await timeCompute(file, c))
-        const full = await measure(label, bytes, `vmifs import, ${chunkingTitle(c)}`, runs, async () => await timeImport(file, c, tmp))
+        const compute = await measure(
+          label,
+          bytes,
+          `vmifs compute, ${chunkingTitle(c)}`,
+          runs,
+          async () => await timeCompute(file, c)
+        )
+        const full = await measure(
+          label,
+          bytes,
+          `vmifs import, ${chunkingTitle(c)}`,
+          runs,
+          async () => await timeImport(file, c, tmp)
+        )
         const digests = new Set([...compute.runs, ...full.runs].map(t => t.detail?.digest))
-        if (digests.size !== 1) throw new Error(`${label} ${chunkingLabel(c)}: runs disagree on the manifest digest: ${[...digests].join(', ')}`)
+        if (digests.size !== 1)
+          throw new Error(
+            `${label} ${chunkingLabel(c)}: runs disagree on the manifest digest: ${[...digests].join(', ')}`
+          )
         results.push(compute, full)
       }
-      const zero = Number(results.find(r => r.input === label && r.detail?.zeroBytes !== undefined)?.detail?.zeroBytes ?? 0)
-      notes.push(`${label}: ${pct(zero / bytes)} zero (in zero entries of the ${chunkingLabel(CHUNKINGS[0]!)} manifest)`)
+      const zero = Number(
+        results.find(r => r.input === label && r.detail?.zeroBytes !== undefined)?.detail?.zeroBytes ?? 0
+      )
+      notes.push(
+        `${label}: ${pct(zero / bytes)} zero (in zero entries of the ${chunkingLabel(CHUNKINGS[0]!)} manifest)`
+      )
     }
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true })
   }
-  console.log(`## Import throughput (${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.availableParallelism()} cores; median of ${runs} warm runs)\n`)
+  console.log(
+    `## Import throughput (${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.availableParallelism()} cores; median of ${runs} warm runs)\n`
+  )
   console.log(renderTable(results))
-  console.log('\nGB/s = file bytes / wall time; GB/s per core = file bytes / CPU seconds (user + sys) of the process doing')
-  console.log('the work (b3sum: the child; vmifs: this Node process, including libuv threads; not the kernel\'s')
+  console.log(
+    '\nGB/s = file bytes / wall time; GB/s per core = file bytes / CPU seconds (user + sys) of the process doing'
+  )
+  console.log("the work (b3sum: the child; vmifs: this Node process, including libuv threads; not the kernel's")
   console.log('writeback nor the `sync -f` child of an import). vmifs detects zero blocks and does not hash')
   console.log(`them, while b3sum hashes every byte: ${notes.join('; ')}.`)
   if (jsonFile !== undefined) {
-    fs.writeFileSync(jsonFile, JSON.stringify({ bench: 'import', date: new Date().toISOString(), cpu: os.cpus()[0]?.model, cores: os.availableParallelism(), results }, null, 2) + '\n')
+    fs.writeFileSync(
+      jsonFile,
+      JSON.stringify(
+        {
+          bench: 'import',
+          date: new Date().toISOString(),
+          cpu: os.cpus()[0]?.model,
+          cores: os.availableParallelism(),
+          results
+        },
+        null,
+        2
+      ) + '\n'
+    )
     console.error(`import: wrote ${jsonFile}`)
   }
 }

@@ -17,26 +17,36 @@ const ROOT = path.resolve(here, '../..')
 const VMIFS = path.join(ROOT, 'bin/vmifs.js')
 const READER = path.join(here, 'lib/reader.js')
 
-function reader<T> (...args: string[]): T {
+function reader<T>(...args: string[]): T {
   const r = spawnSync(process.execPath, [READER, ...args], { encoding: 'utf8', timeout: 600_000 })
   if (r.status !== 0) throw new Error(`reader failed: ${r.stderr}`)
   return JSON.parse(r.stdout) as T
 }
 
-function dropCaches (): boolean {
+function dropCaches(): boolean {
   spawnSync('sync')
-  try { fs.writeFileSync('/proc/sys/vm/drop_caches', '3'); return true } catch { return false }
+  try {
+    fs.writeFileSync('/proc/sys/vm/drop_caches', '3')
+    return true
+  } catch {
+    return false
+  }
 }
 
 /** Drops one file's pages (works for the FUSE file too: its pages are clean). */
-function dropFile (file: string): void {
+function dropFile(file: string): void {
   spawnSync('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none'])
 }
 
-async function startAgent (mnt: string, data: string): Promise<() => Promise<void>> {
-  const child = spawn(process.execPath, [VMIFS, 'agent', '--mount', mnt, '--data-dir', data], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, VMIFS_LOG_LEVEL: 'warn' } })
+async function startAgent(mnt: string, data: string): Promise<() => Promise<void>> {
+  const child = spawn(process.execPath, [VMIFS, 'agent', '--mount', mnt, '--data-dir', data], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, VMIFS_LOG_LEVEL: 'warn' }
+  })
   let out = ''
-  child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString()
+  })
   const t0 = Date.now()
   while (!out.includes('"ready"')) {
     if (child.exitCode !== null || Date.now() - t0 > 20_000) throw new Error('agent did not start')
@@ -48,7 +58,7 @@ async function startAgent (mnt: string, data: string): Promise<() => Promise<voi
   }
 }
 
-export async function main (args: string[]): Promise<void> {
+export async function main(args: string[]): Promise<void> {
   const i = args.indexOf('--size-mib')
   const mib = i >= 0 ? Number(args[i + 1]) : 1024
   const dir = fs.mkdtempSync(path.join(process.env.VMIFS_BENCH_DIR ?? '/var/tmp', 'vmifs-bench-read-'))
@@ -61,18 +71,20 @@ export async function main (args: string[]): Promise<void> {
     const fd = fs.openSync(img, 'w')
     for (let k = 0; k < mib; k += 16) fs.writeSync(fd, randomBytes(16 * 1024 * 1024))
     fs.closeSync(fd)
-    const imp = spawnSync(process.execPath, [VMIFS, 'import', img, '--name', 'disk', '--data-dir', data, '--quiet'], { encoding: 'utf8' })
+    const imp = spawnSync(process.execPath, [VMIFS, 'import', img, '--name', 'disk', '--data-dir', data, '--quiet'], {
+      encoding: 'utf8'
+    })
     if (imp.status !== 0) throw new Error(imp.stderr)
     const file = path.join(mnt, 'images/disk')
     const canDrop = dropCaches()
     const rows: Array<[string, string, string]> = []
     const seq = (label: string, f: string): void => {
-      const r = reader<{ bytes: number, seconds: number }>('seq', f)
+      const r = reader<{ bytes: number; seconds: number }>('seq', f)
       rows.push([label, `${(r.bytes / r.seconds / 1e6).toFixed(0)} MB/s`, `${r.seconds.toFixed(2)} s`])
     }
     const lat: Array<[string, string, string]> = []
     const rand = (label: string, f: string): void => {
-      const r = reader<{ p50Ms: number, p99Ms: number }>('rand', f, '5000')
+      const r = reader<{ p50Ms: number; p99Ms: number }>('rand', f, '5000')
       lat.push([label, `${(r.p50Ms * 1000).toFixed(0)} µs`, `${(r.p99Ms * 1000).toFixed(0)} µs`])
     }
 
@@ -98,15 +110,21 @@ export async function main (args: string[]): Promise<void> {
     rand('mount, warm (kernel page cache)', file)
     dropFile(file)
     rand('mount, agent path (chunk files cached, mount pages dropped)', file)
-    const stats = JSON.parse(spawnSync('cat', [path.join(mnt, '.stats')], { encoding: 'utf8' }).stdout) as { read: { p50Ms: number, p99Ms: number, ops: number } }
+    const stats = JSON.parse(spawnSync('cat', [path.join(mnt, '.stats')], { encoding: 'utf8' }).stdout) as {
+      read: { p50Ms: number; p99Ms: number; ops: number }
+    }
     await stop()
 
-    console.log(`\nread benchmark: ${mib} MiB image of random data, ${os.cpus().length} cores, node ${process.version}${canDrop ? '' : ' (could not drop caches: cold cases skipped)'}\n`)
+    console.log(
+      `\nread benchmark: ${mib} MiB image of random data, ${os.cpus().length} cores, node ${process.version}${canDrop ? '' : ' (could not drop caches: cold cases skipped)'}\n`
+    )
     console.log('| sequential read (1 MiB reads) | throughput | time |\n|---|---|---|')
     for (const r of rows) console.log(`| ${r.join(' | ')} |`)
     console.log('\n| 4 KiB random reads (5000) | p50 | p99 |\n|---|---|---|')
     for (const r of lat) console.log(`| ${r.join(' | ')} |`)
-    console.log(`\nagent-side FUSE read latency (from .stats): p50 ${stats.read.p50Ms} ms, p99 ${stats.read.p99Ms} ms over ${stats.read.ops} ops`)
+    console.log(
+      `\nagent-side FUSE read latency (from .stats): p50 ${stats.read.p50Ms} ms, p99 ${stats.read.p99Ms} ms over ${stats.read.ops} ops`
+    )
   } finally {
     spawnSync('umount', ['-l', mnt])
     fs.rmSync(dir, { recursive: true, force: true })

@@ -26,21 +26,31 @@ const FAMILY = '/var/tmp/vmifs-bench/family'
 const V2DIR = '/var/tmp/vmifs-bench/v2'
 const MiB = 1024 * 1024
 
-
-function vmifs (args: string[]): string {
+function vmifs(args: string[]): string {
   const r = spawnSync(process.execPath, [VMIFS, ...args], { encoding: 'utf8', maxBuffer: 256 * MiB, timeout: 900_000 })
   if (r.status !== 0) throw new Error(`vmifs ${args.join(' ')}: ${r.stderr}`)
   return r.stdout
 }
 
-interface Row { target: string, tool: string, wire: number, payload: string, seconds: number, makespan?: number, predicted?: number, detail: string }
+interface Row {
+  target: string
+  tool: string
+  wire: number
+  payload: string
+  seconds: number
+  makespan?: number
+  predicted?: number
+  detail: string
+}
 
-export async function main (args: string[]): Promise<void> {
+export async function main(args: string[]): Promise<void> {
   const rateMbit = Number(takeOption(args, '--rate-mbit') ?? 100)
   const skipRsync = args.includes('--skip-rsync')
   const inplace = args.includes('--rsync-inplace')
   spawnSync('bash', [path.resolve(here, '../../bench/lib/debian-family.sh'), FAMILY], { stdio: 'inherit' })
-  const v2build = spawnSync('bash', [path.resolve(here, '../../bench/lib/debian-v2.sh'), FAMILY, V2DIR], { stdio: 'inherit' })
+  const v2build = spawnSync('bash', [path.resolve(here, '../../bench/lib/debian-v2.sh'), FAMILY, V2DIR], {
+    stdio: 'inherit'
+  })
   if (v2build.status !== 0) throw new Error('building v2 failed')
   const v1 = path.join(FAMILY, 'nginx.img')
   const sibling = path.join(FAMILY, 'ssh.img')
@@ -55,15 +65,23 @@ export async function main (args: string[]): Promise<void> {
   let logN = 0
   const inNs = (h: string, argv: string[]): ChildProcess => {
     const log = fs.openSync(path.join(logDir, `${h}-${logN++}.log`), 'a')
-    const c = spawn('nsenter', [`--net=/run/netns/${net.ns(h)}`, ...argv], { stdio: ['ignore', 'pipe', log], env: { ...process.env, VMIFS_LOG_LEVEL: process.env.VMIFS_LOG_LEVEL ?? 'warn' } })
+    const c = spawn('nsenter', [`--net=/run/netns/${net.ns(h)}`, ...argv], {
+      stdio: ['ignore', 'pipe', log],
+      env: { ...process.env, VMIFS_LOG_LEVEL: process.env.VMIFS_LOG_LEVEL ?? 'warn' }
+    })
     fs.closeSync(log)
-    c.once('exit', (code, sig) => { if (code !== 0 && sig !== 'SIGTERM') process.stderr.write(`transfer: ${h} (${argv[2] ?? argv[0]}) exited ${String(code)} ${String(sig)}\n`) })
+    c.once('exit', (code, sig) => {
+      if (code !== 0 && sig !== 'SIGTERM')
+        process.stderr.write(`transfer: ${h} (${argv[2] ?? argv[0]}) exited ${String(code)} ${String(sig)}\n`)
+    })
     children.push(c)
     return c
   }
   /** received + sent bytes of the target's interface */
   const wire = (): number => {
-    const j = JSON.parse(spawnSync('ip', ['-n', net.ns('dst'), '-s', '-j', 'link', 'show', 'eth0'], { encoding: 'utf8' }).stdout) as Array<{ stats64: { rx: { bytes: number }, tx: { bytes: number } } }>
+    const j = JSON.parse(
+      spawnSync('ip', ['-n', net.ns('dst'), '-s', '-j', 'link', 'show', 'eth0'], { encoding: 'utf8' }).stdout
+    ) as Array<{ stats64: { rx: { bytes: number }; tx: { bytes: number } } }>
     return j[0]!.stats64.rx.bytes + j[0]!.stats64.tx.bytes
   }
   try {
@@ -76,7 +94,22 @@ export async function main (args: string[]): Promise<void> {
     const agent = async (h: string, data: string, peers: string[], cfg: string): Promise<ChildProcess> => {
       const mnt = path.join(dir, `${path.basename(data)}-mnt`)
       fs.mkdirSync(mnt, { recursive: true })
-      const c = inNs(h, [process.execPath, VMIFS, 'agent', '--mount', mnt, '--data-dir', data, '--host-id', h, '--config', cfg, '--listen', `${net.addr(h)}:7070`, ...peers.flatMap(p => ['--peer', `http://${net.addr(p)}:7070`])])
+      const c = inNs(h, [
+        process.execPath,
+        VMIFS,
+        'agent',
+        '--mount',
+        mnt,
+        '--data-dir',
+        data,
+        '--host-id',
+        h,
+        '--config',
+        cfg,
+        '--listen',
+        `${net.addr(h)}:7070`,
+        ...peers.flatMap(p => ['--peer', `http://${net.addr(p)}:7070`])
+      ])
       await waitLine(c, `agent ${h}`, 60_000)
       return c
     }
@@ -85,14 +118,14 @@ export async function main (args: string[]): Promise<void> {
     vmifs(['import', v2, '--name', 'web', '--data-dir', srcData, '--quiet'])
     const src = await agent('src', srcData, [], cfgFile('src'))
     const dstCfg = cfgFile('dst', { links: { src: { bandwidth: `${rateMbit}Mbit` } } })
-    const cases: Array<{ target: string, basis?: string, name?: string }> = [
+    const cases: Array<{ target: string; basis?: string; name?: string }> = [
       { target: 'holds v1', basis: v1, name: 'web-v1' },
       { target: 'holds a sibling (ssh)', basis: sibling, name: 'ssh' },
       { target: 'holds nothing' }
     ]
     let k = 0
     for (const cs of cases) {
-      const variants: Array<{ tool: string, args: string[] }> = [
+      const variants: Array<{ tool: string; args: string[] }> = [
         { tool: 'vmifs replicate (α 0.3: brotli 5)', args: [] },
         { tool: 'vmifs replicate --alpha 0.9 (brotli 1)', args: ['--alpha', '0.9'] },
         { tool: 'vmifs replicate --no-compress', args: ['--no-compress'] }
@@ -105,8 +138,15 @@ export async function main (args: string[]): Promise<void> {
         // the plan needs the donor's image and holdings in dst's table
         let plan: any
         for (let i = 0; ; i++) {
-          const r = spawnSync(process.execPath, [VMIFS, 'plan', 'web', '--to', 'dst', '--json', '--host-id', 'dst', '--data-dir', data, '--config', dstCfg], { encoding: 'utf8', maxBuffer: 64 * MiB })
-          if (r.status === 0) { plan = JSON.parse(r.stdout); if (plan.need.unavailableChunks === 0 && plan.need.missingChunks > 0) break }
+          const r = spawnSync(
+            process.execPath,
+            [VMIFS, 'plan', 'web', '--to', 'dst', '--json', '--host-id', 'dst', '--data-dir', data, '--config', dstCfg],
+            { encoding: 'utf8', maxBuffer: 64 * MiB }
+          )
+          if (r.status === 0) {
+            plan = JSON.parse(r.stdout)
+            if (plan.need.unavailableChunks === 0 && plan.need.missingChunks > 0) break
+          }
           if (i > 300) throw new Error(`dst never learnt the image: ${r.stderr}`)
           await new Promise(resolve => setTimeout(resolve, 200))
         }
@@ -125,7 +165,9 @@ export async function main (args: string[]): Promise<void> {
           predicted: rep.predicted.seconds,
           detail: `${rep.fetchedChunks} of ${rep.chunks} chunks new; held ${(rep.heldBytes / MiB).toFixed(1)} MiB`
         })
-        process.stderr.write(`transfer: ${cs.target}, ${v.tool}: ${(w / MiB).toFixed(1)} MiB on the wire in ${seconds.toFixed(2)} s (makespan ${rep.makespan.toFixed(2)} s, predicted ${rep.predicted.seconds.toFixed(2)} s)\n`)
+        process.stderr.write(
+          `transfer: ${cs.target}, ${v.tool}: ${(w / MiB).toFixed(1)} MiB on the wire in ${seconds.toFixed(2)} s (makespan ${rep.makespan.toFixed(2)} s, predicted ${rep.predicted.seconds.toFixed(2)} s)\n`
+        )
         await stop(dst)
         spawnSync('umount', ['-l', path.join(dir, `${path.basename(data)}-mnt`)])
         fs.rmSync(data, { recursive: true, force: true })
@@ -136,10 +178,25 @@ export async function main (args: string[]): Promise<void> {
     if (!skipRsync) {
       // an rsync daemon on the donor serving v2; the target's basis file is its old image
       const conf = path.join(dir, 'rsyncd.conf')
-      fs.writeFileSync(conf, `uid = root\ngid = root\nuse chroot = no\npid file = ${path.join(dir, 'rsyncd.pid')}\n[img]\n  path = ${V2DIR}\n  read only = yes\n`)
-      inNs('src', ['rsync', '--daemon', '--no-detach', `--config=${conf}`, `--address=${net.addr('src')}`, '--port=873'])
+      fs.writeFileSync(
+        conf,
+        `uid = root\ngid = root\nuse chroot = no\npid file = ${path.join(dir, 'rsyncd.pid')}\n[img]\n  path = ${V2DIR}\n  read only = yes\n`
+      )
+      inNs('src', [
+        'rsync',
+        '--daemon',
+        '--no-detach',
+        `--config=${conf}`,
+        `--address=${net.addr('src')}`,
+        '--port=873'
+      ])
       for (let i = 0; ; i++) {
-        if (spawnSync('ip', ['netns', 'exec', net.ns('dst'), 'rsync', `rsync://${net.addr('src')}/img/`], { encoding: 'utf8' }).status === 0) break
+        if (
+          spawnSync('ip', ['netns', 'exec', net.ns('dst'), 'rsync', `rsync://${net.addr('src')}/img/`], {
+            encoding: 'utf8'
+          }).status === 0
+        )
+          break
         if (i > 100) throw new Error('rsync daemon did not start')
         await new Promise(resolve => setTimeout(resolve, 100))
       }
@@ -156,11 +213,26 @@ export async function main (args: string[]): Promise<void> {
           spawnSync('sync')
           const w0 = wire()
           const t0 = performance.now()
-          const r = spawnSync('ip', ['netns', 'exec', net.ns('dst'), 'rsync', '--no-whole-file', '--stats', ...mode, `rsync://${net.addr('src')}/img/nginx2.img`, dest], { encoding: 'utf8', timeout: 1_800_000 })
+          const r = spawnSync(
+            'ip',
+            [
+              'netns',
+              'exec',
+              net.ns('dst'),
+              'rsync',
+              '--no-whole-file',
+              '--stats',
+              ...mode,
+              `rsync://${net.addr('src')}/img/nginx2.img`,
+              dest
+            ],
+            { encoding: 'utf8', timeout: 1_800_000 }
+          )
           const seconds = (performance.now() - t0) / 1000
           const w = wire() - w0
           if (r.status !== 0) throw new Error(`rsync: ${r.stderr}`)
-          const stat = (name: string): number => Number((new RegExp(`${name}: ([0-9,]+)`).exec(r.stdout)?.[1] ?? 'NaN').replace(/,/g, ''))
+          const stat = (name: string): number =>
+            Number((new RegExp(`${name}: ([0-9,]+)`).exec(r.stdout)?.[1] ?? 'NaN').replace(/,/g, ''))
           const same = spawnSync('cmp', [dest, v2]).status === 0
           rows.push({
             target: cs.target,
@@ -170,25 +242,57 @@ export async function main (args: string[]): Promise<void> {
             seconds,
             detail: same ? 'result identical to v2' : 'RESULT DIFFERS'
           })
-          process.stderr.write(`transfer: ${cs.target}, ${['rsync', ...mode].join(' ')}: ${(w / MiB).toFixed(1)} MiB on the wire in ${seconds.toFixed(2)} s\n`)
+          process.stderr.write(
+            `transfer: ${cs.target}, ${['rsync', ...mode].join(' ')}: ${(w / MiB).toFixed(1)} MiB on the wire in ${seconds.toFixed(2)} s\n`
+          )
           fs.rmSync(out, { recursive: true, force: true })
         }
       }
     }
 
-    const fmt = (x: number | undefined, d = 2): string => x === undefined ? '' : x.toFixed(d)
+    const fmt = (x: number | undefined, d = 2): string => (x === undefined ? '' : x.toFixed(d))
     console.log(`\n## Getting image v2 onto a host over a ${rateMbit} Mbit/s link (tc tbf)\n`)
-    console.log(`v2: ${path.basename(v2)} (nginx family image + curl and its libraries + a changed nginx.conf), ${fs.statSync(v2).size / 1024 ** 3} GiB file\n`)
-    console.log(markdownTable(['target', 'tool', 'on the wire MiB', 'vs rsync (same target)', 'time s', 'makespan s', 'predicted s', 'payload', 'detail'],
-      rows.map(r => {
-        const best = rows.filter(x => x.target === r.target && x.tool.startsWith('rsync')).reduce((m, x) => Math.min(m, x.wire), Infinity)
-        return [r.target, r.tool, (r.wire / MiB).toFixed(1), Number.isFinite(best) ? `${(r.wire / best * 100).toFixed(0)} %` : '', fmt(r.seconds), fmt(r.makespan), fmt(r.predicted), r.payload, r.detail]
-      }), [0, 1, 7, 8]))
+    console.log(
+      `v2: ${path.basename(v2)} (nginx family image + curl and its libraries + a changed nginx.conf), ${fs.statSync(v2).size / 1024 ** 3} GiB file\n`
+    )
+    console.log(
+      markdownTable(
+        [
+          'target',
+          'tool',
+          'on the wire MiB',
+          'vs rsync (same target)',
+          'time s',
+          'makespan s',
+          'predicted s',
+          'payload',
+          'detail'
+        ],
+        rows.map(r => {
+          const best = rows
+            .filter(x => x.target === r.target && x.tool.startsWith('rsync'))
+            .reduce((m, x) => Math.min(m, x.wire), Infinity)
+          return [
+            r.target,
+            r.tool,
+            (r.wire / MiB).toFixed(1),
+            Number.isFinite(best) ? `${((r.wire / best) * 100).toFixed(0)} %` : '',
+            fmt(r.seconds),
+            fmt(r.makespan),
+            fmt(r.predicted),
+            r.payload,
+            r.detail
+          ]
+        }),
+        [0, 1, 7, 8]
+      )
+    )
     console.log('\n"vs rsync": bytes on the wire against the best rsync row (with or without -z) for the same target.')
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL')
     await new Promise(resolve => setTimeout(resolve, 300))
-    for (const m of fs.existsSync(dir) ? fs.readdirSync(dir).filter(n => n.endsWith('-mnt')) : []) spawnSync('umount', ['-l', path.join(dir, m)])
+    for (const m of fs.existsSync(dir) ? fs.readdirSync(dir).filter(n => n.endsWith('-mnt')) : [])
+      spawnSync('umount', ['-l', path.join(dir, m)])
     await net.destroy()
     fs.rmSync(dir, { recursive: true, force: true })
   }

@@ -35,7 +35,7 @@ import { type Hint, parseHint } from './prefetch/hint.js'
 import { type ReplicateReport, Replicator, parseReplicateRequest } from './planner/replicate.js'
 import { ReplicationManager } from './planner/replication.js'
 
-function readPem (file: string): string {
+function readPem(file: string): string {
   try {
     return fs.readFileSync(file, 'utf8')
   } catch (err) {
@@ -43,7 +43,11 @@ function readPem (file: string): string {
   }
 }
 
-export interface AgentOptions { config: Config, mountpoint: string, log: Logger }
+export interface AgentOptions {
+  config: Config
+  mountpoint: string
+  log: Logger
+}
 
 const FLUSH_MS = 5000
 const REFRESH_MS = 1000
@@ -62,7 +66,7 @@ export class Agent extends Resource {
   private imageMap = new Map<string, ImageEntry>()
   private digestMap = new Map<string, ImageEntry>()
   private seenVersion = -1
-  private imageStatsCache: { at: number, value: ReturnType<Agent['imageStats']> } | undefined
+  private imageStatsCache: { at: number; value: ReturnType<Agent['imageStats']> } | undefined
   facts: FactStore | undefined
   private directory: HolderDirectory | undefined
   private announcer: Announcer | undefined
@@ -82,22 +86,36 @@ export class Agent extends Resource {
   private readonly clusters = new CatalogClusters()
   sessionsLearnt = 0
 
-  constructor (private readonly opts: AgentOptions) { super() }
+  constructor(private readonly opts: AgentOptions) {
+    super()
+  }
 
-  get mountpoint (): string { return this.opts.mountpoint }
-  get fleetMode (): boolean {
+  get mountpoint(): string {
+    return this.opts.mountpoint
+  }
+  get fleetMode(): boolean {
     const f = this.opts.config.fleet
     return f.listen !== undefined || f.peers.length > 0 || f.origin !== undefined
   }
 
-  protected async _open (): Promise<void> {
+  protected async _open(): Promise<void> {
     const { config, log } = this.opts
     const fleet = config.fleet
-    if (!validOrigin(config.hostId) || config.hostId === ORIGIN_ID) throw new VmifsError('CONFIG_INVALID', `host id ${JSON.stringify(config.hostId)} is not valid (1-64 of A-Z a-z 0-9 . _ -, not "origin")`)
+    if (!validOrigin(config.hostId) || config.hostId === ORIGIN_ID)
+      throw new VmifsError(
+        'CONFIG_INVALID',
+        `host id ${JSON.stringify(config.hostId)} is not valid (1-64 of A-Z a-z 0-9 . _ -, not "origin")`
+      )
     if ((fleet.listen !== undefined || fleet.peers.length > 0) && fleet.token === '') {
-      throw new VmifsError('TOKEN_MISSING', 'fleet mode needs the fleet secret: set VMIFS_TOKEN or "token" in the config file')
+      throw new VmifsError(
+        'TOKEN_MISSING',
+        'fleet mode needs the fleet secret: set VMIFS_TOKEN or "token" in the config file'
+      )
     }
-    this.dd = DataDir.open(config.dataDir, { capacityBytes: config.capacityBytes, onEvict: () => this.announcer?.schedule() })
+    this.dd = DataDir.open(config.dataDir, {
+      capacityBytes: config.capacityBytes,
+      onEvict: () => this.announcer?.schedule()
+    })
     const dd = this.dd
     if (dd.leftovers > 0) log.info({ files: dd.leftovers }, 'removed temp files left by a crash')
     const fixed = dd.store.reconcilePins()
@@ -115,14 +133,20 @@ export class Agent extends Resource {
         timeoutMs: config.fetch.timeoutMs,
         deadlineMs: config.fetch.deadlineMs,
         tls: fleet.tls?.ca !== undefined ? { ca: readPem(fleet.tls.ca) } : undefined,
-        onCached: (hash) => this.announcer?.cached(hash)
+        onCached: hash => this.announcer?.cached(hash)
       })
-      this.fleetImages = new FleetImages(this.facts, dd.catalog, (d, o) => this.fetchManifest(d, o), log, () => {
-        this.seenVersion = -1
-        this.directory?.invalidate()
-        this.announcer?.schedule()
-      })
-      this.facts.onChange((changed) => {
+      this.fleetImages = new FleetImages(
+        this.facts,
+        dd.catalog,
+        (d, o) => this.fetchManifest(d, o),
+        log,
+        () => {
+          this.seenVersion = -1
+          this.directory?.invalidate()
+          this.announcer?.schedule()
+        }
+      )
+      this.facts.onChange(changed => {
         if (changed.some(f => f.key.startsWith('image/'))) void this.fleetImages?.reconcile()
       })
     }
@@ -132,8 +156,10 @@ export class Agent extends Resource {
         dd,
         self: config.hostId,
         directory: this.directory,
-        client: (e) => fetcher.client(e),
-        ensure: async (hash, size) => { await fetcher.ensureCached({ hash, size }, { alpha: config.fetch.prefetchAlpha, hedge: false }) },
+        client: e => fetcher.client(e),
+        ensure: async (hash, size) => {
+          await fetcher.ensureCached({ hash, size }, { alpha: config.fetch.prefetchAlpha, hedge: false })
+        },
         stats: this.stats,
         log,
         links: fleet.links,
@@ -141,32 +167,52 @@ export class Agent extends Resource {
         alpha: config.fetch.prefetchAlpha,
         sigma: config.fetch.sigma,
         timeoutMs: config.fetch.timeoutMs,
-        announce: () => { this.directory?.invalidate(); this.announcer?.publishHoldings() }
+        announce: () => {
+          this.directory?.invalidate()
+          this.announcer?.publishHoldings()
+        }
       })
     }
-    const demandFetch = fetcher && (async (hash: string, size: number): Promise<Buffer | undefined> => {
-      if (dd.store.has(hash)) return undefined
-      this.demandFetches++
-      if (this.demandFetches === 1) this.prefetcher?.tune()
-      // each chunk fetched for reads counts once: by the read-ahead or by the read that asked for
-      // it (a read joins a read-ahead's fetch in the reader; one that joins a prefetch under way
-      // counts: a late prefetch)
-      this.stats.demandFetchedChunks++
-      try { return await fetcher.ensure({ hash, size }, { alpha: config.fetch.alpha, hedge: config.fetch.hedge }) } finally {
-        this.demandFetches--
-        this.lastDemandEnd = Date.now()
-      }
-    })
-    this.reader = new ImageReader(dd.store, this.stats, config.memoryCacheBytes, demandFetch, config.fetch.missAheadKb * 1024)
+    const demandFetch =
+      fetcher &&
+      (async (hash: string, size: number): Promise<Buffer | undefined> => {
+        if (dd.store.has(hash)) return undefined
+        this.demandFetches++
+        if (this.demandFetches === 1) this.prefetcher?.tune()
+        // each chunk fetched for reads counts once: by the read-ahead or by the read that asked for
+        // it (a read joins a read-ahead's fetch in the reader; one that joins a prefetch under way
+        // counts: a late prefetch)
+        this.stats.demandFetchedChunks++
+        try {
+          return await fetcher.ensure({ hash, size }, { alpha: config.fetch.alpha, hedge: config.fetch.hedge })
+        } finally {
+          this.demandFetches--
+          this.lastDemandEnd = Date.now()
+        }
+      })
+    this.reader = new ImageReader(
+      dd.store,
+      this.stats,
+      config.memoryCacheBytes,
+      demandFetch,
+      config.fetch.missAheadKb * 1024
+    )
     this.refreshImages()
     if (fetcher) {
       this.prefetcher = new Prefetcher({
-        model: (d) => this.model(d),
-        donors: (d) => this.modelDonors(d),
-        inherited: (d, from, share) => { log.info({ digest: d, from, share: Math.round(share * 1000) / 1000 }, 'prefetch: no model of this image yet; using one inherited from a related image') },
-        manifest: (d) => dd.catalog.manifest(d),
-        has: (h) => dd.store.has(h),
-        fetch: async (hash, size) => { await fetcher.ensure({ hash, size }, { alpha: config.fetch.prefetchAlpha, hedge: false }) },
+        model: d => this.model(d),
+        donors: d => this.modelDonors(d),
+        inherited: (d, from, share) => {
+          log.info(
+            { digest: d, from, share: Math.round(share * 1000) / 1000 },
+            'prefetch: no model of this image yet; using one inherited from a related image'
+          )
+        },
+        manifest: d => dd.catalog.manifest(d),
+        has: h => dd.store.has(h),
+        fetch: async (hash, size) => {
+          await fetcher.ensure({ hash, size }, { alpha: config.fetch.prefetchAlpha, hedge: false })
+        },
         // a reader's next miss usually follows within a round trip or two: demand stays "active"
         // for DEMAND_GRACE_MS after its last fetch, so the prefetch does not surge in between
         demandActive: () => this.demandFetches > 0 || Date.now() - this.lastDemandEnd < DEMAND_GRACE_MS,
@@ -174,7 +220,14 @@ export class Agent extends Resource {
         stats: this.stats.prefetch
       })
     }
-    this.recorder = new TraceRecorder((tr) => { this.prefetcher?.end(tr.digest); this.learn(tr) }, config.sessionIdleMs, (d) => this.prefetcher?.start(d))
+    this.recorder = new TraceRecorder(
+      tr => {
+        this.prefetcher?.end(tr.digest)
+        this.learn(tr)
+      },
+      config.sessionIdleMs,
+      d => this.prefetcher?.start(d)
+    )
     this.reader.onAccess = (m, first, last) => {
       const d = m.digest()
       this.recorder?.access(d, first, last)
@@ -189,7 +242,12 @@ export class Agent extends Resource {
 
     this.api = new LocalApi(path.join(config.dataDir, 'agent.sock'), {
       'GET /v1/stats': () => this.snapshot(),
-      'GET /v1/health': () => ({ ok: true, hostId: config.hostId, mount: this.opts.mountpoint, endpoint: this.endpoint ?? null }),
+      'GET /v1/health': () => ({
+        ok: true,
+        hostId: config.hostId,
+        mount: this.opts.mountpoint,
+        endpoint: this.endpoint ?? null
+      }),
       'GET /v1/hint': ({ query }) => {
         const max = query.get('max')
         return this.exportHint(query.get('image') ?? '', max === null ? undefined : Number(max))
@@ -204,36 +262,59 @@ export class Agent extends Resource {
     await this.api.listen()
 
     if (fleet.listen) {
-      this.server = new PeerServer({ ...fleet.listen, token: fleet.token, tls: fleet.tls }, {
-        hostId: config.hostId,
-        readChunk: async (h) => {
-          if (!dd.store.has(h)) return null
-          try { return await dd.store.read(h) } catch (err) { if (isVmifsError(err)) return null; throw err }
+      this.server = new PeerServer(
+        { ...fleet.listen, token: fleet.token, tls: fleet.tls },
+        {
+          hostId: config.hostId,
+          readChunk: async h => {
+            if (!dd.store.has(h)) return null
+            try {
+              return await dd.store.read(h)
+            } catch (err) {
+              if (isVmifsError(err)) return null
+              throw err
+            }
+          },
+          manifest: d => dd.catalog.manifest(d)?.encode() ?? null,
+          facts: c => this.facts!.since(c),
+          metrics: createMetrics({
+            stats: this.stats,
+            cache: () => ({
+              sizeBytes: dd.store.sizeBytes,
+              capacityBytes: dd.store.capacityBytes,
+              evictions: dd.counters.get('cache.evictions')
+            }),
+            links: () => this.directory!.allLinks(),
+            images: () => this.imageMap.size,
+            modelSessions: () =>
+              [...this.imageMap.values()].map(e => [e.name, Math.round(this.model(e.digest).n * 1000) / 1000]),
+            prefetchPending: () => this.prefetcher?.pending ?? 0,
+            cursors: () => this.facts!.cursors()
+          }),
+          replicate: async body => await this.replicate(body),
+          compressed: (raw, wire) => {
+            this.stats.served.compressedRawBytes += raw
+            this.stats.served.compressedWireBytes += wire
+          },
+          served: (kind, bytes) => {
+            if (kind === 'chunk') {
+              this.stats.served.chunks++
+              this.stats.served.bytes += bytes
+            } else if (kind === 'manifest') this.stats.served.manifests++
+            else this.stats.served.factPages++
+          }
         },
-        manifest: (d) => dd.catalog.manifest(d)?.encode() ?? null,
-        facts: (c) => this.facts!.since(c),
-        metrics: createMetrics({
-          stats: this.stats,
-          cache: () => ({ sizeBytes: dd.store.sizeBytes, capacityBytes: dd.store.capacityBytes, evictions: dd.counters.get('cache.evictions') }),
-          links: () => this.directory!.allLinks(),
-          images: () => this.imageMap.size,
-          modelSessions: () => [...this.imageMap.values()].map(e => [e.name, Math.round(this.model(e.digest).n * 1000) / 1000]),
-          prefetchPending: () => this.prefetcher?.pending ?? 0,
-          cursors: () => this.facts!.cursors()
-        }),
-        replicate: async (body) => await this.replicate(body),
-        compressed: (raw, wire) => { this.stats.served.compressedRawBytes += raw; this.stats.served.compressedWireBytes += wire },
-        served: (kind, bytes) => {
-          if (kind === 'chunk') { this.stats.served.chunks++; this.stats.served.bytes += bytes } else if (kind === 'manifest') this.stats.served.manifests++
-          else this.stats.served.factPages++
-        }
-      }, log)
+        log
+      )
       await this.server.listen()
       const scheme = fleet.tls ? 'https' : 'http'
       const host = fleet.listen.host.includes(':') ? `[${fleet.listen.host}]` : fleet.listen.host
       this.endpoint = fleet.advertise ?? `${scheme}://${host}:${this.server.port}`
       if (fleet.advertise === undefined && (fleet.listen.host === '0.0.0.0' || fleet.listen.host === '::')) {
-        log.warn({ listen: fleet.listen }, 'listening on a wildcard address without "advertise": other hosts cannot reach the published endpoint')
+        log.warn(
+          { listen: fleet.listen },
+          'listening on a wildcard address without "advertise": other hosts cannot reach the published endpoint'
+        )
       }
     }
     this.announcer.publishHost(this.endpoint, fleet.price, config.site)
@@ -256,7 +337,7 @@ export class Agent extends Resource {
         self: config.hostId,
         directory: this.directory,
         replicator: this.replicator!,
-        client: (e) => this.fetcher!.client(e),
+        client: e => this.fetcher!.client(e),
         links: fleet.links,
         origin: fleet.origin,
         log,
@@ -273,30 +354,52 @@ export class Agent extends Resource {
 
     const { recovered } = prepareMountpoint(this.opts.mountpoint)
     if (recovered) log.warn({ mountpoint: this.opts.mountpoint }, 'recovered a mountpoint left by a crashed agent')
-    this.mount = new VmifsMount(this.opts.mountpoint, this.view(), log, { ...config.mount, readaheadKb: config.mount.readaheadKb ?? (this.fleetMode ? 16 : undefined) })
+    this.mount = new VmifsMount(this.opts.mountpoint, this.view(), log, {
+      ...config.mount,
+      readaheadKb: config.mount.readaheadKb ?? (this.fleetMode ? 16 : undefined)
+    })
     await this.mount.mount()
     this.timers.push(setInterval(() => this.flush(), FLUSH_MS))
     this.timers.push(setInterval(() => this.refreshImages(), REFRESH_MS))
-    this.timers.push(setInterval(() => {
-      try { this.announcer?.publishStatus() } catch (err) { log.warn({ err }, 'publishing status failed') }
-    }, STATUS_MS))
+    this.timers.push(
+      setInterval(() => {
+        try {
+          this.announcer?.publishStatus()
+        } catch (err) {
+          log.warn({ err }, 'publishing status failed')
+        }
+      }, STATUS_MS)
+    )
     for (const t of this.timers) t.unref()
-    log.info({ mountpoint: this.opts.mountpoint, dataDir: config.dataDir, images: this.imageMap.size, endpoint: this.endpoint, peers: fleet.peers }, 'agent ready')
+    log.info(
+      {
+        mountpoint: this.opts.mountpoint,
+        dataDir: config.dataDir,
+        images: this.imageMap.size,
+        endpoint: this.endpoint,
+        peers: fleet.peers
+      },
+      'agent ready'
+    )
   }
 
-  protected async _close (): Promise<void> {
+  protected async _close(): Promise<void> {
     for (const t of this.timers) clearInterval(t)
     const errors: unknown[] = []
-    if (this.mount) await this.mount.unmount().catch((err) => errors.push(err))
-    try { this.recorder?.endAll() } catch (err) { errors.push(err) } // sessions under way are learnt
+    if (this.mount) await this.mount.unmount().catch(err => errors.push(err))
+    try {
+      this.recorder?.endAll()
+    } catch (err) {
+      errors.push(err)
+    } // sessions under way are learnt
     this.prefetcher?.close()
     await this.replication?.close()
     await this.sync?.stop()
-    await this.server?.close().catch((err) => errors.push(err))
+    await this.server?.close().catch(err => errors.push(err))
     this.announcer?.close()
     await this.fetcher?.close()
     await this.originList?.close()
-    if (this.api) await this.api.close().catch((err) => errors.push(err))
+    if (this.api) await this.api.close().catch(err => errors.push(err))
     if (this.dd) {
       this.flush()
       this.dd.close()
@@ -309,7 +412,7 @@ export class Agent extends Resource {
    * A read session ended: add it to this host's model of the image (its own `model/<digest>`
    * fact, persisted with the table and shared with the fleet like any other fact).
    */
-  private learn (tr: SessionTrace): void {
+  private learn(tr: SessionTrace): void {
     const facts = this.facts
     const m = this.dd?.catalog.manifest(tr.digest)
     if (!facts || !m) return
@@ -323,36 +426,58 @@ export class Agent extends Resource {
   }
 
   /** The migration hint for an image: the chunks VMs on this host read, most recent first. */
-  exportHint (name: string, max?: number): Hint {
-    if (max !== undefined && (!Number.isInteger(max) || max <= 0)) throw new VmifsError('USAGE', `max must be a positive integer, not ${String(max)}`)
+  exportHint(name: string, max?: number): Hint {
+    if (max !== undefined && (!Number.isInteger(max) || max <= 0))
+      throw new VmifsError('USAGE', `max must be a positive integer, not ${String(max)}`)
     this.refreshImages()
     const e = this.imageMap.get(name)
     if (!e) throw VmifsError.imageNotFound(name)
-    return { format: 'vmifs-hint', version: 1, image: e.name, digest: e.digest, host: this.opts.config.hostId, createdAt: new Date().toISOString(), chunks: this.recency.recent(e.digest, max) }
+    return {
+      format: 'vmifs-hint',
+      version: 1,
+      image: e.name,
+      digest: e.digest,
+      host: this.opts.config.hostId,
+      createdAt: new Date().toISOString(),
+      chunks: this.recency.recent(e.digest, max)
+    }
   }
 
   /** Takes a migration hint: its chunks are prefetched first, in its order. */
-  importHint (body: unknown): { image: string, queued: number, cached: number, unknown: number } {
+  importHint(body: unknown): { image: string; queued: number; cached: number; unknown: number } {
     const h = parseHint(body)
-    if (!this.prefetcher) throw new VmifsError('NOT_FLEET_MODE', 'this agent runs alone (no --listen, --peer or origin): there is nothing to prefetch from')
+    if (!this.prefetcher)
+      throw new VmifsError(
+        'NOT_FLEET_MODE',
+        'this agent runs alone (no --listen, --peer or origin): there is nothing to prefetch from'
+      )
     this.refreshImages()
     const e = this.digestMap.get(h.digest)
-    if (!e) throw new VmifsError('IMAGE_NOT_FOUND', `no image with digest ${h.digest} (the hint's "${h.image}") is known here yet`, { digest: h.digest })
+    if (!e)
+      throw new VmifsError(
+        'IMAGE_NOT_FOUND',
+        `no image with digest ${h.digest} (the hint's "${h.image}") is known here yet`,
+        { digest: h.digest }
+      )
     const r = this.prefetcher.hint(h.digest, h.chunks)
     this.opts.log.info({ image: e.name, ...r, from: h.host }, 'migration hint taken')
     return { image: e.name, ...r }
   }
 
   /** Replicates an image onto this host (the plan's shares pulled from the donors, pinned). */
-  async replicate (body: unknown): Promise<ReplicateReport> {
+  async replicate(body: unknown): Promise<ReplicateReport> {
     const req = parseReplicateRequest(body)
-    if (!this.replicator) throw new VmifsError('NOT_FLEET_MODE', 'this agent runs alone (no --listen, --peer or origin): there is nothing to replicate from')
+    if (!this.replicator)
+      throw new VmifsError(
+        'NOT_FLEET_MODE',
+        'this agent runs alone (no --listen, --peer or origin): there is nothing to replicate from'
+      )
     this.refreshImages()
     return await this.replicator.replicate(req)
   }
 
   /** Every other image with a model whose manifest this host knows: candidates to inherit from. */
-  private modelDonors (digest: string): ModelDonor[] {
+  private modelDonors(digest: string): ModelDonor[] {
     const digests = new Set((this.facts?.byPrefix('model/') ?? []).map(f => f.key.slice(6)))
     digests.delete(digest)
     const out: ModelDonor[] = []
@@ -364,39 +489,64 @@ export class Agent extends Resource {
   }
 
   /** The fleet's usage model of an image: every host's model merged. */
-  model (digest: string): UsageModel {
-    const models = (this.facts?.byKey(`model/${digest}`) ?? []).map(f => UsageModel.fromJson(f.value)).filter((x): x is UsageModel => x !== undefined)
+  model(digest: string): UsageModel {
+    const models = (this.facts?.byKey(`model/${digest}`) ?? [])
+      .map(f => UsageModel.fromJson(f.value))
+      .filter((x): x is UsageModel => x !== undefined)
     return UsageModel.merge(models)
   }
 
-  private pollOrigin (): void {
+  private pollOrigin(): void {
     const o = this.originList
     if (!o) return
-    o.images(AbortSignal.timeout(5000)).then((list) => {
-      const imgs: PublishedImage[] = Object.entries(list).map(([name, v]) => ({ name, digest: v.digest, size: v.size, origin: ORIGIN_ID, publishedAt: 0 }))
-      this.fleetImages?.setOriginImages(imgs)
-    }, (err: unknown) => { this.opts.log.debug({ err: (err as Error).message }, 'origin images.json not available') })
+    o.images(AbortSignal.timeout(5000)).then(
+      list => {
+        const imgs: PublishedImage[] = Object.entries(list).map(([name, v]) => ({
+          name,
+          digest: v.digest,
+          size: v.size,
+          origin: ORIGIN_ID,
+          publishedAt: 0
+        }))
+        this.fleetImages?.setOriginImages(imgs)
+      },
+      (err: unknown) => {
+        this.opts.log.debug({ err: (err as Error).message }, 'origin images.json not available')
+      }
+    )
   }
 
   /** A manifest by digest: from its publisher, then any other host, then the origin store. */
-  private async fetchManifest (digest: string, publisher: string): Promise<Buffer | null> {
+  private async fetchManifest(digest: string, publisher: string): Promise<Buffer | null> {
     const dir = this.directory!
-    const hosts = [publisher, ...dir.hosts().map(h => h.hostId).filter(h => h !== publisher)]
+    const hosts = [
+      publisher,
+      ...dir
+        .hosts()
+        .map(h => h.hostId)
+        .filter(h => h !== publisher)
+    ]
     for (const h of hosts) {
       const info = h === ORIGIN_ID ? undefined : dir.host(h)
       if (!info) continue
       try {
-        const b = await this.fetcher!.client(info.endpoint).manifest(digest, AbortSignal.timeout(this.opts.config.fetch.timeoutMs))
+        const b = await this.fetcher!.client(info.endpoint).manifest(
+          digest,
+          AbortSignal.timeout(this.opts.config.fetch.timeoutMs)
+        )
         if (b) return b
       } catch (err) {
         this.opts.log.debug({ host: h, err: (err as Error).message }, 'manifest fetch failed')
       }
     }
-    if (this.originList) return await this.originList.manifest(digest, AbortSignal.timeout(this.opts.config.fetch.timeoutMs)).catch(() => null)
+    if (this.originList)
+      return await this.originList
+        .manifest(digest, AbortSignal.timeout(this.opts.config.fetch.timeoutMs))
+        .catch(() => null)
     return null
   }
 
-  private flush (): void {
+  private flush(): void {
     try {
       this.dd?.store.flushAtimes()
       this.dd?.counters.flush()
@@ -406,7 +556,7 @@ export class Agent extends Resource {
   }
 
   /** Reloads the image list when the catalog changed (e.g. `vmifs import` in another process). */
-  private refreshImages (): void {
+  private refreshImages(): void {
     const dd = this.dd
     if (!dd || this.closed) return
     const v = dd.catalog.dataVersion()
@@ -429,12 +579,18 @@ export class Agent extends Resource {
     this.announcer?.publishImages()
   }
 
-  private view (): MountView {
+  private view(): MountView {
     const dd = this.dd!
     const reader = this.reader!
     return {
-      images: () => { this.refreshImages(); return this.imageMap },
-      byDigest: (d) => { this.refreshImages(); return this.digestMap.get(d) },
+      images: () => {
+        this.refreshImages()
+        return this.imageMap
+      },
+      byDigest: d => {
+        this.refreshImages()
+        return this.digestMap.get(d)
+      },
       manifest: (d): Manifest => {
         const m = dd.catalog.manifest(d)
         if (!m) throw VmifsError.imageNotFound(d)
@@ -455,32 +611,60 @@ export class Agent extends Resource {
         }
       },
       statsJson: () => Buffer.from(JSON.stringify(this.snapshot(), null, 2) + '\n'),
-      opened: (_name, digest) => { this.recorder?.open(digest) },
-      released: (_name, digest) => { this.recorder?.release(digest) }
+      opened: (_name, digest) => {
+        this.recorder?.open(digest)
+      },
+      released: (_name, digest) => {
+        this.recorder?.release(digest)
+      }
     }
   }
 
-  private imageStats (): { images: Array<{ name: string, digest: string, size: number, dataBytes: number, cachedBytes: number }>, pinnedBytes: number, chunks: number } {
+  private imageStats(): {
+    images: Array<{ name: string; digest: string; size: number; dataBytes: number; cachedBytes: number }>
+    pinnedBytes: number
+    chunks: number
+  } {
     const dd = this.dd!
-    const images = dd.catalog.listImages().map((r) => {
-      return { name: r.name, digest: r.digest, size: r.size, dataBytes: r.dataBytes, cachedBytes: dd.cachedBytes(dd.catalog.manifest(r.digest)!) }
+    const images = dd.catalog.listImages().map(r => {
+      return {
+        name: r.name,
+        digest: r.digest,
+        size: r.size,
+        dataBytes: r.dataBytes,
+        cachedBytes: dd.cachedBytes(dd.catalog.manifest(r.digest)!)
+      }
     })
-    const agg = dd.db.prepare('SELECT coalesce(sum(CASE WHEN pinned = 1 THEN size END), 0) AS pinned, count(*) AS n FROM cache_entries').get() as { pinned: number, n: number }
+    const agg = dd.db
+      .prepare(
+        'SELECT coalesce(sum(CASE WHEN pinned = 1 THEN size END), 0) AS pinned, count(*) AS n FROM cache_entries'
+      )
+      .get() as { pinned: number; n: number }
     return { images, pinnedBytes: agg.pinned, chunks: agg.n }
   }
 
-  snapshot (): Record<string, unknown> {
+  snapshot(): Record<string, unknown> {
     this.assertOpen()
     const dd = this.dd!
     this.refreshImages()
     const now = Date.now()
-    if (!this.imageStatsCache || now - this.imageStatsCache.at > IMAGE_STATS_TTL_MS || this.imageStatsCache.value.images.length !== this.imageMap.size) {
+    if (
+      !this.imageStatsCache ||
+      now - this.imageStatsCache.at > IMAGE_STATS_TTL_MS ||
+      this.imageStatsCache.value.images.length !== this.imageMap.size
+    ) {
       this.imageStatsCache = { at: now, value: this.imageStats() }
     }
     const is = this.imageStatsCache.value
     const snap = snapshot({
       stats: this.stats,
-      cache: { sizeBytes: dd.store.sizeBytes, capacityBytes: dd.store.capacityBytes, evictions: dd.counters.get('cache.evictions'), pinnedBytes: is.pinnedBytes, chunks: is.chunks },
+      cache: {
+        sizeBytes: dd.store.sizeBytes,
+        capacityBytes: dd.store.capacityBytes,
+        evictions: dd.counters.get('cache.evictions'),
+        pinnedBytes: is.pinnedBytes,
+        chunks: is.chunks
+      },
       images: is.images,
       mount: this.opts.mountpoint,
       hostId: this.opts.config.hostId,
@@ -496,7 +680,12 @@ export class Agent extends Resource {
         cursors: this.facts!.cursors(),
         syncRounds: this.sync?.rounds ?? 0,
         inFlight: this.fetcher?.inFlight ?? 0,
-        links: Object.fromEntries(this.directory!.allLinks().map(l => [l.hostId, { rttMs: Math.round(l.rttMs * 100) / 100, bandwidthBps: Math.round(l.bandwidthBps), demoted: l.demoted() }]))
+        links: Object.fromEntries(
+          this.directory!.allLinks().map(l => [
+            l.hostId,
+            { rttMs: Math.round(l.rttMs * 100) / 100, bandwidthBps: Math.round(l.bandwidthBps), demoted: l.demoted() }
+          ])
+        )
       }
     }
     return snap

@@ -9,7 +9,10 @@ import { ChunkStore } from './cache/chunk-store.js'
 import { Counters } from './stats/counters.js'
 import type { Manifest } from './manifests/manifest.js'
 
-export interface DataDirOptions { capacityBytes: number, onEvict?: (chunks: number, bytes: number) => void }
+export interface DataDirOptions {
+  capacityBytes: number
+  onEvict?: (chunks: number, bytes: number) => void
+}
 
 export class DataDir {
   readonly db: Db
@@ -18,14 +21,20 @@ export class DataDir {
   readonly counters: Counters
   readonly leftovers: number
 
-  private constructor (readonly dir: string, opts: DataDirOptions) {
+  private constructor(
+    readonly dir: string,
+    opts: DataDirOptions
+  ) {
     this.db = openDb(path.join(dir, 'index.sqlite'))
     try {
       this.catalog = new Catalog(this.db)
       this.counters = new Counters(this.db)
       this.store = new ChunkStore(dir, this.db, {
         capacityBytes: opts.capacityBytes,
-        onEvict: (n, b) => { this.counters.add('cache.evictions', n); opts.onEvict?.(n, b) }
+        onEvict: (n, b) => {
+          this.counters.add('cache.evictions', n)
+          opts.onEvict?.(n, b)
+        }
       })
       this.leftovers = this.store.open().leftovers
     } catch (err) {
@@ -34,26 +43,32 @@ export class DataDir {
     }
   }
 
-  static open (dir: string, opts: DataDirOptions): DataDir {
+  static open(dir: string, opts: DataDirOptions): DataDir {
     try {
       fs.mkdirSync(dir, { recursive: true })
       fs.accessSync(dir, fs.constants.W_OK | fs.constants.R_OK)
     } catch (err) {
-      throw new VmifsError('DATA_DIR_UNUSABLE', `data dir ${dir} is not usable: ${(err as Error).message}`, { dir }, { cause: err })
+      throw new VmifsError(
+        'DATA_DIR_UNUSABLE',
+        `data dir ${dir} is not usable: ${(err as Error).message}`,
+        { dir },
+        { cause: err }
+      )
     }
-    if (!fs.statSync(dir).isDirectory()) throw new VmifsError('DATA_DIR_UNUSABLE', `data dir ${dir} is not a directory`, { dir })
+    if (!fs.statSync(dir).isDirectory())
+      throw new VmifsError('DATA_DIR_UNUSABLE', `data dir ${dir} is not a directory`, { dir })
     return new DataDir(dir, opts)
   }
 
   /** Bytes of the manifest's distinct data chunks that the local cache holds. */
-  cachedBytes (m: Manifest): number {
+  cachedBytes(m: Manifest): number {
     let n = 0
     for (const [hex, size] of m.distinctChunks()) if (this.store.has(hex)) n += size
     return n
   }
 
   /** Collects chunks that no image refers to and that are not pinned. */
-  async collect (hashes: Buffer[]): Promise<{ chunks: number, bytes: number }> {
+  async collect(hashes: Buffer[]): Promise<{ chunks: number; bytes: number }> {
     let chunks = 0
     let bytes = 0
     for (const h of hashes) {
@@ -68,9 +83,13 @@ export class DataDir {
     return { chunks, bytes }
   }
 
-  close (): void {
-    try { this.store.flushAtimes() } catch {}
-    try { this.counters.flush() } catch {}
+  close(): void {
+    try {
+      this.store.flushAtimes()
+    } catch {}
+    try {
+      this.counters.flush()
+    } catch {}
     this.db.close()
   }
 }

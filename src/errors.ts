@@ -54,46 +54,50 @@ export class VmifsError extends Error {
   readonly code: ErrorCode
   readonly detail: Record<string, unknown> | undefined
 
-  constructor (code: ErrorCode, message: string, detail?: Record<string, unknown>, options?: { cause?: unknown }) {
+  constructor(code: ErrorCode, message: string, detail?: Record<string, unknown>, options?: { cause?: unknown }) {
     super(message, options)
     this.name = 'VmifsError'
     this.code = code
     this.detail = detail
   }
 
-  static closed (what: string): VmifsError {
+  static closed(what: string): VmifsError {
     return new VmifsError('CLOSED', `${what} is closed`)
   }
 
-  static usage (message: string): VmifsError {
+  static usage(message: string): VmifsError {
     return new VmifsError('USAGE', message)
   }
 
-  static manifest (code: Extract<ErrorCode, `MANIFEST_${string}`>, message: string, detail?: Record<string, unknown>): VmifsError {
+  static manifest(
+    code: Extract<ErrorCode, `MANIFEST_${string}`>,
+    message: string,
+    detail?: Record<string, unknown>
+  ): VmifsError {
     return new VmifsError(code, `manifest rejected: ${message}`, detail)
   }
 
-  static hashMismatch (hash: string, got: string): VmifsError {
+  static hashMismatch(hash: string, got: string): VmifsError {
     return new VmifsError('CHUNK_HASH_MISMATCH', `chunk ${hash} is corrupt (content hashes to ${got})`, { hash, got })
   }
 
-  static chunkMissing (hash: string): VmifsError {
+  static chunkMissing(hash: string): VmifsError {
     return new VmifsError('CHUNK_MISSING', `chunk ${hash} is not in the cache`, { hash })
   }
 
-  static imageNotFound (name: string): VmifsError {
+  static imageNotFound(name: string): VmifsError {
     return new VmifsError('IMAGE_NOT_FOUND', `no image named ${JSON.stringify(name)}`, { name })
   }
 
-  static hostNotFound (host: string): VmifsError {
+  static hostNotFound(host: string): VmifsError {
     return new VmifsError('HOST_NOT_FOUND', `no host ${JSON.stringify(host)} in the metadata table`, { host })
   }
 
-  static param (name: string, message: string): VmifsError {
+  static param(name: string, message: string): VmifsError {
     return new VmifsError('PARAM_INVALID', `${name} ${message}`, { name })
   }
 }
 
-export function isVmifsError (err: unknown, code?: ErrorCode): err is VmifsError {
+export function isVmifsError(err: unknown, code?: ErrorCode): err is VmifsError {
   return err instanceof VmifsError && (code === undefined || err.code === code)
 }

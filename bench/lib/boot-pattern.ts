@@ -1,11 +1,21 @@
 // A boot-like read pattern for an image: "files" of log-uniform size (4 KiB to 1 MiB) at random
 // 4 KiB-aligned offsets, each read start to end in 128 KiB requests (what the kernel's readahead
 // asks of a file that is read through), in random order. Deterministic for a seed.
-export interface Extent { offset: number, length: number }
+export interface Extent {
+  offset: number
+  length: number
+}
 
-export function bootPattern (imageSize: number, share: number, seed = 1): Extent[] {
+export function bootPattern(imageSize: number, share: number, seed = 1): Extent[] {
   let x = seed >>> 0 || 1
-  const rnd = (): number => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x / 0x100000000 }
+  const rnd = (): number => {
+    x ^= x << 13
+    x >>>= 0
+    x ^= x >>> 17
+    x ^= x << 5
+    x >>>= 0
+    return x / 0x100000000
+  }
   const out: Extent[] = []
   let total = 0
   while (total < imageSize * share) {
@@ -18,7 +28,7 @@ export function bootPattern (imageSize: number, share: number, seed = 1): Extent
 }
 
 /** Bytes covered by the union of the extents. */
-export function distinctBytes (ext: Extent[]): number {
+export function distinctBytes(ext: Extent[]): number {
   const s = [...ext].sort((a, b) => a.offset - b.offset)
   let n = 0
   let end = -1

@@ -17,15 +17,51 @@
 // count as read but touch no image bytes.
 import path from 'node:path'
 import type { Manifest } from '../../src/manifests/manifest.js'
-import { type InodeInfo, type Range, blockSize, fileRanges, isRegular, listDirs, mergeRanges, resolveAll, statAll, walk } from './ext4-extents.js'
+import {
+  type InodeInfo,
+  type Range,
+  blockSize,
+  fileRanges,
+  isRegular,
+  listDirs,
+  mergeRanges,
+  resolveAll,
+  statAll,
+  walk
+} from './ext4-extents.js'
 
 export const BOOT_FILES = [
-  ...['bash', 'dash', 'sh', 'systemctl', 'mount', 'ls', 'cat', 'login', 'agetty', 'nginx', 'sshd'].map(b => `/usr/bin/${b}`),
+  ...['bash', 'dash', 'sh', 'systemctl', 'mount', 'ls', 'cat', 'login', 'agetty', 'nginx', 'sshd'].map(
+    b => `/usr/bin/${b}`
+  ),
   ...['nginx', 'sshd', 'agetty'].map(b => `/usr/sbin/${b}`),
   '/usr/lib/os-release'
 ]
 export const BOOT_LIB_DIR = '/usr/lib/x86_64-linux-gnu'
-const LIBS = ['c', 'm', 'systemd', 'udev', 'selinux', 'pcre2', 'lzma', 'zstd', 'gcrypt', 'gpg-error', 'cap', 'crypt', 'mount', 'blkid', 'seccomp', 'acl', 'apparmor', 'kmod', 'audit', 'pam', 'tinfo', 'z']
+const LIBS = [
+  'c',
+  'm',
+  'systemd',
+  'udev',
+  'selinux',
+  'pcre2',
+  'lzma',
+  'zstd',
+  'gcrypt',
+  'gpg-error',
+  'cap',
+  'crypt',
+  'mount',
+  'blkid',
+  'seccomp',
+  'acl',
+  'apparmor',
+  'kmod',
+  'audit',
+  'pam',
+  'tinfo',
+  'z'
+]
 export const BOOT_LIBS = new RegExp(`^(ld-linux-x86-64|lib(${LIBS.join('|')}).*)\\.so`)
 export const BOOT_TREES = ['/usr/lib/systemd', '/etc']
 
@@ -52,12 +88,12 @@ export interface ReadSet {
 }
 
 /** Locates the boot read set in an ext4 image (a few debugfs runs, well under a second). */
-export function bootReadSet (image: string): ReadSet {
+export function bootReadSet(image: string): ReadSet {
   const block = blockSize(image)
   const seen = new Set<number>()
   const files: ReadFile[] = []
   const ranges: Range[] = []
-  const add = (group: string, infos: Array<{ path: string, info: InodeInfo | undefined }>): void => {
+  const add = (group: string, infos: Array<{ path: string; info: InodeInfo | undefined }>): void => {
     for (const { path: p, info } of infos) {
       if (info === undefined || info.type !== 'regular' || seen.has(info.inode)) continue
       seen.add(info.inode)
@@ -69,14 +105,36 @@ export function bootReadSet (image: string): ReadSet {
   }
   const resolved = resolveAll(image, BOOT_FILES)
   const missing = BOOT_FILES.filter((_, i) => resolved[i] === undefined)
-  add('binaries', resolved.flatMap(r => r === undefined ? [] : [r]))
+  add(
+    'binaries',
+    resolved.flatMap(r => (r === undefined ? [] : [r]))
+  )
   const libs = listDirs(image, [BOOT_LIB_DIR])[0]!.filter(e => isRegular(e.mode) && BOOT_LIBS.test(e.name))
-  add('libraries', statAll(image, libs.map(e => e.inode)).map((info, i) => ({ path: path.posix.join(BOOT_LIB_DIR, libs[i]!.name), info })))
+  add(
+    'libraries',
+    statAll(
+      image,
+      libs.map(e => e.inode)
+    ).map((info, i) => ({ path: path.posix.join(BOOT_LIB_DIR, libs[i]!.name), info }))
+  )
   for (const tree of BOOT_TREES) {
     const regular = [...walk(image, tree)].filter(([, e]) => isRegular(e.mode))
-    add(tree, statAll(image, regular.map(([, e]) => e.inode)).map((info, i) => ({ path: regular[i]![0], info })))
+    add(
+      tree,
+      statAll(
+        image,
+        regular.map(([, e]) => e.inode)
+      ).map((info, i) => ({ path: regular[i]![0], info }))
+    )
   }
-  return { image, files, missing, ranges: mergeRanges(ranges), bytes: files.reduce((s, f) => s + f.size, 0), holes: files.reduce((s, f) => s + f.holes, 0) }
+  return {
+    image,
+    files,
+    missing,
+    ranges: mergeRanges(ranges),
+    bytes: files.reduce((s, f) => s + f.size, 0),
+    holes: files.reduce((s, f) => s + f.holes, 0)
+  }
 }
 
 export interface FetchCost {
@@ -92,7 +150,7 @@ export interface FetchCost {
  * What serving `ranges` costs under manifest `m`: the distinct (by hash) data chunks overlapping
  * any range, whole. Zero entries cost nothing. Keys are hashes as latin1 strings.
  */
-export function fetchCost (m: Manifest, ranges: Range[], have?: { has: (key: string) => boolean }): FetchCost {
+export function fetchCost(m: Manifest, ranges: Range[], have?: { has: (key: string) => boolean }): FetchCost {
   const fetched = new Map<string, number>()
   for (const r of ranges) {
     if (r.end <= r.start) continue
@@ -110,8 +168,8 @@ export function fetchCost (m: Manifest, ranges: Range[], have?: { has: (key: str
 }
 
 /** Files and bytes of a read set by group, in the order the groups were added. */
-export function groups (set: ReadSet): Array<{ group: string, files: number, bytes: number }> {
-  const by = new Map<string, { group: string, files: number, bytes: number }>()
+export function groups(set: ReadSet): Array<{ group: string; files: number; bytes: number }> {
+  const by = new Map<string, { group: string; files: number; bytes: number }>()
   for (const f of set.files) {
     const g = by.get(f.group) ?? { group: f.group, files: 0, bytes: 0 }
     g.files++

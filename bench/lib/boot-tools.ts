@@ -24,59 +24,88 @@ export interface Ctx {
   ns: string
   /** Base URL of the image directory as C reaches it (through the delay proxy). */
   url: string
-  spawnIn: (ns: string, argv: string[], opts?: { env?: NodeJS.ProcessEnv, stdout?: 'pipe' | 'ignore' }) => ChildProcess
+  spawnIn: (ns: string, argv: string[], opts?: { env?: NodeJS.ProcessEnv; stdout?: 'pipe' | 'ignore' }) => ChildProcess
   log: (msg: string) => void
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
-export async function waitFor (what: string, pred: () => boolean, timeoutMs = 30_000, child?: ChildProcess): Promise<void> {
+export async function waitFor(
+  what: string,
+  pred: () => boolean,
+  timeoutMs = 30_000,
+  child?: ChildProcess
+): Promise<void> {
   const t0 = Date.now()
   while (!pred()) {
-    if (child !== undefined && child.exitCode !== null) throw new Error(`${what}: process exited ${String(child.exitCode)}`)
+    if (child !== undefined && child.exitCode !== null)
+      throw new Error(`${what}: process exited ${String(child.exitCode)}`)
     if (Date.now() - t0 > timeoutMs) throw new Error(`${what}: not ready after ${timeoutMs} ms`)
     await sleep(100)
   }
 }
 
 /** SIGTERM, SIGKILL after `graceMs`, and wait for the exit. */
-export async function stopChild (c: ChildProcess | undefined, graceMs = 5000): Promise<void> { await stop(c, graceMs) }
+export async function stopChild(c: ChildProcess | undefined, graceMs = 5000): Promise<void> {
+  await stop(c, graceMs)
+}
 
 /** Unmounts; a FUSE mount whose server no longer answers has its connection aborted through
  * fusectl first (found in mountinfo: stat() on a stuck mount would hang), then is detached. */
-export function detach (mnt: string): void {
-  const line = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find(l => l.split(' ')[4] === mnt)
+export function detach(mnt: string): void {
+  const line = fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .find(l => l.split(' ')[4] === mnt)
   if (line === undefined) return
   const minor = line.split(' ')[2]!.split(':')[1]!
   const r = spawnSync('umount', [mnt], { encoding: 'utf8', timeout: 5_000 })
   if (r.status === 0) return
   const abort = path.join('/sys/fs/fuse/connections', minor, 'abort')
-  try { if (fs.existsSync(abort)) fs.writeFileSync(abort, '1') } catch {}
+  try {
+    if (fs.existsSync(abort)) fs.writeFileSync(abort, '1')
+  } catch {}
   spawnSync('umount', ['-l', mnt], { timeout: 10_000 })
 }
 
 /** nbdkit's curl plugin with its cache filter (reads cached), qemu on an NBD Unix socket. One nbdkit per image. */
-export async function nbdkitSession (ctx: Ctx, tag: string): Promise<ToolSession> {
+export async function nbdkitSession(ctx: Ctx, tag: string): Promise<ToolSession> {
   const servers = new Map<string, ChildProcess>()
   const tmp = path.join(ctx.dir, `nbdkit-${tag}`)
   fs.mkdirSync(tmp, { recursive: true })
   return {
-    drive: async (image) => {
+    drive: async image => {
       const sock = path.join(tmp, `${image}.sock`)
       if (!servers.has(image)) {
-        const c = ctx.spawnIn(ctx.ns, ['nbdkit', '--foreground', '--readonly', '--unix', sock, '--filter=cache', 'curl', `url=${ctx.url}/${image}.img`, 'cache-on-read=true'], { env: { ...process.env, TMPDIR: tmp } })
+        const c = ctx.spawnIn(
+          ctx.ns,
+          [
+            'nbdkit',
+            '--foreground',
+            '--readonly',
+            '--unix',
+            sock,
+            '--filter=cache',
+            'curl',
+            `url=${ctx.url}/${image}.img`,
+            'cache-on-read=true'
+          ],
+          { env: { ...process.env, TMPDIR: tmp } }
+        )
         servers.set(image, c)
         await waitFor('nbdkit', () => fs.existsSync(sock), 20_000, c)
       }
       return `file=nbd+unix:///?socket=${sock},format=raw`
     },
-    close: async () => { for (const c of servers.values()) await stopChild(c) }
+    close: async () => {
+      for (const c of servers.values()) await stopChild(c)
+    }
   }
 }
 
 /** httpfs2: a FUSE file of the URL (one mount per image); qemu boots from the file. */
-export async function httpfs2Session (ctx: Ctx, tag: string): Promise<ToolSession> {
-  const mounts = new Map<string, { mnt: string, c: ChildProcess }>()
+export async function httpfs2Session(ctx: Ctx, tag: string): Promise<ToolSession> {
+  const mounts = new Map<string, { mnt: string; c: ChildProcess }>()
   const file = async (image: ImageName): Promise<string> => {
     let m = mounts.get(image)
     if (m === undefined) {
@@ -92,33 +121,55 @@ export async function httpfs2Session (ctx: Ctx, tag: string): Promise<ToolSessio
   }
   return {
     file,
-    drive: async (image) => `file=${await file(image)},format=raw`,
+    drive: async image => `file=${await file(image)},format=raw`,
     close: async () => {
-      for (const m of mounts.values()) { await stopChild(m.c, 2000); detach(m.mnt) }
+      for (const m of mounts.values()) {
+        await stopChild(m.c, 2000)
+        detach(m.mnt)
+      }
     }
   }
 }
 
 /** qemu's own http block driver (libcurl, qemu-block-extra), its default readahead. */
-export async function qemuHttpSession (ctx: Ctx): Promise<ToolSession> {
+export async function qemuHttpSession(ctx: Ctx): Promise<ToolSession> {
   return {
-    drive: async (image) => `file.driver=http,file.url=${ctx.url}/${image}.img,format=raw`,
+    drive: async image => `file.driver=http,file.url=${ctx.url}/${image}.img,format=raw`,
     close: async () => {}
   }
 }
 
 /** rclone mount of an `:http:` remote (nginx autoindex) with --vfs-cache-mode full. */
-export async function rcloneSession (ctx: Ctx, tag: string): Promise<ToolSession> {
+export async function rcloneSession(ctx: Ctx, tag: string): Promise<ToolSession> {
   const mnt = path.join(ctx.dir, `rclone-${tag}-mnt`)
   const cache = path.join(ctx.dir, `rclone-${tag}-cache`)
   fs.mkdirSync(mnt, { recursive: true })
   fs.mkdirSync(cache, { recursive: true })
-  const c = ctx.spawnIn(ctx.ns, ['rclone', 'mount', ':http:', mnt, '--http-url', `${ctx.url}/`, '--vfs-cache-mode', 'full', '--cache-dir', cache, '--read-only', '--config', '/dev/null', '--log-level', 'ERROR'])
+  const c = ctx.spawnIn(ctx.ns, [
+    'rclone',
+    'mount',
+    ':http:',
+    mnt,
+    '--http-url',
+    `${ctx.url}/`,
+    '--vfs-cache-mode',
+    'full',
+    '--cache-dir',
+    cache,
+    '--read-only',
+    '--config',
+    '/dev/null',
+    '--log-level',
+    'ERROR'
+  ])
   await waitFor('rclone mount', () => fs.existsSync(path.join(mnt, 'boot-a.img')), 30_000, c)
   const file = async (image: ImageName): Promise<string> => path.join(mnt, `${image}.img`)
   return {
     file,
-    drive: async (image) => `file=${await file(image)},format=raw`,
-    close: async () => { await stopChild(c, 3000); detach(mnt) }
+    drive: async image => `file=${await file(image)},format=raw`,
+    close: async () => {
+      await stopChild(c, 3000)
+      detach(mnt)
+    }
   }
 }

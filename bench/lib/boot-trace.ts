@@ -28,30 +28,36 @@ export interface BootTrace {
 }
 
 /** Reads from an nbdkit log filter's log (the call lines; qemu's own probes count too). */
-export function parseNbdkitLog (text: string): Array<{ t: number, offset: number, length: number }> {
-  const out: Array<{ t: number, offset: number, length: number }> = []
+export function parseNbdkitLog(text: string): Array<{ t: number; offset: number; length: number }> {
+  const out: Array<{ t: number; offset: number; length: number }> = []
   for (const line of text.split('\n')) {
-    const m = /^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) connection=\d+ Read id=\d+ offset=(0x[0-9a-f]+) count=(0x[0-9a-f]+)/.exec(line)
+    const m =
+      /^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) connection=\d+ Read id=\d+ offset=(0x[0-9a-f]+) count=(0x[0-9a-f]+)/.exec(
+        line
+      )
     if (m === null) continue
     out.push({ t: Date.parse(m[1]!.replace(' ', 'T').slice(0, 23) + 'Z'), offset: Number(m[2]), length: Number(m[3]) })
   }
   return out
 }
 
-export function distinct (reads: Array<{ offset: number, length: number }>): number {
+export function distinct(reads: Array<{ offset: number; length: number }>): number {
   const iv = reads.map(r => [r.offset, r.offset + r.length] as [number, number]).sort((a, b) => a[0] - b[0])
   let total = 0
   let cur: [number, number] | undefined
   for (const [s, e] of iv) {
     if (cur !== undefined && s <= cur[1]) cur[1] = Math.max(cur[1], e)
-    else { if (cur) total += cur[1] - cur[0]; cur = [s, e] }
+    else {
+      if (cur) total += cur[1] - cur[0]
+      cur = [s, e]
+    }
   }
   if (cur) total += cur[1] - cur[0]
   return total
 }
 
 /** Times relative to the first read; a read that continues the previous one within gapMs is merged into it. */
-export function mergeReads (raw: Array<{ t: number, offset: number, length: number }>, gapMs = 5): TraceRead[] {
+export function mergeReads(raw: Array<{ t: number; offset: number; length: number }>, gapMs = 5): TraceRead[] {
   const out: TraceRead[] = []
   const t0 = raw[0]?.t ?? 0
   let lastT = -Infinity
@@ -65,7 +71,7 @@ export function mergeReads (raw: Array<{ t: number, offset: number, length: numb
   return out
 }
 
-function replay (file: string, traceFile: string, speed: number): void {
+function replay(file: string, traceFile: string, speed: number): void {
   const tr = JSON.parse(fs.readFileSync(traceFile, 'utf8')) as BootTrace
   const fd = fs.openSync(file, 'r')
   const buf = Buffer.allocUnsafe(1024 * 1024)

@@ -51,20 +51,30 @@ const now = (): number => performance.now()
 class TokenBucket {
   private tokens: number
   private last = now()
-  constructor (readonly rate: number, readonly capacity: number) { this.tokens = capacity }
-
-  /** ms until `n` bytes may go (0 = now); n must be <= capacity. */
-  waitFor (n: number): number {
-    const t = now()
-    this.tokens = Math.min(this.capacity, this.tokens + (t - this.last) * this.rate / 1000)
-    this.last = t
-    return this.tokens >= n ? 0 : (n - this.tokens) * 1000 / this.rate
+  constructor(
+    readonly rate: number,
+    readonly capacity: number
+  ) {
+    this.tokens = capacity
   }
 
-  take (n: number): void { this.tokens -= n }
+  /** ms until `n` bytes may go (0 = now); n must be <= capacity. */
+  waitFor(n: number): number {
+    const t = now()
+    this.tokens = Math.min(this.capacity, this.tokens + ((t - this.last) * this.rate) / 1000)
+    this.last = t
+    return this.tokens >= n ? 0 : ((n - this.tokens) * 1000) / this.rate
+  }
+
+  take(n: number): void {
+    this.tokens -= n
+  }
 }
 
-interface Item { chunk: Buffer, due: number }
+interface Item {
+  chunk: Buffer
+  due: number
+}
 
 /** One direction of one connection: a FIFO of chunks, each released at its due time. */
 class DelayPipe {
@@ -78,7 +88,7 @@ class DelayPipe {
   private done = false
   private notBefore: number
 
-  constructor (
+  constructor(
     private readonly src: net.Socket,
     private readonly dst: net.Socket,
     private readonly delayMs: number,
@@ -89,38 +99,61 @@ class DelayPipe {
     startDelayMs: number
   ) {
     this.notBefore = now() + startDelayMs
-    src.on('data', (chunk: Buffer) => { this.push(chunk) })
-    src.on('end', () => { this.endDue = Math.max(now(), this.notBefore) + this.delayMs; this.pump() })
-    dst.on('drain', () => { this.waitingDrain = false; this.pump() })
+    src.on('data', (chunk: Buffer) => {
+      this.push(chunk)
+    })
+    src.on('end', () => {
+      this.endDue = Math.max(now(), this.notBefore) + this.delayMs
+      this.pump()
+    })
+    dst.on('drain', () => {
+      this.waitingDrain = false
+      this.pump()
+    })
   }
 
-  private push (chunk: Buffer): void {
+  private push(chunk: Buffer): void {
     if (this.done) return
     this.queue.push({ chunk, due: Math.max(now(), this.notBefore) + this.delayMs })
     this.queued += chunk.length
     this.onQueued(this.queued)
     // bounded memory: stop reading until the queue has drained to half
-    if (this.queued > this.maxQueued && !this.paused) { this.paused = true; this.src.pause() }
+    if (this.queued > this.maxQueued && !this.paused) {
+      this.paused = true
+      this.src.pause()
+    }
     this.pump()
   }
 
-  private schedule (ms: number): void {
+  private schedule(ms: number): void {
     if (this.timer !== undefined) return
-    this.timer = setTimeout(() => { this.timer = undefined; this.pump() }, Math.max(1, Math.ceil(ms)))
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined
+        this.pump()
+      },
+      Math.max(1, Math.ceil(ms))
+    )
   }
 
-  private pump (): void {
+  private pump(): void {
     if (this.done || this.waitingDrain || this.timer !== undefined) return
     while (this.head < this.queue.length) {
       const item = this.queue[this.head]!
       const wait = item.due - now()
-      if (wait > 0) { this.schedule(wait); return }
+      if (wait > 0) {
+        this.schedule(wait)
+        return
+      }
       let piece = item.chunk
       if (this.bucket !== undefined) {
         // send at most a bucketful at a time so a big read doesn't burst past the rate
         if (piece.length > this.bucket.capacity) piece = piece.subarray(0, this.bucket.capacity)
         const w = this.bucket.waitFor(piece.length)
-        if (w > 0) { this.schedule(w); return }
+        if (w > 0) {
+          this.schedule(w)
+          return
+        }
         this.bucket.take(piece.length)
       }
       if (piece.length === item.chunk.length) {
@@ -131,8 +164,14 @@ class DelayPipe {
       this.queued -= piece.length
       this.onForward(piece.length)
       const ok = this.dst.write(piece)
-      if (this.paused && this.queued <= this.maxQueued / 2) { this.paused = false; this.src.resume() }
-      if (!ok) { this.waitingDrain = true; break }
+      if (this.paused && this.queued <= this.maxQueued / 2) {
+        this.paused = false
+        this.src.resume()
+      }
+      if (!ok) {
+        this.waitingDrain = true
+        break
+      }
     }
     if (this.head === this.queue.length || (this.head > 1024 && this.head * 2 > this.queue.length)) {
       this.queue.splice(0, this.head)
@@ -141,13 +180,16 @@ class DelayPipe {
     if (this.queue.length === 0 && this.endDue < Infinity && !this.waitingDrain) {
       // the FIN is delayed like data
       const wait = this.endDue - now()
-      if (wait > 0) { this.schedule(wait); return }
+      if (wait > 0) {
+        this.schedule(wait)
+        return
+      }
       this.done = true
       this.dst.end() // half-close travels after the data, like a FIN would
     }
   }
 
-  stop (): void {
+  stop(): void {
     this.done = true
     if (this.timer !== undefined) clearTimeout(this.timer)
     this.timer = undefined
@@ -156,7 +198,7 @@ class DelayPipe {
   }
 }
 
-export async function startDelayProxy (opts: DelayProxyOptions): Promise<DelayProxy> {
+export async function startDelayProxy(opts: DelayProxyOptions): Promise<DelayProxy> {
   if (!(opts.delayMs >= 0)) throw new Error('delayMs must be >= 0')
   const maxQueued = opts.maxQueuedBytes ?? 4 * 1024 * 1024
   const rate = opts.rateBytesPerSec
@@ -164,16 +206,40 @@ export async function startDelayProxy (opts: DelayProxyOptions): Promise<DelayPr
   const upBucket = rate === undefined ? undefined : new TokenBucket(rate, capacity)
   const downBucket = rate === undefined ? undefined : new TokenBucket(rate, capacity)
   const st: DelayProxyStats = { bytesUp: 0, bytesDown: 0, connections: 0, active: 0, peakQueuedBytes: 0 }
-  const onQueued = (n: number): void => { if (n > st.peakQueuedBytes) st.peakQueuedBytes = n }
+  const onQueued = (n: number): void => {
+    if (n > st.peakQueuedBytes) st.peakQueuedBytes = n
+  }
   const conns = new Set<() => void>()
 
-  const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (client) => {
+  const server = net.createServer({ allowHalfOpen: true, noDelay: true }, client => {
     st.connections++
     st.active++
     const target = net.connect({ host: opts.targetHost, port: opts.targetPort, allowHalfOpen: true, noDelay: true })
     const startDelay = opts.emulateHandshake === true ? 2 * opts.delayMs : 0
-    const up = new DelayPipe(client, target, opts.delayMs, maxQueued, upBucket, (n) => { st.bytesUp += n }, onQueued, startDelay)
-    const down = new DelayPipe(target, client, opts.delayMs, maxQueued, downBucket, (n) => { st.bytesDown += n }, onQueued, 0)
+    const up = new DelayPipe(
+      client,
+      target,
+      opts.delayMs,
+      maxQueued,
+      upBucket,
+      n => {
+        st.bytesUp += n
+      },
+      onQueued,
+      startDelay
+    )
+    const down = new DelayPipe(
+      target,
+      client,
+      opts.delayMs,
+      maxQueued,
+      downBucket,
+      n => {
+        st.bytesDown += n
+      },
+      onQueued,
+      0
+    )
     let closed = 0
     const kill = (): void => {
       up.stop()
@@ -185,7 +251,10 @@ export async function startDelayProxy (opts: DelayProxyOptions): Promise<DelayPr
     conns.add(kill)
     const onClose = (): void => {
       // both sockets fully closed (each one after both FINs): the connection is over
-      if (++closed === 2) { st.active--; conns.delete(kill) }
+      if (++closed === 2) {
+        st.active--
+        conns.delete(kill)
+      }
     }
     for (const s of [client, target]) {
       s.on('error', kill)
@@ -196,7 +265,10 @@ export async function startDelayProxy (opts: DelayProxyOptions): Promise<DelayPr
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
-    server.listen(opts.listenPort, opts.listenHost, () => { server.off('error', reject); resolve() })
+    server.listen(opts.listenPort, opts.listenHost, () => {
+      server.off('error', reject)
+      resolve()
+    })
   })
   const port = (server.address() as net.AddressInfo).port
 
@@ -211,13 +283,13 @@ export async function startDelayProxy (opts: DelayProxyOptions): Promise<DelayPr
   }
 }
 
-function parseHostPort (s: string | undefined, what: string): { host: string, port: number } {
+function parseHostPort(s: string | undefined, what: string): { host: string; port: number } {
   const m = s === undefined ? null : /^\[?([^\]]*)\]?:(\d+)$/.exec(s)
   if (m === null) throw new Error(`${what} needs host:port`)
   return { host: m[1]!, port: Number(m[2]) }
 }
 
-async function main (argv: string[]): Promise<void> {
+async function main(argv: string[]): Promise<void> {
   const opt = (name: string): string | undefined => {
     const i = argv.indexOf(name)
     return i < 0 ? undefined : argv[i + 1]

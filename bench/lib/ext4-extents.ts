@@ -7,9 +7,16 @@ import path from 'node:path'
 import { spawnSync } from 'node:child_process'
 
 /** A byte range [start, end) of the image. */
-export interface Range { start: number, end: number }
+export interface Range {
+  start: number
+  end: number
+}
 
-export interface DirEntry { name: string, inode: number, mode: number }
+export interface DirEntry {
+  name: string
+  inode: number
+  mode: number
+}
 
 export interface InodeInfo {
   inode: number
@@ -19,7 +26,7 @@ export interface InodeInfo {
   /** a fast symlink's target */
   link?: string
   /** leaf extents, in blocks; uninitialized extents (read as zeros) are left out */
-  extents: Array<{ logical: number, physical: number, blocks: number }>
+  extents: Array<{ logical: number; physical: number; blocks: number }>
 }
 
 const S_IFMT = 0o170000
@@ -28,10 +35,11 @@ export const isRegular = (mode: number): boolean => (mode & S_IFMT) === 0o100000
 export const isSymlink = (mode: number): boolean => (mode & S_IFMT) === 0o120000
 
 /** `<inode>` or a quoted path, as debugfs commands take them. */
-export const spec = (x: number | string): string => typeof x === 'number' ? `<${x}>` : `"${x.replace(/(["\\])/g, '\\$1')}"`
+export const spec = (x: number | string): string =>
+  typeof x === 'number' ? `<${x}>` : `"${x.replace(/(["\\])/g, '\\$1')}"`
 
 /** Runs `commands` in one read-only debugfs session on `image`; returns each command's output. */
-export function debugfs (image: string, commands: string[]): string[] {
+export function debugfs(image: string, commands: string[]): string[] {
   if (commands.length === 0) return []
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vmifs-debugfs-'))
   try {
@@ -46,10 +54,12 @@ export function debugfs (image: string, commands: string[]): string[] {
     if (r.status !== 0) throw new Error(`debugfs -f ... ${image} failed (${r.status ?? r.signal}): ${r.stderr}`)
     // debugfs echoes every command as "debugfs: COMMAND" on stdout; errors go to stderr
     const parts = r.stdout.split(/^debugfs: /m).slice(1)
-    if (parts.length !== commands.length) throw new Error(`debugfs ${image}: ${commands.length} commands but ${parts.length} outputs`)
+    if (parts.length !== commands.length)
+      throw new Error(`debugfs ${image}: ${commands.length} commands but ${parts.length} outputs`)
     return parts.map((p, i) => {
       const nl = p.indexOf('\n')
-      if (p.slice(0, nl < 0 ? p.length : nl) !== commands[i]) throw new Error(`debugfs ${image}: output ${i} is not for "${commands[i]!}"`)
+      if (p.slice(0, nl < 0 ? p.length : nl) !== commands[i])
+        throw new Error(`debugfs ${image}: output ${i} is not for "${commands[i]!}"`)
       return nl < 0 ? '' : p.slice(nl + 1)
     })
   } finally {
@@ -57,14 +67,14 @@ export function debugfs (image: string, commands: string[]): string[] {
   }
 }
 
-export function blockSize (image: string): number {
+export function blockSize(image: string): number {
   const m = /^Block size:\s+(\d+)$/m.exec(debugfs(image, ['stats -h'])[0]!)
   if (!m) throw new Error(`debugfs ${image}: no block size in "stats -h"`)
   return Number(m[1])
 }
 
 /** `ls -p` lines: /INODE/MODE/UID/GID/NAME/SIZE/ (SIZE empty for directories). */
-export function parseList (out: string): DirEntry[] {
+export function parseList(out: string): DirEntry[] {
   const entries: DirEntry[] = []
   for (const line of out.split('\n')) {
     const m = /^\/(\d+)\/([0-7]+)\/\d+\/\d+\/(.*)\/\d*\/$/.exec(line)
@@ -75,7 +85,7 @@ export function parseList (out: string): DirEntry[] {
 }
 
 /** `stat` output, or undefined when it is empty (no such file: the error went to stderr). */
-export function parseStat (out: string): InodeInfo | undefined {
+export function parseStat(out: string): InodeInfo | undefined {
   const head = /^Inode: (\d+)\s+Type: (\S+)/m.exec(out)
   if (!head) return undefined
   const size = /^User:.*?\sSize: (\d+)/m.exec(out)
@@ -89,33 +99,46 @@ export function parseStat (out: string): InodeInfo | undefined {
     for (const e of out.slice(at).matchAll(/\((\d+)(?:-(\d+))?(\[u\])?\):(\d+)(?:-(\d+))?/g)) {
       if (e[3] !== undefined) continue
       const logical = Number(e[1])
-      info.extents.push({ logical, physical: Number(e[4]), blocks: (e[2] === undefined ? logical : Number(e[2])) - logical + 1 })
+      info.extents.push({
+        logical,
+        physical: Number(e[4]),
+        blocks: (e[2] === undefined ? logical : Number(e[2])) - logical + 1
+      })
     }
   }
   return info
 }
 
 /** Lists directories (one debugfs run for all). */
-export function listDirs (image: string, dirs: Array<number | string>): DirEntry[][] {
-  return debugfs(image, dirs.map(d => `ls -p ${spec(d)}`)).map(parseList)
+export function listDirs(image: string, dirs: Array<number | string>): DirEntry[][] {
+  return debugfs(
+    image,
+    dirs.map(d => `ls -p ${spec(d)}`)
+  ).map(parseList)
 }
 
 /** Stats inodes or paths (one debugfs run); undefined where there is no such file. */
-export function statAll (image: string, what: Array<number | string>): Array<InodeInfo | undefined> {
-  return debugfs(image, what.map(w => `stat ${spec(w)}`)).map(parseStat)
+export function statAll(image: string, what: Array<number | string>): Array<InodeInfo | undefined> {
+  return debugfs(
+    image,
+    what.map(w => `stat ${spec(w)}`)
+  ).map(parseStat)
 }
 
 /**
  * Every entry below the directory `root` (an absolute path in the image), by path; symlinks to
  * directories are not followed. One debugfs run per level of the tree.
  */
-export function walk (image: string, root: string): Map<string, DirEntry> {
+export function walk(image: string, root: string): Map<string, DirEntry> {
   const all = new Map<string, DirEntry>()
   const top = statAll(image, [root])[0]
   if (top?.type !== 'directory') return all
-  let level: Array<{ path: string, inode: number }> = [{ path: root, inode: top.inode }]
+  let level: Array<{ path: string; inode: number }> = [{ path: root, inode: top.inode }]
   while (level.length > 0) {
-    const lists = listDirs(image, level.map(d => d.inode))
+    const lists = listDirs(
+      image,
+      level.map(d => d.inode)
+    )
     const next: typeof level = []
     level.forEach((d, i) => {
       for (const e of lists[i]!) {
@@ -133,17 +156,24 @@ export function walk (image: string, root: string): Map<string, DirEntry> {
  * Stats absolute paths, following symlinks (fast ones, up to 8 deep) to what they point at.
  * Returns the final path and inode for each path that resolves to an existing file.
  */
-export function resolveAll (image: string, paths: string[]): Array<{ path: string, info: InodeInfo } | undefined> {
-  const out: Array<{ path: string, info: InodeInfo } | undefined> = paths.map(() => undefined)
+export function resolveAll(image: string, paths: string[]): Array<{ path: string; info: InodeInfo } | undefined> {
+  const out: Array<{ path: string; info: InodeInfo } | undefined> = paths.map(() => undefined)
   let todo = paths.map((p, i) => ({ i, path: p }))
   for (let depth = 0; depth <= 8 && todo.length > 0; depth++) {
-    const infos = statAll(image, todo.map(t => t.path))
+    const infos = statAll(
+      image,
+      todo.map(t => t.path)
+    )
     const next: typeof todo = []
     todo.forEach((t, k) => {
       const info = infos[k]
       if (info === undefined) return
-      if (info.type !== 'symlink') { out[t.i] = { path: t.path, info }; return }
-      if (info.link !== undefined) next.push({ i: t.i, path: path.posix.resolve(path.posix.dirname(t.path), info.link) })
+      if (info.type !== 'symlink') {
+        out[t.i] = { path: t.path, info }
+        return
+      }
+      if (info.link !== undefined)
+        next.push({ i: t.i, path: path.posix.resolve(path.posix.dirname(t.path), info.link) })
     })
     todo = next
   }
@@ -151,7 +181,7 @@ export function resolveAll (image: string, paths: string[]): Array<{ path: strin
 }
 
 /** The image bytes holding a file's `size` bytes (the last block only up to the file's end). */
-export function fileRanges (info: InodeInfo, block: number): Range[] {
+export function fileRanges(info: InodeInfo, block: number): Range[] {
   const ranges: Range[] = []
   for (const e of info.extents) {
     const from = e.logical * block
@@ -163,7 +193,7 @@ export function fileRanges (info: InodeInfo, block: number): Range[] {
 }
 
 /** Sorts ranges and merges the overlapping or touching ones. */
-export function mergeRanges (ranges: Range[]): Range[] {
+export function mergeRanges(ranges: Range[]): Range[] {
   const sorted = [...ranges].sort((a, b) => a.start - b.start)
   const out: Range[] = []
   for (const r of sorted) {

@@ -4,7 +4,7 @@ import fs from 'node:fs'
 const PIECE = 16 * 1024 * 1024
 
 /** Reads a file once and drops the bytes (warms the page cache); returns its size. */
-export function readThrough (file: string): number {
+export function readThrough(file: string): number {
   const fd = fs.openSync(file, 'r')
   try {
     const buf = Buffer.allocUnsafe(PIECE)

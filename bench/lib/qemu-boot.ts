@@ -42,18 +42,52 @@ export interface BootResult {
   tail: string
 }
 
-export function bootArgs (o: BootOptions): string[] {
-  const append = ['root=/dev/vda', 'ro', 'console=ttyS0', 'fsck.mode=skip', o.until === undefined ? 'vmifs.marker' : '', 'panic=1', o.append ?? ''].filter(w => w !== '').join(' ').trim()
+export function bootArgs(o: BootOptions): string[] {
+  const append = [
+    'root=/dev/vda',
+    'ro',
+    'console=ttyS0',
+    'fsck.mode=skip',
+    o.until === undefined ? 'vmifs.marker' : '',
+    'panic=1',
+    o.append ?? ''
+  ]
+    .filter(w => w !== '')
+    .join(' ')
+    .trim()
   return [
-    '-accel', 'tcg', '-machine', 'pc', '-cpu', 'max', '-smp', '1', '-m', String(o.memMiB ?? 1024),
-    '-display', 'none', '-monitor', 'none', '-serial', 'stdio', '-nic', 'none', '-no-reboot',
+    '-accel',
+    'tcg',
+    '-machine',
+    'pc',
+    '-cpu',
+    'max',
+    '-smp',
+    '1',
+    '-m',
+    String(o.memMiB ?? 1024),
+    '-display',
+    'none',
+    '-monitor',
+    'none',
+    '-serial',
+    'stdio',
+    '-nic',
+    'none',
+    '-no-reboot',
     '-snapshot',
-    '-kernel', o.kernel, '-initrd', o.initrd, '-append', append,
-    '-drive', `${o.drive},if=virtio`
+    '-kernel',
+    o.kernel,
+    '-initrd',
+    o.initrd,
+    '-append',
+    append,
+    '-drive',
+    `${o.drive},if=virtio`
   ]
 }
 
-export function bootVm (o: BootOptions): Promise<BootResult> {
+export function bootVm(o: BootOptions): Promise<BootResult> {
   const qemu = ['qemu-system-x86_64', ...bootArgs(o)]
   const argv = o.netns === undefined ? qemu : ['nsenter', `--net=/run/netns/${o.netns}`, ...qemu]
   const t0 = performance.now()
@@ -61,7 +95,7 @@ export function bootVm (o: BootOptions): Promise<BootResult> {
   let log = ''
   let markerAt = NaN
   const tail = (): string => log.split('\n').slice(-25).join('\n')
-  return new Promise((resolve) => {
+  return new Promise(resolve => {
     let settled = false
     const finish = (r: Omit<BootResult, 'tail'>): void => {
       if (settled) return
@@ -74,11 +108,19 @@ export function bootVm (o: BootOptions): Promise<BootResult> {
       if (log.length > 256 * 1024) log = log.slice(-128 * 1024)
       if (Number.isNaN(markerAt) && log.includes(o.until ?? MARKER)) {
         markerAt = (performance.now() - t0) / 1000
-        const after = o.onReady === undefined ? Promise.resolve() : o.onReady().catch((e: unknown) => { log += `\nonReady failed: ${e instanceof Error ? e.message : String(e)}\n` })
+        const after =
+          o.onReady === undefined
+            ? Promise.resolve()
+            : o.onReady().catch((e: unknown) => {
+                log += `\nonReady failed: ${e instanceof Error ? e.message : String(e)}\n`
+              })
         // the guest powers off after the marker; give it a moment, then make sure qemu is gone
         void after.then(() => {
           if (o.until !== undefined) child.kill('SIGKILL')
-          else setTimeout(() => { if (child.exitCode === null) child.kill('SIGKILL') }, 15_000).unref()
+          else
+            setTimeout(() => {
+              if (child.exitCode === null) child.kill('SIGKILL')
+            }, 15_000).unref()
         })
       }
     }
@@ -86,20 +128,34 @@ export function bootVm (o: BootOptions): Promise<BootResult> {
     child.stderr!.on('data', onData)
     const timer = setTimeout(() => {
       child.kill('SIGKILL')
-      finish({ ok: false, seconds: NaN, exitSeconds: NaN, error: `no marker within ${(o.timeoutMs ?? 300_000) / 1000} s` })
+      finish({
+        ok: false,
+        seconds: NaN,
+        exitSeconds: NaN,
+        error: `no marker within ${(o.timeoutMs ?? 300_000) / 1000} s`
+      })
     }, o.timeoutMs ?? 300_000)
-    child.once('error', (e) => finish({ ok: false, seconds: NaN, exitSeconds: NaN, error: e.message }))
+    child.once('error', e => finish({ ok: false, seconds: NaN, exitSeconds: NaN, error: e.message }))
     child.once('exit', (code, sig) => {
       const exitSeconds = (performance.now() - t0) / 1000
       if (!Number.isNaN(markerAt)) finish({ ok: true, seconds: markerAt, exitSeconds })
-      else finish({ ok: false, seconds: NaN, exitSeconds, error: `qemu exited (${String(code ?? sig)}) before the marker` })
+      else
+        finish({
+          ok: false,
+          seconds: NaN,
+          exitSeconds,
+          error: `qemu exited (${String(code ?? sig)}) before the marker`
+        })
     })
   })
 }
 
 if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
   const argv = process.argv.slice(2)
-  const opt = (n: string): string | undefined => { const i = argv.indexOf(n); return i < 0 ? undefined : argv[i + 1] }
+  const opt = (n: string): string | undefined => {
+    const i = argv.indexOf(n)
+    return i < 0 ? undefined : argv[i + 1]
+  }
   const r = await bootVm({
     kernel: opt('--kernel')!,
     initrd: opt('--initrd')!,
@@ -108,6 +164,8 @@ if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === path.res
     timeoutMs: Number(opt('--timeout-s') ?? 300) * 1000
   })
   if (!r.ok) process.stderr.write(`${r.error ?? ''}\n${r.tail}\n`)
-  process.stdout.write(JSON.stringify({ ok: r.ok, seconds: r.seconds, exitSeconds: r.exitSeconds, error: r.error }) + '\n')
+  process.stdout.write(
+    JSON.stringify({ ok: r.ok, seconds: r.seconds, exitSeconds: r.exitSeconds, error: r.error }) + '\n'
+  )
   process.exit(r.ok ? 0 : 1)
 }

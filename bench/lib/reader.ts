@@ -20,7 +20,7 @@ if (mode === 'seq') {
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9
   console.log(JSON.stringify({ bytes: pos, seconds }))
 } else if (mode === 'extents') {
-  const ext = JSON.parse(fs.readFileSync(a!, 'utf8')) as Array<{ offset: number, length: number }>
+  const ext = JSON.parse(fs.readFileSync(a!, 'utf8')) as Array<{ offset: number; length: number }>
   const buf = Buffer.allocUnsafe(128 * 1024)
   const t0 = process.hrtime.bigint()
   let bytes = 0
@@ -41,7 +41,11 @@ if (mode === 'seq') {
   const lat: number[] = []
   let x = 0x9e3779b9 // xorshift32: uniform, repeatable, exact in 32-bit integer ops
   for (let i = 0; i < count; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0
+    x ^= x << 13
+    x >>>= 0
+    x ^= x >>> 17
+    x ^= x << 5
+    x >>>= 0
     const pos = (x % blocks) * bs
     const t0 = process.hrtime.bigint()
     fs.readSync(fd, buf, 0, bs, pos)
@@ -49,5 +53,7 @@ if (mode === 'seq') {
   }
   lat.sort((x, y) => x - y)
   const q = (p: number): number => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]!
-  console.log(JSON.stringify({ count, p50Ms: q(0.5), p99Ms: q(0.99), meanMs: lat.reduce((s, v) => s + v, 0) / lat.length }))
+  console.log(
+    JSON.stringify({ count, p50Ms: q(0.5), p99Ms: q(0.99), meanMs: lat.reduce((s, v) => s + v, 0) / lat.length })
+  )
 }

@@ -32,15 +32,35 @@ export class ChunkStore {
   private readonly dirsMade = new Set<string>()
   private size = 0
   private readonly q: {
-    has: Statement, get: Statement, insert: Statement, del: Statement, touch: Statement,
-    lru: Statement, lruUnref: Statement, lruAt: Statement, lruUnrefAt: Statement, sum: Statement, all: Statement, pin: Statement
+    has: Statement
+    get: Statement
+    insert: Statement
+    del: Statement
+    touch: Statement
+    lru: Statement
+    lruUnref: Statement
+    lruAt: Statement
+    lruUnrefAt: Statement
+    sum: Statement
+    all: Statement
+    pin: Statement
   }
 
   private evicting = false
-  private toRecord: Array<{ hash: Buffer, size: number, pin: boolean, resolve: (fresh: boolean) => void, reject: (err: unknown) => void }> = []
+  private toRecord: Array<{
+    hash: Buffer
+    size: number
+    pin: boolean
+    resolve: (fresh: boolean) => void
+    reject: (err: unknown) => void
+  }> = []
   private tmpSeq = 0
 
-  constructor (readonly dataDir: string, private readonly db: Db, private readonly opts: ChunkStoreOptions) {
+  constructor(
+    readonly dataDir: string,
+    private readonly db: Db,
+    private readonly opts: ChunkStoreOptions
+  ) {
     this.chunkDir = path.join(dataDir, 'chunks')
     this.tmpDir = path.join(dataDir, 'tmp')
     this.q = {
@@ -63,7 +83,7 @@ export class ChunkStore {
   }
 
   /** Creates the folders, removes temp files left by a crash, loads the size. */
-  open (): { leftovers: number } {
+  open(): { leftovers: number } {
     fs.mkdirSync(this.chunkDir, { recursive: true })
     fs.mkdirSync(this.tmpDir, { recursive: true })
     let leftovers = 0
@@ -78,16 +98,22 @@ export class ChunkStore {
     return { leftovers }
   }
 
-  refreshSize (): void { this.size = this.q.sum.get() as number }
+  refreshSize(): void {
+    this.size = this.q.sum.get() as number
+  }
 
-  get sizeBytes (): number { return this.size }
-  get capacityBytes (): number { return this.opts.capacityBytes }
+  get sizeBytes(): number {
+    return this.size
+  }
+  get capacityBytes(): number {
+    return this.opts.capacityBytes
+  }
 
-  pathOf (hashHex: string): string {
+  pathOf(hashHex: string): string {
     return path.join(this.chunkDir, hashHex.slice(0, 2), hashHex)
   }
 
-  has (hashHex: string): boolean {
+  has(hashHex: string): boolean {
     return this.q.has.get(Buffer.from(hashHex, 'hex')) !== undefined
   }
 
@@ -95,7 +121,7 @@ export class ChunkStore {
    * Stores verified bytes under their hash. Rejects data that does not hash to `hashHex`.
    * Returns false when the chunk was already there.
    */
-  async put (hashHex: string, data: Buffer, opts?: { verified?: boolean, pin?: boolean }): Promise<boolean> {
+  async put(hashHex: string, data: Buffer, opts?: { verified?: boolean; pin?: boolean }): Promise<boolean> {
     const key = this.admit(hashHex, data, opts)
     if (key === undefined) return false
     this.writeFile(hashHex, data)
@@ -107,7 +133,7 @@ export class ChunkStore {
    * a chunk already cached is only touched (and pinned if asked). Returns the key to store
    * under, or undefined when there is nothing to write.
    */
-  private admit (hashHex: string, data: Buffer, opts?: { verified?: boolean, pin?: boolean }): Buffer | undefined {
+  private admit(hashHex: string, data: Buffer, opts?: { verified?: boolean; pin?: boolean }): Buffer | undefined {
     if (!(opts?.verified ?? false)) {
       const got = blake3(data).toString('hex')
       if (got !== hashHex) throw VmifsError.hashMismatch(hashHex, got)
@@ -125,7 +151,7 @@ export class ChunkStore {
    * written in the same turn are recorded in one transaction. Resolves once the chunk is
    * recorded; false when it was already there.
    */
-  async putAsync (hashHex: string, data: Buffer, opts?: { verified?: boolean, pin?: boolean }): Promise<boolean> {
+  async putAsync(hashHex: string, data: Buffer, opts?: { verified?: boolean; pin?: boolean }): Promise<boolean> {
     const key = this.admit(hashHex, data, opts)
     if (key === undefined) return false
     const { newDir, tmp, dest } = this.placeFor(hashHex)
@@ -146,7 +172,7 @@ export class ChunkStore {
     })
   }
 
-  private recordPending (): void {
+  private recordPending(): void {
     const batch = this.toRecord
     this.toRecord = []
     try {
@@ -176,7 +202,7 @@ export class ChunkStore {
    * calling thread costs ~40 µs of CPU a file against ~220 µs through fs.promises (measured,
    * 16 KiB files), which made a full import cost several times its chunking and hashing.
    */
-  writeFile (hashHex: string, data: Buffer): void {
+  writeFile(hashHex: string, data: Buffer): void {
     const { newDir, tmp, dest } = this.placeFor(hashHex)
     if (newDir !== undefined) {
       fs.mkdirSync(newDir, { recursive: true })
@@ -197,19 +223,26 @@ export class ChunkStore {
   }
 
   /** Where a new chunk file goes: a fresh temp name, its final path, and its directory if not made yet. */
-  private placeFor (hashHex: string): { newDir: string | undefined, tmp: string, dest: string } {
+  private placeFor(hashHex: string): { newDir: string | undefined; tmp: string; dest: string } {
     const dir = path.join(this.chunkDir, hashHex.slice(0, 2))
-    return { newDir: this.dirsMade.has(dir) ? undefined : dir, tmp: path.join(this.tmpDir, `${process.pid}-${this.tmpSeq++}`), dest: this.pathOf(hashHex) }
+    return {
+      newDir: this.dirsMade.has(dir) ? undefined : dir,
+      tmp: path.join(this.tmpDir, `${process.pid}-${this.tmpSeq++}`),
+      dest: this.pathOf(hashHex)
+    }
   }
 
   /** Records written chunk files in one transaction; returns what was new. Evicts if over capacity. */
-  record (entries: Array<{ hash: Buffer, size: number }>, pin: boolean): { chunks: number, bytes: number } {
+  record(entries: Array<{ hash: Buffer; size: number }>, pin: boolean): { chunks: number; bytes: number } {
     let chunks = 0
     let bytes = 0
     const now = Date.now()
     this.db.transaction(() => {
       for (const e of entries) {
-        if (this.q.insert.run({ hash: e.hash, size: e.size, atime: now }).changes > 0) { chunks++; bytes += e.size }
+        if (this.q.insert.run({ hash: e.hash, size: e.size, atime: now }).changes > 0) {
+          chunks++
+          bytes += e.size
+        }
         if (pin) this.q.pin.run(e.hash)
       }
     })()
@@ -219,12 +252,14 @@ export class ChunkStore {
   }
 
   /** Marks existing entries pinned (import does this before its image row exists). */
-  pinMany (hashes: Buffer[]): void {
-    this.db.transaction(() => { for (const h of hashes) this.q.pin.run(h) })()
+  pinMany(hashes: Buffer[]): void {
+    this.db.transaction(() => {
+      for (const h of hashes) this.q.pin.run(h)
+    })()
   }
 
   /** Reads and verifies a chunk. Drops it from the cache if it is corrupt or gone. */
-  async read (hashHex: string): Promise<Buffer> {
+  async read(hashHex: string): Promise<Buffer> {
     let data: Buffer
     try {
       // one synchronous open/read/close: four thread-pool round trips a chunk (fs.promises.readFile)
@@ -246,12 +281,12 @@ export class ChunkStore {
     return data
   }
 
-  touch (hashHex: string): void {
+  touch(hashHex: string): void {
     this.atimes.set(hashHex, Date.now())
   }
 
   /** Persists access times gathered since the last flush, in one transaction. */
-  flushAtimes (): number {
+  flushAtimes(): number {
     if (this.atimes.size === 0) return 0
     const batch = [...this.atimes]
     this.atimes.clear()
@@ -262,12 +297,12 @@ export class ChunkStore {
   }
 
   /** Deletes a chunk file and its entry. */
-  async drop (hashHex: string): Promise<void> {
+  async drop(hashHex: string): Promise<void> {
     await fsp.rm(this.pathOf(hashHex), { force: true })
     this.forget(hashHex)
   }
 
-  private forget (hashHex: string): void {
+  private forget(hashHex: string): void {
     const key = Buffer.from(hashHex, 'hex')
     const size = this.q.get.get(key) as number | undefined
     if (size === undefined) return
@@ -280,7 +315,7 @@ export class ChunkStore {
    * Evicts unpinned chunks until the cache is under `target` bytes (default: capacity).
    * Chunks no image refers to go before referenced ones; within each, least recently used first.
    */
-  evict (target = this.opts.capacityBytes): { chunks: number, bytes: number } {
+  evict(target = this.opts.capacityBytes): { chunks: number; bytes: number } {
     if (this.evicting) return { chunks: 0, bytes: 0 }
     this.evicting = true
     let chunks = 0
@@ -290,7 +325,7 @@ export class ChunkStore {
       // chunks no image refers to first, then the least recently used of the rest
       for (const q of [this.q.lruUnref, this.q.lru]) {
         while (this.size > target) {
-          const rows = q.all(256) as Array<{ hash: Buffer, size: number }>
+          const rows = q.all(256) as Array<{ hash: Buffer; size: number }>
           if (rows.length === 0) break
           for (const r of rows) {
             if (this.size <= target) break
@@ -317,13 +352,13 @@ export class ChunkStore {
    * prefetcher, which must not push out what its own session uses. Pinned entries never count:
    * they are never evicted.
    */
-  hasRoomWithout (bytes: number, since: number): boolean {
+  hasRoomWithout(bytes: number, since: number): boolean {
     let over = this.size + bytes - this.opts.capacityBytes
     if (over <= 0) return true
     const seen = new Set<string>()
     const recent = (hex: string, atime: number): boolean => (this.atimes.get(hex) ?? atime) >= since
     for (const q of [this.q.lruUnrefAt, this.q.lruAt]) {
-      for (const r of q.iterate() as IterableIterator<{ hash: Buffer, size: number, atime: number }>) {
+      for (const r of q.iterate() as IterableIterator<{ hash: Buffer; size: number; atime: number }>) {
         const hex = r.hash.toString('hex')
         if (seen.has(hex)) continue
         seen.add(hex)
@@ -336,24 +371,32 @@ export class ChunkStore {
   }
 
   /** Entries: [hash hex, size]. */
-  * entries (): Generator<[string, number]> {
-    for (const r of this.q.all.iterate() as IterableIterator<{ hash: Buffer, size: number }>) yield [r.hash.toString('hex'), r.size]
+  *entries(): Generator<[string, number]> {
+    for (const r of this.q.all.iterate() as IterableIterator<{ hash: Buffer; size: number }>)
+      yield [r.hash.toString('hex'), r.size]
   }
 
   /** Forces chunk files written so far to disk (syncfs on the data dir's filesystem). */
-  async sync (): Promise<void> {
+  async sync(): Promise<void> {
     await execFileP('sync', ['-f', this.chunkDir])
   }
 
   /** Re-derives every entry's pinned flag from chunks.pins (after a crash mid-import). */
-  reconcilePins (): number {
-    return this.db.prepare(`UPDATE cache_entries SET pinned = coalesce((SELECT pins > 0 FROM chunks c WHERE c.hash = cache_entries.hash), 0)
-      WHERE pinned != coalesce((SELECT pins > 0 FROM chunks c WHERE c.hash = cache_entries.hash), 0)`).run().changes
+  reconcilePins(): number {
+    return this.db
+      .prepare(
+        `UPDATE cache_entries SET pinned = coalesce((SELECT pins > 0 FROM chunks c WHERE c.hash = cache_entries.hash), 0)
+      WHERE pinned != coalesce((SELECT pins > 0 FROM chunks c WHERE c.hash = cache_entries.hash), 0)`
+      )
+      .run().changes
   }
-
-
 }
 
-function isAlive (pid: number): boolean {
-  try { process.kill(pid, 0); return true } catch (err) { return (err as NodeJS.ErrnoException).code === 'EPERM' }
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
 }

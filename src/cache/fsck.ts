@@ -13,12 +13,20 @@ export interface FsckReport {
   missing: string[]
   adopted: number
   strays: number
-  incompleteImages: Array<{ name: string, missingChunks: number }>
+  incompleteImages: Array<{ name: string; missingChunks: number }>
 }
 
-export function fsck (dd: DataDir, onProgress?: (done: number, total: number) => void): FsckReport {
+export function fsck(dd: DataDir, onProgress?: (done: number, total: number) => void): FsckReport {
   const { store, db } = dd
-  const r: FsckReport = { checked: 0, checkedBytes: 0, corrupt: [], missing: [], adopted: 0, strays: 0, incompleteImages: [] }
+  const r: FsckReport = {
+    checked: 0,
+    checkedBytes: 0,
+    corrupt: [],
+    missing: [],
+    adopted: 0,
+    strays: 0,
+    incompleteImages: []
+  }
   store.flushAtimes()
   const entries = [...store.entries()]
   for (const [hex, size] of entries) {
@@ -43,7 +51,11 @@ export function fsck (dd: DataDir, onProgress?: (done: number, total: number) =>
   const insert = db.prepare('INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned) VALUES (?, ?, ?, 0)')
   for (const sub of fs.readdirSync(store.chunkDir)) {
     const dir = path.join(store.chunkDir, sub)
-    if (!fs.statSync(dir).isDirectory()) { fs.rmSync(dir, { force: true }); r.strays++; continue }
+    if (!fs.statSync(dir).isDirectory()) {
+      fs.rmSync(dir, { force: true })
+      r.strays++
+      continue
+    }
     for (const f of fs.readdirSync(dir)) {
       if (known.has(f)) continue
       const p = path.join(dir, f)

@@ -33,32 +33,46 @@ Options:
   --peer <url>         a peer to sync the metadata table with (repeatable)
   --origin <url>       an origin chunk store (vmifs publish-store), the holder of last resort
 ${COMMON_HELP}`,
-  async run (argv) {
-    const a = parse(this, argv, {
-      mount: { type: 'string' }, 'host-id': { type: 'string' },
-      listen: { type: 'string' }, peer: { type: 'string', multiple: true },
-      origin: { type: 'string' }, advertise: { type: 'string' }
-    }, false)
+  async run(argv) {
+    const a = parse(
+      this,
+      argv,
+      {
+        mount: { type: 'string' },
+        'host-id': { type: 'string' },
+        listen: { type: 'string' },
+        peer: { type: 'string', multiple: true },
+        origin: { type: 'string' },
+        advertise: { type: 'string' }
+      },
+      false
+    )
     if (!a) return 0
     if (typeof a.values.mount !== 'string') throw VmifsError.usage(`--mount is required\n\n${this.usage}`)
     const config = resolveConfig(a.values)
     if (typeof a.values['host-id'] === 'string') config.hostId = a.values['host-id']
     if (typeof a.values.listen === 'string') config.fleet.listen = parseListen(a.values.listen, '--listen')
-    if (Array.isArray(a.values.peer)) config.fleet.peers = [...config.fleet.peers, ...(a.values.peer as string[]).map(p => parseUrl(p, '--peer'))]
+    if (Array.isArray(a.values.peer))
+      config.fleet.peers = [...config.fleet.peers, ...(a.values.peer as string[]).map(p => parseUrl(p, '--peer'))]
     if (typeof a.values.origin === 'string') config.fleet.origin = parseUrl(a.values.origin, '--origin')
     if (typeof a.values.advertise === 'string') config.fleet.advertise = parseUrl(a.values.advertise, '--advertise')
     const log = createLogger('vmifs-agent')
     const agent = new Agent({ config, mountpoint: path.resolve(a.values.mount), log })
     let stopping: Promise<void> | undefined
     let stopped!: (p: Promise<void>) => void
-    const done = new Promise<void>((resolve) => { stopped = resolve }) // settles with agent.close()
+    const done = new Promise<void>(resolve => {
+      stopped = resolve
+    }) // settles with agent.close()
     const stop = (signal: string): void => {
       if (stopping) {
         log.warn({ signal }, 'second signal: exiting now')
         process.exit(130)
       }
       log.info({ signal }, 'stopping')
-      const deadline = setTimeout(() => { log.error('shutdown deadline passed: exiting'); process.exit(1) }, SHUTDOWN_DEADLINE_MS)
+      const deadline = setTimeout(() => {
+        log.error('shutdown deadline passed: exiting')
+        process.exit(1)
+      }, SHUTDOWN_DEADLINE_MS)
       deadline.unref()
       stopping = agent.close()
       stopped(stopping)
@@ -66,7 +80,16 @@ ${COMMON_HELP}`,
     process.on('SIGTERM', () => stop('SIGTERM'))
     process.on('SIGINT', () => stop('SIGINT'))
     await agent.ready()
-    process.stdout.write(JSON.stringify({ event: 'ready', mount: agent.mountpoint, dataDir: config.dataDir, hostId: config.hostId, endpoint: agent.endpoint ?? null, pid: process.pid }) + '\n')
+    process.stdout.write(
+      JSON.stringify({
+        event: 'ready',
+        mount: agent.mountpoint,
+        dataDir: config.dataDir,
+        hostId: config.hostId,
+        endpoint: agent.endpoint ?? null,
+        pid: process.pid
+      }) + '\n'
+    )
     await done
     return 0
   }

@@ -8,7 +8,7 @@ export interface Command {
   name: string
   summary: string
   usage: string
-  run (argv: string[]): Promise<number>
+  run(argv: string[]): Promise<number>
 }
 
 export const COMMON_OPTIONS = {
@@ -24,7 +24,12 @@ export const COMMON_HELP = `Common options:
   --cache-size <size>  cache capacity, e.g. 20GiB (default 20GiB)
   -h, --help           this help`
 
-export function parse<O extends NonNullable<ParseArgsConfig['options']>> (cmd: Command, argv: string[], options: O, allowPositionals = true): { values: any, positionals: string[] } | undefined {
+export function parse<O extends NonNullable<ParseArgsConfig['options']>>(
+  cmd: Command,
+  argv: string[],
+  options: O,
+  allowPositionals = true
+): { values: any; positionals: string[] } | undefined {
   let parsed
   try {
     parsed = parseArgs({ args: argv, options: { ...COMMON_OPTIONS, ...options }, allowPositionals, strict: true })
@@ -35,10 +40,10 @@ export function parse<O extends NonNullable<ParseArgsConfig['options']>> (cmd: C
     process.stdout.write(cmd.usage + '\n')
     return undefined
   }
-  return parsed as { values: any, positionals: string[] }
+  return parsed as { values: any; positionals: string[] }
 }
 
-export function resolveConfig (values: Record<string, unknown>): Config {
+export function resolveConfig(values: Record<string, unknown>): Config {
   let c = defaults()
   if (typeof values.config === 'string') c = loadConfigFile(values.config, c)
   if (typeof values['data-dir'] === 'string') c.dataDir = values['data-dir']
@@ -46,21 +51,28 @@ export function resolveConfig (values: Record<string, unknown>): Config {
   return c
 }
 
-export async function withDataDir<T> (c: Config, fn: (dd: DataDir) => Promise<T>): Promise<T> {
+export async function withDataDir<T>(c: Config, fn: (dd: DataDir) => Promise<T>): Promise<T> {
   const dd = DataDir.open(c.dataDir, { capacityBytes: c.capacityBytes })
-  try { return await fn(dd) } finally { dd.close() }
+  try {
+    return await fn(dd)
+  } finally {
+    dd.close()
+  }
 }
 
-export function bytes (n: number): string {
+export function bytes(n: number): string {
   const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
   let i = 0
-  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++ }
+  while (n >= 1024 && i < u.length - 1) {
+    n /= 1024
+    i++
+  }
   return `${i === 0 ? n : n.toFixed(n >= 100 ? 0 : 1)} ${u[i]}`
 }
 
-export function table (rows: string[][]): string {
+export function table(rows: string[][]): string {
   const w = rows[0]!.map((_, c) => Math.max(...rows.map(r => r[c]!.length)))
-  return rows.map(r => r.map((v, c) => c === r.length - 1 ? v : v.padEnd(w[c]!)).join('  ')).join('\n')
+  return rows.map(r => r.map((v, c) => (c === r.length - 1 ? v : v.padEnd(w[c]!))).join('  ')).join('\n')
 }
 
 /** Options shared by the planner commands (similarity, plan, place). */
@@ -68,8 +80,12 @@ export const PLANNER_HELP = `  --host-id <id>       this host's id in the fleet,
   --alpha <a>          α in [0, 1]: weight of time against price (default: config fetch.prefetchAlpha, 0.3)
   --sigma <s>          σ: the price of one second (default: config fetch.sigma, 1)`
 
-export function plannerParams (c: Config, values: Record<string, unknown>): { hostId: string, alpha: number, sigma: number } {
-  const num = (v: unknown, fallback: number): number => typeof v === 'string' ? (v.trim() === '' ? Number.NaN : Number(v)) : fallback
+export function plannerParams(
+  c: Config,
+  values: Record<string, unknown>
+): { hostId: string; alpha: number; sigma: number } {
+  const num = (v: unknown, fallback: number): number =>
+    typeof v === 'string' ? (v.trim() === '' ? Number.NaN : Number(v)) : fallback
   return {
     hostId: typeof values['host-id'] === 'string' ? values['host-id'] : c.hostId,
     alpha: num(values.alpha, c.fetch.prefetchAlpha),
@@ -78,18 +94,19 @@ export function plannerParams (c: Config, values: Record<string, unknown>): { ho
 }
 
 /** Seconds, short: "0.25 s", "12.3 s", "4 min 10 s". */
-export function seconds (s: number): string {
+export function seconds(s: number): string {
   if (s < 100) return `${s < 10 ? s.toFixed(s < 1 ? 3 : 2) : s.toFixed(1)} s`
   const m = Math.floor(s / 60)
   return `${m} min ${Math.round(s - 60 * m)} s`
 }
 
 /** A price or objective, 4 significant digits. */
-export function money (x: number): string {
+export function money(x: number): string {
   return x === 0 ? '0' : Number(x.toPrecision(4)).toString()
 }
 
-export function csv (rows: Array<Array<string | number>>): string {
-  const cell = (v: string | number): string => typeof v === 'number' || !/[",\n]/.test(v) ? String(v) : `"${v.replace(/"/g, '""')}"`
+export function csv(rows: Array<Array<string | number>>): string {
+  const cell = (v: string | number): string =>
+    typeof v === 'number' || !/[",\n]/.test(v) ? String(v) : `"${v.replace(/"/g, '""')}"`
   return rows.map(r => r.map(cell).join(',')).join('\n') + '\n'
 }

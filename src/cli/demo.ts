@@ -14,8 +14,10 @@ const VMIFS = path.resolve(here, '../../../bin/vmifs.js')
 const keep = process.argv.includes('--keep')
 const MiB = 1024 * 1024
 
-function step (s: string): void { process.stdout.write(`\n== ${s}\n`) }
-function sh (cmd: string, args: string[]): number {
+function step(s: string): void {
+  process.stdout.write(`\n== ${s}\n`)
+}
+function sh(cmd: string, args: string[]): number {
   process.stdout.write(`$ ${[cmd, ...args].join(' ')}\n`)
   const r = spawnSync(cmd, args, { stdio: 'inherit', timeout: 120_000 })
   return r.status ?? 1
@@ -45,11 +47,17 @@ failed ||= sh(process.execPath, [VMIFS, 'import', img, '--name', 'demo-disk', '-
 sh(process.execPath, [VMIFS, 'ls', '--data-dir', data])
 
 step('start the agent and mount the image filesystem')
-const agent = spawn(process.execPath, [VMIFS, 'agent', '--mount', mnt, '--data-dir', data], { stdio: ['ignore', 'pipe', 'pipe'] })
+const agent = spawn(process.execPath, [VMIFS, 'agent', '--mount', mnt, '--data-dir', data], {
+  stdio: ['ignore', 'pipe', 'pipe']
+})
 let out = ''
 let err = ''
-agent.stdout.on('data', (d: Buffer) => { out += d.toString() })
-agent.stderr.on('data', (d: Buffer) => { err += d.toString() })
+agent.stdout.on('data', (d: Buffer) => {
+  out += d.toString()
+})
+agent.stderr.on('data', (d: Buffer) => {
+  err += d.toString()
+})
 const t0 = Date.now()
 while (!out.includes('"event":"ready"')) {
   if (agent.exitCode !== null || Date.now() - t0 > 20_000) {
@@ -64,11 +72,15 @@ sh('ls', ['-l', path.join(mnt, 'images'), path.join(mnt, 'by-digest')])
 
 step('read it back through the mount')
 failed ||= sh('cmp', [img, path.join(mnt, 'images/demo-disk')]) !== 0
-if (spawnSync('which', ['qemu-img']).status === 0) failed ||= sh('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', img, path.join(mnt, 'images/demo-disk')]) !== 0
+if (spawnSync('which', ['qemu-img']).status === 0)
+  failed ||= sh('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', img, path.join(mnt, 'images/demo-disk')]) !== 0
 process.stdout.write(failed ? 'MISMATCH\n' : 'identical: the mounted file is byte-exact\n')
 
 step('the stats file')
-sh('sh', ['-c', `grep -E '"(hitOps|missOps|hitBytes|hitRate|sizeBytes|pinnedBytes|ops|p50Ms|p99Ms)"' ${JSON.stringify(path.join(mnt, '.stats'))}`])
+sh('sh', [
+  '-c',
+  `grep -E '"(hitOps|missOps|hitBytes|hitRate|sizeBytes|pinnedBytes|ops|p50Ms|p99Ms)"' ${JSON.stringify(path.join(mnt, '.stats'))}`
+])
 sh(process.execPath, [VMIFS, 'stats', '--data-dir', data])
 
 if (keep) {

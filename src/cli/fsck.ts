@@ -14,7 +14,7 @@ Exit status: 0 clean, 1 something was found and repaired (or an image is incompl
 Options:
   --json    print the report as JSON
 ${COMMON_HELP}`,
-  async run (argv) {
+  async run(argv) {
     const a = parse(this, argv, { json: { type: 'boolean' } }, false)
     if (!a) return 0
     const cfg = resolveConfig(a.values)
@@ -22,9 +22,12 @@ ${COMMON_HELP}`,
     if (a.values.json === true) {
       process.stdout.write(JSON.stringify(r, null, 2) + '\n')
     } else {
-      process.stdout.write(`checked ${r.checked} chunks (${bytes(r.checkedBytes)}): ${r.corrupt.length} corrupt (dropped), ${r.missing.length} missing, ${r.adopted} adopted, ${r.strays} stray files removed\n`)
+      process.stdout.write(
+        `checked ${r.checked} chunks (${bytes(r.checkedBytes)}): ${r.corrupt.length} corrupt (dropped), ${r.missing.length} missing, ${r.adopted} adopted, ${r.strays} stray files removed\n`
+      )
       for (const c of r.corrupt) process.stdout.write(`corrupt ${c}\n`)
-      for (const i of r.incompleteImages) process.stdout.write(`image ${i.name}: ${i.missingChunks} chunks not in the local cache\n`)
+      for (const i of r.incompleteImages)
+        process.stdout.write(`image ${i.name}: ${i.missingChunks} chunks not in the local cache\n`)
     }
     return r.corrupt.length + r.missing.length + r.strays + r.incompleteImages.length > 0 ? 1 : 0
   }

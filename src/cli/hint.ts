@@ -25,7 +25,7 @@ Options:
   --out <file>     export: write the hint here (atomically)
   --max <chunks>   export: at most this many chunks (the most recent)
 ${COMMON_HELP}`,
-  async run (argv) {
+  async run(argv) {
     const a = parse(this, argv, { out: { type: 'string' }, max: { type: 'string' } })
     if (!a) return 0
     const [verb, arg, ...extra] = a.positionals as string[]
@@ -38,7 +38,8 @@ ${COMMON_HELP}`,
       let q = `/v1/hint?image=${encodeURIComponent(arg)}`
       if (a.values.max !== undefined) {
         const max = Number(a.values.max)
-        if (!Number.isInteger(max) || max <= 0) throw VmifsError.usage(`--max must be a positive integer, not ${JSON.stringify(a.values.max)}`)
+        if (!Number.isInteger(max) || max <= 0)
+          throw VmifsError.usage(`--max must be a positive integer, not ${JSON.stringify(a.values.max)}`)
         q += `&max=${max}`
       }
       const hint = parseHint(await agentCall(sock, 'GET', q))
@@ -46,13 +47,16 @@ ${COMMON_HELP}`,
       if (typeof a.values.out === 'string') {
         writeFileAtomic(a.values.out, text)
         const bytes = hint.chunks.reduce((n, c) => n + c.size, 0)
-        process.stderr.write(`${hint.image}: ${hint.chunks.length} chunks (${bytes} bytes) written to ${a.values.out}\n`)
+        process.stderr.write(
+          `${hint.image}: ${hint.chunks.length} chunks (${bytes} bytes) written to ${a.values.out}\n`
+        )
       } else {
         process.stdout.write(text)
       }
       return 0
     }
-    if (a.values.out !== undefined || a.values.max !== undefined) throw VmifsError.usage('--out and --max are for hint export')
+    if (a.values.out !== undefined || a.values.max !== undefined)
+      throw VmifsError.usage('--out and --max are for hint export')
     let raw: string
     try {
       raw = arg === '-' ? fs.readFileSync(0, 'utf8') : fs.readFileSync(arg, 'utf8')
@@ -60,9 +64,18 @@ ${COMMON_HELP}`,
       throw new VmifsError('INPUT_NOT_FOUND', `cannot read ${arg}: ${(err as Error).message}`, { file: arg })
     }
     let json: unknown
-    try { json = JSON.parse(raw) } catch { throw new VmifsError('HINT_INVALID', `not a valid vmifs hint: ${arg} is not JSON`) }
+    try {
+      json = JSON.parse(raw)
+    } catch {
+      throw new VmifsError('HINT_INVALID', `not a valid vmifs hint: ${arg} is not JSON`)
+    }
     const hint = parseHint(json)
-    const r = await agentCall(sock, 'POST', '/v1/hint', hint) as { image: string, queued: number, cached: number, unknown: number }
+    const r = (await agentCall(sock, 'POST', '/v1/hint', hint)) as {
+      image: string
+      queued: number
+      cached: number
+      unknown: number
+    }
     process.stdout.write(JSON.stringify(r) + '\n')
     return 0
   }

@@ -24,10 +24,15 @@ Options:
   --json                 print the result as JSON
   --quiet                no progress bar
 ${COMMON_HELP}`,
-  async run (argv) {
+  async run(argv) {
     const a = parse(this, argv, {
-      name: { type: 'string' }, chunking: { type: 'string' }, 'chunk-size': { type: 'string' },
-      'file-cuts': { type: 'string' }, replace: { type: 'boolean' }, json: { type: 'boolean' }, quiet: { type: 'boolean' }
+      name: { type: 'string' },
+      chunking: { type: 'string' },
+      'chunk-size': { type: 'string' },
+      'file-cuts': { type: 'string' },
+      replace: { type: 'boolean' },
+      json: { type: 'boolean' },
+      quiet: { type: 'boolean' }
     })
     if (!a) return 0
     const [file, ...extra] = a.positionals
@@ -37,20 +42,29 @@ ${COMMON_HELP}`,
     const chunking = chunkingFrom(a.values.chunking, a.values['chunk-size'], cfg.chunking, a.values['file-cuts'])
     const tty = process.stderr.isTTY && a.values.quiet !== true
     const bar = tty
-      ? new cliProgress.SingleBar({ format: 'import [{bar}] {percentage}% | {doneBytes}/{totalBytes} | {speed}', hideCursor: true, stream: process.stderr }, cliProgress.Presets.shades_classic)
+      ? new cliProgress.SingleBar(
+          {
+            format: 'import [{bar}] {percentage}% | {doneBytes}/{totalBytes} | {speed}',
+            hideCursor: true,
+            stream: process.stderr
+          },
+          cliProgress.Presets.shades_classic
+        )
       : undefined
     const t0 = Date.now()
-    const r = await withDataDir(cfg, async (dd) => {
+    const r = await withDataDir(cfg, async dd => {
       try {
         return await importImage(dd, file, {
           name: a.values.name,
           chunking,
           replace: a.values.replace === true,
-          onProgress: bar && ((done, total) => {
-            const s = Math.max(0.001, (Date.now() - t0) / 1000)
-            if (!bar.isActive) bar.start(total, 0, { doneBytes: bytes(0), totalBytes: bytes(total), speed: '' })
-            bar.update(done, { doneBytes: bytes(done), totalBytes: bytes(total), speed: `${bytes(done / s)}/s` })
-          })
+          onProgress:
+            bar &&
+            ((done, total) => {
+              const s = Math.max(0.001, (Date.now() - t0) / 1000)
+              if (!bar.isActive) bar.start(total, 0, { doneBytes: bytes(0), totalBytes: bytes(total), speed: '' })
+              bar.update(done, { doneBytes: bytes(done), totalBytes: bytes(total), speed: `${bytes(done / s)}/s` })
+            })
         })
       } finally {
         bar?.stop()
@@ -63,27 +77,37 @@ ${COMMON_HELP}`,
       process.stdout.write(r.digest + '\n')
       if (process.stderr.isTTY) {
         const files = r.filesystems.reduce((n, f) => n + f.files, 0)
-        const cut = r.filesystems.length > 0 ? `, cut at ${files} files in ${r.filesystems.map(f => `ext4@${f.offset}`).join(' ')}` : ''
-        process.stderr.write(`${r.name}: ${bytes(r.size)}, ${r.chunks} entries, ${bytes(r.zeroBytes)} zero, ${bytes(r.newBytes)} new in cache${cut}, ${(r.size / r.seconds / 1e9).toFixed(2)} GB/s\n`)
+        const cut =
+          r.filesystems.length > 0
+            ? `, cut at ${files} files in ${r.filesystems.map(f => `ext4@${f.offset}`).join(' ')}`
+            : ''
+        process.stderr.write(
+          `${r.name}: ${bytes(r.size)}, ${r.chunks} entries, ${bytes(r.zeroBytes)} zero, ${bytes(r.newBytes)} new in cache${cut}, ${(r.size / r.seconds / 1e9).toFixed(2)} GB/s\n`
+        )
       }
     }
     return 0
   }
 }
 
-export function chunkingFrom (kind: unknown, size: unknown, base: Chunking, fileCuts?: unknown): Chunking {
-  if (fileCuts !== undefined && fileCuts !== 'on' && fileCuts !== 'off') throw VmifsError.usage(`--file-cuts must be on or off, got ${String(fileCuts)}`)
+export function chunkingFrom(kind: unknown, size: unknown, base: Chunking, fileCuts?: unknown): Chunking {
+  if (fileCuts !== undefined && fileCuts !== 'on' && fileCuts !== 'off')
+    throw VmifsError.usage(`--file-cuts must be on or off, got ${String(fileCuts)}`)
   if (kind === undefined && size === undefined && fileCuts === undefined) return base
   const k = kind ?? base.kind
   if (k !== 'fixed' && k !== 'cdc') throw VmifsError.usage(`--chunking must be fixed or cdc, got ${String(k)}`)
   const s = size === undefined ? undefined : parseSize(size, '--chunk-size')
   if (k === 'fixed') {
-    if (fileCuts === 'on') throw VmifsError.usage('--file-cuts on needs --chunking cdc (fixed chunks are cut at fixed offsets)')
+    if (fileCuts === 'on')
+      throw VmifsError.usage('--file-cuts on needs --chunking cdc (fixed chunks are cut at fixed offsets)')
     return { kind: 'fixed', chunkSize: s ?? (base.kind === 'fixed' ? base.chunkSize : 65536) }
   }
   const cdcBase = base.kind === 'cdc' ? base : undefined
   const avg = s ?? cdcBase?.avg ?? 16384
   const cuts = fileCuts === undefined ? (cdcBase?.fileCuts ?? true) : fileCuts === 'on'
-  const sized = s === undefined && cdcBase !== undefined ? { min: cdcBase.min, avg, max: cdcBase.max } : { min: avg / 4, avg, max: avg * 4 }
+  const sized =
+    s === undefined && cdcBase !== undefined
+      ? { min: cdcBase.min, avg, max: cdcBase.max }
+      : { min: avg / 4, avg, max: avg * 4 }
   return cuts ? { kind: 'cdc', ...sized, fileCuts: true } : { kind: 'cdc', ...sized }
 }

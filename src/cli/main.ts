@@ -19,9 +19,25 @@ import { command as placeCmd } from './place.js'
 import { command as replicateCmd } from './replicate.js'
 import { command as policyCmd } from './policy.js'
 
-const COMMANDS: Command[] = [importCmd, lsCmd, exportCmd, rmCmd, fsckCmd, agentCmd, statsCmd, manifestCmd, publishStoreCmd, hintCmd, similarityCmd, planCmd, placeCmd, replicateCmd, policyCmd]
+const COMMANDS: Command[] = [
+  importCmd,
+  lsCmd,
+  exportCmd,
+  rmCmd,
+  fsckCmd,
+  agentCmd,
+  statsCmd,
+  manifestCmd,
+  publishStoreCmd,
+  hintCmd,
+  similarityCmd,
+  planCmd,
+  placeCmd,
+  replicateCmd,
+  policyCmd
+]
 
-function usage (): string {
+function usage(): string {
   return `Usage: vmifs <command> [options]     (vmifs <command> --help for each)
 
 A lazy VM-image filesystem: images are chunked into a content-addressed cache and served
@@ -32,7 +48,7 @@ ${COMMANDS.map(c => `  ${c.name.padEnd(Math.max(...COMMANDS.map(x => x.name.leng
 `
 }
 
-export async function main (argv: string[]): Promise<number> {
+export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(usage())

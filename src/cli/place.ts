@@ -1,7 +1,26 @@
-import { type Command, COMMON_HELP, PLANNER_HELP, parse, resolveConfig, withDataDir, bytes, table, plannerParams, seconds, money } from './common.js'
+import {
+  type Command,
+  COMMON_HELP,
+  PLANNER_HELP,
+  parse,
+  resolveConfig,
+  withDataDir,
+  bytes,
+  table,
+  plannerParams,
+  seconds,
+  money
+} from './common.js'
 import { VmifsError } from '../errors.js'
 import { FleetView } from '../planner/fleet-view.js'
-import { type Pick, type PickMetric, type PickMode, pickPlacement, rankPlacement, validatePick } from '../planner/placement.js'
+import {
+  type Pick,
+  type PickMetric,
+  type PickMode,
+  pickPlacement,
+  rankPlacement,
+  validatePick
+} from '../planner/placement.js'
 import { validateParams } from '../planner/transfer-plan.js'
 
 export const command: Command = {
@@ -27,15 +46,33 @@ Options:
 ${PLANNER_HELP}
   --json               one JSON object: the ranked list and the pick
 ${COMMON_HELP}`,
-  async run (argv) {
-    const a = parse(this, argv, { candidates: { type: 'string' }, pick: { type: 'string' }, x: { type: 'string' }, by: { type: 'string' }, 'host-id': { type: 'string' }, alpha: { type: 'string' }, sigma: { type: 'string' }, json: { type: 'boolean' } })
+  async run(argv) {
+    const a = parse(this, argv, {
+      candidates: { type: 'string' },
+      pick: { type: 'string' },
+      x: { type: 'string' },
+      by: { type: 'string' },
+      'host-id': { type: 'string' },
+      alpha: { type: 'string' },
+      sigma: { type: 'string' },
+      json: { type: 'boolean' }
+    })
     if (!a) return 0
     if (a.positionals.length !== 1) throw VmifsError.usage(`place takes one image name\n\n${this.usage}`)
-    if (typeof a.values.candidates !== 'string') throw VmifsError.usage(`place needs --candidates <h1,h2,...>\n\n${this.usage}`)
-    const hosts = [...new Set((a.values.candidates as string).split(',').map(s => s.trim()).filter(s => s !== ''))]
+    if (typeof a.values.candidates !== 'string')
+      throw VmifsError.usage(`place needs --candidates <h1,h2,...>\n\n${this.usage}`)
+    const hosts = [
+      ...new Set(
+        (a.values.candidates as string)
+          .split(',')
+          .map(s => s.trim())
+          .filter(s => s !== '')
+      )
+    ]
     if (hosts.length === 0) throw VmifsError.usage(`--candidates names no host\n\n${this.usage}`)
     const mode = (a.values.pick ?? 'top') as PickMode
-    if (!['top', 'best-of', 'within'].includes(mode)) throw VmifsError.usage(`--pick takes top, best-of or within\n\n${this.usage}`)
+    if (!['top', 'best-of', 'within'].includes(mode))
+      throw VmifsError.usage(`--pick takes top, best-of or within\n\n${this.usage}`)
     const by = (a.values.by ?? 'load') as PickMetric
     if (by !== 'load' && by !== 'free') throw VmifsError.usage(`--by takes load or free\n\n${this.usage}`)
     const pick: Pick = { mode, by, ...(a.values.x !== undefined ? { x: Number(a.values.x) } : {}) }
@@ -44,29 +81,60 @@ ${COMMON_HELP}`,
     const { hostId, alpha, sigma } = plannerParams(cfg, a.values)
     validateParams(alpha, sigma)
     const image = a.positionals[0]!
-    const ranked = await withDataDir(cfg, async (dd) => {
+    const ranked = await withDataDir(cfg, async dd => {
       const view = new FleetView(dd, { self: hostId, links: cfg.fleet.links, origin: cfg.fleet.origin })
       view.image(image)
       for (const h of hosts) view.requireHost(h)
       const donors = view.donors()
-      const candidates = hosts.map((h) => {
+      const candidates = hosts.map(h => {
         const n = view.need(image, h, donors)
-        return { host: h, groups: n.groups, unavailableBytes: n.unavailable.reduce((s, c) => s + c.size, 0), heldBytes: n.heldBytes, ...view.status(h, cfg.capacityBytes) }
+        return {
+          host: h,
+          groups: n.groups,
+          unavailableBytes: n.unavailable.reduce((s, c) => s + c.size, 0),
+          heldBytes: n.heldBytes,
+          ...view.status(h, cfg.capacityBytes)
+        }
       })
       return rankPlacement({ candidates, donors, alpha, sigma })
     })
     const chosen = pickPlacement(ranked, pick)
     if (a.values.json === true) {
-      process.stdout.write(JSON.stringify({ image, alpha, sigma, pick: { ...pick, host: chosen?.host ?? null }, candidates: ranked }, null, 2) + '\n')
+      process.stdout.write(
+        JSON.stringify(
+          { image, alpha, sigma, pick: { ...pick, host: chosen?.host ?? null }, candidates: ranked },
+          null,
+          2
+        ) + '\n'
+      )
       return 0
     }
-    const opt = <T>(v: T | null, f: (x: T) => string): string => v === null ? '-' : f(v)
+    const opt = <T>(v: T | null, f: (x: T) => string): string => (v === null ? '-' : f(v))
     process.stdout.write(`${image}: ${ranked.length} candidates, α ${alpha}, σ ${sigma} per second\n\n`)
-    process.stdout.write(table([['RANK', 'HOST', 'COST', 'MISSING', 'HELD', 'TIME', 'PRICE', 'FREE', 'LOAD', 'FITS'],
-      ...ranked.map(r => [String(r.rank), r.host, money(r.cost), bytes(r.missingBytes) + (r.unavailableBytes > 0 ? ` (+${bytes(r.unavailableBytes)} unavailable)` : ''), bytes(r.heldBytes), seconds(r.seconds), money(r.price),
-        opt(r.freeBytes, bytes), opt(r.load, x => x.toFixed(2)), opt(r.fits, x => x ? 'yes' : 'no')])]) + '\n\n')
+    process.stdout.write(
+      table([
+        ['RANK', 'HOST', 'COST', 'MISSING', 'HELD', 'TIME', 'PRICE', 'FREE', 'LOAD', 'FITS'],
+        ...ranked.map(r => [
+          String(r.rank),
+          r.host,
+          money(r.cost),
+          bytes(r.missingBytes) + (r.unavailableBytes > 0 ? ` (+${bytes(r.unavailableBytes)} unavailable)` : ''),
+          bytes(r.heldBytes),
+          seconds(r.seconds),
+          money(r.price),
+          opt(r.freeBytes, bytes),
+          opt(r.load, x => x.toFixed(2)),
+          opt(r.fits, x => (x ? 'yes' : 'no'))
+        ])
+      ]) + '\n\n'
+    )
     const best = by === 'load' ? 'least load' : 'most free cache'
-    const how = mode === 'top' ? 'top of the list' : mode === 'best-of' ? `${best} among the top ${pick.x}` : `${best} within ${pick.x}% of the top`
+    const how =
+      mode === 'top'
+        ? 'top of the list'
+        : mode === 'best-of'
+          ? `${best} among the top ${pick.x}`
+          : `${best} within ${pick.x}% of the top`
     process.stdout.write(`pick (${how}): ${chosen?.host ?? '-'}\n`)
     return 0
   }

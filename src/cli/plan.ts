@@ -1,7 +1,25 @@
-import { type Command, COMMON_HELP, PLANNER_HELP, parse, resolveConfig, withDataDir, bytes, table, plannerParams, seconds, money } from './common.js'
+import {
+  type Command,
+  COMMON_HELP,
+  PLANNER_HELP,
+  parse,
+  resolveConfig,
+  withDataDir,
+  bytes,
+  table,
+  plannerParams,
+  seconds,
+  money
+} from './common.js'
 import { VmifsError } from '../errors.js'
 import { FleetView } from '../planner/fleet-view.js'
-import { type TransferPlan, greedyPlan, planTransfer, singleSourcePlan, validateParams } from '../planner/transfer-plan.js'
+import {
+  type TransferPlan,
+  greedyPlan,
+  planTransfer,
+  singleSourcePlan,
+  validateParams
+} from '../planner/transfer-plan.js'
 
 const GB = 1e9
 
@@ -27,8 +45,14 @@ Options:
 ${PLANNER_HELP}
   --json               one JSON object; "plan.shares" lists per donor the chunk hashes to fetch
 ${COMMON_HELP}`,
-  async run (argv) {
-    const a = parse(this, argv, { to: { type: 'string' }, 'host-id': { type: 'string' }, alpha: { type: 'string' }, sigma: { type: 'string' }, json: { type: 'boolean' } })
+  async run(argv) {
+    const a = parse(this, argv, {
+      to: { type: 'string' },
+      'host-id': { type: 'string' },
+      alpha: { type: 'string' },
+      sigma: { type: 'string' },
+      json: { type: 'boolean' }
+    })
     if (!a) return 0
     if (a.positionals.length !== 1) throw VmifsError.usage(`plan takes one image name\n\n${this.usage}`)
     if (typeof a.values.to !== 'string') throw VmifsError.usage(`plan needs --to <host>\n\n${this.usage}`)
@@ -37,7 +61,7 @@ ${COMMON_HELP}`,
     validateParams(alpha, sigma)
     const image = a.positionals[0]!
     const target = a.values.to as string
-    const out = await withDataDir(cfg, async (dd) => {
+    const out = await withDataDir(cfg, async dd => {
       const view = new FleetView(dd, { self: hostId, links: cfg.fleet.links, origin: cfg.fleet.origin })
       const donors = view.donors().filter(d => d.id !== target)
       const need = view.need(image, target, donors)
@@ -56,29 +80,82 @@ ${COMMON_HELP}`,
       price: p.price,
       objective: p.objective,
       fractional: p.fractional,
-      shares: p.shares.map(s => ({ donor: s.donor, bytes: s.bytes, chunkCount: s.chunks.length, seconds: s.seconds, price: s.price }))
+      shares: p.shares.map(s => ({
+        donor: s.donor,
+        bytes: s.bytes,
+        chunkCount: s.chunks.length,
+        seconds: s.seconds,
+        price: s.price
+      }))
     })
     if (a.values.json === true) {
-      process.stdout.write(JSON.stringify({
-        image,
-        target,
-        alpha,
-        sigma,
-        units: { bytes: 'bytes', seconds: 'seconds', price: 'price units (config "price" is per byte)', bandwidthBps: 'bytes per second' },
-        need: { chunks: need.chunks, bytes: need.bytes, heldChunks: need.heldChunks, heldBytes: need.heldBytes, missingChunks, missingBytes, unavailableChunks: need.unavailable.length, unavailableBytes, unavailable: need.unavailable.map(c => c.hash) },
-        donors: donors.map((d, j) => ({ ...d, pricePerGB: d.pricePerByte * GB, holdsBytes: out.holds[j] })),
-        groups: need.groups.map(g => ({ donors: g.donors, chunks: g.chunks.length, bytes: g.bytes })),
-        plan: { ...summary(lp), fractions: lp.fractions, shares: lp.shares },
-        compare: [summary(greedy), ...(single ? [{ ...summary(single), donor: single.shares[0]?.donor ?? null }] : [])]
-      }, null, 2) + '\n')
+      process.stdout.write(
+        JSON.stringify(
+          {
+            image,
+            target,
+            alpha,
+            sigma,
+            units: {
+              bytes: 'bytes',
+              seconds: 'seconds',
+              price: 'price units (config "price" is per byte)',
+              bandwidthBps: 'bytes per second'
+            },
+            need: {
+              chunks: need.chunks,
+              bytes: need.bytes,
+              heldChunks: need.heldChunks,
+              heldBytes: need.heldBytes,
+              missingChunks,
+              missingBytes,
+              unavailableChunks: need.unavailable.length,
+              unavailableBytes,
+              unavailable: need.unavailable.map(c => c.hash)
+            },
+            donors: donors.map((d, j) => ({ ...d, pricePerGB: d.pricePerByte * GB, holdsBytes: out.holds[j] })),
+            groups: need.groups.map(g => ({ donors: g.donors, chunks: g.chunks.length, bytes: g.bytes })),
+            plan: { ...summary(lp), fractions: lp.fractions, shares: lp.shares },
+            compare: [
+              summary(greedy),
+              ...(single ? [{ ...summary(single), donor: single.shares[0]?.donor ?? null }] : [])
+            ]
+          },
+          null,
+          2
+        ) + '\n'
+      )
       return 0
     }
-    process.stdout.write(`${image} -> ${target}: lacks ${missingChunks + need.unavailable.length} of ${need.chunks} chunks (${bytes(missingBytes + unavailableBytes)} of ${bytes(need.bytes)}); α ${alpha}, σ ${sigma} per second\n`)
-    if (need.unavailable.length > 0) process.stdout.write(`warning: ${need.unavailable.length} chunks (${bytes(unavailableBytes)}) are held by no donor; the plan covers the rest\n`)
-    if (missingChunks === 0) { process.stdout.write('nothing to copy\n'); return 0 }
-    process.stdout.write(`\n${table([['DONOR', 'HOLDS', 'BANDWIDTH', 'PRICE/GB'], ...donors.map((d, j) => [d.id, bytes(out.holds[j]!), `${bytes(d.bandwidthBps)}/s`, money(d.pricePerByte * GB)])])}\n\n`)
-    const row = (name: string, p: TransferPlan): string[] => [name, seconds(p.seconds), money(p.price), money(p.objective), p.shares.map(s => `${s.donor} ${bytes(s.bytes)}`).join(', ')]
-    process.stdout.write(table([['METHOD', 'TIME', 'PRICE', 'OBJECTIVE', 'FROM'], row('lp', lp), row('greedy', greedy), single ? row('single-source', single) : ['single-source', '-', '-', '-', 'no donor holds every missing chunk']]) + '\n')
+    process.stdout.write(
+      `${image} -> ${target}: lacks ${missingChunks + need.unavailable.length} of ${need.chunks} chunks (${bytes(missingBytes + unavailableBytes)} of ${bytes(need.bytes)}); α ${alpha}, σ ${sigma} per second\n`
+    )
+    if (need.unavailable.length > 0)
+      process.stdout.write(
+        `warning: ${need.unavailable.length} chunks (${bytes(unavailableBytes)}) are held by no donor; the plan covers the rest\n`
+      )
+    if (missingChunks === 0) {
+      process.stdout.write('nothing to copy\n')
+      return 0
+    }
+    process.stdout.write(
+      `\n${table([['DONOR', 'HOLDS', 'BANDWIDTH', 'PRICE/GB'], ...donors.map((d, j) => [d.id, bytes(out.holds[j]!), `${bytes(d.bandwidthBps)}/s`, money(d.pricePerByte * GB)])])}\n\n`
+    )
+    const row = (name: string, p: TransferPlan): string[] => [
+      name,
+      seconds(p.seconds),
+      money(p.price),
+      money(p.objective),
+      p.shares.map(s => `${s.donor} ${bytes(s.bytes)}`).join(', ')
+    ]
+    process.stdout.write(
+      table([
+        ['METHOD', 'TIME', 'PRICE', 'OBJECTIVE', 'FROM'],
+        row('lp', lp),
+        row('greedy', greedy),
+        single ? row('single-source', single) : ['single-source', '-', '-', '-', 'no donor holds every missing chunk']
+      ]) + '\n'
+    )
     return 0
   }
 }

@@ -35,7 +35,7 @@ Options:
   --host-id <id>       this host's id (default: the running agent's, else config hostId or the hostname)
   --json               show: as JSON
 ${COMMON_HELP}`,
-  async run (argv) {
+  async run(argv) {
     const a = parse(this, argv, {
       'min-replicas': { type: 'string' },
       dr: { type: 'string' },
@@ -46,11 +46,17 @@ ${COMMON_HELP}`,
     })
     if (!a) return 0
     const [verb, image, ...extra] = a.positionals
-    if (!['set', 'rm', 'show'].includes(verb ?? '') || extra.length > 0 || (verb !== 'show' && image === undefined)) throw VmifsError.usage(`policy takes "set <image> …", "rm <image>" or "show [<image>]"\n\n${this.usage}`)
+    if (!['set', 'rm', 'show'].includes(verb ?? '') || extra.length > 0 || (verb !== 'show' && image === undefined))
+      throw VmifsError.usage(`policy takes "set <image> …", "rm <image>" or "show [<image>]"\n\n${this.usage}`)
     const cfg = resolveConfig(a.values)
     let self: string | undefined = typeof a.values['host-id'] === 'string' ? a.values['host-id'] : undefined
     if (self === undefined) {
-      try { self = (await agentCall(path.join(cfg.dataDir, 'agent.sock'), 'GET', '/v1/health') as { hostId: string }).hostId } catch { self = cfg.hostId }
+      try {
+        self = ((await agentCall(path.join(cfg.dataDir, 'agent.sock'), 'GET', '/v1/health')) as { hostId: string })
+          .hostId
+      } catch {
+        self = cfg.hostId
+      }
     }
     const me = self
     if (verb === 'set') {
@@ -62,58 +68,98 @@ ${COMMON_HELP}`,
         if (!Number.isFinite(n)) throw VmifsError.param(`--${k}`, `must be a number, not ${JSON.stringify(v)}`)
         return n
       }
-      if (a.values['min-replicas'] === undefined) throw VmifsError.usage(`policy set needs --min-replicas <n>\n\n${this.usage}`)
+      if (a.values['min-replicas'] === undefined)
+        throw VmifsError.usage(`policy set needs --min-replicas <n>\n\n${this.usage}`)
       const raw: Record<string, unknown> = { minReplicas: num('min-replicas') }
       if (a.values.dr !== undefined) raw.dr = a.values.dr
       if (a.values['max-rtt-ms'] !== undefined) raw.maxRttMs = num('max-rtt-ms')
       if (a.values['max-price'] !== undefined) raw.maxPrice = num('max-price')
       const policy = validatePolicy(raw)
-      await withDataDir(cfg, async (dd) => { new FactStore(dd.db, me).publish(`policy/${image!}`, { ...policy, setAt: Date.now() }) })
+      await withDataDir(cfg, async dd => {
+        new FactStore(dd.db, me).publish(`policy/${image!}`, { ...policy, setAt: Date.now() })
+      })
       process.stdout.write(JSON.stringify({ image, ...policy }) + '\n')
       return 0
     }
     if (verb === 'rm') {
       validateName(image!)
-      const had = await withDataDir(cfg, async (dd) => {
+      const had = await withDataDir(cfg, async dd => {
         const f = new FactStore(dd.db, me)
         if (!f.get(me, `policy/${image!}`)?.value) return false
         f.publish(`policy/${image!}`, null)
         return true
       })
-      if (!had) throw new VmifsError('POLICY_NOT_FOUND', `this host (${me}) set no policy for ${JSON.stringify(image)}`, { name: image })
+      if (!had)
+        throw new VmifsError('POLICY_NOT_FOUND', `this host (${me}) set no policy for ${JSON.stringify(image)}`, {
+          name: image
+        })
       return 0
     }
-    const out = await withDataDir(cfg, async (dd) => {
+    const out = await withDataDir(cfg, async dd => {
       const facts = new FactStore(dd.db, me)
       const view = new FleetView(dd, { self: me, links: cfg.fleet.links, origin: cfg.fleet.origin })
       const list = [...effectivePolicies(facts).values()].filter(p => image === undefined || p.image === image)
-      if (image !== undefined && list.length === 0) throw new VmifsError('POLICY_NOT_FOUND', `no policy for ${JSON.stringify(image)}`, { name: image })
-      return list.map((p) => {
+      if (image !== undefined && list.length === 0)
+        throw new VmifsError('POLICY_NOT_FOUND', `no policy for ${JSON.stringify(image)}`, { name: image })
+      return list.map(p => {
         const row = dd.catalog.getImage(p.image)
         const base = { image: p.image, policy: p.policy as Policy, setBy: p.origin, setAt: p.setAt }
         if (!row) return { ...base, known: false as const }
         const publisher = row.origin ?? me
         const placement = placementOf(view, facts, p.image, p.policy, publisher)
-        const states = Object.fromEntries(facts.byKey(`replica/${p.image}`).map(f => [f.origin, f.value as ReplicaState]))
+        const states = Object.fromEntries(
+          facts.byKey(`replica/${p.image}`).map(f => [f.origin, f.value as ReplicaState])
+        )
         return {
           ...base,
           known: true as const,
           digest: row.digest,
           publisher,
-          placement: placement.replicas.map(r => ({ ...r, ...siteOf(facts, r.id), state: states[r.id] ?? null, current: states[r.id]?.digest === row.digest && states[r.id]?.state === 'done' })),
+          placement: placement.replicas.map(r => ({
+            ...r,
+            ...siteOf(facts, r.id),
+            state: states[r.id] ?? null,
+            current: states[r.id]?.digest === row.digest && states[r.id]?.state === 'done'
+          })),
           excluded: placement.excluded,
           short: placement.short
         }
       })
     })
-    if (a.values.json === true) { process.stdout.write(JSON.stringify(out, null, 2) + '\n'); return 0 }
-    if (out.length === 0) { process.stdout.write('no policies\n'); return 0 }
+    if (a.values.json === true) {
+      process.stdout.write(JSON.stringify(out, null, 2) + '\n')
+      return 0
+    }
+    if (out.length === 0) {
+      process.stdout.write('no policies\n')
+      return 0
+    }
     for (const p of out) {
       const pol = p.policy
-      process.stdout.write(`${p.image}: min ${pol.minReplicas} replicas${pol.dr !== undefined ? `, DR ${pol.dr}` : ''}${pol.maxRttMs !== undefined ? `, rtt <= ${pol.maxRttMs} ms` : ''}${pol.maxPrice !== undefined ? `, storage price <= ${pol.maxPrice}` : ''} (set by ${p.setBy})\n`)
-      if (!p.known) { process.stdout.write('  image not known here yet\n\n'); continue }
-      process.stdout.write(`  publisher ${p.publisher}, digest ${p.digest.slice(0, 16)}…${p.short > 0 ? `; ${p.short} replicas short (too few eligible hosts)` : ''}\n`)
-      process.stdout.write(table([['  HOST', 'ROLE', 'MISSING', 'COST', 'STATE'], ...p.placement.map(r => [`  ${r.id}`, r.dr ? 'dr' : 'replica', bytes(r.missingBytes), String(r.cost), r.state ? `${r.state.state}${r.current ? '' : ' (older version)'}${r.state.drFor !== undefined ? `, DR for ${r.state.drFor}` : ''}` : '-'])]) + '\n')
+      process.stdout.write(
+        `${p.image}: min ${pol.minReplicas} replicas${pol.dr !== undefined ? `, DR ${pol.dr}` : ''}${pol.maxRttMs !== undefined ? `, rtt <= ${pol.maxRttMs} ms` : ''}${pol.maxPrice !== undefined ? `, storage price <= ${pol.maxPrice}` : ''} (set by ${p.setBy})\n`
+      )
+      if (!p.known) {
+        process.stdout.write('  image not known here yet\n\n')
+        continue
+      }
+      process.stdout.write(
+        `  publisher ${p.publisher}, digest ${p.digest.slice(0, 16)}…${p.short > 0 ? `; ${p.short} replicas short (too few eligible hosts)` : ''}\n`
+      )
+      process.stdout.write(
+        table([
+          ['  HOST', 'ROLE', 'MISSING', 'COST', 'STATE'],
+          ...p.placement.map(r => [
+            `  ${r.id}`,
+            r.dr ? 'dr' : 'replica',
+            bytes(r.missingBytes),
+            String(r.cost),
+            r.state
+              ? `${r.state.state}${r.current ? '' : ' (older version)'}${r.state.drFor !== undefined ? `, DR for ${r.state.drFor}` : ''}`
+              : '-'
+          ])
+        ]) + '\n'
+      )
       for (const e of p.excluded) process.stdout.write(`  excluded ${e.id}: ${e.why}\n`)
       process.stdout.write('\n')
     }

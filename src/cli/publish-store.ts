@@ -18,18 +18,20 @@ Chunks already in <dir> are not written again; images.json is merged with the on
 
 Options:
 ${COMMON_HELP}`,
-  async run (argv) {
+  async run(argv) {
     const a = parse(this, argv, {})
     if (!a) return 0
     const [dir, ...names] = a.positionals
     if (dir === undefined) throw VmifsError.usage(`publish-store takes a directory\n\n${this.usage}`)
     const cfg = resolveConfig(a.values)
-    await withDataDir(cfg, async (dd) => {
+    await withDataDir(cfg, async dd => {
       const images = names.length > 0 ? names.map(n => dd.catalog.requireImage(n)) : dd.catalog.listImages()
       fs.mkdirSync(path.join(dir, 'chunks'), { recursive: true })
       fs.mkdirSync(path.join(dir, 'manifests'), { recursive: true })
       const listFile = path.join(dir, 'images.json')
-      const list = fs.existsSync(listFile) ? JSON.parse(fs.readFileSync(listFile, 'utf8')) as Record<string, unknown> : {}
+      const list = fs.existsSync(listFile)
+        ? (JSON.parse(fs.readFileSync(listFile, 'utf8')) as Record<string, unknown>)
+        : {}
       let written = 0
       let writtenBytes = 0
       for (const img of images) {
@@ -52,7 +54,10 @@ ${COMMON_HELP}`,
           writtenBytes += data.length
         }
         const mf = path.join(dir, 'manifests', img.digest)
-        if (!fs.existsSync(mf)) { fs.writeFileSync(`${mf}.tmp`, m.encode()); fs.renameSync(`${mf}.tmp`, mf) }
+        if (!fs.existsSync(mf)) {
+          fs.writeFileSync(`${mf}.tmp`, m.encode())
+          fs.renameSync(`${mf}.tmp`, mf)
+        }
         list[img.name] = { digest: img.digest, size: img.size }
         process.stderr.write(`${img.name}: published (${img.digest})\n`)
       }

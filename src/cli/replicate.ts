@@ -4,7 +4,17 @@
 // run from any host of the fleet.
 import fs from 'node:fs'
 import path from 'node:path'
-import { type Command, COMMON_HELP, PLANNER_HELP, parse, resolveConfig, withDataDir, bytes, table, seconds } from './common.js'
+import {
+  type Command,
+  COMMON_HELP,
+  PLANNER_HELP,
+  parse,
+  resolveConfig,
+  withDataDir,
+  bytes,
+  table,
+  seconds
+} from './common.js'
 import { agentCall } from './stats.js'
 import { VmifsError } from '../errors.js'
 import { FleetView } from '../planner/fleet-view.js'
@@ -13,7 +23,7 @@ import type { ReplicateReport, ReplicateRequest } from '../planner/replicate.js'
 
 export const command: Command = {
   name: 'replicate',
-  summary: 'copy an image onto a host: the plan\'s shares pulled from the donors in parallel, verified, pinned',
+  summary: "copy an image onto a host: the plan's shares pulled from the donors in parallel, verified, pinned",
   usage: `Usage: vmifs replicate <image> [--to <host>] [--method lp|greedy|single-source] [--alpha <a>] [--sigma <s>]
                        [--streams <n>] [--no-compress] [--no-pin] [--json]
 
@@ -37,7 +47,7 @@ ${PLANNER_HELP}
   --no-pin             do not pin the image on the target
   --json               the report as JSON
 ${COMMON_HELP}`,
-  async run (argv) {
+  async run(argv) {
     const a = parse(this, argv, {
       to: { type: 'string' },
       'host-id': { type: 'string' },
@@ -60,11 +70,18 @@ ${COMMON_HELP}`,
       if (!Number.isFinite(n)) throw VmifsError.param(k, `must be a number, not ${JSON.stringify(v)}`)
       return n
     }
-    const alpha = num('alpha'); if (alpha !== undefined) req.alpha = alpha
-    const sigma = num('sigma'); if (sigma !== undefined) req.sigma = sigma
-    const streams = num('streams'); if (streams !== undefined) req.streams = streams
+    const alpha = num('alpha')
+    if (alpha !== undefined) req.alpha = alpha
+    const sigma = num('sigma')
+    if (sigma !== undefined) req.sigma = sigma
+    const streams = num('streams')
+    if (streams !== undefined) req.streams = streams
     if (a.values.method !== undefined) {
-      if (!['lp', 'greedy', 'single-source'].includes(a.values.method as string)) throw VmifsError.param('--method', `must be lp, greedy or single-source, not ${JSON.stringify(a.values.method)}`)
+      if (!['lp', 'greedy', 'single-source'].includes(a.values.method as string))
+        throw VmifsError.param(
+          '--method',
+          `must be lp, greedy or single-source, not ${JSON.stringify(a.values.method)}`
+        )
       req.method = a.values.method
     }
     if (a.values['no-compress'] === true) req.compress = false
@@ -73,37 +90,73 @@ ${COMMON_HELP}`,
     const to = a.values.to as string | undefined
     let self: string | undefined = typeof a.values['host-id'] === 'string' ? a.values['host-id'] : undefined
     if (self === undefined) {
-      try { self = (await agentCall(sock, 'GET', '/v1/health') as { hostId: string }).hostId } catch { self = cfg.hostId }
+      try {
+        self = ((await agentCall(sock, 'GET', '/v1/health')) as { hostId: string }).hostId
+      } catch {
+        self = cfg.hostId
+      }
     }
     let report: ReplicateReport
     if (to === undefined || to === self) {
-      report = await agentCall(sock, 'POST', '/v1/replicate', req, { untimed: true }) as ReplicateReport
+      report = (await agentCall(sock, 'POST', '/v1/replicate', req, { untimed: true })) as ReplicateReport
     } else {
-      if (cfg.fleet.token === '') throw new VmifsError('TOKEN_MISSING', 'asking another host needs the fleet secret: set VMIFS_TOKEN or "token" in the config file')
-      const endpoint = await withDataDir(cfg, async (dd) => {
+      if (cfg.fleet.token === '')
+        throw new VmifsError(
+          'TOKEN_MISSING',
+          'asking another host needs the fleet secret: set VMIFS_TOKEN or "token" in the config file'
+        )
+      const endpoint = await withDataDir(cfg, async dd => {
         const view = new FleetView(dd, { self, links: cfg.fleet.links, origin: cfg.fleet.origin })
         view.requireHost(to)
         const h = view.directory.host(to)
         if (!h) throw new VmifsError('HOST_NOT_FOUND', `host ${JSON.stringify(to)} publishes no endpoint`, { host: to })
         return h.endpoint
       })
-      const client = new PeerClient(endpoint, { token: cfg.fleet.token, untimed: true, ...(cfg.fleet.tls?.ca ? { tls: { ca: fs.readFileSync(cfg.fleet.tls.ca, 'utf8') } } : {}) })
+      const client = new PeerClient(endpoint, {
+        token: cfg.fleet.token,
+        untimed: true,
+        ...(cfg.fleet.tls?.ca ? { tls: { ca: fs.readFileSync(cfg.fleet.tls.ca, 'utf8') } } : {})
+      })
       try {
-        report = await client.replicate(req, new AbortController().signal) as ReplicateReport
-      } finally { await client.close() }
+        report = (await client.replicate(req, new AbortController().signal)) as ReplicateReport
+      } finally {
+        await client.close()
+      }
     }
-    if (a.values.json === true) { process.stdout.write(JSON.stringify(report, null, 2) + '\n'); return 0 }
+    if (a.values.json === true) {
+      process.stdout.write(JSON.stringify(report, null, 2) + '\n')
+      return 0
+    }
     process.stdout.write(printReport(report))
     return 0
   }
 }
 
-export function printReport (r: ReplicateReport): string {
-  const lines = [`${r.image} -> ${r.target}: held ${bytes(r.heldBytes)} of ${bytes(r.bytes)}; fetched ${r.fetchedChunks} chunks, ${bytes(r.fetchedBytes)} (${bytes(r.wireBytes)} on the wire, ${(r.wireRatio * 100).toFixed(1)} %); ${r.method}, α ${r.alpha}, σ ${r.sigma}`]
+export function printReport(r: ReplicateReport): string {
+  const lines = [
+    `${r.image} -> ${r.target}: held ${bytes(r.heldBytes)} of ${bytes(r.bytes)}; fetched ${r.fetchedChunks} chunks, ${bytes(r.fetchedBytes)} (${bytes(r.wireBytes)} on the wire, ${(r.wireRatio * 100).toFixed(1)} %); ${r.method}, α ${r.alpha}, σ ${r.sigma}`
+  ]
   if (r.perDonor.length > 0) {
-    lines.push('', table([['DONOR', 'CHUNKS', 'BYTES', 'WIRE', 'REQUESTS', 'TIME', 'PREDICTED', 'FAILED'],
-      ...r.perDonor.map(d => [d.donor, String(d.chunks), bytes(d.bytes), bytes(d.wireBytes), String(d.requests), seconds(d.seconds), seconds(d.predictedSeconds), String(d.failed)])]))
+    lines.push(
+      '',
+      table([
+        ['DONOR', 'CHUNKS', 'BYTES', 'WIRE', 'REQUESTS', 'TIME', 'PREDICTED', 'FAILED'],
+        ...r.perDonor.map(d => [
+          d.donor,
+          String(d.chunks),
+          bytes(d.bytes),
+          bytes(d.wireBytes),
+          String(d.requests),
+          seconds(d.seconds),
+          seconds(d.predictedSeconds),
+          String(d.failed)
+        ])
+      ])
+    )
   }
-  lines.push('', `makespan ${seconds(r.makespan)} (plan predicted ${seconds(r.predicted.seconds)}; planning ${seconds(r.planSeconds)})${r.fallbackChunks > 0 ? `; ${r.fallbackChunks} chunks from other holders` : ''}${r.pinned ? '; pinned' : ''}`)
+  lines.push(
+    '',
+    `makespan ${seconds(r.makespan)} (plan predicted ${seconds(r.predicted.seconds)}; planning ${seconds(r.planSeconds)})${r.fallbackChunks > 0 ? `; ${r.fallbackChunks} chunks from other holders` : ''}${r.pinned ? '; pinned' : ''}`
+  )
   return lines.join('\n') + '\n'
 }

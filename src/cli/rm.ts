@@ -11,12 +11,12 @@ pinned by another image are deleted from the cache.
 
 Options:
 ${COMMON_HELP}`,
-  async run (argv) {
+  async run(argv) {
     const a = parse(this, argv, {})
     if (!a) return 0
     if (a.positionals.length === 0) throw VmifsError.usage(`rm takes at least one image name\n\n${this.usage}`)
     const cfg = resolveConfig(a.values)
-    await withDataDir(cfg, async (dd) => {
+    await withDataDir(cfg, async dd => {
       for (const name of a.positionals) dd.catalog.requireImage(name)
       for (const name of a.positionals) {
         const { collectable } = dd.catalog.removeImage(name)

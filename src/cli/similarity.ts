@@ -27,23 +27,35 @@ Options:
   --clusters           with --csv: the clusters as CSV instead (as the seed's FIG. 6: one 0/1
                        column per image, then bytes, chunks, refs)
 ${COMMON_HELP}`,
-  async run (argv) {
-    const a = parse(this, argv, { top: { type: 'string' }, by: { type: 'string' }, json: { type: 'boolean' }, csv: { type: 'boolean' }, clusters: { type: 'boolean' } }, false)
+  async run(argv) {
+    const a = parse(
+      this,
+      argv,
+      {
+        top: { type: 'string' },
+        by: { type: 'string' },
+        json: { type: 'boolean' },
+        csv: { type: 'boolean' },
+        clusters: { type: 'boolean' }
+      },
+      false
+    )
     if (!a) return 0
     const top = a.values.top === undefined ? 20 : Number(a.values.top)
     if (!Number.isInteger(top) || top < 0) throw VmifsError.usage(`--top takes a whole number >= 0\n\n${this.usage}`)
     const by = (a.values.by ?? 'bytes') as TopBy
     if (by !== 'bytes' && by !== 'chunks') throw VmifsError.usage(`--by takes bytes or chunks\n\n${this.usage}`)
-    if (a.values.json === true && a.values.csv === true) throw VmifsError.usage(`--json and --csv exclude each other\n\n${this.usage}`)
+    if (a.values.json === true && a.values.csv === true)
+      throw VmifsError.usage(`--json and --csv exclude each other\n\n${this.usage}`)
     const cfg = resolveConfig(a.values)
     // the running agent keeps the clusters up to date as images come and go; without one they
     // are computed here from the catalog
     let s: Similarity
     try {
-      s = await agentCall(path.join(cfg.dataDir, 'agent.sock'), 'GET', '/v1/similarity') as Similarity
+      s = (await agentCall(path.join(cfg.dataDir, 'agent.sock'), 'GET', '/v1/similarity')) as Similarity
     } catch (err) {
       if (!isVmifsError(err, 'AGENT_NOT_RUNNING')) throw err
-      s = await withDataDir(cfg, async (dd) => {
+      s = await withDataDir(cfg, async dd => {
         const idx = new CatalogClusters()
         idx.sync(dd.catalog.listImages(), d => dd.catalog.manifest(d))
         return idx.snapshot()
@@ -52,22 +64,57 @@ ${COMMON_HELP}`,
     const listed = top === 0 ? s.clusters : topClusters(s, top, by)
     const named = listed.map(c => ({ id: `CL-${String(s.clusters.indexOf(c) + 1).padStart(2, '0')}`, ...c }))
     if (a.values.json === true) {
-      process.stdout.write(JSON.stringify({ images: s.images, clusterCount: s.clusters.length, top: top === 0 ? null : top, by, clusters: named, matrix: s.matrix }, null, 2) + '\n')
+      process.stdout.write(
+        JSON.stringify(
+          {
+            images: s.images,
+            clusterCount: s.clusters.length,
+            top: top === 0 ? null : top,
+            by,
+            clusters: named,
+            matrix: s.matrix
+          },
+          null,
+          2
+        ) + '\n'
+      )
       return 0
     }
     if (a.values.csv === true) {
       if (a.values.clusters === true) {
         const imgs = [...s.images].reverse()
-        process.stdout.write(csv([['cluster', ...imgs, 'bytes', 'chunks', 'refs'], ...named.map(c => [c.id, ...imgs.map(n => c.images.includes(n) ? 1 : 0), c.bytes, c.chunks, c.refs])]))
+        process.stdout.write(
+          csv([
+            ['cluster', ...imgs, 'bytes', 'chunks', 'refs'],
+            ...named.map(c => [c.id, ...imgs.map(n => (c.images.includes(n) ? 1 : 0)), c.bytes, c.chunks, c.refs])
+          ])
+        )
       } else {
         process.stdout.write(csv([['image', ...s.images], ...s.images.map((n, i) => [n, ...s.matrix[i]!])]))
       }
       return 0
     }
-    if (s.images.length === 0) { process.stderr.write('no images\n'); return 0 }
-    process.stdout.write(`${s.images.length} images, ${s.clusters.length} clusters${listed.length < s.clusters.length ? ` (top ${listed.length} by ${by})` : ''}\n\n`)
-    process.stdout.write(table([['CLUSTER', 'BITSET', 'SIZE', 'CHUNKS', 'REFS', 'REDUNDANCY', 'IMAGES'],
-      ...named.map(c => [c.id, c.bitset, bytes(c.bytes), String(c.chunks), String(c.refs), c.redundancy.toFixed(2), c.images.join(' ')])]) + '\n\n')
+    if (s.images.length === 0) {
+      process.stderr.write('no images\n')
+      return 0
+    }
+    process.stdout.write(
+      `${s.images.length} images, ${s.clusters.length} clusters${listed.length < s.clusters.length ? ` (top ${listed.length} by ${by})` : ''}\n\n`
+    )
+    process.stdout.write(
+      table([
+        ['CLUSTER', 'BITSET', 'SIZE', 'CHUNKS', 'REFS', 'REDUNDANCY', 'IMAGES'],
+        ...named.map(c => [
+          c.id,
+          c.bitset,
+          bytes(c.bytes),
+          String(c.chunks),
+          String(c.refs),
+          c.redundancy.toFixed(2),
+          c.images.join(' ')
+        ])
+      ]) + '\n\n'
+    )
     process.stdout.write('shared bytes (image x image):\n')
     process.stdout.write(table([['', ...s.images], ...s.images.map((n, i) => [n, ...s.matrix[i]!.map(bytes)])]) + '\n')
     return 0

@@ -17,21 +17,28 @@ import { blake3 } from '../util/hash.js'
 import type { Logger } from '../util/log.js'
 import { HolderBatcher } from './holder-batcher.js'
 
-export interface Want { hash: string, size: number }
-export interface FetchOptions { alpha: number, deadlineMs?: number, hedge?: boolean }
+export interface Want {
+  hash: string
+  size: number
+}
+export interface FetchOptions {
+  alpha: number
+  deadlineMs?: number
+  hedge?: boolean
+}
 
 export interface FetcherOptions {
   token: string
   sigma: number
   timeoutMs: number
   deadlineMs: number
-  tls?: { ca?: string, rejectUnauthorized?: boolean }
+  tls?: { ca?: string; rejectUnauthorized?: boolean }
   onCached?: (hash: string, size: number) => void
 }
 
 const NO_HOLDER_POLL_MS = 200
 
-type Outcome = { holder: string, ok: true, data: Buffer } | { holder: string, ok: false, why: string }
+type Outcome = { holder: string; ok: true; data: Buffer } | { holder: string; ok: false; why: string }
 
 export class Fetcher {
   private readonly flights = new Map<string, Promise<Buffer>>()
@@ -42,7 +49,7 @@ export class Fetcher {
   private origin: OriginClient | undefined
   private closed = false
 
-  constructor (
+  constructor(
     private readonly store: ChunkStore,
     private readonly dir: HolderDirectory,
     private readonly stats: Stats,
@@ -50,9 +57,11 @@ export class Fetcher {
     private readonly opts: FetcherOptions
   ) {}
 
-  get inFlight (): number { return this.flights.size }
+  get inFlight(): number {
+    return this.flights.size
+  }
 
-  ensure (want: Want, o: FetchOptions): Promise<Buffer | undefined> {
+  ensure(want: Want, o: FetchOptions): Promise<Buffer | undefined> {
     if (this.store.has(want.hash)) return Promise.resolve(undefined)
     let p = this.flights.get(want.hash)
     if (!p) {
@@ -60,27 +69,38 @@ export class Fetcher {
       // get the same bytes) until the chunk is written and recorded in the cache
       p = this.fetchOne(want, o)
       this.flights.set(want.hash, p)
-      const persisted = p.then(async (data) => {
-        try {
-          await this.store.putAsync(want.hash, data, { verified: true })
-          this.opts.onCached?.(want.hash, data.length)
-        } catch (err) {
-          this.log.warn({ hash: want.hash, err: (err as Error).message }, 'caching a fetched chunk failed')
-        }
-      }, () => {}).finally(() => { this.flights.delete(want.hash); this.persisting.delete(want.hash) })
+      const persisted = p
+        .then(
+          async data => {
+            try {
+              await this.store.putAsync(want.hash, data, { verified: true })
+              this.opts.onCached?.(want.hash, data.length)
+            } catch (err) {
+              this.log.warn({ hash: want.hash, err: (err as Error).message }, 'caching a fetched chunk failed')
+            }
+          },
+          () => {}
+        )
+        .finally(() => {
+          this.flights.delete(want.hash)
+          this.persisting.delete(want.hash)
+        })
       this.persisting.set(want.hash, persisted)
     }
     return p
   }
 
   /** ensure(), resolving only once the chunk is written and recorded in the cache. */
-  async ensureCached (want: Want, o: FetchOptions): Promise<void> {
+  async ensureCached(want: Want, o: FetchOptions): Promise<void> {
     await this.ensure(want, o)
     await this.persisting.get(want.hash)
-    if (!this.store.has(want.hash)) throw new VmifsError('CHUNK_UNAVAILABLE', `chunk ${want.hash} was fetched but could not be cached`, { hash: want.hash })
+    if (!this.store.has(want.hash))
+      throw new VmifsError('CHUNK_UNAVAILABLE', `chunk ${want.hash} was fetched but could not be cached`, {
+        hash: want.hash
+      })
   }
 
-  private batcher (holder: string): HolderBatcher | undefined {
+  private batcher(holder: string): HolderBatcher | undefined {
     let b = this.batchers.get(holder)
     const info = this.dir.host(holder)
     if (!info) return undefined
@@ -98,13 +118,16 @@ export class Fetcher {
   }
 
   /** One keep-alive pool per endpoint, shared with metadata sync. */
-  client (endpoint: string): PeerClient {
+  client(endpoint: string): PeerClient {
     let c = this.clients.get(endpoint)
-    if (!c) { c = new PeerClient(endpoint, { token: this.opts.token, tls: this.opts.tls }); this.clients.set(endpoint, c) }
+    if (!c) {
+      c = new PeerClient(endpoint, { token: this.opts.token, tls: this.opts.tls })
+      this.clients.set(endpoint, c)
+    }
     return c
   }
 
-  private async attempt (holder: string, want: Want): Promise<Outcome> {
+  private async attempt(holder: string, want: Want): Promise<Outcome> {
     const b = this.batcher(holder)
     if (!b) return { holder, ok: false, why: 'unknown holder' }
     let data: Buffer | null
@@ -124,14 +147,17 @@ export class Fetcher {
     if (got !== want.hash) {
       this.dir.link(holder).demote()
       hs.errors++
-      this.log.warn({ holder, hash: want.hash, got, bytes: data.length }, 'holder sent bytes that do not match the hash: demoted')
+      this.log.warn(
+        { holder, hash: want.hash, got, bytes: data.length },
+        'holder sent bytes that do not match the hash: demoted'
+      )
       return { holder, ok: false, why: 'hash mismatch' }
     }
     hs.bytes += data.length
     return { holder, ok: true, data }
   }
 
-  private async fetchOne (want: Want, o: FetchOptions): Promise<Buffer> {
+  private async fetchOne(want: Want, o: FetchOptions): Promise<Buffer> {
     if (this.closed) throw VmifsError.closed('Fetcher')
     const deadline = Date.now() + (o.deadlineMs ?? this.opts.deadlineMs)
     let order = this.dir.rank(this.dir.candidates(want.hash), want.size, { alpha: o.alpha, sigma: this.opts.sigma })
@@ -156,14 +182,22 @@ export class Fetcher {
       }
       if (running.size === 0) break
       const left = deadline - Date.now()
-      if (left <= 0) { failures.push('deadline passed'); break }
+      if (left <= 0) {
+        failures.push('deadline passed')
+        break
+      }
       const last = tried[tried.length - 1]!
       const wait = hedge && next < order.length ? Math.min(left, this.dir.link(last).hedgeDelayMs()) : left
       let timer: NodeJS.Timeout | undefined
-      const tick = new Promise<'tick'>(resolve => { timer = setTimeout(() => resolve('tick'), wait) })
+      const tick = new Promise<'tick'>(resolve => {
+        timer = setTimeout(() => resolve('tick'), wait)
+      })
       const r = await Promise.race([...running.values(), tick])
       clearTimeout(timer)
-      if (r === 'tick') { if (Date.now() < deadline) hedgeDue = true; continue }
+      if (r === 'tick') {
+        if (Date.now() < deadline) hedgeDue = true
+        continue
+      }
       running.delete(r.holder)
       if (r.ok) {
         this.stats.fetchBytes += r.data.length
@@ -172,10 +206,14 @@ export class Fetcher {
       failures.push(`${r.holder}: ${r.why}`)
     }
     this.stats.fetchFailures++
-    throw new VmifsError('CHUNK_UNAVAILABLE', `chunk ${want.hash}: no holder gave it (${order.length === 0 ? 'nobody announced it' : failures.join('; ')})`, { hash: want.hash, tried })
+    throw new VmifsError(
+      'CHUNK_UNAVAILABLE',
+      `chunk ${want.hash}: no holder gave it (${order.length === 0 ? 'nobody announced it' : failures.join('; ')})`,
+      { hash: want.hash, tried }
+    )
   }
 
-  async close (): Promise<void> {
+  async close(): Promise<void> {
     this.closed = true
     await Promise.allSettled([...this.persisting.values()])
     await Promise.all([...this.clients.values()].map(c => c.destroy()))

@@ -22,24 +22,37 @@ export const COMPRESS_BELOW_BPS = 50e6
  * both the holder's and this host's CPU, which the VM itself may need (measured in the boot
  * benchmark, where quality 5 over 100 Mbit/s slowed boots).
  */
-export function fetchQuality (bandwidthBps: number): number {
+export function fetchQuality(bandwidthBps: number): number {
   return bandwidthBps < 2.5e6 ? brotliQualityFor(bandwidthBps) : 1
 }
 
-interface Pending { hash: string, size: number, resolve: (b: Buffer | null) => void, reject: (e: unknown) => void }
+interface Pending {
+  hash: string
+  size: number
+  resolve: (b: Buffer | null) => void
+  reject: (e: unknown) => void
+}
 
 /**
  * One request to a holder, accounted the same way wherever it is made (reads, prefetch,
  * replicate): a request, the bytes as they arrive on the wire, its latency or an error, and the
  * link's busy period and RTT. Resolves with what `run` resolves with; rethrows its error.
  */
-export async function timedRequest<T> (link: LinkStats, hs: HolderStats, run: (onBytes: (n: number) => void) => Promise<T>): Promise<{ value: T, wire: number }> {
+export async function timedRequest<T>(
+  link: LinkStats,
+  hs: HolderStats,
+  run: (onBytes: (n: number) => void) => Promise<T>
+): Promise<{ value: T; wire: number }> {
   const t0 = performance.now()
   hs.requests++
   link.start()
   let wire = 0
   try {
-    const value = await run((n) => { wire += n; link.received(n); hs.wireBytes += n })
+    const value = await run(n => {
+      wire += n
+      link.received(n)
+      hs.wireBytes += n
+    })
     const ms = performance.now() - t0
     link.finish(wire, ms, true)
     hs.latency.record(ms)
@@ -55,7 +68,7 @@ export class HolderBatcher {
   private queue: Pending[] = []
   private scheduled = false
 
-  constructor (
+  constructor(
     readonly holderId: string,
     private readonly client: PeerClient | OriginLike,
     private readonly link: LinkStats,
@@ -63,26 +76,29 @@ export class HolderBatcher {
     private readonly timeoutMs: number
   ) {}
 
-  get (hash: string, size: number): Promise<Buffer | null> {
+  get(hash: string, size: number): Promise<Buffer | null> {
     return new Promise((resolve, reject) => {
       this.queue.push({ hash, size, resolve, reject })
       this.link.inflightBytes += size
       if (this.queue.length >= MAX_BATCH) this.flush()
       else if (!this.scheduled) {
         this.scheduled = true
-        setImmediate(() => { this.scheduled = false; this.flush() })
+        setImmediate(() => {
+          this.scheduled = false
+          this.flush()
+        })
       }
     })
   }
 
-  private flush (): void {
+  private flush(): void {
     while (this.queue.length > 0) {
       const batch = this.queue.splice(0, MAX_BATCH)
       void this.send(batch)
     }
   }
 
-  private async send (batch: Pending[]): Promise<void> {
+  private async send(batch: Pending[]): Promise<void> {
     const signal = AbortSignal.timeout(this.timeoutMs)
     const expected = batch.reduce((n, p) => n + p.size, 0)
     // over a link slower than COMPRESS_BELOW_BPS (as measured) the holder is asked for brotli,
@@ -90,10 +106,16 @@ export class HolderBatcher {
     const compress = this.link.bandwidthBps <= COMPRESS_BELOW_BPS
     const client = this.client
     try {
-      const { value: results } = await timedRequest(this.link, this.stats, async (onBytes) =>
+      const { value: results } = await timedRequest(this.link, this.stats, async onBytes =>
         (batch.length === 1 && !compress) || !(client instanceof PeerClient)
           ? await Promise.all(batch.map(p => client.chunk(p.hash, signal, onBytes)))
-          : await client.chunks(batch.map(p => p.hash), signal, onBytes, compress ? { compress, quality: fetchQuality(this.link.bandwidthBps) } : {}))
+          : await client.chunks(
+              batch.map(p => p.hash),
+              signal,
+              onBytes,
+              compress ? { compress, quality: fetchQuality(this.link.bandwidthBps) } : {}
+            )
+      )
       batch.forEach((p, i) => p.resolve(results[i] ?? null))
     } catch (err) {
       this.link.demote()
@@ -104,4 +126,6 @@ export class HolderBatcher {
   }
 }
 
-export interface OriginLike { chunk (hash: string, signal: AbortSignal, onBytes?: (n: number) => void): Promise<Buffer | null> }
+export interface OriginLike {
+  chunk(hash: string, signal: AbortSignal, onBytes?: (n: number) => void): Promise<Buffer | null>
+}

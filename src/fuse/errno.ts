@@ -12,12 +12,15 @@ export const EROFS = -30
 export const ENODATA = -61
 export const ENOSYS = -38
 
-export function errnoOf (err: unknown): number {
+export function errnoOf(err: unknown): number {
   if (isVmifsError(err)) {
     switch (err.code) {
-      case 'IMAGE_NOT_FOUND': return ENOENT
-      case 'CLOSED': return EIO
-      default: return EIO // CHUNK_MISSING, CHUNK_HASH_MISMATCH, fetch failures: never wrong bytes
+      case 'IMAGE_NOT_FOUND':
+        return ENOENT
+      case 'CLOSED':
+        return EIO
+      default:
+        return EIO // CHUNK_MISSING, CHUNK_HASH_MISMATCH, fetch failures: never wrong bytes
     }
   }
   return EIO

@@ -27,14 +27,14 @@ export class ImageReader {
   private readonly loading = new Map<string, Promise<Buffer>>()
   private readonly aheadLoads = new Set<Promise<Buffer>>()
   /** per open file (or per image without one): where the last read ended, run length, fetched-ahead mark */
-  private readonly streams = new WeakMap<object, { end: number, run: number, ahead: number }>()
+  private readonly streams = new WeakMap<object, { end: number; run: number; ahead: number }>()
 
   /**
    * `fetch` (fleet mode) brings a chunk the cache lacks into it, resolving with its verified bytes
    * when it fetched them (else they are loaded from the cache), or rejects (CHUNK_UNAVAILABLE);
    * without it a missing chunk fails the read with CHUNK_MISSING.
    */
-  constructor (
+  constructor(
     private readonly store: ChunkStore,
     private readonly stats: Stats,
     private readonly memLimit = 64 * 1024 * 1024,
@@ -46,7 +46,7 @@ export class ImageReader {
   onAccess: ((m: Manifest, first: number, last: number) => void) | undefined
 
   /** `stream` identifies the open file the read comes from (read-ahead follows each one). */
-  async read (name: string, m: Manifest, dst: Buffer, pos: number, len: number, stream: object = m): Promise<number> {
+  async read(name: string, m: Manifest, dst: Buffer, pos: number, len: number, stream: object = m): Promise<number> {
     if (pos >= m.size) return 0
     len = Math.min(len, m.size - pos)
     const end = pos + len
@@ -81,11 +81,19 @@ export class ImageReader {
         continue
       }
       const local = this.store.has(hex)
-      if (!local) { missed = true; missBytes += b - a } else hitBytes += b - a
-      jobs.push(this.load(hex, m.lengthAt(i), local).then(buf => { buf.copy(dst, a - pos, a - start, b - start) }))
+      if (!local) {
+        missed = true
+        missBytes += b - a
+      } else hitBytes += b - a
+      jobs.push(
+        this.load(hex, m.lengthAt(i), local).then(buf => {
+          buf.copy(dst, a - pos, a - start, b - start)
+        })
+      )
     }
     // a read that has to fetch takes the chunks right after it along, in the same batch request
-    if (missed && this.fetch && this.missAheadBytes > 0) this.stats.missAheadChunks += this.fetchAhead(m, i, end + this.missAheadBytes)
+    if (missed && this.fetch && this.missAheadBytes > 0)
+      this.stats.missAheadChunks += this.fetchAhead(m, i, end + this.missAheadBytes)
     try {
       await Promise.all(jobs)
     } catch (err) {
@@ -109,7 +117,7 @@ export class ImageReader {
    * trips. Reading a file (a boot reads hundreds, mostly small) never triggers it, and a stream
    * that stops wastes at most a third of what it fetched. Any other read starts a new stream.
    */
-  private readAhead (m: Manifest, stream: object, pos: number, end: number): void {
+  private readAhead(m: Manifest, stream: object, pos: number, end: number): void {
     const st = this.streams.get(stream)
     if (!st || pos < st.end - READ_AHEAD_SLACK || pos > Math.max(st.end, st.ahead) + READ_AHEAD_SLACK) {
       this.streams.set(stream, { end, run: end - pos, ahead: end })
@@ -132,7 +140,7 @@ export class ImageReader {
    * in memory, loading or cached; returns how many. Chunks asked for in one tick travel as one
    * batch request. Through load(): a read of one joins its fetch, and its bytes stay in memory.
    */
-  private fetchAhead (m: Manifest, from: number, to: number): number {
+  private fetchAhead(m: Manifest, from: number, to: number): number {
     let n = 0
     for (let i = from; i < m.count && m.offsets[i]! < to; i++) {
       if (m.zero[i] === 1) continue
@@ -144,28 +152,32 @@ export class ImageReader {
     return n
   }
 
-  private load (hex: string, size: number, local: boolean, readAhead = false): Promise<Buffer> {
+  private load(hex: string, size: number, local: boolean, readAhead = false): Promise<Buffer> {
     let p = this.loading.get(hex)
     if (p) {
       // a read that joins a read-ahead's fetch gets a fetch of its own if that one failed (the
       // read-ahead may have given up on a slow link the read should still try)
-      if (!readAhead && this.aheadLoads.has(p)) return p.catch(async () => await this.load(hex, size, this.store.has(hex)))
+      if (!readAhead && this.aheadLoads.has(p))
+        return p.catch(async () => await this.load(hex, size, this.store.has(hex)))
       return p
     }
     const fetched = local || !this.fetch ? Promise.resolve(undefined) : this.fetch(hex, size, readAhead)
-    p = fetched.then(async (got) => got ?? await this.store.read(hex)).then((buf) => {
-      this.remember(hex, buf)
-      return buf
-    }).finally(() => {
-      if (this.loading.get(hex) === p) this.loading.delete(hex)
-      this.aheadLoads.delete(p!)
-    })
+    p = fetched
+      .then(async got => got ?? (await this.store.read(hex)))
+      .then(buf => {
+        this.remember(hex, buf)
+        return buf
+      })
+      .finally(() => {
+        if (this.loading.get(hex) === p) this.loading.delete(hex)
+        this.aheadLoads.delete(p!)
+      })
     this.loading.set(hex, p)
     if (readAhead) this.aheadLoads.add(p)
     return p
   }
 
-  private remember (hex: string, buf: Buffer): void {
+  private remember(hex: string, buf: Buffer): void {
     if (buf.length > this.memLimit) return
     this.mem.set(hex, buf)
     this.memBytes += buf.length
@@ -177,8 +189,11 @@ export class ImageReader {
   }
 
   /** Forget a chunk held in memory (it was dropped or evicted). */
-  forget (hex: string): void {
+  forget(hex: string): void {
     const v = this.mem.get(hex)
-    if (v) { this.mem.delete(hex); this.memBytes -= v.length }
+    if (v) {
+      this.mem.delete(hex)
+      this.memBytes -= v.length
+    }
   }
 }

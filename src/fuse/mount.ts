@@ -12,19 +12,24 @@ import type { Manifest } from '../manifests/manifest.js'
 import { EBADF, EIO, EISDIR, ENOENT, ENOTDIR, EROFS, errnoOf } from './errno.js'
 import type { Logger } from '../util/log.js'
 
-export interface ImageEntry { name: string, digest: string, size: number, createdAt: number }
+export interface ImageEntry {
+  name: string
+  digest: string
+  size: number
+  createdAt: number
+}
 
 /** What the mount shows; owned by the agent. */
 export interface MountView {
   /** name -> image, current as of this call */
-  images (): Map<string, ImageEntry>
-  byDigest (digest: string): ImageEntry | undefined
-  manifest (digest: string): Manifest
-  read (name: string, m: Manifest, dst: Buffer, pos: number, len: number, stream: object): Promise<number>
-  statsJson (): Buffer
+  images(): Map<string, ImageEntry>
+  byDigest(digest: string): ImageEntry | undefined
+  manifest(digest: string): Manifest
+  read(name: string, m: Manifest, dst: Buffer, pos: number, len: number, stream: object): Promise<number>
+  statsJson(): Buffer
   /** an image file was opened / released (usage sessions) */
-  opened? (name: string, digest: string): void
-  released? (name: string, digest: string): void
+  opened?(name: string, digest: string): void
+  released?(name: string, digest: string): void
 }
 
 export interface MountOptions {
@@ -36,7 +41,8 @@ export interface MountOptions {
   debug?: boolean
 }
 
-type Handle = { kind: 'image', name: string, digest: string, manifest: Manifest } | { kind: 'stats', data: Buffer | undefined }
+type Handle =
+  { kind: 'image'; name: string; digest: string; manifest: Manifest } | { kind: 'stats'; data: Buffer | undefined }
 
 /** .stats is padded to a fixed size (doubling if the JSON outgrows it): see padStats(). */
 const STATS_MIN_SIZE = 64 * 1024
@@ -55,11 +61,18 @@ export class VmifsMount {
   private stopping = false
   private lastStatsMtime = 0
 
-  constructor (readonly mountpoint: string, private readonly view: MountView, private readonly log: Logger, private readonly opts: MountOptions = {}) {}
+  constructor(
+    readonly mountpoint: string,
+    private readonly view: MountView,
+    private readonly log: Logger,
+    private readonly opts: MountOptions = {}
+  ) {}
 
-  get openHandles (): number { return this.handles.size }
+  get openHandles(): number {
+    return this.handles.size
+  }
 
-  async mount (): Promise<void> {
+  async mount(): Promise<void> {
     const ops = this.ops()
     const fuse = new Fuse(this.mountpoint, ops, {
       force: false,
@@ -77,8 +90,16 @@ export class VmifsMount {
       timeout: this.opts.readTimeoutMs ?? 120_000
     })
     await new Promise<void>((resolve, reject) => {
-      fuse.mount((err) => {
-        if (err) reject(new VmifsError('MOUNT_FAILED', `cannot mount ${this.mountpoint}: ${err.message}`, { mountpoint: this.mountpoint }, { cause: err }))
+      fuse.mount(err => {
+        if (err)
+          reject(
+            new VmifsError(
+              'MOUNT_FAILED',
+              `cannot mount ${this.mountpoint}: ${err.message}`,
+              { mountpoint: this.mountpoint },
+              { cause: err }
+            )
+          )
         else resolve()
       })
     })
@@ -91,11 +112,14 @@ export class VmifsMount {
    * the image, that is bytes fetched for nothing. The mount's backing device info takes a smaller
    * value (as root); sequential streams get the agent's own read-ahead instead.
    */
-  private setReadahead (kb: number): void {
+  private setReadahead(kb: number): void {
     try {
       // never touch the mountpoint itself here: a stat of our own mount from this thread deadlocks
       const real = path.resolve(this.mountpoint)
-      const line = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find(l => l.split(' ')[4] === real && l.includes(' - fuse'))
+      const line = fs
+        .readFileSync('/proc/self/mountinfo', 'utf8')
+        .split('\n')
+        .find(l => l.split(' ')[4] === real && l.includes(' - fuse'))
       const dev = line?.split(' ')[2]
       if (dev) fs.writeFileSync(`/sys/class/bdi/${dev}/read_ahead_kb`, String(Math.round(kb)))
     } catch (err) {
@@ -104,18 +128,21 @@ export class VmifsMount {
   }
 
   /** Stop answering reads (they fail with EIO), then unmount. */
-  async unmount (): Promise<void> {
+  async unmount(): Promise<void> {
     this.stopping = true
     const fuse = this.fuse
     if (!fuse) return
     this.fuse = undefined
     await new Promise<void>((resolve, reject) => {
-      fuse.unmount((err) => { if (err) reject(err); else resolve() })
+      fuse.unmount(err => {
+        if (err) reject(err)
+        else resolve()
+      })
     })
   }
 
   /** A new, strictly increasing mtime on every lookup, so auto_cache drops the old snapshot. */
-  private statsMtime (): Date {
+  private statsMtime(): Date {
     this.lastStatsMtime = Math.max(Date.now(), this.lastStatsMtime + 1)
     return new Date(this.lastStatsMtime)
   }
@@ -128,7 +155,7 @@ export class VmifsMount {
    * followed the content would race the kernel's cached size (a longer snapshot read under an
    * older, shorter size comes out cut) — fuse-native cannot set direct_io for one file.
    */
-  private padStats (json: Buffer): Buffer {
+  private padStats(json: Buffer): Buffer {
     while (json.length + 1 > this.statsSize) this.statsSize *= 2
     const out = Buffer.alloc(this.statsSize, 0x20)
     json.copy(out)
@@ -136,7 +163,9 @@ export class VmifsMount {
     return out
   }
 
-  private lookup (p: string): { kind: 'root' } | { kind: 'dir' } | { kind: 'stats' } | { kind: 'image', image: ImageEntry } | undefined {
+  private lookup(
+    p: string
+  ): { kind: 'root' } | { kind: 'dir' } | { kind: 'stats' } | { kind: 'image'; image: ImageEntry } | undefined {
     if (p === '/') return { kind: 'root' }
     if (p === '/images' || p === '/by-digest') return { kind: 'dir' }
     if (p === '/.stats') return { kind: 'stats' }
@@ -151,44 +180,68 @@ export class VmifsMount {
     return undefined
   }
 
-  private ops (): Record<string, (...args: any[]) => void> {
-    const stat = (mode: number, size: number, mtime: Date): Record<string, unknown> =>
-      ({ mtime, atime: mtime, ctime: mtime, nlink: mode === DIR ? 2 : 1, size, mode, uid: 0, gid: 0, blocks: Math.ceil(size / 512), blksize: 4096 })
+  private ops(): Record<string, (...args: any[]) => void> {
+    const stat = (mode: number, size: number, mtime: Date): Record<string, unknown> => ({
+      mtime,
+      atime: mtime,
+      ctime: mtime,
+      nlink: mode === DIR ? 2 : 1,
+      size,
+      mode,
+      uid: 0,
+      gid: 0,
+      blocks: Math.ceil(size / 512),
+      blksize: 4096
+    })
     const guard = (what: string, cb: (n: number) => void, fn: () => void): void => {
-      try { fn() } catch (err) {
+      try {
+        fn()
+      } catch (err) {
         this.log.warn({ err, op: what }, 'fuse op failed')
         cb(errnoOf(err))
       }
     }
-    const rofs = (cbIndex: number) => (...args: any[]): void => { (args[cbIndex] as (n: number) => void)(EROFS) }
+    const rofs =
+      (cbIndex: number) =>
+      (...args: any[]): void => {
+        ;(args[cbIndex] as (n: number) => void)(EROFS)
+      }
 
     return {
-      getattr: (p: string, cb: (n: number, st?: unknown) => void) => guard('getattr', cb, () => {
-        const e = this.lookup(p)
-        if (!e) return cb(ENOENT)
-        if (e.kind === 'root' || e.kind === 'dir') return cb(0, stat(DIR, 4096, this.mountedAt))
-        if (e.kind === 'stats') return cb(0, stat(FILE, this.statsSize, this.statsMtime()))
-        cb(0, stat(FILE, e.image.size, new Date(e.image.createdAt)))
-      }),
-      readdir: (p: string, cb: (n: number, names?: string[]) => void) => guard('readdir', cb, () => {
-        if (p === '/') return cb(0, ['images', 'by-digest', '.stats'])
-        if (p === '/images') return cb(0, [...this.view.images().keys()])
-        if (p === '/by-digest') return cb(0, [...new Set([...this.view.images().values()].map(i => i.digest))])
-        cb(this.lookup(p) ? ENOTDIR : ENOENT)
-      }),
-      open: (p: string, flags: number, cb: (n: number, fd?: number) => void) => guard('open', cb, () => {
-        const e = this.lookup(p)
-        if (!e) return cb(ENOENT)
-        if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0) return cb(EROFS)
-        if (e.kind === 'root' || e.kind === 'dir') return cb(EISDIR)
-        const fd = this.nextFd++
-        if (e.kind === 'stats') this.handles.set(fd, { kind: 'stats', data: undefined })
-        else if (e.kind === 'image') {
-          this.handles.set(fd, { kind: 'image', name: e.image.name, digest: e.image.digest, manifest: this.view.manifest(e.image.digest) })
-          this.view.opened?.(e.image.name, e.image.digest)
-        }
-        cb(0, fd)
-      }),
+      getattr: (p: string, cb: (n: number, st?: unknown) => void) =>
+        guard('getattr', cb, () => {
+          const e = this.lookup(p)
+          if (!e) return cb(ENOENT)
+          if (e.kind === 'root' || e.kind === 'dir') return cb(0, stat(DIR, 4096, this.mountedAt))
+          if (e.kind === 'stats') return cb(0, stat(FILE, this.statsSize, this.statsMtime()))
+          cb(0, stat(FILE, e.image.size, new Date(e.image.createdAt)))
+        }),
+      readdir: (p: string, cb: (n: number, names?: string[]) => void) =>
+        guard('readdir', cb, () => {
+          if (p === '/') return cb(0, ['images', 'by-digest', '.stats'])
+          if (p === '/images') return cb(0, [...this.view.images().keys()])
+          if (p === '/by-digest') return cb(0, [...new Set([...this.view.images().values()].map(i => i.digest))])
+          cb(this.lookup(p) ? ENOTDIR : ENOENT)
+        }),
+      open: (p: string, flags: number, cb: (n: number, fd?: number) => void) =>
+        guard('open', cb, () => {
+          const e = this.lookup(p)
+          if (!e) return cb(ENOENT)
+          if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0) return cb(EROFS)
+          if (e.kind === 'root' || e.kind === 'dir') return cb(EISDIR)
+          const fd = this.nextFd++
+          if (e.kind === 'stats') this.handles.set(fd, { kind: 'stats', data: undefined })
+          else if (e.kind === 'image') {
+            this.handles.set(fd, {
+              kind: 'image',
+              name: e.image.name,
+              digest: e.image.digest,
+              manifest: this.view.manifest(e.image.digest)
+            })
+            this.view.opened?.(e.image.name, e.image.digest)
+          }
+          cb(0, fd)
+        }),
       release: (_p: string, fd: number, cb: (n: number) => void) => {
         const h = this.handles.get(fd)
         this.handles.delete(fd)
@@ -209,17 +262,33 @@ export class VmifsMount {
           return cb(h.data.copy(buf, 0, pos, Math.min(h.data.length, pos + len)))
         }
         if (this.stopping) return cb(EIO)
-        this.view.read(h.name, h.manifest, buf, pos, len, h).then((n) => cb(n), (err: unknown) => {
-          this.log.warn({ err, image: h.name, pos, len }, 'read failed')
-          cb(errnoOf(err))
-        })
+        this.view.read(h.name, h.manifest, buf, pos, len, h).then(
+          n => cb(n),
+          (err: unknown) => {
+            this.log.warn({ err, image: h.name, pos, len }, 'read failed')
+            cb(errnoOf(err))
+          }
+        )
       },
-      access: (p: string, mode: number, cb: (n: number) => void) => guard('access', cb, () => {
-        if (!this.lookup(p)) return cb(ENOENT)
-        cb((mode & 2) !== 0 ? EROFS : 0)
-      }),
+      access: (p: string, mode: number, cb: (n: number) => void) =>
+        guard('access', cb, () => {
+          if (!this.lookup(p)) return cb(ENOENT)
+          cb((mode & 2) !== 0 ? EROFS : 0)
+        }),
       statfs: (_p: string, cb: (n: number, st?: unknown) => void) => {
-        cb(0, { bsize: 4096, frsize: 4096, blocks: 0, bfree: 0, bavail: 0, files: this.view.images().size, ffree: 0, favail: 0, fsid: 0x766d69, flag: 1, namemax: 255 })
+        cb(0, {
+          bsize: 4096,
+          frsize: 4096,
+          blocks: 0,
+          bfree: 0,
+          bavail: 0,
+          files: this.view.images().size,
+          ffree: 0,
+          favail: 0,
+          fsid: 0x766d69,
+          flag: 1,
+          namemax: 255
+        })
       },
       write: rofs(5),
       create: rofs(2),
@@ -240,4 +309,3 @@ export class VmifsMount {
     }
   }
 }
-

@@ -4,9 +4,13 @@ import { execFileSync } from 'node:child_process'
 import path from 'node:path'
 import { VmifsError } from '../errors.js'
 
-interface MountInfo { mountpoint: string, fstype: string, source: string }
+interface MountInfo {
+  mountpoint: string
+  fstype: string
+  source: string
+}
 
-export function mountsAt (dir: string): MountInfo[] {
+export function mountsAt(dir: string): MountInfo[] {
   const real = path.resolve(dir)
   const out: MountInfo[] = []
   for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
@@ -21,20 +25,25 @@ export function mountsAt (dir: string): MountInfo[] {
   return out
 }
 
-function unescape (s: string): string {
+function unescape(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)))
 }
 
 /** True when a FUSE mount's daemon is gone: any access fails with ENOTCONN. */
-function isDead (dir: string): boolean {
-  try { fs.statSync(dir); return false } catch (err) { return (err as NodeJS.ErrnoException).code === 'ENOTCONN' }
+function isDead(dir: string): boolean {
+  try {
+    fs.statSync(dir)
+    return false
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOTCONN'
+  }
 }
 
 /**
  * Throws MOUNTPOINT_MISSING / MOUNTPOINT_NOT_DIR / MOUNTPOINT_BUSY, or returns after lazily
  * unmounting a vmifs mount whose agent died (recovered: true).
  */
-export function prepareMountpoint (dir: string): { recovered: boolean } {
+export function prepareMountpoint(dir: string): { recovered: boolean } {
   const mounts = mountsAt(dir)
   let recovered = false
   if (mounts.length > 0) {
@@ -43,14 +52,18 @@ export function prepareMountpoint (dir: string): { recovered: boolean } {
       execFileSync('umount', ['-l', dir])
       recovered = true
     } else {
-      throw new VmifsError('MOUNTPOINT_BUSY', `${dir} is busy: ${top.fstype} (${top.source}) is mounted there`, { dir, fstype: top.fstype })
+      throw new VmifsError('MOUNTPOINT_BUSY', `${dir} is busy: ${top.fstype} (${top.source}) is mounted there`, {
+        dir,
+        fstype: top.fstype
+      })
     }
   }
   let st: fs.Stats
   try {
     st = fs.statSync(dir)
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new VmifsError('MOUNTPOINT_MISSING', `mountpoint ${dir} does not exist`, { dir })
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new VmifsError('MOUNTPOINT_MISSING', `mountpoint ${dir} does not exist`, { dir })
     throw new VmifsError('MOUNTPOINT_BUSY', `mountpoint ${dir} is not usable: ${(err as Error).message}`, { dir })
   }
   if (!st.isDirectory()) throw new VmifsError('MOUNTPOINT_NOT_DIR', `mountpoint ${dir} is not a directory`, { dir })

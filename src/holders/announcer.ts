@@ -21,7 +21,7 @@ export class Announcer {
   private readonly dirty = new Set<string>()
   private full = true
 
-  constructor (
+  constructor(
     private readonly facts: FactStore,
     private readonly catalog: Catalog,
     private readonly store: ChunkStore,
@@ -30,14 +30,18 @@ export class Announcer {
     private readonly places = new ChunkPlaces(catalog)
   ) {}
 
-  publishHost (endpoint: string | undefined, price: number, site: { rttMs?: number, storagePrice?: number } = {}): void {
-    this.facts.publish('host', endpoint === undefined ? null : { endpoint, price, version: 1, ...(Object.keys(site).length > 0 ? { site } : {}) })
+  publishHost(endpoint: string | undefined, price: number, site: { rttMs?: number; storagePrice?: number } = {}): void {
+    this.facts.publish(
+      'host',
+      endpoint === undefined ? null : { endpoint, price, version: 1, ...(Object.keys(site).length > 0 ? { site } : {}) }
+    )
   }
 
   /** Images imported on this host are published; removed ones are retracted. */
-  publishImages (): void {
-    const mine = new Map<string, { digest: string, size: number }>()
-    for (const r of this.catalog.listImages()) if (r.origin === null) mine.set(r.name, { digest: r.digest, size: r.size })
+  publishImages(): void {
+    const mine = new Map<string, { digest: string; size: number }>()
+    for (const r of this.catalog.listImages())
+      if (r.origin === null) mine.set(r.name, { digest: r.digest, size: r.size })
     for (const [name, v] of mine) {
       const cur = this.facts.get(this.facts.self, `image/${name}`)?.value as { digest?: string } | null | undefined
       if (cur?.digest !== v.digest) this.facts.publish(`image/${name}`, { ...v, publishedAt: Date.now() })
@@ -51,12 +55,12 @@ export class Announcer {
    * Cache space and load per CPU (`status`), read by `vmifs place`. Rounded (MiB, 0.05) so that
    * small changes publish nothing new.
    */
-  publishStatus (): void {
+  publishStatus(): void {
     const MiB = 1024 * 1024
     this.facts.publish('status', {
       cacheCapacityBytes: this.store.capacityBytes,
       cacheSizeBytes: Math.round(this.store.sizeBytes / MiB) * MiB,
-      load: Math.round(20 * os.loadavg()[0]! / Math.max(1, os.cpus().length)) / 20
+      load: Math.round((20 * os.loadavg()[0]!) / Math.max(1, os.cpus().length)) / 20
     })
   }
 
@@ -64,7 +68,7 @@ export class Announcer {
    * Something in the cache or the catalog changed in a way only a full recount sees (evictions,
    * an image added or removed): recount every manifest's holdings soon.
    */
-  schedule (): void {
+  schedule(): void {
     this.full = true
     this.arm()
   }
@@ -73,10 +77,14 @@ export class Announcer {
    * One chunk was cached: mark its entries in every manifest that uses it and republish those
    * manifests' holdings soon, without asking the cache about every other entry again.
    */
-  cached (hash: string): void {
+  cached(hash: string): void {
     const snap = this.counted
     const places = snap?.byHash.get(hash)
-    if (!snap || !places || this.full) { if (!snap) this.full = true; this.arm(); return }
+    if (!snap || !places || this.full) {
+      if (!snap) this.full = true
+      this.arm()
+      return
+    }
     for (let k = 0; k < places.length; k += 2) {
       const d = snap.digests[places[k]!]!
       const h = this.held.get(d)
@@ -87,20 +95,22 @@ export class Announcer {
     this.arm()
   }
 
-  private arm (): void {
+  private arm(): void {
     if (this.closed || this.timer) return
     this.timer = setTimeout(() => {
       this.timer = undefined
       try {
         if (this.full) this.publishHoldings()
         else this.publishDirty()
-      } catch (err) { this.log.warn({ err }, 'publishing holdings failed') }
+      } catch (err) {
+        this.log.warn({ err }, 'publishing holdings failed')
+      }
     }, this.debounceMs)
     this.timer.unref()
   }
 
   /** Recounts every manifest's holdings from the cache, and publishes those that changed. */
-  publishHoldings (): void {
+  publishHoldings(): void {
     this.full = false
     this.dirty.clear()
     const snap = this.places.fresh()
@@ -119,7 +129,7 @@ export class Announcer {
     }
   }
 
-  private publishDirty (): void {
+  private publishDirty(): void {
     for (const d of this.dirty) {
       const bits = this.held.get(d)
       if (bits) this.publishOne(d, bits)
@@ -127,12 +137,12 @@ export class Announcer {
     this.dirty.clear()
   }
 
-  private publishOne (digest: string, bits: Uint8Array): void {
+  private publishOne(digest: string, bits: Uint8Array): void {
     const ranges = toRanges(bits.length, i => bits[i] === 1)
     this.facts.publish(`hold/${digest}`, ranges.length === 0 ? null : { ranges })
   }
 
-  close (): void {
+  close(): void {
     this.closed = true
     if (this.timer) clearTimeout(this.timer)
   }

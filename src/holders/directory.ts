@@ -11,13 +11,17 @@ import { type CostParams, type LinkSeed, LinkStats, holderCost } from './link-st
 
 export const ORIGIN_ID = 'origin'
 
-export interface HostInfo { hostId: string, endpoint: string, price: number }
+export interface HostInfo {
+  hostId: string
+  endpoint: string
+  price: number
+}
 
 export class HolderDirectory {
   private readonly links = new Map<string, LinkStats>()
-  private readonly rangesCache = new Map<string, { seq: number, ranges: Ranges }>()
+  private readonly rangesCache = new Map<string, { seq: number; ranges: Ranges }>()
 
-  constructor (
+  constructor(
     private readonly facts: FactStore,
     private readonly catalog: Catalog,
     private readonly self: string,
@@ -25,36 +29,47 @@ export class HolderDirectory {
     readonly originUrl?: string,
     private readonly places = new ChunkPlaces(catalog)
   ) {
-    facts.onChange((changed) => {
+    facts.onChange(changed => {
       if (changed.some(f => f.key.startsWith('image/'))) this.places.invalidate()
     })
   }
 
   /** The catalog changed (an image was added or removed): rebuild the chunk index lazily. */
-  invalidate (): void { this.places.invalidate() }
+  invalidate(): void {
+    this.places.invalidate()
+  }
 
-  host (hostId: string): HostInfo | undefined {
-    if (hostId === ORIGIN_ID) return this.originUrl ? { hostId, endpoint: this.originUrl, price: this.seeds[ORIGIN_ID]?.price ?? 0 } : undefined
+  host(hostId: string): HostInfo | undefined {
+    if (hostId === ORIGIN_ID)
+      return this.originUrl ? { hostId, endpoint: this.originUrl, price: this.seeds[ORIGIN_ID]?.price ?? 0 } : undefined
     const f = this.facts.get(hostId, 'host')
-    const v = f?.value as { endpoint?: unknown, price?: unknown } | null | undefined
+    const v = f?.value as { endpoint?: unknown; price?: unknown } | null | undefined
     if (!v || typeof v.endpoint !== 'string') return undefined
     const price = this.seeds[hostId]?.price ?? (typeof v.price === 'number' ? v.price : 0)
     return { hostId, endpoint: v.endpoint, price }
   }
 
-  hosts (): HostInfo[] {
-    return this.facts.byKey('host').map(f => this.host(f.origin)).filter((h): h is HostInfo => h !== undefined && h.hostId !== this.self)
+  hosts(): HostInfo[] {
+    return this.facts
+      .byKey('host')
+      .map(f => this.host(f.origin))
+      .filter((h): h is HostInfo => h !== undefined && h.hostId !== this.self)
   }
 
-  link (hostId: string): LinkStats {
+  link(hostId: string): LinkStats {
     let l = this.links.get(hostId)
-    if (!l) { l = new LinkStats(hostId, this.seeds[hostId]); this.links.set(hostId, l) }
+    if (!l) {
+      l = new LinkStats(hostId, this.seeds[hostId])
+      this.links.set(hostId, l)
+    }
     return l
   }
 
-  allLinks (): LinkStats[] { return [...this.links.values()] }
+  allLinks(): LinkStats[] {
+    return [...this.links.values()]
+  }
 
-  private ranges (origin: string, digest: string): Ranges | undefined {
+  private ranges(origin: string, digest: string): Ranges | undefined {
     const f = this.facts.get(origin, `hold/${digest}`)
     if (!f || f.value === null) return undefined
     const k = `${origin} ${digest}`
@@ -67,7 +82,7 @@ export class HolderDirectory {
   }
 
   /** Other hosts that announced holding this chunk (plus the origin store, if any). */
-  candidates (hash: string): string[] {
+  candidates(hash: string): string[] {
     const out = new Set<string>()
     const snap = this.places.current()
     const places = snap.byHash.get(hash) ?? []
@@ -88,9 +103,9 @@ export class HolderDirectory {
   }
 
   /** Cheapest first; demoted holders after the others; the origin last of all. */
-  rank (hostIds: string[], bytes: number, p: CostParams): string[] {
+  rank(hostIds: string[], bytes: number, p: CostParams): string[] {
     const now = Date.now()
-    const scored = hostIds.map((h) => {
+    const scored = hostIds.map(h => {
       const info = this.host(h)
       const link = this.link(h)
       const tier = h === ORIGIN_ID ? 2 : link.demoted(now) ? 1 : 0

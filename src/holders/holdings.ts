@@ -5,17 +5,22 @@
 export type Ranges = Array<[number, number]>
 
 /** Ranges of indices i in [0, n) for which has(i) is true. */
-export function toRanges (n: number, has: (i: number) => boolean): Ranges {
+export function toRanges(n: number, has: (i: number) => boolean): Ranges {
   const out: Ranges = []
   let start = -1
   for (let i = 0; i < n; i++) {
-    if (has(i)) { if (start < 0) start = i } else if (start >= 0) { out.push([start, i]); start = -1 }
+    if (has(i)) {
+      if (start < 0) start = i
+    } else if (start >= 0) {
+      out.push([start, i])
+      start = -1
+    }
   }
   if (start >= 0) out.push([start, n])
   return out
 }
 
-export function inRanges (r: Ranges, i: number): boolean {
+export function inRanges(r: Ranges, i: number): boolean {
   let lo = 0
   let hi = r.length - 1
   while (lo <= hi) {
@@ -28,7 +33,7 @@ export function inRanges (r: Ranges, i: number): boolean {
   return false
 }
 
-export function validRanges (v: unknown): v is Ranges {
+export function validRanges(v: unknown): v is Ranges {
   if (!Array.isArray(v)) return false
   let prev = -1
   for (const x of v) {

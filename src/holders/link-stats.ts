@@ -1,7 +1,11 @@
 // What this host has measured of its link to each holder: RTT and throughput (EWMA, seeded from
 // config), recent request latencies (for the hedge delay), bytes in flight, and a demotion that
 // pushes a holder to the back of the order for a while after it failed us.
-export interface LinkSeed { price?: number, bandwidthBps?: number, rttMs?: number }
+export interface LinkSeed {
+  price?: number
+  bandwidthBps?: number
+  rttMs?: number
+}
 
 const DEMOTE_MS = 30_000
 const WINDOW = 64
@@ -20,18 +24,24 @@ export class LinkStats {
   private busySince = 0
   private busyBytes = 0
 
-  constructor (readonly hostId: string, seed: LinkSeed = {}) {
+  constructor(
+    readonly hostId: string,
+    seed: LinkSeed = {}
+  ) {
     this.rttMs = seed.rttMs ?? 1
     this.bandwidthBps = seed.bandwidthBps ?? 125_000_000 // 1 Gbit/s until measured
   }
 
   /** A request to this holder starts. */
-  start (now = performance.now()): void {
-    if (this.active++ === 0) { this.busySince = now; this.busyBytes = 0 }
+  start(now = performance.now()): void {
+    if (this.active++ === 0) {
+      this.busySince = now
+      this.busyBytes = 0
+    }
   }
 
   /** Bytes of an answer arrived (counted as they arrive, for the throughput of the busy period). */
-  received (n: number): void {
+  received(n: number): void {
     this.busyBytes += n
     this.streamed = true
   }
@@ -42,7 +52,7 @@ export class LinkStats {
    * flight, over that time), not per request: concurrent requests share one link, so each alone
    * would see only a fraction of it.
    */
-  finish (bytes: number, ms: number, ok: boolean, now = performance.now()): void {
+  finish(bytes: number, ms: number, ok: boolean, now = performance.now()): void {
     this.active = Math.max(0, this.active - 1)
     if (ok) {
       this.recent.push(ms)
@@ -69,7 +79,10 @@ export class LinkStats {
         if (this.bwSamples.length > 6) this.bwSamples.shift()
         let b = 0
         let t = 0
-        for (const [x, y] of this.bwSamples) { b += x; t += y }
+        for (const [x, y] of this.bwSamples) {
+          b += x
+          t += y
+        }
         this.bandwidthBps = b / (t / 1000)
       }
       this.busySince = now
@@ -78,38 +91,43 @@ export class LinkStats {
   }
 
   /** One request, measured alone (tests, simple callers). */
-  record (bytes: number, ms: number): void {
+  record(bytes: number, ms: number): void {
     const end = performance.now()
     this.start(end - ms)
     this.finish(bytes, ms, true, end)
   }
 
-  demote (now = Date.now()): void {
+  demote(now = Date.now()): void {
     this.failures++
     this.demotedUntil = now + DEMOTE_MS * Math.min(8, this.failures)
   }
 
-  demoted (now = Date.now()): boolean { return this.demotedUntil > now }
+  demoted(now = Date.now()): boolean {
+    return this.demotedUntil > now
+  }
 
   /**
    * Latency after which a second request is sent elsewhere: the recent p95, at least 50 ms; a
    * generous 250 ms until there is enough history (a hedge duplicates traffic, so it must not
    * fire on the first, cold requests).
    */
-  hedgeDelayMs (): number {
+  hedgeDelayMs(): number {
     if (this.recent.length < 8) return Math.max(250, 4 * this.rttMs)
     const s = [...this.recent].sort((a, b) => a - b)
     return Math.max(50, s[Math.floor(s.length * 0.95)]!)
   }
 }
 
-export interface CostParams { alpha: number, sigma: number }
+export interface CostParams {
+  alpha: number
+  sigma: number
+}
 
 /**
  * Cost of fetching `bytes` from a holder (design.md): (1 − α)·ρ·S + α·σ·(RTT + S/B + queue),
  * times in seconds, queue = bytes already in flight to that holder / B.
  */
-export function holderCost (link: LinkStats, price: number, bytes: number, p: CostParams): number {
+export function holderCost(link: LinkStats, price: number, bytes: number, p: CostParams): number {
   const b = Math.max(1, link.bandwidthBps)
   const time = link.rttMs / 1000 + bytes / b + link.inflightBytes / b
   return (1 - p.alpha) * price * bytes + p.alpha * p.sigma * time

@@ -22,9 +22,13 @@ export interface ImageRow {
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/
 
-export function validateName (name: string): string {
+export function validateName(name: string): string {
   if (!NAME_RE.test(name)) {
-    throw new VmifsError('NAME_INVALID', `image name ${JSON.stringify(name)} is not valid: use 1-128 of A-Z a-z 0-9 . _ + -, starting with a letter or digit`, { name })
+    throw new VmifsError(
+      'NAME_INVALID',
+      `image name ${JSON.stringify(name)} is not valid: use 1-128 of A-Z a-z 0-9 . _ + -, starting with a letter or digit`,
+      { name }
+    )
   }
   return name
 }
@@ -33,16 +37,21 @@ export class Catalog {
   private readonly q: Record<string, Statement>
   private readonly manifestCache = new Map<string, Manifest>()
 
-  constructor (readonly db: Db) {
+  constructor(readonly db: Db) {
     this.q = {
-      image: db.prepare(`SELECT i.name, i.digest, i.pinned, i.created_at AS createdAt, m.size, m.chunk_count AS chunkCount,
+      image:
+        db.prepare(`SELECT i.name, i.digest, i.pinned, i.created_at AS createdAt, m.size, m.chunk_count AS chunkCount,
         m.data_bytes AS dataBytes, m.chunking, i.origin FROM images i JOIN manifests m ON m.digest = i.digest WHERE i.name = ?`),
-      images: db.prepare(`SELECT i.name, i.digest, i.pinned, i.created_at AS createdAt, m.size, m.chunk_count AS chunkCount,
+      images:
+        db.prepare(`SELECT i.name, i.digest, i.pinned, i.created_at AS createdAt, m.size, m.chunk_count AS chunkCount,
         m.data_bytes AS dataBytes, m.chunking, i.origin FROM images i JOIN manifests m ON m.digest = i.digest ORDER BY i.name`),
       manifestBody: db.prepare('SELECT body FROM manifests WHERE digest = ?').pluck(),
-      insertManifest: db.prepare(`INSERT OR IGNORE INTO manifests (digest, size, chunk_count, data_bytes, chunking, body, created_at)
+      insertManifest:
+        db.prepare(`INSERT OR IGNORE INTO manifests (digest, size, chunk_count, data_bytes, chunking, body, created_at)
         VALUES (?, ?, ?, ?, ?, ?, ?)`),
-      insertImage: db.prepare('INSERT INTO images (name, digest, pinned, source, created_at, origin) VALUES (?, ?, ?, ?, ?, ?)'),
+      insertImage: db.prepare(
+        'INSERT INTO images (name, digest, pinned, source, created_at, origin) VALUES (?, ?, ?, ?, ?, ?)'
+      ),
       deleteImage: db.prepare('DELETE FROM images WHERE name = ?'),
       digestUsers: db.prepare('SELECT count(*) FROM images WHERE digest = ?').pluck(),
       deleteManifest: db.prepare('DELETE FROM manifests WHERE digest = ?'),
@@ -59,30 +68,33 @@ export class Catalog {
   }
 
   /** Changes whenever another connection commits: cheap "did anything change" probe. */
-  dataVersion (): number { return this.q.version!.get() as number }
+  dataVersion(): number {
+    return this.q.version!.get() as number
+  }
 
-  getImage (name: string): ImageRow | undefined {
+  getImage(name: string): ImageRow | undefined {
     const r = this.q.image!.get(name) as RawImage | undefined
     return r && toRow(r)
   }
 
-  requireImage (name: string): ImageRow {
+  requireImage(name: string): ImageRow {
     const r = this.getImage(name)
     if (!r) throw VmifsError.imageNotFound(name)
     return r
   }
 
-  listImages (): ImageRow[] {
+  listImages(): ImageRow[] {
     return (this.q.images!.all() as RawImage[]).map(toRow)
   }
 
-  manifest (digest: string): Manifest | undefined {
+  manifest(digest: string): Manifest | undefined {
     const hit = this.manifestCache.get(digest)
     if (hit) return hit
     const body = this.q.manifestBody!.get(digest) as Buffer | undefined
     if (!body) return undefined
     const m = decode(body)
-    if (m.digest() !== digest) throw VmifsError.manifest('MANIFEST_DIGEST_MISMATCH', `stored manifest ${digest} hashes to ${m.digest()}`)
+    if (m.digest() !== digest)
+      throw VmifsError.manifest('MANIFEST_DIGEST_MISMATCH', `stored manifest ${digest} hashes to ${m.digest()}`)
     this.manifestCache.set(digest, m)
     return m
   }
@@ -91,26 +103,45 @@ export class Catalog {
    * Records an image (in one transaction). With replace, an existing image of that name is
    * removed first; returns the hashes that became unreferenced and unpinned by that.
    */
-  addImage (name: string, m: Manifest, opts: { pinned: boolean, replace: boolean, source?: string, origin?: string }): { collectable: Buffer[] } {
+  addImage(
+    name: string,
+    m: Manifest,
+    opts: { pinned: boolean; replace: boolean; source?: string; origin?: string }
+  ): { collectable: Buffer[] } {
     validateName(name)
     const digest = m.digest()
     let collectable: Buffer[] = []
-    this.db.transaction(() => {
-      if (this.getImage(name)) {
-        if (!opts.replace) throw new VmifsError('NAME_TAKEN', `an image named ${JSON.stringify(name)} exists (use --replace to replace it)`, { name })
-        collectable = this.removeInTx(name)
-      }
-      this.q.insertManifest!.run(digest, m.size, m.count, m.dataBytes(), JSON.stringify(m.chunking), m.encode(), Date.now())
-      this.q.insertImage!.run(name, digest, opts.pinned ? 1 : 0, opts.source ?? null, Date.now(), opts.origin ?? null)
-      const pin = opts.pinned ? 1 : 0
-      const distinct = m.distinctChunks()
-      for (const [hex, size] of distinct) {
-        const h = Buffer.from(hex, 'hex')
-        this.q.refUp!.run(h, size, pin)
-        if (pin) this.q.pinEntry!.run(h)
-      }
-      collectable = collectable.filter(h => !distinct.has(h.toString('hex')))
-    }).immediate()
+    this.db
+      .transaction(() => {
+        if (this.getImage(name)) {
+          if (!opts.replace)
+            throw new VmifsError(
+              'NAME_TAKEN',
+              `an image named ${JSON.stringify(name)} exists (use --replace to replace it)`,
+              { name }
+            )
+          collectable = this.removeInTx(name)
+        }
+        this.q.insertManifest!.run(
+          digest,
+          m.size,
+          m.count,
+          m.dataBytes(),
+          JSON.stringify(m.chunking),
+          m.encode(),
+          Date.now()
+        )
+        this.q.insertImage!.run(name, digest, opts.pinned ? 1 : 0, opts.source ?? null, Date.now(), opts.origin ?? null)
+        const pin = opts.pinned ? 1 : 0
+        const distinct = m.distinctChunks()
+        for (const [hex, size] of distinct) {
+          const h = Buffer.from(hex, 'hex')
+          this.q.refUp!.run(h, size, pin)
+          if (pin) this.q.pinEntry!.run(h)
+        }
+        collectable = collectable.filter(h => !distinct.has(h.toString('hex')))
+      })
+      .immediate()
     this.manifestCache.set(digest, m)
     return { collectable }
   }
@@ -120,36 +151,40 @@ export class Catalog {
    * pin counts and their cache entries' pinned flags change in one transaction. Returns whether
    * anything changed.
    */
-  setPinned (name: string, pinned: boolean): boolean {
+  setPinned(name: string, pinned: boolean): boolean {
     let changed = false
-    this.db.transaction(() => {
-      const img = this.requireImage(name)
-      if (img.pinned === pinned) return
-      const m = this.manifest(img.digest)!
-      this.q.setImagePinned!.run(pinned ? 1 : 0, name)
-      for (const hex of m.distinctChunks().keys()) {
-        const h = Buffer.from(hex, 'hex')
-        const r = this.q.pinsBy!.get(pinned ? 1 : -1, h) as { pins: number } | undefined
-        if (pinned) this.q.pinEntry!.run(h)
-        else if (r && r.pins <= 0) this.q.unpinEntry!.run(h)
-      }
-      changed = true
-    }).immediate()
+    this.db
+      .transaction(() => {
+        const img = this.requireImage(name)
+        if (img.pinned === pinned) return
+        const m = this.manifest(img.digest)!
+        this.q.setImagePinned!.run(pinned ? 1 : 0, name)
+        for (const hex of m.distinctChunks().keys()) {
+          const h = Buffer.from(hex, 'hex')
+          const r = this.q.pinsBy!.get(pinned ? 1 : -1, h) as { pins: number } | undefined
+          if (pinned) this.q.pinEntry!.run(h)
+          else if (r && r.pins <= 0) this.q.unpinEntry!.run(h)
+        }
+        changed = true
+      })
+      .immediate()
     return changed
   }
 
   /** Removes an image; returns hashes no image refers to any more (collectable). */
-  removeImage (name: string): { collectable: Buffer[], image: ImageRow } {
+  removeImage(name: string): { collectable: Buffer[]; image: ImageRow } {
     let out: Buffer[] = []
     let image: ImageRow | undefined
-    this.db.transaction(() => {
-      image = this.requireImage(name)
-      out = this.removeInTx(name)
-    }).immediate()
+    this.db
+      .transaction(() => {
+        image = this.requireImage(name)
+        out = this.removeInTx(name)
+      })
+      .immediate()
     return { collectable: out, image: image! }
   }
 
-  private removeInTx (name: string): Buffer[] {
+  private removeInTx(name: string): Buffer[] {
     const img = this.requireImage(name)
     const m = this.manifest(img.digest)!
     this.q.deleteImage!.run(name)
@@ -157,7 +192,7 @@ export class Catalog {
     const collectable: Buffer[] = []
     for (const hex of m.distinctChunks().keys()) {
       const h = Buffer.from(hex, 'hex')
-      const r = this.q.refDown!.get(pin, h) as { refs: number, pins: number } | undefined
+      const r = this.q.refDown!.get(pin, h) as { refs: number; pins: number } | undefined
       if (!r) continue
       if (r.refs <= 0) {
         this.q.deleteChunk!.run(h)
@@ -173,8 +208,18 @@ export class Catalog {
   }
 }
 
-interface RawImage { name: string, digest: string, pinned: number, createdAt: number, size: number, chunkCount: number, dataBytes: number, chunking: string, origin: string | null }
+interface RawImage {
+  name: string
+  digest: string
+  pinned: number
+  createdAt: number
+  size: number
+  chunkCount: number
+  dataBytes: number
+  chunking: string
+  origin: string | null
+}
 
-function toRow (r: RawImage): ImageRow {
+function toRow(r: RawImage): ImageRow {
   return { ...r, pinned: r.pinned === 1, chunking: JSON.parse(r.chunking) as Chunking }
 }

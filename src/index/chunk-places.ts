@@ -14,29 +14,31 @@ export interface PlacesSnapshot {
 export class ChunkPlaces {
   private snap: PlacesSnapshot | undefined
 
-  constructor (private readonly catalog: Catalog) {}
+  constructor(private readonly catalog: Catalog) {}
 
   /** The catalog changed (an image was added or removed, here or by the fleet). */
-  invalidate (): void { this.snap = undefined }
+  invalidate(): void {
+    this.snap = undefined
+  }
 
   /** The index as of the last build (built now if invalidated). */
-  current (): PlacesSnapshot {
+  current(): PlacesSnapshot {
     return this.snap ?? this.build(this.catalogDigests())
   }
 
   /** The index for the catalog as it is now: rebuilt only if its images' manifests changed. */
-  fresh (): PlacesSnapshot {
+  fresh(): PlacesSnapshot {
     const digests = this.catalogDigests()
     const s = this.snap
     if (s && s.digests.length === digests.length && s.digests.every((d, i) => d === digests[i])) return s
     return this.build(digests)
   }
 
-  private catalogDigests (): string[] {
+  private catalogDigests(): string[] {
     return [...new Set(this.catalog.listImages().map(r => r.digest))]
   }
 
-  private build (digests: string[]): PlacesSnapshot {
+  private build(digests: string[]): PlacesSnapshot {
     const byHash = new Map<string, number[]>()
     digests.forEach((d, di) => {
       const m = this.catalog.manifest(d)
@@ -45,7 +47,8 @@ export class ChunkPlaces {
         if (m.zero[i] === 1) continue
         const h = m.hashHexAt(i)
         const l = byHash.get(h)
-        if (l) l.push(di, i); else byHash.set(h, [di, i])
+        if (l) l.push(di, i)
+        else byHash.set(h, [di, i])
       }
     })
     this.snap = { digests, byHash }

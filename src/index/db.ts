@@ -7,16 +7,24 @@ import * as m0002 from './migrations/0002-fleet.js'
 
 export type Db = Database.Database
 
-interface Migration { version: number, up: (db: Db) => void }
+interface Migration {
+  version: number
+  up: (db: Db) => void
+}
 export const MIGRATIONS: Migration[] = [m0001, m0002]
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version
 
-export function openDb (file: string, migrations: Migration[] = MIGRATIONS): Db {
+export function openDb(file: string, migrations: Migration[] = MIGRATIONS): Db {
   let db: Db
   try {
     db = new Database(file)
   } catch (err) {
-    throw new VmifsError('DATA_DIR_UNUSABLE', `cannot open the index ${file}: ${(err as Error).message}`, { file }, { cause: err })
+    throw new VmifsError(
+      'DATA_DIR_UNUSABLE',
+      `cannot open the index ${file}: ${(err as Error).message}`,
+      { file },
+      { cause: err }
+    )
   }
   try {
     db.pragma('busy_timeout = 10000')
@@ -32,16 +40,20 @@ export function openDb (file: string, migrations: Migration[] = MIGRATIONS): Db 
   }
 }
 
-function checkVersion (db: Db, migrations: Migration[]): number {
+function checkVersion(db: Db, migrations: Migration[]): number {
   const latest = migrations[migrations.length - 1]!.version
   const current = db.pragma('user_version', { simple: true }) as number
   if (current > latest) {
-    throw new VmifsError('DB_NEWER_SCHEMA', `the data dir has schema version ${current}, newer than this vmifs understands (${latest}); upgrade vmifs`, { current, latest })
+    throw new VmifsError(
+      'DB_NEWER_SCHEMA',
+      `the data dir has schema version ${current}, newer than this vmifs understands (${latest}); upgrade vmifs`,
+      { current, latest }
+    )
   }
   return current
 }
 
-export function migrate (db: Db, migrations: Migration[] = MIGRATIONS): void {
+export function migrate(db: Db, migrations: Migration[] = MIGRATIONS): void {
   const current = checkVersion(db, migrations)
   for (const m of migrations) {
     if (m.version <= current) continue

@@ -13,9 +13,14 @@ export class FactSync {
   private readonly failing = new Set<string>()
   rounds = 0
 
-  constructor (private readonly facts: FactStore, private readonly peers: () => PeerClient[], private readonly log: Logger, private readonly intervalMs = 1000) {}
+  constructor(
+    private readonly facts: FactStore,
+    private readonly peers: () => PeerClient[],
+    private readonly log: Logger,
+    private readonly intervalMs = 1000
+  ) {}
 
-  start (): void {
+  start(): void {
     const loop = (): void => {
       this.running = this.syncOnce().finally(() => {
         this.running = undefined
@@ -25,27 +30,31 @@ export class FactSync {
     this.timer = setTimeout(loop, 0)
   }
 
-  async stop (): Promise<void> {
+  async stop(): Promise<void> {
     const t = this.timer
     this.timer = undefined
     if (t) clearTimeout(t)
     await this.running
   }
 
-  async syncOnce (): Promise<void> {
-    await Promise.all(this.peers().map(async (p) => {
-      try {
-        for (let i = 0; i < MAX_PAGES; i++) {
-          const page = await p.facts(this.facts.cursors(), AbortSignal.timeout(10_000))
-          this.facts.apply(page)
-          if (page.facts.length === 0) break
+  async syncOnce(): Promise<void> {
+    await Promise.all(
+      this.peers().map(async p => {
+        try {
+          for (let i = 0; i < MAX_PAGES; i++) {
+            const page = await p.facts(this.facts.cursors(), AbortSignal.timeout(10_000))
+            this.facts.apply(page)
+            if (page.facts.length === 0) break
+          }
+          if (this.failing.delete(p.endpoint))
+            this.log.info({ peer: p.endpoint }, 'metadata sync with peer works again')
+        } catch (err) {
+          if (!this.failing.has(p.endpoint))
+            this.log.warn({ peer: p.endpoint, err: (err as Error).message }, 'metadata sync with peer failed')
+          this.failing.add(p.endpoint)
         }
-        if (this.failing.delete(p.endpoint)) this.log.info({ peer: p.endpoint }, 'metadata sync with peer works again')
-      } catch (err) {
-        if (!this.failing.has(p.endpoint)) this.log.warn({ peer: p.endpoint, err: (err as Error).message }, 'metadata sync with peer failed')
-        this.failing.add(p.endpoint)
-      }
-    }))
+      })
+    )
     this.rounds++
   }
 }

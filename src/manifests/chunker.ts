@@ -19,26 +19,28 @@ export interface ChunkOut {
 }
 
 export interface Chunker {
-  push (buf: Buffer): ChunkOut[]
-  finish (): ChunkOut[]
+  push(buf: Buffer): ChunkOut[]
+  finish(): ChunkOut[]
 }
 
 /**
  * `cuts`: sorted image offsets, multiples of 4 KiB, where a CDC chunk must end (fixed chunking
  * ignores them).
  */
-export function createChunker (c: Chunking, cuts?: Float64Array): Chunker {
+export function createChunker(c: Chunking, cuts?: Float64Array): Chunker {
   const v = validateChunking(c)
-  return v.kind === 'fixed' ? new FixedChunker(v.chunkSize) : new CdcChunker(v.min, v.avg, v.max, cuts ?? new Float64Array(0))
+  return v.kind === 'fixed'
+    ? new FixedChunker(v.chunkSize)
+    : new CdcChunker(v.min, v.avg, v.max, cuts ?? new Float64Array(0))
 }
 
 class FixedChunker implements Chunker {
   private carry: Buffer = Buffer.alloc(0)
   private pos = 0
 
-  constructor (private readonly size: number) {}
+  constructor(private readonly size: number) {}
 
-  push (buf: Buffer): ChunkOut[] {
+  push(buf: Buffer): ChunkOut[] {
     const w = this.carry.length > 0 ? Buffer.concat([this.carry, buf]) : buf
     const whole = Math.floor(w.length / this.size) * this.size
     const out = this.emit(w, whole)
@@ -46,13 +48,13 @@ class FixedChunker implements Chunker {
     return out
   }
 
-  finish (): ChunkOut[] {
+  finish(): ChunkOut[] {
     const out = this.emit(this.carry, this.carry.length)
     this.carry = Buffer.alloc(0)
     return out
   }
 
-  private emit (w: Buffer, end: number): ChunkOut[] {
+  private emit(w: Buffer, end: number): ChunkOut[] {
     const out: ChunkOut[] = []
     if (end === 0) return out
     const blocksPerChunk = this.size / ZERO_BLOCK
@@ -60,8 +62,16 @@ class FixedChunker implements Chunker {
     for (let s = 0, b = 0; s < end; s += this.size, b += blocksPerChunk) {
       const len = Math.min(this.size, end - s)
       let zero = true
-      for (let k = b; k < b + Math.ceil(len / ZERO_BLOCK); k++) if (z[k] === 0) { zero = false; break }
-      out.push(zero ? { offset: this.pos, length: len, zero } : { offset: this.pos, length: len, zero, data: w.subarray(s, s + len) })
+      for (let k = b; k < b + Math.ceil(len / ZERO_BLOCK); k++)
+        if (z[k] === 0) {
+          zero = false
+          break
+        }
+      out.push(
+        zero
+          ? { offset: this.pos, length: len, zero }
+          : { offset: this.pos, length: len, zero, data: w.subarray(s, s + len) }
+      )
       this.pos += len
     }
     return out
@@ -79,13 +89,18 @@ class CdcChunker implements Chunker {
   private out: ChunkOut[] = []
   private nextCut = 0 // index into cuts of the first cut not yet passed
 
-  constructor (min: number, avg: number, private readonly max: number, private readonly cuts: Float64Array) {
+  constructor(
+    min: number,
+    avg: number,
+    private readonly max: number,
+    private readonly cuts: Float64Array
+  ) {
     this.cut = makeCutter({ min, avg, max })
     this.zmin = zeroRunMin({ kind: 'cdc', min, avg, max })
     this.zeros = Buffer.alloc(this.zmin)
   }
 
-  push (buf: Buffer): ChunkOut[] {
+  push(buf: Buffer): ChunkOut[] {
     const w = this.tail.length > 0 ? Buffer.concat([this.tail, buf]) : buf
     const whole = w.length - (w.length % ZERO_BLOCK)
     this.classify(w, whole)
@@ -94,7 +109,7 @@ class CdcChunker implements Chunker {
     return this.take()
   }
 
-  finish (): ChunkOut[] {
+  finish(): ChunkOut[] {
     if (this.tail.length > 0) {
       this.classify(this.tail, this.tail.length)
       this.tail = Buffer.alloc(0)
@@ -104,13 +119,13 @@ class CdcChunker implements Chunker {
     return this.take()
   }
 
-  private take (): ChunkOut[] {
+  private take(): ChunkOut[] {
     const o = this.out
     this.out = []
     return o
   }
 
-  private classify (w: Buffer, end: number): void {
+  private classify(w: Buffer, end: number): void {
     if (end === 0) return
     const z = native().zeroBlocks(w.subarray(0, end), ZERO_BLOCK)
     const nb = z.length
@@ -142,7 +157,7 @@ class CdcChunker implements Chunker {
   }
 
   /** A data block follows (or the image ends): decide what the pending zero run is. */
-  private endZeroRun (): void {
+  private endZeroRun(): void {
     if (this.zeroLen === 0) return
     if (this.zeroLen >= this.zmin) {
       this.feed(Buffer.alloc(0), true)
@@ -156,7 +171,7 @@ class CdcChunker implements Chunker {
   }
 
   /** Append data and emit every chunk whose end is decided (all of them when final). */
-  private feed (view: Buffer, final: boolean): void {
+  private feed(view: Buffer, final: boolean): void {
     let w: Buffer
     let s = 0
     let rest: Buffer | undefined // part of view not in w (taken up once w is consumed)

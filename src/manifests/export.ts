@@ -7,12 +7,18 @@ import path from 'node:path'
 import { VmifsError } from '../errors.js'
 import type { DataDir } from '../datadir.js'
 
-export async function exportImage (dd: DataDir, name: string, out: string, opts: { force?: boolean } = {}): Promise<{ size: number, digest: string, seconds: number }> {
+export async function exportImage(
+  dd: DataDir,
+  name: string,
+  out: string,
+  opts: { force?: boolean } = {}
+): Promise<{ size: number; digest: string; seconds: number }> {
   const t0 = Date.now()
   const img = dd.catalog.requireImage(name)
   const m = dd.catalog.manifest(img.digest)!
   const toStdout = out === '-'
-  if (!toStdout && !(opts.force ?? false) && fs.existsSync(out)) throw new VmifsError('OUTPUT_EXISTS', `${out} exists (use --force to overwrite)`, { out })
+  if (!toStdout && !(opts.force ?? false) && fs.existsSync(out))
+    throw new VmifsError('OUTPUT_EXISTS', `${out} exists (use --force to overwrite)`, { out })
   const tmp = toStdout ? '' : path.join(path.dirname(out), `.${path.basename(out)}.vmifs-${process.pid}.tmp`)
   const fh = toStdout ? undefined : await fsp.open(tmp, 'w')
   const zeros = Buffer.alloc(1024 * 1024)
@@ -22,7 +28,8 @@ export async function exportImage (dd: DataDir, name: string, out: string, opts:
       const len = m.lengthAt(i)
       if (m.zero[i] === 1) {
         if (toStdout) {
-          for (let left = len; left > 0; left -= zeros.length) await writeStdout(zeros.subarray(0, Math.min(left, zeros.length)))
+          for (let left = len; left > 0; left -= zeros.length)
+            await writeStdout(zeros.subarray(0, Math.min(left, zeros.length)))
         }
         continue
       }
@@ -38,14 +45,20 @@ export async function exportImage (dd: DataDir, name: string, out: string, opts:
       await fsp.rename(tmp, out)
     }
   } catch (err) {
-    if (fh) { await fh.close().catch(() => {}); await fsp.rm(tmp, { force: true }) }
+    if (fh) {
+      await fh.close().catch(() => {})
+      await fsp.rm(tmp, { force: true })
+    }
     throw err
   }
   return { size: m.size, digest: img.digest, seconds: (Date.now() - t0) / 1000 }
 }
 
-function writeStdout (b: Buffer): Promise<void> {
+function writeStdout(b: Buffer): Promise<void> {
   return new Promise((resolve, reject) => {
-    process.stdout.write(b, (err) => { if (err) reject(err); else resolve() })
+    process.stdout.write(b, err => {
+      if (err) reject(err)
+      else resolve()
+    })
   })
 }

@@ -3,13 +3,20 @@
 import { native } from '../native/index.js'
 import { cdcMasks, gearTable } from './chunking.js'
 
-export interface CdcParams { min: number, avg: number, max: number }
+export interface CdcParams {
+  min: number
+  avg: number
+  max: number
+}
 
 let gearLoaded = false
 
-export function makeCutter (p: CdcParams): (buf: Buffer, start: number, end: number) => number {
+export function makeCutter(p: CdcParams): (buf: Buffer, start: number, end: number) => number {
   const n = native()
-  if (!gearLoaded) { n.setGear(gearTable().table); gearLoaded = true }
+  if (!gearLoaded) {
+    n.setGear(gearTable().table)
+    gearLoaded = true
+  }
   const { maskS, maskL } = cdcMasks(p.avg)
   return (buf, start, end) => n.fastcdcCut(buf, start, end, p.min, p.avg, p.max, maskS, maskL)
 }
@@ -17,7 +24,7 @@ export function makeCutter (p: CdcParams): (buf: Buffer, start: number, end: num
 const M64 = (1n << 64n) - 1n
 
 /** Reference implementation: same contract as the native cut (absolute offset). */
-export function referenceCut (buf: Buffer, start: number, end: number, p: CdcParams): number {
+export function referenceCut(buf: Buffer, start: number, end: number, p: CdcParams): number {
   const G = gearTable().values
   const { maskS, maskL } = cdcMasks(p.avg)
   let n = end - start

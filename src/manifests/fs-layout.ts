@@ -56,7 +56,7 @@ class Stop extends Error {}
  * cut offsets that are multiples of `align` (cuts elsewhere could not be honoured by a chunker
  * that classifies `align`-sized blocks).
  */
-export async function findFileLayout (read: ReadAt, size: number, align: number): Promise<FileLayout> {
+export async function findFileLayout(read: ReadAt, size: number, align: number): Promise<FileLayout> {
   const filesystems: FsFound[] = []
   const cuts = new CutSet(align, size)
   for (const offset of await candidateOffsets(read, size)) {
@@ -67,7 +67,7 @@ export async function findFileLayout (read: ReadAt, size: number, align: number)
 }
 
 /** Offset 0 (a whole-disk filesystem) and the start of every primary MBR or GPT partition. */
-async function candidateOffsets (read: ReadAt, size: number): Promise<number[]> {
+async function candidateOffsets(read: ReadAt, size: number): Promise<number[]> {
   const out = new Set<number>([0])
   if (size < 2 * SECTOR) return [...out]
   const mbr = await read(0, SECTOR)
@@ -79,7 +79,16 @@ async function candidateOffsets (read: ReadAt, size: number): Promise<number[]> 
     const lba = mbr.readUInt32LE(e + 8)
     const sectors = mbr.readUInt32LE(e + 12)
     if (type === 0xee) gpt = true
-    else if (type !== 0 && type !== 0x05 && type !== 0x0f && type !== 0x85 && sectors > 0 && lba > 0 && lba * SECTOR < size) out.add(lba * SECTOR)
+    else if (
+      type !== 0 &&
+      type !== 0x05 &&
+      type !== 0x0f &&
+      type !== 0x85 &&
+      sectors > 0 &&
+      lba > 0 &&
+      lba * SECTOR < size
+    )
+      out.add(lba * SECTOR)
   }
   if (gpt) {
     const h = await read(SECTOR, SECTOR)
@@ -102,7 +111,7 @@ async function candidateOffsets (read: ReadAt, size: number): Promise<number[]> 
 }
 
 /** Walks one ext2/3/4 filesystem at `base`; undefined when there is none there. */
-async function walkExt4 (read: ReadAt, size: number, base: number, cuts: CutSet): Promise<FsFound | undefined> {
+async function walkExt4(read: ReadAt, size: number, base: number, cuts: CutSet): Promise<FsFound | undefined> {
   if (base + 2048 > size) return undefined
   const sb = await read(base + 1024, 1024)
   if (sb.length < 1024 || sb.readUInt16LE(56) !== EXT4_MAGIC) return undefined
@@ -121,9 +130,21 @@ async function walkExt4 (read: ReadAt, size: number, base: number, cuts: CutSet)
   const is64 = (incompat & INCOMPAT_64BIT) !== 0
   const descSize = is64 ? sb.readUInt16LE(254) : 32
   const blocks = sb.readUInt32LE(4) + (is64 ? sb.readUInt32LE(336) * 2 ** 32 : 0)
-  if (inodesPerGroup === 0 || blocksPerGroup === 0 || inodeSize < 128 || inodeSize > bs || (inodeSize & (inodeSize - 1)) !== 0 || descSize < 32 || descSize > bs) return undefined
+  if (
+    inodesPerGroup === 0 ||
+    blocksPerGroup === 0 ||
+    inodeSize < 128 ||
+    inodeSize > bs ||
+    (inodeSize & (inodeSize - 1)) !== 0 ||
+    descSize < 32 ||
+    descSize > bs
+  )
+    return undefined
   const fs: FsFound = { offset: base, type: 'ext4', blockSize: bs, files: 0 }
-  if ((incompat & INCOMPAT_META_BG) !== 0) { fs.incomplete = 'meta_bg group descriptors are not read'; return fs }
+  if ((incompat & INCOMPAT_META_BG) !== 0) {
+    fs.incomplete = 'meta_bg group descriptors are not read'
+    return fs
+  }
   const fsEnd = Math.min(size, base + blocks * bs)
   const groups = Math.ceil((blocks - firstDataBlock) / blocksPerGroup)
   const uninitKnown = (roCompat & (RO_COMPAT_GDT_CSUM | RO_COMPAT_METADATA_CSUM)) !== 0
@@ -169,7 +190,9 @@ async function walkExt4 (read: ReadAt, size: number, base: number, cuts: CutSet)
       if (uninitKnown && (flags & BG_INODE_UNINIT) !== 0) continue
       const bitmapBlock = gdt.readUInt32LE(d + 0x04) + (descSize >= 64 ? gdt.readUInt32LE(d + 0x24) * 2 ** 32 : 0)
       const tableBlock = gdt.readUInt32LE(d + 0x08) + (descSize >= 64 ? gdt.readUInt32LE(d + 0x28) * 2 ** 32 : 0)
-      const unused = uninitKnown ? gdt.readUInt16LE(d + 0x1c) + (descSize >= 64 ? gdt.readUInt16LE(d + 0x32) * 65536 : 0) : 0
+      const unused = uninitKnown
+        ? gdt.readUInt16LE(d + 0x1c) + (descSize >= 64 ? gdt.readUInt16LE(d + 0x32) * 65536 : 0)
+        : 0
       const used = Math.max(0, inodesPerGroup - unused)
       if (used === 0) continue
       const bitmap = await blockAt(bitmapBlock)
@@ -177,7 +200,8 @@ async function walkExt4 (read: ReadAt, size: number, base: number, cuts: CutSet)
       for (let first = 0; first < used; first += perRead) {
         const n = Math.min(perRead, used - first)
         const pos = base + tableBlock * bs + first * inodeSize
-        if (tableBlock <= firstDataBlock || pos + n * inodeSize > fsEnd) throw new Stop(`inode table of group ${g} outside the filesystem`)
+        if (tableBlock <= firstDataBlock || pos + n * inodeSize > fsEnd)
+          throw new Stop(`inode table of group ${g} outside the filesystem`)
         const table = await read(pos, n * inodeSize)
         if (table.length < n * inodeSize) throw new Stop('inode table short')
         for (let k = 0; k < n; k++) {
@@ -204,9 +228,14 @@ async function walkExt4 (read: ReadAt, size: number, base: number, cuts: CutSet)
 class CutSet {
   private buf = new Float64Array(1024)
   private n = 0
-  constructor (private readonly align: number, private readonly size: number) {}
-  get full (): boolean { return this.n >= MAX_CUTS }
-  add (pos: number): void {
+  constructor(
+    private readonly align: number,
+    private readonly size: number
+  ) {}
+  get full(): boolean {
+    return this.n >= MAX_CUTS
+  }
+  add(pos: number): void {
     if (pos <= 0 || pos >= this.size || pos % this.align !== 0 || this.full) return
     if (this.n === this.buf.length) {
       const b = new Float64Array(this.buf.length * 2)
@@ -216,7 +245,7 @@ class CutSet {
     this.buf[this.n++] = pos
   }
 
-  sorted (): Float64Array {
+  sorted(): Float64Array {
     const s = this.buf.subarray(0, this.n).sort()
     let w = 0
     for (let i = 0; i < s.length; i++) if (i === 0 || s[i] !== s[w - 1]) s[w++] = s[i]!

@@ -39,21 +39,35 @@ const READ_SIZE = 16 * 1024 * 1024
 const BATCH = 512
 
 /** Opens and checks an input image, mapping OS errors onto stable codes. */
-export async function openInput (file: string): Promise<{ fh: fsp.FileHandle, size: number, mtimeMs: number }> {
+export async function openInput(file: string): Promise<{ fh: fsp.FileHandle; size: number; mtimeMs: number }> {
   const fail = (err: unknown): never => {
     const code = (err as NodeJS.ErrnoException).code
-    if (code === 'ENOENT' || code === 'ENOTDIR') throw new VmifsError('INPUT_NOT_FOUND', `${file}: no such file`, { file })
-    if (code === 'EISDIR') throw new VmifsError('INPUT_IS_DIRECTORY', `${file} is a directory, not an image file`, { file })
-    throw new VmifsError('INPUT_UNREADABLE', `${file}: cannot read (${code ?? (err as Error).message})`, { file }, { cause: err })
+    if (code === 'ENOENT' || code === 'ENOTDIR')
+      throw new VmifsError('INPUT_NOT_FOUND', `${file}: no such file`, { file })
+    if (code === 'EISDIR')
+      throw new VmifsError('INPUT_IS_DIRECTORY', `${file} is a directory, not an image file`, { file })
+    throw new VmifsError(
+      'INPUT_UNREADABLE',
+      `${file}: cannot read (${code ?? (err as Error).message})`,
+      { file },
+      { cause: err }
+    )
   }
   // stat first: opening a FIFO or a device could block or have side effects
   const pre = await fsp.stat(file).catch(fail)
-  if (pre.isDirectory()) throw new VmifsError('INPUT_IS_DIRECTORY', `${file} is a directory, not an image file`, { file })
+  if (pre.isDirectory())
+    throw new VmifsError('INPUT_IS_DIRECTORY', `${file} is a directory, not an image file`, { file })
   if (!pre.isFile()) throw new VmifsError('INPUT_UNREADABLE', `${file} is not a regular file`, { file })
   const fh = await fsp.open(file, 'r').catch(fail)
   const st = await fh.stat()
-  if (!st.isFile()) { await fh.close(); throw new VmifsError('INPUT_UNREADABLE', `${file} is not a regular file`, { file }) }
-  if (st.size === 0) { await fh.close(); throw new VmifsError('INPUT_EMPTY', `${file} is empty`, { file }) }
+  if (!st.isFile()) {
+    await fh.close()
+    throw new VmifsError('INPUT_UNREADABLE', `${file} is not a regular file`, { file })
+  }
+  if (st.size === 0) {
+    await fh.close()
+    throw new VmifsError('INPUT_EMPTY', `${file} is empty`, { file })
+  }
   return { fh, size: st.size, mtimeMs: st.mtimeMs }
 }
 
@@ -61,28 +75,42 @@ export async function openInput (file: string): Promise<{ fh: fsp.FileHandle, si
  * With file cuts asked for (cdc), the image's file layout; the chunking as the manifest will say
  * it: fileCuts only when files were found to cut at.
  */
-export async function planCuts (fh: fsp.FileHandle, size: number, chunking: Chunking): Promise<{ chunking: Chunking, layout?: FileLayout }> {
+export async function planCuts(
+  fh: fsp.FileHandle,
+  size: number,
+  chunking: Chunking
+): Promise<{ chunking: Chunking; layout?: FileLayout }> {
   if (chunking.kind !== 'cdc' || chunking.fileCuts !== true) return { chunking }
   const layout = await findFileLayout(async (pos, len) => await readAt(fh, pos, len), size, ZERO_BLOCK)
-  if (layout.cuts.length === 0) return { chunking: { kind: 'cdc', min: chunking.min, avg: chunking.avg, max: chunking.max }, layout }
+  if (layout.cuts.length === 0)
+    return { chunking: { kind: 'cdc', min: chunking.min, avg: chunking.avg, max: chunking.max }, layout }
   return { chunking, layout }
 }
 
-export async function importImage (dd: DataDir, file: string, opts: ImportOptions): Promise<ImportResult> {
+export async function importImage(dd: DataDir, file: string, opts: ImportOptions): Promise<ImportResult> {
   const t0 = process.hrtime.bigint()
   validateName(opts.name)
   let chunking = validateChunking(opts.chunking ?? DEFAULT_CHUNKING)
   if (!(opts.replace ?? false) && dd.catalog.getImage(opts.name)) {
-    throw new VmifsError('NAME_TAKEN', `an image named ${JSON.stringify(opts.name)} exists (use --replace to replace it)`, { name: opts.name })
+    throw new VmifsError(
+      'NAME_TAKEN',
+      `an image named ${JSON.stringify(opts.name)} exists (use --replace to replace it)`,
+      { name: opts.name }
+    )
   }
   const pin = opts.pin ?? true
   const { fh, size, mtimeMs } = await openInput(file)
   let layout: FileLayout | undefined
   try {
-    ({ chunking, layout } = await planCuts(fh, size, chunking))
+    ;({ chunking, layout } = await planCuts(fh, size, chunking))
   } catch (err) {
     await fh.close()
-    throw new VmifsError('INPUT_UNREADABLE', `${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { file }, { cause: err })
+    throw new VmifsError(
+      'INPUT_UNREADABLE',
+      `${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+      { file },
+      { cause: err }
+    )
   }
   const chunker = createChunker(chunking, layout?.cuts)
   const builder = new ManifestBuilder(chunking)
@@ -95,7 +123,7 @@ export async function importImage (dd: DataDir, file: string, opts: ImportOption
   // New chunks: each file is written (verified bytes, temp name, rename) as it is cut, then
   // recorded (and pinned) in batches, one transaction each. Chunks the cache already holds are pinned in batches too, so eviction
   // cannot take them before the image row exists.
-  let written: Array<{ hash: Buffer, size: number }> = []
+  let written: Array<{ hash: Buffer; size: number }> = []
   let existing: Buffer[] = []
   const flush = (): void => {
     if (written.length > 0) {
@@ -109,7 +137,11 @@ export async function importImage (dd: DataDir, file: string, opts: ImportOption
   }
   const take = (chunks: ReturnType<typeof chunker.push>): void => {
     for (const c of chunks) {
-      if (c.zero) { builder.add(c.length, null); zeroBytes += c.length; continue }
+      if (c.zero) {
+        builder.add(c.length, null)
+        zeroBytes += c.length
+        continue
+      }
       dataChunks++
       const h = blake3(c.data!)
       builder.add(c.length, h)
@@ -142,9 +174,12 @@ export async function importImage (dd: DataDir, file: string, opts: ImportOption
     take(chunker.finish())
     flush()
     const st = await fh.stat()
-    if (st.size !== size || st.mtimeMs !== mtimeMs) throw new VmifsError('INPUT_CHANGED', `${file} changed while it was imported`, { file })
+    if (st.size !== size || st.mtimeMs !== mtimeMs)
+      throw new VmifsError('INPUT_CHANGED', `${file} changed while it was imported`, { file })
   } catch (err) {
-    try { flush() } catch {}
+    try {
+      flush()
+    } catch {}
     if (pin) dd.store.reconcilePins()
     throw err
   } finally {
@@ -152,11 +187,27 @@ export async function importImage (dd: DataDir, file: string, opts: ImportOption
   }
   const manifest = builder.build()
   await dd.store.sync()
-  const { collectable } = dd.catalog.addImage(opts.name, manifest, { pinned: pin, replace: opts.replace ?? false, source: file })
+  const { collectable } = dd.catalog.addImage(opts.name, manifest, {
+    pinned: pin,
+    replace: opts.replace ?? false,
+    source: file
+  })
   if (collectable.length > 0) await dd.collect(collectable)
   if (dd.store.sizeBytes > dd.store.capacityBytes) dd.store.evict()
   dd.counters.add('import.images')
   dd.counters.add('import.bytes', size)
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9
-  return { name: opts.name, digest: manifest.digest(), size, chunks: manifest.count, dataChunks, zeroBytes, newChunks, newBytes, seconds, manifest, filesystems: layout?.filesystems ?? [] }
+  return {
+    name: opts.name,
+    digest: manifest.digest(),
+    size,
+    chunks: manifest.count,
+    dataChunks,
+    zeroBytes,
+    newChunks,
+    newBytes,
+    seconds,
+    manifest,
+    filesystems: layout?.filesystems ?? []
+  }
 }

@@ -5,9 +5,18 @@ import path from 'node:path'
 import { VmifsError } from '../errors.js'
 
 export interface NativeAddon {
-  fastcdcCut (buf: Buffer, start: number, end: number, minSize: number, normalSize: number, maxSize: number, maskS: bigint, maskL: bigint): number
-  setGear (table: Buffer): void
-  zeroBlocks (buf: Buffer, blockSize: number): Uint8Array
+  fastcdcCut(
+    buf: Buffer,
+    start: number,
+    end: number,
+    minSize: number,
+    normalSize: number,
+    maxSize: number,
+    maskS: bigint,
+    maskL: bigint
+  ): number
+  setGear(table: Buffer): void
+  zeroBlocks(buf: Buffer, blockSize: number): Uint8Array
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -19,7 +28,7 @@ const candidates = [
 
 let addon: NativeAddon | undefined
 
-export function native (): NativeAddon {
+export function native(): NativeAddon {
   if (addon) return addon
   const require = createRequire(import.meta.url)
   for (const c of candidates) {

@@ -11,12 +11,20 @@ import { BROTLI_QUALITY_HEADER, decodeBatch } from './wire.js'
 
 const unbrotli = promisify(zlib.brotliDecompress)
 
-export interface PeerClientOptions { token: string, connectTimeoutMs?: number, tls?: { ca?: string, rejectUnauthorized?: boolean }, /** no headers/body timeout (a long replicate call) */ untimed?: boolean }
+export interface PeerClientOptions {
+  token: string
+  connectTimeoutMs?: number
+  tls?: { ca?: string; rejectUnauthorized?: boolean }
+  /** no headers/body timeout (a long replicate call) */ untimed?: boolean
+}
 
 export class PeerClient {
   private readonly pool: Pool
 
-  constructor (readonly endpoint: string, private readonly opts: PeerClientOptions) {
+  constructor(
+    readonly endpoint: string,
+    private readonly opts: PeerClientOptions
+  ) {
     this.pool = new Pool(endpoint, {
       connections: 8,
       pipelining: 1,
@@ -26,18 +34,34 @@ export class PeerClient {
     })
   }
 
-  private async request (method: 'GET' | 'POST', path: string, signal: AbortSignal, body?: unknown, onBytes?: (n: number) => void, extra: Record<string, string> = {}): Promise<{ status: number, data: Buffer, encoding?: string }> {
+  private async request(
+    method: 'GET' | 'POST',
+    path: string,
+    signal: AbortSignal,
+    body?: unknown,
+    onBytes?: (n: number) => void,
+    extra: Record<string, string> = {}
+  ): Promise<{ status: number; data: Buffer; encoding?: string }> {
     let res
     try {
       res = await this.pool.request({
         method,
         path,
         signal,
-        headers: { authorization: `Bearer ${this.opts.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...extra },
+        headers: {
+          authorization: `Bearer ${this.opts.token}`,
+          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+          ...extra
+        },
         body: body === undefined ? undefined : JSON.stringify(body)
       })
     } catch (err) {
-      throw new VmifsError('HOLDER_UNREACHABLE', `${this.endpoint}${path}: ${(err as Error).message}`, { endpoint: this.endpoint }, { cause: err })
+      throw new VmifsError(
+        'HOLDER_UNREACHABLE',
+        `${this.endpoint}${path}: ${(err as Error).message}`,
+        { endpoint: this.endpoint },
+        { cause: err }
+      )
     }
     let data: Buffer
     try {
@@ -49,23 +73,30 @@ export class PeerClient {
       }
       data = parts.length === 1 ? parts[0]! : Buffer.concat(parts)
     } catch (err) {
-      throw new VmifsError('HOLDER_UNREACHABLE', `${this.endpoint}${path}: body: ${(err as Error).message}`, { endpoint: this.endpoint }, { cause: err })
+      throw new VmifsError(
+        'HOLDER_UNREACHABLE',
+        `${this.endpoint}${path}: body: ${(err as Error).message}`,
+        { endpoint: this.endpoint },
+        { cause: err }
+      )
     }
-    if (res.statusCode === 401) throw new VmifsError('HOLDER_UNAUTHORIZED', `${this.endpoint} refused our token`, { endpoint: this.endpoint })
+    if (res.statusCode === 401)
+      throw new VmifsError('HOLDER_UNAUTHORIZED', `${this.endpoint} refused our token`, { endpoint: this.endpoint })
     const enc = res.headers['content-encoding']
     return { status: res.statusCode, data, ...(typeof enc === 'string' ? { encoding: enc } : {}) }
   }
 
-  async health (signal: AbortSignal): Promise<{ ok: boolean, hostId: string }> {
+  async health(signal: AbortSignal): Promise<{ ok: boolean; hostId: string }> {
     const r = await this.request('GET', '/v1/health', signal)
     if (r.status !== 200) throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint}/v1/health answered ${r.status}`)
-    return JSON.parse(r.data.toString()) as { ok: boolean, hostId: string }
+    return JSON.parse(r.data.toString()) as { ok: boolean; hostId: string }
   }
 
-  async chunk (hash: string, signal: AbortSignal, onBytes?: (n: number) => void): Promise<Buffer | null> {
+  async chunk(hash: string, signal: AbortSignal, onBytes?: (n: number) => void): Promise<Buffer | null> {
     const r = await this.request('GET', `/v1/chunks/${hash}`, signal, undefined, onBytes)
     if (r.status === 404) return null
-    if (r.status !== 200) throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint} answered ${r.status} for chunk ${hash}`)
+    if (r.status !== 200)
+      throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint} answered ${r.status} for chunk ${hash}`)
     return r.data
   }
 
@@ -73,45 +104,74 @@ export class PeerClient {
    * A batch of chunks. With `compress`, the holder may answer brotli-compressed (when it pays);
    * onBytes counts bytes as they come off the wire (compressed).
    */
-  async chunks (hashes: string[], signal: AbortSignal, onBytes?: (n: number) => void, o: { compress?: boolean, quality?: number } = {}): Promise<Array<Buffer | null>> {
-    const headers: Record<string, string> = o.compress === true ? { 'accept-encoding': 'br', ...(o.quality !== undefined ? { [BROTLI_QUALITY_HEADER]: String(o.quality) } : {}) } : {}
+  async chunks(
+    hashes: string[],
+    signal: AbortSignal,
+    onBytes?: (n: number) => void,
+    o: { compress?: boolean; quality?: number } = {}
+  ): Promise<Array<Buffer | null>> {
+    const headers: Record<string, string> =
+      o.compress === true
+        ? {
+            'accept-encoding': 'br',
+            ...(o.quality !== undefined ? { [BROTLI_QUALITY_HEADER]: String(o.quality) } : {})
+          }
+        : {}
     const r = await this.request('POST', '/v1/chunks', signal, { hashes }, onBytes, headers)
-    if (r.status !== 200) throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint} answered ${r.status} for a batch of ${hashes.length}`)
+    if (r.status !== 200)
+      throw new VmifsError(
+        'HOLDER_BAD_RESPONSE',
+        `${this.endpoint} answered ${r.status} for a batch of ${hashes.length}`
+      )
     try {
       let body = r.data
       if (r.encoding === 'br') body = await unbrotli(body)
-      else if (r.encoding !== undefined && r.encoding !== 'identity') throw new Error(`unknown content-encoding ${r.encoding}`)
+      else if (r.encoding !== undefined && r.encoding !== 'identity')
+        throw new Error(`unknown content-encoding ${r.encoding}`)
       return decodeBatch(body, hashes.length)
     } catch (err) {
       throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint}: ${(err as Error).message}`)
     }
   }
 
-  async manifest (digest: string, signal: AbortSignal): Promise<Buffer | null> {
+  async manifest(digest: string, signal: AbortSignal): Promise<Buffer | null> {
     const r = await this.request('GET', `/v1/manifests/${digest}`, signal)
     if (r.status === 404) return null
-    if (r.status !== 200) throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint} answered ${r.status} for manifest ${digest}`)
+    if (r.status !== 200)
+      throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint} answered ${r.status} for manifest ${digest}`)
     return r.data
   }
 
-  async facts (cursors: Cursors, signal: AbortSignal): Promise<FactPage> {
+  async facts(cursors: Cursors, signal: AbortSignal): Promise<FactPage> {
     const r = await this.request('POST', '/v1/facts', signal, { cursors })
     if (r.status !== 200) throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint} answered ${r.status} for facts`)
     const page = JSON.parse(r.data.toString()) as FactPage
-    if (!Array.isArray(page.facts) || typeof page.complete !== 'object' || page.complete === null) throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint}: malformed facts page`)
+    if (!Array.isArray(page.facts) || typeof page.complete !== 'object' || page.complete === null)
+      throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint}: malformed facts page`)
     return page
   }
 
   /** Asks this host's agent to replicate an image onto itself (POST /v1/replicate). */
-  async replicate (body: unknown, signal: AbortSignal): Promise<unknown> {
+  async replicate(body: unknown, signal: AbortSignal): Promise<unknown> {
     const r = await this.request('POST', '/v1/replicate', signal, body)
-    const v = ((): unknown => { try { return JSON.parse(r.data.toString()) } catch { return undefined } })()
+    const v = ((): unknown => {
+      try {
+        return JSON.parse(r.data.toString())
+      } catch {
+        return undefined
+      }
+    })()
     if (r.status === 200) return v
-    const e = v as { error?: unknown, message?: unknown } | undefined
-    if (e && typeof e.error === 'string' && typeof e.message === 'string') throw new VmifsError(e.error as never, e.message)
+    const e = v as { error?: unknown; message?: unknown } | undefined
+    if (e && typeof e.error === 'string' && typeof e.message === 'string')
+      throw new VmifsError(e.error as never, e.message)
     throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint} answered ${r.status} for replicate`)
   }
 
-  async close (): Promise<void> { await this.pool.close().catch(() => {}) }
-  async destroy (): Promise<void> { await this.pool.destroy().catch(() => {}) }
+  async close(): Promise<void> {
+    await this.pool.close().catch(() => {})
+  }
+  async destroy(): Promise<void> {
+    await this.pool.destroy().catch(() => {})
+  }
 }

@@ -8,34 +8,52 @@ export class OriginClient {
   private readonly pool: Pool
   private readonly base: string
 
-  constructor (url: string, private readonly token?: string) {
+  constructor(
+    url: string,
+    private readonly token?: string
+  ) {
     const u = new URL(url)
     this.base = u.pathname.replace(/\/$/, '')
     this.pool = new Pool(u.origin, { connections: 8, keepAliveTimeout: 30_000, connect: { timeout: 3000 } })
   }
 
-  private async get (path: string, signal: AbortSignal, onBytes?: (n: number) => void): Promise<Buffer | null> {
+  private async get(path: string, signal: AbortSignal, onBytes?: (n: number) => void): Promise<Buffer | null> {
     let res
     try {
-      res = await this.pool.request({ method: 'GET', path: this.base + path, signal, headers: this.token ? { authorization: `Bearer ${this.token}` } : {} })
+      res = await this.pool.request({
+        method: 'GET',
+        path: this.base + path,
+        signal,
+        headers: this.token ? { authorization: `Bearer ${this.token}` } : {}
+      })
     } catch (err) {
       throw new VmifsError('HOLDER_UNREACHABLE', `origin ${path}: ${(err as Error).message}`, {}, { cause: err })
     }
     const parts: Buffer[] = []
-    for await (const c of res.body) { parts.push(c as Buffer); onBytes?.((c as Buffer).length) }
+    for await (const c of res.body) {
+      parts.push(c as Buffer)
+      onBytes?.((c as Buffer).length)
+    }
     const body = Buffer.concat(parts)
     if (res.statusCode === 404) return null
-    if (res.statusCode !== 200) throw new VmifsError('HOLDER_BAD_RESPONSE', `origin answered ${res.statusCode} for ${path}`)
+    if (res.statusCode !== 200)
+      throw new VmifsError('HOLDER_BAD_RESPONSE', `origin answered ${res.statusCode} for ${path}`)
     return body
   }
 
-  chunk (hash: string, signal: AbortSignal, onBytes?: (n: number) => void): Promise<Buffer | null> { return this.get(`/chunks/${hash.slice(0, 2)}/${hash}`, signal, onBytes) }
-  manifest (digest: string, signal: AbortSignal): Promise<Buffer | null> { return this.get(`/manifests/${digest}`, signal) }
-
-  async images (signal: AbortSignal): Promise<Record<string, { digest: string, size: number }>> {
-    const b = await this.get('/images.json', signal)
-    return b === null ? {} : JSON.parse(b.toString()) as Record<string, { digest: string, size: number }>
+  chunk(hash: string, signal: AbortSignal, onBytes?: (n: number) => void): Promise<Buffer | null> {
+    return this.get(`/chunks/${hash.slice(0, 2)}/${hash}`, signal, onBytes)
+  }
+  manifest(digest: string, signal: AbortSignal): Promise<Buffer | null> {
+    return this.get(`/manifests/${digest}`, signal)
   }
 
-  async close (): Promise<void> { await this.pool.close().catch(() => {}) }
+  async images(signal: AbortSignal): Promise<Record<string, { digest: string; size: number }>> {
+    const b = await this.get('/images.json', signal)
+    return b === null ? {} : (JSON.parse(b.toString()) as Record<string, { digest: string; size: number }>)
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close().catch(() => {})
+  }
 }

@@ -28,13 +28,13 @@ export const BROTLI_MAX_QUALITY = 5
 export const BROTLI_QUALITY_HEADER = 'x-vmifs-brotli-quality'
 
 /** The quality worth asking for over a link of this many bytes per second: compression must outrun the link. */
-export function brotliQualityFor (bandwidthBps: number): number {
+export function brotliQualityFor(bandwidthBps: number): number {
   if (bandwidthBps <= 15e6) return 5 // up to ~120 Mbit/s: 44 MB/s a core is 3× the link
   if (bandwidthBps <= 40e6) return 3
   return 1
 }
 
-export function encodeBatch (parts: Array<Buffer | null>): Buffer[] {
+export function encodeBatch(parts: Array<Buffer | null>): Buffer[] {
   const out: Buffer[] = []
   for (const p of parts) {
     const head = Buffer.alloc(4)
@@ -46,14 +46,17 @@ export function encodeBatch (parts: Array<Buffer | null>): Buffer[] {
 }
 
 /** Parses a batch body; throws on a malformed or truncated body. */
-export function decodeBatch (body: Buffer, count: number): Array<Buffer | null> {
+export function decodeBatch(body: Buffer, count: number): Array<Buffer | null> {
   const out: Array<Buffer | null> = []
   let p = 0
   for (let i = 0; i < count; i++) {
     if (p + 4 > body.length) throw new Error(`batch body truncated at entry ${i}`)
     const len = body.readUInt32BE(p)
     p += 4
-    if (len === MISSING) { out.push(null); continue }
+    if (len === MISSING) {
+      out.push(null)
+      continue
+    }
     if (p + len > body.length) throw new Error(`batch body truncated inside entry ${i}`)
     out.push(body.subarray(p, p + len))
     p += len

@@ -18,7 +18,7 @@ import { VmifsError } from '../errors.js'
 /** An image as the planner sees it: its distinct data chunks, with size and entry count. */
 export interface ImageChunks {
   name: string
-  chunks: ReadonlyMap<string, { size: number, refs: number }>
+  chunks: ReadonlyMap<string, { size: number; refs: number }>
 }
 
 export interface Cluster {
@@ -43,8 +43,8 @@ export interface Similarity {
 export type TopBy = 'bytes' | 'chunks'
 
 /** The distinct data chunks of a manifest with their sizes and entry counts (zero runs excluded). */
-export function imageChunks (name: string, m: Manifest): ImageChunks {
-  const chunks = new Map<string, { size: number, refs: number }>()
+export function imageChunks(name: string, m: Manifest): ImageChunks {
+  const chunks = new Map<string, { size: number; refs: number }>()
   for (let i = 0; i < m.count; i++) {
     if (m.zero[i] === 1) continue
     const h = m.hashHexAt(i)
@@ -55,16 +55,19 @@ export function imageChunks (name: string, m: Manifest): ImageChunks {
   return { name, chunks }
 }
 
-function bitsetOf (members: number[], n: number): string {
+function bitsetOf(members: number[], n: number): string {
   const bits = new Array<string>(n).fill('0')
   for (const k of members) bits[n - 1 - k] = '1'
   return bits.join('')
 }
 
-function finish (images: string[], raw: Array<{ members: number[], bytes: number, chunks: number, refs: number }>): Similarity {
+function finish(
+  images: string[],
+  raw: Array<{ members: number[]; bytes: number; chunks: number; refs: number }>
+): Similarity {
   const n = images.length
   const matrix = images.map(() => new Array<number>(n).fill(0))
-  const clusters: Cluster[] = raw.map((c) => {
+  const clusters: Cluster[] = raw.map(c => {
     for (const a of c.members) for (const b of c.members) matrix[a]![b]! += c.bytes
     return {
       images: c.members.map(k => images[k]!),
@@ -80,34 +83,49 @@ function finish (images: string[], raw: Array<{ members: number[], bytes: number
 }
 
 /** Full computation over `images` (in this order). */
-export function clusters (images: readonly ImageChunks[]): Similarity {
+export function clusters(images: readonly ImageChunks[]): Similarity {
   const names = images.map(i => i.name)
   if (new Set(names).size !== names.length) throw VmifsError.param('images', 'must have distinct names')
-  const byChunk = new Map<string, { size: number, members: number[], refs: number }>()
+  const byChunk = new Map<string, { size: number; members: number[]; refs: number }>()
   images.forEach((img, k) => {
     for (const [h, c] of img.chunks) {
       const e = byChunk.get(h)
-      if (e) { e.members.push(k); e.refs += c.refs } else byChunk.set(h, { size: c.size, members: [k], refs: c.refs })
+      if (e) {
+        e.members.push(k)
+        e.refs += c.refs
+      } else byChunk.set(h, { size: c.size, members: [k], refs: c.refs })
     }
   })
-  const groups = new Map<string, { members: number[], bytes: number, chunks: number, refs: number }>()
+  const groups = new Map<string, { members: number[]; bytes: number; chunks: number; refs: number }>()
   for (const e of byChunk.values()) {
     const key = e.members.join(',')
     const g = groups.get(key)
-    if (g) { g.bytes += e.size; g.chunks++; g.refs += e.refs } else groups.set(key, { members: e.members, bytes: e.size, chunks: 1, refs: e.refs })
+    if (g) {
+      g.bytes += e.size
+      g.chunks++
+      g.refs += e.refs
+    } else groups.set(key, { members: e.members, bytes: e.size, chunks: 1, refs: e.refs })
   }
   return finish(names, [...groups.values()])
 }
 
 /** The n top clusters by bytes or by chunk count (the seed's configurable "top (n)"). */
-export function topClusters (s: Similarity, n: number, by: TopBy = 'bytes'): Cluster[] {
+export function topClusters(s: Similarity, n: number, by: TopBy = 'bytes'): Cluster[] {
   const list = [...s.clusters]
   if (by === 'chunks') list.sort((x, y) => y.chunks - x.chunks || y.bytes - x.bytes)
   return list.slice(0, Math.max(0, n))
 }
 
-interface ChunkState { size: number, refs: number, mask: bigint }
-interface ClusterState { bytes: number, chunks: number, refs: number }
+interface ChunkState {
+  size: number
+  refs: number
+  mask: bigint
+}
+interface ClusterState {
+  bytes: number
+  chunks: number
+  refs: number
+}
 
 /**
  * Clusters kept up to date as images are added and removed. Each image owns a slot (a bit);
@@ -115,19 +133,26 @@ interface ClusterState { bytes: number, chunks: number, refs: number }
  * use; add() and remove() cost O(distinct chunks of that image).
  */
 export class ClusterIndex {
-  private readonly images = new Map<string, { slot: number, img: ImageChunks }>()
+  private readonly images = new Map<string, { slot: number; img: ImageChunks }>()
   private readonly chunkState = new Map<string, ChunkState>()
   private readonly clusterState = new Map<bigint, ClusterState>()
   private readonly freeSlots: number[] = []
   private nextSlot = 0
 
-  get size (): number { return this.images.size }
+  get size(): number {
+    return this.images.size
+  }
 
-  has (name: string): boolean { return this.images.has(name) }
+  has(name: string): boolean {
+    return this.images.has(name)
+  }
 
   /** Adds an image; every cluster holding some of its chunks splits into "also in it" and "not". */
-  add (img: ImageChunks): void {
-    if (this.images.has(img.name)) throw new VmifsError('NAME_TAKEN', `image ${JSON.stringify(img.name)} is already in the cluster index`, { name: img.name })
+  add(img: ImageChunks): void {
+    if (this.images.has(img.name))
+      throw new VmifsError('NAME_TAKEN', `image ${JSON.stringify(img.name)} is already in the cluster index`, {
+        name: img.name
+      })
     this.freeSlots.sort((a, b) => a - b)
     const slot = this.freeSlots.shift() ?? this.nextSlot++
     const bit = 1n << BigInt(slot)
@@ -148,7 +173,7 @@ export class ClusterIndex {
   }
 
   /** Removes an image: its bit is cleared; clusters that become equal merge, empty ones go. */
-  remove (name: string): void {
+  remove(name: string): void {
     const e = this.images.get(name)
     if (!e) throw VmifsError.imageNotFound(name)
     const bit = 1n << BigInt(e.slot)
@@ -165,7 +190,7 @@ export class ClusterIndex {
   }
 
   /** Current clusters and matrix; images in slot order. */
-  snapshot (): Similarity {
+  snapshot(): Similarity {
     const ordered = [...this.images.entries()].sort((a, b) => a[1].slot - b[1].slot)
     const names = ordered.map(([n]) => n)
     const pos = new Map(ordered.map(([, v], k) => [v.slot, k]))
@@ -178,12 +203,16 @@ export class ClusterIndex {
     return finish(names, raw)
   }
 
-  private enter (st: ChunkState): void {
+  private enter(st: ChunkState): void {
     const c = this.clusterState.get(st.mask)
-    if (c) { c.bytes += st.size; c.chunks++; c.refs += st.refs } else this.clusterState.set(st.mask, { bytes: st.size, chunks: 1, refs: st.refs })
+    if (c) {
+      c.bytes += st.size
+      c.chunks++
+      c.refs += st.refs
+    } else this.clusterState.set(st.mask, { bytes: st.size, chunks: 1, refs: st.refs })
   }
 
-  private leave (st: ChunkState): void {
+  private leave(st: ChunkState): void {
     const c = this.clusterState.get(st.mask)!
     c.bytes -= st.size
     c.chunks--
@@ -201,10 +230,16 @@ export class CatalogClusters {
   private readonly idx = new ClusterIndex()
   private readonly digests = new Map<string, string>()
 
-  sync (images: ReadonlyArray<{ name: string, digest: string }>, manifest: (digest: string) => Manifest | undefined): void {
+  sync(
+    images: ReadonlyArray<{ name: string; digest: string }>,
+    manifest: (digest: string) => Manifest | undefined
+  ): void {
     const now = new Map(images.map(r => [r.name, r.digest]))
     for (const [n, d] of [...this.digests]) {
-      if (now.get(n) !== d) { this.idx.remove(n); this.digests.delete(n) }
+      if (now.get(n) !== d) {
+        this.idx.remove(n)
+        this.digests.delete(n)
+      }
     }
     for (const r of images) {
       if (this.digests.has(r.name)) continue
@@ -215,5 +250,7 @@ export class CatalogClusters {
     }
   }
 
-  snapshot (): Similarity { return this.idx.snapshot() }
+  snapshot(): Similarity {
+    return this.idx.snapshot()
+  }
 }

@@ -19,9 +19,17 @@ import { type ImageChunks, imageChunks } from './clusters.js'
 import { type ChunkRef, type Donor, type Group, groupByDonors } from './transfer-plan.js'
 
 /** The `status` fact a host publishes about itself: cache space and load. */
-export interface HostStatus { cacheCapacityBytes: number, cacheSizeBytes: number, load: number }
+export interface HostStatus {
+  cacheCapacityBytes: number
+  cacheSizeBytes: number
+  load: number
+}
 
-export interface FleetViewOptions { self: string, links?: Record<string, LinkSeed>, origin?: string }
+export interface FleetViewOptions {
+  self: string
+  links?: Record<string, LinkSeed>
+  origin?: string
+}
 
 export interface Need {
   image: string
@@ -41,23 +49,26 @@ export class FleetView {
   readonly self: string
   private readonly held = new Map<string, Set<string>>()
 
-  constructor (private readonly dd: DataDir, private readonly opts: FleetViewOptions) {
+  constructor(
+    private readonly dd: DataDir,
+    private readonly opts: FleetViewOptions
+  ) {
     this.self = opts.self
     this.facts = new FactStore(dd.db, opts.self)
     this.directory = new HolderDirectory(this.facts, dd.catalog, opts.self, opts.links ?? {}, opts.origin)
   }
 
-  image (name: string): ImageChunks {
+  image(name: string): ImageChunks {
     const row = this.dd.catalog.requireImage(name)
     return imageChunks(row.name, this.dd.catalog.manifest(row.digest)!)
   }
 
-  images (): ImageChunks[] {
+  images(): ImageChunks[] {
     return this.dd.catalog.listImages().map(r => imageChunks(r.name, this.dd.catalog.manifest(r.digest)!))
   }
 
   /** Hosts the table knows: this one, those with a host record, those announcing holdings. */
-  hosts (): string[] {
+  hosts(): string[] {
     const out = new Set([this.self])
     for (const f of this.facts.byKey('host')) out.add(f.origin)
     for (const f of this.facts.byPrefix('hold/')) out.add(f.origin)
@@ -65,26 +76,34 @@ export class FleetView {
     return [...out].sort()
   }
 
-  requireHost (host: string): string {
+  requireHost(host: string): string {
     if (!this.hosts().includes(host)) throw VmifsError.hostNotFound(host)
     return host
   }
 
   /** Hosts that can send chunks: a host record with an endpoint, plus the origin store. */
-  donors (): Donor[] {
-    const ids = this.facts.byKey('host').map(f => f.origin).filter(h => this.directory.host(h) !== undefined).sort()
+  donors(): Donor[] {
+    const ids = this.facts
+      .byKey('host')
+      .map(f => f.origin)
+      .filter(h => this.directory.host(h) !== undefined)
+      .sort()
     if (this.opts.origin !== undefined) ids.push(ORIGIN_ID)
-    return ids.map(id => ({ id, bandwidthBps: this.directory.link(id).bandwidthBps, pricePerByte: this.directory.host(id)?.price ?? 0 }))
+    return ids.map(id => ({
+      id,
+      bandwidthBps: this.directory.link(id).bandwidthBps,
+      pricePerByte: this.directory.host(id)?.price ?? 0
+    }))
   }
 
   /** Does `host` hold the chunk? This host: its cache. The origin: always. Others: their holdings facts. */
-  holds (host: string, hash: string): boolean {
+  holds(host: string, hash: string): boolean {
     if (host === this.self) return this.dd.store.has(hash)
     if (host === ORIGIN_ID) return this.opts.origin !== undefined
     return this.heldBy(host).has(hash)
   }
 
-  private heldBy (host: string): Set<string> {
+  private heldBy(host: string): Set<string> {
     const hit = this.held.get(host)
     if (hit) return hit
     const set = new Set<string>()
@@ -102,7 +121,7 @@ export class FleetView {
   }
 
   /** What `target` lacks of `image`, grouped by the donors (other than the target) holding it. */
-  need (image: string, target: string, donors: Donor[] = this.donors()): Need {
+  need(image: string, target: string, donors: Donor[] = this.donors()): Need {
     const img = this.image(image)
     this.requireHost(target)
     const others = donors.filter(d => d.id !== target)
@@ -112,21 +131,30 @@ export class FleetView {
     let bytes = 0
     for (const [hash, c] of img.chunks) {
       bytes += c.size
-      if (this.holds(target, hash)) { heldChunks++; heldBytes += c.size } else missing.push({ hash, size: c.size })
+      if (this.holds(target, hash)) {
+        heldChunks++
+        heldBytes += c.size
+      } else missing.push({ hash, size: c.size })
     }
     const { groups, unavailable } = groupByDonors(missing, h => others.filter(d => this.holds(d.id, h)).map(d => d.id))
     return { image, target, chunks: img.chunks.size, bytes, heldChunks, heldBytes, groups, unavailable }
   }
 
   /** Free cache space and load per CPU: measured here for this host, from `status` facts for others. */
-  status (host: string, capacityBytes: number): { freeBytes: number | null, load: number | null } {
+  status(host: string, capacityBytes: number): { freeBytes: number | null; load: number | null } {
     if (host === this.self) {
-      return { freeBytes: Math.max(0, capacityBytes - this.dd.store.sizeBytes), load: os.loadavg()[0]! / Math.max(1, os.cpus().length) }
+      return {
+        freeBytes: Math.max(0, capacityBytes - this.dd.store.sizeBytes),
+        load: os.loadavg()[0]! / Math.max(1, os.cpus().length)
+      }
     }
     const v = this.facts.get(host, 'status')?.value as Partial<HostStatus> | null | undefined
     const ok = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x)
     return {
-      freeBytes: v && ok(v.cacheCapacityBytes) && ok(v.cacheSizeBytes) ? Math.max(0, v.cacheCapacityBytes - v.cacheSizeBytes) : null,
+      freeBytes:
+        v && ok(v.cacheCapacityBytes) && ok(v.cacheSizeBytes)
+          ? Math.max(0, v.cacheCapacityBytes - v.cacheSizeBytes)
+          : null,
       load: v && ok(v.load) ? v.load : null
     }
   }

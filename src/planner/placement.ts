@@ -41,12 +41,21 @@ export interface RankedCandidate {
 
 export type PickMode = 'top' | 'best-of' | 'within'
 export type PickMetric = 'load' | 'free'
-export interface Pick { mode: PickMode, x?: number, by?: PickMetric }
+export interface Pick {
+  mode: PickMode
+  x?: number
+  by?: PickMetric
+}
 
-export interface PlacementInput { candidates: PlacementCandidate[], donors: Donor[], alpha: number, sigma: number }
+export interface PlacementInput {
+  candidates: PlacementCandidate[]
+  donors: Donor[]
+  alpha: number
+  sigma: number
+}
 
 /** Candidates sorted by network cost, cheapest first; hosts that cannot be completed go last. */
-export function rankPlacement (p: PlacementInput): RankedCandidate[] {
+export function rankPlacement(p: PlacementInput): RankedCandidate[] {
   validateParams(p.alpha, p.sigma)
   const rows = p.candidates.map((c): Omit<RankedCandidate, 'rank'> => {
     // a candidate never sends to itself: groups it is listed in lose it (and nobody else may hold them)
@@ -70,12 +79,19 @@ export function rankPlacement (p: PlacementInput): RankedCandidate[] {
       fits: c.freeBytes === null ? null : missingBytes + unavailableBytes <= c.freeBytes
     }
   })
-  rows.sort((a, b) => Number(a.unavailableBytes > 0) - Number(b.unavailableBytes > 0) || a.cost - b.cost || a.missingBytes - b.missingBytes || (a.host < b.host ? -1 : 1))
+  rows.sort(
+    (a, b) =>
+      Number(a.unavailableBytes > 0) - Number(b.unavailableBytes > 0) ||
+      a.cost - b.cost ||
+      a.missingBytes - b.missingBytes ||
+      (a.host < b.host ? -1 : 1)
+  )
   return rows.map((r, k) => ({ ...r, rank: k + 1 }))
 }
 
-function metricOrder (by: PickMetric): (a: RankedCandidate, b: RankedCandidate) => number {
-  const val = (r: RankedCandidate): number | null => by === 'load' ? r.load : r.freeBytes === null ? null : -r.freeBytes
+function metricOrder(by: PickMetric): (a: RankedCandidate, b: RankedCandidate) => number {
+  const val = (r: RankedCandidate): number | null =>
+    by === 'load' ? r.load : r.freeBytes === null ? null : -r.freeBytes
   return (a, b) => {
     const va = val(a)
     const vb = val(b)
@@ -84,22 +100,28 @@ function metricOrder (by: PickMetric): (a: RankedCandidate, b: RankedCandidate) 
   }
 }
 
-export function validatePick (pick: Pick): void {
+export function validatePick(pick: Pick): void {
   if (pick.mode === 'top') return
-  if (pick.x === undefined || !Number.isFinite(pick.x)) throw VmifsError.param('x', `is required with --pick ${pick.mode}`)
-  if (pick.mode === 'best-of' && !(Number.isInteger(pick.x) && pick.x >= 1)) throw VmifsError.param('x', `must be a whole number >= 1 with --pick best-of, got ${pick.x}`)
-  if (pick.mode === 'within' && !(pick.x >= 0)) throw VmifsError.param('x', `must be a percentage >= 0 with --pick within, got ${pick.x}`)
+  if (pick.x === undefined || !Number.isFinite(pick.x))
+    throw VmifsError.param('x', `is required with --pick ${pick.mode}`)
+  if (pick.mode === 'best-of' && !(Number.isInteger(pick.x) && pick.x >= 1))
+    throw VmifsError.param('x', `must be a whole number >= 1 with --pick best-of, got ${pick.x}`)
+  if (pick.mode === 'within' && !(pick.x >= 0))
+    throw VmifsError.param('x', `must be a percentage >= 0 with --pick within, got ${pick.x}`)
 }
 
 /** Picks from a ranked list in one of the seed's three ways; undefined for an empty list. */
-export function pickPlacement (ranked: RankedCandidate[], pick: Pick): RankedCandidate | undefined {
+export function pickPlacement(ranked: RankedCandidate[], pick: Pick): RankedCandidate | undefined {
   validatePick(pick)
   if (ranked.length === 0) return undefined
   const head = ranked[0]!
   if (pick.mode === 'top') return head
   const by = pick.by ?? 'load'
-  const pool = pick.mode === 'best-of'
-    ? ranked.slice(0, pick.x)
-    : ranked.filter(r => (r.unavailableBytes > 0) === (head.unavailableBytes > 0) && r.cost <= head.cost * (1 + pick.x! / 100) + 1e-12)
+  const pool =
+    pick.mode === 'best-of'
+      ? ranked.slice(0, pick.x)
+      : ranked.filter(
+          r => r.unavailableBytes > 0 === head.unavailableBytes > 0 && r.cost <= head.cost * (1 + pick.x! / 100) + 1e-12
+        )
   return [...pool].sort(metricOrder(by))[0]
 }

@@ -37,31 +37,38 @@ export interface Site {
 
 export interface Placement {
   /** replicas in order: the DR host first (when there is one), then by cost */
-  replicas: Array<{ id: string, dr: boolean, cost: number, missingBytes: number }>
+  replicas: Array<{ id: string; dr: boolean; cost: number; missingBytes: number }>
   /** hosts left out by the limits */
-  excluded: Array<{ id: string, why: string }>
+  excluded: Array<{ id: string; why: string }>
   /** fewer eligible hosts than minReplicas */
   short: number
 }
 
-export function validatePolicy (v: unknown): Policy {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw VmifsError.param('policy', 'must be an object {minReplicas, dr?, maxRttMs?, maxPrice?}')
+export function validatePolicy(v: unknown): Policy {
+  if (typeof v !== 'object' || v === null || Array.isArray(v))
+    throw VmifsError.param('policy', 'must be an object {minReplicas, dr?, maxRttMs?, maxPrice?}')
   const o = v as Record<string, unknown>
-  for (const k of Object.keys(o)) if (!['minReplicas', 'dr', 'maxRttMs', 'maxPrice', 'setAt'].includes(k)) throw VmifsError.param('policy', `has an unknown key ${JSON.stringify(k)}`)
+  for (const k of Object.keys(o))
+    if (!['minReplicas', 'dr', 'maxRttMs', 'maxPrice', 'setAt'].includes(k))
+      throw VmifsError.param('policy', `has an unknown key ${JSON.stringify(k)}`)
   const n = o.minReplicas
-  if (!(typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= 1000)) throw VmifsError.param('minReplicas', `must be an integer in 0..1000, not ${JSON.stringify(n)}`)
+  if (!(typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= 1000))
+    throw VmifsError.param('minReplicas', `must be an integer in 0..1000, not ${JSON.stringify(n)}`)
   const p: Policy = { minReplicas: n }
   if (o.dr !== undefined && o.dr !== null) {
-    if (typeof o.dr !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(o.dr)) throw VmifsError.param('dr', `must be a host id, not ${JSON.stringify(o.dr)}`)
+    if (typeof o.dr !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(o.dr))
+      throw VmifsError.param('dr', `must be a host id, not ${JSON.stringify(o.dr)}`)
     p.dr = o.dr
   }
   for (const k of ['maxRttMs', 'maxPrice'] as const) {
     if (o[k] === undefined || o[k] === null) continue
     const x = o[k]
-    if (!(typeof x === 'number' && Number.isFinite(x) && x >= 0)) throw VmifsError.param(k, `must be a non-negative number, not ${JSON.stringify(x)}`)
+    if (!(typeof x === 'number' && Number.isFinite(x) && x >= 0))
+      throw VmifsError.param(k, `must be a non-negative number, not ${JSON.stringify(x)}`)
     p[k] = x
   }
-  if (p.dr !== undefined && p.minReplicas < 1) throw VmifsError.param('minReplicas', 'must be at least 1 with a DR host (the DR host is a replica)')
+  if (p.dr !== undefined && p.minReplicas < 1)
+    throw VmifsError.param('minReplicas', 'must be at least 1 with a DR host (the DR host is a replica)')
   return p
 }
 
@@ -69,17 +76,24 @@ export function validatePolicy (v: unknown): Policy {
  * The replicas of an image of `imageBytes` distinct data bytes under `policy`, among `sites`
  * (every host that could keep it, the publisher excluded by the caller).
  */
-export function placeReplicas (policy: Policy, sites: Site[], imageBytes: number): Placement {
+export function placeReplicas(policy: Policy, sites: Site[], imageBytes: number): Placement {
   const excluded: Placement['excluded'] = []
   const cost = (s: Site): number => (s.storagePrice ?? 0) * Math.max(0, imageBytes - s.heldBytes)
   const replicas: Placement['replicas'] = []
   const dr = policy.dr !== undefined ? sites.find(s => s.id === policy.dr) : undefined
-  if (dr && policy.minReplicas > 0) replicas.push({ id: dr.id, dr: true, cost: cost(dr), missingBytes: Math.max(0, imageBytes - dr.heldBytes) })
+  if (dr && policy.minReplicas > 0)
+    replicas.push({ id: dr.id, dr: true, cost: cost(dr), missingBytes: Math.max(0, imageBytes - dr.heldBytes) })
   const eligible: Site[] = []
   for (const s of sites) {
     if (s.id === dr?.id) continue
-    if (policy.maxRttMs !== undefined && s.rttMs !== undefined && s.rttMs > policy.maxRttMs) { excluded.push({ id: s.id, why: `latency ${s.rttMs} ms > ${policy.maxRttMs} ms` }); continue }
-    if (policy.maxPrice !== undefined && (s.storagePrice ?? 0) > policy.maxPrice) { excluded.push({ id: s.id, why: `storage price ${s.storagePrice ?? 0} > ${policy.maxPrice}` }); continue }
+    if (policy.maxRttMs !== undefined && s.rttMs !== undefined && s.rttMs > policy.maxRttMs) {
+      excluded.push({ id: s.id, why: `latency ${s.rttMs} ms > ${policy.maxRttMs} ms` })
+      continue
+    }
+    if (policy.maxPrice !== undefined && (s.storagePrice ?? 0) > policy.maxPrice) {
+      excluded.push({ id: s.id, why: `storage price ${s.storagePrice ?? 0} > ${policy.maxPrice}` })
+      continue
+    }
     eligible.push(s)
   }
   eligible.sort((a, b) => cost(a) - cost(b) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))

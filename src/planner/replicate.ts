@@ -23,7 +23,14 @@ import type { Stats } from '../stats/stats.js'
 import { blake3 } from '../util/hash.js'
 import type { Logger } from '../util/log.js'
 import { FleetView } from './fleet-view.js'
-import { type Donor, type TransferPlan, greedyPlan, planTransfer, singleSourcePlan, validateParams } from './transfer-plan.js'
+import {
+  type Donor,
+  type TransferPlan,
+  greedyPlan,
+  planTransfer,
+  singleSourcePlan,
+  validateParams
+} from './transfer-plan.js'
 
 export type PlanMethod = 'lp' | 'greedy' | 'single-source'
 
@@ -78,7 +85,12 @@ export interface ReplicateReport {
   perDonor: DonorReport[]
   /** seconds from the first request until every chunk was stored */
   makespan: number
-  predicted: { seconds: number, price: number, objective: number, shares: Array<{ donor: string, bytes: number, seconds: number }> }
+  predicted: {
+    seconds: number
+    price: number
+    objective: number
+    shares: Array<{ donor: string; bytes: number; seconds: number }>
+  }
   /** seconds spent planning (reading the table, the LP) */
   planSeconds: number
   /** chunks no donor delivered that the fetcher got from another holder */
@@ -95,7 +107,7 @@ export interface ReplicatorDeps {
   ensure: (hash: string, size: number) => Promise<void>
   stats: Stats
   log: Logger
-  links: Record<string, { price?: number, bandwidthBps?: number, rttMs?: number }>
+  links: Record<string, { price?: number; bandwidthBps?: number; rttMs?: number }>
   origin?: string
   alpha: number
   sigma: number
@@ -105,8 +117,9 @@ export interface ReplicatorDeps {
 }
 
 /** A replicate request from JSON (local API or peer protocol); PARAM_INVALID when malformed. */
-export function parseReplicateRequest (body: unknown): ReplicateRequest {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw VmifsError.param('request', 'must be a JSON object')
+export function parseReplicateRequest(body: unknown): ReplicateRequest {
+  if (typeof body !== 'object' || body === null || Array.isArray(body))
+    throw VmifsError.param('request', 'must be a JSON object')
   const b = body as Record<string, unknown>
   if (typeof b.image !== 'string') throw VmifsError.param('image', 'must be an image name')
   const num = (k: string): number | undefined => {
@@ -115,9 +128,12 @@ export function parseReplicateRequest (body: unknown): ReplicateRequest {
     return b[k]
   }
   const out: ReplicateRequest = { image: b.image }
-  const alpha = num('alpha'); if (alpha !== undefined) out.alpha = alpha
-  const sigma = num('sigma'); if (sigma !== undefined) out.sigma = sigma
-  const streams = num('streams'); if (streams !== undefined) out.streams = streams
+  const alpha = num('alpha')
+  if (alpha !== undefined) out.alpha = alpha
+  const sigma = num('sigma')
+  if (sigma !== undefined) out.sigma = sigma
+  const streams = num('streams')
+  if (streams !== undefined) out.streams = streams
   if (b.method !== undefined) out.method = b.method as PlanMethod
   if (b.compress !== undefined) out.compress = b.compress === true
   if (b.pin !== undefined) out.pin = b.pin !== false
@@ -127,9 +143,9 @@ export function parseReplicateRequest (body: unknown): ReplicateRequest {
 export class Replicator {
   private readonly running = new Map<string, Promise<ReplicateReport>>()
 
-  constructor (private readonly d: ReplicatorDeps) {}
+  constructor(private readonly d: ReplicatorDeps) {}
 
-  replicate (req: ReplicateRequest): Promise<ReplicateReport> {
+  replicate(req: ReplicateRequest): Promise<ReplicateReport> {
     const cur = this.running.get(req.image)
     if (cur) return cur
     const p = this.run(req).finally(() => this.running.delete(req.image))
@@ -138,19 +154,28 @@ export class Replicator {
   }
 
   /** The donors as this host sees them now: its link measurements (seeded from config) and prices. */
-  private donors (view: FleetView): Donor[] {
-    return view.donors().filter(d => d.id !== this.d.self).map(d => ({ ...d, bandwidthBps: this.d.directory.link(d.id).bandwidthBps, pricePerByte: this.d.directory.host(d.id)?.price ?? d.pricePerByte }))
+  private donors(view: FleetView): Donor[] {
+    return view
+      .donors()
+      .filter(d => d.id !== this.d.self)
+      .map(d => ({
+        ...d,
+        bandwidthBps: this.d.directory.link(d.id).bandwidthBps,
+        pricePerByte: this.d.directory.host(d.id)?.price ?? d.pricePerByte
+      }))
   }
 
-  private async run (req: ReplicateRequest): Promise<ReplicateReport> {
+  private async run(req: ReplicateRequest): Promise<ReplicateReport> {
     const d = this.d
     const alpha = req.alpha ?? d.alpha
     const sigma = req.sigma ?? d.sigma
     validateParams(alpha, sigma)
     const method = req.method ?? 'lp'
-    if (!['lp', 'greedy', 'single-source'].includes(method)) throw VmifsError.param('method', `must be lp, greedy or single-source, not ${JSON.stringify(method)}`)
+    if (!['lp', 'greedy', 'single-source'].includes(method))
+      throw VmifsError.param('method', `must be lp, greedy or single-source, not ${JSON.stringify(method)}`)
     const streams = req.streams ?? 4
-    if (!Number.isInteger(streams) || streams < 1 || streams > 64) throw VmifsError.param('streams', `must be an integer in 1..64, not ${String(streams)}`)
+    if (!Number.isInteger(streams) || streams < 1 || streams > 64)
+      throw VmifsError.param('streams', `must be an integer in 1..64, not ${String(streams)}`)
     const t0 = performance.now()
     const row = d.dd.catalog.requireImage(req.image)
     const pin = req.pin ?? true
@@ -165,7 +190,10 @@ export class Replicator {
     else if (method === 'greedy') plan = greedyPlan(input)
     else {
       const s = need.groups.length === 0 ? await planTransfer(input) : singleSourcePlan(input)
-      if (!s) throw new VmifsError('PLAN_INFEASIBLE', `no single donor holds every chunk ${d.self} lacks of ${row.name}`, { image: row.name })
+      if (!s)
+        throw new VmifsError('PLAN_INFEASIBLE', `no single donor holds every chunk ${d.self} lacks of ${row.name}`, {
+          image: row.name
+        })
       plan = s
     }
     const planSeconds = (performance.now() - t0) / 1000
@@ -175,65 +203,88 @@ export class Replicator {
 
     const start = performance.now()
     const leftovers: string[] = need.unavailable.map(c => c.hash)
-    const perDonor = await Promise.all(plan.shares.map(async (share) => {
-      const r: DonorReport = { donor: share.donor, chunks: 0, bytes: 0, wireBytes: 0, requests: 0, seconds: 0, predictedSeconds: share.seconds, failed: 0 }
-      const info = d.directory.host(share.donor)
-      if (share.donor === ORIGIN_ID || !info) {
-        // the origin store serves single chunks only: the fetcher does it (it may pick a host)
-        leftovers.push(...share.chunks)
-        r.failed = share.chunks.length
-        return r
-      }
-      const client = d.client(info.endpoint)
-      const link = d.directory.link(share.donor)
-      // more compression costs the donor's CPU and time for fewer bytes: worth it when price
-      // weighs more than time (α < 0.5) and the link is thin enough for it to outrun the link
-      const quality = alpha >= 0.5 ? 1 : brotliQualityFor(donors.find(x => x.id === share.donor)?.bandwidthBps ?? link.bandwidthBps)
-      const hs = d.stats.holder(share.donor)
-      const batches: string[][] = []
-      for (let i = 0; i < share.chunks.length; i += MAX_BATCH) batches.push(share.chunks.slice(i, i + MAX_BATCH))
-      let next = 0
-      const worker = async (): Promise<void> => {
-        while (next < batches.length) {
-          const batch = batches[next++]!
-          r.requests++
-          let got: Array<Buffer | null>
-          let wire: number
-          try {
-            ({ value: got, wire } = await timedRequest(link, hs, async (onBytes) =>
-              await client.chunks(batch, AbortSignal.timeout(Math.max(d.timeoutMs, 30_000)), onBytes, { compress: req.compress ?? true, quality })))
-          } catch (err) {
-            d.log.warn({ donor: share.donor, chunks: batch.length, err: (err as Error).message }, 'replicate: a batch failed; its chunks go to other holders')
-            leftovers.push(...batch)
-            r.failed += batch.length
-            continue
-          }
-          r.wireBytes += wire
-          const stored: Array<{ hash: Buffer, size: number }> = []
-          batch.forEach((h, i) => {
-            const data = got[i]
-            if (!data || blake3(data).toString('hex') !== h) {
-              if (data) d.log.warn({ donor: share.donor, hash: h }, 'replicate: donor sent bytes that do not match the hash')
-              hs.errors++
-              leftovers.push(h)
-              r.failed++
-              return
-            }
-            if (!d.dd.store.has(h)) d.dd.store.writeFile(h, data)
-            stored.push({ hash: Buffer.from(h, 'hex'), size: data.length })
-            r.chunks++
-            r.bytes += data.length
-          })
-          // one transaction per batch (coalesced writes); pinned
-          d.dd.store.record(stored, pin)
-          d.stats.fetchBytes += stored.reduce((n, e) => n + e.size, 0)
-          r.seconds = (performance.now() - start) / 1000
+    const perDonor = await Promise.all(
+      plan.shares.map(async share => {
+        const r: DonorReport = {
+          donor: share.donor,
+          chunks: 0,
+          bytes: 0,
+          wireBytes: 0,
+          requests: 0,
+          seconds: 0,
+          predictedSeconds: share.seconds,
+          failed: 0
         }
-      }
-      await Promise.all(Array.from({ length: Math.min(streams, batches.length) }, worker))
-      hs.bytes += r.bytes
-      return r
-    }))
+        const info = d.directory.host(share.donor)
+        if (share.donor === ORIGIN_ID || !info) {
+          // the origin store serves single chunks only: the fetcher does it (it may pick a host)
+          leftovers.push(...share.chunks)
+          r.failed = share.chunks.length
+          return r
+        }
+        const client = d.client(info.endpoint)
+        const link = d.directory.link(share.donor)
+        // more compression costs the donor's CPU and time for fewer bytes: worth it when price
+        // weighs more than time (α < 0.5) and the link is thin enough for it to outrun the link
+        const quality =
+          alpha >= 0.5 ? 1 : brotliQualityFor(donors.find(x => x.id === share.donor)?.bandwidthBps ?? link.bandwidthBps)
+        const hs = d.stats.holder(share.donor)
+        const batches: string[][] = []
+        for (let i = 0; i < share.chunks.length; i += MAX_BATCH) batches.push(share.chunks.slice(i, i + MAX_BATCH))
+        let next = 0
+        const worker = async (): Promise<void> => {
+          while (next < batches.length) {
+            const batch = batches[next++]!
+            r.requests++
+            let got: Array<Buffer | null>
+            let wire: number
+            try {
+              ;({ value: got, wire } = await timedRequest(
+                link,
+                hs,
+                async onBytes =>
+                  await client.chunks(batch, AbortSignal.timeout(Math.max(d.timeoutMs, 30_000)), onBytes, {
+                    compress: req.compress ?? true,
+                    quality
+                  })
+              ))
+            } catch (err) {
+              d.log.warn(
+                { donor: share.donor, chunks: batch.length, err: (err as Error).message },
+                'replicate: a batch failed; its chunks go to other holders'
+              )
+              leftovers.push(...batch)
+              r.failed += batch.length
+              continue
+            }
+            r.wireBytes += wire
+            const stored: Array<{ hash: Buffer; size: number }> = []
+            batch.forEach((h, i) => {
+              const data = got[i]
+              if (!data || blake3(data).toString('hex') !== h) {
+                if (data)
+                  d.log.warn({ donor: share.donor, hash: h }, 'replicate: donor sent bytes that do not match the hash')
+                hs.errors++
+                leftovers.push(h)
+                r.failed++
+                return
+              }
+              if (!d.dd.store.has(h)) d.dd.store.writeFile(h, data)
+              stored.push({ hash: Buffer.from(h, 'hex'), size: data.length })
+              r.chunks++
+              r.bytes += data.length
+            })
+            // one transaction per batch (coalesced writes); pinned
+            d.dd.store.record(stored, pin)
+            d.stats.fetchBytes += stored.reduce((n, e) => n + e.size, 0)
+            r.seconds = (performance.now() - start) / 1000
+          }
+        }
+        await Promise.all(Array.from({ length: Math.min(streams, batches.length) }, worker))
+        hs.bytes += r.bytes
+        return r
+      })
+    )
     let fallbackChunks = 0
     if (leftovers.length > 0) {
       const failures: string[] = []
@@ -241,13 +292,22 @@ export class Replicator {
       const worker = async (): Promise<void> => {
         while (k < leftovers.length) {
           const h = leftovers[k++]!
-          try { await d.ensure(h, sizes.get(h) ?? 0); fallbackChunks++ } catch { failures.push(h) }
+          try {
+            await d.ensure(h, sizes.get(h) ?? 0)
+            fallbackChunks++
+          } catch {
+            failures.push(h)
+          }
         }
       }
       await Promise.all(Array.from({ length: Math.min(8, leftovers.length) }, worker))
       if (failures.length > 0) {
         d.announce()
-        throw new VmifsError('CHUNK_UNAVAILABLE', `${failures.length} chunks of ${row.name} could not be fetched from any holder`, { image: row.name, chunks: failures.slice(0, 16) })
+        throw new VmifsError(
+          'CHUNK_UNAVAILABLE',
+          `${failures.length} chunks of ${row.name} could not be fetched from any holder`,
+          { image: row.name, chunks: failures.slice(0, 16) }
+        )
       }
     }
     const makespan = (performance.now() - start) / 1000
@@ -271,7 +331,12 @@ export class Replicator {
       wireRatio: fetchedBytes > 0 ? wireBytes / fetchedBytes : 1,
       perDonor,
       makespan,
-      predicted: { seconds: plan.seconds, price: plan.price, objective: plan.objective, shares: plan.shares.map(s => ({ donor: s.donor, bytes: s.bytes, seconds: s.seconds })) },
+      predicted: {
+        seconds: plan.seconds,
+        price: plan.price,
+        objective: plan.objective,
+        shares: plan.shares.map(s => ({ donor: s.donor, bytes: s.bytes, seconds: s.seconds }))
+      },
       planSeconds,
       fallbackChunks,
       pinned: pin

@@ -23,7 +23,12 @@ import { FleetView } from './fleet-view.js'
 import { type Placement, type Policy, type Site, placeReplicas, validatePolicy } from './replica-placement.js'
 import type { ReplicateReport, Replicator } from './replicate.js'
 
-export interface EffectivePolicy { image: string, policy: Policy, origin: string, setAt: number }
+export interface EffectivePolicy {
+  image: string
+  policy: Policy
+  origin: string
+  setAt: number
+}
 
 export interface ReplicaState {
   digest: string
@@ -40,31 +45,42 @@ export interface ReplicaState {
 }
 
 /** The policy in force for each image: the newest `policy/<image>` fact of any origin. */
-export function effectivePolicies (facts: FactStore): Map<string, EffectivePolicy> {
+export function effectivePolicies(facts: FactStore): Map<string, EffectivePolicy> {
   const out = new Map<string, EffectivePolicy>()
   for (const f of facts.byPrefix('policy/')) {
     const image = f.key.slice('policy/'.length)
     let policy: Policy
-    try { policy = validatePolicy(f.value) } catch { continue }
+    try {
+      policy = validatePolicy(f.value)
+    } catch {
+      continue
+    }
     const setAt = typeof (f.value as { setAt?: unknown }).setAt === 'number' ? (f.value as { setAt: number }).setAt : 0
     const cur = out.get(image)
-    if (!cur || setAt > cur.setAt || (setAt === cur.setAt && f.origin > cur.origin)) out.set(image, { image, policy, origin: f.origin, setAt })
+    if (!cur || setAt > cur.setAt || (setAt === cur.setAt && f.origin > cur.origin))
+      out.set(image, { image, policy, origin: f.origin, setAt })
   }
   return out
 }
 
 /** The site figures a host publishes in its host record. */
-export function siteOf (facts: FactStore, host: string): { rttMs?: number, storagePrice?: number } {
-  const v = facts.get(host, 'host')?.value as { site?: { rttMs?: unknown, storagePrice?: unknown } } | null | undefined
+export function siteOf(facts: FactStore, host: string): { rttMs?: number; storagePrice?: number } {
+  const v = facts.get(host, 'host')?.value as { site?: { rttMs?: unknown; storagePrice?: unknown } } | null | undefined
   const s = v?.site
-  const out: { rttMs?: number, storagePrice?: number } = {}
+  const out: { rttMs?: number; storagePrice?: number } = {}
   if (typeof s?.rttMs === 'number') out.rttMs = s.rttMs
   if (typeof s?.storagePrice === 'number') out.storagePrice = s.storagePrice
   return out
 }
 
 /** The placement of an image's replicas as the table shows it (the publisher never counts). */
-export function placementOf (view: FleetView, facts: FactStore, image: string, policy: Policy, publisher: string): Placement {
+export function placementOf(
+  view: FleetView,
+  facts: FactStore,
+  image: string,
+  policy: Policy,
+  publisher: string
+): Placement {
   const img = view.image(image)
   let bytes = 0
   for (const c of img.chunks.values()) bytes += c.size
@@ -85,7 +101,7 @@ export interface ReplicationDeps {
   directory: HolderDirectory
   replicator: Replicator
   client: (endpoint: string) => PeerClient
-  links: Record<string, { price?: number, bandwidthBps?: number, rttMs?: number }>
+  links: Record<string, { price?: number; bandwidthBps?: number; rttMs?: number }>
   origin?: string
   log: Logger
   drTimeoutMs: number
@@ -101,53 +117,65 @@ export class ReplicationManager {
   private readonly running = new Map<string, Promise<void>>()
   /** when this host first saw each (image, digest): the DR deadline counts from there */
   private readonly firstSeen = new Map<string, number>()
-  private readonly health = new Map<string, { at: number, ok: boolean }>()
+  private readonly health = new Map<string, { at: number; ok: boolean }>()
   private readonly probing = new Set<string>()
   runs = 0
 
-  constructor (private readonly d: ReplicationDeps) {}
+  constructor(private readonly d: ReplicationDeps) {}
 
-  start (): void {
-    this.timer = setInterval(() => { void this.tick() }, this.d.intervalMs)
+  start(): void {
+    this.timer = setInterval(() => {
+      void this.tick()
+    }, this.d.intervalMs)
     this.timer.unref()
     void this.tick()
   }
 
-  async close (): Promise<void> {
+  async close(): Promise<void> {
     this.closed = true
     if (this.timer) clearInterval(this.timer)
     // copies under way end when the fetcher's connections close; wait a little, not for them
-    await Promise.race([Promise.allSettled([...this.running.values()]), new Promise(resolve => setTimeout(resolve, 2000).unref())])
+    await Promise.race([
+      Promise.allSettled([...this.running.values()]),
+      new Promise(resolve => setTimeout(resolve, 2000).unref())
+    ])
   }
 
   /** Cached health of a host; unknown hosts are probed in the background and count as alive meanwhile. */
-  private alive (host: string): boolean {
+  private alive(host: string): boolean {
     const h = this.health.get(host)
     const now = Date.now()
     if (!h || now - h.at > HEALTH_TTL_MS) {
       if (!this.probing.has(host)) {
         const info = this.d.directory.host(host)
-        if (!info) { this.health.set(host, { at: now, ok: false }); return false }
+        if (!info) {
+          this.health.set(host, { at: now, ok: false })
+          return false
+        }
         this.probing.add(host)
-        this.d.client(info.endpoint).health(AbortSignal.timeout(1500)).then(
-          () => this.health.set(host, { at: Date.now(), ok: true }),
-          () => this.health.set(host, { at: Date.now(), ok: false })
-        ).finally(() => this.probing.delete(host))
+        this.d
+          .client(info.endpoint)
+          .health(AbortSignal.timeout(1500))
+          .then(
+            () => this.health.set(host, { at: Date.now(), ok: true }),
+            () => this.health.set(host, { at: Date.now(), ok: false })
+          )
+          .finally(() => this.probing.delete(host))
       }
       return h?.ok ?? true
     }
     return h.ok
   }
 
-  private state (image: string): ReplicaState | undefined {
+  private state(image: string): ReplicaState | undefined {
     return this.d.facts.get(this.d.self, `replica/${image}`)?.value as ReplicaState | undefined
   }
 
-  private publish (image: string, s: ReplicaState | null): void {
+  private publish(image: string, s: ReplicaState | null): void {
     this.d.facts.publish(`replica/${image}`, s)
   }
 
-  async tick (): Promise<void> {
+  async tick(): Promise<void> {
     if (this.busy || this.closed) return
     this.busy = true
     try {
@@ -159,7 +187,7 @@ export class ReplicationManager {
     }
   }
 
-  private tickOnce (): void {
+  private tickOnce(): void {
     const d = this.d
     const policies = effectivePolicies(d.facts)
     const view = new FleetView(d.dd, { self: d.self, links: d.links, origin: d.origin })
@@ -180,7 +208,14 @@ export class ReplicationManager {
       const complete = need.heldChunks === need.chunks
       const cur = this.state(image)
       if (complete && row.pinned) {
-        if (cur?.digest !== row.digest || cur.state !== 'done') this.publish(image, { ...(cur ?? {}), digest: row.digest, role: placement.replicas[idx]!.dr ? 'dr' : (cur?.role ?? 'replica'), state: 'done', doneAt: cur?.doneAt ?? Date.now() })
+        if (cur?.digest !== row.digest || cur.state !== 'done')
+          this.publish(image, {
+            ...(cur ?? {}),
+            digest: row.digest,
+            role: placement.replicas[idx]!.dr ? 'dr' : (cur?.role ?? 'replica'),
+            state: 'done',
+            doneAt: cur?.doneAt ?? Date.now()
+          })
         continue
       }
       // DR first: walk the replicas ahead of this host; one that holds the whole version, or is
@@ -191,19 +226,33 @@ export class ReplicationManager {
       const seen = this.firstSeen.get(key)!
       for (let k = 0; k < placement.replicas.length; k++) {
         const r = placement.replicas[k]!
-        if (r.id === d.self || !placement.replicas[0]!.dr) { go = true; break } // no DR host: no order
-        if (view.need(image, r.id, []).heldChunks === need.chunks) { go = true; drFor = undefined; break }
+        if (r.id === d.self || !placement.replicas[0]!.dr) {
+          go = true
+          break
+        } // no DR host: no order
+        if (view.need(image, r.id, []).heldChunks === need.chunks) {
+          go = true
+          drFor = undefined
+          break
+        }
         const late = Date.now() - seen > d.drTimeoutMs * (k + 1)
         if (this.alive(r.id) && !late) break
         drFor = r.id
-        d.log.info({ image, host: r.id, late }, 'replication: the DR host (or the replica acting for it) is down or late: DR duty passes on')
+        d.log.info(
+          { image, host: r.id, late },
+          'replication: the DR host (or the replica acting for it) is down or late: DR duty passes on'
+        )
       }
       if (!go) {
-        if (cur?.digest !== row.digest || cur.state !== 'waiting') this.publish(image, { digest: row.digest, role: 'replica', state: 'waiting' })
+        if (cur?.digest !== row.digest || cur.state !== 'waiting')
+          this.publish(image, { digest: row.digest, role: 'replica', state: 'waiting' })
         continue
       }
       const role = placement.replicas[idx]!.dr || drFor !== undefined ? 'dr' : 'replica'
-      this.running.set(image, this.copy(image, row.digest, role, drFor).finally(() => this.running.delete(image)))
+      this.running.set(
+        image,
+        this.copy(image, row.digest, role, drFor).finally(() => this.running.delete(image))
+      )
     }
     // no longer a replica: unpin (the chunks stay cached and become evictable)
     for (const f of d.facts.byPrefix('replica/')) {
@@ -217,7 +266,7 @@ export class ReplicationManager {
     }
   }
 
-  private async copy (image: string, digest: string, role: 'dr' | 'replica', drFor: string | undefined): Promise<void> {
+  private async copy(image: string, digest: string, role: 'dr' | 'replica', drFor: string | undefined): Promise<void> {
     const startedAt = Date.now()
     this.publish(image, { digest, role, state: 'copying', startedAt, ...(drFor !== undefined ? { drFor } : {}) })
     this.d.log.info({ image, digest, role, drFor }, 'replication: copying a new version')
@@ -226,11 +275,28 @@ export class ReplicationManager {
       rep = await this.d.replicator.replicate({ image, pin: true })
     } catch (err) {
       this.d.log.warn({ image, err: (err as Error).message }, 'replication: copy failed (will retry)')
-      this.publish(image, { digest, role, state: 'failed', startedAt, error: (err as Error).message, ...(drFor !== undefined ? { drFor } : {}) })
+      this.publish(image, {
+        digest,
+        role,
+        state: 'failed',
+        startedAt,
+        error: (err as Error).message,
+        ...(drFor !== undefined ? { drFor } : {})
+      })
       return
     }
     this.runs++
     // the image may have moved on to yet another version meanwhile: the next tick sees it
-    this.publish(image, { digest: rep.digest, role, state: 'done', startedAt, doneAt: Date.now(), fetchedBytes: rep.fetchedBytes, wireBytes: rep.wireBytes, makespan: rep.makespan, ...(drFor !== undefined ? { drFor } : {}) })
+    this.publish(image, {
+      digest: rep.digest,
+      role,
+      state: 'done',
+      startedAt,
+      doneAt: Date.now(),
+      fetchedBytes: rep.fetchedBytes,
+      wireBytes: rep.wireBytes,
+      makespan: rep.makespan,
+      ...(drFor !== undefined ? { drFor } : {})
+    })
   }
 }

@@ -31,12 +31,24 @@ export interface Donor {
   pricePerByte: number
 }
 
-export interface ChunkRef { hash: string, size: number }
+export interface ChunkRef {
+  hash: string
+  size: number
+}
 
 /** Chunks the target lacks that exactly these donors hold. */
-export interface Group { donors: string[], chunks: ChunkRef[], bytes: number }
+export interface Group {
+  donors: string[]
+  chunks: ChunkRef[]
+  bytes: number
+}
 
-export interface PlanInput { groups: Group[], donors: Donor[], alpha: number, sigma: number }
+export interface PlanInput {
+  groups: Group[]
+  donors: Donor[]
+  alpha: number
+  sigma: number
+}
 
 export interface Evaluation {
   /** t: the makespan, seconds */
@@ -49,7 +61,13 @@ export interface Evaluation {
   bytes: number[]
 }
 
-export interface DonorShare { donor: string, bytes: number, seconds: number, price: number, chunks: string[] }
+export interface DonorShare {
+  donor: string
+  bytes: number
+  seconds: number
+  price: number
+  chunks: string[]
+}
 
 export interface TransferPlan {
   method: 'lp' | 'greedy' | 'single-source'
@@ -67,32 +85,41 @@ export interface TransferPlan {
   chunks: number
 }
 
-export function validateParams (alpha: number, sigma: number): void {
-  if (!(Number.isFinite(alpha) && alpha >= 0 && alpha <= 1)) throw VmifsError.param('alpha', `must be a number in [0, 1], got ${String(alpha)}`)
-  if (!(Number.isFinite(sigma) && sigma >= 0)) throw VmifsError.param('sigma', `must be a non-negative number, got ${String(sigma)}`)
+export function validateParams(alpha: number, sigma: number): void {
+  if (!(Number.isFinite(alpha) && alpha >= 0 && alpha <= 1))
+    throw VmifsError.param('alpha', `must be a number in [0, 1], got ${String(alpha)}`)
+  if (!(Number.isFinite(sigma) && sigma >= 0))
+    throw VmifsError.param('sigma', `must be a non-negative number, got ${String(sigma)}`)
 }
 
-function validate (p: PlanInput): Map<string, number> {
+function validate(p: PlanInput): Map<string, number> {
   validateParams(p.alpha, p.sigma)
   const idx = new Map<string, number>()
   p.donors.forEach((d, j) => {
     if (idx.has(d.id)) throw VmifsError.param('donors', `list ${d.id} twice`)
-    if (!(Number.isFinite(d.bandwidthBps) && d.bandwidthBps > 0)) throw VmifsError.param(`bandwidth of ${d.id}`, 'must be positive')
-    if (!(Number.isFinite(d.pricePerByte) && d.pricePerByte >= 0)) throw VmifsError.param(`price of ${d.id}`, 'must be non-negative')
+    if (!(Number.isFinite(d.bandwidthBps) && d.bandwidthBps > 0))
+      throw VmifsError.param(`bandwidth of ${d.id}`, 'must be positive')
+    if (!(Number.isFinite(d.pricePerByte) && d.pricePerByte >= 0))
+      throw VmifsError.param(`price of ${d.id}`, 'must be non-negative')
     idx.set(d.id, j)
   })
   p.groups.forEach((g, i) => {
     const holders = g.donors.filter(d => idx.has(d))
-    if (holders.length === 0) throw new VmifsError('PLAN_INFEASIBLE', `group ${i} (${g.bytes} bytes) is held by no donor`, { group: i })
+    if (holders.length === 0)
+      throw new VmifsError('PLAN_INFEASIBLE', `group ${i} (${g.bytes} bytes) is held by no donor`, { group: i })
     for (const d of g.donors) if (!idx.has(d)) throw VmifsError.param('groups', `name unknown donor ${d}`)
   })
   return idx
 }
 
 /** Figures of a (fractional) split. */
-export function evaluate (p: PlanInput, fractions: number[][]): Evaluation {
+export function evaluate(p: PlanInput, fractions: number[][]): Evaluation {
   const bytes = p.donors.map(() => 0)
-  p.groups.forEach((g, i) => { p.donors.forEach((_, j) => { bytes[j]! += (fractions[i]?.[j] ?? 0) * g.bytes }) })
+  p.groups.forEach((g, i) => {
+    p.donors.forEach((_, j) => {
+      bytes[j]! += (fractions[i]?.[j] ?? 0) * g.bytes
+    })
+  })
   let seconds = 0
   let price = 0
   p.donors.forEach((d, j) => {
@@ -103,7 +130,7 @@ export function evaluate (p: PlanInput, fractions: number[][]): Evaluation {
 }
 
 /** Deals each group's chunks to its donors in proportion to the fractions (within one chunk). */
-function assign (p: PlanInput, fractions: number[][]): DonorShare[] {
+function assign(p: PlanInput, fractions: number[][]): DonorShare[] {
   const lists = p.donors.map(() => [] as string[])
   const got = p.donors.map(() => 0)
   p.groups.forEach((g, i) => {
@@ -118,17 +145,25 @@ function assign (p: PlanInput, fractions: number[][]): DonorShare[] {
       lists[best]!.push(c.hash)
       have[best]! += c.size
     }
-    have.forEach((b, j) => { got[j]! += b })
+    have.forEach((b, j) => {
+      got[j]! += b
+    })
   })
   const out: DonorShare[] = []
   p.donors.forEach((d, j) => {
     if (lists[j]!.length === 0) return
-    out.push({ donor: d.id, bytes: got[j]!, seconds: got[j]! / d.bandwidthBps, price: got[j]! * d.pricePerByte, chunks: lists[j]! })
+    out.push({
+      donor: d.id,
+      bytes: got[j]!,
+      seconds: got[j]! / d.bandwidthBps,
+      price: got[j]! * d.pricePerByte,
+      chunks: lists[j]!
+    })
   })
   return out
 }
 
-function build (p: PlanInput, method: TransferPlan['method'], fractions: number[][]): TransferPlan {
+function build(p: PlanInput, method: TransferPlan['method'], fractions: number[][]): TransferPlan {
   const shares = assign(p, fractions)
   const seconds = Math.max(0, ...shares.map(s => s.seconds))
   const price = shares.reduce((a, s) => a + s.price, 0)
@@ -150,7 +185,7 @@ function build (p: PlanInput, method: TransferPlan['method'], fractions: number[
 type Loader = () => Promise<Highs>
 const loadHighs = ((highsModule as unknown as { default?: Loader }).default ?? highsModule) as unknown as Loader
 let solver: Promise<Highs> | undefined
-async function highs (): Promise<Highs> {
+async function highs(): Promise<Highs> {
   solver ??= loadHighs()
   return await solver
 }
@@ -169,7 +204,11 @@ const num = (x: number): string => {
  * (time when α·σ = 0, price when α = 1), so that among equally good splits the faster (or
  * cheaper) one is chosen.
  */
-export function lpText (p: PlanInput, idx = validate(p), then?: { minimize: 'time' | 'price', bound: number }): { text: string, vars: Array<[number, number, string]>, tScale: number } {
+export function lpText(
+  p: PlanInput,
+  idx = validate(p),
+  then?: { minimize: 'time' | 'price'; bound: number }
+): { text: string; vars: Array<[number, number, string]>; tScale: number } {
   const vars: Array<[number, number, string]> = []
   p.groups.forEach((g, i) => {
     for (const d of [...new Set(g.donors)]) vars.push([i, idx.get(d)!, `r_${i}_${idx.get(d)!}`])
@@ -198,13 +237,17 @@ export function lpText (p: PlanInput, idx = validate(p), then?: { minimize: 'tim
   p.donors.forEach((d, j) => {
     const mine = vars.filter(v => v[1] === j)
     if (mine.length === 0) return
-    lines.push(` d${j}: ` + mine.map(([i, , n]) => `${num(p.groups[i]!.bytes / d.bandwidthBps / tScale)} ${n}`).join(' + ') + ' - t <= 0')
+    lines.push(
+      ` d${j}: ` +
+        mine.map(([i, , n]) => `${num(p.groups[i]!.bytes / d.bandwidthBps / tScale)} ${n}`).join(' + ') +
+        ' - t <= 0'
+    )
   })
   lines.push('Bounds', ' t >= 0', ...vars.map(([, , n]) => ` ${n} >= 0`), 'End')
   return { text: lines.join('\n') + '\n', vars, tScale }
 }
 
-async function solve (text: string): Promise<{ objective: number, primal: (name: string) => number }> {
+async function solve(text: string): Promise<{ objective: number; primal: (name: string) => number }> {
   const h = await highs()
   let sol
   try {
@@ -212,13 +255,16 @@ async function solve (text: string): Promise<{ objective: number, primal: (name:
   } catch (err) {
     throw new VmifsError('SOLVER_FAILED', `HiGHS failed: ${(err as Error).message}`, undefined, { cause: err })
   }
-  if (sol.Status !== 'Optimal') throw new VmifsError('SOLVER_FAILED', `HiGHS ended with status ${JSON.stringify(sol.Status)}`, { status: sol.Status })
+  if (sol.Status !== 'Optimal')
+    throw new VmifsError('SOLVER_FAILED', `HiGHS ended with status ${JSON.stringify(sol.Status)}`, {
+      status: sol.Status
+    })
   const cols = sol.Columns as Record<string, { Primal?: number } | undefined>
-  return { objective: sol.ObjectiveValue, primal: (n) => Math.max(0, cols[n]?.Primal ?? 0) }
+  return { objective: sol.ObjectiveValue, primal: n => Math.max(0, cols[n]?.Primal ?? 0) }
 }
 
 /** The seed's optimal plan, solved by HiGHS. */
-export async function planTransfer (p: PlanInput): Promise<TransferPlan> {
+export async function planTransfer(p: PlanInput): Promise<TransferPlan> {
   const idx = validate(p)
   const fractions = p.groups.map(() => p.donors.map(() => 0))
   if (p.groups.length === 0) return build(p, 'lp', fractions)
@@ -246,14 +292,14 @@ export async function planTransfer (p: PlanInput): Promise<TransferPlan> {
 }
 
 /** Per-byte cost of a donor as a single chunk sees it: the design's formula without RTT and queue. */
-export function perByteCost (d: Donor, alpha: number, sigma: number): number {
-  return (1 - alpha) * d.pricePerByte + alpha * sigma / d.bandwidthBps
+export function perByteCost(d: Donor, alpha: number, sigma: number): number {
+  return (1 - alpha) * d.pricePerByte + (alpha * sigma) / d.bandwidthBps
 }
 
 /** Each chunk from its cheapest holder, as the per-chunk cost formula ranks them (ties: donor order). */
-export function greedyPlan (p: PlanInput): TransferPlan {
+export function greedyPlan(p: PlanInput): TransferPlan {
   const idx = validate(p)
-  const fractions = p.groups.map((g) => {
+  const fractions = p.groups.map(g => {
     const row = p.donors.map(() => 0)
     const cost = (j: number): number => perByteCost(p.donors[j]!, p.alpha, p.sigma)
     const js = g.donors.map(id => idx.get(id)!).sort((a, b) => cost(a) - cost(b) || a - b)
@@ -264,27 +310,43 @@ export function greedyPlan (p: PlanInput): TransferPlan {
 }
 
 /** Everything from one donor: the one holding every group with the least objective; undefined if none holds all. */
-export function singleSourcePlan (p: PlanInput): TransferPlan | undefined {
+export function singleSourcePlan(p: PlanInput): TransferPlan | undefined {
   validate(p)
   let best: TransferPlan | undefined
   p.donors.forEach((d, j) => {
     if (!p.groups.every(g => g.donors.includes(d.id))) return
-    const plan = build(p, 'single-source', p.groups.map(() => p.donors.map((_, k) => k === j ? 1 : 0)))
+    const plan = build(
+      p,
+      'single-source',
+      p.groups.map(() => p.donors.map((_, k) => (k === j ? 1 : 0)))
+    )
     if (!best || plan.fractional.objective < best.fractional.objective) best = plan
   })
   return best
 }
 
 /** Groups chunks by the set of donors holding them (the seed's e_ij); chunks nobody holds apart. */
-export function groupByDonors (chunks: Iterable<ChunkRef>, holders: (hash: string) => string[]): { groups: Group[], unavailable: ChunkRef[] } {
+export function groupByDonors(
+  chunks: Iterable<ChunkRef>,
+  holders: (hash: string) => string[]
+): { groups: Group[]; unavailable: ChunkRef[] } {
   const groups = new Map<string, Group>()
   const unavailable: ChunkRef[] = []
   for (const c of chunks) {
     const ds = [...new Set(holders(c.hash))].sort()
-    if (ds.length === 0) { unavailable.push(c); continue }
+    if (ds.length === 0) {
+      unavailable.push(c)
+      continue
+    }
     const key = ds.join('\n')
     const g = groups.get(key)
-    if (g) { g.chunks.push(c); g.bytes += c.size } else groups.set(key, { donors: ds, chunks: [c], bytes: c.size })
+    if (g) {
+      g.chunks.push(c)
+      g.bytes += c.size
+    } else groups.set(key, { donors: ds, chunks: [c], bytes: c.size })
   }
-  return { groups: [...groups.values()].sort((a, b) => b.bytes - a.bytes || (a.donors.join() < b.donors.join() ? -1 : 1)), unavailable }
+  return {
+    groups: [...groups.values()].sort((a, b) => b.bytes - a.bytes || (a.donors.join() < b.donors.join() ? -1 : 1)),
+    unavailable
+  }
 }

@@ -21,11 +21,11 @@ export interface Hint {
 const HEX64 = /^[0-9a-f]{64}$/
 const MAX_CHUNK = 64 * 1024 * 1024
 
-function bad (why: string): VmifsError {
+function bad(why: string): VmifsError {
   return new VmifsError('HINT_INVALID', `not a valid vmifs hint: ${why}`)
 }
 
-export function parseHint (v: unknown): Hint {
+export function parseHint(v: unknown): Hint {
   if (v === null || typeof v !== 'object' || Array.isArray(v)) throw bad('expected a JSON object')
   const o = v as Record<string, unknown>
   if (o.format !== 'vmifs-hint') throw bad('"format" is not "vmifs-hint"')
@@ -36,8 +36,10 @@ export function parseHint (v: unknown): Hint {
   const chunks: HintChunk[] = []
   o.chunks.forEach((c: unknown, i) => {
     const e = c as Record<string, unknown> | null
-    if (e === null || typeof e !== 'object' || typeof e.hash !== 'string' || !HEX64.test(e.hash)) throw bad(`chunks[${i}].hash must be 64 lowercase hex digits`)
-    if (!Number.isInteger(e.size) || (e.size as number) <= 0 || (e.size as number) > MAX_CHUNK) throw bad(`chunks[${i}].size must be a positive integer up to ${MAX_CHUNK}`)
+    if (e === null || typeof e !== 'object' || typeof e.hash !== 'string' || !HEX64.test(e.hash))
+      throw bad(`chunks[${i}].hash must be 64 lowercase hex digits`)
+    if (!Number.isInteger(e.size) || (e.size as number) <= 0 || (e.size as number) > MAX_CHUNK)
+      throw bad(`chunks[${i}].size must be a positive integer up to ${MAX_CHUNK}`)
     chunks.push({ hash: e.hash, size: e.size as number })
   })
   return {

@@ -16,17 +16,17 @@ import { type ModelDonor, type UsageModel, inheritModel } from './usage-model.js
 import type { PrefetchStats } from '../stats/stats.js'
 
 export interface PrefetchDeps {
-  model (digest: string): UsageModel
+  model(digest: string): UsageModel
   /** other images' models (with their manifests), for an image that has none yet */
   donors?: (digest: string) => ModelDonor[]
   /** told when an image's session starts with a model inherited from another image */
   inherited?: (digest: string, from: string, share: number) => void
-  manifest (digest: string): Manifest | undefined
-  has (hash: string): boolean
-  fetch (hash: string, size: number): Promise<void>
-  demandActive (): boolean
+  manifest(digest: string): Manifest | undefined
+  has(hash: string): boolean
+  fetch(hash: string, size: number): Promise<void>
+  demandActive(): boolean
   /** Whether `size` more bytes fit without evicting anything used or cached since `since` (ms epoch). */
-  room (size: number, since: number): boolean
+  room(size: number, since: number): boolean
   stats: PrefetchStats
 }
 
@@ -36,7 +36,12 @@ export interface PrefetchDeps {
  * batch's chunks land together, so the queue refills in batches: 64 chunks (~1 MiB at the
  * default chunk size) keep a 100 Mbit/s link with 80 ms of RTT busy.
  */
-export interface PrefetchOptions { threshold: number, concurrency: number, demandConcurrency: number, hintTtlMs: number }
+export interface PrefetchOptions {
+  threshold: number
+  concurrency: number
+  demandConcurrency: number
+  hintTtlMs: number
+}
 
 const HINT_PRIORITY = 1
 const MODEL_PRIORITY = 0
@@ -64,73 +69,99 @@ export class Prefetcher {
   private readonly timer: NodeJS.Timeout
   private readonly opts: PrefetchOptions
 
-  constructor (private readonly deps: PrefetchDeps, opts: Partial<PrefetchOptions> = {}) {
+  constructor(
+    private readonly deps: PrefetchDeps,
+    opts: Partial<PrefetchOptions> = {}
+  ) {
     this.opts = { threshold: 0.3, concurrency: 64, demandConcurrency: 4, hintTtlMs: 600_000, ...opts }
     this.timer = setInterval(() => this.tune(), 20)
     this.timer.unref()
   }
 
   /** Chunks queued and not yet fetched, over every image. */
-  get pending (): number {
+  get pending(): number {
     let n = 0
     for (const st of this.states.values()) n += st.queued.size
     return n
   }
 
-  private state (digest: string): State {
+  private state(digest: string): State {
     let st = this.states.get(digest)
     if (!st) {
-      st = { queue: new PQueue({ concurrency: this.opts.concurrency }), since: Date.now(), prefetched: new Map(), queued: new Set(), used: new Set(), demanded: new Set(), cancelled: false, session: false, noRoom: false }
+      st = {
+        queue: new PQueue({ concurrency: this.opts.concurrency }),
+        since: Date.now(),
+        prefetched: new Map(),
+        queued: new Set(),
+        used: new Set(),
+        demanded: new Set(),
+        cancelled: false,
+        session: false,
+        noRoom: false
+      }
       this.states.set(digest, st)
     }
     return st
   }
 
-  private enqueue (st: State, hash: string, size: number, priority: number): boolean {
+  private enqueue(st: State, hash: string, size: number, priority: number): boolean {
     if (this.deps.has(hash) || st.prefetched.has(hash) || st.queued.has(hash)) return false
     st.queued.add(hash)
-    void st.queue.add(async () => {
-      st.queued.delete(hash)
-      // cached meanwhile, or a demand read already asked for it (its fetch is the demand's)
-      if (st.cancelled || this.deps.has(hash) || st.demanded.has(hash)) return
-      if (!this.deps.room(size + this.inflightBytes, st.since)) {
-        // the cache is full of what this session uses: stop rather than evict it for guesses
-        this.deps.stats.skippedNoRoom++
-        if (!st.noRoom) { st.noRoom = true; st.queue.clear(); st.queued.clear() }
-        return
-      }
-      this.inflightBytes += size
-      try {
-        await this.deps.fetch(hash, size)
-      } catch {
-        this.deps.stats.failed++
-        return
-      } finally {
-        this.inflightBytes -= size
-      }
-      if (st.prefetched.has(hash)) return
-      st.prefetched.set(hash, size)
-      this.deps.stats.issued++
-      this.deps.stats.bytes += size
-      // a demand read arrived while this fetch was under way: used, but late
-      if (st.demanded.has(hash)) { this.markUsed(st, hash, size); this.deps.stats.late++ } else if (st.cancelled) {
-        // it finished after its session ended: that session never read it
-        this.deps.stats.wasted++
-        this.deps.stats.wastedBytes += size
-      }
-    }, { priority })
+    void st.queue.add(
+      async () => {
+        st.queued.delete(hash)
+        // cached meanwhile, or a demand read already asked for it (its fetch is the demand's)
+        if (st.cancelled || this.deps.has(hash) || st.demanded.has(hash)) return
+        if (!this.deps.room(size + this.inflightBytes, st.since)) {
+          // the cache is full of what this session uses: stop rather than evict it for guesses
+          this.deps.stats.skippedNoRoom++
+          if (!st.noRoom) {
+            st.noRoom = true
+            st.queue.clear()
+            st.queued.clear()
+          }
+          return
+        }
+        this.inflightBytes += size
+        try {
+          await this.deps.fetch(hash, size)
+        } catch {
+          this.deps.stats.failed++
+          return
+        } finally {
+          this.inflightBytes -= size
+        }
+        if (st.prefetched.has(hash)) return
+        st.prefetched.set(hash, size)
+        this.deps.stats.issued++
+        this.deps.stats.bytes += size
+        // a demand read arrived while this fetch was under way: used, but late
+        if (st.demanded.has(hash)) {
+          this.markUsed(st, hash, size)
+          this.deps.stats.late++
+        } else if (st.cancelled) {
+          // it finished after its session ended: that session never read it
+          this.deps.stats.wasted++
+          this.deps.stats.wastedBytes += size
+        }
+      },
+      { priority }
+    )
     return true
   }
 
   /** A read session of the image started: queue what it will likely need, after any hint. */
-  start (digest: string): void {
+  start(digest: string): void {
     const existing = this.states.get(digest)
     if (existing?.session) return
     const m = this.deps.manifest(digest)
     if (!m) return
     const st = this.state(digest)
     st.session = true
-    if (st.expiry) { clearTimeout(st.expiry); st.expiry = undefined }
+    if (st.expiry) {
+      clearTimeout(st.expiry)
+      st.expiry = undefined
+    }
     let model = this.deps.model(digest)
     if (model.n === 0 && this.deps.donors) {
       // no session of this image yet: a new version or a sibling may have taught the fleet
@@ -151,7 +182,7 @@ export class Prefetcher {
    * A migration hint for the image: fetch these chunks first, in this order. Chunks the manifest
    * does not hold are ignored. Returns how many were queued (the rest are cached or queued).
    */
-  hint (digest: string, chunks: Array<{ hash: string }>): { queued: number, cached: number, unknown: number } {
+  hint(digest: string, chunks: Array<{ hash: string }>): { queued: number; cached: number; unknown: number } {
     const m = this.deps.manifest(digest)
     if (!m) return { queued: 0, cached: 0, unknown: chunks.length }
     const sizes = m.distinctChunks()
@@ -165,8 +196,14 @@ export class Prefetcher {
     let unknown = 0
     for (const c of chunks) {
       const size = sizes.get(c.hash)
-      if (size === undefined) { unknown++; continue }
-      if (this.deps.has(c.hash)) { cached++; continue }
+      if (size === undefined) {
+        unknown++
+        continue
+      }
+      if (this.deps.has(c.hash)) {
+        cached++
+        continue
+      }
       if (this.enqueue(st, c.hash, size, HINT_PRIORITY)) queued++
     }
     this.deps.stats.hinted += queued
@@ -174,7 +211,7 @@ export class Prefetcher {
   }
 
   /** A demand read touched this chunk (counts prefetches that were used). */
-  demand (digest: string, hash: string): void {
+  demand(digest: string, hash: string): void {
     const st = this.states.get(digest)
     if (!st || st.demanded.has(hash)) return
     st.demanded.add(hash)
@@ -182,7 +219,7 @@ export class Prefetcher {
     if (size !== undefined) this.markUsed(st, hash, size)
   }
 
-  private markUsed (st: State, hash: string, size: number): void {
+  private markUsed(st: State, hash: string, size: number): void {
     if (st.used.has(hash)) return
     st.used.add(hash)
     this.deps.stats.used++
@@ -190,7 +227,7 @@ export class Prefetcher {
   }
 
   /** The session ended: drop what is still queued; count what was prefetched and never read. */
-  end (digest: string): void {
+  end(digest: string): void {
     const st = this.states.get(digest)
     if (!st) return
     this.states.delete(digest)
@@ -207,12 +244,12 @@ export class Prefetcher {
 
   /** Demand first: fewer prefetches in flight while demand fetches are under way. Called by the
    * agent when a demand fetch starts, and every 20 ms. */
-  tune (): void {
+  tune(): void {
     const c = this.deps.demandActive() ? this.opts.demandConcurrency : this.opts.concurrency
     for (const st of this.states.values()) if (st.queue.concurrency !== c) st.queue.concurrency = c
   }
 
-  close (): void {
+  close(): void {
     clearInterval(this.timer)
     for (const d of [...this.states.keys()]) this.end(d)
   }

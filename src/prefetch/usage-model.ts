@@ -10,20 +10,30 @@ import type { Manifest } from '../manifests/manifest.js'
 export const DECAY = 0.9
 const TIMES_KEPT = 8
 
-export interface ModelEntry { count: number, times: number[] }
-export interface ModelJson { v: 1, n: number, e: Array<[number, number, number[]]> }
+export interface ModelEntry {
+  count: number
+  times: number[]
+}
+export interface ModelJson {
+  v: 1
+  n: number
+  e: Array<[number, number, number[]]>
+}
 
 export class UsageModel {
   n = 0
   readonly entries = new Map<number, ModelEntry>()
 
   /** Adds one session: entry index -> first-access ms since the session's start. */
-  addSession (trace: Map<number, number>, decay = DECAY): void {
+  addSession(trace: Map<number, number>, decay = DECAY): void {
     this.n = this.n * decay + 1
     for (const e of this.entries.values()) e.count *= decay
     for (const [i, ms] of trace) {
       let e = this.entries.get(i)
-      if (!e) { e = { count: 0, times: [] }; this.entries.set(i, e) }
+      if (!e) {
+        e = { count: 0, times: [] }
+        this.entries.set(i, e)
+      }
       e.count += 1
       e.times.push(Math.round(ms))
       if (e.times.length > TIMES_KEPT) e.times.shift()
@@ -33,13 +43,13 @@ export class UsageModel {
   }
 
   /** P(a session reads entry i), Laplace-smoothed. */
-  probability (i: number): number {
+  probability(i: number): number {
     const c = this.entries.get(i)?.count ?? 0
     return (c + 0.5) / (this.n + 1)
   }
 
   /** Median first-access time of entry i (ms since session start), or undefined. */
-  needTime (i: number): number | undefined {
+  needTime(i: number): number | undefined {
     const t = this.entries.get(i)?.times
     if (!t || t.length === 0) return undefined
     const s = [...t].sort((a, b) => a - b)
@@ -47,36 +57,43 @@ export class UsageModel {
   }
 
   /** Entries whose probability passes `threshold`, in order of expected need time. */
-  likely (threshold: number): number[] {
+  likely(threshold: number): number[] {
     return [...this.entries.keys()]
       .filter(i => this.probability(i) >= threshold)
       .sort((a, b) => (this.needTime(a) ?? Infinity) - (this.needTime(b) ?? Infinity) || a - b)
   }
 
-  toJson (): ModelJson {
+  toJson(): ModelJson {
     return { v: 1, n: round(this.n), e: [...this.entries].map(([i, e]) => [i, round(e.count), e.times]) }
   }
 
-  static fromJson (j: unknown): UsageModel | undefined {
+  static fromJson(j: unknown): UsageModel | undefined {
     const m = new UsageModel()
     const o = j as Partial<ModelJson> | null
     if (!o || o.v !== 1 || typeof o.n !== 'number' || !(o.n >= 0) || !Array.isArray(o.e)) return undefined
     m.n = o.n
     for (const x of o.e) {
-      if (!Array.isArray(x) || !Number.isSafeInteger(x[0]) || typeof x[1] !== 'number' || !Array.isArray(x[2])) return undefined
-      m.entries.set(x[0], { count: x[1], times: x[2].filter((t): t is number => typeof t === 'number').slice(-TIMES_KEPT) })
+      if (!Array.isArray(x) || !Number.isSafeInteger(x[0]) || typeof x[1] !== 'number' || !Array.isArray(x[2]))
+        return undefined
+      m.entries.set(x[0], {
+        count: x[1],
+        times: x[2].filter((t): t is number => typeof t === 'number').slice(-TIMES_KEPT)
+      })
     }
     return m
   }
 
   /** The fleet's model: counts added, times pooled (each host's latest kept). */
-  static merge (models: UsageModel[]): UsageModel {
+  static merge(models: UsageModel[]): UsageModel {
     const out = new UsageModel()
     for (const m of models) {
       out.n += m.n
       for (const [i, e] of m.entries) {
         const o = out.entries.get(i)
-        if (o) { o.count += e.count; o.times = [...o.times, ...e.times].slice(-TIMES_KEPT * 4) } else out.entries.set(i, { count: e.count, times: [...e.times] })
+        if (o) {
+          o.count += e.count
+          o.times = [...o.times, ...e.times].slice(-TIMES_KEPT * 4)
+        } else out.entries.set(i, { count: e.count, times: [...e.times] })
       }
     }
     return out
@@ -85,7 +102,11 @@ export class UsageModel {
 
 const round = (x: number): number => Math.round(x * 1000) / 1000
 
-export interface ModelDonor { digest: string, manifest: Manifest, model: UsageModel }
+export interface ModelDonor {
+  digest: string
+  manifest: Manifest
+  model: UsageModel
+}
 
 /**
  * A model for an image no session has read yet, inherited from a related image that has one: a
@@ -95,11 +116,16 @@ export interface ModelDonor { digest: string, manifest: Manifest, model: UsageMo
  * most of, by bytes; none when no donor reaches `minShare`. With file cuts (manifests/fs-layout.ts)
  * siblings share the chunks of every common file, which is what makes the mapping hit.
  */
-export function inheritModel (target: Manifest, donors: ModelDonor[], threshold: number, minShare = 0.5): { model: UsageModel, from: string, share: number } | undefined {
+export function inheritModel(
+  target: Manifest,
+  donors: ModelDonor[],
+  threshold: number,
+  minShare = 0.5
+): { model: UsageModel; from: string; share: number } | undefined {
   if (donors.length === 0) return undefined
   const firstEntry = new Map<string, number>()
   for (let i = target.count - 1; i >= 0; i--) if (target.zero[i] === 0) firstEntry.set(target.hashHexAt(i), i)
-  let best: { donor: ModelDonor, share: number } | undefined
+  let best: { donor: ModelDonor; share: number } | undefined
   for (const d of donors) {
     if (d.model.n <= 0) continue
     let total = 0
@@ -124,7 +150,10 @@ export function inheritModel (target: Manifest, donors: ModelDonor[], threshold:
     const o = out.entries.get(j)
     // two donor entries with one chunk: the likelier, and the earlier times
     if (o === undefined) out.entries.set(j, { count: e.count, times: [...e.times] })
-    else { o.count = Math.max(o.count, e.count); o.times = [...o.times, ...e.times].sort((a, b) => a - b).slice(0, TIMES_KEPT) }
+    else {
+      o.count = Math.max(o.count, e.count)
+      o.times = [...o.times, ...e.times].sort((a, b) => a - b).slice(0, TIMES_KEPT)
+    }
   }
   return { model: out, from: best.donor.digest, share: best.share }
 }

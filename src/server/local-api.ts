@@ -9,33 +9,50 @@ import net from 'node:net'
 import { VmifsError } from '../errors.js'
 import { listen, shutdown } from './http-util.js'
 
-export interface LocalRequest { query: URLSearchParams, body: unknown }
+export interface LocalRequest {
+  query: URLSearchParams
+  body: unknown
+}
 export type Routes = Record<string, (req: LocalRequest) => unknown>
 
 const MAX_BODY = 64 * 1024 * 1024
 
-function readBody (req: http.IncomingMessage): Promise<unknown> {
+function readBody(req: http.IncomingMessage): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const parts: Buffer[] = []
     let n = 0
     req.on('data', (b: Buffer) => {
       n += b.length
-      if (n > MAX_BODY) { reject(new VmifsError('USAGE', `request body over ${MAX_BODY} bytes`)); req.destroy(); return }
+      if (n > MAX_BODY) {
+        reject(new VmifsError('USAGE', `request body over ${MAX_BODY} bytes`))
+        req.destroy()
+        return
+      }
       parts.push(b)
     })
     req.on('end', () => {
-      if (n === 0) { resolve(undefined); return }
-      try { resolve(JSON.parse(Buffer.concat(parts).toString('utf8'))) } catch { reject(new VmifsError('USAGE', 'request body is not JSON')) }
+      if (n === 0) {
+        resolve(undefined)
+        return
+      }
+      try {
+        resolve(JSON.parse(Buffer.concat(parts).toString('utf8')))
+      } catch {
+        reject(new VmifsError('USAGE', 'request body is not JSON'))
+      }
     })
     req.on('error', reject)
   })
 }
 
-export async function socketInUse (socketPath: string): Promise<boolean> {
+export async function socketInUse(socketPath: string): Promise<boolean> {
   if (!fs.existsSync(socketPath)) return false
-  return await new Promise<boolean>((resolve) => {
+  return await new Promise<boolean>(resolve => {
     const s = net.connect(socketPath)
-    s.once('connect', () => { s.destroy(); resolve(true) })
+    s.once('connect', () => {
+      s.destroy()
+      resolve(true)
+    })
     s.once('error', () => resolve(false))
   })
 }
@@ -43,31 +60,45 @@ export async function socketInUse (socketPath: string): Promise<boolean> {
 export class LocalApi {
   private server: http.Server | undefined
 
-  constructor (readonly socketPath: string, private readonly routes: Routes) {}
+  constructor(
+    readonly socketPath: string,
+    private readonly routes: Routes
+  ) {}
 
-  async listen (): Promise<void> {
+  async listen(): Promise<void> {
     if (await socketInUse(this.socketPath)) {
-      throw new VmifsError('AGENT_RUNNING', `another agent is running on this data dir (${this.socketPath} answers)`, { socket: this.socketPath })
+      throw new VmifsError('AGENT_RUNNING', `another agent is running on this data dir (${this.socketPath} answers)`, {
+        socket: this.socketPath
+      })
     }
     fs.rmSync(this.socketPath, { force: true })
     const server = http.createServer((req, res) => {
       const url = new URL(req.url ?? '/', 'http://localhost')
       const route = this.routes[`${req.method ?? 'GET'} ${url.pathname}`]
-      const answer = (status: number, v: unknown): void => { res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(v)) }
-      if (!route) { answer(404, { error: 'NOT_FOUND', message: `no route ${req.method ?? ''} ${url.pathname}` }); return }
+      const answer = (status: number, v: unknown): void => {
+        res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(v))
+      }
+      if (!route) {
+        answer(404, { error: 'NOT_FOUND', message: `no route ${req.method ?? ''} ${url.pathname}` })
+        return
+      }
       readBody(req)
-        .then(async (body) => await route({ query: url.searchParams, body }))
-        .then((v) => answer(200, v), (err: unknown) => {
-          if (err instanceof VmifsError) answer(err.code === 'IMAGE_NOT_FOUND' ? 404 : 400, { error: err.code, message: err.message })
-          else answer(500, { error: 'INTERNAL', message: (err as Error).message })
-        })
+        .then(async body => await route({ query: url.searchParams, body }))
+        .then(
+          v => answer(200, v),
+          (err: unknown) => {
+            if (err instanceof VmifsError)
+              answer(err.code === 'IMAGE_NOT_FOUND' ? 404 : 400, { error: err.code, message: err.message })
+            else answer(500, { error: 'INTERNAL', message: (err as Error).message })
+          }
+        )
     })
     await listen(server, this.socketPath)
     fs.chmodSync(this.socketPath, 0o600)
     this.server = server
   }
 
-  async close (): Promise<void> {
+  async close(): Promise<void> {
     const s = this.server
     this.server = undefined
     if (!s) return

@@ -6,7 +6,7 @@ import type { LinkStats } from '../holders/link-stats.js'
 
 export interface MetricsSource {
   stats: Stats
-  cache: () => { sizeBytes: number, capacityBytes: number, evictions: number }
+  cache: () => { sizeBytes: number; capacityBytes: number; evictions: number }
   links: () => LinkStats[]
   images: () => number
   /** per image name: the fleet model's (decayed) session count */
@@ -15,13 +15,32 @@ export interface MetricsSource {
   cursors: () => Record<string, number>
 }
 
-export function createMetrics (src: MetricsSource): () => Promise<{ contentType: string, body: string }> {
+export function createMetrics(src: MetricsSource): () => Promise<{ contentType: string; body: string }> {
   const reg = new client.Registry()
   const counter = (name: string, help: string, get: () => number): void => {
-    reg.registerMetric(new client.Counter({ name, help, registers: [], collect () { this.reset(); this.inc(get()) } }))
+    reg.registerMetric(
+      new client.Counter({
+        name,
+        help,
+        registers: [],
+        collect() {
+          this.reset()
+          this.inc(get())
+        }
+      })
+    )
   }
   const gauge = (name: string, help: string, get: () => number): void => {
-    reg.registerMetric(new client.Gauge({ name, help, registers: [], collect () { this.set(get()) } }))
+    reg.registerMetric(
+      new client.Gauge({
+        name,
+        help,
+        registers: [],
+        collect() {
+          this.set(get())
+        }
+      })
+    )
   }
   const s = src.stats
   counter('vmifs_cache_hit_ops_total', 'Image reads served from local data', () => s.hitOps)
@@ -34,40 +53,112 @@ export function createMetrics (src: MetricsSource): () => Promise<{ contentType:
   counter('vmifs_read_ops_total', 'FUSE read requests answered with data', () => s.fuseReadOps)
   counter('vmifs_read_errors_total', 'FUSE read requests answered with an error', () => s.readErrors)
   counter('vmifs_fetch_bytes_total', 'Bytes fetched from other holders', () => s.fetchBytes)
-  counter('vmifs_fetch_wire_bytes_total', 'Bytes received for chunks off the wire (compressed where the holder compressed)', () => s.wireBytes())
+  counter(
+    'vmifs_fetch_wire_bytes_total',
+    'Bytes received for chunks off the wire (compressed where the holder compressed)',
+    () => s.wireBytes()
+  )
   counter('vmifs_fetch_failures_total', 'Chunks no holder could provide before the deadline', () => s.fetchFailures)
   counter('vmifs_fetch_hedges_total', 'Hedged second requests', () => s.hedges)
   counter('vmifs_served_bytes_total', 'Chunk bytes served to peers', () => s.served.bytes)
   gauge('vmifs_images', 'Images in the catalog', () => src.images())
   counter('vmifs_prefetch_issued_total', 'Chunks fetched by the prefetcher', () => s.prefetch.issued)
   counter('vmifs_prefetch_used_total', 'Prefetched chunks a read of the same session then used', () => s.prefetch.used)
-  counter('vmifs_prefetch_late_total', 'Prefetched chunks a read asked for while their prefetch was under way', () => s.prefetch.late)
+  counter(
+    'vmifs_prefetch_late_total',
+    'Prefetched chunks a read asked for while their prefetch was under way',
+    () => s.prefetch.late
+  )
   counter('vmifs_prefetch_wasted_total', 'Prefetched chunks their session never read', () => s.prefetch.wasted)
   counter('vmifs_prefetch_failed_total', 'Prefetches no holder could serve', () => s.prefetch.failed)
   counter('vmifs_prefetch_bytes_total', 'Bytes fetched by the prefetcher', () => s.prefetch.bytes)
   counter('vmifs_prefetch_used_bytes_total', 'Bytes of prefetched chunks a read then used', () => s.prefetch.usedBytes)
-  counter('vmifs_prefetch_wasted_bytes_total', 'Bytes of prefetched chunks their session never read', () => s.prefetch.wastedBytes)
+  counter(
+    'vmifs_prefetch_wasted_bytes_total',
+    'Bytes of prefetched chunks their session never read',
+    () => s.prefetch.wastedBytes
+  )
   counter('vmifs_prefetch_hinted_total', 'Chunks queued by migration hints', () => s.prefetch.hinted)
-  counter('vmifs_prefetch_inherited_models_total', 'Read sessions that started with a usage model inherited from a related image', () => s.prefetch.inherited)
-  counter('vmifs_prefetch_skipped_no_room_total', 'Prefetches skipped because the cache is full of what the session uses', () => s.prefetch.skippedNoRoom)
-  counter('vmifs_demand_fetched_chunks_total', 'Chunks fetched for reads (by a read, or by the read-ahead), each once', () => s.demandFetchedChunks)
+  counter(
+    'vmifs_prefetch_inherited_models_total',
+    'Read sessions that started with a usage model inherited from a related image',
+    () => s.prefetch.inherited
+  )
+  counter(
+    'vmifs_prefetch_skipped_no_room_total',
+    'Prefetches skipped because the cache is full of what the session uses',
+    () => s.prefetch.skippedNoRoom
+  )
+  counter(
+    'vmifs_demand_fetched_chunks_total',
+    'Chunks fetched for reads (by a read, or by the read-ahead), each once',
+    () => s.demandFetchedChunks
+  )
   gauge('vmifs_prefetch_precision_ratio', 'Prefetch precision: used / issued', () => prefetchPrecision(s))
-  gauge('vmifs_prefetch_recall_ratio', 'Prefetch recall: chunks prefetch brought before a read needed them / chunks reads needed from the network', () => prefetchRecall(s))
+  gauge(
+    'vmifs_prefetch_recall_ratio',
+    'Prefetch recall: chunks prefetch brought before a read needed them / chunks reads needed from the network',
+    () => prefetchRecall(s)
+  )
   gauge('vmifs_prefetch_pending', 'Prefetches queued and not yet done', () => src.prefetchPending())
-  const labelled = (name: string, help: string, kind: 'counter' | 'gauge', rows: () => Array<[string, number]>, label = 'holder'): void => {
+  const labelled = (
+    name: string,
+    help: string,
+    kind: 'counter' | 'gauge',
+    rows: () => Array<[string, number]>,
+    label = 'holder'
+  ): void => {
     const opts = { name, help, labelNames: [label], registers: [] as client.Registry[] }
     if (kind === 'counter') {
-      reg.registerMetric(new client.Counter({ ...opts, collect () { this.reset(); for (const [l, v] of rows()) this.inc({ [label]: l }, v) } }))
+      reg.registerMetric(
+        new client.Counter({
+          ...opts,
+          collect() {
+            this.reset()
+            for (const [l, v] of rows()) this.inc({ [label]: l }, v)
+          }
+        })
+      )
     } else {
-      reg.registerMetric(new client.Gauge({ ...opts, collect () { this.reset(); for (const [l, v] of rows()) this.set({ [label]: l }, v) } }))
+      reg.registerMetric(
+        new client.Gauge({
+          ...opts,
+          collect() {
+            this.reset()
+            for (const [l, v] of rows()) this.set({ [label]: l }, v)
+          }
+        })
+      )
     }
   }
-  labelled('vmifs_fetch_holder_bytes_total', 'Bytes fetched per holder', 'counter', () => [...s.byHolder].map(([h, v]) => [h, v.bytes]))
-  labelled('vmifs_fetch_holder_requests_total', 'Requests per holder', 'counter', () => [...s.byHolder].map(([h, v]) => [h, v.requests]))
-  labelled('vmifs_fetch_holder_errors_total', 'Failed or rejected requests per holder', 'counter', () => [...s.byHolder].map(([h, v]) => [h, v.errors]))
-  labelled('vmifs_holder_rtt_seconds', 'Measured RTT to a holder (EWMA)', 'gauge', () => src.links().map(l => [l.hostId, l.rttMs / 1000]))
-  labelled('vmifs_holder_bandwidth_bytes_per_second', 'Measured throughput from a holder (EWMA)', 'gauge', () => src.links().map(l => [l.hostId, l.bandwidthBps]))
-  labelled('vmifs_image_model_sessions', 'Sessions in the fleet\'s usage model of an image (decayed)', 'gauge', () => src.modelSessions(), 'image')
-  labelled('vmifs_metadata_cursor', 'Last fact sequence number held per origin', 'gauge', () => Object.entries(src.cursors()), 'origin')
+  labelled('vmifs_fetch_holder_bytes_total', 'Bytes fetched per holder', 'counter', () =>
+    [...s.byHolder].map(([h, v]) => [h, v.bytes])
+  )
+  labelled('vmifs_fetch_holder_requests_total', 'Requests per holder', 'counter', () =>
+    [...s.byHolder].map(([h, v]) => [h, v.requests])
+  )
+  labelled('vmifs_fetch_holder_errors_total', 'Failed or rejected requests per holder', 'counter', () =>
+    [...s.byHolder].map(([h, v]) => [h, v.errors])
+  )
+  labelled('vmifs_holder_rtt_seconds', 'Measured RTT to a holder (EWMA)', 'gauge', () =>
+    src.links().map(l => [l.hostId, l.rttMs / 1000])
+  )
+  labelled('vmifs_holder_bandwidth_bytes_per_second', 'Measured throughput from a holder (EWMA)', 'gauge', () =>
+    src.links().map(l => [l.hostId, l.bandwidthBps])
+  )
+  labelled(
+    'vmifs_image_model_sessions',
+    "Sessions in the fleet's usage model of an image (decayed)",
+    'gauge',
+    () => src.modelSessions(),
+    'image'
+  )
+  labelled(
+    'vmifs_metadata_cursor',
+    'Last fact sequence number held per origin',
+    'gauge',
+    () => Object.entries(src.cursors()),
+    'origin'
+  )
   return async () => ({ contentType: reg.contentType, body: await reg.metrics() })
 }

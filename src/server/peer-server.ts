@@ -11,48 +11,72 @@ import type { Cursors, FactPage } from '../index/facts.js'
 import { isHashHex } from '../util/hash.js'
 import { promisify } from 'node:util'
 import zlib from 'node:zlib'
-import { BROTLI_MAX_QUALITY, BROTLI_QUALITY, BROTLI_QUALITY_HEADER, COMPRESS_PAYS, MAX_BATCH, MAX_BATCH_BYTES, MAX_JSON_BODY, encodeBatch } from '../peer/wire.js'
+import {
+  BROTLI_MAX_QUALITY,
+  BROTLI_QUALITY,
+  BROTLI_QUALITY_HEADER,
+  COMPRESS_PAYS,
+  MAX_BATCH,
+  MAX_BATCH_BYTES,
+  MAX_JSON_BODY,
+  encodeBatch
+} from '../peer/wire.js'
 import type { Logger } from '../util/log.js'
 import { listen, shutdown } from './http-util.js'
 
 export interface PeerService {
   hostId: string
   /** a verified chunk, or null when this host does not hold it */
-  readChunk (hash: string): Promise<Buffer | null>
-  manifest (digest: string): Buffer | null
-  facts (cursors: Cursors): FactPage
-  metrics (): Promise<{ contentType: string, body: string }>
+  readChunk(hash: string): Promise<Buffer | null>
+  manifest(digest: string): Buffer | null
+  facts(cursors: Cursors): FactPage
+  metrics(): Promise<{ contentType: string; body: string }>
   /** counts requests served, for stats */
-  served (kind: 'chunk' | 'manifest' | 'facts', bytes: number): void
+  served(kind: 'chunk' | 'manifest' | 'facts', bytes: number): void
   /** a batch went out compressed: raw and wire bytes */
-  compressed? (rawBytes: number, wireBytes: number): void
+  compressed?(rawBytes: number, wireBytes: number): void
   /** POST /v1/replicate: replicate an image onto this host (absent: 404) */
-  replicate? (body: unknown): Promise<unknown>
+  replicate?(body: unknown): Promise<unknown>
 }
 
-export interface PeerServerOptions { host: string, port: number, token: string, tls?: { cert: string, key: string } }
+export interface PeerServerOptions {
+  host: string
+  port: number
+  token: string
+  tls?: { cert: string; key: string }
+}
 
 const digestOf = (s: string): Buffer => createHash('sha256').update(s).digest()
 const brotli = promisify(zlib.brotliCompress)
 
 /** Whether an accept-encoding header lists br (q=0 excluded). */
-function acceptsBrotli (h: string | undefined): boolean {
+function acceptsBrotli(h: string | undefined): boolean {
   if (h === undefined) return false
-  return h.split(',').some(p => { const [name, ...params] = p.trim().split(';'); return name!.trim() === 'br' && !params.some(x => /^\s*q=0(\.0*)?\s*$/.test(x)) })
+  return h.split(',').some(p => {
+    const [name, ...params] = p.trim().split(';')
+    return name!.trim() === 'br' && !params.some(x => /^\s*q=0(\.0*)?\s*$/.test(x))
+  })
 }
 
 export class PeerServer {
   private server: http.Server | undefined
   private readonly tokenDigest: Buffer
 
-  constructor (private readonly opts: PeerServerOptions, private readonly svc: PeerService, private readonly log: Logger) {
-    if (opts.token.length === 0) throw new VmifsError('TOKEN_MISSING', 'a fleet token is needed to listen (VMIFS_TOKEN or config "token")')
+  constructor(
+    private readonly opts: PeerServerOptions,
+    private readonly svc: PeerService,
+    private readonly log: Logger
+  ) {
+    if (opts.token.length === 0)
+      throw new VmifsError('TOKEN_MISSING', 'a fleet token is needed to listen (VMIFS_TOKEN or config "token")')
     this.tokenDigest = digestOf(opts.token)
   }
 
-  get port (): number { return (this.server?.address() as AddressInfo | null)?.port ?? 0 }
+  get port(): number {
+    return (this.server?.address() as AddressInfo | null)?.port ?? 0
+  }
 
-  async listen (): Promise<void> {
+  async listen(): Promise<void> {
     const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
       this.handle(req, res).catch((err: unknown) => {
         this.log.warn({ err, url: req.url }, 'peer request failed')
@@ -61,7 +85,10 @@ export class PeerServer {
       })
     }
     const server = this.opts.tls
-      ? https.createServer({ cert: fs.readFileSync(this.opts.tls.cert), key: fs.readFileSync(this.opts.tls.key) }, handler)
+      ? https.createServer(
+          { cert: fs.readFileSync(this.opts.tls.cert), key: fs.readFileSync(this.opts.tls.key) },
+          handler
+        )
       : http.createServer(handler)
     server.keepAliveTimeout = 60_000
     server.headersTimeout = 20_000
@@ -70,19 +97,19 @@ export class PeerServer {
     this.server = server
   }
 
-  async close (): Promise<void> {
+  async close(): Promise<void> {
     const s = this.server
     this.server = undefined
     await shutdown(s)
   }
 
-  private authorized (req: http.IncomingMessage): boolean {
+  private authorized(req: http.IncomingMessage): boolean {
     const h = req.headers.authorization
     if (typeof h !== 'string' || !h.startsWith('Bearer ')) return false
     return timingSafeEqual(digestOf(h.slice(7)), this.tokenDigest)
   }
 
-  private async handle (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     if (!this.authorized(req)) {
       req.resume()
       send(res, 401, { error: 'UNAUTHORIZED' }, { 'www-authenticate': 'Bearer' })
@@ -111,7 +138,8 @@ export class PeerServer {
         const body = await readJson(req, res)
         if (body === undefined) return
         const hashes = (body as { hashes?: unknown }).hashes
-        if (!Array.isArray(hashes) || hashes.length === 0 || hashes.length > MAX_BATCH) return send(res, 400, { error: 'BAD_BATCH', max: MAX_BATCH })
+        if (!Array.isArray(hashes) || hashes.length === 0 || hashes.length > MAX_BATCH)
+          return send(res, 400, { error: 'BAD_BATCH', max: MAX_BATCH })
         if (!hashes.every(isHashHex)) return send(res, 400, { error: 'BAD_HASH' })
         const parts: Array<Buffer | null> = []
         let total = 0
@@ -128,10 +156,18 @@ export class PeerServer {
           const body = Buffer.concat(out, raw)
           const asked = Number(req.headers[BROTLI_QUALITY_HEADER])
           const quality = Number.isInteger(asked) && asked >= 0 ? Math.min(asked, BROTLI_MAX_QUALITY) : BROTLI_QUALITY
-          const z = await brotli(body, { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: quality, [zlib.constants.BROTLI_PARAM_SIZE_HINT]: raw } })
+          const z = await brotli(body, {
+            params: { [zlib.constants.BROTLI_PARAM_QUALITY]: quality, [zlib.constants.BROTLI_PARAM_SIZE_HINT]: raw }
+          })
           if (z.length <= raw * COMPRESS_PAYS) {
             this.svc.compressed?.(raw, z.length)
-            res.writeHead(200, { 'content-type': 'application/vnd.vmifs.batch', 'content-encoding': 'br', 'content-length': z.length }).end(z)
+            res
+              .writeHead(200, {
+                'content-type': 'application/vnd.vmifs.batch',
+                'content-encoding': 'br',
+                'content-length': z.length
+              })
+              .end(z)
             return
           }
           res.writeHead(200, { 'content-type': 'application/vnd.vmifs.batch', 'content-length': raw }).end(body)
@@ -143,13 +179,20 @@ export class PeerServer {
         return
       }
       case 'POST /v1/replicate': {
-        if (!this.svc.replicate) { req.resume(); return send(res, 404, { error: 'NO_ROUTE' }) }
+        if (!this.svc.replicate) {
+          req.resume()
+          return send(res, 404, { error: 'NO_ROUTE' })
+        }
         const body = await readJson(req, res)
         if (body === undefined) return
         try {
           return send(res, 200, await this.svc.replicate(body))
         } catch (err) {
-          if (err instanceof VmifsError) return send(res, err.code === 'IMAGE_NOT_FOUND' || err.code === 'HOST_NOT_FOUND' ? 404 : 400, { error: err.code, message: err.message })
+          if (err instanceof VmifsError)
+            return send(res, err.code === 'IMAGE_NOT_FOUND' || err.code === 'HOST_NOT_FOUND' ? 404 : 400, {
+              error: err.code,
+              message: err.message
+            })
           throw err
         }
       }
@@ -166,8 +209,13 @@ export class PeerServer {
         const body = await readJson(req, res)
         if (body === undefined) return
         const cursors = (body as { cursors?: unknown }).cursors
-        if (typeof cursors !== 'object' || cursors === null || Array.isArray(cursors) ||
-            !Object.values(cursors).every(v => Number.isSafeInteger(v) && (v as number) >= 0)) return send(res, 400, { error: 'BAD_CURSORS' })
+        if (
+          typeof cursors !== 'object' ||
+          cursors === null ||
+          Array.isArray(cursors) ||
+          !Object.values(cursors).every(v => Number.isSafeInteger(v) && (v as number) >= 0)
+        )
+          return send(res, 400, { error: 'BAD_CURSORS' })
         const page = this.svc.facts(cursors as Cursors)
         const out = JSON.stringify(page)
         this.svc.served('facts', out.length)
@@ -181,13 +229,15 @@ export class PeerServer {
   }
 }
 
-function send (res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+function send(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const s = JSON.stringify(body)
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(s), ...headers }).end(s)
+  res
+    .writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(s), ...headers })
+    .end(s)
 }
 
 /** Reads a bounded JSON body; answers 413/400 itself and returns undefined when it is bad. */
-async function readJson (req: http.IncomingMessage, res: http.ServerResponse): Promise<unknown> {
+async function readJson(req: http.IncomingMessage, res: http.ServerResponse): Promise<unknown> {
   const chunks: Buffer[] = []
   let n = 0
   for await (const c of req) {

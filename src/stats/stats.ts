@@ -17,12 +17,34 @@ export interface PrefetchStats {
   inherited: number
 }
 
-export function newPrefetchStats (): PrefetchStats {
-  return { issued: 0, used: 0, wasted: 0, failed: 0, bytes: 0, usedBytes: 0, wastedBytes: 0, late: 0, hinted: 0, skippedNoRoom: 0, inherited: 0 }
+export function newPrefetchStats(): PrefetchStats {
+  return {
+    issued: 0,
+    used: 0,
+    wasted: 0,
+    failed: 0,
+    bytes: 0,
+    usedBytes: 0,
+    wastedBytes: 0,
+    late: 0,
+    hinted: 0,
+    skippedNoRoom: 0,
+    inherited: 0
+  }
 }
 
-export interface ImageStats { hitBytes: number, missBytes: number, readOps: number }
-export interface HolderStats { bytes: number, wireBytes: number, requests: number, errors: number, latency: Histogram }
+export interface ImageStats {
+  hitBytes: number
+  missBytes: number
+  readOps: number
+}
+export interface HolderStats {
+  bytes: number
+  wireBytes: number
+  requests: number
+  errors: number
+  latency: Histogram
+}
 
 export class Histogram {
   // log-spaced buckets from 1 µs to ~17 min; enough resolution for p50/p99 (about 4% steps)
@@ -30,14 +52,14 @@ export class Histogram {
   private readonly counts = new Map<number, number>()
   count = 0
 
-  record (ms: number): void {
+  record(ms: number): void {
     const us = Math.max(1, ms * 1000)
     const b = Math.floor(Math.log2(us) * Histogram.STEPS)
     this.counts.set(b, (this.counts.get(b) ?? 0) + 1)
     this.count++
   }
 
-  quantile (q: number): number {
+  quantile(q: number): number {
     if (this.count === 0) return 0
     const rank = Math.ceil(q * this.count)
     let seen = 0
@@ -74,31 +96,37 @@ export class Stats {
   prefetch = newPrefetchStats()
 
   /** Chunk bytes received off the wire from every holder (compressed where a holder compressed). */
-  wireBytes (): number {
+  wireBytes(): number {
     let n = 0
     for (const h of this.byHolder.values()) n += h.wireBytes
     return n
   }
 
-  holder (id: string): HolderStats {
+  holder(id: string): HolderStats {
     let h = this.byHolder.get(id)
-    if (!h) { h = { bytes: 0, wireBytes: 0, requests: 0, errors: 0, latency: new Histogram() }; this.byHolder.set(id, h) }
+    if (!h) {
+      h = { bytes: 0, wireBytes: 0, requests: 0, errors: 0, latency: new Histogram() }
+      this.byHolder.set(id, h)
+    }
     return h
   }
 
-  image (name: string): ImageStats {
+  image(name: string): ImageStats {
     let s = this.images.get(name)
-    if (!s) { s = { hitBytes: 0, missBytes: 0, readOps: 0 }; this.images.set(name, s) }
+    if (!s) {
+      s = { hitBytes: 0, missBytes: 0, readOps: 0 }
+      this.images.set(name, s)
+    }
     return s
   }
 }
 
-const rate = (hit: number, miss: number): number => hit + miss === 0 ? 0 : hit / (hit + miss)
+const rate = (hit: number, miss: number): number => (hit + miss === 0 ? 0 : hit / (hit + miss))
 
 export interface SnapshotInput {
   stats: Stats
-  cache: { sizeBytes: number, capacityBytes: number, evictions: number, pinnedBytes: number, chunks: number }
-  images: Array<{ name: string, digest: string, size: number, dataBytes: number, cachedBytes: number }>
+  cache: { sizeBytes: number; capacityBytes: number; evictions: number; pinnedBytes: number; chunks: number }
+  images: Array<{ name: string; digest: string; size: number; dataBytes: number; cachedBytes: number }>
   mount: string
   hostId: string
   /** prefetches queued and not yet done */
@@ -106,7 +134,7 @@ export interface SnapshotInput {
 }
 
 /** used / issued: the share of prefetched chunks that a read then used. */
-export function prefetchPrecision (s: Stats): number {
+export function prefetchPrecision(s: Stats): number {
   return s.prefetch.issued === 0 ? 0 : s.prefetch.used / s.prefetch.issued
 }
 
@@ -115,16 +143,23 @@ export function prefetchPrecision (s: Stats): number {
  * but not late, over that plus every demand fetch (a late prefetch's read waited, and counts as
  * a demand fetch).
  */
-export function prefetchRecall (s: Stats): number {
+export function prefetchRecall(s: Stats): number {
   const early = s.prefetch.used - s.prefetch.late
   return early + s.demandFetchedChunks === 0 ? 0 : early / (early + s.demandFetchedChunks)
 }
 
-export function snapshot (i: SnapshotInput): Record<string, unknown> {
+export function snapshot(i: SnapshotInput): Record<string, unknown> {
   const s = i.stats
   const byHolder: Record<string, unknown> = {}
   for (const [id, h] of s.byHolder) {
-    byHolder[id] = { bytes: h.bytes, wireBytes: h.wireBytes, requests: h.requests, errors: h.errors, p50Ms: h.latency.quantile(0.5), p99Ms: h.latency.quantile(0.99) }
+    byHolder[id] = {
+      bytes: h.bytes,
+      wireBytes: h.wireBytes,
+      requests: h.requests,
+      errors: h.errors,
+      p50Ms: h.latency.quantile(0.5),
+      p99Ms: h.latency.quantile(0.99)
+    }
   }
   const images: Record<string, unknown> = {}
   for (const im of i.images) {
@@ -166,7 +201,15 @@ export function snapshot (i: SnapshotInput): Record<string, unknown> {
       p50Ms: s.readLatency.quantile(0.5),
       p99Ms: s.readLatency.quantile(0.99)
     },
-    fetch: { bytes: s.fetchBytes, wireBytes: s.wireBytes(), failures: s.fetchFailures, hedges: s.hedges, readAheadChunks: s.readAheadChunks, missAheadChunks: s.missAheadChunks, byHolder },
+    fetch: {
+      bytes: s.fetchBytes,
+      wireBytes: s.wireBytes(),
+      failures: s.fetchFailures,
+      hedges: s.hedges,
+      readAheadChunks: s.readAheadChunks,
+      missAheadChunks: s.missAheadChunks,
+      byHolder
+    },
     served: { ...s.served },
     prefetch: {
       ...s.prefetch,

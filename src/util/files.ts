@@ -5,7 +5,7 @@ import type fsp from 'node:fs/promises'
 const PIECE = 16 * 1024 * 1024
 
 /** Reads up to `len` bytes at `pos` into a fresh buffer (shorter only at end of file). */
-export async function readAt (fh: fsp.FileHandle, pos: number, len: number): Promise<Buffer> {
+export async function readAt(fh: fsp.FileHandle, pos: number, len: number): Promise<Buffer> {
   const buf = Buffer.allocUnsafe(len)
   let off = 0
   while (off < len) {
@@ -20,7 +20,7 @@ export async function readAt (fh: fsp.FileHandle, pos: number, len: number): Pro
  * One open/fstat/read/close on the calling thread, in reads of at most 16 MiB (so files over
  * fs.readFile's 2 GiB limit work too). Returns what was there if the file shrank meanwhile.
  */
-export function readWholeSync (file: string): Buffer {
+export function readWholeSync(file: string): Buffer {
   const fd = fs.openSync(file, 'r')
   try {
     const size = fs.fstatSync(fd).size
@@ -38,7 +38,7 @@ export function readWholeSync (file: string): Buffer {
 }
 
 /** Writes a small file under a temporary name beside it, then renames it into place. */
-export function writeFileAtomic (file: string, data: string | Buffer): void {
+export function writeFileAtomic(file: string, data: string | Buffer): void {
   const tmp = `${file}.${process.pid}.tmp`
   try {
     fs.writeFileSync(tmp, data)

@@ -3,6 +3,6 @@ import pino from 'pino'
 
 export type Logger = pino.Logger
 
-export function createLogger (name: string, level = process.env.VMIFS_LOG_LEVEL ?? 'info'): Logger {
+export function createLogger(name: string, level = process.env.VMIFS_LOG_LEVEL ?? 'info'): Logger {
   return pino({ name, level, base: { pid: process.pid } }, pino.destination({ dest: 2, sync: true }))
 }

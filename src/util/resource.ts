@@ -7,21 +7,28 @@ export abstract class Resource {
   private closing: Promise<void> | undefined
   protected opened = false
 
-  protected abstract _open (): Promise<void>
-  protected abstract _close (): Promise<void>
+  protected abstract _open(): Promise<void>
+  protected abstract _close(): Promise<void>
 
-  get closed (): boolean { return this.closing !== undefined }
+  get closed(): boolean {
+    return this.closing !== undefined
+  }
 
-  ready (): Promise<void> {
+  ready(): Promise<void> {
     if (this.closing) return Promise.reject(VmifsError.closed(this.constructor.name))
-    this.opening ??= this._open().then(() => { this.opened = true }, async (err) => {
-      await this._close().catch(() => {})
-      throw err
-    })
+    this.opening ??= this._open().then(
+      () => {
+        this.opened = true
+      },
+      async err => {
+        await this._close().catch(() => {})
+        throw err
+      }
+    )
     return this.opening
   }
 
-  close (): Promise<void> {
+  close(): Promise<void> {
     this.closing ??= (async () => {
       if (this.opening) await this.opening.catch(() => {})
       if (this.opened) await this._close()
@@ -29,7 +36,7 @@ export abstract class Resource {
     return this.closing
   }
 
-  protected assertOpen (): void {
+  protected assertOpen(): void {
     if (this.closing) throw VmifsError.closed(this.constructor.name)
   }
 }

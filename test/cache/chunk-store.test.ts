@@ -11,26 +11,32 @@ import { blake3Hex } from '../../src/util/hash.js'
 import { listFiles, openDataDir, sleep, tmpDir } from '../helpers/tmp.js'
 import { randomBuffer } from '../helpers/random.js'
 
-function errCode (err: unknown): string | undefined {
+function errCode(err: unknown): string | undefined {
   return (err as { code?: string } | undefined)?.code
 }
 
-async function putChunk (dd: DataDir, seed: number, size = 1000, opts?: { pin?: boolean }): Promise<string> {
+async function putChunk(dd: DataDir, seed: number, size = 1000, opts?: { pin?: boolean }): Promise<string> {
   const data = randomBuffer(size, seed)
   const hex = blake3Hex(data)
-  if (!await dd.store.put(hex, data, opts)) throw new Error('chunk was expected to be new')
+  if (!(await dd.store.put(hex, data, opts))) throw new Error('chunk was expected to be new')
   return hex
 }
 
 /** Records an image over the given (already stored) chunks without importing a file. */
-function recordImage (dd: DataDir, name: string, hexes: string[], pinned: boolean, size = 1000): void {
+function recordImage(dd: DataDir, name: string, hexes: string[], pinned: boolean, size = 1000): void {
   const b = new ManifestBuilder({ kind: 'cdc', min: 1024, avg: 4096, max: 16384 })
   for (const h of hexes) b.add(size, Buffer.from(h, 'hex'))
   dd.catalog.addImage(name, b.build(), { pinned, replace: false })
 }
 
 /** Imports a random file (fixed 4 KiB chunks) and returns its distinct chunk hashes. */
-async function importRandom (t: ExecutionContext, dd: DataDir, name: string, bytes: number, seed: number): Promise<string[]> {
+async function importRandom(
+  t: ExecutionContext,
+  dd: DataDir,
+  name: string,
+  bytes: number,
+  seed: number
+): Promise<string[]> {
   const file = path.join(tmpDir(t, 'vmifs-img-'), 'img.raw')
   fs.writeFileSync(file, randomBuffer(bytes, seed))
   const r = await importImage(dd, file, { name, chunking: { kind: 'fixed', chunkSize: 4096 } })
@@ -38,9 +44,10 @@ async function importRandom (t: ExecutionContext, dd: DataDir, name: string, byt
 }
 
 const pinnedFlag = (dd: DataDir, hex: string): number | undefined =>
-  dd.db.prepare('SELECT pinned FROM cache_entries WHERE hash = ?').pluck().get(Buffer.from(hex, 'hex')) as number | undefined
+  dd.db.prepare('SELECT pinned FROM cache_entries WHERE hash = ?').pluck().get(Buffer.from(hex, 'hex')) as
+    number | undefined
 
-test('put stores verified bytes atomically; tmp/ is empty afterwards', async (t) => {
+test('put stores verified bytes atomically; tmp/ is empty afterwards', async t => {
   const dd = openDataDir(t)
   const data = randomBuffer(5000, 1)
   const hex = blake3Hex(data)
@@ -57,7 +64,7 @@ test('put stores verified bytes atomically; tmp/ is empty afterwards', async (t)
   t.deepEqual(listFiles(dd.store.tmpDir), [])
 })
 
-test('put rejects bytes that do not hash to the name', async (t) => {
+test('put rejects bytes that do not hash to the name', async t => {
   const dd = openDataDir(t)
   const good = randomBuffer(4096, 2)
   const hex = blake3Hex(good)
@@ -74,23 +81,32 @@ test('put rejects bytes that do not hash to the name', async (t) => {
   t.true(await dd.store.put(hex, good))
 })
 
-test('open() removes temp files of dead writers and keeps those of live ones', (t) => {
+test('open() removes temp files of dead writers and keeps those of live ones', t => {
   const dir = tmpDir(t, 'vmifs-dd-')
   fs.mkdirSync(path.join(dir, 'tmp'))
   let dead = 999999
-  const alive = (pid: number): boolean => { try { process.kill(pid, 0); return true } catch (err) { return (err as NodeJS.ErrnoException).code === 'EPERM' } }
+  const alive = (pid: number): boolean => {
+    try {
+      process.kill(pid, 0)
+      return true
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'EPERM'
+    }
+  }
   while (alive(dead)) dead++
   t.false(alive(dead))
   fs.writeFileSync(path.join(dir, 'tmp', `${dead}-abc`), 'half a chunk')
   fs.writeFileSync(path.join(dir, 'tmp', 'junk'), 'no pid')
   fs.writeFileSync(path.join(dir, 'tmp', `${process.ppid}-def`), 'a live writer')
   const dd = DataDir.open(dir, { capacityBytes: 1 << 30 })
-  t.teardown(() => { dd.close() })
+  t.teardown(() => {
+    dd.close()
+  })
   t.is(dd.leftovers, 2)
   t.deepEqual(listFiles(path.join(dir, 'tmp')), [`${process.ppid}-def`])
 })
 
-test('reading a corrupted chunk fails and drops it', async (t) => {
+test('reading a corrupted chunk fails and drops it', async t => {
   const dd = openDataDir(t)
   const a = await putChunk(dd, 3, 3000)
   const b = await putChunk(dd, 4, 2000)
@@ -111,7 +127,7 @@ test('reading a corrupted chunk fails and drops it', async (t) => {
   t.is(dd.store.sizeBytes, 0)
 })
 
-test('reading a deleted chunk fails with CHUNK_MISSING and forgets it', async (t) => {
+test('reading a deleted chunk fails with CHUNK_MISSING and forgets it', async t => {
   const dd = openDataDir(t)
   const a = await putChunk(dd, 5, 3000)
   await putChunk(dd, 6, 1000)
@@ -122,16 +138,22 @@ test('reading a deleted chunk fails with CHUNK_MISSING and forgets it', async (t
   t.is(errCode(await t.throwsAsync(dd.store.read(blake3Hex(Buffer.from('never stored'))))), 'CHUNK_MISSING')
 })
 
-test('LRU: the least recently read chunks are evicted first', async (t) => {
+test('LRU: the least recently read chunks are evicted first', async t => {
   const dd = openDataDir(t, 3500)
-  const a = await putChunk(dd, 10); await sleep(5)
-  const b = await putChunk(dd, 11); await sleep(5)
-  const c = await putChunk(dd, 12); await sleep(5)
+  const a = await putChunk(dd, 10)
+  await sleep(5)
+  const b = await putChunk(dd, 11)
+  await sleep(5)
+  const c = await putChunk(dd, 12)
+  await sleep(5)
   await dd.store.read(a) // a is now the most recently used
   t.is(dd.store.flushAtimes(), 1)
   await sleep(5)
   const d = await putChunk(dd, 13) // over capacity: b goes
-  t.deepEqual([a, b, c, d].map(h => dd.store.has(h)), [true, false, true, true])
+  t.deepEqual(
+    [a, b, c, d].map(h => dd.store.has(h)),
+    [true, false, true, true]
+  )
   t.false(fs.existsSync(dd.store.pathOf(b)))
   t.is(dd.store.sizeBytes, 3000)
   await sleep(5)
@@ -139,28 +161,43 @@ test('LRU: the least recently read chunks are evicted first', async (t) => {
   dd.store.flushAtimes()
   await sleep(5)
   const e = await putChunk(dd, 14) // a (read before c, d and e) goes
-  t.deepEqual([a, c, d, e].map(h => dd.store.has(h)), [false, true, true, true])
+  t.deepEqual(
+    [a, c, d, e].map(h => dd.store.has(h)),
+    [false, true, true, true]
+  )
   await sleep(5)
   // a touch not yet flushed still counts: evict() flushes first
   await dd.store.read(d)
   await sleep(5)
   const f = await putChunk(dd, 15) // c goes, not d
-  t.deepEqual([c, d, e, f].map(h => dd.store.has(h)), [false, true, true, true])
+  t.deepEqual(
+    [c, d, e, f].map(h => dd.store.has(h)),
+    [false, true, true, true]
+  )
   t.true(dd.store.sizeBytes <= dd.store.capacityBytes)
   t.is(dd.counters.get('cache.evictions'), 3)
 })
 
-test('LRU: chunks no image refers to go before referenced ones', async (t) => {
+test('LRU: chunks no image refers to go before referenced ones', async t => {
   const dd = openDataDir(t, 3500)
-  const x = await putChunk(dd, 20); await sleep(5) // the oldest, but referenced
-  const y = await putChunk(dd, 21); await sleep(5)
-  const z = await putChunk(dd, 22); await sleep(5)
+  const x = await putChunk(dd, 20)
+  await sleep(5) // the oldest, but referenced
+  const y = await putChunk(dd, 21)
+  await sleep(5)
+  const z = await putChunk(dd, 22)
+  await sleep(5)
   recordImage(dd, 'uses-x', [x], false)
   const w = await putChunk(dd, 23) // over capacity: y goes, not x
-  t.deepEqual([x, y, z, w].map(h => dd.store.has(h)), [true, false, true, true])
+  t.deepEqual(
+    [x, y, z, w].map(h => dd.store.has(h)),
+    [true, false, true, true]
+  )
   const r = dd.store.evict(1000) // down to one chunk: the referenced one stays longest
   t.deepEqual(r, { chunks: 2, bytes: 2000 })
-  t.deepEqual([x, z, w].map(h => dd.store.has(h)), [true, false, false])
+  t.deepEqual(
+    [x, z, w].map(h => dd.store.has(h)),
+    [true, false, false]
+  )
   t.deepEqual(dd.store.evict(0), { chunks: 1, bytes: 1000 })
   t.false(dd.store.has(x))
   t.is(dd.store.sizeBytes, 0)
@@ -170,7 +207,7 @@ test('LRU: chunks no image refers to go before referenced ones', async (t) => {
 // Known bug (src/cache/chunk-store.ts, evict()): the LRU query takes the 256 least recently used
 // unpinned entries and only sorts *that page* by refs, so when more than 256 referenced chunks are
 // older than an unreferenced one, referenced chunks are evicted first. Remove `.failing` once fixed.
-test('LRU: unreferenced chunks go first even behind more than 256 older referenced ones', async (t) => {
+test('LRU: unreferenced chunks go first even behind more than 256 older referenced ones', async t => {
   const dd = openDataDir(t)
   const old: string[] = []
   for (let i = 0; i < 300; i++) old.push(await putChunk(dd, 1000 + i, 100))
@@ -179,10 +216,13 @@ test('LRU: unreferenced chunks go first even behind more than 256 older referenc
   const loose = await putChunk(dd, 2000, 100)
   t.deepEqual(dd.store.evict(dd.store.sizeBytes - 1), { chunks: 1, bytes: 100 })
   t.false(dd.store.has(loose), 'the unreferenced chunk should have gone')
-  t.true(old.every(h => dd.store.has(h)), 'a referenced chunk went instead')
+  t.true(
+    old.every(h => dd.store.has(h)),
+    'a referenced chunk went instead'
+  )
 })
 
-test('pinned chunks are never evicted, even over capacity', async (t) => {
+test('pinned chunks are never evicted, even over capacity', async t => {
   const dd = openDataDir(t, 50_000)
   const pinned = await importRandom(t, dd, 'local', 200_000, 30) // ~200 KB, all pinned
   t.true(pinned.length > 40)
@@ -206,12 +246,19 @@ test('pinned chunks are never evicted, even over capacity', async (t) => {
   t.true(dd.store.sizeBytes <= dd.store.capacityBytes)
 })
 
-test('onEvict is told how many chunks and bytes went', async (t) => {
+test('onEvict is told how many chunks and bytes went', async t => {
   const dir = tmpDir(t, 'vmifs-store-')
   const db = openDb(path.join(dir, 'index.sqlite'))
-  t.teardown(() => { db.close() })
+  t.teardown(() => {
+    db.close()
+  })
   const calls: Array<[number, number]> = []
-  const store = new ChunkStore(dir, db, { capacityBytes: 2500, onEvict: (n, bytes) => { calls.push([n, bytes]) } })
+  const store = new ChunkStore(dir, db, {
+    capacityBytes: 2500,
+    onEvict: (n, bytes) => {
+      calls.push([n, bytes])
+    }
+  })
   store.open()
   const put = async (seed: number, size: number): Promise<string> => {
     const d = randomBuffer(size, seed)
@@ -226,14 +273,21 @@ test('onEvict is told how many chunks and bytes went', async (t) => {
   await put(42, 1000)
   t.deepEqual(calls, [[1, 1000]])
   await put(43, 2400) // two go
-  t.deepEqual(calls, [[1, 1000], [2, 2000]])
+  t.deepEqual(calls, [
+    [1, 1000],
+    [2, 2000]
+  ])
   t.deepEqual(store.evict(), { chunks: 0, bytes: 0 })
   t.is(calls.length, 2)
   t.deepEqual(store.evict(0), { chunks: 1, bytes: 2400 })
-  t.deepEqual(calls, [[1, 1000], [2, 2000], [1, 2400]])
+  t.deepEqual(calls, [
+    [1, 1000],
+    [2, 2000],
+    [1, 2400]
+  ])
 })
 
-test('fsck repairs the cache and reports incomplete images', async (t) => {
+test('fsck repairs the cache and reports incomplete images', async t => {
   const dd = openDataDir(t)
   const hs = await importRandom(t, dd, 'broken', 64 * 1024, 50)
   const ok = await importRandom(t, dd, 'fine', 16 * 1024, 51)

@@ -14,20 +14,31 @@ import { randomBuffer } from '../helpers/random.js'
 
 const CHUNK = 4096
 
-async function rig (t: ExecutionContext): Promise<{ reader: ImageReader, img: Buffer, m: Manifest, ticks: number[][], stats: Stats, local: DataDir }> {
+async function rig(
+  t: ExecutionContext
+): Promise<{ reader: ImageReader; img: Buffer; m: Manifest; ticks: number[][]; stats: Stats; local: DataDir }> {
   const remote = openDataDir(t)
   const local = openDataDir(t)
   const img = randomBuffer(64 * CHUNK, 3)
   const file = path.join(tmpDir(t), 'img.raw')
   fs.writeFileSync(file, img)
-  const { manifest: m } = await importImage(remote, file, { name: 'img', chunking: { kind: 'fixed', chunkSize: CHUNK } })
+  const { manifest: m } = await importImage(remote, file, {
+    name: 'img',
+    chunking: { kind: 'fixed', chunkSize: CHUNK }
+  })
   const index = new Map<string, number>()
   for (let i = 0; i < m.count; i++) index.set(m.hashHexAt(i), i)
   const ticks: number[][] = []
   let tick: number[] | undefined
   const stats = new Stats()
-  const reader = new ImageReader(local.store, stats, 64 * 1024 * 1024, async (hash) => {
-    if (tick === undefined) { tick = []; ticks.push(tick); setImmediate(() => { tick = undefined }) }
+  const reader = new ImageReader(local.store, stats, 64 * 1024 * 1024, async hash => {
+    if (tick === undefined) {
+      tick = []
+      ticks.push(tick)
+      setImmediate(() => {
+        tick = undefined
+      })
+    }
     tick.push(index.get(hash)!)
     const data = await remote.store.read(hash)
     await local.store.put(hash, data, { verified: true })
@@ -36,7 +47,7 @@ async function rig (t: ExecutionContext): Promise<{ reader: ImageReader, img: Bu
   return { reader, img, m, ticks, stats, local }
 }
 
-test('a read that misses also asks for the uncached chunks within MISS_AHEAD after it, in the same tick', async (t) => {
+test('a read that misses also asks for the uncached chunks within MISS_AHEAD after it, in the same tick', async t => {
   const { reader, img, m, ticks, stats, local } = await rig(t)
   const ahead = MISS_AHEAD / CHUNK
   // chunk 14 is already here: it is not asked for again
@@ -55,9 +66,10 @@ test('a read that misses also asks for the uncached chunks within MISS_AHEAD aft
   t.is(ticks.length, 1)
 })
 
-test('a read served from the cache asks for nothing', async (t) => {
+test('a read served from the cache asks for nothing', async t => {
   const { reader, img, m, ticks, stats, local } = await rig(t)
-  for (const i of [30, 31]) local.store.put(m.hashHexAt(i), img.subarray(i * CHUNK, (i + 1) * CHUNK), { verified: false })
+  for (const i of [30, 31])
+    local.store.put(m.hashHexAt(i), img.subarray(i * CHUNK, (i + 1) * CHUNK), { verified: false })
   const dst = Buffer.alloc(2 * CHUNK)
   t.is(await reader.read('img', m, dst, 30 * CHUNK, 2 * CHUNK), 2 * CHUNK)
   t.true(dst.equals(img.subarray(30 * CHUNK, 32 * CHUNK)))
@@ -65,7 +77,7 @@ test('a read served from the cache asks for nothing', async (t) => {
   t.is(stats.missAheadChunks, 0)
 })
 
-test('near the end of the image only what is there is asked for', async (t) => {
+test('near the end of the image only what is there is asked for', async t => {
   const { reader, img, m, ticks } = await rig(t)
   const dst = Buffer.alloc(100)
   t.is(await reader.read('img', m, dst, 62 * CHUNK + 5, 100), 100)

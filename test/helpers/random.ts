@@ -1,6 +1,6 @@
 // Deterministic pseudo-random bytes (splitmix32), so that content-defined results are stable.
 
-export function prng (seed: number): () => number {
+export function prng(seed: number): () => number {
   let s = seed >>> 0
   return () => {
     s = (s + 0x9e3779b9) >>> 0
@@ -11,7 +11,7 @@ export function prng (seed: number): () => number {
   }
 }
 
-export function randomBuffer (len: number, seed: number): Buffer {
+export function randomBuffer(len: number, seed: number): Buffer {
   const next = prng(seed)
   const buf = Buffer.alloc(len)
   let i = 0

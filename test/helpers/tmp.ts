@@ -5,23 +5,29 @@ import path from 'node:path'
 import type { ExecutionContext } from 'ava'
 import { DataDir } from '../../src/datadir.js'
 
-export function tmpDir (t: ExecutionContext, prefix = 'vmifs-test-'): string {
+export function tmpDir(t: ExecutionContext, prefix = 'vmifs-test-'): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
-  t.teardown(() => { fs.rmSync(dir, { recursive: true, force: true }) })
+  t.teardown(() => {
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
   return dir
 }
 
 /** Opens a data dir in a fresh temp dir; closed (then removed) when the test ends. */
-export function openDataDir (t: ExecutionContext, capacityBytes = 1024 * 1024 * 1024): DataDir {
+export function openDataDir(t: ExecutionContext, capacityBytes = 1024 * 1024 * 1024): DataDir {
   const dir = tmpDir(t, 'vmifs-dd-')
   const dd = DataDir.open(dir, { capacityBytes })
   // teardowns run in reverse order of registration: close before the dir is removed
-  t.teardown(() => { try { dd.close() } catch {} })
+  t.teardown(() => {
+    try {
+      dd.close()
+    } catch {}
+  })
   return dd
 }
 
 /** Every file (relative path) under dir, recursively. */
-export function listFiles (dir: string): string[] {
+export function listFiles(dir: string): string[] {
   if (!fs.existsSync(dir)) return []
   const out: string[] = []
   for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
@@ -32,4 +38,6 @@ export function listFiles (dir: string): string[] {
   return out.sort()
 }
 
-export const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+export const sleep = async (ms: number): Promise<void> => {
+  await new Promise(resolve => setTimeout(resolve, ms))
+}

@@ -12,7 +12,7 @@ const hash = (n: number): Buffer => blake3(Buffer.from(`chunk ${n}`))
 const hex = (n: number): string => hash(n).toString('hex')
 
 /** A manifest over chunks n (1000 + n bytes each), with a zero run in the middle. */
-function manifest (ns: number[]): Manifest {
+function manifest(ns: number[]): Manifest {
   const b = new ManifestBuilder(CDC)
   ns.forEach((n, i) => {
     b.add(1000 + n, hash(n))
@@ -21,15 +21,22 @@ function manifest (ns: number[]): Manifest {
   return b.build()
 }
 
-function setup (t: ExecutionContext): { db: Db, cat: Catalog } {
+function setup(t: ExecutionContext): { db: Db; cat: Catalog } {
   const db = openDb(path.join(tmpDir(t), 'index.sqlite'))
-  t.teardown(() => { db.close() })
+  t.teardown(() => {
+    db.close()
+  })
   return { db, cat: new Catalog(db) }
 }
 
 const chunkRows = (db: Db): Record<string, [number, number]> => {
   const out: Record<string, [number, number]> = {}
-  for (const r of db.prepare('SELECT hash, refs, pins FROM chunks').all() as Array<{ hash: Buffer, refs: number, pins: number }>) out[r.hash.toString('hex')] = [r.refs, r.pins]
+  for (const r of db.prepare('SELECT hash, refs, pins FROM chunks').all() as Array<{
+    hash: Buffer
+    refs: number
+    pins: number
+  }>)
+    out[r.hash.toString('hex')] = [r.refs, r.pins]
   return out
 }
 
@@ -37,11 +44,11 @@ const manifestCount = (db: Db): number => db.prepare('SELECT count(*) FROM manif
 
 const sortedHex = (hs: Buffer[]): string[] => hs.map(h => h.toString('hex')).sort()
 
-function codeOf (err: unknown): string | undefined {
+function codeOf(err: unknown): string | undefined {
   return (err as { code?: string } | undefined)?.code
 }
 
-test('addImage records the image, its manifest and chunk counts', (t) => {
+test('addImage records the image, its manifest and chunk counts', t => {
   const { db, cat } = setup(t)
   const m = manifest([1, 2, 2, 3]) // chunk 2 twice: counted once per image
   const { collectable } = cat.addImage('debian-12', m, { pinned: true, replace: false, source: '/x.raw' })
@@ -53,14 +60,17 @@ test('addImage records the image, its manifest and chunk counts', (t) => {
   t.is(img.chunkCount, m.count)
   t.is(img.dataBytes, 1001 + 1002 + 1002 + 1003)
   t.deepEqual(img.chunking, CDC)
-  t.deepEqual(cat.listImages().map(i => i.name), ['debian-12'])
+  t.deepEqual(
+    cat.listImages().map(i => i.name),
+    ['debian-12']
+  )
   t.deepEqual(chunkRows(db), { [hex(1)]: [1, 1], [hex(2)]: [1, 1], [hex(3)]: [1, 1] })
   t.is(cat.manifest(m.digest())!.digest(), m.digest())
   // a second catalog on the same db reads it back from the stored body
   t.true(new Catalog(db).manifest(m.digest())!.encode().equals(m.encode()))
 })
 
-test('addImage with an existing name fails with NAME_TAKEN and changes nothing', (t) => {
+test('addImage with an existing name fails with NAME_TAKEN and changes nothing', t => {
   const { db, cat } = setup(t)
   const m1 = manifest([1, 2])
   cat.addImage('img', m1, { pinned: false, replace: false })
@@ -72,7 +82,7 @@ test('addImage with an existing name fails with NAME_TAKEN and changes nothing',
   t.is(manifestCount(db), 1)
 })
 
-test('replace swaps the image and returns the chunks that became collectable', (t) => {
+test('replace swaps the image and returns the chunks that became collectable', t => {
   const { db, cat } = setup(t)
   cat.addImage('img', manifest([1, 2, 3]), { pinned: true, replace: false })
   cat.addImage('other', manifest([2, 9]), { pinned: false, replace: false })
@@ -93,11 +103,12 @@ test('replace swaps the image and returns the chunks that became collectable', (
   t.truthy(cat.getImage('new'))
 })
 
-test('removeImage decrements refs and pins and unpins cache entries', (t) => {
+test('removeImage decrements refs and pins and unpins cache entries', t => {
   const { db, cat } = setup(t)
   const entry = db.prepare('INSERT INTO cache_entries (hash, size, atime, pinned) VALUES (?, ?, 0, 0)')
   for (const n of [1, 2, 3]) entry.run(hash(n), 1000 + n)
-  const pinnedOf = (n: number): number => db.prepare('SELECT pinned FROM cache_entries WHERE hash = ?').pluck().get(hash(n)) as number
+  const pinnedOf = (n: number): number =>
+    db.prepare('SELECT pinned FROM cache_entries WHERE hash = ?').pluck().get(hash(n)) as number
   cat.addImage('a', manifest([1, 2]), { pinned: true, replace: false })
   cat.addImage('b', manifest([2, 3]), { pinned: false, replace: false })
   t.deepEqual(chunkRows(db), { [hex(1)]: [1, 1], [hex(2)]: [2, 1], [hex(3)]: [1, 0] })
@@ -117,7 +128,7 @@ test('removeImage decrements refs and pins and unpins cache entries', (t) => {
   t.is(manifestCount(db), 0)
 })
 
-test('removeImage keeps a pinned chunk pinned while another pinned image uses it', (t) => {
+test('removeImage keeps a pinned chunk pinned while another pinned image uses it', t => {
   const { db, cat } = setup(t)
   db.prepare('INSERT INTO cache_entries (hash, size, atime, pinned) VALUES (?, 1001, 0, 0)').run(hash(1))
   cat.addImage('a', manifest([1]), { pinned: true, replace: false })
@@ -128,7 +139,7 @@ test('removeImage keeps a pinned chunk pinned while another pinned image uses it
   t.is(db.prepare('SELECT pinned FROM cache_entries WHERE hash = ?').pluck().get(hash(1)), 1)
 })
 
-test('a manifest is deleted when its last image goes', (t) => {
+test('a manifest is deleted when its last image goes', t => {
   const { db, cat } = setup(t)
   const m = manifest([1, 2])
   cat.addImage('c', m, { pinned: false, replace: false })
@@ -143,7 +154,7 @@ test('a manifest is deleted when its last image goes', (t) => {
   t.is(cat.manifest(m.digest()), undefined)
 })
 
-test('unknown names: IMAGE_NOT_FOUND', (t) => {
+test('unknown names: IMAGE_NOT_FOUND', t => {
   const { cat } = setup(t)
   cat.addImage('known', manifest([1]), { pinned: false, replace: false })
   t.is(cat.getImage('nope'), undefined)
@@ -153,11 +164,21 @@ test('unknown names: IMAGE_NOT_FOUND', (t) => {
   t.truthy(cat.getImage('known'))
 })
 
-test('bad names: NAME_INVALID', (t) => {
+test('bad names: NAME_INVALID', t => {
   const { db, cat } = setup(t)
   const bad = ['', '-x', '.hidden', '_x', 'a b', 'a/b', '../etc', 'x'.repeat(129), 'tab\t', 'ümlaut', 'a\n']
   for (const name of bad) {
-    t.is(codeOf(t.throws(() => cat.addImage(name, manifest([1]), { pinned: false, replace: false }), undefined, JSON.stringify(name))), 'NAME_INVALID', JSON.stringify(name))
+    t.is(
+      codeOf(
+        t.throws(
+          () => cat.addImage(name, manifest([1]), { pinned: false, replace: false }),
+          undefined,
+          JSON.stringify(name)
+        )
+      ),
+      'NAME_INVALID',
+      JSON.stringify(name)
+    )
     t.is(codeOf(t.throws(() => validateName(name))), 'NAME_INVALID')
   }
   t.is(manifestCount(db), 0)
@@ -169,13 +190,17 @@ test('bad names: NAME_INVALID', (t) => {
   t.is(cat.listImages().length, 5)
 })
 
-test('setPinned pins an adopted image (its chunks and cache entries) and unpins it again, keeping other pins', (t) => {
+test('setPinned pins an adopted image (its chunks and cache entries) and unpins it again, keeping other pins', t => {
   const { db, cat } = setup(t)
   cat.addImage('mine', manifest([1, 2]), { pinned: true, replace: false })
   cat.addImage('theirs', manifest([2, 3]), { pinned: false, replace: false, origin: 'b' })
-  for (const n of [1, 2, 3]) db.prepare('INSERT INTO cache_entries (hash, size, atime, pinned) VALUES (?, ?, 0, 0)').run(hash(n), 1000 + n)
+  for (const n of [1, 2, 3])
+    db.prepare('INSERT INTO cache_entries (hash, size, atime, pinned) VALUES (?, ?, 0, 0)').run(hash(n), 1000 + n)
   db.prepare('UPDATE cache_entries SET pinned = 1 WHERE hash IN (?, ?)').run(hash(1), hash(2))
-  const pinned = (): number[] => [1, 2, 3].filter(n => (db.prepare('SELECT pinned FROM cache_entries WHERE hash = ?').pluck().get(hash(n)) as number) === 1)
+  const pinned = (): number[] =>
+    [1, 2, 3].filter(
+      n => (db.prepare('SELECT pinned FROM cache_entries WHERE hash = ?').pluck().get(hash(n)) as number) === 1
+    )
   t.true(cat.setPinned('theirs', true))
   t.false(cat.setPinned('theirs', true), 'already pinned')
   t.true(cat.getImage('theirs')!.pinned)

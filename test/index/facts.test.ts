@@ -5,14 +5,14 @@ import { FactStore, type Fact } from '../../src/index/facts.js'
 import { tmpDir } from '../helpers/tmp.js'
 import { prng } from '../helpers/random.js'
 
-function store (t: Parameters<typeof tmpDir>[0], self: string): FactStore {
+function store(t: Parameters<typeof tmpDir>[0], self: string): FactStore {
   const db = openDb(path.join(tmpDir(t), `${self}.sqlite`))
   t.teardown(() => db.close())
   return new FactStore(db, self)
 }
 
 /** b pulls from a until a has nothing newer (pages of `limit`). */
-function pull (b: FactStore, a: FactStore, limit = 5000): number {
+function pull(b: FactStore, a: FactStore, limit = 5000): number {
   let n = 0
   for (;;) {
     const page = a.since(b.cursors(), limit)
@@ -22,9 +22,13 @@ function pull (b: FactStore, a: FactStore, limit = 5000): number {
   }
 }
 
-const live = (s: FactStore): string[] => s.byPrefix('').map((f: Fact) => `${f.origin}/${f.key}=${JSON.stringify(f.value)}`).sort()
+const live = (s: FactStore): string[] =>
+  s
+    .byPrefix('')
+    .map((f: Fact) => `${f.origin}/${f.key}=${JSON.stringify(f.value)}`)
+    .sort()
 
-test('publish numbers facts per origin; an unchanged value is not republished; null retracts', (t) => {
+test('publish numbers facts per origin; an unchanged value is not republished; null retracts', t => {
   const a = store(t, 'a')
   t.is(a.publish('host', { endpoint: 'http://x' }).seq, 1)
   t.is(a.publish('host', { endpoint: 'http://x' }).seq, 1)
@@ -36,14 +40,17 @@ test('publish numbers facts per origin; an unchanged value is not republished; n
   t.is(a.cursor('a'), 4)
 })
 
-test('facts travel through a relay, and a retraction travels too', (t) => {
+test('facts travel through a relay, and a retraction travels too', t => {
   const a = store(t, 'a')
   const b = store(t, 'b')
   const c = store(t, 'c')
   a.publish('image/x', { digest: 'd1' })
   pull(b, a)
   pull(c, b) // c never talks to a
-  t.deepEqual(c.byKey('image/x').map(f => f.value), [{ digest: 'd1' }])
+  t.deepEqual(
+    c.byKey('image/x').map(f => f.value),
+    [{ digest: 'd1' }]
+  )
   a.publish('image/x', null)
   pull(b, a)
   pull(c, b)
@@ -51,7 +58,7 @@ test('facts travel through a relay, and a retraction travels too', (t) => {
   t.is(c.cursor('a'), 2)
 })
 
-test('apply ignores a fact older than the one held and never takes our own origin\'s facts', (t) => {
+test("apply ignores a fact older than the one held and never takes our own origin's facts", t => {
   const a = store(t, 'a')
   const b = store(t, 'b')
   b.apply({ facts: [{ origin: 'a', seq: 5, key: 'k', value: 'new' }], complete: {} })
@@ -62,11 +69,20 @@ test('apply ignores a fact older than the one held and never takes our own origi
   t.is(a.get('a', 'k'), undefined)
   t.is(a.publish('k', 'fresh').seq, 10)
   // malformed facts are dropped
-  b.apply({ facts: [{ origin: '../x', seq: 1, key: 'k', value: 1 }, { origin: 'z', seq: -1, key: 'k', value: 1 }], complete: {} })
-  t.deepEqual(b.byKey('k').map(f => f.origin), ['a'])
+  b.apply({
+    facts: [
+      { origin: '../x', seq: 1, key: 'k', value: 1 },
+      { origin: 'z', seq: -1, key: 'k', value: 1 }
+    ],
+    complete: {}
+  })
+  t.deepEqual(
+    b.byKey('k').map(f => f.origin),
+    ['a']
+  )
 })
 
-test('small pages still converge, and cursors only cover what was received', (t) => {
+test('small pages still converge, and cursors only cover what was received', t => {
   const a = store(t, 'a')
   const b = store(t, 'b')
   for (let i = 0; i < 23; i++) a.publish(`k${i}`, i)
@@ -80,12 +96,17 @@ test('small pages still converge, and cursors only cover what was received', (t)
   t.is(b.cursor('a'), 23)
 })
 
-test('random gossip over a connected graph converges to the same table everywhere', (t) => {
+test('random gossip over a connected graph converges to the same table everywhere', t => {
   const next = prng(7)
   const rng = { int: (n: number): number => next() % n }
   const ids = ['a', 'b', 'c', 'd', 'e']
   const s = new Map(ids.map(id => [id, store(t, id)]))
-  const edges: Array<[string, string]> = [['a', 'b'], ['b', 'c'], ['c', 'd'], ['d', 'e']] // a line: no full mesh
+  const edges: Array<[string, string]> = [
+    ['a', 'b'],
+    ['b', 'c'],
+    ['c', 'd'],
+    ['d', 'e']
+  ] // a line: no full mesh
   for (let round = 0; round < 200; round++) {
     const who = ids[rng.int(ids.length)]!
     const key = `k${rng.int(6)}`
@@ -96,7 +117,10 @@ test('random gossip over a connected graph converges to the same table everywher
   }
   // quiesce: a few sweeps both ways along the line
   for (let i = 0; i < ids.length; i++) {
-    for (const [x, y] of edges) { pull(s.get(x)!, s.get(y)!, 3); pull(s.get(y)!, s.get(x)!, 3) }
+    for (const [x, y] of edges) {
+      pull(s.get(x)!, s.get(y)!, 3)
+      pull(s.get(y)!, s.get(x)!, 3)
+    }
   }
   const want = live(s.get('a')!)
   t.true(want.length > 0)
@@ -104,7 +128,7 @@ test('random gossip over a connected graph converges to the same table everywher
   for (const id of ids) t.deepEqual(s.get(id)!.cursors(), s.get('a')!.cursors(), id)
 })
 
-test('after a restart (same data dir) a host resumes from its persisted cursors and numbers', (t) => {
+test('after a restart (same data dir) a host resumes from its persisted cursors and numbers', t => {
   const dir = tmpDir(t)
   const a = store(t, 'a')
   for (let i = 0; i < 10; i++) a.publish(`k${i}`, i)
@@ -120,6 +144,9 @@ test('after a restart (same data dir) a host resumes from its persisted cursors 
   t.deepEqual(b.cursors(), { a: 10, b: 1 })
   t.is(a.since(b.cursors()).facts.length, 0)
   a.publish('k10', 10)
-  t.deepEqual(a.since(b.cursors()).facts.map(f => f.key), ['k10'])
+  t.deepEqual(
+    a.since(b.cursors()).facts.map(f => f.key),
+    ['k10']
+  )
   t.is(b.publish('image/x', { digest: 'd' }).seq, 2)
 })

@@ -10,25 +10,27 @@ const TABLES_V1 = ['cache_entries', 'chunks', 'counters', 'images', 'manifests']
 const TABLES = [...TABLES_V1, 'cursors', 'facts'].sort()
 
 const tables = (db: Database.Database): string[] =>
-  (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all() as string[])
+  db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all() as string[]
 
 const userVersion = (db: Database.Database): number => db.pragma('user_version', { simple: true }) as number
 
 /** Opens a database file without vmifs (no pragmas, no migrations). */
-function raw (file: string): Database.Database {
+function raw(file: string): Database.Database {
   return new Database(file)
 }
 
-function codeOf (err: unknown): string | undefined {
+function codeOf(err: unknown): string | undefined {
   return (err as { code?: string } | undefined)?.code
 }
 
-test('openDb on a fresh file creates the schema', (t) => {
+test('openDb on a fresh file creates the schema', t => {
   const file = path.join(tmpDir(t), 'index.sqlite')
   t.is(SCHEMA_VERSION, MIGRATIONS[MIGRATIONS.length - 1]!.version)
   t.true(SCHEMA_VERSION >= 1)
   const db = openDb(file)
-  t.teardown(() => { if (db.open) db.close() })
+  t.teardown(() => {
+    if (db.open) db.close()
+  })
   t.is(userVersion(db), SCHEMA_VERSION)
   t.deepEqual(tables(db), TABLES)
   t.is(db.pragma('journal_mode', { simple: true }), 'wal')
@@ -41,7 +43,7 @@ test('openDb on a fresh file creates the schema', (t) => {
   r.close()
 })
 
-test('reopening is idempotent and keeps the data', (t) => {
+test('reopening is idempotent and keeps the data', t => {
   const file = path.join(tmpDir(t), 'index.sqlite')
   const db = openDb(file)
   db.prepare('INSERT INTO counters (key, value) VALUES (?, ?)').run('x', 42)
@@ -57,7 +59,7 @@ test('reopening is idempotent and keeps the data', (t) => {
   }
 })
 
-test('a database newer than the code is refused and left as it was', (t) => {
+test('a database newer than the code is refused and left as it was', t => {
   const file = path.join(tmpDir(t), 'index.sqlite')
   const w = raw(file)
   w.exec('CREATE TABLE future (x INTEGER); INSERT INTO future VALUES (7)')
@@ -72,14 +74,23 @@ test('a database newer than the code is refused and left as it was', (t) => {
   r.close()
   // migrate() on an open connection refuses as well
   const c = raw(file)
-  t.teardown(() => { if (c.open) c.close() })
-  t.is(codeOf(t.throws(() => { migrate(c) })), 'DB_NEWER_SCHEMA')
+  t.teardown(() => {
+    if (c.open) c.close()
+  })
+  t.is(
+    codeOf(
+      t.throws(() => {
+        migrate(c)
+      })
+    ),
+    'DB_NEWER_SCHEMA'
+  )
   t.deepEqual(tables(c), ['future'])
 })
 
 // Known bug: openDb() sets journal_mode = WAL before migrate() checks the version, so a refused
 // newer database is rewritten (header bytes 18-19 go from 1 to 2). Remove `.failing` once fixed.
-test('a refused newer database file is byte for byte unchanged', (t) => {
+test('a refused newer database file is byte for byte unchanged', t => {
   const file = path.join(tmpDir(t), 'index.sqlite')
   const w = raw(file)
   w.exec('CREATE TABLE future (x INTEGER)')
@@ -91,12 +102,12 @@ test('a refused newer database file is byte for byte unchanged', (t) => {
   t.false(fs.existsSync(`${file}-wal`))
 })
 
-test('a migration that throws rolls back', (t) => {
+test('a migration that throws rolls back', t => {
   const dir = tmpDir(t)
   const boom = new Error('boom')
-  const bad = (version: number): { version: number, up: (db: Db) => void } => ({
+  const bad = (version: number): { version: number; up: (db: Db) => void } => ({
     version,
-    up: (db) => {
+    up: db => {
       db.exec('CREATE TABLE partial (x INTEGER); INSERT INTO partial VALUES (1)')
       throw boom
     }
@@ -104,7 +115,10 @@ test('a migration that throws rolls back', (t) => {
 
   // first migration fails: nothing at all
   const fresh = path.join(dir, 'fresh.sqlite')
-  t.is(t.throws(() => openDb(fresh, [bad(1)])), boom)
+  t.is(
+    t.throws(() => openDb(fresh, [bad(1)])),
+    boom
+  )
   let r = raw(fresh)
   t.is(userVersion(r), 0)
   t.deepEqual(tables(r), [])
@@ -113,7 +127,10 @@ test('a migration that throws rolls back', (t) => {
   // a later migration fails: the earlier ones stay, the failed one leaves nothing
   const file = path.join(dir, 'index.sqlite')
   openDb(file).close()
-  t.is(t.throws(() => openDb(file, [m0001, bad(SCHEMA_VERSION + 1)])), boom)
+  t.is(
+    t.throws(() => openDb(file, [m0001, bad(SCHEMA_VERSION + 1)])),
+    boom
+  )
   r = raw(file)
   t.is(userVersion(r), SCHEMA_VERSION)
   t.deepEqual(tables(r), TABLES)
@@ -121,7 +138,21 @@ test('a migration that throws rolls back', (t) => {
 
   // failing in the middle of a list: the ones before it are kept
   const mid = path.join(dir, 'mid.sqlite')
-  t.is(t.throws(() => openDb(mid, [m0001, bad(2), { version: 3, up: (db) => { db.exec('CREATE TABLE never (x)') } }])), boom)
+  t.is(
+    t.throws(() =>
+      openDb(mid, [
+        m0001,
+        bad(2),
+        {
+          version: 3,
+          up: db => {
+            db.exec('CREATE TABLE never (x)')
+          }
+        }
+      ])
+    ),
+    boom
+  )
   r = raw(mid)
   t.is(userVersion(r), 1)
   t.deepEqual(tables(r), TABLES_V1)
@@ -133,13 +164,16 @@ test('a migration that throws rolls back', (t) => {
   db.close()
 })
 
-test('only migrations newer than the database run, in order', (t) => {
+test('only migrations newer than the database run, in order', t => {
   const file = path.join(tmpDir(t), 'index.sqlite')
   openDb(file).close()
   const ran: number[] = []
-  const next = (version: number): { version: number, up: (db: Db) => void } => ({
+  const next = (version: number): { version: number; up: (db: Db) => void } => ({
     version,
-    up: (db) => { ran.push(version); db.exec(`CREATE TABLE t${version} (x)`) }
+    up: db => {
+      ran.push(version)
+      db.exec(`CREATE TABLE t${version} (x)`)
+    }
   })
   // m0001 runs again only if the version is ignored, and would fail (its tables exist)
   const db = openDb(file, [m0001, next(SCHEMA_VERSION + 1), next(SCHEMA_VERSION + 2)])

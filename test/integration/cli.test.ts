@@ -4,11 +4,12 @@ import path from 'node:path'
 import { spawnSync } from 'node:child_process'
 import { makeImage, tmpdir, vmifs, VMIFS } from './harness.js'
 
-test('import rejects bad input with stable codes and exit status 1', (t) => {
+test('import rejects bad input with stable codes and exit status 1', t => {
   const dir = tmpdir()
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   const data = path.join(dir, 'data')
-  const code = (args: string[]): string | undefined => /\[([A-Z_]+)\]\s*$/.exec(vmifs([...args, '--data-dir', data]).stderr)?.[1]
+  const code = (args: string[]): string | undefined =>
+    /\[([A-Z_]+)\]\s*$/.exec(vmifs([...args, '--data-dir', data]).stderr)?.[1]
   t.is(code(['import', path.join(dir, 'missing.raw'), '--name', 'a']), 'INPUT_NOT_FOUND')
   t.is(code(['import', dir, '--name', 'a']), 'INPUT_IS_DIRECTORY')
   fs.writeFileSync(path.join(dir, 'empty.raw'), '')
@@ -32,7 +33,7 @@ test('import rejects bad input with stable codes and exit status 1', (t) => {
   t.is(vmifs(['frobnicate']).code, 2)
 })
 
-test('import cuts at the files of an ext4 image unless told not to; --file-cuts is checked', (t) => {
+test('import cuts at the files of an ext4 image unless told not to; --file-cuts is checked', t => {
   const dir = tmpdir()
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   const data = path.join(dir, 'data')
@@ -43,21 +44,26 @@ test('import cuts at the files of an ext4 image unless told not to; --file-cuts 
   t.is(spawnSync('mke2fs', ['-q', '-F', '-t', 'ext4', '-d', root, img, '32M']).status, 0)
   const on = vmifs(['import', img, '--name', 'e', '--json', '--data-dir', data])
   t.is(on.code, 0, on.stderr)
-  const r = JSON.parse(on.stdout) as { filesystems: Array<{ offset: number, type: string, files: number }> }
+  const r = JSON.parse(on.stdout) as { filesystems: Array<{ offset: number; type: string; files: number }> }
   t.like(r.filesystems, [{ offset: 0, type: 'ext4', files: 20 }])
-  const chunkingOf = (name: string): unknown => (JSON.parse(vmifs(['manifest', name, '--data-dir', data]).stdout) as { chunking: unknown }).chunking
+  const chunkingOf = (name: string): unknown =>
+    (JSON.parse(vmifs(['manifest', name, '--data-dir', data]).stdout) as { chunking: unknown }).chunking
   t.deepEqual(chunkingOf('e'), { kind: 'cdc', min: 4096, avg: 16384, max: 65536, fileCuts: true })
   t.is(vmifs(['import', img, '--name', 'e-plain', '--file-cuts', 'off', '--data-dir', data]).code, 0)
   t.deepEqual(chunkingOf('e-plain'), { kind: 'cdc', min: 4096, avg: 16384, max: 65536 })
-  const code = (args: string[]): string | undefined => /\[([A-Z_]+)\]\s*$/.exec(vmifs([...args, '--data-dir', data]).stderr)?.[1]
+  const code = (args: string[]): string | undefined =>
+    /\[([A-Z_]+)\]\s*$/.exec(vmifs([...args, '--data-dir', data]).stderr)?.[1]
   t.is(code(['import', img, '--name', 'x', '--file-cuts', 'maybe']), 'USAGE')
   t.is(code(['import', img, '--name', 'x', '--chunking', 'fixed', '--file-cuts', 'on']), 'USAGE')
   const cfg = path.join(dir, 'cfg.json')
-  fs.writeFileSync(cfg, JSON.stringify({ chunking: { kind: 'cdc', min: 4096, avg: 16384, max: 65536, fileCuts: 'yes' } }))
+  fs.writeFileSync(
+    cfg,
+    JSON.stringify({ chunking: { kind: 'cdc', min: 4096, avg: 16384, max: 65536, fileCuts: 'yes' } })
+  )
   t.is(code(['import', img, '--name', 'x', '--config', cfg]), 'CONFIG_INVALID')
 })
 
-test('every command has --help', (t) => {
+test('every command has --help', t => {
   for (const c of ['import', 'ls', 'export', 'rm', 'fsck', 'agent', 'stats']) {
     const r = vmifs([c, '--help'])
     t.is(r.code, 0, c)
@@ -68,7 +74,7 @@ test('every command has --help', (t) => {
   t.regex(top.stdout, /import.*\n.*ls/s)
 })
 
-test('import, ls, export and rm round trip; rm collects chunks no other image uses', (t) => {
+test('import, ls, export and rm round trip; rm collects chunks no other image uses', t => {
   const dir = tmpdir()
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   const data = path.join(dir, 'data')
@@ -76,13 +82,24 @@ test('import, ls, export and rm round trip; rm collects chunks no other image us
   const bytes = makeImage(a, 9)
   const b = path.join(dir, 'b.raw')
   fs.writeFileSync(b, Buffer.concat([bytes.subarray(0, 4 * 1024 * 1024), Buffer.alloc(1024 * 1024, 7)]))
-  for (const [file, name, chunking] of [[a, 'a', 'cdc'], [b, 'b', 'cdc'], [a, 'a-fixed', 'fixed']] as const) {
+  for (const [file, name, chunking] of [
+    [a, 'a', 'cdc'],
+    [b, 'b', 'cdc'],
+    [a, 'a-fixed', 'fixed']
+  ] as const) {
     const r = vmifs(['import', file, '--name', name, '--chunking', chunking, '--json', '--data-dir', data])
     t.is(r.code, 0, r.stderr)
     t.is(JSON.parse(r.stdout).size, fs.statSync(file).size)
   }
-  const ls = JSON.parse(vmifs(['ls', '--json', '--data-dir', data]).stdout) as Array<{ name: string, cachedPct: number, pinned: boolean }>
-  t.deepEqual(ls.map(i => i.name), ['a', 'a-fixed', 'b'])
+  const ls = JSON.parse(vmifs(['ls', '--json', '--data-dir', data]).stdout) as Array<{
+    name: string
+    cachedPct: number
+    pinned: boolean
+  }>
+  t.deepEqual(
+    ls.map(i => i.name),
+    ['a', 'a-fixed', 'b']
+  )
   t.true(ls.every(i => i.cachedPct === 100 && i.pinned))
   const out = path.join(dir, 'out.raw')
   const ex = vmifs(['export', 'a', out, '--data-dir', data])
@@ -97,11 +114,15 @@ test('import, ls, export and rm round trip; rm collects chunks no other image us
   t.is(vmifs(['rm', 'b', '--data-dir', data]).code, 0)
   const afterB = sizeOf()
   t.true(afterB < afterFixed)
-  t.is(vmifs(['export', 'a', out, '--force', '--data-dir', data]).code, 0, 'a is intact after removing images sharing its chunks')
+  t.is(
+    vmifs(['export', 'a', out, '--force', '--data-dir', data]).code,
+    0,
+    'a is intact after removing images sharing its chunks'
+  )
   t.true(fs.readFileSync(out).equals(bytes))
 })
 
-test('import draws a progress bar with throughput on a terminal and prints only the digest otherwise', (t) => {
+test('import draws a progress bar with throughput on a terminal and prints only the digest otherwise', t => {
   const dir = tmpdir()
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   const img = path.join(dir, 'a.raw')

@@ -13,7 +13,7 @@ const BIG = randomBytes(2 * MiB)
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 
 /** /small -> 'ok', /big -> 2 MiB, POST /hash -> sha256 of the request body. */
-async function startServer (t: ExecutionContext): Promise<number> {
+async function startServer(t: ExecutionContext): Promise<number> {
   const server = http.createServer((req, res) => {
     if (req.method === 'POST') {
       const h = createHash('sha256')
@@ -34,32 +34,46 @@ async function startServer (t: ExecutionContext): Promise<number> {
   return (server.address() as net.AddressInfo).port
 }
 
-async function proxy (t: ExecutionContext, targetPort: number, o: Partial<DelayProxyOptions> = {}): Promise<DelayProxy> {
-  const p = await startDelayProxy({ listenHost: '127.0.0.1', listenPort: 0, targetHost: '127.0.0.1', targetPort, delayMs: 10, ...o })
-  t.teardown(async () => { await p.close() })
+async function proxy(t: ExecutionContext, targetPort: number, o: Partial<DelayProxyOptions> = {}): Promise<DelayProxy> {
+  const p = await startDelayProxy({
+    listenHost: '127.0.0.1',
+    listenPort: 0,
+    targetHost: '127.0.0.1',
+    targetPort,
+    delayMs: 10,
+    ...o
+  })
+  t.teardown(async () => {
+    await p.close()
+  })
   return p
 }
 
-function keepAlive (t: ExecutionContext): http.Agent {
+function keepAlive(t: ExecutionContext): http.Agent {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
-  t.teardown(() => { agent.destroy() })
+  t.teardown(() => {
+    agent.destroy()
+  })
   return agent
 }
 
-async function request (port: number, p: string, agent: http.Agent | false, body?: Buffer): Promise<Buffer> {
+async function request(port: number, p: string, agent: http.Agent | false, body?: Buffer): Promise<Buffer> {
   return await new Promise<Buffer>((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path: p, agent, method: body === undefined ? 'GET' : 'POST' }, (res) => {
-      const parts: Buffer[] = []
-      res.on('data', (d: Buffer) => parts.push(d))
-      res.on('end', () => resolve(Buffer.concat(parts)))
-      res.on('error', reject)
-    })
+    const req = http.request(
+      { host: '127.0.0.1', port, path: p, agent, method: body === undefined ? 'GET' : 'POST' },
+      res => {
+        const parts: Buffer[] = []
+        res.on('data', (d: Buffer) => parts.push(d))
+        res.on('end', () => resolve(Buffer.concat(parts)))
+        res.on('error', reject)
+      }
+    )
     req.on('error', reject)
     req.end(body)
   })
 }
 
-async function p50Rtt (port: number, agent: http.Agent, n = 20): Promise<number> {
+async function p50Rtt(port: number, agent: http.Agent, n = 20): Promise<number> {
   for (let i = 0; i < 3; i++) await request(port, '/small', agent) // connect, warm up
   const ms: number[] = []
   for (let i = 0; i < n; i++) {
@@ -116,7 +130,7 @@ test.serial('the throttle limits throughput to rateBytesPerSec', async t => {
   const t0 = performance.now()
   const got = await request(p.port, '/big', false)
   const ms = performance.now() - t0
-  const boundMs = BIG.length / rate * 1000 // ~1049 ms
+  const boundMs = (BIG.length / rate) * 1000 // ~1049 ms
   t.log(`2 MiB at ${rate} B/s: ${ms.toFixed(0)} ms (bound ${boundMs.toFixed(0)} ms)`)
   t.is(sha(got), sha(BIG))
   t.true(ms > 0.6 * boundMs && ms < 2 * boundMs, `${ms} ms`)
@@ -124,16 +138,20 @@ test.serial('the throttle limits throughput to rateBytesPerSec', async t => {
 
 test.serial('half-close, ordering and the delay of the FIN are preserved on a raw TCP stream', async t => {
   // the target answers each line and says bye only after the client has half-closed
-  const server = net.createServer({ allowHalfOpen: true }, (s) => {
-    s.on('data', (d) => s.write(d.toString().toUpperCase()))
+  const server = net.createServer({ allowHalfOpen: true }, s => {
+    s.on('data', d => s.write(d.toString().toUpperCase()))
     s.on('end', () => s.end('|bye'))
   })
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { server.close() })
+  t.teardown(() => {
+    server.close()
+  })
   const p = await proxy(t, (server.address() as net.AddressInfo).port, { delayMs: 15 })
   const c = net.connect({ host: '127.0.0.1', port: p.port, allowHalfOpen: true })
   let got = ''
-  c.on('data', (d) => { got += d.toString() })
+  c.on('data', d => {
+    got += d.toString()
+  })
   const t0 = performance.now()
   for (let i = 0; i < 50; i++) c.write(`${i},`)
   c.end()
@@ -163,8 +181,14 @@ test.serial('an unreachable target resets the client connection', async t => {
 
 test.serial('the CLI prints its port as a JSON line and exits 0 on SIGTERM', async t => {
   const port = await startServer(t)
-  const child = spawn(process.execPath, [PROXY_JS, '--listen', '127.0.0.1:0', '--target', `127.0.0.1:${port}`, '--delay-ms', '10'], { stdio: ['ignore', 'pipe', 'pipe'] })
-  t.teardown(() => { child.kill('SIGKILL') })
+  const child = spawn(
+    process.execPath,
+    [PROXY_JS, '--listen', '127.0.0.1:0', '--target', `127.0.0.1:${port}`, '--delay-ms', '10'],
+    { stdio: ['ignore', 'pipe', 'pipe'] }
+  )
+  t.teardown(() => {
+    child.kill('SIGKILL')
+  })
   const exited = new Promise<number | null>(resolve => child.once('exit', resolve))
   const line = await new Promise<string>((resolve, reject) => {
     let out = ''

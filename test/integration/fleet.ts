@@ -13,7 +13,7 @@ const here = path.dirname(fileURLToPath(import.meta.url))
 
 export const TOKEN = 'fleet-test-secret'
 
-export async function freePort (): Promise<number> {
+export async function freePort(): Promise<number> {
   return await new Promise((resolve, reject) => {
     const s = net.createServer()
     s.once('error', reject)
@@ -32,51 +32,80 @@ export interface StartOptions {
   listen?: boolean
 }
 
-interface Host { id: string, port: number, data: string, mnt: string, agent?: AgentProcess }
+interface Host {
+  id: string
+  port: number
+  data: string
+  mnt: string
+  agent?: AgentProcess
+}
 
 export class Fleet {
   readonly dir = tmpdir('vmifs-fleet-')
   readonly hosts = new Map<string, Host>()
 
-  static async create (t: { teardown: (fn: () => Promise<void> | void) => void }, ids: string[]): Promise<Fleet> {
+  static async create(t: { teardown: (fn: () => Promise<void> | void) => void }, ids: string[]): Promise<Fleet> {
     const f = new Fleet()
     for (const id of ids) {
-      const h: Host = { id, port: await freePort(), data: path.join(f.dir, id, 'data'), mnt: path.join(f.dir, id, 'mnt') }
+      const h: Host = {
+        id,
+        port: await freePort(),
+        data: path.join(f.dir, id, 'data'),
+        mnt: path.join(f.dir, id, 'mnt')
+      }
       fs.mkdirSync(h.mnt, { recursive: true })
       f.hosts.set(id, h)
     }
-    t.teardown(async () => { await f.destroy() })
+    t.teardown(async () => {
+      await f.destroy()
+    })
     return f
   }
 
-  host (id: string): Host { return this.hosts.get(id)! }
-  url (id: string): string { return `http://127.0.0.1:${this.host(id).port}` }
-  image (id: string, name: string): string { return path.join(this.host(id).mnt, 'images', name) }
+  host(id: string): Host {
+    return this.hosts.get(id)!
+  }
+  url(id: string): string {
+    return `http://127.0.0.1:${this.host(id).port}`
+  }
+  image(id: string, name: string): string {
+    return path.join(this.host(id).mnt, 'images', name)
+  }
 
-  async start (id: string, o: StartOptions = {}): Promise<AgentProcess> {
+  async start(id: string, o: StartOptions = {}): Promise<AgentProcess> {
     const h = this.host(id)
     const cfgFile = path.join(this.dir, `${id}.json`)
     fs.writeFileSync(cfgFile, JSON.stringify({ token: TOKEN, syncIntervalMs: 200, ...(o.config ?? {}) }))
-    const args = ['--host-id', id, '--config', cfgFile, ...(o.listen === false ? [] : ['--listen', `127.0.0.1:${h.port}`])]
+    const args = [
+      '--host-id',
+      id,
+      '--config',
+      cfgFile,
+      ...(o.listen === false ? [] : ['--listen', `127.0.0.1:${h.port}`])
+    ]
     for (const p of o.peers ?? []) args.push('--peer', this.url(p))
     if (o.advertise) args.push('--advertise', o.advertise)
-    const a = new AgentProcess(h.mnt, h.data, [...args, ...(o.extra ?? [])], { VMIFS_LOG_LEVEL: process.env.VMIFS_TEST_LOG ?? 'warn' })
+    const a = new AgentProcess(h.mnt, h.data, [...args, ...(o.extra ?? [])], {
+      VMIFS_LOG_LEVEL: process.env.VMIFS_TEST_LOG ?? 'warn'
+    })
     h.agent = a
     await a.ready()
     return a
   }
 
   /** `.stats` of a host, read by a child process. */
-  stats (id: string): any {
+  stats(id: string): any {
     const r = run('cat', [path.join(this.host(id).mnt, '.stats')], 10_000)
     if (r.status !== 0) throw new Error(`cat .stats on ${id}: ${r.stderr}`)
     return JSON.parse(r.stdout)
   }
 
-  async waitFor (what: string, fn: () => boolean, timeoutMs = 15_000): Promise<void> {
+  async waitFor(what: string, fn: () => boolean, timeoutMs = 15_000): Promise<void> {
     const t0 = Date.now()
     for (;;) {
-      try { if (fn()) return } catch {}
+      try {
+        if (fn()) return
+      } catch {}
       if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`)
       await sleep(100)
     }
@@ -86,29 +115,47 @@ export class Fleet {
    * Waits until `reader` has every fact `writer` has published about itself (after the writer's
    * debounced holdings announcement, 300 ms, has had time to go out).
    */
-  async synced (reader: string, writer: string): Promise<void> {
+  async synced(reader: string, writer: string): Promise<void> {
     await sleep(500)
     const want = this.stats(writer).fleet.cursors[writer] as number
-    await this.waitFor(`${reader} to see ${writer}'s facts`, () => (this.stats(reader).fleet.cursors[writer] ?? 0) >= want)
+    await this.waitFor(
+      `${reader} to see ${writer}'s facts`,
+      () => (this.stats(reader).fleet.cursors[writer] ?? 0) >= want
+    )
   }
 
   /** Waits until `reader` knows that `holder` holds every data chunk of image `name` (of `dataOf`). */
-  async holdsAll (reader: string, holder: string, name: string, dataOf: string): Promise<void> {
-    const m = JSON.parse(run(process.execPath, [path.resolve(here, '../../../bin/vmifs.js'), 'manifest', name, '--data-dir', this.host(dataOf).data]).stdout) as { digest: string, chunks: Array<{ hash?: string }> }
+  async holdsAll(reader: string, holder: string, name: string, dataOf: string): Promise<void> {
+    const m = JSON.parse(
+      run(process.execPath, [
+        path.resolve(here, '../../../bin/vmifs.js'),
+        'manifest',
+        name,
+        '--data-dir',
+        this.host(dataOf).data
+      ]).stdout
+    ) as { digest: string; chunks: Array<{ hash?: string }> }
     const want = m.chunks.filter(c => c.hash).length
     const t0 = Date.now()
     for (;;) {
-      const r = await request(`${this.url(reader)}/v1/facts`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ cursors: {} }) })
-      const page = await r.body.json() as { facts: Array<{ origin: string, key: string, value: { ranges?: Array<[number, number]> } | null }> }
+      const r = await request(`${this.url(reader)}/v1/facts`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ cursors: {} })
+      })
+      const page = (await r.body.json()) as {
+        facts: Array<{ origin: string; key: string; value: { ranges?: Array<[number, number]> } | null }>
+      }
       const hold = page.facts.find(f => f.origin === holder && f.key === `hold/${m.digest}`)
       const held = (hold?.value?.ranges ?? []).reduce((n, [a, b]) => n + b - a, 0)
       if (held >= want) return
-      if (Date.now() - t0 > 15_000) throw new Error(`${reader} never saw ${holder} hold all of ${name} (${held}/${want})`)
+      if (Date.now() - t0 > 15_000)
+        throw new Error(`${reader} never saw ${holder} hold all of ${name} (${held}/${want})`)
       await sleep(100)
     }
   }
 
-  async destroy (): Promise<void> {
+  async destroy(): Promise<void> {
     for (const h of this.hosts.values()) {
       await h.agent?.stop('SIGTERM', 5000).catch(() => {})
       abortMount(h.mnt)
@@ -119,16 +166,23 @@ export class Fleet {
 
 export type Fault = 'corrupt' | 'truncate' | 'blackhole'
 
-export interface ChildProxy { url: string, port: number, close: () => Promise<void>, stats: () => Promise<{ spoiled: number, seen: string[] }> }
+export interface ChildProxy {
+  url: string
+  port: number
+  close: () => Promise<void>
+  stats: () => Promise<{ spoiled: number; seen: string[] }>
+}
 
 /**
  * Starts a proxy as a child process (the test process blocks in spawnSync while it reads a
  * mount, so a proxy living in it could not answer meanwhile) and waits for its {"port":N} line.
  */
-async function childProxy (script: string, args: string[]): Promise<ChildProxy> {
+async function childProxy(script: string, args: string[]): Promise<ChildProxy> {
   const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''
-  child.stdout!.on('data', (d: Buffer) => { out += d.toString() })
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString()
+  })
   const t0 = Date.now()
   while (!out.includes('\n')) {
     if (child.exitCode !== null || Date.now() - t0 > 10_000) throw new Error(`proxy ${script} did not start`)
@@ -146,17 +200,25 @@ async function childProxy (script: string, args: string[]): Promise<ChildProxy> 
     },
     stats: async () => {
       const r = await request(`${url}/__proxy/stats`)
-      return await r.body.json() as { spoiled: number, seen: string[] }
+      return (await r.body.json()) as { spoiled: number; seen: string[] }
     }
   }
 }
 
 /** A proxy to a real agent that spoils chunk answers (test/integration/faulty-proxy.ts). */
-export function faultyProxy (targetPort: number, fault: Fault): Promise<ChildProxy> {
+export function faultyProxy(targetPort: number, fault: Fault): Promise<ChildProxy> {
   return childProxy(path.join(here, 'faulty-proxy.js'), ['--target', String(targetPort), '--fault', fault])
 }
 
 /** The userspace delay/throttle proxy of the benchmarks (bench/lib/delay-proxy.ts), as a child. */
-export function delayProxy (targetPort: number, delayMs: number, rateBytesPerSec?: number): Promise<ChildProxy> {
-  return childProxy(path.resolve(here, '../../bench/lib/delay-proxy.js'), ['--listen', '127.0.0.1:0', '--target', `127.0.0.1:${targetPort}`, '--delay-ms', String(delayMs), ...(rateBytesPerSec ? ['--rate-bytes-per-sec', String(rateBytesPerSec)] : [])])
+export function delayProxy(targetPort: number, delayMs: number, rateBytesPerSec?: number): Promise<ChildProxy> {
+  return childProxy(path.resolve(here, '../../bench/lib/delay-proxy.js'), [
+    '--listen',
+    '127.0.0.1:0',
+    '--target',
+    `127.0.0.1:${targetPort}`,
+    '--delay-ms',
+    String(delayMs),
+    ...(rateBytesPerSec ? ['--rate-bytes-per-sec', String(rateBytesPerSec)] : [])
+  ])
 }

@@ -4,7 +4,7 @@ import path from 'node:path'
 import { fixture, makeImage, nodeJson, run, vmifs, isMounted, AgentProcess, sleep } from './harness.js'
 
 // FUSE tests share /dev/fuse and the page cache; run them one at a time
-test.serial('an imported image reads back byte-exact through the mount (cmp, qemu-img compare, by-digest)', async (t) => {
+test.serial('an imported image reads back byte-exact through the mount (cmp, qemu-img compare, by-digest)', async t => {
   const f = fixture(t)
   const img = path.join(f.dir, 'disk.raw')
   makeImage(img)
@@ -21,12 +21,14 @@ test.serial('an imported image reads back byte-exact through the mount (cmp, qem
   t.is(q.status, 0, q.stderr + q.stdout)
   t.regex(q.stdout, /Images are identical/)
   const st = fs.statSync(img)
-  const mst = nodeJson<{ size: number, mode: number }>(`import fs from 'node:fs'; const s = fs.statSync(${JSON.stringify(path.join(f.mnt, 'images/disk'))}); console.log(JSON.stringify({ size: s.size, mode: s.mode }))`)
+  const mst = nodeJson<{ size: number; mode: number }>(
+    `import fs from 'node:fs'; const s = fs.statSync(${JSON.stringify(path.join(f.mnt, 'images/disk'))}); console.log(JSON.stringify({ size: s.size, mode: s.mode }))`
+  )
   t.is(mst.size, st.size)
   t.is(mst.mode & 0o777, 0o444)
 })
 
-test.serial('.stats holds the documented keys and counts what was read', async (t) => {
+test.serial('.stats holds the documented keys and counts what was read', async t => {
   const f = fixture(t)
   const img = path.join(f.dir, 'disk.raw')
   const bytes = makeImage(img, 12)
@@ -34,9 +36,26 @@ test.serial('.stats holds the documented keys and counts what was read', async (
   await f.start()
   t.is(run('cat', [path.join(f.mnt, 'images/disk')]).status, 0)
   const s = JSON.parse(run('cat', [path.join(f.mnt, '.stats')]).stdout)
-  for (const k of ['hitOps', 'missOps', 'hitBytes', 'missBytes', 'hitRate', 'sizeBytes', 'capacityBytes', 'evictions']) t.true(k in s.cache, `cache.${k}`)
+  for (const k of ['hitOps', 'missOps', 'hitBytes', 'missBytes', 'hitRate', 'sizeBytes', 'capacityBytes', 'evictions'])
+    t.true(k in s.cache, `cache.${k}`)
   t.true('bytes' in s.fetch && 'byHolder' in s.fetch)
-  t.deepEqual(Object.keys(s.prefetch).sort(), ['bytes', 'demandFetchedChunks', 'failed', 'hinted', 'inherited', 'issued', 'late', 'pending', 'precision', 'recall', 'skippedNoRoom', 'used', 'usedBytes', 'wasted', 'wastedBytes'])
+  t.deepEqual(Object.keys(s.prefetch).sort(), [
+    'bytes',
+    'demandFetchedChunks',
+    'failed',
+    'hinted',
+    'inherited',
+    'issued',
+    'late',
+    'pending',
+    'precision',
+    'recall',
+    'skippedNoRoom',
+    'used',
+    'usedBytes',
+    'wasted',
+    'wastedBytes'
+  ])
   t.is(s.images.disk.size, bytes.length)
   t.is(s.cache.hitBytes, bytes.length) // single host: everything is local, every byte read once
   t.is(s.cache.missBytes, 0)
@@ -51,14 +70,15 @@ test.serial('.stats holds the documented keys and counts what was read', async (
   t.regex(plain.stdout, /^cache\.hitRate 1$/m)
 })
 
-test.serial('a re-read is served from the kernel page cache, not by the agent', async (t) => {
+test.serial('a re-read is served from the kernel page cache, not by the agent', async t => {
   const f = fixture(t)
   const img = path.join(f.dir, 'disk.raw')
   makeImage(img, 24)
   t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.data]).code, 0)
   await f.start()
   const file = path.join(f.mnt, 'images/disk')
-  const stats = (): { read: { ops: number, bytes: number } } => JSON.parse(run('cat', [path.join(f.mnt, '.stats')]).stdout)
+  const stats = (): { read: { ops: number; bytes: number } } =>
+    JSON.parse(run('cat', [path.join(f.mnt, '.stats')]).stdout)
   t.is(run('cat', [file]).status, 0)
   // the kernel may still be answering read-ahead requests of that read: wait until nothing moves
   // for half a second (one quiet 100 ms was not enough under the full suite's load: seen once)
@@ -80,7 +100,7 @@ test.serial('a re-read is served from the kernel page cache, not by the agent', 
   t.is(res, Math.ceil(size! / 4096) * 4096, 'every page of the image is resident')
 })
 
-test.serial('the mount is read-only: writes, creates, truncates and removals fail', async (t) => {
+test.serial('the mount is read-only: writes, creates, truncates and removals fail', async t => {
   const f = fixture(t)
   const img = path.join(f.dir, 'disk.raw')
   makeImage(img, 3)
@@ -101,11 +121,12 @@ test.serial('the mount is read-only: writes, creates, truncates and removals fai
     tryIt('chmod', () => fs.chmodSync(${JSON.stringify(file)}, 0o666))
     tryIt('writeStats', () => fs.writeFileSync(${JSON.stringify(path.join(f.mnt, '.stats'))}, 'x'))
     console.log(JSON.stringify(out))`)
-  for (const [op, code] of Object.entries(codes)) t.true(code === 'EROFS' || code === 'EACCES' || code === 'EPERM', `${op}: ${code}`)
+  for (const [op, code] of Object.entries(codes))
+    t.true(code === 'EROFS' || code === 'EACCES' || code === 'EPERM', `${op}: ${code}`)
   t.is(run('cmp', [img, file]).status, 0, 'image unchanged')
 })
 
-test.serial('a corrupted chunk on disk gives EIO, never wrong bytes', async (t) => {
+test.serial('a corrupted chunk on disk gives EIO, never wrong bytes', async t => {
   const f = fixture(t)
   const img = path.join(f.dir, 'disk.raw')
   const bytes = makeImage(img, 6)
@@ -113,17 +134,23 @@ test.serial('a corrupted chunk on disk gives EIO, never wrong bytes', async (t) 
   const m = JSON.parse(vmifs(['ls', '--json', '--data-dir', f.data]).stdout)[0]
   t.truthy(m)
   // corrupt the chunk that holds byte 0 (random data, so it is a data chunk)
-  const exp = JSON.parse(run(process.execPath, ['--input-type=module', '-e', `
+  const exp = JSON.parse(
+    run(process.execPath, [
+      '--input-type=module',
+      '-e',
+      `
     import { DataDir } from ${JSON.stringify(path.resolve('dist/src/datadir.js'))}
     const dd = DataDir.open(${JSON.stringify(f.data)}, { capacityBytes: 1e12 })
     const m = dd.catalog.manifest(${JSON.stringify(m.digest)})
     console.log(JSON.stringify({ hash: m.hashHexAt(0), len: m.lengthAt(0), path: dd.store.pathOf(m.hashHexAt(0)) }))
-    dd.close()`]).stdout)
+    dd.close()`
+    ]).stdout
+  )
   const fd = fs.openSync(exp.path, 'r+')
   fs.writeSync(fd, Buffer.from([bytes[100]! ^ 0xff]), 0, 1, 100)
   fs.closeSync(fd)
   await f.start()
-  const r = nodeJson<{ first: string, later: string, laterOk: boolean }>(`
+  const r = nodeJson<{ first: string; later: string; laterOk: boolean }>(`
     import fs from 'node:fs'
     const fd = fs.openSync(${JSON.stringify(path.join(f.mnt, 'images/disk'))}, 'r')
     const b = Buffer.alloc(4096)
@@ -145,7 +172,7 @@ test.serial('a corrupted chunk on disk gives EIO, never wrong bytes', async (t) 
   t.deepEqual(JSON.parse(fsck.stdout).incompleteImages, [{ name: 'disk', missingChunks: 1 }])
 })
 
-test.serial('SIGTERM unmounts cleanly; a mount left by a SIGKILLed agent is recovered on the next start', async (t) => {
+test.serial('SIGTERM unmounts cleanly; a mount left by a SIGKILLed agent is recovered on the next start', async t => {
   const f = fixture(t)
   const img = path.join(f.dir, 'disk.raw')
   makeImage(img, 3)
@@ -166,7 +193,7 @@ test.serial('SIGTERM unmounts cleanly; a mount left by a SIGKILLed agent is reco
   t.false(isMounted(f.mnt))
 })
 
-test.serial('an image imported while the agent runs appears in the mount', async (t) => {
+test.serial('an image imported while the agent runs appears in the mount', async t => {
   const f = fixture(t)
   const a1 = path.join(f.dir, 'a.raw')
   makeImage(a1, 3)
@@ -179,7 +206,7 @@ test.serial('an image imported while the agent runs appears in the mount', async
   t.is(run('ls', [path.join(f.mnt, 'images')]).stdout.trim(), '')
 })
 
-test.serial('agent refuses a missing, non-directory, non-empty or busy mountpoint and a newer data dir', async (t) => {
+test.serial('agent refuses a missing, non-directory, non-empty or busy mountpoint and a newer data dir', async t => {
   const f = fixture(t)
   const missing = vmifs(['agent', '--mount', path.join(f.dir, 'nope'), '--data-dir', f.data])
   t.is(missing.code, 1)
@@ -202,24 +229,29 @@ test.serial('agent refuses a missing, non-directory, non-empty or busy mountpoin
   // a data dir written by a newer vmifs
   const newer = path.join(f.dir, 'newer')
   fs.mkdirSync(newer)
-  run(process.execPath, ['-e', `const D = require(${JSON.stringify(path.resolve('node_modules/better-sqlite3'))}); const d = new D(${JSON.stringify(path.join(newer, 'index.sqlite'))}); d.pragma('user_version = 999'); d.close()`])
+  run(process.execPath, [
+    '-e',
+    `const D = require(${JSON.stringify(path.resolve('node_modules/better-sqlite3'))}); const d = new D(${JSON.stringify(path.join(newer, 'index.sqlite'))}); d.pragma('user_version = 999'); d.close()`
+  ])
   const nr = vmifs(['agent', '--mount', path.join(f.dir, 'mnt2'), '--data-dir', newer])
   t.is(nr.code, 1)
   t.regex(nr.stderr, /\[DB_NEWER_SCHEMA\]/)
   t.regex(vmifs(['ls', '--data-dir', newer]).stderr, /\[DB_NEWER_SCHEMA\]/)
 })
 
-test.serial('.stats is fresh on every open, even opens a few milliseconds apart (regression: a memoised snapshot, then a cut one, was served)', async (t) => {
-  const f = fixture(t)
-  const img = path.join(f.dir, 'disk.raw')
-  makeImage(img, 3)
-  t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.data]).code, 0)
-  await f.start()
-  const statsFile = path.join(f.mnt, '.stats')
-  const before = JSON.parse(run('cat', [statsFile]).stdout)
-  t.is(before.read.ops, 0)
-  // one small read and the next look at .stats, all within a few milliseconds
-  const r = nodeJson<{ before: number, after: number, ms: number }>(`
+test.serial(
+  '.stats is fresh on every open, even opens a few milliseconds apart (regression: a memoised snapshot, then a cut one, was served)',
+  async t => {
+    const f = fixture(t)
+    const img = path.join(f.dir, 'disk.raw')
+    makeImage(img, 3)
+    t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.data]).code, 0)
+    await f.start()
+    const statsFile = path.join(f.mnt, '.stats')
+    const before = JSON.parse(run('cat', [statsFile]).stdout)
+    t.is(before.read.ops, 0)
+    // one small read and the next look at .stats, all within a few milliseconds
+    const r = nodeJson<{ before: number; after: number; ms: number }>(`
     import fs from 'node:fs'
     const t0 = performance.now()
     const before = JSON.parse(fs.readFileSync(${JSON.stringify(statsFile)}, 'utf8')).read.ops
@@ -228,7 +260,8 @@ test.serial('.stats is fresh on every open, even opens a few milliseconds apart 
     fs.closeSync(fd)
     const after = JSON.parse(fs.readFileSync(${JSON.stringify(statsFile)}, 'utf8')).read.ops
     console.log(JSON.stringify({ before, after, ms: performance.now() - t0 }))`)
-  t.log(`three opens in ${r.ms.toFixed(1)} ms`)
-  t.is(r.before, 0)
-  t.true(r.after > r.before)
-})
+    t.log(`three opens in ${r.ms.toFixed(1)} ms`)
+    t.is(r.before, 0)
+    t.true(r.after > r.before)
+  }
+)

@@ -11,36 +11,60 @@ const BODY = 4 * MiB
 // each namespace has its own port space, so a fixed port can't collide with anything
 const PORT = 18080
 
-const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+const sleep = async (ms: number): Promise<void> => {
+  await new Promise(resolve => setTimeout(resolve, ms))
+}
 
 const ourNetns = (prefix: string): string[] =>
-  spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').map(l => l.split(' ')[0]!).filter(n => n.startsWith(`vmifs-${prefix}-`)).sort()
+  spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+    .stdout.split('\n')
+    .map(l => l.split(' ')[0]!)
+    .filter(n => n.startsWith(`vmifs-${prefix}-`))
+    .sort()
 
 const rootLinks = (): string[] =>
-  spawnSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).stdout.split('\n').map(l => l.split(':')[1]?.trim() ?? '').filter(Boolean).sort()
+  spawnSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' })
+    .stdout.split('\n')
+    .map(l => l.split(':')[1]?.trim() ?? '')
+    .filter(Boolean)
+    .sort()
 
 /** Running (not gone, not a zombie waiting for its reaper). */
-function running (pid: number): boolean {
-  try { return !/^\d+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8')) } catch { return false }
+function running(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'))
+  } catch {
+    return false
+  }
 }
 
 /** Reads the first JSON line a child prints on stdout. */
-async function firstJsonLine<T> (c: ChildProcess, timeoutMs = 10_000): Promise<T> {
+async function firstJsonLine<T>(c: ChildProcess, timeoutMs = 10_000): Promise<T> {
   return await new Promise<T>((resolve, reject) => {
     let out = ''
     let err = ''
-    const timer = setTimeout(() => { reject(new Error(`no output from child: ${err}`)) }, timeoutMs)
-    c.stderr?.on('data', (d: Buffer) => { err += d.toString() })
+    const timer = setTimeout(() => {
+      reject(new Error(`no output from child: ${err}`))
+    }, timeoutMs)
+    c.stderr?.on('data', (d: Buffer) => {
+      err += d.toString()
+    })
     c.stdout!.on('data', (d: Buffer) => {
       out += d.toString()
       const nl = out.indexOf('\n')
-      if (nl >= 0) { clearTimeout(timer); resolve(JSON.parse(out.slice(0, nl)) as T) }
+      if (nl >= 0) {
+        clearTimeout(timer)
+        resolve(JSON.parse(out.slice(0, nl)) as T)
+      }
     })
-    c.once('exit', (code, sig) => { clearTimeout(timer); reject(new Error(`child exited ${String(code ?? sig)}: ${err}`)) })
+    c.once('exit', (code, sig) => {
+      clearTimeout(timer)
+      reject(new Error(`child exited ${String(code ?? sig)}: ${err}`))
+    })
   })
 }
 
-function startServer (net: FleetNet, host: string): ChildProcess {
+function startServer(net: FleetNet, host: string): ChildProcess {
   const script = `
     import http from 'node:http'
     import crypto from 'node:crypto'
@@ -51,10 +75,14 @@ function startServer (net: FleetNet, host: string): ChildProcess {
   return net.spawn(host, process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] })
 }
 
-interface Fetched { bytes: number, ms: number, sha: string }
+interface Fetched {
+  bytes: number
+  ms: number
+  sha: string
+}
 
 /** Fetches from inside `host`'s namespace; the time excludes node's own startup. */
-function fetchFrom (net: FleetNet, host: string, url: string): Fetched {
+function fetchFrom(net: FleetNet, host: string, url: string): Fetched {
   const script = `
     import http from 'node:http'
     import crypto from 'node:crypto'
@@ -71,13 +99,21 @@ function fetchFrom (net: FleetNet, host: string, url: string): Fetched {
 }
 
 if (!netnsAvailable()) {
-  test('network namespaces (needs root and iproute2)', t => { t.log('skipped: cannot create network namespaces'); t.pass() })
+  test('network namespaces (needs root and iproute2)', t => {
+    t.log('skipped: cannot create network namespaces')
+    t.pass()
+  })
 } else {
   test.serial('hosts live in their own namespaces on a private bridge; the root namespace is untouched', t => {
     const before = rootLinks()
     const prefix = `nt${process.pid}`
     const net = withFleetNet(t, { hosts: ['a', 'b', 'c'], prefix })
-    t.deepEqual(ourNetns(prefix), [`vmifs-${prefix}-a`, `vmifs-${prefix}-b`, `vmifs-${prefix}-c`, `vmifs-${prefix}-switch`])
+    t.deepEqual(ourNetns(prefix), [
+      `vmifs-${prefix}-a`,
+      `vmifs-${prefix}-b`,
+      `vmifs-${prefix}-c`,
+      `vmifs-${prefix}-switch`
+    ])
     t.deepEqual(rootLinks(), before)
     t.regex(net.addr('a'), /^10\.213\.\d+\.1$/)
     t.is(net.addr('a').split('.').slice(0, 3).join('.'), net.addr('c').split('.').slice(0, 3).join('.'))
@@ -102,13 +138,15 @@ if (!netnsAvailable()) {
     t.is(fast.sha, sha)
 
     const rateMbit = 20
-    const boundMs = BODY * 8 / (rateMbit * 1e6) * 1000 // ~1678 ms
+    const boundMs = ((BODY * 8) / (rateMbit * 1e6)) * 1000 // ~1678 ms
     net.shapeLink('b', rateMbit)
     t.regex(net.exec('b', 'tc', ['qdisc', 'show', 'dev', 'eth0']).stdout, /tbf .*rate 20Mbit/)
     const slow = fetchFrom(net, 'a', url)
     t.is(slow.bytes, BODY)
     t.is(slow.sha, sha)
-    t.log(`unshaped ${fast.ms.toFixed(0)} ms, shaped at ${rateMbit} Mbit/s ${slow.ms.toFixed(0)} ms (bound ${boundMs.toFixed(0)} ms)`)
+    t.log(
+      `unshaped ${fast.ms.toFixed(0)} ms, shaped at ${rateMbit} Mbit/s ${slow.ms.toFixed(0)} ms (bound ${boundMs.toFixed(0)} ms)`
+    )
     t.true(slow.ms > 0.7 * boundMs && slow.ms < 2 * boundMs, `shaped ${slow.ms} ms vs bound ${boundMs} ms`)
     t.true(fast.ms < 0.25 * boundMs, `unshaped ${fast.ms} ms`)
 
@@ -117,7 +155,7 @@ if (!netnsAvailable()) {
     net.shape('b', { rateMbit: 40 })
     const half = fetchFrom(net, 'a', url)
     t.log(`egress-only at 40 Mbit/s: ${half.ms.toFixed(0)} ms`)
-    t.true(half.ms > 0.7 * boundMs / 2 && half.ms < 2 * boundMs / 2, `40 Mbit/s: ${half.ms} ms`)
+    t.true(half.ms > (0.7 * boundMs) / 2 && half.ms < (2 * boundMs) / 2, `40 Mbit/s: ${half.ms} ms`)
 
     net.unshape('b')
     t.notRegex(net.exec('b', 'tc', ['qdisc', 'show', 'dev', 'eth0']).stdout, /tbf/)
@@ -127,7 +165,12 @@ if (!netnsAvailable()) {
   test.serial('destroy kills spawned processes and deletes every namespace', async t => {
     const prefix = `nt${process.pid}`
     const net = createFleetNet({ hosts: ['a', 'b'], prefix })
-    const ignoresTerm = net.spawn('a', process.execPath, ['-e', 'process.on("SIGTERM", () => {}); console.log("up"); setInterval(() => {}, 1000)'], { stdio: ['ignore', 'pipe', 'ignore'] })
+    const ignoresTerm = net.spawn(
+      'a',
+      process.execPath,
+      ['-e', 'process.on("SIGTERM", () => {}); console.log("up"); setInterval(() => {}, 1000)'],
+      { stdio: ['ignore', 'pipe', 'ignore'] }
+    )
     await new Promise(resolve => ignoresTerm.stdout!.once('data', resolve))
     const plain = net.spawn('b', 'sleep', ['1000'], { stdio: 'ignore' })
     // a grandchild that the harness did not spawn itself
@@ -149,16 +192,27 @@ if (!netnsAvailable()) {
   test.serial('create sweeps the leftovers of a killed run but never a live fleet', async t => {
     const crashed = `ntc${process.pid}`
     const live = `ntl${process.pid}`
-    const holder = (prefix: string): ChildProcess => spawn(process.execPath, ['--input-type=module', '-e', `
+    const holder = (prefix: string): ChildProcess =>
+      spawn(
+        process.execPath,
+        [
+          '--input-type=module',
+          '-e',
+          `
       import { createFleetNet } from ${JSON.stringify(NETNS_JS)}
       const net = createFleetNet({ hosts: ['a', 'b'], prefix: ${JSON.stringify(prefix)} })
       const c = net.spawn('a', 'sleep', ['1000'], { stdio: 'ignore', detached: true })
       console.log(JSON.stringify({ pid: c.pid }))
       process.on('SIGTERM', () => process.exit(0))
-      setInterval(() => {}, 1000)`], { stdio: ['ignore', 'pipe', 'pipe'] })
+      setInterval(() => {}, 1000)`
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] }
+      )
     const c1 = holder(crashed)
     const c2 = holder(live)
-    t.teardown(() => { c2.kill('SIGTERM') })
+    t.teardown(() => {
+      c2.kill('SIGTERM')
+    })
     const { pid: orphan } = await firstJsonLine<{ pid: number }>(c1)
     await firstJsonLine<{ pid: number }>(c2)
     c1.kill('SIGKILL') // no exit handlers run: namespaces and the sleeper stay behind

@@ -8,7 +8,14 @@
 // The bridge's ifalias records the creating pid: a later createFleetNet() removes the leftovers
 // of fleets whose creator died (a crashed or killed test worker) but refuses to clobber a fleet
 // that is still in use by a live process.
-import { spawn as cpSpawn, spawnSync, type ChildProcess, type SpawnOptions, type SpawnSyncOptions, type SpawnSyncReturns } from 'node:child_process'
+import {
+  spawn as cpSpawn,
+  spawnSync,
+  type ChildProcess,
+  type SpawnOptions,
+  type SpawnSyncOptions,
+  type SpawnSyncReturns
+} from 'node:child_process'
 import fs from 'node:fs'
 import type { ExecutionContext } from 'ava'
 
@@ -34,7 +41,12 @@ export interface FleetNet {
   /** Namespace name of a host (for `ip netns exec` / `nsenter --net=/run/netns/<ns>`). */
   ns: (host: string) => string
   addr: (host: string) => string
-  exec: (host: string, cmd: string, args?: string[], opts?: Omit<SpawnSyncOptions, 'encoding'>) => SpawnSyncReturns<string>
+  exec: (
+    host: string,
+    cmd: string,
+    args?: string[],
+    opts?: Omit<SpawnSyncOptions, 'encoding'>
+  ) => SpawnSyncReturns<string>
   spawn: (host: string, cmd: string, args?: string[], opts?: SpawnOptions) => ChildProcess
   /** tbf on the host's egress (traffic leaving the host). */
   shape: (host: string, opts: ShapeOptions) => void
@@ -52,45 +64,65 @@ const SWITCH = 'switch'
 const OWNER_TAG = 'vmifs-fleetnet owner='
 const NAME_RE = /^[a-z0-9]+$/
 
-function sh (cmd: string, args: string[], allowFail = false): SpawnSyncReturns<string> {
+function sh(cmd: string, args: string[], allowFail = false): SpawnSyncReturns<string> {
   const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 30_000 })
-  if (!allowFail && r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${String(r.status ?? r.signal)}): ${r.stderr}${r.error?.message ?? ''}`)
+  if (!allowFail && r.status !== 0)
+    throw new Error(
+      `${cmd} ${args.join(' ')} failed (${String(r.status ?? r.signal)}): ${r.stderr}${r.error?.message ?? ''}`
+    )
   return r
 }
 
 const ip = (args: string[], allowFail = false): SpawnSyncReturns<string> => sh('ip', args, allowFail)
 
-function listNetns (): string[] {
+function listNetns(): string[] {
   // `ip netns list` prints "name (id: N)" for namespaces with an id
-  return ip(['netns', 'list']).stdout.split('\n').map(l => l.trim().split(/\s+/)[0]).filter((n): n is string => n !== undefined && n !== '')
+  return ip(['netns', 'list'])
+    .stdout.split('\n')
+    .map(l => l.trim().split(/\s+/)[0])
+    .filter((n): n is string => n !== undefined && n !== '')
 }
 
-function pidAlive (pid: number): boolean {
-  try { process.kill(pid, 0); return true } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM' }
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM'
+  }
 }
 
 /** Pid recorded on a fleet's bridge, or undefined if the switch namespace is half-built. */
-function ownerOf (switchNs: string): number | undefined {
+function ownerOf(switchNs: string): number | undefined {
   const r = ip(['-n', switchNs, '-o', 'link', 'show', 'br0'], true)
   const m = /alias vmifs-fleetnet owner=(\d+)/.exec(r.stdout)
   return m === null ? undefined : Number(m[1])
 }
 
-function nsBirthMs (ns: string): number {
-  try { return fs.statSync(`/run/netns/${ns}`).mtimeMs } catch { return 0 }
-}
-
-/** SIGKILLs every process still living in a namespace (grandchildren included). */
-function killNsPids (ns: string): void {
-  const r = ip(['netns', 'pids', ns], true)
-  for (const p of r.stdout.split('\n')) {
-    const pid = Number(p.trim())
-    if (pid > 0 && pid !== process.pid) try { process.kill(pid, 'SIGKILL') } catch {}
+function nsBirthMs(ns: string): number {
+  try {
+    return fs.statSync(`/run/netns/${ns}`).mtimeMs
+  } catch {
+    return 0
   }
 }
 
-function deleteFleet (prefix: string, names = listNetns()): void {
-  const mine = names.filter(n => n.startsWith(`${NS_PREFIX}${prefix}-`) && NAME_RE.test(n.slice(NS_PREFIX.length + prefix.length + 1)))
+/** SIGKILLs every process still living in a namespace (grandchildren included). */
+function killNsPids(ns: string): void {
+  const r = ip(['netns', 'pids', ns], true)
+  for (const p of r.stdout.split('\n')) {
+    const pid = Number(p.trim())
+    if (pid > 0 && pid !== process.pid)
+      try {
+        process.kill(pid, 'SIGKILL')
+      } catch {}
+  }
+}
+
+function deleteFleet(prefix: string, names = listNetns()): void {
+  const mine = names.filter(
+    n => n.startsWith(`${NS_PREFIX}${prefix}-`) && NAME_RE.test(n.slice(NS_PREFIX.length + prefix.length + 1))
+  )
   // hosts first, the switch (which carries the owner tag) last: a crash half-way stays sweepable
   const sw = `${NS_PREFIX}${prefix}-${SWITCH}`
   for (const ns of [...mine.filter(n => n !== sw), ...mine.filter(n => n === sw)]) {
@@ -100,7 +132,7 @@ function deleteFleet (prefix: string, names = listNetns()): void {
 }
 
 /** Removes fleets (any prefix) whose creating process is gone; returns the prefixes removed. */
-export function sweepStaleFleets (): string[] {
+export function sweepStaleFleets(): string[] {
   const names = listNetns()
   const removed: string[] = []
   for (const n of names) {
@@ -117,7 +149,7 @@ export function sweepStaleFleets (): string[] {
 }
 
 /** True when we can create network namespaces here (root + iproute2). */
-export function netnsAvailable (): boolean {
+export function netnsAvailable(): boolean {
   if (process.getuid?.() !== 0) return false
   return spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).status === 0
 }
@@ -125,23 +157,27 @@ export function netnsAvailable (): boolean {
 // best effort if the worker exits without a teardown; a SIGKILLed worker is swept next time
 const liveFleets = new Map<string, () => void>() // prefix -> sync destroy
 let exitHooked = false
-const onExit = (): void => { for (const d of [...liveFleets.values()]) d() }
+const onExit = (): void => {
+  for (const d of [...liveFleets.values()]) d()
+}
 
 /** Third octet of 10.213.N.0/24 from the prefix: namespaces are isolated anyway, but distinct
  * subnets keep logs and captures of parallel fleets unambiguous. */
-function subnetOctet (prefix: string): number {
+function subnetOctet(prefix: string): number {
   let h = 2166136261
   for (const c of prefix) h = Math.imul(h ^ c.charCodeAt(0), 16777619) >>> 0
   return (h % 254) + 1
 }
 
-export function createFleetNet (opts: FleetNetOptions): FleetNet {
+export function createFleetNet(opts: FleetNetOptions): FleetNet {
   const prefix = opts.prefix ?? `p${process.pid}`
-  if (!NAME_RE.test(prefix) || prefix.length > 20) throw new Error(`bad fleet prefix ${JSON.stringify(prefix)}: use [a-z0-9]{1,20}`)
+  if (!NAME_RE.test(prefix) || prefix.length > 20)
+    throw new Error(`bad fleet prefix ${JSON.stringify(prefix)}: use [a-z0-9]{1,20}`)
   const hosts = [...opts.hosts]
   if (hosts.length === 0 || hosts.length > 40) throw new Error('a fleet needs 1..40 hosts')
   for (const h of hosts) {
-    if (!NAME_RE.test(h) || h === SWITCH) throw new Error(`bad host name ${JSON.stringify(h)}: use [a-z0-9]+, not "${SWITCH}"`)
+    if (!NAME_RE.test(h) || h === SWITCH)
+      throw new Error(`bad host name ${JSON.stringify(h)}: use [a-z0-9]+, not "${SWITCH}"`)
   }
   if (new Set(hosts).size !== hosts.length) throw new Error('duplicate host names')
 
@@ -150,7 +186,8 @@ export function createFleetNet (opts: FleetNetOptions): FleetNet {
   const names = listNetns()
   if (names.includes(swNs)) {
     const owner = ownerOf(swNs)
-    if (owner !== undefined && owner !== process.pid && pidAlive(owner)) throw new Error(`fleet ${prefix} is in use by live pid ${owner}`)
+    if (owner !== undefined && owner !== process.pid && pidAlive(owner))
+      throw new Error(`fleet ${prefix} is in use by live pid ${owner}`)
   }
   sweepStaleFleets()
   deleteFleet(prefix) // our own leftovers (e.g. an earlier fleet of this process not destroyed)
@@ -172,11 +209,18 @@ export function createFleetNet (opts: FleetNetOptions): FleetNet {
     if (destroyed) return
     destroyed = true
     liveFleets.delete(prefix)
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) try { c.kill('SIGKILL') } catch {}
+    for (const c of children)
+      if (c.exitCode === null && c.signalCode === null)
+        try {
+          c.kill('SIGKILL')
+        } catch {}
     deleteFleet(prefix)
   }
   liveFleets.set(prefix, destroySync)
-  if (!exitHooked) { exitHooked = true; process.once('exit', onExit) }
+  if (!exitHooked) {
+    exitHooked = true
+    process.once('exit', onExit)
+  }
 
   try {
     ip(['netns', 'add', swNs])
@@ -204,9 +248,24 @@ export function createFleetNet (opts: FleetNetOptions): FleetNet {
 
   const tbf = (nsName: string, dev: string, o: ShapeOptions): void => {
     if (!(o.rateMbit > 0)) throw new Error('rateMbit must be > 0')
-    const burstKb = o.burstKb ?? Math.max(32, Math.ceil(o.rateMbit * 1e6 / 8 / 100 / 1024))
+    const burstKb = o.burstKb ?? Math.max(32, Math.ceil((o.rateMbit * 1e6) / 8 / 100 / 1024))
     const latencyMs = o.latencyMs ?? 50
-    sh('tc', ['-n', nsName, 'qdisc', 'replace', 'dev', dev, 'root', 'tbf', 'rate', `${o.rateMbit}mbit`, 'burst', `${burstKb}kb`, 'latency', `${latencyMs}ms`])
+    sh('tc', [
+      '-n',
+      nsName,
+      'qdisc',
+      'replace',
+      'dev',
+      dev,
+      'root',
+      'tbf',
+      'rate',
+      `${o.rateMbit}mbit`,
+      'burst',
+      `${burstKb}kb`,
+      'latency',
+      `${latencyMs}ms`
+    ])
   }
 
   const net: FleetNet = {
@@ -214,9 +273,17 @@ export function createFleetNet (opts: FleetNetOptions): FleetNet {
     subnet: `10.213.${octet}.0/24`,
     hosts,
     ns,
-    addr: (host) => { ns(host); return addrOf.get(host)! },
+    addr: host => {
+      ns(host)
+      return addrOf.get(host)!
+    },
     exec: (host, cmd, args = [], o = {}) =>
-      spawnSync('ip', ['netns', 'exec', ns(host), cmd, ...args], { timeout: 60_000, maxBuffer: 64 * 1024 * 1024, ...o, encoding: 'utf8' }),
+      spawnSync('ip', ['netns', 'exec', ns(host), cmd, ...args], {
+        timeout: 60_000,
+        maxBuffer: 64 * 1024 * 1024,
+        ...o,
+        encoding: 'utf8'
+      }),
     spawn: (host, cmd, args = [], o = {}) => {
       if (destroyed) throw new Error('fleet destroyed')
       // `ip netns exec` execs the command in place, so the child's pid is the command's pid
@@ -225,10 +292,18 @@ export function createFleetNet (opts: FleetNetOptions): FleetNet {
       c.once('exit', () => children.delete(c))
       return c
     },
-    shape: (host, o) => { tbf(ns(host), 'eth0', o) },
-    shapeIngress: (host, o) => { ns(host); tbf(swNs, portOf.get(host)!, o) },
-    shapeLink: (host, rateMbit) => { net.shape(host, { rateMbit }); net.shapeIngress(host, { rateMbit }) },
-    unshape: (host) => {
+    shape: (host, o) => {
+      tbf(ns(host), 'eth0', o)
+    },
+    shapeIngress: (host, o) => {
+      ns(host)
+      tbf(swNs, portOf.get(host)!, o)
+    },
+    shapeLink: (host, rateMbit) => {
+      net.shape(host, { rateMbit })
+      net.shapeIngress(host, { rateMbit })
+    },
+    unshape: host => {
       // deleting the root qdisc restores the default; "no qdisc" errors are fine
       sh('tc', ['-n', ns(host), 'qdisc', 'del', 'dev', 'eth0', 'root'], true)
       sh('tc', ['-n', swNs, 'qdisc', 'del', 'dev', portOf.get(host)!, 'root'], true)
@@ -236,13 +311,21 @@ export function createFleetNet (opts: FleetNetOptions): FleetNet {
     destroy: async (graceMs = 2000) => {
       if (destroyed) return
       const live = [...children].filter(c => c.exitCode === null && c.signalCode === null)
-      await Promise.all(live.map(async c => {
-        const exited = new Promise<void>(resolve => c.once('exit', () => resolve()))
-        try { c.kill('SIGTERM') } catch {}
-        const timer = setTimeout(() => { try { c.kill('SIGKILL') } catch {} }, graceMs)
-        await exited
-        clearTimeout(timer)
-      }))
+      await Promise.all(
+        live.map(async c => {
+          const exited = new Promise<void>(resolve => c.once('exit', () => resolve()))
+          try {
+            c.kill('SIGTERM')
+          } catch {}
+          const timer = setTimeout(() => {
+            try {
+              c.kill('SIGKILL')
+            } catch {}
+          }, graceMs)
+          await exited
+          clearTimeout(timer)
+        })
+      )
       destroySync()
     }
   }
@@ -250,8 +333,10 @@ export function createFleetNet (opts: FleetNetOptions): FleetNet {
 }
 
 /** createFleetNet whose teardown is registered on the ava test, so it runs even if the test fails. */
-export function withFleetNet (t: ExecutionContext, opts: FleetNetOptions): FleetNet {
+export function withFleetNet(t: ExecutionContext, opts: FleetNetOptions): FleetNet {
   const net = createFleetNet(opts)
-  t.teardown(async () => { await net.destroy() })
+  t.teardown(async () => {
+    await net.destroy()
+  })
   return net
 }

@@ -11,19 +11,28 @@ import { CatalogClusters, type Similarity } from '../../src/planner/clusters.js'
 import { DataDir } from '../../src/datadir.js'
 
 /** A recomputation from the catalog, in the agent's image order. */
-function recompute (data: string, order: string[]): Similarity {
+function recompute(data: string, order: string[]): Similarity {
   const dd = DataDir.open(data, { capacityBytes: 1 << 30 })
   try {
     const idx = new CatalogClusters()
     const rows = dd.catalog.listImages()
-    idx.sync(order.map(n => rows.find(r => r.name === n)!), d => dd.catalog.manifest(d))
+    idx.sync(
+      order.map(n => rows.find(r => r.name === n)!),
+      d => dd.catalog.manifest(d)
+    )
     return idx.snapshot()
-  } finally { dd.close() }
+  } finally {
+    dd.close()
+  }
 }
 
-const norm = (s: Similarity): unknown => ({ images: s.images, matrix: s.matrix, clusters: [...s.clusters].map(c => JSON.stringify(c)).sort() })
+const norm = (s: Similarity): unknown => ({
+  images: s.images,
+  matrix: s.matrix,
+  clusters: [...s.clusters].map(c => JSON.stringify(c)).sort()
+})
 
-test('the agent\'s clusters follow imports and removals and equal a recomputation', async (t) => {
+test("the agent's clusters follow imports and removals and equal a recomputation", async t => {
   const f = fixture(t)
   await f.start()
   const sock = path.join(f.data, 'agent.sock')
@@ -32,11 +41,22 @@ test('the agent\'s clusters follow imports and removals and equal a recomputatio
   const img = (name: string, parts: number[]): void => {
     const file = path.join(f.dir, `${name}.raw`)
     fs.writeFileSync(file, Buffer.concat(parts.map(i => blocks[i]!)))
-    const r = vmifs(['import', file, '--name', name, '--chunking', 'fixed', '--chunk-size', String(64 * KiB), '--data-dir', f.data])
+    const r = vmifs([
+      'import',
+      file,
+      '--name',
+      name,
+      '--chunking',
+      'fixed',
+      '--chunk-size',
+      String(64 * KiB),
+      '--data-dir',
+      f.data
+    ])
     t.is(r.code, 0, r.stderr)
   }
   const check = async (what: string, names: string[]): Promise<Similarity> => {
-    const live = await agentCall(sock, 'GET', '/v1/similarity') as Similarity
+    const live = (await agentCall(sock, 'GET', '/v1/similarity')) as Similarity
     t.deepEqual([...live.images].sort(), [...names].sort(), what)
     t.deepEqual(norm(live), norm(recompute(f.data, live.images)), what)
     return live

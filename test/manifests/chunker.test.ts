@@ -5,15 +5,25 @@ import { type CdcParams, makeCutter, referenceCut } from '../../src/manifests/fa
 import { blake3Hex } from '../../src/util/hash.js'
 import { prng, randomBuffer } from '../helpers/random.js'
 
-interface Entry { offset: number, length: number, zero: boolean, data?: Buffer }
+interface Entry {
+  offset: number
+  length: number
+  zero: boolean
+  data?: Buffer
+}
 
 /** Runs a chunker over input, pushed in pieces whose sizes cycle through `sizes` (one piece if empty). */
-function chunk (c: Chunking, input: Buffer, sizes: number[] = [], cuts?: Float64Array): Entry[] {
+function chunk(c: Chunking, input: Buffer, sizes: number[] = [], cuts?: Float64Array): Entry[] {
   const ch = createChunker(c, cuts)
   const out: Entry[] = []
   const keep = (xs: ReturnType<typeof ch.push>): void => {
     // data views are only valid until the next push: copy them now
-    for (const x of xs) out.push(x.zero ? { offset: x.offset, length: x.length, zero: true } : { offset: x.offset, length: x.length, zero: false, data: Buffer.from(x.data!) })
+    for (const x of xs)
+      out.push(
+        x.zero
+          ? { offset: x.offset, length: x.length, zero: true }
+          : { offset: x.offset, length: x.length, zero: false, data: Buffer.from(x.data!) }
+      )
   }
   if (sizes.length === 0) {
     keep(ch.push(input))
@@ -32,18 +42,23 @@ function chunk (c: Chunking, input: Buffer, sizes: number[] = [], cuts?: Float64
 }
 
 /** Entries as comparable values: data replaced by its hash. */
-const summary = (es: Entry[]): Array<{ offset: number, length: number, zero: boolean, hash?: string }> =>
-  es.map(e => e.zero ? { offset: e.offset, length: e.length, zero: true } : { offset: e.offset, length: e.length, zero: false, hash: blake3Hex(e.data!) })
+const summary = (es: Entry[]): Array<{ offset: number; length: number; zero: boolean; hash?: string }> =>
+  es.map(e =>
+    e.zero
+      ? { offset: e.offset, length: e.length, zero: true }
+      : { offset: e.offset, length: e.length, zero: false, hash: blake3Hex(e.data!) }
+  )
 
 /** Contiguous, covering, and the data (zeros for zero entries) is the input. */
-function reassemble (es: Entry[]): Buffer {
+function reassemble(es: Entry[]): Buffer {
   const parts: Buffer[] = []
   let pos = 0
   for (const e of es) {
     if (e.offset !== pos) throw new Error(`entry at ${e.offset}, expected ${pos}`)
     if (e.zero) parts.push(Buffer.alloc(e.length))
     else {
-      if (e.data!.length !== e.length) throw new Error(`entry at ${e.offset}: data ${e.data!.length} bytes, length ${e.length}`)
+      if (e.data!.length !== e.length)
+        throw new Error(`entry at ${e.offset}: data ${e.data!.length} bytes, length ${e.length}`)
       parts.push(e.data!)
     }
     pos += e.length
@@ -52,15 +67,22 @@ function reassemble (es: Entry[]): Buffer {
 }
 
 /** Maximal runs of all-zero aligned 4 KiB blocks (the last block may be short), as [start, length]. */
-function zeroRuns (input: Buffer): Array<[number, number]> {
+function zeroRuns(input: Buffer): Array<[number, number]> {
   const runs: Array<[number, number]> = []
   let start = -1
   for (let b = 0; b < input.length; b += ZERO_BLOCK) {
     const end = Math.min(b + ZERO_BLOCK, input.length)
     let zero = true
-    for (let i = b; i < end; i++) if (input[i] !== 0) { zero = false; break }
+    for (let i = b; i < end; i++)
+      if (input[i] !== 0) {
+        zero = false
+        break
+      }
     if (zero && start < 0) start = b
-    if (!zero && start >= 0) { runs.push([start, b - start]); start = -1 }
+    if (!zero && start >= 0) {
+      runs.push([start, b - start])
+      start = -1
+    }
   }
   if (start >= 0) runs.push([start, input.length - start])
   return runs
@@ -72,7 +94,7 @@ const CDC_DEFAULT: Chunking = { kind: 'cdc', min: 16384, avg: 65536, max: 262144
 const CDC_SMALL: Chunking = { kind: 'cdc', min: 8192, avg: 16384, max: 65536 }
 
 /** Random, long and short zero runs (aligned and not), a repeat, and a zero tail. */
-function mixedInput (): Buffer {
+function mixedInput(): Buffer {
   const a = randomBuffer(1_000_000, 1)
   return Buffer.concat([
     a,
@@ -89,40 +111,61 @@ function mixedInput (): Buffer {
   ])
 }
 
-test('fixed: aligned chunks, all-zero chunks flagged, short last chunk', (t) => {
+test('fixed: aligned chunks, all-zero chunks flagged, short last chunk', t => {
   const cs = 8192
   const input = Buffer.concat([
     randomBuffer(cs, 10), // data
     Buffer.alloc(cs), // zero
-    Buffer.alloc(cs - 1), Buffer.from([1]), // one byte at the very end: data
-    Buffer.alloc(4096), randomBuffer(4096, 11), // first block zero only: data
+    Buffer.alloc(cs - 1),
+    Buffer.from([1]), // one byte at the very end: data
+    Buffer.alloc(4096),
+    randomBuffer(4096, 11), // first block zero only: data
     randomBuffer(5000, 12) // short last chunk
   ])
   const es = chunk({ kind: 'fixed', chunkSize: cs }, input)
-  t.deepEqual(es.map(e => [e.offset, e.length, e.zero]), [
-    [0, cs, false], [cs, cs, true], [2 * cs, cs, false], [3 * cs, cs, false], [4 * cs, 5000, false]
-  ])
+  t.deepEqual(
+    es.map(e => [e.offset, e.length, e.zero]),
+    [
+      [0, cs, false],
+      [cs, cs, true],
+      [2 * cs, cs, false],
+      [3 * cs, cs, false],
+      [4 * cs, 5000, false]
+    ]
+  )
   t.is(es[1]!.data, undefined)
   t.true(reassemble(es).equals(input))
 })
 
-test('fixed: a short all-zero last chunk is a zero entry', (t) => {
+test('fixed: a short all-zero last chunk is a zero entry', t => {
   const input = Buffer.concat([randomBuffer(4096, 13), Buffer.alloc(100)])
   const es = chunk({ kind: 'fixed', chunkSize: 4096 }, input)
-  t.deepEqual(es.map(e => [e.offset, e.length, e.zero]), [[0, 4096, false], [4096, 100, true]])
+  t.deepEqual(
+    es.map(e => [e.offset, e.length, e.zero]),
+    [
+      [0, 4096, false],
+      [4096, 100, true]
+    ]
+  )
   t.true(reassemble(es).equals(input))
 })
 
-test('fixed: input smaller than one chunk gives one short chunk', (t) => {
+test('fixed: input smaller than one chunk gives one short chunk', t => {
   const input = randomBuffer(1, 14)
   const es = chunk({ kind: 'fixed', chunkSize: 65536 }, input)
-  t.deepEqual(es.map(e => [e.offset, e.length, e.zero]), [[0, 1, false]])
+  t.deepEqual(
+    es.map(e => [e.offset, e.length, e.zero]),
+    [[0, 1, false]]
+  )
   t.true(reassemble(es).equals(input))
 })
 
-test('fixed: the result does not depend on push() sizes', (t) => {
+test('fixed: the result does not depend on push() sizes', t => {
   const input = mixedInput()
-  for (const c of [{ kind: 'fixed', chunkSize: 4096 }, { kind: 'fixed', chunkSize: 65536 }] as Chunking[]) {
+  for (const c of [
+    { kind: 'fixed', chunkSize: 4096 },
+    { kind: 'fixed', chunkSize: 65536 }
+  ] as Chunking[]) {
     const one = chunk(c, input)
     t.true(reassemble(one).equals(input))
     const cs = (c as { chunkSize: number }).chunkSize
@@ -137,7 +180,7 @@ test('fixed: the result does not depend on push() sizes', (t) => {
   }
 })
 
-test('cdc: the result does not depend on push() sizes', (t) => {
+test('cdc: the result does not depend on push() sizes', t => {
   const input = mixedInput()
   for (const c of [CDC_DEFAULT, CDC_SMALL]) {
     const one = summary(chunk(c, input))
@@ -149,7 +192,7 @@ test('cdc: the result does not depend on push() sizes', (t) => {
   }
 })
 
-test('cdc: lengths within [min, max] but for the last chunk of a data segment; zero runs', (t) => {
+test('cdc: lengths within [min, max] but for the last chunk of a data segment; zero runs', t => {
   const input = mixedInput()
   for (const c of [CDC_DEFAULT, CDC_SMALL]) {
     if (c.kind !== 'cdc') throw new Error('cdc expected')
@@ -184,7 +227,7 @@ test('cdc: lengths within [min, max] but for the last chunk of a data segment; z
   }
 })
 
-test('cdc: a long random buffer is cut into chunks near avg', (t) => {
+test('cdc: a long random buffer is cut into chunks near avg', t => {
   const c = CDC_DEFAULT
   if (c.kind !== 'cdc') throw new Error('cdc expected')
   const input = randomBuffer(4 * 1024 * 1024, 20)
@@ -196,7 +239,7 @@ test('cdc: a long random buffer is cut into chunks near avg', (t) => {
   t.true(mean > c.min && mean < c.max, `mean chunk ${mean}`)
 })
 
-test('cdc: native cut equals referenceCut', (t) => {
+test('cdc: native cut equals referenceCut', t => {
   const params: CdcParams[] = [
     { min: 1024, avg: 4096, max: 16384 },
     { min: 8192, avg: 16384, max: 65536 },
@@ -218,7 +261,12 @@ test('cdc: native cut equals referenceCut', (t) => {
     }
     t.true(n > 1)
     // a window inside the buffer, not starting at 0 and ending before its end
-    for (const [s, e] of [[12345, 12345 + p.max * 2], [777, 777 + p.min + 10], [100, 100 + p.min], [5, 5]]) {
+    for (const [s, e] of [
+      [12345, 12345 + p.max * 2],
+      [777, 777 + p.min + 10],
+      [100, 100 + p.min],
+      [5, 5]
+    ]) {
       t.is(cut(buf, s!, e!), referenceCut(buf, s!, e!, p))
     }
     t.is(cut(buf, 100, 100 + p.min), 100 + p.min) // no more than min bytes: all of them
@@ -227,7 +275,7 @@ test('cdc: native cut equals referenceCut', (t) => {
 })
 
 /** Changed chunk hashes between two chunkings of related inputs. */
-function diff (a: Buffer, b: Buffer, c: Chunking): { before: number, after: number, changed: number, shared: number } {
+function diff(a: Buffer, b: Buffer, c: Chunking): { before: number; after: number; changed: number; shared: number } {
   const ha = summary(chunk(c, a)).map(e => e.hash!)
   const hb = summary(chunk(c, b)).map(e => e.hash!)
   const setA = new Set(ha)
@@ -235,13 +283,16 @@ function diff (a: Buffer, b: Buffer, c: Chunking): { before: number, after: numb
   return { before: ha.length, after: hb.length, changed, shared: hb.length - changed }
 }
 
-test('cdc: boundaries survive an insertion and a deletion', (t) => {
+test('cdc: boundaries survive an insertion and a deletion', t => {
   for (const seed of [40, 41, 42]) {
     const base = randomBuffer(4 * 1024 * 1024, seed)
     const mid = 2 * 1024 * 1024 + 12345
     const inserted = Buffer.concat([base.subarray(0, mid), randomBuffer(100, seed + 100), base.subarray(mid)])
     const deleted = Buffer.concat([base.subarray(0, mid), base.subarray(mid + 100)])
-    for (const [what, other] of [['insertion', inserted], ['deletion', deleted]] as const) {
+    for (const [what, other] of [
+      ['insertion', inserted],
+      ['deletion', deleted]
+    ] as const) {
       const d = diff(base, other, CDC_DEFAULT)
       t.true(d.before > 30, `${what}: ${d.before} chunks`)
       t.true(d.changed >= 1 && d.changed <= 3, `${what} (seed ${seed}): ${d.changed} of ${d.after} chunks changed`)
@@ -256,7 +307,7 @@ test('cdc: boundaries survive an insertion and a deletion', (t) => {
 })
 
 /** Data of random lengths (block multiples) with zero runs of 1 to 3 blocks between some of them. */
-function blocky (seed: number, parts: number): Buffer {
+function blocky(seed: number, parts: number): Buffer {
   const next = prng(seed)
   const out: Buffer[] = []
   for (let i = 0; i < parts; i++) {
@@ -266,13 +317,15 @@ function blocky (seed: number, parts: number): Buffer {
   return Buffer.concat(out)
 }
 
-test('cdc cuts: every forced cut ends an entry, the rest does not depend on push() sizes', (t) => {
+test('cdc cuts: every forced cut ends an entry, the rest does not depend on push() sizes', t => {
   const cdc: Chunking = { kind: 'cdc', min: 4096, avg: 16384, max: 65536 }
   for (let seed = 1; seed <= 6; seed++) {
     const input = blocky(seed, 120)
     const next = prng(seed + 50)
     const blocks = input.length / 4096
-    const cuts = Float64Array.from([...new Set(Array.from({ length: 60 }, () => 4096 * (1 + (next() % (blocks - 1)))))].sort((a, b) => a - b))
+    const cuts = Float64Array.from(
+      [...new Set(Array.from({ length: 60 }, () => 4096 * (1 + (next() % (blocks - 1)))))].sort((a, b) => a - b)
+    )
     const es = chunk(cdc, input, [], cuts)
     t.true(reassemble(es).equals(input))
     const ends = new Set(es.map(e => e.offset + e.length))
@@ -280,15 +333,19 @@ test('cdc cuts: every forced cut ends an entry, the rest does not depend on push
     for (const c of cuts) t.true(ends.has(c) || zeroAt(c), `seed ${seed}: cut at ${c} is inside a data entry`)
     for (let i = 1; i < es.length; i++) t.false(es[i - 1]!.zero && es[i]!.zero, 'two zero entries in a row')
     for (const e of es) if (!e.zero) t.true(e.length <= 65536)
-    t.deepEqual(summary(chunk(cdc, input, [4096 * 7, 100_003, 1 << 20], cuts)), summary(es), `seed ${seed}: push sizes changed the result`)
+    t.deepEqual(
+      summary(chunk(cdc, input, [4096 * 7, 100_003, 1 << 20], cuts)),
+      summary(es),
+      `seed ${seed}: push sizes changed the result`
+    )
   }
 })
 
-test('cdc cuts: the data between two cuts is chunked as if it stood alone', (t) => {
+test('cdc cuts: the data between two cuts is chunked as if it stood alone', t => {
   // the property file cuts exist for: a file's chunks depend on its bytes, not on its neighbours
   const cdc: Chunking = { kind: 'cdc', min: 4096, avg: 16384, max: 65536 }
-  const files = Array.from({ length: 30 }, (_, i) => randomBuffer(4096 * (1 + (i * 7) % 40), 500 + i))
-  const layout = (order: number[]): { image: Buffer, cuts: Float64Array, at: number[] } => {
+  const files = Array.from({ length: 30 }, (_, i) => randomBuffer(4096 * (1 + ((i * 7) % 40)), 500 + i))
+  const layout = (order: number[]): { image: Buffer; cuts: Float64Array; at: number[] } => {
     const parts: Buffer[] = []
     const cuts: number[] = []
     const at: number[] = []
@@ -307,8 +364,12 @@ test('cdc cuts: the data between two cuts is chunked as if it stood alone', (t) 
   const eb = summary(chunk(cdc, b.image, [], b.cuts))
   for (let i = 0; i < files.length; i++) {
     const alone = summary(chunk(cdc, files[i]!)).map(e => ({ length: e.length, hash: e.hash }))
-    const inA = ea.filter(e => e.offset >= a.at[i]! && e.offset < a.at[i]! + files[i]!.length).map(e => ({ length: e.length, hash: e.hash }))
-    const inB = eb.filter(e => e.offset >= b.at[i]! && e.offset < b.at[i]! + files[i]!.length).map(e => ({ length: e.length, hash: e.hash }))
+    const inA = ea
+      .filter(e => e.offset >= a.at[i]! && e.offset < a.at[i]! + files[i]!.length)
+      .map(e => ({ length: e.length, hash: e.hash }))
+    const inB = eb
+      .filter(e => e.offset >= b.at[i]! && e.offset < b.at[i]! + files[i]!.length)
+      .map(e => ({ length: e.length, hash: e.hash }))
     t.deepEqual(inA, alone, `file ${i} in layout a`)
     t.deepEqual(inB, alone, `file ${i} in layout b`)
   }
@@ -321,8 +382,11 @@ test('cdc cuts: the data between two cuts is chunked as if it stood alone', (t) 
   t.true(shared(summary(chunk(cdc, b.image)), summary(chunk(cdc, a.image))) < b.image.length * 0.9)
 })
 
-test('cdc cuts: fixed chunking ignores cuts', (t) => {
+test('cdc cuts: fixed chunking ignores cuts', t => {
   const input = randomBuffer(65536 * 3, 61)
   const fixed: Chunking = { kind: 'fixed', chunkSize: 65536 }
-  t.deepEqual(summary(chunk(fixed, input, [], Float64Array.from([8192, 70000 - 70000 % 4096]))), summary(chunk(fixed, input)))
+  t.deepEqual(
+    summary(chunk(fixed, input, [], Float64Array.from([8192, 70000 - (70000 % 4096)]))),
+    summary(chunk(fixed, input))
+  )
 })

@@ -11,7 +11,7 @@ const KiB = 1024
 const MiB = 1024 * KiB
 
 /** Random, zero (long, short, unaligned) and repeated regions, and an odd tail. */
-function makeImage (seed: number): Buffer {
+function makeImage(seed: number): Buffer {
   const rnd = randomBuffer(1 * MiB + 333, seed)
   return Buffer.concat([
     rnd,
@@ -25,7 +25,7 @@ function makeImage (seed: number): Buffer {
   ])
 }
 
-function codeOf (err: unknown): string | undefined {
+function codeOf(err: unknown): string | undefined {
   return (err as { code?: string } | undefined)?.code
 }
 
@@ -35,25 +35,41 @@ const CHUNKINGS: Chunking[] = [
 ]
 
 for (const chunking of CHUNKINGS) {
-  test(`import then export reproduces the image (${chunking.kind})`, async (t) => {
+  test(`import then export reproduces the image (${chunking.kind})`, async t => {
     const dd = openDataDir(t)
     const work = tmpDir(t)
     const img = makeImage(1)
     const file = path.join(work, 'disk.raw')
     fs.writeFileSync(file, img)
     const progress: number[] = []
-    const r = await importImage(dd, file, { name: 'disk', chunking, onProgress: (done) => { progress.push(done) } })
+    const r = await importImage(dd, file, {
+      name: 'disk',
+      chunking,
+      onProgress: done => {
+        progress.push(done)
+      }
+    })
     t.is(r.name, 'disk')
     t.is(r.size, img.length)
     t.is(r.manifest.size, img.length)
     t.is(r.digest, r.manifest.digest())
     t.true(r.zeroBytes >= 512 * KiB, `zero bytes ${r.zeroBytes}`)
-    t.is(r.zeroBytes, r.manifest.entries().filter(e => e.zero).reduce((a, e) => a + e.length, 0))
+    t.is(
+      r.zeroBytes,
+      r.manifest
+        .entries()
+        .filter(e => e.zero)
+        .reduce((a, e) => a + e.length, 0)
+    )
     t.is(r.dataChunks, r.manifest.entries().filter(e => !e.zero).length)
     t.true(r.chunks > r.dataChunks)
     t.is(r.newChunks, r.manifest.distinctChunks().size)
-    t.is(r.newBytes, [...r.manifest.distinctChunks().values()].reduce((a, b) => a + b, 0))
-    if (chunking.kind === 'cdc') t.true(r.newBytes < img.length - r.zeroBytes - 300 * KiB, 'the repeated regions are mostly stored once')
+    t.is(
+      r.newBytes,
+      [...r.manifest.distinctChunks().values()].reduce((a, b) => a + b, 0)
+    )
+    if (chunking.kind === 'cdc')
+      t.true(r.newBytes < img.length - r.zeroBytes - 300 * KiB, 'the repeated regions are mostly stored once')
     t.is(progress.at(-1), img.length)
     // the catalog and the cache know it
     const row = dd.catalog.requireImage('disk')
@@ -72,7 +88,7 @@ for (const chunking of CHUNKINGS) {
   })
 }
 
-test('an image that ends in zeros is exported at its full size', async (t) => {
+test('an image that ends in zeros is exported at its full size', async t => {
   const dd = openDataDir(t)
   const work = tmpDir(t)
   const img = Buffer.concat([randomBuffer(100_000, 7), Buffer.alloc(1 * MiB + 5)])
@@ -86,7 +102,7 @@ test('an image that ends in zeros is exported at its full size', async (t) => {
   t.true(fs.readFileSync(out).equals(img))
 })
 
-test('an all-zero image stores no chunk at all', async (t) => {
+test('an all-zero image stores no chunk at all', async t => {
   const dd = openDataDir(t)
   const work = tmpDir(t)
   const file = path.join(work, 'zero.raw')
@@ -99,7 +115,7 @@ test('an all-zero image stores no chunk at all', async (t) => {
   t.true(fs.readFileSync(out).equals(Buffer.alloc(2 * MiB + 1)))
 })
 
-test('re-importing the same content stores no new chunks and gives the same digest', async (t) => {
+test('re-importing the same content stores no new chunks and gives the same digest', async t => {
   const dd = openDataDir(t)
   const work = tmpDir(t)
   const img = makeImage(2)
@@ -117,7 +133,13 @@ test('re-importing the same content stores no new chunks and gives the same dige
   t.is(r2.digest, r1.digest)
   t.is(dd.store.sizeBytes, size)
   t.deepEqual(listFiles(dd.store.chunkDir), files)
-  t.deepEqual(dd.catalog.listImages().map(i => [i.name, i.digest]), [['first', r1.digest], ['second', r1.digest]])
+  t.deepEqual(
+    dd.catalog.listImages().map(i => [i.name, i.digest]),
+    [
+      ['first', r1.digest],
+      ['second', r1.digest]
+    ]
+  )
   // another chunking is another manifest
   const r3 = await importImage(dd, b, { name: 'third', chunking: { kind: 'fixed', chunkSize: 65536 } })
   t.not(r3.digest, r1.digest)
@@ -127,7 +149,7 @@ test('re-importing the same content stores no new chunks and gives the same dige
   t.true(fs.readFileSync(out).equals(img))
 })
 
-test('import input errors', async (t) => {
+test('import input errors', async t => {
   const dd = openDataDir(t)
   const work = tmpDir(t)
   const missing = await t.throwsAsync(importImage(dd, path.join(work, 'nope.raw'), { name: 'x' }))
@@ -155,7 +177,7 @@ test('import input errors', async (t) => {
   for (const h of r.manifest.distinctChunks().keys()) t.false(dd.store.has(h))
 })
 
-test('export refuses to overwrite unless forced', async (t) => {
+test('export refuses to overwrite unless forced', async t => {
   const dd = openDataDir(t)
   const work = tmpDir(t)
   const img = randomBuffer(200_000, 5)
@@ -172,7 +194,7 @@ test('export refuses to overwrite unless forced', async (t) => {
   t.deepEqual(listFiles(work).sort(), ['in.raw', 'out.raw'])
 })
 
-test('export of an image with a corrupted chunk fails and leaves no output', async (t) => {
+test('export of an image with a corrupted chunk fails and leaves no output', async t => {
   const dd = openDataDir(t)
   const work = tmpDir(t)
   const img = makeImage(6)
@@ -180,7 +202,10 @@ test('export of an image with a corrupted chunk fails and leaves no output', asy
   fs.writeFileSync(file, img)
   const r = await importImage(dd, file, { name: 'img' })
   // corrupt a chunk in the middle of the image (not the first one written)
-  const hashes = r.manifest.entries().filter(e => !e.zero).map(e => e.hash!)
+  const hashes = r.manifest
+    .entries()
+    .filter(e => !e.zero)
+    .map(e => e.hash!)
   const victim = hashes[Math.floor(hashes.length / 2)]!
   const p = dd.store.pathOf(victim)
   const bytes = fs.readFileSync(p)

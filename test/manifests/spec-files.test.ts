@@ -13,7 +13,7 @@ const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../.
 const schema = JSON.parse(fs.readFileSync(path.join(root, 'manifests/manifest.schema.json'), 'utf8'))
 const validate = new Ajv2020({ strict: true }).compile(schema)
 
-test('the example in manifests/ is valid: schema, rules, and its binary twin has the same digest', (t) => {
+test('the example in manifests/ is valid: schema, rules, and its binary twin has the same digest', t => {
   const json = JSON.parse(fs.readFileSync(path.join(root, 'manifests/example.json'), 'utf8'))
   t.true(validate(json), JSON.stringify(validate.errors))
   const m = fromJson(json)
@@ -24,9 +24,12 @@ test('the example in manifests/ is valid: schema, rules, and its binary twin has
   t.is(readManifestFile(path.join(root, 'manifests/example.json')).digest(), json.digest)
 })
 
-test('manifests written by the chunkers match the JSON Schema', (t) => {
+test('manifests written by the chunkers match the JSON Schema', t => {
   const data = Buffer.concat([randomBytes(300_000), Buffer.alloc(200_000), randomBytes(123_457)])
-  for (const c of [{ kind: 'fixed', chunkSize: 65536 }, { kind: 'cdc', min: 4096, avg: 16384, max: 65536 }] as const) {
+  for (const c of [
+    { kind: 'fixed', chunkSize: 65536 },
+    { kind: 'cdc', min: 4096, avg: 16384, max: 65536 }
+  ] as const) {
     const ch = createChunker(c)
     const b = new ManifestBuilder(c)
     for (const o of [...ch.push(data), ...ch.finish()]) b.add(o.length, o.zero ? null : blake3(o.data!))
@@ -35,11 +38,14 @@ test('manifests written by the chunkers match the JSON Schema', (t) => {
   }
 })
 
-test('the schema rejects what the reader rejects for shape: bad hash, extra keys, wrong kind', (t) => {
+test('the schema rejects what the reader rejects for shape: bad hash, extra keys, wrong kind', t => {
   const json = JSON.parse(fs.readFileSync(path.join(root, 'manifests/example.json'), 'utf8'))
-  const bad1 = structuredClone(json); bad1.chunks[0].hash = 'ab'
-  const bad2 = structuredClone(json); bad2.extra = 1
-  const bad3 = structuredClone(json); bad3.chunking.kind = 'rabin'
+  const bad1 = structuredClone(json)
+  bad1.chunks[0].hash = 'ab'
+  const bad2 = structuredClone(json)
+  bad2.extra = 1
+  const bad3 = structuredClone(json)
+  bad3.chunking.kind = 'rabin'
   for (const b of [bad1, bad2, bad3]) t.false(validate(b))
   t.is(t.throws<VmifsError>(() => fromJson(bad1))?.code, 'MANIFEST_BAD_HASH_SIZE')
 })

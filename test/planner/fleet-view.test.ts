@@ -16,7 +16,7 @@ import type { DataDir } from '../../src/datadir.js'
 const BLOCK = 4096
 const block = (k: number): Buffer => Buffer.alloc(BLOCK, k)
 
-function manifest (blocks: number[]): Manifest {
+function manifest(blocks: number[]): Manifest {
   const b = new ManifestBuilder({ kind: 'fixed', chunkSize: BLOCK })
   for (const k of blocks) b.add(BLOCK, blake3(block(k)))
   return b.build()
@@ -27,7 +27,7 @@ function manifest (blocks: number[]): Manifest {
  * cache; host b (a peer) announces all of x; host c announces the second half of y and has no
  * host record (no endpoint: it cannot send).
  */
-async function fleet (dd: DataDir): Promise<{ x: Manifest, y: Manifest }> {
+async function fleet(dd: DataDir): Promise<{ x: Manifest; y: Manifest }> {
   const x = manifest([1, 2, 3, 4, 5, 6, 7, 8])
   const y = manifest([5, 6, 7, 8, 9, 10, 11, 12])
   dd.catalog.addImage('x', x, { pinned: false, replace: false })
@@ -45,40 +45,71 @@ async function fleet (dd: DataDir): Promise<{ x: Manifest, y: Manifest }> {
 
 const hex = (k: number): string => blake3(block(k)).toString('hex')
 
-test('what a target lacks, grouped by the donors holding it, from the holdings facts and the local cache', async (t) => {
+test('what a target lacks, grouped by the donors holding it, from the holdings facts and the local cache', async t => {
   const dd = openDataDir(t)
   await fleet(dd)
   const view = new FleetView(dd, { self: 'a', links: { b: { bandwidthBps: 5e6 } }, origin: 'http://origin.invalid' })
   t.deepEqual(view.hosts(), ['a', 'b', 'c'])
-  t.deepEqual(view.donors().map(d => d.id), ['b', 'origin'], 'c has no endpoint; a has no host record here')
-  t.deepEqual(view.donors().find(d => d.id === 'b'), { id: 'b', bandwidthBps: 5e6, pricePerByte: 2e-10 })
+  t.deepEqual(
+    view.donors().map(d => d.id),
+    ['b', 'origin'],
+    'c has no endpoint; a has no host record here'
+  )
+  t.deepEqual(
+    view.donors().find(d => d.id === 'b'),
+    { id: 'b', bandwidthBps: 5e6, pricePerByte: 2e-10 }
+  )
 
   // a lacks 5-8 of x; b and the origin hold them
   const nx = view.need('x', 'a')
   t.is(nx.heldChunks, 4)
   t.is(nx.heldBytes, 4 * BLOCK)
-  t.deepEqual(nx.groups.map(g => [g.donors, g.chunks.map(c => c.hash).sort()]), [[['b', 'origin'], [5, 6, 7, 8].map(hex).sort()]])
+  t.deepEqual(
+    nx.groups.map(g => [g.donors, g.chunks.map(c => c.hash).sort()]),
+    [[['b', 'origin'], [5, 6, 7, 8].map(hex).sort()]]
+  )
   // c lacks 5-8 of y? no: it holds 9-12 only; 5-8 come from b or the origin, nothing else of y is held by b
   const nyc = view.need('y', 'c')
   t.is(nyc.heldChunks, 4)
-  t.deepEqual(nyc.groups.map(g => [g.donors, g.chunks.length]), [[['b', 'origin'], 4]])
+  t.deepEqual(
+    nyc.groups.map(g => [g.donors, g.chunks.length]),
+    [[['b', 'origin'], 4]]
+  )
 
   // without an origin, what only the origin could send is unavailable
   const noOrigin = new FleetView(dd, { self: 'a' })
   const ny = noOrigin.need('y', 'a')
-  t.deepEqual(ny.groups.map(g => [g.donors, g.chunks.length]), [[['b'], 4]])
+  t.deepEqual(
+    ny.groups.map(g => [g.donors, g.chunks.length]),
+    [[['b'], 4]]
+  )
   t.deepEqual(ny.unavailable.map(c => c.hash).sort(), [9, 10, 11, 12].map(hex).sort(), 'c holds 9-12 but cannot send')
 
   // the plan executes: per donor the chunk hashes to fetch
   const plan = await planTransfer({ groups: nx.groups, donors: view.donors(), alpha: 0.5, sigma: 1 })
   t.deepEqual(plan.shares.flatMap(s => s.chunks).sort(), [5, 6, 7, 8].map(hex).sort())
 
-  t.true(isVmifsError(t.throws(() => view.need('nope', 'a')), 'IMAGE_NOT_FOUND'))
-  t.true(isVmifsError(t.throws(() => view.need('x', 'zz')), 'HOST_NOT_FOUND'))
-  t.true(isVmifsError(t.throws(() => view.requireHost('origin')), 'HOST_NOT_FOUND'))
+  t.true(
+    isVmifsError(
+      t.throws(() => view.need('nope', 'a')),
+      'IMAGE_NOT_FOUND'
+    )
+  )
+  t.true(
+    isVmifsError(
+      t.throws(() => view.need('x', 'zz')),
+      'HOST_NOT_FOUND'
+    )
+  )
+  t.true(
+    isVmifsError(
+      t.throws(() => view.requireHost('origin')),
+      'HOST_NOT_FOUND'
+    )
+  )
 })
 
-test('status: this host measured, others from their status facts (as the announcer publishes them), unknown otherwise', async (t) => {
+test('status: this host measured, others from their status facts (as the announcer publishes them), unknown otherwise', async t => {
   const dd = openDataDir(t)
   await fleet(dd)
   const view = new FleetView(dd, { self: 'a' })
@@ -98,15 +129,28 @@ test('status: this host measured, others from their status facts (as the announc
   t.true(d.load !== null && Math.abs(d.load - os.loadavg()[0]! / os.cpus().length) <= 0.05)
 })
 
-test('placement over the data dir: the host holding more of the image ranks first', async (t) => {
+test('placement over the data dir: the host holding more of the image ranks first', async t => {
   const dd = openDataDir(t)
   await fleet(dd)
   const view = new FleetView(dd, { self: 'a', origin: 'http://origin.invalid' })
   const donors = view.donors()
-  const candidates = ['a', 'b', 'c'].map((h) => {
+  const candidates = ['a', 'b', 'c'].map(h => {
     const n = view.need('x', h, donors)
-    return { host: h, groups: n.groups, unavailableBytes: n.unavailable.reduce((s, c) => s + c.size, 0), heldBytes: n.heldBytes, ...view.status(h, 1e9) }
+    return {
+      host: h,
+      groups: n.groups,
+      unavailableBytes: n.unavailable.reduce((s, c) => s + c.size, 0),
+      heldBytes: n.heldBytes,
+      ...view.status(h, 1e9)
+    }
   })
   const ranked = rankPlacement({ candidates, donors, alpha: 0.5, sigma: 1 })
-  t.deepEqual(ranked.map(r => [r.host, r.missingBytes]), [['b', 0], ['a', 4 * BLOCK], ['c', 8 * BLOCK]])
+  t.deepEqual(
+    ranked.map(r => [r.host, r.missingBytes]),
+    [
+      ['b', 0],
+      ['a', 4 * BLOCK],
+      ['c', 8 * BLOCK]
+    ]
+  )
 })

@@ -15,7 +15,7 @@ import { randomBuffer } from '../helpers/random.js'
 
 const CHUNK = 4096
 
-async function remoteImage (t: ExecutionContext, chunks: number): Promise<{ remote: DataDir, m: Manifest }> {
+async function remoteImage(t: ExecutionContext, chunks: number): Promise<{ remote: DataDir; m: Manifest }> {
   const remote = openDataDir(t)
   const file = path.join(tmpDir(t), 'img.raw')
   fs.writeFileSync(file, randomBuffer(chunks * CHUNK, 7))
@@ -23,39 +23,64 @@ async function remoteImage (t: ExecutionContext, chunks: number): Promise<{ remo
   return { remote, m: r.manifest }
 }
 
-interface Rig { p: Prefetcher, local: DataDir, order: number[], stats: ReturnType<typeof newPrefetchStats>, release: () => void, hold: () => void }
+interface Rig {
+  p: Prefetcher
+  local: DataDir
+  order: number[]
+  stats: ReturnType<typeof newPrefetchStats>
+  release: () => void
+  hold: () => void
+}
 
 /** A prefetcher moving chunks remote -> local; `order` gets the entry index of each fetch. */
-function rig (t: ExecutionContext, remote: DataDir, m: Manifest, model: UsageModel, local: DataDir, concurrency = 1, delayMs = 0): Rig {
+function rig(
+  t: ExecutionContext,
+  remote: DataDir,
+  m: Manifest,
+  model: UsageModel,
+  local: DataDir,
+  concurrency = 1,
+  delayMs = 0
+): Rig {
   const index = new Map<string, number>()
   for (let i = 0; i < m.count; i++) index.set(m.hashHexAt(i), i)
   const order: number[] = []
   let gate: Promise<void> = Promise.resolve()
   let open = (): void => {}
   const stats = newPrefetchStats()
-  const p = new Prefetcher({
-    model: () => model,
-    manifest: (d) => d === m.digest() ? m : undefined,
-    has: (h) => local.store.has(h),
-    fetch: async (hash) => {
-      await gate
-      if (delayMs > 0) await sleep(delayMs)
-      order.push(index.get(hash)!)
-      await local.store.put(hash, await remote.store.read(hash), { verified: false })
+  const p = new Prefetcher(
+    {
+      model: () => model,
+      manifest: d => (d === m.digest() ? m : undefined),
+      has: h => local.store.has(h),
+      fetch: async hash => {
+        await gate
+        if (delayMs > 0) await sleep(delayMs)
+        order.push(index.get(hash)!)
+        await local.store.put(hash, await remote.store.read(hash), { verified: false })
+      },
+      demandActive: () => false,
+      room: (size, since) => local.store.hasRoomWithout(size, since),
+      stats
     },
-    demandActive: () => false,
-    room: (size, since) => local.store.hasRoomWithout(size, since),
-    stats
-  }, { threshold: 0.3, concurrency })
+    { threshold: 0.3, concurrency }
+  )
   t.teardown(() => p.close())
   return {
-    p, local, order, stats,
-    hold: () => { gate = new Promise(resolve => { open = resolve }) },
+    p,
+    local,
+    order,
+    stats,
+    hold: () => {
+      gate = new Promise(resolve => {
+        open = resolve
+      })
+    },
     release: () => open()
   }
 }
 
-function modelOf (sessions: Array<Array<[number, number]>>): UsageModel {
+function modelOf(sessions: Array<Array<[number, number]>>): UsageModel {
   const u = new UsageModel()
   for (const s of sessions) u.addSession(new Map(s))
   return u
@@ -68,7 +93,7 @@ const until = async (what: string, cond: () => boolean): Promise<void> => {
   }
 }
 
-test('a session fetches the likely chunks by expected need time; a hint goes first, in its order', async (t) => {
+test('a session fetches the likely chunks by expected need time; a hint goes first, in its order', async t => {
   const { remote, m } = await remoteImage(t, 32)
   // entries 10..19 read in three sessions, at decreasing times (19 first); 25 once only: below 0.3
   const s = Array.from({ length: 10 }, (_, k) => [10 + k, 1000 - k * 100] as [number, number])
@@ -86,7 +111,7 @@ test('a session fetches the likely chunks by expected need time; a hint goes fir
   t.is(r.stats.hinted, 3)
 })
 
-test('the end of a session drops what is queued; wasted = prefetched and never read', async (t) => {
+test('the end of a session drops what is queued; wasted = prefetched and never read', async t => {
   const { remote, m } = await remoteImage(t, 40)
   const model = modelOf([Array.from({ length: 40 }, (_, i) => [i, i] as [number, number])])
   const r = rig(t, remote, m, model, openDataDir(t), 1, 20)
@@ -107,9 +132,15 @@ test('the end of a session drops what is queued; wasted = prefetched and never r
   t.true(r.order.length < 40)
 })
 
-test('a demand read of a chunk whose prefetch is under way counts as used and late; one already demanded is not prefetched', async (t) => {
+test('a demand read of a chunk whose prefetch is under way counts as used and late; one already demanded is not prefetched', async t => {
   const { remote, m } = await remoteImage(t, 8)
-  const model = modelOf([[[0, 1], [1, 2], [2, 3]]])
+  const model = modelOf([
+    [
+      [0, 1],
+      [1, 2],
+      [2, 3]
+    ]
+  ])
   const r = rig(t, remote, m, model, openDataDir(t))
   r.p.demand(m.digest(), m.hashHexAt(9)) // no session yet: ignored
   r.hold()
@@ -128,7 +159,7 @@ test('a demand read of a chunk whose prefetch is under way counts as used and la
   t.is(r.stats.late, 1)
 })
 
-test('prefetch evicts older chunks for room but never what its own session cached; it stops instead', async (t) => {
+test('prefetch evicts older chunks for room but never what its own session cached; it stops instead', async t => {
   const { remote, m } = await remoteImage(t, 48)
   const local = openDataDir(t, 24 * CHUNK)
   // 12 old chunks from before the session
@@ -139,7 +170,11 @@ test('prefetch evicts older chunks for room but never what its own session cache
   r.p.start(m.digest())
   await until('the prefetcher to stop', () => r.p.pending === 0 && r.stats.skippedNoRoom > 0)
   await sleep(50)
-  const cached = (from: number, to: number): number => { let n = 0; for (let i = from; i < to; i++) if (local.store.has(m.hashHexAt(i))) n++; return n }
+  const cached = (from: number, to: number): number => {
+    let n = 0
+    for (let i = from; i < to; i++) if (local.store.has(m.hashHexAt(i))) n++
+    return n
+  }
   t.log(`prefetched ${r.stats.issued}, skipped ${r.stats.skippedNoRoom}, cache ${local.store.sizeBytes / CHUNK} chunks`)
   t.true(local.store.sizeBytes <= 24 * CHUNK)
   t.is(cached(0, 36), r.stats.issued, 'every chunk the session prefetched is still cached')

@@ -2,7 +2,7 @@ import type { Database } from 'better-sqlite3'
 
 export const version = 1
 
-export function up (db: Database): void {
+export function up(db: Database): void {
   db.exec(`
     CREATE TABLE manifests (
       digest      TEXT PRIMARY KEY,

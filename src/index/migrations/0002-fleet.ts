@@ -6,7 +6,7 @@ export const version = 2
 // writer, seq numbers its facts 1, 2, 3…, and a newer fact of an origin replaces the older one
 // with the same key, so only the latest per (origin, key) is kept. cursors[o] = every live fact of
 // origin o with seq <= cursors[o] is here (for this host's own origin: the last seq it issued).
-export function up (db: Database): void {
+export function up(db: Database): void {
   db.exec(`
     CREATE TABLE facts (
       origin      TEXT NOT NULL,
