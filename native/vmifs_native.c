@@ -11,34 +11,44 @@
 static uint64_t GEAR[256];
 static int gear_set = 0;
 
-#define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, "VMIFS_NATIVE", #call " failed"); return NULL; } } while (0)
+#define CHECK(call)                                           \
+  do {                                                        \
+    if ((call) != napi_ok) {                                  \
+      napi_throw_error(env, "VMIFS_NATIVE", #call " failed"); \
+      return NULL;                                            \
+    }                                                         \
+  } while (0)
 
 static uint64_t GEAR_LS[256]; /* GEAR[i] << 1 */
 
 /* Two bytes per step (FastCDC 2020, "rolling two bytes"): h << 2 + GEAR_LS[a] is h-after-a
  * shifted left once, so the check after byte a tests it against mask << 1. Exact because the
  * masks never include bit 63 (see manifests/SPEC.md). */
-#define STEP2(mask, mask_ls) \
-  h = (h << 2) + GEAR_LS[p[i]]; \
+#define STEP2(mask, mask_ls)          \
+  h = (h << 2) + GEAR_LS[p[i]];       \
   if (!(h & (mask_ls))) return i + 1; \
-  h += GEAR[p[i + 1]]; \
+  h += GEAR[p[i + 1]];                \
   if (!(h & (mask))) return i + 2;
 
-static size_t cut(const uint8_t *p, size_t n, size_t minSize, size_t normalSize, size_t maxSize,
-                  uint64_t maskS, uint64_t maskL) {
+static size_t cut(const uint8_t *p, size_t n, size_t minSize, size_t normalSize, size_t maxSize, uint64_t maskS,
+                  uint64_t maskL) {
   if (n <= minSize) return n;
   if (n > maxSize) n = maxSize;
   size_t normal = normalSize < n ? normalSize : n;
   const uint64_t maskS_ls = maskS << 1, maskL_ls = maskL << 1;
   uint64_t h = 0;
   size_t i = minSize;
-  for (; i + 1 < normal; i += 2) { STEP2(maskS, maskS_ls) }
+  for (; i + 1 < normal; i += 2) {
+    STEP2(maskS, maskS_ls)
+  }
   if (i < normal) {
     h = (h << 1) + GEAR[p[i]];
     if (!(h & maskS)) return i + 1;
     i++;
   }
-  for (; i + 1 < n; i += 2) { STEP2(maskL, maskL_ls) }
+  for (; i + 1 < n; i += 2) {
+    STEP2(maskL, maskL_ls)
+  }
   if (i < n) {
     h = (h << 1) + GEAR[p[i]];
     if (!(h & maskL)) return i + 1;
@@ -59,9 +69,16 @@ static napi_value FastcdcCut(napi_env env, napi_callback_info info) {
   size_t argc = 8;
   napi_value argv[8];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 8) { napi_throw_type_error(env, "VMIFS_NATIVE", "fastcdcCut needs 8 arguments"); return NULL; }
-  if (!gear_set) { napi_throw_error(env, "VMIFS_NATIVE", "setGear was not called"); return NULL; }
-  void *data; size_t len;
+  if (argc < 8) {
+    napi_throw_type_error(env, "VMIFS_NATIVE", "fastcdcCut needs 8 arguments");
+    return NULL;
+  }
+  if (!gear_set) {
+    napi_throw_error(env, "VMIFS_NATIVE", "setGear was not called");
+    return NULL;
+  }
+  void *data;
+  size_t len;
   CHECK(napi_get_buffer_info(env, argv[0], &data, &len));
   uint32_t start, end, minS, normS, maxS;
   uint64_t maskS, maskL;
@@ -71,9 +88,13 @@ static napi_value FastcdcCut(napi_env env, napi_callback_info info) {
   CHECK(napi_get_value_uint32(env, argv[4], &normS));
   CHECK(napi_get_value_uint32(env, argv[5], &maxS));
   if (!get_u64(env, argv[6], &maskS) || !get_u64(env, argv[7], &maskL)) {
-    napi_throw_type_error(env, "VMIFS_NATIVE", "masks must be bigint or number"); return NULL;
+    napi_throw_type_error(env, "VMIFS_NATIVE", "masks must be bigint or number");
+    return NULL;
   }
-  if (end > len || start > end) { napi_throw_range_error(env, "VMIFS_NATIVE", "range outside buffer"); return NULL; }
+  if (end > len || start > end) {
+    napi_throw_range_error(env, "VMIFS_NATIVE", "range outside buffer");
+    return NULL;
+  }
   size_t c = cut((const uint8_t *)data + start, end - start, minS, normS, maxS, maskS, maskL);
   napi_value r;
   CHECK(napi_create_uint32(env, (uint32_t)(start + c), &r));
@@ -84,13 +105,18 @@ static napi_value SetGear(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  void *data; size_t len;
+  void *data;
+  size_t len;
   CHECK(napi_get_buffer_info(env, argv[0], &data, &len));
-  if (len != 2048) { napi_throw_range_error(env, "VMIFS_NATIVE", "gear table must be 2048 bytes"); return NULL; }
+  if (len != 2048) {
+    napi_throw_range_error(env, "VMIFS_NATIVE", "gear table must be 2048 bytes");
+    return NULL;
+  }
   const uint8_t *b = data;
   for (int i = 0; i < 256; i++) {
     uint64_t v = 0;
-    for (int k = 7; k >= 0; k--) v = (v << 8) | b[i * 8 + k];
+    for (int k = 7; k >= 0; k--)
+      v = (v << 8) | b[i * 8 + k];
     GEAR[i] = v;
     GEAR_LS[i] = v << 1;
   }
@@ -108,7 +134,8 @@ static int all_zero(const uint8_t *p, size_t n) {
     acc |= w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7];
     if (acc) return 0;
   }
-  for (; i < n; i++) acc |= p[i];
+  for (; i < n; i++)
+    acc |= p[i];
   return acc == 0;
 }
 
@@ -116,11 +143,15 @@ static napi_value ZeroBlocks(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  void *data; size_t len;
+  void *data;
+  size_t len;
   CHECK(napi_get_buffer_info(env, argv[0], &data, &len));
   uint32_t bs;
   CHECK(napi_get_value_uint32(env, argv[1], &bs));
-  if (bs == 0) { napi_throw_range_error(env, "VMIFS_NATIVE", "block size 0"); return NULL; }
+  if (bs == 0) {
+    napi_throw_range_error(env, "VMIFS_NATIVE", "block size 0");
+    return NULL;
+  }
   size_t nb = (len + bs - 1) / bs;
   napi_value ab, out;
   void *o;
@@ -136,9 +167,9 @@ static napi_value ZeroBlocks(napi_env env, napi_callback_info info) {
 
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
-    {"fastcdcCut", NULL, FastcdcCut, NULL, NULL, NULL, napi_default, NULL},
-    {"setGear", NULL, SetGear, NULL, NULL, NULL, napi_default, NULL},
-    {"zeroBlocks", NULL, ZeroBlocks, NULL, NULL, NULL, napi_default, NULL},
+      {"fastcdcCut", NULL, FastcdcCut, NULL, NULL, NULL, napi_default, NULL},
+      {"setGear", NULL, SetGear, NULL, NULL, NULL, napi_default, NULL},
+      {"zeroBlocks", NULL, ZeroBlocks, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, 3, props));
   return exports;
