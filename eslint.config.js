@@ -21,7 +21,10 @@ export default defineConfig(
       ],
       '@typescript-eslint/consistent-type-imports': ['error', { fixStyle: 'inline-type-imports' }],
       '@typescript-eslint/consistent-type-exports': 'error',
-      '@typescript-eslint/no-explicit-any': 'error'
+      '@typescript-eslint/no-explicit-any': 'error',
+      // an async function with no await is how a synchronous throw becomes a rejection where a
+      // caller expects a promise (ChunkStore.put): kept as a choice, not flagged
+      '@typescript-eslint/require-await': 'off'
     }
   },
   { files: ['**/*.js'], ...tseslint.configs.disableTypeChecked },

@@ -123,7 +123,26 @@ interface Row {
   computed?: boolean
 }
 
-type Stats = Record<string, any>
+/**
+ * The parts of a mount's .stats file the deltas read (src/stats/stats.ts snapshot(); modelSessions
+ * is added per image by the agent). Optional throughout: a key a build does not report counts as 0.
+ */
+interface Stats {
+  fetch?: { bytes?: number }
+  read?: { bytes?: number }
+  cache?: { missBytes?: number; hitBytes?: number }
+  prefetch?: {
+    issued?: number
+    used?: number
+    late?: number
+    wasted?: number
+    bytes?: number
+    wastedBytes?: number
+    hinted?: number
+    demandFetchedChunks?: number
+  }
+  images?: Record<string, { modelSessions?: number } | undefined>
+}
 
 function readStats(mnt: string): Stats {
   // a child process reads the mount (never the process that serves it; here for symmetry too)
@@ -256,10 +275,10 @@ export async function main(args: string[]): Promise<void> {
     })
     c.once('exit', (code, sig) => {
       children.delete(c)
-      if (code !== 0 && code !== null && err.trim() !== '')
-        log(
-          `${path.basename(argv[0]!)} ${argv[1] === VMIFS ? argv[2] : ''} exited ${code}: ${err.trim().split('\n').slice(-5).join(' | ')}`
-        )
+      if (code !== 0 && code !== null && err.trim() !== '') {
+        const lastLines = err.trim().split('\n').slice(-5).join(' | ')
+        log(`${path.basename(argv[0]!)} ${argv[1] === VMIFS ? argv[2] : ''} exited ${code}: ${lastLines}`)
+      }
       void sig
     })
     if (opts.stdout !== 'ignore') {
@@ -305,7 +324,7 @@ export async function main(args: string[]): Promise<void> {
     drive: string,
     ns?: string,
     until?: string,
-    onReady?: () => Promise<void>
+    onReady?: () => void | Promise<void>
   ): Promise<BootResult> => {
     const r = await bootVm({ ...kernel(img), drive, netns: ns, timeoutMs: BOOT_TIMEOUT_MS, until, onReady })
     if (!r.ok) log(`boot of ${img} failed: ${r.error ?? ''}\n${r.tail}`)
@@ -381,22 +400,17 @@ export async function main(args: string[]): Promise<void> {
     const hintFile = path.join(TEMPLATES, 'hint.json')
     if (wantsHint && hintCli && !fs.existsSync(hintFile)) {
       log(
-        'a migration hint: a VM boots boot-a from a copy of A (no marker: it stays up), the hint is exported while it runs'
+        'a migration hint: a VM boots boot-a from a copy of A (no marker: it stays up), ' +
+          'the hint is exported while it runs'
       )
       const data = path.join(dir, 'hint-src')
       sh('cp', ['-a', path.join(TEMPLATES, 'a0'), data])
       const mnt = path.join(dir, 'hint-mnt')
       const a = await startAgent(nsA, 'a', data, mnt, ['--listen', `${addrA}:7070`])
-      const r = await boot(
-        'boot-a',
-        `file=${path.join(mnt, 'images/boot-a')},format=raw`,
-        undefined,
-        'login:',
-        async () => {
-          sh(process.execPath, [VMIFS, 'hint', 'export', 'boot-a', '--data-dir', data, '--out', hintFile + '.tmp'])
-          fs.renameSync(hintFile + '.tmp', hintFile)
-        }
-      )
+      const r = await boot('boot-a', `file=${path.join(mnt, 'images/boot-a')},format=raw`, undefined, 'login:', () => {
+        sh(process.execPath, [VMIFS, 'hint', 'export', 'boot-a', '--data-dir', data, '--out', hintFile + '.tmp'])
+        fs.renameSync(hintFile + '.tmp', hintFile)
+      })
       await stopChild(a)
       detach(mnt)
       if (!r.ok || !fs.existsSync(hintFile)) throw new Error('exporting the hint failed')
@@ -412,11 +426,16 @@ export async function main(args: string[]): Promise<void> {
     fs.mkdirSync(ngx)
     fs.writeFileSync(
       path.join(ngx, 'nginx.conf'),
-      `daemon off; user root; worker_processes 1; pid ${ngx}/nginx.pid; error_log ${ngx}/error.log;
-events { worker_connections 256; }
-http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/b; proxy_temp_path ${ngx}/p; fastcgi_temp_path ${ngx}/f; uwsgi_temp_path ${ngx}/u; scgi_temp_path ${ngx}/s;
-  types { application/octet-stream img; } keepalive_requests 100000;
-  server { listen ${addrA}:8080; location / { root ${www}; autoindex on; autoindex_exact_size on; add_header Accept-Ranges bytes; } } }\n`
+      [
+        `daemon off; user root; worker_processes 1; pid ${ngx}/nginx.pid; error_log ${ngx}/error.log;`,
+        'events { worker_connections 256; }',
+        `http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/b; proxy_temp_path ${ngx}/p;` +
+          ` fastcgi_temp_path ${ngx}/f; uwsgi_temp_path ${ngx}/u; scgi_temp_path ${ngx}/s;`,
+        '  types { application/octet-stream img; } keepalive_requests 100000;',
+        `  server { listen ${addrA}:8080; location / { root ${www}; autoindex on; autoindex_exact_size on;` +
+          ' add_header Accept-Ranges bytes; } } }',
+        ''
+      ].join('\n')
     )
     spawnIn(nsA, ['/usr/sbin/nginx', '-c', path.join(ngx, 'nginx.conf'), '-p', ngx])
 
@@ -541,7 +560,7 @@ http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/
                 })
               }
             } else if ((COMPETITORS as readonly string[]).includes(tool)) {
-              const open: Record<string, () => Promise<ToolSession>> = {
+              const open: Record<string, () => ToolSession | Promise<ToolSession>> = {
                 nbdkit: () => nbdkitSession(ctx, tag),
                 httpfs2: () => httpfs2Session(ctx, tag),
                 'qemu-http': () => qemuHttpSession(ctx),
@@ -630,16 +649,20 @@ http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/
           await ensureProxies() // notes a proxy that died during this row
           if (proxyDeaths.length > 0) {
             row.ok = false
-            row.error = `${proxyDeaths.join('; ')} during this row; not counted${row.error === undefined ? '' : ` (${row.error})`}`
+            const earlier = row.error === undefined ? '' : ` (${row.error})`
+            row.error = `${proxyDeaths.join('; ')} during this row; not counted${earlier}`
             if (attempt < 2) {
               log(`${st.name} ${tool}: ${row.error}; once more`)
               continue
             }
           }
           rows.push(row)
-          log(
-            `${st.name} ${tool}: ${row.ok ? fmtS(row.seconds) : `FAILED ${row.error ?? ''}`}${row.vmifs ? ` fetched ${fmtMiB(row.vmifs.fetchBytes)} MiB, read ${fmtMiB(row.vmifs.readBytes)} MiB, prefetch ${row.vmifs.issued}/${row.vmifs.used}/${row.vmifs.wasted}, wasted ${fmtMiB(row.vmifs.wastedBytes)} MiB` : ''}`
-          )
+          const v = row.vmifs
+          const vmifsPart = v
+            ? ` fetched ${fmtMiB(v.fetchBytes)} MiB, read ${fmtMiB(v.readBytes)} MiB,` +
+              ` prefetch ${v.issued}/${v.used}/${v.wasted}, wasted ${fmtMiB(v.wastedBytes)} MiB`
+            : ''
+          log(`${st.name} ${tool}: ${row.ok ? fmtS(row.seconds) : `FAILED ${row.error ?? ''}`}${vmifsPart}`)
           fs.writeFileSync(path.join('/var/tmp', `vmifs-boot-bench-rows.json`), JSON.stringify(rows, null, 1))
           break
         }
@@ -708,7 +731,9 @@ async function recordTrace(
       image: 'boot-a.img (bench/lib/bootable-family.sh)',
       imageSize: fs.statSync(img).size,
       recorded: new Date().toISOString(),
-      how: 'qemu TCG direct kernel boot to multi-user.target over NBD from nbdkit file + log filter; reads contiguous with the one before and within 5 ms merged',
+      how:
+        'qemu TCG direct kernel boot to multi-user.target over NBD from nbdkit file + log filter; ' +
+        'reads contiguous with the one before and within 5 ms merged',
       bootSeconds: Math.round(r.seconds * 10) / 10,
       rawReads: raw.length,
       bytes: raw.reduce((s, x) => s + x.length, 0),
@@ -718,7 +743,8 @@ async function recordTrace(
     fs.mkdirSync(path.dirname(FIXTURE), { recursive: true })
     fs.writeFileSync(FIXTURE, JSON.stringify(trace).replace(/\],\[/g, '],\n['))
     log(
-      `trace: ${raw.length} reads (${reads.length} merged), ${(trace.distinctBytes / MiB).toFixed(1)} MiB distinct, boot ${r.seconds.toFixed(1)} s -> ${FIXTURE}`
+      `trace: ${raw.length} reads (${reads.length} merged), ${(trace.distinctBytes / MiB).toFixed(1)} MiB distinct, ` +
+        `boot ${r.seconds.toFixed(1)} s -> ${FIXTURE}`
     )
   } finally {
     await stopChild(nbd)
@@ -733,10 +759,16 @@ function printReport(rows: Row[], settings: Setting[], replay: boolean, speed: n
   if (replay) {
     const tr = JSON.parse(fs.readFileSync(FIXTURE, 'utf8')) as BootTrace
     p(
-      `\n## Replay of a recorded boot read trace (${tr.reads.length} reads, ${(tr.distinctBytes / MiB).toFixed(1)} MiB distinct; recorded ${tr.recorded.slice(0, 10)}, boot ${tr.bootSeconds} s)\n`
+      `\n## Replay of a recorded boot read trace (${tr.reads.length} reads, ` +
+        `${(tr.distinctBytes / MiB).toFixed(1)} MiB distinct; recorded ${tr.recorded.slice(0, 10)}, ` +
+        `boot ${tr.bootSeconds} s)\n`
     )
+    const thinkTime =
+      speed > 0 ? `with the guest's think time between reads divided by ${speed}` : "without the guest's think time"
     p(
-      `The recorded offsets are applied to the locally built boot-a.img, which may differ slightly from the image the trace was recorded on. Reads are replayed one at a time in recorded order, ${speed > 0 ? `with the guest's think time between reads divided by ${speed}` : "without the guest's think time"}, by a child process.`
+      'The recorded offsets are applied to the locally built boot-a.img, which may differ slightly from the image ' +
+        'the trace was recorded on. Reads are replayed one at a time in recorded order, ' +
+        `${thinkTime}, by a child process.`
     )
   } else {
     p('\n## Real VM boot to multi-user.target (Debian 12, qemu TCG, direct kernel boot, 2 GiB ext4 image)\n')
@@ -747,22 +779,46 @@ function printReport(rows: Row[], settings: Setting[], replay: boolean, speed: n
     const comp = rs.filter(r => (COMPETITORS as readonly string[]).includes(r.tool) && r.ok)
     const best = comp.length === 0 ? undefined : comp.reduce((a, b) => (a.seconds <= b.seconds ? a : b))
     p(`\n### ${st.name}: ${st.label}\n`)
-    p(
-      `| tool | ${replay ? 'replay' : 'boot'} time | best lazy reader ÷ this | received by C (MiB) | vmifs fetched (MiB) | vmifs read (MiB) | fetched ÷ read | prefetch issued / used (late) / wasted, chunks | prefetched (MiB) | wasted ÷ fetched |`
-    )
+    const header = [
+      'tool',
+      `${replay ? 'replay' : 'boot'} time`,
+      'best lazy reader ÷ this',
+      'received by C (MiB)',
+      'vmifs fetched (MiB)',
+      'vmifs read (MiB)',
+      'fetched ÷ read',
+      'prefetch issued / used (late) / wasted, chunks',
+      'prefetched (MiB)',
+      'wasted ÷ fetched'
+    ]
+    p(`| ${header.join(' | ')} |`)
     p('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
     for (const r of rs) {
       const v = r.vmifs
       const speedup = best && r.ok ? `${(best.seconds / r.seconds).toFixed(2)}×` : '—'
-      p(
-        `| ${TOOL_LABEL[r.tool] ?? r.tool}${r === best ? ' (best lazy reader)' : ''}${r.computed ? ' (computed)' : ''} | ${r.ok ? fmtS(r.seconds) : `failed: ${r.error ?? ''}`} | ${speedup} | ${fmtMiB(r.rxBytes)} | ${fmtMiB(v?.fetchBytes)} | ${fmtMiB(v?.readBytes)} | ${v && v.readBytes > 0 ? (v.fetchBytes / v.readBytes).toFixed(2) : '—'} | ${v ? `${v.issued} / ${v.used} (${v.late}) / ${v.wasted}` : '—'} | ${fmtMiB(v?.prefetchBytes)} | ${v && v.fetchBytes > 0 ? `${((100 * v.wastedBytes) / v.fetchBytes).toFixed(1)} %` : '—'} |`
-      )
+      const cells = [
+        `${TOOL_LABEL[r.tool] ?? r.tool}${r === best ? ' (best lazy reader)' : ''}${r.computed ? ' (computed)' : ''}`,
+        r.ok ? fmtS(r.seconds) : `failed: ${r.error ?? ''}`,
+        speedup,
+        fmtMiB(r.rxBytes),
+        fmtMiB(v?.fetchBytes),
+        fmtMiB(v?.readBytes),
+        v && v.readBytes > 0 ? (v.fetchBytes / v.readBytes).toFixed(2) : '—',
+        v ? `${v.issued} / ${v.used} (${v.late}) / ${v.wasted}` : '—',
+        fmtMiB(v?.prefetchBytes),
+        v && v.fetchBytes > 0 ? `${((100 * v.wastedBytes) / v.fetchBytes).toFixed(1)} %` : '—'
+      ]
+      p(`| ${cells.join(' | ')} |`)
     }
     const notesHere = rs.filter(r => r.note).map(r => `${r.tool}: ${r.note!}`)
     if (notesHere.length > 0) p(`\n${notesHere.join('; ')}.`)
   }
   p(
-    '\n"received by C": bytes into the cold host\'s network interface during the reported boot (all traffic: HTTP, NBD-over-HTTP, the vmifs table). "vmifs read": bytes the agent returned to FUSE reads (the kernel page cache answers re-reads). Prefetch waste (bytes of prefetched chunks the session never read, over all bytes fetched) is counted when the read session ends.'
+    '\n"received by C": bytes into the cold host\'s network interface during the reported boot ' +
+      '(all traffic: HTTP, NBD-over-HTTP, the vmifs table). ' +
+      '"vmifs read": bytes the agent returned to FUSE reads (the kernel page cache answers re-reads). ' +
+      'Prefetch waste (bytes of prefetched chunks the session never read, over all bytes fetched) ' +
+      'is counted when the read session ends.'
   )
   for (const n of notes) p(n)
   console.log(out.join('\n'))

@@ -114,7 +114,7 @@ function finishCut(cut: Cut, m: Manifest, t0: bigint): Cut {
 
 /** An image's file cuts (fs-layout.ts reading the image held in memory, as import reads the file). */
 async function fileLayoutOf(img: Buffer): Promise<FileLayout> {
-  return await findFileLayout(async (pos, len) => img.subarray(pos, pos + len), img.length, ZERO_BLOCK)
+  return await findFileLayout((pos, len) => Promise.resolve(img.subarray(pos, pos + len)), img.length, ZERO_BLOCK)
 }
 
 /** Chunks and hashes an image held in memory, feeding the chunker 16 MiB at a time. */
@@ -385,7 +385,8 @@ export function renderReadSets(sets: Map<string, ReadSet>): string {
     const set = sets.get(n)!
     const extents = set.ranges.reduce((a, r) => a + r.end - r.start, 0)
     return (
-      `${n}: ${mib(set.bytes)} MiB read, ${mib(set.holes)} MiB of it in holes, ${mib(extents)} MiB in ${num(set.ranges.length)} image extents` +
+      `${n}: ${mib(set.bytes)} MiB read, ${mib(set.holes)} MiB of it in holes, ` +
+      `${mib(extents)} MiB in ${num(set.ranges.length)} image extents` +
       (set.missing.length > 0 ? `; not in the image: ${set.missing.join(' ')}` : '')
     )
   })
@@ -437,7 +438,8 @@ export async function main(args: string[]): Promise<void> {
     const set = bootReadSet(path.join(dir, `${image}.img`))
     sets.set(image, set)
     console.error(
-      `chunk-size: ${image} boot read set: ${set.files.length} files, ${num(set.bytes)} bytes, ${set.ranges.length} extents (${seconds(t).toFixed(2)} s)`
+      `chunk-size: ${image} boot read set: ${set.files.length} files, ${num(set.bytes)} bytes, ` +
+        `${set.ranges.length} extents (${seconds(t).toFixed(2)} s)`
     )
   }
   const images = files.map((f, i) => {
@@ -447,9 +449,10 @@ export async function main(args: string[]): Promise<void> {
     return img
   })
   const layouts = await Promise.all(images.map(fileLayoutOf))
-  console.error(
-    `chunk-size: file cuts: ${layouts.map((l, i) => `${FAMILY[i]} ${l.filesystems.map(f => `${f.files} files`).join(', ')}, ${l.cuts.length} cuts`).join('; ')}`
+  const layoutNotes = layouts.map(
+    (l, i) => `${FAMILY[i]} ${l.filesystems.map(f => `${f.files} files`).join(', ')}, ${l.cuts.length} cuts`
   )
+  console.error(`chunk-size: file cuts: ${layoutNotes.join('; ')}`)
   const truthCuts = images.map((img, i) => cutBlocks(FAMILY[i]!, img))
   const truth = summarize('4 KiB blocks', BLOCKS, truthCuts, sets)
   console.error(
@@ -537,9 +540,15 @@ async function bootTraceRows(): Promise<TraceRow[] | undefined> {
 }
 
 function renderTraceRows(rows: TraceRow[]): string {
-  return `The reads of a real boot of boot-a.img (bench/fixtures/boot-trace.json; the boot benchmark's images), priced the same way:
-fetched = distinct data chunks the reads touch, over the distinct bytes read; "not in boot-b" = bytes of those chunks whose
-hash boot-b.img (the sibling: the same files at other offsets, plus openssh and nginx) lacks, over the distinct bytes read:
+  const intro = [
+    "The reads of a real boot of boot-a.img (bench/fixtures/boot-trace.json; the boot benchmark's images), " +
+      'priced the same way:',
+    'fetched = distinct data chunks the reads touch, over the distinct bytes read; ' +
+      '"not in boot-b" = bytes of those chunks whose',
+    'hash boot-b.img (the sibling: the same files at other offsets, plus openssh and nginx) lacks, ' +
+      'over the distinct bytes read:'
+  ].join('\n')
+  return `${intro}
 
 ${markdownTable(
   ['chunking', 'data chunks in boot-a', 'chunks touched', 'fetched MiB', 'fetched / read', 'not in boot-b'],

@@ -32,7 +32,8 @@ export async function main(args: string[]): Promise<void> {
     net.shapeLink('a', rateMbit)
     const img = path.join(dir, 'disk.raw')
     const fd = fs.openSync(img, 'w')
-    for (let k = 0; k < mib; k += 16) fs.writeSync(fd, randomBytes(16 * 1024 * 1024)) // all data: every byte read must be fetched
+    // all data: every byte read must be fetched
+    for (let k = 0; k < mib; k += 16) fs.writeSync(fd, randomBytes(16 * 1024 * 1024))
     fs.closeSync(fd)
     const size = fs.statSync(img).size
     const dataA = path.join(dir, 'a-data')
@@ -146,9 +147,18 @@ export async function main(args: string[]): Promise<void> {
         }
         const distinct = pattern === 'sequential' ? size : pattern === 'boot (real files)' ? realDistinct : bootDistinct
         const bound = (distinct * 8) / (rateMbit * 1e6)
-        rows.push(
-          `| ${rtt} ms | ${pattern} | ${(distinct / 1048576).toFixed(1)} MiB | ${(s.fetch.bytes / 1048576).toFixed(1)} MiB | ${(s.fetch.bytes / distinct).toFixed(2)} | ${res.seconds.toFixed(2)} s | ${bound.toFixed(2)} s | ${(res.seconds / bound).toFixed(2)}× | ${s.fetch.byHolder.a?.requests ?? 0} |`
-        )
+        const cells = [
+          `${rtt} ms`,
+          pattern,
+          `${(distinct / 1048576).toFixed(1)} MiB`,
+          `${(s.fetch.bytes / 1048576).toFixed(1)} MiB`,
+          (s.fetch.bytes / distinct).toFixed(2),
+          `${res.seconds.toFixed(2)} s`,
+          `${bound.toFixed(2)} s`,
+          `${(res.seconds / bound).toFixed(2)}×`,
+          String(s.fetch.byHolder.a?.requests ?? 0)
+        ]
+        rows.push(`| ${cells.join(' | ')} |`)
         process.stderr.write(`cold-read: rtt ${rtt} ms ${pattern}: ${res.seconds.toFixed(2)} s\n`)
         await stop(c)
         spawnSync('umount', ['-l', mntC])
@@ -158,18 +168,24 @@ export async function main(args: string[]): Promise<void> {
       spawnSync('umount', ['-l', mntA])
     }
     console.log(
-      `\n## Cold read over a ${rateMbit} Mbit/s link (tc tbf), ${mib} MiB image of random data; RTT added by a userspace delay proxy\n`
+      `\n## Cold read over a ${rateMbit} Mbit/s link (tc tbf), ${mib} MiB image of random data; ` +
+        'RTT added by a userspace delay proxy\n'
     )
     console.log(
-      '| RTT | pattern | distinct bytes read | fetched | fetched / read | time | link-rate bound | time / bound | requests |'
+      '| RTT | pattern | distinct bytes read | fetched | fetched / read | time | link-rate bound | time / bound ' +
+        '| requests |'
     )
     console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|')
     for (const r of rows) console.log(r)
     console.log(
-      `\nboot (real files): the ${set.files.length} files a boot opens (bench/lib/boot-set.ts) in the Debian nginx image, ${(realDistinct / 1048576).toFixed(1)} MiB in ${shuffled.length} contiguous runs, read in shuffled order in 128 KiB requests.`
+      `\nboot (real files): the ${set.files.length} files a boot opens (bench/lib/boot-set.ts) in the Debian ` +
+        `nginx image, ${(realDistinct / 1048576).toFixed(1)} MiB in ${shuffled.length} contiguous runs, ` +
+        'read in shuffled order in 128 KiB requests.'
     )
     console.log(
-      `scattered (random files): ${boot.length} files of 4 KiB–1 MiB (log-uniform) at random offsets of the random-data image, ${(bootDistinct / 1048576).toFixed(1)} MiB (10 % of it), each read through in 128 KiB requests, in random order: the worst case for chunk edges (no two files share a chunk).`
+      `scattered (random files): ${boot.length} files of 4 KiB–1 MiB (log-uniform) at random offsets of the ` +
+        `random-data image, ${(bootDistinct / 1048576).toFixed(1)} MiB (10 % of it), each read through in ` +
+        '128 KiB requests, in random order: the worst case for chunk edges (no two files share a chunk).'
     )
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL')

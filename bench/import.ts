@@ -278,9 +278,8 @@ export async function main(args: string[]): Promise<void> {
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true })
   }
-  console.log(
-    `## Import throughput (${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.availableParallelism()} cores; median of ${runs} warm runs)\n`
-  )
+  const cpuModel = os.cpus()[0]?.model ?? 'unknown CPU'
+  console.log(`## Import throughput (${cpuModel}, ${os.availableParallelism()} cores; median of ${runs} warm runs)\n`)
   console.log(renderTable(results))
   console.log(
     '\nGB/s = file bytes / wall time; GB/s per core = file bytes / CPU seconds (user + sys) of the process doing'

@@ -115,15 +115,18 @@ export async function main(args: string[]): Promise<void> {
     }
     await stop()
 
+    const dropNote = canDrop ? '' : ' (could not drop caches: cold cases skipped)'
     console.log(
-      `\nread benchmark: ${mib} MiB image of random data, ${os.cpus().length} cores, node ${process.version}${canDrop ? '' : ' (could not drop caches: cold cases skipped)'}\n`
+      `\nread benchmark: ${mib} MiB image of random data, ${os.cpus().length} cores, ` +
+        `node ${process.version}${dropNote}\n`
     )
     console.log('| sequential read (1 MiB reads) | throughput | time |\n|---|---|---|')
     for (const r of rows) console.log(`| ${r.join(' | ')} |`)
     console.log('\n| 4 KiB random reads (5000) | p50 | p99 |\n|---|---|---|')
     for (const r of lat) console.log(`| ${r.join(' | ')} |`)
     console.log(
-      `\nagent-side FUSE read latency (from .stats): p50 ${stats.read.p50Ms} ms, p99 ${stats.read.p99Ms} ms over ${stats.read.ops} ops`
+      `\nagent-side FUSE read latency (from .stats): p50 ${stats.read.p50Ms} ms, p99 ${stats.read.p99Ms} ms ` +
+        `over ${stats.read.ops} ops`
     )
   } finally {
     spawnSync('umount', ['-l', mnt])

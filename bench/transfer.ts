@@ -16,6 +16,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createFleetNet } from '../test/integration/netns.js'
+import type { ReplicateReport } from '../src/planner/replicate.js'
 import { markdownTable, takeOption } from './lib/report.js'
 import { stop, waitLine } from './lib/children.js'
 
@@ -30,6 +31,11 @@ function vmifs(args: string[]): string {
   const r = spawnSync(process.execPath, [VMIFS, ...args], { encoding: 'utf8', maxBuffer: 256 * MiB, timeout: 900_000 })
   if (r.status !== 0) throw new Error(`vmifs ${args.join(' ')}: ${r.stderr}`)
   return r.stdout
+}
+
+/** The part of `vmifs plan --json` (src/cli/plan.ts) this reads. */
+interface PlanJson {
+  need: { missingChunks: number; unavailableChunks: number }
 }
 
 interface Row {
@@ -136,7 +142,6 @@ export async function main(args: string[]): Promise<void> {
         if (cs.basis) vmifs(['import', cs.basis, '--name', cs.name!, '--data-dir', data, '--quiet'])
         const dst = await agent('dst', data, ['src'], dstCfg)
         // the plan needs the donor's image and holdings in dst's table
-        let plan: any
         for (let i = 0; ; i++) {
           const r = spawnSync(
             process.execPath,
@@ -144,7 +149,7 @@ export async function main(args: string[]): Promise<void> {
             { encoding: 'utf8', maxBuffer: 64 * MiB }
           )
           if (r.status === 0) {
-            plan = JSON.parse(r.stdout)
+            const plan = JSON.parse(r.stdout) as PlanJson
             if (plan.need.unavailableChunks === 0 && plan.need.missingChunks > 0) break
           }
           if (i > 300) throw new Error(`dst never learnt the image: ${r.stderr}`)
@@ -152,21 +157,24 @@ export async function main(args: string[]): Promise<void> {
         }
         const w0 = wire()
         const t0 = performance.now()
-        const rep = JSON.parse(vmifs(['replicate', 'web', '--json', '--data-dir', data, ...v.args]))
+        const rep = JSON.parse(vmifs(['replicate', 'web', '--json', '--data-dir', data, ...v.args])) as ReplicateReport
         const seconds = (performance.now() - t0) / 1000
         const w = wire() - w0
         rows.push({
           target: cs.target,
           tool: v.tool,
           wire: w,
-          payload: `${(rep.fetchedBytes / MiB).toFixed(1)} MiB of chunks, ${(rep.wireBytes / MiB).toFixed(1)} MiB received`,
+          payload:
+            `${(rep.fetchedBytes / MiB).toFixed(1)} MiB of chunks, ` +
+            `${(rep.wireBytes / MiB).toFixed(1)} MiB received`,
           seconds,
           makespan: rep.makespan,
           predicted: rep.predicted.seconds,
           detail: `${rep.fetchedChunks} of ${rep.chunks} chunks new; held ${(rep.heldBytes / MiB).toFixed(1)} MiB`
         })
         process.stderr.write(
-          `transfer: ${cs.target}, ${v.tool}: ${(w / MiB).toFixed(1)} MiB on the wire in ${seconds.toFixed(2)} s (makespan ${rep.makespan.toFixed(2)} s, predicted ${rep.predicted.seconds.toFixed(2)} s)\n`
+          `transfer: ${cs.target}, ${v.tool}: ${(w / MiB).toFixed(1)} MiB on the wire in ${seconds.toFixed(2)} s ` +
+            `(makespan ${rep.makespan.toFixed(2)} s, predicted ${rep.predicted.seconds.toFixed(2)} s)\n`
         )
         await stop(dst)
         spawnSync('umount', ['-l', path.join(dir, `${path.basename(data)}-mnt`)])
@@ -180,7 +188,8 @@ export async function main(args: string[]): Promise<void> {
       const conf = path.join(dir, 'rsyncd.conf')
       fs.writeFileSync(
         conf,
-        `uid = root\ngid = root\nuse chroot = no\npid file = ${path.join(dir, 'rsyncd.pid')}\n[img]\n  path = ${V2DIR}\n  read only = yes\n`
+        `uid = root\ngid = root\nuse chroot = no\npid file = ${path.join(dir, 'rsyncd.pid')}\n` +
+          `[img]\n  path = ${V2DIR}\n  read only = yes\n`
       )
       inNs('src', [
         'rsync',
@@ -238,12 +247,16 @@ export async function main(args: string[]): Promise<void> {
             target: cs.target,
             tool: ['rsync', ...mode].join(' '),
             wire: w,
-            payload: `literal ${(stat('Literal data') / MiB).toFixed(1)} MiB; sent ${(stat('Total bytes sent') / MiB).toFixed(1)} MiB, received ${(stat('Total bytes received') / MiB).toFixed(1)} MiB`,
+            payload:
+              `literal ${(stat('Literal data') / MiB).toFixed(1)} MiB; ` +
+              `sent ${(stat('Total bytes sent') / MiB).toFixed(1)} MiB, ` +
+              `received ${(stat('Total bytes received') / MiB).toFixed(1)} MiB`,
             seconds,
             detail: same ? 'result identical to v2' : 'RESULT DIFFERS'
           })
           process.stderr.write(
-            `transfer: ${cs.target}, ${['rsync', ...mode].join(' ')}: ${(w / MiB).toFixed(1)} MiB on the wire in ${seconds.toFixed(2)} s\n`
+            `transfer: ${cs.target}, ${['rsync', ...mode].join(' ')}: ${(w / MiB).toFixed(1)} MiB on the wire ` +
+              `in ${seconds.toFixed(2)} s\n`
           )
           fs.rmSync(out, { recursive: true, force: true })
         }
@@ -253,7 +266,8 @@ export async function main(args: string[]): Promise<void> {
     const fmt = (x: number | undefined, d = 2): string => (x === undefined ? '' : x.toFixed(d))
     console.log(`\n## Getting image v2 onto a host over a ${rateMbit} Mbit/s link (tc tbf)\n`)
     console.log(
-      `v2: ${path.basename(v2)} (nginx family image + curl and its libraries + a changed nginx.conf), ${fs.statSync(v2).size / 1024 ** 3} GiB file\n`
+      `v2: ${path.basename(v2)} (nginx family image + curl and its libraries + a changed nginx.conf), ` +
+        `${fs.statSync(v2).size / 1024 ** 3} GiB file\n`
     )
     console.log(
       markdownTable(

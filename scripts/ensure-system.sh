@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Installs the Debian packages vmifs needs at run time and in its tests, if any is missing.
 # Called by `npm run demo`, `npm test` and `npm run bench` before anything else, so a fresh
-# Debian 12 machine needs nothing done by hand. Usage: ensure-system.sh [runtime|test|bench]
+# Debian 12 machine needs nothing done by hand. Usage: ensure-system.sh [runtime|lint|test|bench]
 set -euo pipefail
 level=${1:-runtime}
-pkgs=(libfuse2 fuse)                       # libfuse.so.2 for fuse-native, fusermount for unmount
-[ "$level" = test ] || [ "$level" = bench ] && pkgs+=(qemu-utils nginx-light iproute2 openssl e2fsprogs fdisk)  # e2fsprogs, fdisk: ext4 images and partition tables for the file-cut tests
-[ "$level" = bench ] && pkgs+=(b3sum debootstrap rsync qemu-system-x86 qemu-block-extra nbdkit httpfs2 rclone curl)  # rsync: transfer bench; qemu and the lazy readers: boot bench
+# libfuse.so.2 for fuse-native, fusermount for unmount
+pkgs=(libfuse2 fuse)
+# `npm run lint` checks the C addon's format too
+[ "$level" = lint ] && pkgs+=(clang-format)
+# e2fsprogs, fdisk: ext4 images and partition tables for the file-cut tests
+[ "$level" = test ] || [ "$level" = bench ] && pkgs+=(qemu-utils nginx-light iproute2 openssl e2fsprogs fdisk)
+# rsync: transfer bench; qemu and the lazy readers: boot bench
+[ "$level" = bench ] && pkgs+=(b3sum debootstrap rsync qemu-system-x86 qemu-block-extra nbdkit httpfs2 rclone curl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

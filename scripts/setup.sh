@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes a checkout runnable: Debian packages (as root), npm dependencies, the native addon and the
-# TypeScript build. Idempotent and quick when nothing changed. Usage: setup.sh [runtime|test|bench]
+# TypeScript build. Idempotent and quick when nothing changed. Usage: setup.sh [runtime|lint|test|bench]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-system.sh "${1:-runtime}"

@@ -1,6 +1,10 @@
-// Configuration: defaults, then the JSON config file (--config), then command-line flags.
+// Configuration: defaults, then the JSON config file (--config), then command-line flags. The file's
+// shape is one schema (CONFIG_FILE): every key at every level is known, typed and range-checked
+// before anything is applied, so a misspelt or mistyped key is an error (CONFIG_INVALID), never
+// silently ignored. docs/config.md documents every key of it (a test checks that).
 import fs from 'node:fs'
 import os from 'node:os'
+import { z } from 'zod'
 import { VmifsError } from './errors.js'
 import { type Chunking, DEFAULT_CHUNKING, validateChunking } from './manifests/chunking.js'
 import { type Policy, validatePolicy } from './planner/replica-placement.js'
@@ -43,7 +47,10 @@ export interface Config {
   hostId: string
   capacityBytes: number
   chunking: Chunking
-  /** readaheadKb: the kernel's read-ahead for the mount; undefined: 16 in fleet mode (bytes read ahead past a small file are bytes fetched for nothing), the kernel's default otherwise */
+  /**
+   * readaheadKb: the kernel's read-ahead for the mount; undefined: 16 in fleet mode (bytes read
+   * ahead past a small file are bytes fetched for nothing), the kernel's default otherwise
+   */
   mount: { allowOther: boolean; readTimeoutMs: number; readaheadKb?: number }
   memoryCacheBytes: number
   fleet: FleetConfig
@@ -137,10 +144,84 @@ export function parseSize(v: unknown, what: string): number {
   return n
 }
 
-function nonNegative(v: unknown, what: string): number {
-  const n = Number(v)
-  if (!Number.isFinite(n) || n < 0) throw new VmifsError('CONFIG_INVALID', `${what} must be a non-negative number`)
-  return n
+const nonNegative = z.number().finite().nonnegative()
+const positiveInt = z.number().int().positive()
+const share = z.number().min(0).max(1)
+/** bytes, or a string such as "20GiB" (parseSize) */
+const size = z.union([positiveInt, z.string()])
+/** bytes per second, or a string such as "100Mbit" (parseRate) */
+const rate = z.union([z.number().positive(), z.string()])
+
+/** The config file: every key it may hold. Strings that carry sizes, rates, URLs and addresses are
+ * parsed after the shape is checked, by the same parsers the command-line flags use. */
+export const CONFIG_FILE = z
+  .strictObject({
+    dataDir: z.string().min(1),
+    hostId: z.string().min(1),
+    cache: z.strictObject({ capacity: size, memory: size }).partial(),
+    chunking: z.discriminatedUnion('kind', [
+      z.strictObject({ kind: z.literal('fixed'), chunkSize: positiveInt }),
+      z.strictObject({
+        kind: z.literal('cdc'),
+        min: positiveInt,
+        avg: positiveInt,
+        max: positiveInt,
+        fileCuts: z.boolean().optional()
+      })
+    ]),
+    mount: z.strictObject({ allowOther: z.boolean(), readTimeoutMs: positiveInt, readaheadKb: nonNegative }).partial(),
+    token: z.string(),
+    listen: z.string(),
+    advertise: z.string(),
+    peers: z.array(z.string()),
+    origin: z.string(),
+    tls: z.strictObject({ cert: z.string(), key: z.string(), ca: z.string().optional() }),
+    price: nonNegative,
+    links: z.record(z.string(), z.strictObject({ price: nonNegative, bandwidth: rate, rttMs: nonNegative }).partial()),
+    fetch: z
+      .strictObject({
+        alpha: share,
+        prefetchAlpha: share,
+        sigma: nonNegative,
+        timeoutMs: positiveInt,
+        deadlineMs: positiveInt,
+        hedge: z.boolean(),
+        missAheadKb: nonNegative
+      })
+      .partial(),
+    syncIntervalMs: nonNegative,
+    sessionIdleMs: nonNegative,
+    site: z.strictObject({ rttMs: nonNegative, storagePrice: nonNegative }).partial(),
+    policies: z.record(
+      z.string(),
+      z.strictObject({
+        minReplicas: z.number().int().min(0).max(1000),
+        dr: z.string().optional(),
+        maxRttMs: nonNegative.optional(),
+        maxPrice: nonNegative.optional()
+      })
+    ),
+    replication: z.strictObject({ drTimeoutMs: nonNegative, intervalMs: nonNegative }).partial()
+  })
+  .partial()
+
+export type ConfigFile = z.infer<typeof CONFIG_FILE>
+
+/** "fetch.deadlinMs: unknown key" style text for the first problem zod found. */
+function describeIssue(issue: z.core.$ZodIssue): string {
+  const at = issue.path.map(String).join('.')
+  const where = at === '' ? '' : `${at}: `
+  if (issue.code === 'unrecognized_keys') {
+    const keys = issue.keys.map(k => (at === '' ? k : `${at}.${k}`))
+    return `unknown key${keys.length > 1 ? 's' : ''} ${keys.map(k => JSON.stringify(k)).join(', ')}`
+  }
+  if (issue.code === 'invalid_union' && issue.path.at(-1) === 'chunking')
+    return `${where}kind must be "fixed" or "cdc" with its fields`
+  return `${where}${issue.message}`
+}
+
+function invalid(file: string, what: string): VmifsError {
+  return new VmifsError('CONFIG_INVALID', `config file ${file}: ${what}`, { file })
 }
 
 export function loadConfigFile(file: string, base: Config = defaults()): Config {
@@ -148,125 +229,59 @@ export function loadConfigFile(file: string, base: Config = defaults()): Config 
   try {
     raw = JSON.parse(fs.readFileSync(file, 'utf8'))
   } catch (err) {
-    throw new VmifsError('CONFIG_INVALID', `config file ${file}: ${(err as Error).message}`, { file })
+    throw invalid(file, (err as Error).message)
   }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
-    throw new VmifsError('CONFIG_INVALID', `config file ${file} must hold a JSON object`)
-  const c = raw as Record<string, any>
-  const known = new Set([
-    'dataDir',
-    'hostId',
-    'cache',
-    'chunking',
-    'mount',
-    'token',
-    'listen',
-    'advertise',
-    'peers',
-    'origin',
-    'tls',
-    'price',
-    'links',
-    'fetch',
-    'syncIntervalMs',
-    'sessionIdleMs',
-    'site',
-    'policies',
-    'replication'
-  ])
-  for (const k of Object.keys(c))
-    if (!known.has(k)) throw new VmifsError('CONFIG_INVALID', `config file ${file}: unknown key ${JSON.stringify(k)}`)
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw invalid(file, 'must hold a JSON object')
+  const parsed = CONFIG_FILE.safeParse(raw)
+  if (!parsed.success) throw invalid(file, describeIssue(parsed.error.issues[0]!))
+  const c = parsed.data
   const out: Config = {
     ...base,
-    mount: { ...base.mount },
+    mount: { ...base.mount, ...c.mount },
     fleet: { ...base.fleet, links: { ...base.fleet.links } },
-    fetch: { ...base.fetch },
-    site: { ...base.site },
+    fetch: { ...base.fetch, ...c.fetch },
+    site: { ...base.site, ...c.site },
     policies: { ...base.policies },
-    replication: { ...base.replication }
+    replication: { ...base.replication, ...c.replication }
   }
-  if (c.site !== undefined) {
-    if (typeof c.site !== 'object' || c.site === null)
-      throw new VmifsError('CONFIG_INVALID', 'site must be {rttMs, storagePrice}')
-    for (const k of Object.keys(c.site))
-      if (k !== 'rttMs' && k !== 'storagePrice')
-        throw new VmifsError('CONFIG_INVALID', `site: unknown key ${JSON.stringify(k)}`)
-    if (c.site.rttMs !== undefined) out.site.rttMs = nonNegative(c.site.rttMs, 'site.rttMs')
-    if (c.site.storagePrice !== undefined) out.site.storagePrice = nonNegative(c.site.storagePrice, 'site.storagePrice')
-  }
-  if (c.policies !== undefined) {
-    if (typeof c.policies !== 'object' || c.policies === null || Array.isArray(c.policies))
-      throw new VmifsError('CONFIG_INVALID', 'policies must map image names to {minReplicas, dr, maxRttMs, maxPrice}')
-    for (const [name, v] of Object.entries(c.policies as Record<string, unknown>)) {
-      try {
-        out.policies[validateName(name)] = validatePolicy(v)
-      } catch (err) {
-        throw new VmifsError('CONFIG_INVALID', `policies.${name}: ${(err as Error).message}`)
-      }
+  // the minimum keeps a typo from spinning the replication loop
+  if (c.replication?.intervalMs !== undefined) out.replication.intervalMs = Math.max(100, c.replication.intervalMs)
+  for (const [name, v] of Object.entries(c.policies ?? {})) {
+    try {
+      out.policies[validateName(name)] = validatePolicy(v)
+    } catch (err) {
+      throw invalid(file, `policies.${name}: ${(err as Error).message}`)
     }
-  }
-  if (c.replication !== undefined) {
-    if (c.replication.drTimeoutMs !== undefined)
-      out.replication.drTimeoutMs = nonNegative(c.replication.drTimeoutMs, 'replication.drTimeoutMs')
-    if (c.replication.intervalMs !== undefined)
-      out.replication.intervalMs = Math.max(100, nonNegative(c.replication.intervalMs, 'replication.intervalMs'))
   }
   const f = out.fleet
-  if (c.token !== undefined) f.token = String(c.token)
+  if (c.token !== undefined) f.token = c.token
   if (c.listen !== undefined) f.listen = parseListen(c.listen, 'listen')
   if (c.advertise !== undefined) f.advertise = parseUrl(c.advertise, 'advertise')
-  if (c.peers !== undefined) {
-    if (!Array.isArray(c.peers)) throw new VmifsError('CONFIG_INVALID', 'peers must be a list of URLs')
-    f.peers = c.peers.map((p: unknown, i: number) => parseUrl(p, `peers[${i}]`))
-  }
+  if (c.peers !== undefined) f.peers = c.peers.map((p, i) => parseUrl(p, `peers[${i}]`))
   if (c.origin !== undefined) f.origin = parseUrl(c.origin, 'origin')
-  if (c.tls !== undefined) {
-    if (typeof c.tls?.cert !== 'string' || typeof c.tls?.key !== 'string')
-      throw new VmifsError('CONFIG_INVALID', 'tls needs "cert" and "key" file paths')
-    f.tls = { cert: c.tls.cert, key: c.tls.key, ...(typeof c.tls.ca === 'string' ? { ca: c.tls.ca } : {}) }
-  }
-  if (c.price !== undefined) f.price = nonNegative(c.price, 'price')
-  if (c.syncIntervalMs !== undefined) f.syncIntervalMs = nonNegative(c.syncIntervalMs, 'syncIntervalMs')
-  if (c.sessionIdleMs !== undefined) out.sessionIdleMs = nonNegative(c.sessionIdleMs, 'sessionIdleMs')
-  if (c.links !== undefined) {
-    if (typeof c.links !== 'object' || c.links === null)
-      throw new VmifsError('CONFIG_INVALID', 'links must map host ids to {price, bandwidth, rttMs}')
-    for (const [id, l] of Object.entries(c.links as Record<string, any>)) {
-      f.links[id] = {
-        ...(l.price !== undefined ? { price: nonNegative(l.price, `links.${id}.price`) } : {}),
-        ...(l.bandwidth !== undefined ? { bandwidthBps: parseRate(l.bandwidth, `links.${id}.bandwidth`) } : {}),
-        ...(l.rttMs !== undefined ? { rttMs: nonNegative(l.rttMs, `links.${id}.rttMs`) } : {})
-      }
+  if (c.tls !== undefined) f.tls = { ...c.tls }
+  if (c.price !== undefined) f.price = c.price
+  if (c.syncIntervalMs !== undefined) f.syncIntervalMs = c.syncIntervalMs
+  if (c.sessionIdleMs !== undefined) out.sessionIdleMs = c.sessionIdleMs
+  for (const [id, l] of Object.entries(c.links ?? {})) {
+    f.links[id] = {
+      ...(l.price !== undefined ? { price: l.price } : {}),
+      ...(l.bandwidth !== undefined ? { bandwidthBps: parseRate(l.bandwidth, `links.${id}.bandwidth`) } : {}),
+      ...(l.rttMs !== undefined ? { rttMs: l.rttMs } : {})
     }
   }
-  if (c.fetch !== undefined) {
-    for (const k of ['alpha', 'prefetchAlpha'] as const) {
-      if (c.fetch[k] !== undefined) {
-        const v = Number(c.fetch[k])
-        if (!(v >= 0 && v <= 1)) throw new VmifsError('CONFIG_INVALID', `fetch.${k} must be in [0, 1]`)
-        out.fetch[k] = v
-      }
-    }
-    for (const k of ['sigma', 'timeoutMs', 'deadlineMs', 'missAheadKb'] as const)
-      if (c.fetch[k] !== undefined) out.fetch[k] = nonNegative(c.fetch[k], `fetch.${k}`)
-    if (c.fetch.hedge !== undefined) out.fetch.hedge = Boolean(c.fetch.hedge)
-  }
-  if (c.dataDir !== undefined) out.dataDir = String(c.dataDir)
-  if (c.hostId !== undefined) out.hostId = String(c.hostId)
+  if (c.dataDir !== undefined) out.dataDir = c.dataDir
+  if (c.hostId !== undefined) out.hostId = c.hostId
   if (c.cache?.capacity !== undefined) out.capacityBytes = parseSize(c.cache.capacity, 'cache.capacity')
   if (c.cache?.memory !== undefined) out.memoryCacheBytes = parseSize(c.cache.memory, 'cache.memory')
   if (c.chunking !== undefined) {
     // cdc without fileCuts gets the default (on); "fileCuts": false turns it off
-    const withCuts =
-      c.chunking?.kind === 'cdc' && c.chunking.fileCuts === undefined ? { ...c.chunking, fileCuts: true } : c.chunking
+    const withCuts = c.chunking.kind === 'cdc' ? { ...c.chunking, fileCuts: c.chunking.fileCuts ?? true } : c.chunking
     try {
       out.chunking = validateChunking(withCuts)
     } catch (err) {
-      throw new VmifsError('CONFIG_INVALID', `config file ${file}: chunking: ${(err as Error).message}`)
+      throw invalid(file, `chunking: ${(err as Error).message}`)
     }
   }
-  if (c.mount?.allowOther !== undefined) out.mount.allowOther = Boolean(c.mount.allowOther)
-  if (c.mount?.readTimeoutMs !== undefined) out.mount.readTimeoutMs = Number(c.mount.readTimeoutMs)
-  if (c.mount?.readaheadKb !== undefined) out.mount.readaheadKb = nonNegative(c.mount.readaheadKb, 'mount.readaheadKb')
   return out
 }

@@ -86,10 +86,14 @@ export class DataDir {
   close(): void {
     try {
       this.store.flushAtimes()
-    } catch {}
+    } catch {
+      // best effort: access times only order eviction, and the database must be closed anyway
+    }
     try {
       this.counters.flush()
-    } catch {}
+    } catch {
+      // best effort: losing the last counter deltas is better than leaving the database open
+    }
     this.db.close()
   }
 }

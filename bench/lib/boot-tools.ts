@@ -3,7 +3,7 @@
 // use (nbdkit curl + cache filter, httpfs2, qemu's http driver, rclone mount with a full VFS
 // cache), all from Debian, and vmifs. Everything runs in C's network namespace (nsenter --net,
 // which keeps the mount namespace, so FUSE mounts made there are seen by everyone).
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawnSync, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { stop } from './children.js'
@@ -64,12 +64,15 @@ export function detach(mnt: string): void {
   const abort = path.join('/sys/fs/fuse/connections', minor, 'abort')
   try {
     if (fs.existsSync(abort)) fs.writeFileSync(abort, '1')
-  } catch {}
+  } catch {
+    // best effort (the connection may be gone already): the lazy unmount below detaches it anyway
+  }
   spawnSync('umount', ['-l', mnt], { timeout: 10_000 })
 }
 
-/** nbdkit's curl plugin with its cache filter (reads cached), qemu on an NBD Unix socket. One nbdkit per image. */
-export async function nbdkitSession(ctx: Ctx, tag: string): Promise<ToolSession> {
+/** nbdkit's curl plugin with its cache filter (reads cached), qemu on an NBD Unix socket. One nbdkit
+ * per image. */
+export function nbdkitSession(ctx: Ctx, tag: string): ToolSession {
   const servers = new Map<string, ChildProcess>()
   const tmp = path.join(ctx.dir, `nbdkit-${tag}`)
   fs.mkdirSync(tmp, { recursive: true })
@@ -104,7 +107,7 @@ export async function nbdkitSession(ctx: Ctx, tag: string): Promise<ToolSession>
 }
 
 /** httpfs2: a FUSE file of the URL (one mount per image); qemu boots from the file. */
-export async function httpfs2Session(ctx: Ctx, tag: string): Promise<ToolSession> {
+export function httpfs2Session(ctx: Ctx, tag: string): ToolSession {
   const mounts = new Map<string, { mnt: string; c: ChildProcess }>()
   const file = async (image: ImageName): Promise<string> => {
     let m = mounts.get(image)
@@ -132,9 +135,9 @@ export async function httpfs2Session(ctx: Ctx, tag: string): Promise<ToolSession
 }
 
 /** qemu's own http block driver (libcurl, qemu-block-extra), its default readahead. */
-export async function qemuHttpSession(ctx: Ctx): Promise<ToolSession> {
+export function qemuHttpSession(ctx: Ctx): ToolSession {
   return {
-    drive: async image => `file.driver=http,file.url=${ctx.url}/${image}.img,format=raw`,
+    drive: image => Promise.resolve(`file.driver=http,file.url=${ctx.url}/${image}.img,format=raw`),
     close: async () => {}
   }
 }
@@ -163,7 +166,7 @@ export async function rcloneSession(ctx: Ctx, tag: string): Promise<ToolSession>
     'ERROR'
   ])
   await waitFor('rclone mount', () => fs.existsSync(path.join(mnt, 'boot-a.img')), 30_000, c)
-  const file = async (image: ImageName): Promise<string> => path.join(mnt, `${image}.img`)
+  const file = (image: ImageName): Promise<string> => Promise.resolve(path.join(mnt, `${image}.img`))
   return {
     file,
     drive: async image => `file=${await file(image)},format=raw`,

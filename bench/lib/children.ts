@@ -35,7 +35,9 @@ export async function stop(child: ChildProcess | undefined, graceMs?: number): P
       : setTimeout(() => {
           try {
             child.kill('SIGKILL')
-          } catch {}
+          } catch {
+            // best effort: it may have exited meanwhile
+          }
         }, graceMs)
   await exited
   clearTimeout(t)

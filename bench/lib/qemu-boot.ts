@@ -6,7 +6,8 @@
 // FUSE mount or a local disk), an NBD export, or qemu's curl driver.
 //
 // CLI (for trying things by hand):
-//   node dist/bench/lib/qemu-boot.js --kernel K --initrd I --drive 'file=/x.img,format=raw' [--netns NS] [--timeout-s N]
+//   node dist/bench/lib/qemu-boot.js --kernel K --initrd I --drive 'file=/x.img,format=raw' \
+//     [--netns NS] [--timeout-s N]
 import { spawn } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -27,8 +28,8 @@ export interface BootOptions {
   /** Leave out `vmifs.marker` (the guest then stays up) and wait for this serial text instead. */
   until?: string
   /** Called when the marker (or `until`) appears, while the VM still runs; qemu is killed after it
-   * when `until` is set. */
-  onReady?: () => Promise<void>
+   * when `until` is set. A throw or a rejection is noted in the serial log. */
+  onReady?: () => void | Promise<void>
 }
 
 export interface BootResult {
@@ -108,12 +109,15 @@ export function bootVm(o: BootOptions): Promise<BootResult> {
       if (log.length > 256 * 1024) log = log.slice(-128 * 1024)
       if (Number.isNaN(markerAt) && log.includes(o.until ?? MARKER)) {
         markerAt = (performance.now() - t0) / 1000
+        // called from a promise, so that a throw is caught like a rejection
         const after =
           o.onReady === undefined
             ? Promise.resolve()
-            : o.onReady().catch((e: unknown) => {
-                log += `\nonReady failed: ${e instanceof Error ? e.message : String(e)}\n`
-              })
+            : Promise.resolve()
+                .then(o.onReady)
+                .catch((e: unknown) => {
+                  log += `\nonReady failed: ${e instanceof Error ? e.message : String(e)}\n`
+                })
         // the guest powers off after the marker; give it a moment, then make sure qemu is gone
         void after.then(() => {
           if (o.until !== undefined) child.kill('SIGKILL')
@@ -124,8 +128,8 @@ export function bootVm(o: BootOptions): Promise<BootResult> {
         })
       }
     }
-    child.stdout!.on('data', onData)
-    child.stderr!.on('data', onData)
+    child.stdout.on('data', onData)
+    child.stderr.on('data', onData)
     const timer = setTimeout(() => {
       child.kill('SIGKILL')
       finish({

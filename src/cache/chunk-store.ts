@@ -385,7 +385,8 @@ export class ChunkStore {
   reconcilePins(): number {
     return this.db
       .prepare(
-        `UPDATE cache_entries SET pinned = coalesce((SELECT pins > 0 FROM chunks c WHERE c.hash = cache_entries.hash), 0)
+        `UPDATE cache_entries
+      SET pinned = coalesce((SELECT pins > 0 FROM chunks c WHERE c.hash = cache_entries.hash), 0)
       WHERE pinned != coalesce((SELECT pins > 0 FROM chunks c WHERE c.hash = cache_entries.hash), 0)`
       )
       .run().changes

@@ -52,8 +52,8 @@ ${COMMON_HELP}`,
     const config = resolveConfig(a.values)
     if (typeof a.values['host-id'] === 'string') config.hostId = a.values['host-id']
     if (typeof a.values.listen === 'string') config.fleet.listen = parseListen(a.values.listen, '--listen')
-    if (Array.isArray(a.values.peer))
-      config.fleet.peers = [...config.fleet.peers, ...(a.values.peer as string[]).map(p => parseUrl(p, '--peer'))]
+    if (a.values.peer !== undefined)
+      config.fleet.peers = [...config.fleet.peers, ...a.values.peer.map(p => parseUrl(p, '--peer'))]
     if (typeof a.values.origin === 'string') config.fleet.origin = parseUrl(a.values.origin, '--origin')
     if (typeof a.values.advertise === 'string') config.fleet.advertise = parseUrl(a.values.advertise, '--advertise')
     const log = createLogger('vmifs-agent')

@@ -24,15 +24,44 @@ export const COMMON_HELP = `Common options:
   --cache-size <size>  cache capacity, e.g. 20GiB (default 20GiB)
   -h, --help           this help`
 
-export function parse<O extends NonNullable<ParseArgsConfig['options']>>(
+type OptionsConfig = NonNullable<ParseArgsConfig['options']>
+
+/** The parseArgs config of parse(): the common options and the command's own, strict. */
+interface ParseConfig<O extends OptionsConfig> {
+  args: string[]
+  options: typeof COMMON_OPTIONS & O
+  allowPositionals: boolean
+  strict: true
+}
+
+/**
+ * What parse() returns. The values are typed by parseArgs itself from the options: a string option
+ * is `string | undefined`, a boolean one `boolean | undefined`, one with `multiple: true` an array.
+ */
+export interface Parsed<O extends OptionsConfig> {
+  values: ReturnType<typeof parseArgs<ParseConfig<O>>>['values']
+  positionals: string[]
+}
+
+/**
+ * Parses argv with the common options and the command's own (strict: an unknown option is a usage
+ * error). Undefined after printing the usage for --help.
+ */
+export function parse<const O extends OptionsConfig>(
   cmd: Command,
   argv: string[],
   options: O,
   allowPositionals = true
-): { values: any; positionals: string[] } | undefined {
+): Parsed<O> | undefined {
+  const config: ParseConfig<O> = {
+    args: argv,
+    options: { ...COMMON_OPTIONS, ...options },
+    allowPositionals,
+    strict: true
+  }
   let parsed
   try {
-    parsed = parseArgs({ args: argv, options: { ...COMMON_OPTIONS, ...options }, allowPositionals, strict: true })
+    parsed = parseArgs(config)
   } catch (err) {
     throw VmifsError.usage(`${(err as Error).message}\n\n${cmd.usage}`)
   }
@@ -40,7 +69,7 @@ export function parse<O extends NonNullable<ParseArgsConfig['options']>>(
     process.stdout.write(cmd.usage + '\n')
     return undefined
   }
-  return parsed as { values: any; positionals: string[] }
+  return parsed
 }
 
 export function resolveConfig(values: Record<string, unknown>): Config {
@@ -51,7 +80,7 @@ export function resolveConfig(values: Record<string, unknown>): Config {
   return c
 }
 
-export async function withDataDir<T>(c: Config, fn: (dd: DataDir) => Promise<T>): Promise<T> {
+export async function withDataDir<T>(c: Config, fn: (dd: DataDir) => T | Promise<T>): Promise<T> {
   const dd = DataDir.open(c.dataDir, { capacityBytes: c.capacityBytes })
   try {
     return await fn(dd)
@@ -76,9 +105,11 @@ export function table(rows: string[][]): string {
 }
 
 /** Options shared by the planner commands (similarity, plan, place). */
-export const PLANNER_HELP = `  --host-id <id>       this host's id in the fleet, as its agent runs (default: config hostId, else the hostname)
-  --alpha <a>          α in [0, 1]: weight of time against price (default: config fetch.prefetchAlpha, 0.3)
-  --sigma <s>          σ: the price of one second (default: config fetch.sigma, 1)`
+export const PLANNER_HELP = [
+  "  --host-id <id>       this host's id in the fleet, as its agent runs (default: config hostId, else the hostname)",
+  '  --alpha <a>          α in [0, 1]: weight of time against price (default: config fetch.prefetchAlpha, 0.3)',
+  '  --sigma <s>          σ: the price of one second (default: config fetch.sigma, 1)'
+].join('\n')
 
 export function plannerParams(
   c: Config,

@@ -77,10 +77,8 @@ if (spawnSync('which', ['qemu-img']).status === 0)
 process.stdout.write(failed ? 'MISMATCH\n' : 'identical: the mounted file is byte-exact\n')
 
 step('the stats file')
-sh('sh', [
-  '-c',
-  `grep -E '"(hitOps|missOps|hitBytes|hitRate|sizeBytes|pinnedBytes|ops|p50Ms|p99Ms)"' ${JSON.stringify(path.join(mnt, '.stats'))}`
-])
+const statsKeys = '"(hitOps|missOps|hitBytes|hitRate|sizeBytes|pinnedBytes|ops|p50Ms|p99Ms)"'
+sh('sh', ['-c', `grep -E '${statsKeys}' ${JSON.stringify(path.join(mnt, '.stats'))}`])
 sh(process.execPath, [VMIFS, 'stats', '--data-dir', data])
 
 if (keep) {

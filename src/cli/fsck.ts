@@ -18,12 +18,13 @@ ${COMMON_HELP}`,
     const a = parse(this, argv, { json: { type: 'boolean' } }, false)
     if (!a) return 0
     const cfg = resolveConfig(a.values)
-    const r = await withDataDir(cfg, async dd => fsck(dd))
+    const r = await withDataDir(cfg, dd => fsck(dd))
     if (a.values.json === true) {
       process.stdout.write(JSON.stringify(r, null, 2) + '\n')
     } else {
       process.stdout.write(
-        `checked ${r.checked} chunks (${bytes(r.checkedBytes)}): ${r.corrupt.length} corrupt (dropped), ${r.missing.length} missing, ${r.adopted} adopted, ${r.strays} stray files removed\n`
+        `checked ${r.checked} chunks (${bytes(r.checkedBytes)}): ${r.corrupt.length} corrupt (dropped), ` +
+          `${r.missing.length} missing, ${r.adopted} adopted, ${r.strays} stray files removed\n`
       )
       for (const c of r.corrupt) process.stdout.write(`corrupt ${c}\n`)
       for (const i of r.incompleteImages)

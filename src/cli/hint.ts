@@ -28,7 +28,7 @@ ${COMMON_HELP}`,
   async run(argv) {
     const a = parse(this, argv, { out: { type: 'string' }, max: { type: 'string' } })
     if (!a) return 0
-    const [verb, arg, ...extra] = a.positionals as string[]
+    const [verb, arg, ...extra] = a.positionals
     if ((verb !== 'export' && verb !== 'import') || arg === undefined || extra.length > 0) {
       throw VmifsError.usage(`hint takes "export <image>" or "import <file>"\n\n${this.usage}`)
     }

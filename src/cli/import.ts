@@ -37,7 +37,8 @@ ${COMMON_HELP}`,
     if (!a) return 0
     const [file, ...extra] = a.positionals
     if (file === undefined || extra.length > 0) throw VmifsError.usage(`import takes one image file\n\n${this.usage}`)
-    if (typeof a.values.name !== 'string') throw VmifsError.usage(`--name is required\n\n${this.usage}`)
+    const name = a.values.name
+    if (name === undefined) throw VmifsError.usage(`--name is required\n\n${this.usage}`)
     const cfg = resolveConfig(a.values)
     const chunking = chunkingFrom(a.values.chunking, a.values['chunk-size'], cfg.chunking, a.values['file-cuts'])
     const tty = process.stderr.isTTY && a.values.quiet !== true
@@ -55,7 +56,7 @@ ${COMMON_HELP}`,
     const r = await withDataDir(cfg, async dd => {
       try {
         return await importImage(dd, file, {
-          name: a.values.name,
+          name,
           chunking,
           replace: a.values.replace === true,
           onProgress:
@@ -82,7 +83,8 @@ ${COMMON_HELP}`,
             ? `, cut at ${files} files in ${r.filesystems.map(f => `ext4@${f.offset}`).join(' ')}`
             : ''
         process.stderr.write(
-          `${r.name}: ${bytes(r.size)}, ${r.chunks} entries, ${bytes(r.zeroBytes)} zero, ${bytes(r.newBytes)} new in cache${cut}, ${(r.size / r.seconds / 1e9).toFixed(2)} GB/s\n`
+          `${r.name}: ${bytes(r.size)}, ${r.chunks} entries, ${bytes(r.zeroBytes)} zero, ` +
+            `${bytes(r.newBytes)} new in cache${cut}, ${(r.size / r.seconds / 1e9).toFixed(2)} GB/s\n`
         )
       }
     }
@@ -90,12 +92,17 @@ ${COMMON_HELP}`,
   }
 }
 
-export function chunkingFrom(kind: unknown, size: unknown, base: Chunking, fileCuts?: unknown): Chunking {
+export function chunkingFrom(
+  kind: string | undefined,
+  size: string | undefined,
+  base: Chunking,
+  fileCuts?: string
+): Chunking {
   if (fileCuts !== undefined && fileCuts !== 'on' && fileCuts !== 'off')
-    throw VmifsError.usage(`--file-cuts must be on or off, got ${String(fileCuts)}`)
+    throw VmifsError.usage(`--file-cuts must be on or off, got ${fileCuts}`)
   if (kind === undefined && size === undefined && fileCuts === undefined) return base
   const k = kind ?? base.kind
-  if (k !== 'fixed' && k !== 'cdc') throw VmifsError.usage(`--chunking must be fixed or cdc, got ${String(k)}`)
+  if (k !== 'fixed' && k !== 'cdc') throw VmifsError.usage(`--chunking must be fixed or cdc, got ${k}`)
   const s = size === undefined ? undefined : parseSize(size, '--chunk-size')
   if (k === 'fixed') {
     if (fileCuts === 'on')

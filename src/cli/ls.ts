@@ -15,7 +15,7 @@ ${COMMON_HELP}`,
     const a = parse(this, argv, { json: { type: 'boolean' } }, false)
     if (!a) return 0
     const cfg = resolveConfig(a.values)
-    const rows = await withDataDir(cfg, async dd =>
+    const rows = await withDataDir(cfg, dd =>
       dd.catalog.listImages().map(r => {
         const m = dd.catalog.manifest(r.digest)!
         const cachedBytes = dd.cachedBytes(m)

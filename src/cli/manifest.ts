@@ -37,9 +37,7 @@ ${COMMON_HELP}`,
     }
     if (a.positionals.length !== 1) throw VmifsError.usage(`manifest takes one image name\n\n${this.usage}`)
     const cfg = resolveConfig(a.values)
-    const m = await withDataDir(cfg, async dd =>
-      dd.catalog.manifest(dd.catalog.requireImage(a.positionals[0]!).digest)!
-    )
+    const m = await withDataDir(cfg, dd => dd.catalog.manifest(dd.catalog.requireImage(a.positionals[0]!).digest)!)
     const body = a.values.binary === true ? m.encode() : Buffer.from(JSON.stringify(m.toJson(), null, 1) + '\n')
     if (typeof a.values.out === 'string' && a.values.out !== '-') fs.writeFileSync(a.values.out, body)
     else process.stdout.write(body)

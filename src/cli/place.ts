@@ -26,7 +26,9 @@ import { validateParams } from '../planner/transfer-plan.js'
 export const command: Command = {
   name: 'place',
   summary: 'rank candidate hosts for an image by the network cost of building it there',
-  usage: `Usage: vmifs place <image> --candidates <h1,h2,...> [--pick top|best-of|within] [--x <n>] [--by load|free] [--json]
+  usage:
+    'Usage: vmifs place <image> --candidates <h1,h2,...> [--pick top|best-of|within] ' +
+    `[--x <n>] [--by load|free] [--json]
 
 Sorts candidate hosts by the network cost of constructing the image there: every chunk a
 candidate lacks, fetched from its cheapest holder (cost α·σ·time + (1 − α)·price, as in "vmifs
@@ -59,11 +61,11 @@ ${COMMON_HELP}`,
     })
     if (!a) return 0
     if (a.positionals.length !== 1) throw VmifsError.usage(`place takes one image name\n\n${this.usage}`)
-    if (typeof a.values.candidates !== 'string')
+    if (a.values.candidates === undefined)
       throw VmifsError.usage(`place needs --candidates <h1,h2,...>\n\n${this.usage}`)
     const hosts = [
       ...new Set(
-        (a.values.candidates as string)
+        a.values.candidates
           .split(',')
           .map(s => s.trim())
           .filter(s => s !== '')
@@ -81,7 +83,7 @@ ${COMMON_HELP}`,
     const { hostId, alpha, sigma } = plannerParams(cfg, a.values)
     validateParams(alpha, sigma)
     const image = a.positionals[0]!
-    const ranked = await withDataDir(cfg, async dd => {
+    const ranked = await withDataDir(cfg, dd => {
       const view = new FleetView(dd, { self: hostId, links: cfg.fleet.links, origin: cfg.fleet.origin })
       view.image(image)
       for (const h of hosts) view.requireHost(h)

@@ -55,12 +55,12 @@ ${COMMON_HELP}`,
     })
     if (!a) return 0
     if (a.positionals.length !== 1) throw VmifsError.usage(`plan takes one image name\n\n${this.usage}`)
-    if (typeof a.values.to !== 'string') throw VmifsError.usage(`plan needs --to <host>\n\n${this.usage}`)
+    const target = a.values.to
+    if (target === undefined) throw VmifsError.usage(`plan needs --to <host>\n\n${this.usage}`)
     const cfg = resolveConfig(a.values)
     const { hostId, alpha, sigma } = plannerParams(cfg, a.values)
     validateParams(alpha, sigma)
     const image = a.positionals[0]!
-    const target = a.values.to as string
     const out = await withDataDir(cfg, async dd => {
       const view = new FleetView(dd, { self: hostId, links: cfg.fleet.links, origin: cfg.fleet.origin })
       const donors = view.donors().filter(d => d.id !== target)
@@ -128,19 +128,25 @@ ${COMMON_HELP}`,
       return 0
     }
     process.stdout.write(
-      `${image} -> ${target}: lacks ${missingChunks + need.unavailable.length} of ${need.chunks} chunks (${bytes(missingBytes + unavailableBytes)} of ${bytes(need.bytes)}); α ${alpha}, σ ${sigma} per second\n`
+      `${image} -> ${target}: lacks ${missingChunks + need.unavailable.length} of ${need.chunks} chunks ` +
+        `(${bytes(missingBytes + unavailableBytes)} of ${bytes(need.bytes)}); α ${alpha}, σ ${sigma} per second\n`
     )
     if (need.unavailable.length > 0)
       process.stdout.write(
-        `warning: ${need.unavailable.length} chunks (${bytes(unavailableBytes)}) are held by no donor; the plan covers the rest\n`
+        `warning: ${need.unavailable.length} chunks (${bytes(unavailableBytes)}) are held by no donor; ` +
+          'the plan covers the rest\n'
       )
     if (missingChunks === 0) {
       process.stdout.write('nothing to copy\n')
       return 0
     }
-    process.stdout.write(
-      `\n${table([['DONOR', 'HOLDS', 'BANDWIDTH', 'PRICE/GB'], ...donors.map((d, j) => [d.id, bytes(out.holds[j]!), `${bytes(d.bandwidthBps)}/s`, money(d.pricePerByte * GB)])])}\n\n`
-    )
+    const donorRows = donors.map((d, j) => [
+      d.id,
+      bytes(out.holds[j]!),
+      `${bytes(d.bandwidthBps)}/s`,
+      money(d.pricePerByte * GB)
+    ])
+    process.stdout.write(`\n${table([['DONOR', 'HOLDS', 'BANDWIDTH', 'PRICE/GB'], ...donorRows])}\n\n`)
     const row = (name: string, p: TransferPlan): string[] => [
       name,
       seconds(p.seconds),

@@ -7,7 +7,7 @@ import { VmifsError } from '../errors.js'
 import { FactStore } from '../index/facts.js'
 import { validateName } from '../index/catalog.js'
 import { FleetView } from '../planner/fleet-view.js'
-import { type Policy, validatePolicy } from '../planner/replica-placement.js'
+import { validatePolicy } from '../planner/replica-placement.js'
 import { type ReplicaState, effectivePolicies, placementOf, siteOf } from '../planner/replication.js'
 
 export const command: Command = {
@@ -61,8 +61,8 @@ ${COMMON_HELP}`,
     const me = self
     if (verb === 'set') {
       validateName(image!)
-      const num = (k: string): number | undefined => {
-        const v = a.values[k] as string | undefined
+      const num = (k: 'min-replicas' | 'max-rtt-ms' | 'max-price'): number | undefined => {
+        const v = a.values[k]
         if (v === undefined) return undefined
         const n = v.trim() === '' ? Number.NaN : Number(v)
         if (!Number.isFinite(n)) throw VmifsError.param(`--${k}`, `must be a number, not ${JSON.stringify(v)}`)
@@ -75,7 +75,7 @@ ${COMMON_HELP}`,
       if (a.values['max-rtt-ms'] !== undefined) raw.maxRttMs = num('max-rtt-ms')
       if (a.values['max-price'] !== undefined) raw.maxPrice = num('max-price')
       const policy = validatePolicy(raw)
-      await withDataDir(cfg, async dd => {
+      await withDataDir(cfg, dd => {
         new FactStore(dd.db, me).publish(`policy/${image!}`, { ...policy, setAt: Date.now() })
       })
       process.stdout.write(JSON.stringify({ image, ...policy }) + '\n')
@@ -83,7 +83,7 @@ ${COMMON_HELP}`,
     }
     if (verb === 'rm') {
       validateName(image!)
-      const had = await withDataDir(cfg, async dd => {
+      const had = await withDataDir(cfg, dd => {
         const f = new FactStore(dd.db, me)
         if (!f.get(me, `policy/${image!}`)?.value) return false
         f.publish(`policy/${image!}`, null)
@@ -95,7 +95,7 @@ ${COMMON_HELP}`,
         })
       return 0
     }
-    const out = await withDataDir(cfg, async dd => {
+    const out = await withDataDir(cfg, dd => {
       const facts = new FactStore(dd.db, me)
       const view = new FleetView(dd, { self: me, links: cfg.fleet.links, origin: cfg.fleet.origin })
       const list = [...effectivePolicies(facts).values()].filter(p => image === undefined || p.image === image)
@@ -103,7 +103,7 @@ ${COMMON_HELP}`,
         throw new VmifsError('POLICY_NOT_FOUND', `no policy for ${JSON.stringify(image)}`, { name: image })
       return list.map(p => {
         const row = dd.catalog.getImage(p.image)
-        const base = { image: p.image, policy: p.policy as Policy, setBy: p.origin, setAt: p.setAt }
+        const base = { image: p.image, policy: p.policy, setBy: p.origin, setAt: p.setAt }
         if (!row) return { ...base, known: false as const }
         const publisher = row.origin ?? me
         const placement = placementOf(view, facts, p.image, p.policy, publisher)
@@ -136,16 +136,17 @@ ${COMMON_HELP}`,
     }
     for (const p of out) {
       const pol = p.policy
-      process.stdout.write(
-        `${p.image}: min ${pol.minReplicas} replicas${pol.dr !== undefined ? `, DR ${pol.dr}` : ''}${pol.maxRttMs !== undefined ? `, rtt <= ${pol.maxRttMs} ms` : ''}${pol.maxPrice !== undefined ? `, storage price <= ${pol.maxPrice}` : ''} (set by ${p.setBy})\n`
-      )
+      const limits =
+        (pol.dr !== undefined ? `, DR ${pol.dr}` : '') +
+        (pol.maxRttMs !== undefined ? `, rtt <= ${pol.maxRttMs} ms` : '') +
+        (pol.maxPrice !== undefined ? `, storage price <= ${pol.maxPrice}` : '')
+      process.stdout.write(`${p.image}: min ${pol.minReplicas} replicas${limits} (set by ${p.setBy})\n`)
       if (!p.known) {
         process.stdout.write('  image not known here yet\n\n')
         continue
       }
-      process.stdout.write(
-        `  publisher ${p.publisher}, digest ${p.digest.slice(0, 16)}…${p.short > 0 ? `; ${p.short} replicas short (too few eligible hosts)` : ''}\n`
-      )
+      const short = p.short > 0 ? `; ${p.short} replicas short (too few eligible hosts)` : ''
+      process.stdout.write(`  publisher ${p.publisher}, digest ${p.digest.slice(0, 16)}…${short}\n`)
       process.stdout.write(
         table([
           ['  HOST', 'ROLE', 'MISSING', 'COST', 'STATE'],
@@ -155,7 +156,8 @@ ${COMMON_HELP}`,
             bytes(r.missingBytes),
             String(r.cost),
             r.state
-              ? `${r.state.state}${r.current ? '' : ' (older version)'}${r.state.drFor !== undefined ? `, DR for ${r.state.drFor}` : ''}`
+              ? `${r.state.state}${r.current ? '' : ' (older version)'}` +
+                (r.state.drFor !== undefined ? `, DR for ${r.state.drFor}` : '')
               : '-'
           ])
         ]) + '\n'

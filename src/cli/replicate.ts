@@ -63,8 +63,8 @@ ${COMMON_HELP}`,
     if (a.positionals.length !== 1) throw VmifsError.usage(`replicate takes one image name\n\n${this.usage}`)
     const cfg = resolveConfig(a.values)
     const req: ReplicateRequest = { image: a.positionals[0]! }
-    const num = (k: string): number | undefined => {
-      const v = a.values[k] as string | undefined
+    const num = (k: 'alpha' | 'sigma' | 'streams'): number | undefined => {
+      const v = a.values[k]
       if (v === undefined) return undefined
       const n = v.trim() === '' ? Number.NaN : Number(v)
       if (!Number.isFinite(n)) throw VmifsError.param(k, `must be a number, not ${JSON.stringify(v)}`)
@@ -76,18 +76,16 @@ ${COMMON_HELP}`,
     if (sigma !== undefined) req.sigma = sigma
     const streams = num('streams')
     if (streams !== undefined) req.streams = streams
-    if (a.values.method !== undefined) {
-      if (!['lp', 'greedy', 'single-source'].includes(a.values.method as string))
-        throw VmifsError.param(
-          '--method',
-          `must be lp, greedy or single-source, not ${JSON.stringify(a.values.method)}`
-        )
-      req.method = a.values.method
+    const method = a.values.method
+    if (method !== undefined) {
+      if (method !== 'lp' && method !== 'greedy' && method !== 'single-source')
+        throw VmifsError.param('--method', `must be lp, greedy or single-source, not ${JSON.stringify(method)}`)
+      req.method = method
     }
     if (a.values['no-compress'] === true) req.compress = false
     if (a.values['no-pin'] === true) req.pin = false
     const sock = path.join(cfg.dataDir, 'agent.sock')
-    const to = a.values.to as string | undefined
+    const to = a.values.to
     let self: string | undefined = typeof a.values['host-id'] === 'string' ? a.values['host-id'] : undefined
     if (self === undefined) {
       try {
@@ -105,7 +103,7 @@ ${COMMON_HELP}`,
           'TOKEN_MISSING',
           'asking another host needs the fleet secret: set VMIFS_TOKEN or "token" in the config file'
         )
-      const endpoint = await withDataDir(cfg, async dd => {
+      const endpoint = await withDataDir(cfg, dd => {
         const view = new FleetView(dd, { self, links: cfg.fleet.links, origin: cfg.fleet.origin })
         view.requireHost(to)
         const h = view.directory.host(to)
@@ -134,7 +132,9 @@ ${COMMON_HELP}`,
 
 export function printReport(r: ReplicateReport): string {
   const lines = [
-    `${r.image} -> ${r.target}: held ${bytes(r.heldBytes)} of ${bytes(r.bytes)}; fetched ${r.fetchedChunks} chunks, ${bytes(r.fetchedBytes)} (${bytes(r.wireBytes)} on the wire, ${(r.wireRatio * 100).toFixed(1)} %); ${r.method}, α ${r.alpha}, σ ${r.sigma}`
+    `${r.image} -> ${r.target}: held ${bytes(r.heldBytes)} of ${bytes(r.bytes)}; fetched ${r.fetchedChunks} chunks, ` +
+      `${bytes(r.fetchedBytes)} (${bytes(r.wireBytes)} on the wire, ${(r.wireRatio * 100).toFixed(1)} %); ` +
+      `${r.method}, α ${r.alpha}, σ ${r.sigma}`
   ]
   if (r.perDonor.length > 0) {
     lines.push(
@@ -154,9 +154,11 @@ export function printReport(r: ReplicateReport): string {
       ])
     )
   }
+  const fallback = r.fallbackChunks > 0 ? `; ${r.fallbackChunks} chunks from other holders` : ''
   lines.push(
     '',
-    `makespan ${seconds(r.makespan)} (plan predicted ${seconds(r.predicted.seconds)}; planning ${seconds(r.planSeconds)})${r.fallbackChunks > 0 ? `; ${r.fallbackChunks} chunks from other holders` : ''}${r.pinned ? '; pinned' : ''}`
+    `makespan ${seconds(r.makespan)} (plan predicted ${seconds(r.predicted.seconds)}; ` +
+      `planning ${seconds(r.planSeconds)})${fallback}${r.pinned ? '; pinned' : ''}`
   )
   return lines.join('\n') + '\n'
 }

@@ -55,7 +55,7 @@ ${COMMON_HELP}`,
       s = (await agentCall(path.join(cfg.dataDir, 'agent.sock'), 'GET', '/v1/similarity')) as Similarity
     } catch (err) {
       if (!isVmifsError(err, 'AGENT_NOT_RUNNING')) throw err
-      s = await withDataDir(cfg, async dd => {
+      s = await withDataDir(cfg, dd => {
         const idx = new CatalogClusters()
         idx.sync(dd.catalog.listImages(), d => dd.catalog.manifest(d))
         return idx.snapshot()
@@ -98,9 +98,8 @@ ${COMMON_HELP}`,
       process.stderr.write('no images\n')
       return 0
     }
-    process.stdout.write(
-      `${s.images.length} images, ${s.clusters.length} clusters${listed.length < s.clusters.length ? ` (top ${listed.length} by ${by})` : ''}\n\n`
-    )
+    const topNote = listed.length < s.clusters.length ? ` (top ${listed.length} by ${by})` : ''
+    process.stdout.write(`${s.images.length} images, ${s.clusters.length} clusters${topNote}\n\n`)
     process.stdout.write(
       table([
         ['CLUSTER', 'BITSET', 'SIZE', 'CHUNKS', 'REFS', 'REDUNDANCY', 'IMAGES'],

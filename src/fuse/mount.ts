@@ -6,7 +6,7 @@
 // forever; .stats gets a new mtime on every getattr, so each open sees a fresh snapshot).
 import fs from 'node:fs'
 import path from 'node:path'
-import Fuse from 'fuse-native'
+import Fuse, { type FuseOps, type Stat } from 'fuse-native'
 import { VmifsError } from '../errors.js'
 import type { Manifest } from '../manifests/manifest.js'
 import { EBADF, EIO, EISDIR, ENOENT, ENOTDIR, EROFS, errnoOf } from './errno.js'
@@ -180,8 +180,8 @@ export class VmifsMount {
     return undefined
   }
 
-  private ops(): Record<string, (...args: any[]) => void> {
-    const stat = (mode: number, size: number, mtime: Date): Record<string, unknown> => ({
+  private ops(): FuseOps {
+    const stat = (mode: number, size: number, mtime: Date): Stat => ({
       mtime,
       atime: mtime,
       ctime: mtime,
@@ -201,14 +201,8 @@ export class VmifsMount {
         cb(errnoOf(err))
       }
     }
-    const rofs =
-      (cbIndex: number) =>
-      (...args: any[]): void => {
-        ;(args[cbIndex] as (n: number) => void)(EROFS)
-      }
-
     return {
-      getattr: (p: string, cb: (n: number, st?: unknown) => void) =>
+      getattr: (p, cb) =>
         guard('getattr', cb, () => {
           const e = this.lookup(p)
           if (!e) return cb(ENOENT)
@@ -216,14 +210,14 @@ export class VmifsMount {
           if (e.kind === 'stats') return cb(0, stat(FILE, this.statsSize, this.statsMtime()))
           cb(0, stat(FILE, e.image.size, new Date(e.image.createdAt)))
         }),
-      readdir: (p: string, cb: (n: number, names?: string[]) => void) =>
+      readdir: (p, cb) =>
         guard('readdir', cb, () => {
           if (p === '/') return cb(0, ['images', 'by-digest', '.stats'])
           if (p === '/images') return cb(0, [...this.view.images().keys()])
           if (p === '/by-digest') return cb(0, [...new Set([...this.view.images().values()].map(i => i.digest))])
           cb(this.lookup(p) ? ENOTDIR : ENOENT)
         }),
-      open: (p: string, flags: number, cb: (n: number, fd?: number) => void) =>
+      open: (p, flags, cb) =>
         guard('open', cb, () => {
           const e = this.lookup(p)
           if (!e) return cb(ENOENT)
@@ -242,13 +236,13 @@ export class VmifsMount {
           }
           cb(0, fd)
         }),
-      release: (_p: string, fd: number, cb: (n: number) => void) => {
+      release: (_p, fd, cb) => {
         const h = this.handles.get(fd)
         this.handles.delete(fd)
         if (h?.kind === 'image') this.view.released?.(h.name, h.digest)
         cb(0)
       },
-      read: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
+      read: (_p, fd, buf, len, pos, cb) => {
         const h = this.handles.get(fd)
         if (!h) return cb(EBADF)
         if (h.kind === 'stats') {
@@ -270,12 +264,12 @@ export class VmifsMount {
           }
         )
       },
-      access: (p: string, mode: number, cb: (n: number) => void) =>
+      access: (p, mode, cb) =>
         guard('access', cb, () => {
           if (!this.lookup(p)) return cb(ENOENT)
           cb((mode & 2) !== 0 ? EROFS : 0)
         }),
-      statfs: (_p: string, cb: (n: number, st?: unknown) => void) => {
+      statfs: (_p, cb) => {
         cb(0, {
           bsize: 4096,
           frsize: 4096,
@@ -290,22 +284,23 @@ export class VmifsMount {
           namemax: 255
         })
       },
-      write: rofs(5),
-      create: rofs(2),
-      truncate: rofs(2),
-      ftruncate: rofs(3),
-      unlink: rofs(1),
-      mkdir: rofs(2),
-      rmdir: rofs(1),
-      rename: rofs(2),
-      link: rofs(2),
-      symlink: rofs(2),
-      chmod: rofs(2),
-      chown: rofs(3),
-      utimens: rofs(3),
-      setxattr: rofs(6),
-      removexattr: rofs(2),
-      mknod: rofs(3)
+      // read-only: every op that would change something answers EROFS
+      write: (_p, _fd, _buf, _len, _pos, cb) => cb(EROFS),
+      create: (_p, _mode, cb) => cb(EROFS),
+      truncate: (_p, _size, cb) => cb(EROFS),
+      ftruncate: (_p, _fd, _size, cb) => cb(EROFS),
+      unlink: (_p, cb) => cb(EROFS),
+      mkdir: (_p, _mode, cb) => cb(EROFS),
+      rmdir: (_p, cb) => cb(EROFS),
+      rename: (_src, _dest, cb) => cb(EROFS),
+      link: (_src, _dest, cb) => cb(EROFS),
+      symlink: (_src, _dest, cb) => cb(EROFS),
+      chmod: (_p, _mode, cb) => cb(EROFS),
+      chown: (_p, _uid, _gid, cb) => cb(EROFS),
+      utimens: (_p, _atime, _mtime, cb) => cb(EROFS),
+      setxattr: (_p, _name, _value, _position, _flags, cb) => cb(EROFS),
+      removexattr: (_p, _name, cb) => cb(EROFS),
+      mknod: (_p, _mode, _dev, cb) => cb(EROFS)
     }
   }
 }

@@ -39,7 +39,7 @@ export function validRanges(v: unknown): v is Ranges {
   for (const x of v) {
     if (!Array.isArray(x) || x.length !== 2 || !Number.isSafeInteger(x[0]) || !Number.isSafeInteger(x[1])) return false
     if (x[0] <= prev || x[1] <= x[0]) return false
-    prev = x[1]
+    prev = x[1] as number
   }
   return true
 }

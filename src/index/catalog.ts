@@ -4,7 +4,7 @@
 import type { Statement } from 'better-sqlite3'
 import type { Db } from './db.js'
 import { VmifsError } from '../errors.js'
-import { Manifest, decode } from '../manifests/manifest.js'
+import { type Manifest, decode } from '../manifests/manifest.js'
 import type { Chunking } from '../manifests/chunking.js'
 
 export interface ImageRow {
@@ -26,7 +26,8 @@ export function validateName(name: string): string {
   if (!NAME_RE.test(name)) {
     throw new VmifsError(
       'NAME_INVALID',
-      `image name ${JSON.stringify(name)} is not valid: use 1-128 of A-Z a-z 0-9 . _ + -, starting with a letter or digit`,
+      `image name ${JSON.stringify(name)} is not valid: ` +
+        'use 1-128 of A-Z a-z 0-9 . _ + -, starting with a letter or digit',
       { name }
     )
   }
@@ -41,10 +42,12 @@ export class Catalog {
     this.q = {
       image:
         db.prepare(`SELECT i.name, i.digest, i.pinned, i.created_at AS createdAt, m.size, m.chunk_count AS chunkCount,
-        m.data_bytes AS dataBytes, m.chunking, i.origin FROM images i JOIN manifests m ON m.digest = i.digest WHERE i.name = ?`),
+        m.data_bytes AS dataBytes, m.chunking, i.origin FROM images i JOIN manifests m ON m.digest = i.digest
+        WHERE i.name = ?`),
       images:
         db.prepare(`SELECT i.name, i.digest, i.pinned, i.created_at AS createdAt, m.size, m.chunk_count AS chunkCount,
-        m.data_bytes AS dataBytes, m.chunking, i.origin FROM images i JOIN manifests m ON m.digest = i.digest ORDER BY i.name`),
+        m.data_bytes AS dataBytes, m.chunking, i.origin FROM images i JOIN manifests m ON m.digest = i.digest
+        ORDER BY i.name`),
       manifestBody: db.prepare('SELECT body FROM manifests WHERE digest = ?').pluck(),
       insertManifest:
         db.prepare(`INSERT OR IGNORE INTO manifests (digest, size, chunk_count, data_bytes, chunking, body, created_at)

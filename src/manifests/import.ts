@@ -121,8 +121,8 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
   let dataChunks = 0
 
   // New chunks: each file is written (verified bytes, temp name, rename) as it is cut, then
-  // recorded (and pinned) in batches, one transaction each. Chunks the cache already holds are pinned in batches too, so eviction
-  // cannot take them before the image row exists.
+  // recorded (and pinned) in batches, one transaction each. Chunks the cache already holds are
+  // pinned in batches too, so eviction cannot take them before the image row exists.
   let written: Array<{ hash: Buffer; size: number }> = []
   let existing: Buffer[] = []
   const flush = (): void => {
@@ -179,7 +179,9 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
   } catch (err) {
     try {
       flush()
-    } catch {}
+    } catch {
+      // the original error is the one to report; a chunk file left unrecorded is adopted by fsck
+    }
     if (pin) dd.store.reconcilePins()
     throw err
   } finally {

@@ -393,10 +393,9 @@ export function fromJson(input: unknown): Manifest {
   if (expect > (j.size as number))
     throw VmifsError.manifest('MANIFEST_SIZE_MISMATCH', `chunks cover ${expect} bytes, size is ${j.size as number}`)
   const m = b.build()
-  if (j.digest !== undefined && j.digest !== m.digest())
-    throw VmifsError.manifest(
-      'MANIFEST_DIGEST_MISMATCH',
-      `digest ${String(j.digest)} does not match the chunks (${m.digest()})`
-    )
+  if (j.digest !== undefined && j.digest !== m.digest()) {
+    const given = typeof j.digest === 'string' ? j.digest : JSON.stringify(j.digest)
+    throw VmifsError.manifest('MANIFEST_DIGEST_MISMATCH', `digest ${given} does not match the chunks (${m.digest()})`)
+  }
   return m
 }

@@ -124,11 +124,9 @@ export class ReplicationManager {
   constructor(private readonly d: ReplicationDeps) {}
 
   start(): void {
-    this.timer = setInterval(() => {
-      void this.tick()
-    }, this.d.intervalMs)
+    this.timer = setInterval(() => this.tick(), this.d.intervalMs)
     this.timer.unref()
-    void this.tick()
+    this.tick()
   }
 
   async close(): Promise<void> {
@@ -175,7 +173,7 @@ export class ReplicationManager {
     this.d.facts.publish(`replica/${image}`, s)
   }
 
-  async tick(): Promise<void> {
+  tick(): void {
     if (this.busy || this.closed) return
     this.busy = true
     try {

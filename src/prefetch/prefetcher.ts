@@ -4,9 +4,10 @@
 // (single flight, verification, holder choice) but with the lower prefetch α (more weight on
 // price). A migration hint (hint()) queues its chunks ahead of the model's, in the hint's order.
 // Demand reads come first: while any demand fetch is under way the prefetch queue keeps at most
-// `demandConcurrency` chunks in flight, otherwise `concurrency`. A session's queue is dropped when it ends; a hint that no
-// session follows is dropped after `hintTtlMs`. Prefetch never makes room by evicting a chunk
-// used or cached since its session began (deps.room), and pinned chunks are never evicted at all.
+// `demandConcurrency` chunks in flight, otherwise `concurrency`. A session's queue is dropped when
+// it ends; a hint that no session follows is dropped after `hintTtlMs`. Prefetch never makes room
+// by evicting a chunk used or cached since its session began (deps.room), and pinned chunks are
+// never evicted at all.
 // Counters: issued (chunks prefetched), used (read by a demand read of the session, `late` of
 // them while their prefetch was still under way), wasted (prefetched and never read by the
 // session they were fetched for), and the same in bytes.

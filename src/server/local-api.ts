@@ -1,8 +1,8 @@
 // The agent's local API, an HTTP server on a Unix socket in the data dir (<data>/agent.sock),
 // for the CLI on the same host: GET /v1/stats, GET /v1/health, GET /v1/hint?image=<name>&max=<n>,
-// POST /v1/hint, POST /v1/replicate (answers when the copy is done). Routes are keyed "METHOD /path"; a handler gets the query and the parsed JSON
-// body (at most MAX_BODY bytes). A VmifsError answers 400 (404 for an unknown image) with
-// {error: code, message}.
+// POST /v1/hint, POST /v1/replicate (answers when the copy is done). Routes are keyed
+// "METHOD /path"; a handler gets the query and the parsed JSON body (at most MAX_BODY bytes). A
+// VmifsError answers 400 (404 for an unknown image) with {error: code, message}.
 import http from 'node:http'
 import fs from 'node:fs'
 import net from 'node:net'

@@ -143,7 +143,7 @@ export class PeerServer {
         if (!hashes.every(isHashHex)) return send(res, 400, { error: 'BAD_HASH' })
         const parts: Array<Buffer | null> = []
         let total = 0
-        for (const h of hashes as string[]) {
+        for (const h of hashes) {
           const d = total < MAX_BATCH_BYTES ? await this.svc.readChunk(h) : null
           if (d) total += d.length
           parts.push(d)

@@ -24,7 +24,8 @@ export class Counters {
     const batch = [...this.delta]
     this.delta.clear()
     const up = this.db.prepare(
-      'INSERT INTO counters (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value RETURNING value'
+      'INSERT INTO counters (key, value) VALUES (?, ?) ' +
+        'ON CONFLICT(key) DO UPDATE SET value = value + excluded.value RETURNING value'
     )
     this.db.transaction(() => {
       for (const [k, v] of batch) this.base.set(k, (up.get(k, v) as { value: number }).value)

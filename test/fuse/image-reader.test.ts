@@ -51,7 +51,7 @@ test('a read that misses also asks for the uncached chunks within MISS_AHEAD aft
   const { reader, img, m, ticks, stats, local } = await rig(t)
   const ahead = MISS_AHEAD / CHUNK
   // chunk 14 is already here: it is not asked for again
-  local.store.put(m.hashHexAt(14), img.subarray(14 * CHUNK, 15 * CHUNK), { verified: false })
+  await local.store.put(m.hashHexAt(14), img.subarray(14 * CHUNK, 15 * CHUNK), { verified: false })
   const dst = Buffer.alloc(CHUNK)
   t.is(await reader.read('img', m, dst, 10 * CHUNK, CHUNK), CHUNK)
   t.true(dst.equals(img.subarray(10 * CHUNK, 11 * CHUNK)))
@@ -69,7 +69,7 @@ test('a read that misses also asks for the uncached chunks within MISS_AHEAD aft
 test('a read served from the cache asks for nothing', async t => {
   const { reader, img, m, ticks, stats, local } = await rig(t)
   for (const i of [30, 31])
-    local.store.put(m.hashHexAt(i), img.subarray(i * CHUNK, (i + 1) * CHUNK), { verified: false })
+    await local.store.put(m.hashHexAt(i), img.subarray(i * CHUNK, (i + 1) * CHUNK), { verified: false })
   const dst = Buffer.alloc(2 * CHUNK)
   t.is(await reader.read('img', m, dst, 30 * CHUNK, 2 * CHUNK), 2 * CHUNK)
   t.true(dst.equals(img.subarray(30 * CHUNK, 32 * CHUNK)))

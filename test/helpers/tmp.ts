@@ -21,7 +21,9 @@ export function openDataDir(t: ExecutionContext, capacityBytes = 1024 * 1024 * 1
   t.teardown(() => {
     try {
       dd.close()
-    } catch {}
+    } catch {
+      /* already closed by the test */
+    }
   })
   return dd
 }

@@ -4,6 +4,7 @@ import { Catalog, validateName } from '../../src/index/catalog.js'
 import { openDb, type Db } from '../../src/index/db.js'
 import { type Manifest, ManifestBuilder } from '../../src/manifests/manifest.js'
 import { blake3 } from '../../src/util/hash.js'
+import type { VmifsError } from '../../src/errors.js'
 import { tmpDir } from '../helpers/tmp.js'
 
 const CDC = { kind: 'cdc', min: 16384, avg: 65536, max: 262144 } as const
@@ -207,6 +208,6 @@ test('setPinned pins an adopted image (its chunks and cache entries) and unpins 
   t.deepEqual(pinned(), [1, 2, 3])
   t.true(cat.setPinned('theirs', false))
   t.deepEqual(pinned(), [1, 2], 'chunk 2 stays pinned by the image imported here')
-  const err = t.throws(() => cat.setPinned('nope', true))
-  t.is((err as any).code, 'IMAGE_NOT_FOUND')
+  const err = t.throws<VmifsError>(() => cat.setPinned('nope', true))
+  t.is(err.code, 'IMAGE_NOT_FOUND')
 })

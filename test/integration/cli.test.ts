@@ -3,6 +3,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { spawnSync } from 'node:child_process'
 import { makeImage, tmpdir, vmifs, VMIFS } from './harness.js'
+import type { FsckReport } from '../../src/cache/fsck.js'
 
 test('import rejects bad input with stable codes and exit status 1', t => {
   const dir = tmpdir()
@@ -89,7 +90,7 @@ test('import, ls, export and rm round trip; rm collects chunks no other image us
   ] as const) {
     const r = vmifs(['import', file, '--name', name, '--chunking', chunking, '--json', '--data-dir', data])
     t.is(r.code, 0, r.stderr)
-    t.is(JSON.parse(r.stdout).size, fs.statSync(file).size)
+    t.is((JSON.parse(r.stdout) as { size: number }).size, fs.statSync(file).size)
   }
   const ls = JSON.parse(vmifs(['ls', '--json', '--data-dir', data]).stdout) as Array<{
     name: string
@@ -106,7 +107,8 @@ test('import, ls, export and rm round trip; rm collects chunks no other image us
   t.is(ex.code, 0, ex.stderr)
   t.true(fs.readFileSync(out).equals(bytes))
   t.true(fs.statSync(out).blocks * 512 < bytes.length, 'zero runs are holes')
-  const sizeOf = (): number => JSON.parse(vmifs(['fsck', '--json', '--data-dir', data]).stdout).checkedBytes
+  const sizeOf = (): number =>
+    (JSON.parse(vmifs(['fsck', '--json', '--data-dir', data]).stdout) as FsckReport).checkedBytes
   const before = sizeOf()
   t.is(vmifs(['rm', 'a-fixed', '--data-dir', data]).code, 0)
   const afterFixed = sizeOf()

@@ -172,11 +172,11 @@ test.serial('an unreachable target resets the client connection', async t => {
   await new Promise(resolve => closed.close(resolve))
   const p = await proxy(t, deadPort, { delayMs: 1 })
   const c = net.connect({ host: '127.0.0.1', port: p.port })
-  const err = await new Promise<Error | undefined>(resolve => {
+  const err = await new Promise<NodeJS.ErrnoException | undefined>(resolve => {
     c.once('error', resolve)
     c.once('close', () => resolve(undefined))
   })
-  t.is((err as NodeJS.ErrnoException | undefined)?.code, 'ECONNRESET')
+  t.is(err?.code, 'ECONNRESET')
 })
 
 test.serial('the CLI prints its port as a JSON line and exits 0 on SIGTERM', async t => {

@@ -6,6 +6,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { withFleetNet } from './netns.js'
 import { AgentProcess, abortMount, makeImage, nodeJson, run, tmpdir, vmifs } from './harness.js'
 import { TOKEN } from './fleet.js'
+import { type AgentStats, readStats } from './agent-stats.js'
 
 // Hosts in their own network namespaces, linked through a bridge; tc tbf shapes each host's link
 // (both directions). Agents run under `nsenter --net` (not `ip netns exec`, which also unshares the
@@ -57,10 +58,10 @@ test.serial(
     await start('b', ['a'])
     await start('c', ['a', 'b'])
     const cImage = path.join(dir, 'c', 'mnt', 'images', 'disk')
-    const stats = (): any => JSON.parse(run('cat', [path.join(dir, 'c', 'mnt', '.stats')]).stdout)
+    const stats = (): AgentStats => readStats(path.join(dir, 'c', 'mnt'))
     for (
       let i = 0;
-      !fs.existsSync(cImage) || (stats().fleet.cursors.b ?? 0) < 3 || (stats().fleet.cursors.a ?? 0) < 3;
+      !fs.existsSync(cImage) || (stats().fleet!.cursors.b ?? 0) < 3 || (stats().fleet!.cursors.a ?? 0) < 3;
       i++
     ) {
       if (i > 150) throw new Error('C did not learn the image and its holders')
@@ -73,18 +74,20 @@ test.serial(
     t.is(cmp.status, 0)
     const s = stats()
     const secs = (Date.now() - t0) / 1000
-    const share = s.fetch.byHolder.b.bytes / s.fetch.bytes
-    const bMeasured = (s.fleet.links.b.bandwidthBps * 8) / 1e6
-    const aMeasured = s.fleet.links.a ? (s.fleet.links.a.bandwidthBps * 8) / 1e6 : NaN
+    const share = s.fetch.byHolder.b!.bytes / s.fetch.bytes
+    const links = s.fleet!.links
+    const bMeasured = (links.b!.bandwidthBps * 8) / 1e6
+    const aMeasured = links.a ? (links.a.bandwidthBps * 8) / 1e6 : NaN
     t.log(
-      `${(s.fetch.bytes / 1048576).toFixed(1)} MiB in ${secs.toFixed(1)} s; from B ${(share * 100).toFixed(1)} %; measured B ${bMeasured.toFixed(0)} Mbit/s (link ${rate.b}), A ${aMeasured.toFixed(1)} Mbit/s (link ${rate.a})`
+      `${(s.fetch.bytes / 1048576).toFixed(1)} MiB in ${secs.toFixed(1)} s; from B ${(share * 100).toFixed(1)} %; ` +
+        `measured B ${bMeasured.toFixed(0)} Mbit/s (link ${rate.b}), A ${aMeasured.toFixed(1)} Mbit/s (link ${rate.a})`
     )
     t.true(share > 0.8, 'the faster holder served most of the bytes')
     t.true(
       bMeasured > rate.b * 0.6 && bMeasured < rate.b * 1.4,
       `measured ${bMeasured} Mbit/s for a ${rate.b} Mbit/s link`
     )
-    if (!Number.isNaN(aMeasured) && s.fetch.byHolder.a.bytes > 1024 * 1024)
+    if (!Number.isNaN(aMeasured) && s.fetch.byHolder.a!.bytes > 1024 * 1024)
       t.true(aMeasured < rate.a * 1.5, `A measured ${aMeasured} Mbit/s`)
   }
 )
@@ -137,7 +140,7 @@ test.serial(
     t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', path.join(dir, 'a', 'data')]).code, 0)
     await start('a', ['c'])
     await start('c', ['a'])
-    const stats = (h: string): any => JSON.parse(run('cat', [path.join(dir, h, 'mnt', '.stats')]).stdout)
+    const stats = (h: string): AgentStats => readStats(path.join(dir, h, 'mnt'))
     const image = (h: string): string => path.join(dir, h, 'mnt', 'images', 'disk')
     const until = async (what: string, cond: () => boolean, ms = 30_000): Promise<void> => {
       const t0 = Date.now()
@@ -148,7 +151,7 @@ test.serial(
     }
     // one session on A reads the whole image in order: the fleet's model expects all of it, first to last
     t.is(run('cmp', [img, image('a')], 60_000).status, 0)
-    await until("C to see A's model", () => fs.existsSync(image('c')) && stats('c').images.disk.modelSessions >= 1)
+    await until("C to see A's model", () => fs.existsSync(image('c')) && stats('c').images.disk!.modelSessions >= 1)
     await new Promise(resolve => setTimeout(resolve, 600)) // A's holdings follow its image fact
 
     // C opens the image: the prefetch of 64 MiB over 40 Mbit/s (~13 s) starts
@@ -156,7 +159,8 @@ test.serial(
       process.execPath,
       [
         '-e',
-        `const fs = require('fs'); const fd = fs.openSync(${JSON.stringify(image('c'))}, 'r'); process.stdin.on('data', () => {}); process.stdin.on('end', () => { fs.closeSync(fd); process.exit(0) })`
+        `const fs = require('fs'); const fd = fs.openSync(${JSON.stringify(image('c'))}, 'r'); ` +
+          "process.stdin.on('data', () => {}); process.stdin.on('end', () => { fs.closeSync(fd); process.exit(0) })"
       ],
       { stdio: ['pipe', 'ignore', 'inherit'] }
     )
@@ -187,7 +191,9 @@ test.serial(
     const leftSec = ((64 * MiB - s1.prefetch.bytes) * 8) / (rateMbit * 1e6)
     const aloneMs = ((MiB * 8) / (rateMbit * 1e6)) * 1000
     t.log(
-      `demand read of 1 MiB: ${r.ms.toFixed(0)} ms (alone on the link: ${aloneMs.toFixed(0)} ms); prefetch had ${(s0.prefetch.bytes / MiB).toFixed(1)} MiB, then ${(s1.prefetch.bytes / MiB).toFixed(1)} MiB; ${leftSec.toFixed(1)} s of prefetch left`
+      `demand read of 1 MiB: ${r.ms.toFixed(0)} ms (alone on the link: ${aloneMs.toFixed(0)} ms); ` +
+        `prefetch had ${(s0.prefetch.bytes / MiB).toFixed(1)} MiB, then ${(s1.prefetch.bytes / MiB).toFixed(1)} MiB; ` +
+        `${leftSec.toFixed(1)} s of prefetch left`
     )
     t.true(s1.prefetch.pending > 0 && leftSec > 4, 'the prefetch was still under way during and after the read')
     // the bound: 5× the read's time alone on the link (~2× measured; a prefetch that surges
@@ -197,12 +203,12 @@ test.serial(
     t.true(s1.prefetch.demandFetchedChunks > s0.prefetch.demandFetchedChunks, 'the read was a real demand fetch')
 
     // the session ends (last close, then the idle gap): what is queued is dropped
-    holder.stdin!.end()
+    holder.stdin.end()
     await until(
       'the session to end',
       () => {
         const s = stats('c')
-        return s.prefetch.pending === 0 && s.fleet.inFlight === 0
+        return s.prefetch.pending === 0 && s.fleet!.inFlight === 0
       },
       10_000
     )
@@ -210,10 +216,11 @@ test.serial(
     await new Promise(resolve => setTimeout(resolve, 1500))
     const e1 = stats('c')
     t.log(
-      `after the session: prefetched ${(e1.prefetch.bytes / MiB).toFixed(1)} MiB of 64, issued ${e1.prefetch.issued}, used ${e1.prefetch.used}, wasted ${e1.prefetch.wasted}`
+      `after the session: prefetched ${(e1.prefetch.bytes / MiB).toFixed(1)} MiB of 64, ` +
+        `issued ${e1.prefetch.issued}, used ${e1.prefetch.used}, wasted ${e1.prefetch.wasted}`
     )
     t.is(e1.fetch.bytes, e0.fetch.bytes, 'nothing more is fetched')
-    t.true(e1.images.disk.cachedBytes < 48 * MiB, 'the prefetch stopped well short of the image')
+    t.true(e1.images.disk!.cachedBytes < 48 * MiB, 'the prefetch stopped well short of the image')
     t.true(e1.prefetch.wasted > 0)
     t.is(e1.prefetch.wasted, e1.prefetch.issued - e1.prefetch.used)
   }
@@ -232,9 +239,10 @@ test.serial('over a slow link chunks travel brotli-compressed when they compress
   // compressible like a system image: text-ish lines with random words, plus a random part
   const words = Array.from({ length: 4096 }, () => randomBytes(6).toString('base64url'))
   const pick = randomBytes(4 * 1024 * 1024)
+  const word = (k: number): string | undefined => words[pick.readUInt16LE(k % pick.length) % words.length]
   const lines: string[] = []
   for (let n = 0, k = 0; n < 12 * 1024 * 1024; k += 4) {
-    const l = `${words[pick.readUInt16LE(k % pick.length) % words.length]} = ${words[pick.readUInt16LE((k + 2) % pick.length) % words.length]}; # ${k}\n`
+    const l = `${word(k)} = ${word(k + 2)}; # ${k}\n`
     lines.push(l)
     n += l.length
   }
@@ -271,8 +279,8 @@ test.serial('over a slow link chunks travel brotli-compressed when they compress
     await a.ready()
   }
   const cImage = path.join(dir, 'c', 'mnt', 'images', 'disk')
-  const stats = (): any => JSON.parse(run('cat', [path.join(dir, 'c', 'mnt', '.stats')]).stdout)
-  for (let i = 0; !fs.existsSync(cImage) || (stats().fleet.cursors.a ?? 0) < 3; i++) {
+  const stats = (): AgentStats => readStats(path.join(dir, 'c', 'mnt'))
+  for (let i = 0; !fs.existsSync(cImage) || (stats().fleet!.cursors.a ?? 0) < 3; i++) {
     if (i > 150) throw new Error('C did not learn the image')
     await new Promise(resolve => setTimeout(resolve, 100))
   }
@@ -281,7 +289,10 @@ test.serial('over a slow link chunks travel brotli-compressed when they compress
   const s = stats()
   const textShare = text.length / (text.length + 4 * 1024 * 1024)
   t.log(
-    `fetched ${(s.fetch.bytes / 1048576).toFixed(1)} MiB, ${(s.fetch.wireBytes / 1048576).toFixed(1)} MiB on the wire (${((100 * s.fetch.wireBytes) / s.fetch.bytes).toFixed(0)} %); measured link ${((s.fleet.links.a.bandwidthBps * 8) / 1e6).toFixed(0)} Mbit/s`
+    `fetched ${(s.fetch.bytes / 1048576).toFixed(1)} MiB, ` +
+      `${(s.fetch.wireBytes / 1048576).toFixed(1)} MiB on the wire ` +
+      `(${((100 * s.fetch.wireBytes) / s.fetch.bytes).toFixed(0)} %); ` +
+      `measured link ${((s.fleet!.links.a!.bandwidthBps * 8) / 1e6).toFixed(0)} Mbit/s`
   )
   t.true(s.fetch.wireBytes < s.fetch.bytes * (1 - textShare / 3), 'the text part went compressed (to under two thirds)')
   t.true(s.fetch.wireBytes > 4 * 1024 * 1024, 'random data cannot shrink')

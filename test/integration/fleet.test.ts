@@ -45,13 +45,14 @@ test.serial(
     const distinct = distinctDataBytes(f.host('a').data, 'disk')
     t.true(distinct < bytes.length)
     t.is(s.fetch.bytes, distinct, 'every distinct data chunk fetched exactly once, zero runs never')
-    t.is(s.fetch.byHolder.a.bytes, distinct)
+    t.is(s.fetch.byHolder.a!.bytes, distinct)
     const m = JSON.parse(vmifs(['manifest', 'disk', '--data-dir', f.host('a').data]).stdout) as {
       chunks: Array<{ hash?: string }>
     }
     const nChunks = new Set(m.chunks.filter(c => c.hash).map(c => c.hash)).size
     t.log(
-      `three readers: ${nChunks} chunks in ${s.fetch.byHolder.a.requests} requests (${s.fetch.readAheadChunks} read ahead)`
+      `three readers: ${nChunks} chunks in ${s.fetch.byHolder.a!.requests} requests ` +
+        `(${s.fetch.readAheadChunks} read ahead)`
     )
     t.true(s.cache.missBytes + s.cache.hitBytes >= bytes.length) // three readers: the kernel may ask for a page twice
     t.true(s.cache.missBytes > 0)
@@ -63,15 +64,12 @@ test.serial(
     t.is(s2.cache.missBytes, s.cache.missBytes)
     // C now announces what it holds; A sees C as a holder of the image's entries
     await f.synced('b', 'c')
-    t.true(s2.images.disk.cachedBytes > 0)
+    t.true(s2.images.disk!.cachedBytes > 0)
     // one sequential reader on B: adjacent missing chunks travel together, far fewer requests than
     // chunks (the read-ahead asks for a run of chunks at once, whatever the machine's load)
     t.is(run('cmp', [img, f.image('b', 'disk')]).status, 0)
     const sb = f.stats('b')
-    const requests = Object.values(sb.fetch.byHolder as Record<string, { requests: number }>).reduce(
-      (n, h) => n + h.requests,
-      0
-    )
+    const requests = Object.values(sb.fetch.byHolder).reduce((n, h) => n + h.requests, 0)
     t.log(`one reader: ${nChunks} chunks in ${requests} requests (${sb.fetch.readAheadChunks} read ahead)`)
     t.is(sb.fetch.bytes, distinct)
     t.true(requests > 0 && requests < nChunks / 4)
@@ -97,7 +95,7 @@ test.serial('with B configured cheaper than A and holding the data, C fetches fr
   await f.holdsAll('c', 'b', 'disk', 'a')
   t.is(run('cmp', [img, f.image('c', 'disk')]).status, 0)
   const s = f.stats('c')
-  t.is(s.fetch.byHolder.b.bytes, s.fetch.bytes)
+  t.is(s.fetch.byHolder.b!.bytes, s.fetch.bytes)
   t.is(s.fetch.byHolder.a?.bytes ?? 0, 0)
 })
 
@@ -122,14 +120,15 @@ test.serial("A killed with SIGKILL in the middle of C's read: the read completes
   f.host('a').agent!.child.kill('SIGKILL')
   t.is(await done, 0, 'the read completed with the right bytes')
   const s = f.stats('c')
-  t.true(s.fetch.byHolder.a.bytes > 0)
-  t.true(s.fetch.byHolder.b.bytes > 0, 'the rest came from B')
+  t.true(s.fetch.byHolder.a!.bytes > 0)
+  t.true(s.fetch.byHolder.b!.bytes > 0, 'the rest came from B')
   t.is(s.read.errors, 0)
 })
 
 for (const fault of ['corrupt', 'truncate', 'blackhole'] as const) {
+  const answers = { corrupt: 'corrupted', truncate: 'truncated', blackhole: 'never sent' }[fault]
   test.serial(
-    `a peer whose chunk answers are ${fault === 'blackhole' ? 'never sent' : fault === 'corrupt' ? 'corrupted' : 'truncated'} is skipped and demoted; the right bytes come from another holder`,
+    `a peer whose chunk answers are ${answers} is skipped and demoted; the right bytes come from another holder`,
     async t => {
       const f = await Fleet.create(t, ['a', 'b', 'c'])
       const bad = await faultyProxy(f.host('b').port, fault)
@@ -152,10 +151,10 @@ for (const fault of ['corrupt', 'truncate', 'blackhole'] as const) {
       t.log(`read in ${Date.now() - t0} ms`)
       const s = f.stats('c')
       t.true((await bad.stats()).spoiled > 0, 'B was asked first (cheaper)')
-      t.true(s.fetch.byHolder.b.errors > 0)
-      t.is(s.fetch.byHolder.b.bytes, 0, 'nothing accepted from B')
-      t.is(s.fetch.byHolder.a.bytes, s.fetch.bytes)
-      t.true(s.fleet.links.b.demoted)
+      t.true(s.fetch.byHolder.b!.errors > 0)
+      t.is(s.fetch.byHolder.b!.bytes, 0, 'nothing accepted from B')
+      t.is(s.fetch.byHolder.a!.bytes, s.fetch.bytes)
+      t.true(s.fleet!.links.b!.demoted)
       t.is(s.read.errors, 0)
       if (fault === 'blackhole') t.true(s.fetch.hedges > 0, "a hedged request went to A before B's request timed out")
     }
@@ -262,14 +261,15 @@ test.serial('the origin store behind nginx serves a host nobody else can', async
     conf,
     `daemon off; user root; worker_processes 1; pid ${f.dir}/nginx.pid; error_log ${f.dir}/nginx.err;
 events { worker_connections 64; }
-http { access_log off; client_body_temp_path ${f.dir}/nb; proxy_temp_path ${f.dir}/np; fastcgi_temp_path ${f.dir}/nf; uwsgi_temp_path ${f.dir}/nu; scgi_temp_path ${f.dir}/ns;
+http { access_log off; client_body_temp_path ${f.dir}/nb; proxy_temp_path ${f.dir}/np;
+  fastcgi_temp_path ${f.dir}/nf; uwsgi_temp_path ${f.dir}/nu; scgi_temp_path ${f.dir}/ns;
   server { listen 127.0.0.1:${port}; location /store/ { alias ${store}/; } } }`
   )
   const bin = ['/usr/sbin/nginx', '/usr/bin/nginx'].find(b => fs.existsSync(b))
   if (!bin) throw new Error('nginx is not installed (scripts/ensure-system.sh installs it for tests)')
   const nginx = spawn(bin, ['-c', conf, '-p', f.dir], { stdio: ['ignore', 'ignore', 'pipe'] })
   let nginxErr = ''
-  nginx.stderr!.on('data', (d: Buffer) => {
+  nginx.stderr.on('data', (d: Buffer) => {
     nginxErr += d.toString()
   })
   t.teardown(() => {
@@ -292,8 +292,8 @@ http { access_log off; client_body_temp_path ${f.dir}/nb; proxy_temp_path ${f.di
   await f.waitFor('the image on d', () => fs.existsSync(f.image('d', 'disk')))
   t.is(run('cmp', [img, f.image('d', 'disk')]).status, 0)
   const s = f.stats('d')
-  t.true(s.fetch.byHolder.origin.bytes > 0)
-  t.is(s.fetch.bytes, s.fetch.byHolder.origin.bytes)
+  t.true(s.fetch.byHolder.origin!.bytes > 0)
+  t.is(s.fetch.bytes, s.fetch.byHolder.origin!.bytes)
 })
 
 test.serial('peers can talk over TLS (cert, key and the fleet CA in the config)', async t => {
@@ -328,7 +328,7 @@ test.serial('peers can talk over TLS (cert, key and the fleet CA in the config)'
   t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.host('a').data]).code, 0)
   await f.waitFor('the image on c', () => fs.existsSync(f.image('c', 'disk')))
   t.is(run('cmp', [img, f.image('c', 'disk')]).status, 0)
-  t.true(f.stats('c').fetch.byHolder.a.bytes > 0)
+  t.true(f.stats('c').fetch.byHolder.a!.bytes > 0)
   // plain HTTP to a TLS port gets nowhere
   await t.throwsAsync(
     request(`${f.url('a')}/v1/health`, { headers: { authorization: `Bearer ${TOKEN}` } }).then(async r => {
@@ -380,8 +380,8 @@ test.serial('a read session on A becomes a usage model that B sees (images.<name
   t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.host('a').data]).code, 0)
   await f.waitFor('the image on b', () => fs.existsSync(f.image('b', 'disk')))
   t.is(run('cmp', [img, f.image('a', 'disk')]).status, 0) // one session on A
-  await f.waitFor('A to learn the session', () => f.stats('a').images.disk.modelSessions === 1)
-  await f.waitFor('B to see the model', () => f.stats('b').images.disk.modelSessions === 1)
+  await f.waitFor('A to learn the session', () => f.stats('a').images.disk?.modelSessions === 1)
+  await f.waitFor('B to see the model', () => f.stats('b').images.disk?.modelSessions === 1)
   const r = await request(`${f.url('a')}/v1/facts`, {
     method: 'POST',
     headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
@@ -403,7 +403,8 @@ test.serial('a read session on A becomes a usage model that B sees (images.<name
 })
 
 test.serial(
-  "a host that never read an image prefetches what the fleet's model expects; precision and recall match an independent count",
+  "a host that never read an image prefetches what the fleet's model expects; " +
+    'precision and recall match an independent count',
   async t => {
     const f = await Fleet.create(t, ['a', 'b'])
     const cfg = { sessionIdleMs: 300, syncIntervalMs: 100 }
@@ -428,8 +429,8 @@ test.serial(
     }
     // A's session: the first 12 MiB
     t.true(readRange('a', 0, 12 * MiB).ok)
-    await f.waitFor('A to learn the session', () => f.stats('a').images.disk.modelSessions === 1)
-    await f.waitFor('B to see the model', () => f.stats('b').images.disk.modelSessions === 1)
+    await f.waitFor('A to learn the session', () => f.stats('a').images.disk?.modelSessions === 1)
+    await f.waitFor('B to see the model', () => f.stats('b').images.disk?.modelSessions === 1)
     const model = (
       (await (
         await request(`${f.url('a')}/v1/facts`, {
@@ -447,14 +448,15 @@ test.serial(
     }
     const holder = spawn(process.execPath, [
       '-e',
-      `const fs = require('fs'); const fd = fs.openSync(${JSON.stringify(f.image('b', 'disk'))}, 'r'); setTimeout(() => fs.closeSync(fd), 60000)`
+      `const fs = require('fs'); const fd = fs.openSync(${JSON.stringify(f.image('b', 'disk'))}, 'r'); ` +
+        'setTimeout(() => fs.closeSync(fd), 60000)'
     ])
     t.teardown(() => {
       holder.kill()
     })
     await f.waitFor('B to prefetch the model', () => {
       const s = f.stats('b')
-      return s.prefetch.issued === model.length && s.fleet.inFlight === 0
+      return s.prefetch.issued === model.length && s.fleet!.inFlight === 0
     })
     t.true(readRange('b', 6 * MiB, 18 * MiB).ok, 'prefetch never changes the bytes read')
     holder.kill()
@@ -468,7 +470,9 @@ test.serial(
     const P = new Set(model)
     const used = readEntries.filter(i => P.has(i)).length
     t.log(
-      `model ${P.size} chunks, B read ${readEntries.length}, overlap ${used}; B reports issued ${s.prefetch.issued}, used ${s.prefetch.used}, wasted ${s.prefetch.wasted}, precision ${s.prefetch.precision.toFixed(3)}, recall ${s.prefetch.recall.toFixed(3)}`
+      `model ${P.size} chunks, B read ${readEntries.length}, overlap ${used}; ` +
+        `B reports issued ${s.prefetch.issued}, used ${s.prefetch.used}, wasted ${s.prefetch.wasted}, ` +
+        `precision ${s.prefetch.precision.toFixed(3)}, recall ${s.prefetch.recall.toFixed(3)}`
     )
     t.true(Math.abs(s.prefetch.used - used) <= 2)
     t.true(Math.abs(s.prefetch.precision - used / P.size) < 0.02)
@@ -479,7 +483,8 @@ test.serial(
 )
 
 test.serial(
-  "a new version no host has read yet inherits its predecessor's model: its first session prefetches, and its reads are hits",
+  "a new version no host has read yet inherits its predecessor's model: " +
+    'its first session prefetches, and its reads are hits',
   async t => {
     const f = await Fleet.create(t, ['a', 'b'])
     const cfg = { sessionIdleMs: 300, syncIntervalMs: 100 }
@@ -492,10 +497,11 @@ test.serial(
     const v2 = Buffer.concat([randomBytes(200 * 1024), v1])
     const v2file = path.join(f.dir, 'v2.raw')
     fs.writeFileSync(v2file, v2)
-    for (const [file, name] of [
+    const files: Array<[string, string]> = [
       [v1file, 'v1'],
       [v2file, 'v2']
-    ])
+    ]
+    for (const [file, name] of files)
       t.is(vmifs(['import', file, '--name', name, '--data-dir', f.host('a').data]).code, 0)
     await f.waitFor('both images on b', () => fs.existsSync(f.image('b', 'v1')) && fs.existsSync(f.image('b', 'v2')))
     const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
@@ -511,19 +517,20 @@ test.serial(
       console.log(JSON.stringify({ sha: createHash('sha256').update(b).digest('hex') }))`).sha
     // A's session of v1: its first 6 MiB
     t.is(readRange('a', 'v1', 0, 6 * MiB), sha(v1.subarray(0, 6 * MiB)))
-    await f.waitFor("B to see v1's model", () => f.stats('b').images.v1.modelSessions === 1)
-    t.is(f.stats('b').images.v2.modelSessions, 0)
+    await f.waitFor("B to see v1's model", () => f.stats('b').images.v1?.modelSessions === 1)
+    t.is(f.stats('b').images.v2!.modelSessions, 0)
     // B opens v2: no model of v2 anywhere, v1's is inherited
     const holder = spawn(process.execPath, [
       '-e',
-      `const fs = require('fs'); const fd = fs.openSync(${JSON.stringify(f.image('b', 'v2'))}, 'r'); setTimeout(() => fs.closeSync(fd), 60000)`
+      `const fs = require('fs'); const fd = fs.openSync(${JSON.stringify(f.image('b', 'v2'))}, 'r'); ` +
+        'setTimeout(() => fs.closeSync(fd), 60000)'
     ])
     t.teardown(() => {
       holder.kill()
     })
     await f.waitFor('B to inherit a model and prefetch it', () => {
       const s = f.stats('b')
-      return s.prefetch.inherited === 1 && s.prefetch.issued > 0 && s.fleet.inFlight === 0
+      return s.prefetch.inherited === 1 && s.prefetch.issued > 0 && s.fleet!.inFlight === 0
     })
     // the same 6 MiB of content, 200 KiB further into v2
     const from = 200 * 1024
@@ -538,9 +545,10 @@ test.serial(
     }
     const readEntries = m.chunks.filter(c => c.hash && c.offset < from + 6 * MiB && c.offset + c.length > from).length
     t.log(
-      `B read ${readEntries} chunks of v2; prefetch issued ${s.prefetch.issued}, used ${s.prefetch.used}; v2's reads hit ${(100 * s.images.v2.hitRate).toFixed(1)} % of bytes`
+      `B read ${readEntries} chunks of v2; prefetch issued ${s.prefetch.issued}, used ${s.prefetch.used}; ` +
+        `v2's reads hit ${(100 * s.images.v2!.hitRate).toFixed(1)} % of bytes`
     )
     t.true(s.prefetch.used >= readEntries * 0.9, 'the inherited model covered the read')
-    t.true(s.images.v2.hitRate >= 0.9, 'the reads were hits')
+    t.true(s.images.v2!.hitRate >= 0.9, 'the reads were hits')
   }
 )

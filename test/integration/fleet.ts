@@ -8,6 +8,7 @@ import { request } from 'undici'
 import net from 'node:net'
 import path from 'node:path'
 import { AgentProcess, abortMount, run, sleep, tmpdir } from './harness.js'
+import type { AgentStats } from './agent-stats.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 
@@ -94,10 +95,10 @@ export class Fleet {
   }
 
   /** `.stats` of a host, read by a child process. */
-  stats(id: string): any {
+  stats(id: string): AgentStats {
     const r = run('cat', [path.join(this.host(id).mnt, '.stats')], 10_000)
     if (r.status !== 0) throw new Error(`cat .stats on ${id}: ${r.stderr}`)
-    return JSON.parse(r.stdout)
+    return JSON.parse(r.stdout) as AgentStats
   }
 
   async waitFor(what: string, fn: () => boolean, timeoutMs = 15_000): Promise<void> {
@@ -105,7 +106,9 @@ export class Fleet {
     for (;;) {
       try {
         if (fn()) return
-      } catch {}
+      } catch {
+        /* not there yet (e.g. a key of .stats fn reads is still missing): ask again */
+      }
       if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`)
       await sleep(100)
     }
@@ -117,10 +120,10 @@ export class Fleet {
    */
   async synced(reader: string, writer: string): Promise<void> {
     await sleep(500)
-    const want = this.stats(writer).fleet.cursors[writer] as number
+    const want = this.stats(writer).fleet!.cursors[writer]!
     await this.waitFor(
       `${reader} to see ${writer}'s facts`,
-      () => (this.stats(reader).fleet.cursors[writer] ?? 0) >= want
+      () => (this.stats(reader).fleet!.cursors[writer] ?? 0) >= want
     )
   }
 
@@ -180,7 +183,7 @@ export interface ChildProxy {
 async function childProxy(script: string, args: string[]): Promise<ChildProxy> {
   const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''
-  child.stdout!.on('data', (d: Buffer) => {
+  child.stdout.on('data', (d: Buffer) => {
     out += d.toString()
   })
   const t0 = Date.now()

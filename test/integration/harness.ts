@@ -143,7 +143,9 @@ export function abortMount(mount: string): void {
   if (!fs.existsSync(path.join(ctl, conn))) spawnSync('mount', ['-t', 'fusectl', 'none', ctl])
   try {
     fs.writeFileSync(path.join(ctl, conn, 'abort'), '1')
-  } catch {}
+  } catch {
+    /* the connection went away meanwhile; the lazy umount below still detaches the mount */
+  }
   spawnSync('umount', ['-l', mount])
 }
 

@@ -35,7 +35,8 @@ function readRanges(file: string, ranges: Array<[number, number]>): string[] {
 }
 
 test.serial(
-  "a hint exported on the source lists what its VM read, most recent first; imported on the target, the VM's reads there are all hits",
+  'a hint exported on the source lists what its VM read, most recent first; ' +
+    "imported on the target, the VM's reads there are all hits",
   async t => {
     const f = await Fleet.create(t, ['a', 'b', 'c'])
     await f.start('a', { peers: ['b', 'c'] })
@@ -132,7 +133,8 @@ test.serial(
     )
     const after = f.stats('c')
     t.log(
-      `hint ${hint.chunks.length} chunks; C after the reads: missOps ${after.cache.missOps}, demand fetches ${after.prefetch.demandFetchedChunks}, used ${after.prefetch.used}`
+      `hint ${hint.chunks.length} chunks; C after the reads: missOps ${after.cache.missOps}, ` +
+        `demand fetches ${after.prefetch.demandFetchedChunks}, used ${after.prefetch.used}`
     )
     t.is(after.prefetch.demandFetchedChunks, 0, 'no read on C waited for the network')
     t.is(after.cache.missOps, 0)

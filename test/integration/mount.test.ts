@@ -2,6 +2,8 @@ import test from 'ava'
 import fs from 'node:fs'
 import path from 'node:path'
 import { fixture, makeImage, nodeJson, run, vmifs, isMounted, AgentProcess, sleep } from './harness.js'
+import { type AgentStats, readStats } from './agent-stats.js'
+import type { FsckReport } from '../../src/cache/fsck.js'
 
 // FUSE tests share /dev/fuse and the page cache; run them one at a time
 test.serial('an imported image reads back byte-exact through the mount (cmp, qemu-img compare, by-digest)', async t => {
@@ -22,7 +24,8 @@ test.serial('an imported image reads back byte-exact through the mount (cmp, qem
   t.regex(q.stdout, /Images are identical/)
   const st = fs.statSync(img)
   const mst = nodeJson<{ size: number; mode: number }>(
-    `import fs from 'node:fs'; const s = fs.statSync(${JSON.stringify(path.join(f.mnt, 'images/disk'))}); console.log(JSON.stringify({ size: s.size, mode: s.mode }))`
+    `import fs from 'node:fs'; const s = fs.statSync(${JSON.stringify(path.join(f.mnt, 'images/disk'))}); ` +
+      'console.log(JSON.stringify({ size: s.size, mode: s.mode }))'
   )
   t.is(mst.size, st.size)
   t.is(mst.mode & 0o777, 0o444)
@@ -35,7 +38,7 @@ test.serial('.stats holds the documented keys and counts what was read', async t
   t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.data]).code, 0)
   await f.start()
   t.is(run('cat', [path.join(f.mnt, 'images/disk')]).status, 0)
-  const s = JSON.parse(run('cat', [path.join(f.mnt, '.stats')]).stdout)
+  const s = readStats(f.mnt)
   for (const k of ['hitOps', 'missOps', 'hitBytes', 'missBytes', 'hitRate', 'sizeBytes', 'capacityBytes', 'evictions'])
     t.true(k in s.cache, `cache.${k}`)
   t.true('bytes' in s.fetch && 'byHolder' in s.fetch)
@@ -56,16 +59,16 @@ test.serial('.stats holds the documented keys and counts what was read', async t
     'wasted',
     'wastedBytes'
   ])
-  t.is(s.images.disk.size, bytes.length)
+  t.is(s.images.disk!.size, bytes.length)
   t.is(s.cache.hitBytes, bytes.length) // single host: everything is local, every byte read once
   t.is(s.cache.missBytes, 0)
   t.is(s.cache.hitRate, 1)
-  t.is(s.images.disk.hitRate, 1)
+  t.is(s.images.disk!.hitRate, 1)
   t.true(s.cache.sizeBytes > 0 && s.cache.sizeBytes <= bytes.length)
   // `vmifs stats` asks the same agent over its socket
   const cli = vmifs(['stats', '--json', '--data-dir', f.data])
   t.is(cli.code, 0, cli.stderr)
-  t.is(JSON.parse(cli.stdout).cache.hitBytes, bytes.length)
+  t.is((JSON.parse(cli.stdout) as AgentStats).cache.hitBytes, bytes.length)
   const plain = vmifs(['stats', '--data-dir', f.data])
   t.regex(plain.stdout, /^cache\.hitRate 1$/m)
 })
@@ -77,8 +80,7 @@ test.serial('a re-read is served from the kernel page cache, not by the agent', 
   t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.data]).code, 0)
   await f.start()
   const file = path.join(f.mnt, 'images/disk')
-  const stats = (): { read: { ops: number; bytes: number } } =>
-    JSON.parse(run('cat', [path.join(f.mnt, '.stats')]).stdout)
+  const stats = (): AgentStats => readStats(f.mnt)
   t.is(run('cat', [file]).status, 0)
   // the kernel may still be answering read-ahead requests of that read: wait until nothing moves
   // for half a second (one quiet 100 ms was not enough under the full suite's load: seen once)
@@ -131,7 +133,7 @@ test.serial('a corrupted chunk on disk gives EIO, never wrong bytes', async t =>
   const img = path.join(f.dir, 'disk.raw')
   const bytes = makeImage(img, 6)
   t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.data]).code, 0)
-  const m = JSON.parse(vmifs(['ls', '--json', '--data-dir', f.data]).stdout)[0]
+  const m = (JSON.parse(vmifs(['ls', '--json', '--data-dir', f.data]).stdout) as Array<{ digest: string }>)[0]
   t.truthy(m)
   // corrupt the chunk that holds byte 0 (random data, so it is a data chunk)
   const exp = JSON.parse(
@@ -141,15 +143,17 @@ test.serial('a corrupted chunk on disk gives EIO, never wrong bytes', async t =>
       `
     import { DataDir } from ${JSON.stringify(path.resolve('dist/src/datadir.js'))}
     const dd = DataDir.open(${JSON.stringify(f.data)}, { capacityBytes: 1e12 })
-    const m = dd.catalog.manifest(${JSON.stringify(m.digest)})
+    const m = dd.catalog.manifest(${JSON.stringify(m!.digest)})
     console.log(JSON.stringify({ hash: m.hashHexAt(0), len: m.lengthAt(0), path: dd.store.pathOf(m.hashHexAt(0)) }))
     dd.close()`
     ]).stdout
-  )
+  ) as { hash: string; len: number; path: string }
   const fd = fs.openSync(exp.path, 'r+')
   fs.writeSync(fd, Buffer.from([bytes[100]! ^ 0xff]), 0, 1, 100)
   fs.closeSync(fd)
   await f.start()
+  // the bytes the later read must see, as a string literal for the child
+  const later64 = JSON.stringify(bytes.subarray(exp.len + 65536, exp.len + 65536 + 4096).toString('base64'))
   const r = nodeJson<{ first: string; later: string; laterOk: boolean }>(`
     import fs from 'node:fs'
     const fd = fs.openSync(${JSON.stringify(path.join(f.mnt, 'images/disk'))}, 'r')
@@ -160,16 +164,17 @@ test.serial('a corrupted chunk on disk gives EIO, never wrong bytes', async t =>
     const off = ${exp.len + 65536}
     let later = 'ok'
     try { fs.readSync(fd, b, 0, 4096, off) } catch (e) { later = e.code }
-    console.log(JSON.stringify({ first, later, laterOk: later === 'ok' && b.equals(Buffer.from(${JSON.stringify(bytes.subarray(exp.len + 65536, exp.len + 65536 + 4096).toString('base64'))}, 'base64')) }))`)
+    const laterOk = later === 'ok' && b.equals(Buffer.from(${later64}, 'base64'))
+    console.log(JSON.stringify({ first, later, laterOk }))`)
   t.is(r.first, 'EIO')
   t.true(r.laterOk)
-  const s = JSON.parse(run('cat', [path.join(f.mnt, '.stats')]).stdout)
+  const s = readStats(f.mnt)
   t.is(s.cache.corruptChunks, 1)
   t.true(s.read.errors >= 1)
   t.false(fs.existsSync(exp.path), 'the corrupt chunk was dropped')
   const fsck = vmifs(['fsck', '--json', '--data-dir', f.data])
   t.is(fsck.code, 1)
-  t.deepEqual(JSON.parse(fsck.stdout).incompleteImages, [{ name: 'disk', missingChunks: 1 }])
+  t.deepEqual((JSON.parse(fsck.stdout) as FsckReport).incompleteImages, [{ name: 'disk', missingChunks: 1 }])
 })
 
 test.serial('SIGTERM unmounts cleanly; a mount left by a SIGKILLed agent is recovered on the next start', async t => {
@@ -231,7 +236,8 @@ test.serial('agent refuses a missing, non-directory, non-empty or busy mountpoin
   fs.mkdirSync(newer)
   run(process.execPath, [
     '-e',
-    `const D = require(${JSON.stringify(path.resolve('node_modules/better-sqlite3'))}); const d = new D(${JSON.stringify(path.join(newer, 'index.sqlite'))}); d.pragma('user_version = 999'); d.close()`
+    `const D = require(${JSON.stringify(path.resolve('node_modules/better-sqlite3'))}); ` +
+      `const d = new D(${JSON.stringify(path.join(newer, 'index.sqlite'))}); d.pragma('user_version = 999'); d.close()`
   ])
   const nr = vmifs(['agent', '--mount', path.join(f.dir, 'mnt2'), '--data-dir', newer])
   t.is(nr.code, 1)
@@ -240,7 +246,8 @@ test.serial('agent refuses a missing, non-directory, non-empty or busy mountpoin
 })
 
 test.serial(
-  '.stats is fresh on every open, even opens a few milliseconds apart (regression: a memoised snapshot, then a cut one, was served)',
+  '.stats is fresh on every open, even opens a few milliseconds apart ' +
+    '(regression: a memoised snapshot, then a cut one, was served)',
   async t => {
     const f = fixture(t)
     const img = path.join(f.dir, 'disk.raw')
@@ -248,7 +255,7 @@ test.serial(
     t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.data]).code, 0)
     await f.start()
     const statsFile = path.join(f.mnt, '.stats')
-    const before = JSON.parse(run('cat', [statsFile]).stdout)
+    const before = readStats(f.mnt)
     t.is(before.read.ops, 0)
     // one small read and the next look at .stats, all within a few milliseconds
     const r = nodeJson<{ before: number; after: number; ms: number }>(`

@@ -145,7 +145,8 @@ if (!netnsAvailable()) {
     t.is(slow.bytes, BODY)
     t.is(slow.sha, sha)
     t.log(
-      `unshaped ${fast.ms.toFixed(0)} ms, shaped at ${rateMbit} Mbit/s ${slow.ms.toFixed(0)} ms (bound ${boundMs.toFixed(0)} ms)`
+      `unshaped ${fast.ms.toFixed(0)} ms, ` +
+        `shaped at ${rateMbit} Mbit/s ${slow.ms.toFixed(0)} ms (bound ${boundMs.toFixed(0)} ms)`
     )
     t.true(slow.ms > 0.7 * boundMs && slow.ms < 2 * boundMs, `shaped ${slow.ms} ms vs bound ${boundMs} ms`)
     t.true(fast.ms < 0.25 * boundMs, `unshaped ${fast.ms} ms`)

@@ -115,7 +115,9 @@ function killNsPids(ns: string): void {
     if (pid > 0 && pid !== process.pid)
       try {
         process.kill(pid, 'SIGKILL')
-      } catch {}
+      } catch {
+        /* already gone */
+      }
   }
 }
 
@@ -213,7 +215,9 @@ export function createFleetNet(opts: FleetNetOptions): FleetNet {
       if (c.exitCode === null && c.signalCode === null)
         try {
           c.kill('SIGKILL')
-        } catch {}
+        } catch {
+          /* already gone */
+        }
     deleteFleet(prefix)
   }
   liveFleets.set(prefix, destroySync)
@@ -316,11 +320,15 @@ export function createFleetNet(opts: FleetNetOptions): FleetNet {
           const exited = new Promise<void>(resolve => c.once('exit', () => resolve()))
           try {
             c.kill('SIGTERM')
-          } catch {}
+          } catch {
+            /* already gone */
+          }
           const timer = setTimeout(() => {
             try {
               c.kill('SIGKILL')
-            } catch {}
+            } catch {
+              /* already gone */
+            }
           }, graceMs)
           await exited
           clearTimeout(timer)

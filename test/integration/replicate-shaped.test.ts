@@ -1,12 +1,16 @@
 // `vmifs replicate` and replication policies with three real agents in network namespaces, each
 // donor's link shaped with tc tbf (see fleet-shaped.test.ts; agents run under `nsenter --net`).
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import fs from 'node:fs'
 import path from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { type FleetNet, withFleetNet } from './netns.js'
 import { AgentProcess, abortMount, run, sleep, tmpdir, vmifs } from './harness.js'
 import { TOKEN } from './fleet.js'
+import { readStats, type AgentStats } from './agent-stats.js'
+import type { PlanJson, PolicyShown } from '../helpers/cli-json.js'
+import type { ReplicateReport } from '../../src/planner/replicate.js'
+import type { ReplicaState } from '../../src/planner/replication.js'
 
 const MiB = 1024 * 1024
 type H = 'a' | 'b' | 'c'
@@ -19,7 +23,7 @@ interface Rig {
   agents: Map<H, AgentProcess>
 }
 
-function rig(t: any, hosts: H[] = ['a', 'b', 'c']): Rig {
+function rig(t: ExecutionContext, hosts: H[] = ['a', 'b', 'c']): Rig {
   const net = withFleetNet(t, { hosts })
   const dir = tmpdir('vmifs-repl-')
   const agents = new Map<H, AgentProcess>()
@@ -56,16 +60,16 @@ function rig(t: any, hosts: H[] = ['a', 'b', 'c']): Rig {
 }
 
 /** Waits until `target`'s copy of the table shows `donors` holding every chunk of `image` it lacks. */
-async function waitPlan(r: Rig, target: H, image: string, donors: H[], ms = 30_000): Promise<any> {
+async function waitPlan(r: Rig, target: H, image: string, donors: H[], ms = 30_000): Promise<PlanJson> {
   const t0 = Date.now()
   for (;;) {
     const p = vmifs(['plan', image, '--to', target, '--json', '--host-id', target, '--data-dir', r.data(target)])
     if (p.code === 0) {
-      const j = JSON.parse(p.stdout)
+      const j = JSON.parse(p.stdout) as PlanJson
       if (
         j.need.unavailableChunks === 0 &&
         j.groups.length > 0 &&
-        j.groups.every((g: any) => donors.every(d => g.donors.includes(d)))
+        j.groups.every(g => donors.every(d => g.donors.includes(d)))
       )
         return j
     }
@@ -75,14 +79,14 @@ async function waitPlan(r: Rig, target: H, image: string, donors: H[], ms = 30_0
   }
 }
 
-function replicate(r: Rig, target: H, image: string, extra: string[] = []): any {
+function replicate(r: Rig, target: H, image: string, extra: string[] = []): ReplicateReport {
   const p = vmifs(['replicate', image, '--json', '--data-dir', r.data(target), ...extra], {}, 180_000)
   if (p.code !== 0) throw new Error(`replicate ${image} on ${target}: ${p.stderr}`)
-  return JSON.parse(p.stdout)
+  return JSON.parse(p.stdout) as ReplicateReport
 }
 
-function stats(r: Rig, h: H): any {
-  return JSON.parse(run('cat', [path.join(r.dir, h, 'mnt', '.stats')]).stdout)
+function stats(r: Rig, h: H): AgentStats {
+  return readStats(path.join(r.dir, h, 'mnt'))
 }
 
 test.serial(
@@ -96,7 +100,7 @@ test.serial(
     const files: Record<string, Buffer> = {}
     for (const name of ['one', 'two']) {
       files[name] = randomBytes(size) // incompressible: the wire carries every byte
-      fs.writeFileSync(path.join(r.dir, `${name}.raw`), files[name]!)
+      fs.writeFileSync(path.join(r.dir, `${name}.raw`), files[name])
       for (const h of ['a', 'b'] as H[])
         t.is(
           vmifs(['import', path.join(r.dir, `${name}.raw`), '--name', name, '--quiet', '--data-dir', r.data(h)]).code,
@@ -113,11 +117,11 @@ test.serial(
     const single = replicate(r, 'c', 'one', ['--method', 'single-source'])
     const lp = replicate(r, 'c', 'two', ['--alpha', '0.9'])
     t.log(
-      `single-source: ${single.makespan.toFixed(2)} s (predicted ${single.predicted.seconds.toFixed(2)}), from ${single.perDonor.map((d: any) => `${d.donor} ${(d.bytes / MiB).toFixed(1)} MiB`).join(', ')}`
+      `single-source: ${single.makespan.toFixed(2)} s (predicted ${single.predicted.seconds.toFixed(2)}), ` +
+        `from ${single.perDonor.map(d => `${d.donor} ${(d.bytes / MiB).toFixed(1)} MiB`).join(', ')}`
     )
-    t.log(
-      `lp: ${lp.makespan.toFixed(2)} s (predicted ${lp.predicted.seconds.toFixed(2)}), from ${lp.perDonor.map((d: any) => `${d.donor} ${(d.bytes / MiB).toFixed(1)} MiB in ${d.seconds.toFixed(2)} s`).join(', ')}`
-    )
+    const lpDonors = lp.perDonor.map(d => `${d.donor} ${(d.bytes / MiB).toFixed(1)} MiB in ${d.seconds.toFixed(2)} s`)
+    t.log(`lp: ${lp.makespan.toFixed(2)} s (predicted ${lp.predicted.seconds.toFixed(2)}), from ${lpDonors.join(', ')}`)
     t.is(single.perDonor.length, 1)
     t.is(lp.perDonor.length, 2)
     for (const d of lp.perDonor)
@@ -172,10 +176,11 @@ test.serial('with α = 0 the cheap donor carries the bytes; with α = 1 the fast
   await waitPlan(r, 'c', 'q', ['a', 'b'])
   const cheap = replicate(r, 'c', 'p', ['--alpha', '0'])
   const fast = replicate(r, 'c', 'q', ['--alpha', '1'])
-  const share = (rep: any, h: H): number =>
-    (rep.perDonor.find((d: any) => d.donor === h)?.bytes ?? 0) / rep.fetchedBytes
+  const share = (rep: ReplicateReport, h: H): number =>
+    (rep.perDonor.find(d => d.donor === h)?.bytes ?? 0) / rep.fetchedBytes
   t.log(
-    `α 0: a ${(share(cheap, 'a') * 100).toFixed(0)} % in ${cheap.makespan.toFixed(2)} s; α 1: b ${(share(fast, 'b') * 100).toFixed(0)} % in ${fast.makespan.toFixed(2)} s`
+    `α 0: a ${(share(cheap, 'a') * 100).toFixed(0)} % in ${cheap.makespan.toFixed(2)} s; ` +
+      `α 1: b ${(share(fast, 'b') * 100).toFixed(0)} % in ${fast.makespan.toFixed(2)} s`
   )
   t.is(share(cheap, 'a'), 1, 'α 0: price alone, everything from the free donor')
   t.true(share(fast, 'b') > 0.7, 'α 1: time alone, the 4× faster donor carries ~80 %')
@@ -190,11 +195,14 @@ function chunksOf(data: string, name: string): Map<string, number> {
   return new Map(m.chunks.filter(c => c.hash).map(c => [c.hash!, c.length]))
 }
 
-function replicaState(r: Rig, reader: H, image: string): Record<string, any> {
+/** A placed replica: what its host last reported (nothing before its first report), current, dr. */
+type Replica = Partial<ReplicaState> & { current: boolean; dr: boolean }
+
+function replicaState(r: Rig, reader: H, image: string): Record<string, Replica> {
   const p = vmifs(['policy', 'show', image, '--json', '--host-id', reader, '--data-dir', r.data(reader)])
   if (p.code !== 0) return {}
-  const j = JSON.parse(p.stdout)[0]
-  return Object.fromEntries((j?.placement ?? []).map((x: any) => [x.id, { ...x.state, current: x.current, dr: x.dr }]))
+  const j = (JSON.parse(p.stdout) as PolicyShown[])[0]
+  return Object.fromEntries((j?.placement ?? []).map(x => [x.id, { ...x.state, current: x.current, dr: x.dr }]))
 }
 
 async function until(what: string, cond: () => boolean, ms = 60_000): Promise<void> {
@@ -252,15 +260,17 @@ test.serial(
     t.is(set.code, 0, set.stderr)
 
     // version 1 reaches both replicas, c (DR) first
-    const digest = (n: string): string => JSON.parse(vmifs(['manifest', n, '--data-dir', r.data('a')]).stdout).digest
+    const digest = (n: string): string =>
+      (JSON.parse(vmifs(['manifest', n, '--data-dir', r.data('a')]).stdout) as { digest: string }).digest
     let d = digest('web')
     await until('v1 on b and c', () => {
       const s = replicaState(r, 'a', 'web')
-      return s.b?.current && s.c?.current
+      return s.b?.current === true && s.c?.current === true
     })
+    // ! below: replicas that are current have reported every figure
     let s = replicaState(r, 'a', 'web')
-    t.true(s.c.dr && s.c.role === 'dr')
-    t.true(s.c.doneAt <= s.b.startedAt + 50, `DR c done at ${s.c.doneAt}, b started at ${s.b.startedAt}`)
+    t.true(s.c!.dr && s.c!.role === 'dr')
+    t.true(s.c!.doneAt! <= s.b!.startedAt! + 50, `DR c done at ${s.c!.doneAt}, b started at ${s.b!.startedAt}`)
 
     // version 2 under the same name: only the new chunks travel, and c finishes first
     const old = chunksOf(r.data('a'), 'web')
@@ -272,18 +282,24 @@ test.serial(
     d = digest('web')
     await until('v2 on b and c', () => {
       const x = replicaState(r, 'a', 'web')
-      return x.b?.current && x.c?.current && x.b.digest === d
+      return x.b?.current === true && x.c?.current === true && x.b.digest === d
     })
     s = replicaState(r, 'a', 'web')
+    const b = s.b!
+    const c = s.c!
     t.log(
-      `v2: ${(newBytes / 1024).toFixed(0)} KiB of new chunks in ${(allBytes / MiB).toFixed(1)} MiB; c (DR) fetched ${(s.c.fetchedBytes / 1024).toFixed(0)} KiB (${(s.c.wireBytes / 1024).toFixed(0)} KiB on the wire) and was done ${s.c.doneAt - s.c.startedAt} ms after it started; b started ${s.b.startedAt - s.c.doneAt} ms after c was done, fetched ${(s.b.fetchedBytes / 1024).toFixed(0)} KiB`
+      `v2: ${(newBytes / 1024).toFixed(0)} KiB of new chunks in ${(allBytes / MiB).toFixed(1)} MiB; ` +
+        `c (DR) fetched ${(c.fetchedBytes! / 1024).toFixed(0)} KiB ` +
+        `(${(c.wireBytes! / 1024).toFixed(0)} KiB on the wire) ` +
+        `and was done ${c.doneAt! - c.startedAt!} ms after it started; ` +
+        `b started ${b.startedAt! - c.doneAt!} ms after c was done, fetched ${(b.fetchedBytes! / 1024).toFixed(0)} KiB`
     )
     for (const h of ['b', 'c']) {
-      t.is(s[h].fetchedBytes, newBytes, `${h} fetched exactly the new chunks`)
+      t.is(s[h]!.fetchedBytes, newBytes, `${h} fetched exactly the new chunks`)
     }
     t.true(newBytes < 0.2 * allBytes)
-    t.true(s.c.doneAt <= s.b.startedAt + 50, 'the DR host finished before the other replica began')
-    t.true(s.c.wireBytes < s.c.fetchedBytes, 'the text part went compressed')
+    t.true(c.doneAt! <= b.startedAt! + 50, 'the DR host finished before the other replica began')
+    t.true(c.wireBytes! < c.fetchedBytes!, 'the text part went compressed')
     // the replicas hold the whole new version, pinned: reading it fetches nothing
     for (const h of ['b', 'c'] as H[]) {
       const before = stats(r, h).fetch.bytes
@@ -305,16 +321,17 @@ test.serial(
       'v3 on b',
       () => {
         const x = replicaState(r, 'a', 'web')
-        return x.b?.current && x.b.digest === d
+        return x.b?.current === true && x.b.digest === d
       },
       60_000
     )
     s = replicaState(r, 'a', 'web')
     t.log(
-      `v3 with c down: b took DR duty (drFor ${s.b.drFor}) and had it ${((Date.now() - t0) / 1000).toFixed(1)} s after the import`
+      `v3 with c down: b took DR duty (drFor ${s.b!.drFor}) ` +
+        `and had it ${((Date.now() - t0) / 1000).toFixed(1)} s after the import`
     )
-    t.is(s.b.role, 'dr')
-    t.is(s.b.drFor, 'c')
+    t.is(s.b!.role, 'dr')
+    t.is(s.b!.drFor, 'c')
     t.true(Date.now() - t0 < 20_000, 'without waiting out the DR timeout: c answers no health check')
   }
 )

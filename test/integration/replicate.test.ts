@@ -5,6 +5,8 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { Fleet, faultyProxy } from './fleet.js'
 import { fixture, makeImage, run, vmifs } from './harness.js'
+import type { PolicyShown } from '../helpers/cli-json.js'
+import type { ReplicateReport } from '../../src/planner/replicate.js'
 
 const code = (r: { stderr: string }): string | undefined => /\[([A-Z_]+)\]\s*$/.exec(r.stderr.trim())?.[1]
 
@@ -26,10 +28,10 @@ test.serial(
       VMIFS_TOKEN: 'fleet-test-secret'
     })
     t.is(r.code, 0, r.stderr)
-    const rep = JSON.parse(r.stdout)
+    const rep = JSON.parse(r.stdout) as ReplicateReport
     t.is(rep.target, 'c')
     t.is(rep.perDonor.length, 1)
-    t.is(rep.perDonor[0].donor, 'a')
+    t.is(rep.perDonor[0]!.donor, 'a')
     t.true(rep.fetchedBytes > 0 && rep.fetchedBytes === rep.bytes)
     const s = f.stats('c')
     t.is(run('cmp', [img, f.image('c', 'disk')], 60_000).status, 0)
@@ -82,11 +84,11 @@ test.serial(
     await f.holdsAll('c', 'b', 'disk', 'b')
     const r = vmifs(['replicate', 'disk', '--json', '--alpha', '1', '--data-dir', f.host('c').data])
     t.is(r.code, 0, r.stderr)
-    const rep = JSON.parse(r.stdout)
-    const fromB = rep.perDonor.find((d: any) => d.donor === 'b')
+    const rep = JSON.parse(r.stdout) as ReplicateReport
+    const fromB = rep.perDonor.find(d => d.donor === 'b')
     t.truthy(fromB, 'b had a share')
-    t.true(fromB.failed > 0, 'its corrupt chunks were refused')
-    t.is(rep.fallbackChunks, fromB.failed)
+    t.true(fromB!.failed > 0, 'its corrupt chunks were refused')
+    t.is(rep.fallbackChunks, fromB!.failed)
     t.is(run('cmp', [img, f.image('c', 'disk')], 60_000).status, 0)
   }
 )
@@ -126,7 +128,9 @@ test('replicate and policy: help, usage errors and codes', async t => {
     fx.data
   ])
   t.is(set.code, 0, set.stderr)
-  const show = JSON.parse(vmifs(['policy', 'show', '--json', '--host-id', 'a', '--data-dir', fx.data]).stdout)
+  const show = JSON.parse(
+    vmifs(['policy', 'show', '--json', '--host-id', 'a', '--data-dir', fx.data]).stdout
+  ) as PolicyShown[]
   t.like(show[0], { image: 'web', policy: { minReplicas: 2, dr: 'b', maxRttMs: 40 }, setBy: 'a', known: false })
   t.is(vmifs(['policy', 'rm', 'web', '--host-id', 'a', '--data-dir', fx.data]).code, 0)
   t.deepEqual(JSON.parse(vmifs(['policy', 'show', '--json', '--host-id', 'a', '--data-dir', fx.data]).stdout), [])
@@ -143,7 +147,8 @@ test('replicate and policy: help, usage errors and codes', async t => {
 })
 
 test.serial(
-  "a policy from the publisher's config places the replica on the site within its latency limit; a lower minimum unpins it",
+  "a policy from the publisher's config places the replica on the site within its latency limit; " +
+    'a lower minimum unpins it',
   async t => {
     const f = await Fleet.create(t, ['a', 'b', 'c'])
     const img = path.join(f.dir, 'disk.raw')
@@ -154,12 +159,16 @@ test.serial(
     // c's storage is cheaper, but its users see 120 ms: outside the limit
     await f.start('b', { peers: ['a', 'c'], config: { ...repl, site: { rttMs: 10, storagePrice: 5e-12 } } })
     await f.start('c', { peers: ['a', 'b'], config: { ...repl, site: { rttMs: 120, storagePrice: 1e-12 } } })
-    const show = (h: string): any =>
-      JSON.parse(vmifs(['policy', 'show', 'disk', '--json', '--host-id', h, '--data-dir', f.host(h).data]).stdout)[0]
+    const show = (h: string): PolicyShown | undefined =>
+      (
+        JSON.parse(
+          vmifs(['policy', 'show', 'disk', '--json', '--host-id', h, '--data-dir', f.host(h).data]).stdout
+        ) as PolicyShown[]
+      )[0]
     await f.waitFor('b to hold its replica', () => show('a')?.placement?.[0]?.current === true, 30_000)
-    const p = show('a')
+    const p = show('a')!
     t.deepEqual(
-      p.placement.map((r: any) => r.id),
+      p.placement!.map(r => r.id),
       ['b']
     )
     t.deepEqual(p.excluded, [{ id: 'c', why: 'latency 120 ms > 50 ms' }])
@@ -178,6 +187,6 @@ test.serial(
       0
     )
     await f.waitFor('b to unpin', () => pinned('b') === false, 30_000)
-    t.is(show('b').policy.minReplicas, 0)
+    t.is(show('b')!.policy.minReplicas, 0)
   }
 )

@@ -69,7 +69,7 @@ test("the agent's clusters follow imports and removals and equal a recomputation
   s = await check('a third image splits clusters', ['a', 'b', 'c'])
   t.is(s.clusters.find(c => c.images.length === 3)!.bytes, 64 * KiB)
   t.is(vmifs(['rm', 'b', '--data-dir', f.data]).code, 0)
-  s = await check('after a removal', ['a', 'c'])
+  await check('after a removal', ['a', 'c'])
   img('b', [5])
   s = await check('a name reused for other content', ['a', 'b', 'c'])
   t.is(s.matrix[s.images.indexOf('b')]![s.images.indexOf('a')], 0)

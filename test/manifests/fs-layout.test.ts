@@ -24,7 +24,10 @@ interface FileSpec {
   data: Buffer
 }
 
-/** `count` files, most of 1 byte to 96 KiB (as in a root filesystem), every tenth up to 1.5 MiB, in three directories. */
+/**
+ * `count` files, most of 1 byte to 96 KiB (as in a root filesystem), every tenth up to 1.5 MiB,
+ * in three directories.
+ */
 function makeFiles(seed: number, count: number, suffix = ''): FileSpec[] {
   const next = prng(seed)
   const out: FileSpec[] = []
@@ -95,23 +98,26 @@ async function layoutOf(image: string): Promise<Awaited<ReturnType<typeof findFi
 }
 
 for (const features of [undefined, '^64bit,^metadata_csum']) {
-  test(`ext4 (${features ?? 'default features'}): the cuts are every file extent's ends, as debugfs lists them`, async t => {
-    const work = tmpDir(t)
-    const dir = path.join(work, 'root')
-    fillDir(dir, 1, 60)
-    const image = path.join(work, 'fs.img')
-    mkfs(t, dir, image, 96, features)
-    const sparse = statAll(image, ['/sparse'])[0]!
-    t.true(
-      sparse.extents.length >= 40,
-      'the sparse file has more extents than an inode holds (an extent tree of depth 1)'
-    )
-    const layout = await layoutOf(image)
-    t.is(layout.filesystems.length, 1)
-    t.like(layout.filesystems[0], { offset: 0, type: 'ext4', blockSize: 4096, files: 61 })
-    t.is(layout.filesystems[0]!.incomplete, undefined)
-    t.deepEqual([...layout.cuts], expectedCuts(image, 0, 96 * MiB))
-  })
+  test(
+    `ext4 (${features ?? 'default features'}): ` + "the cuts are every file extent's ends, as debugfs lists them",
+    async t => {
+      const work = tmpDir(t)
+      const dir = path.join(work, 'root')
+      fillDir(dir, 1, 60)
+      const image = path.join(work, 'fs.img')
+      mkfs(t, dir, image, 96, features)
+      const sparse = statAll(image, ['/sparse'])[0]!
+      t.true(
+        sparse.extents.length >= 40,
+        'the sparse file has more extents than an inode holds (an extent tree of depth 1)'
+      )
+      const layout = await layoutOf(image)
+      t.is(layout.filesystems.length, 1)
+      t.like(layout.filesystems[0], { offset: 0, type: 'ext4', blockSize: 4096, files: 61 })
+      t.is(layout.filesystems[0]!.incomplete, undefined)
+      t.deepEqual([...layout.cuts], expectedCuts(image, 0, 96 * MiB))
+    }
+  )
 }
 
 for (const label of ['gpt', 'dos']) {
@@ -161,60 +167,65 @@ test('no filesystem, or a damaged one: no error, and every cut is a block bounda
   t.true(whole.cuts.length > 0)
 })
 
-test('import: a sibling image (new files among ours, so ours lie elsewhere) shares every chunk of the files the two have in common', async t => {
-  const work = tmpDir(t)
-  const ours = makeFiles(4, 60)
-  const extra = makeFiles(5, 30, 'x') // f0x sorts after f0: laid out among ours, ours at other offsets
-  const common = path.join(work, 'a')
-  writeFiles(common, ours)
-  const sibling = path.join(work, 'b')
-  writeFiles(sibling, [...ours, ...extra])
-  const imgA = path.join(work, 'a.img')
-  const imgB = path.join(work, 'b.img')
-  mkfs(t, common, imgA, 96)
-  mkfs(t, sibling, imgB, 96)
+test(
+  'import: a sibling image (new files among ours, so ours lie elsewhere) ' +
+    'shares every chunk of the files the two have in common',
+  async t => {
+    const work = tmpDir(t)
+    const ours = makeFiles(4, 60)
+    const extra = makeFiles(5, 30, 'x') // f0x sorts after f0: laid out among ours, ours at other offsets
+    const common = path.join(work, 'a')
+    writeFiles(common, ours)
+    const sibling = path.join(work, 'b')
+    writeFiles(sibling, [...ours, ...extra])
+    const imgA = path.join(work, 'a.img')
+    const imgB = path.join(work, 'b.img')
+    mkfs(t, common, imgA, 96)
+    mkfs(t, sibling, imgB, 96)
 
-  // the bytes of B inside files B shares with A, from debugfs
-  const files = [...walk(imgB, '/')].filter(([p, e]) => isRegular(e.mode) && !p.endsWith('x'))
-  const ranges = statAll(
-    imgB,
-    files.map(([, e]) => e.inode)
-  ).flatMap(i => i!.extents.map(e => ({ start: e.physical * 4096, end: (e.physical + e.blocks) * 4096 })))
-  const fileBytes = ranges.reduce((n, r) => n + r.end - r.start, 0)
+    // the bytes of B inside files B shares with A, from debugfs
+    const files = [...walk(imgB, '/')].filter(([p, e]) => isRegular(e.mode) && !p.endsWith('x'))
+    const ranges = statAll(
+      imgB,
+      files.map(([, e]) => e.inode)
+    ).flatMap(i => i!.extents.map(e => ({ start: e.physical * 4096, end: (e.physical + e.blocks) * 4096 })))
+    const fileBytes = ranges.reduce((n, r) => n + r.end - r.start, 0)
 
-  const sharedFileBytes = async (fileCuts: boolean): Promise<{ bytes: number; flag: boolean | undefined }> => {
-    const dd = openDataDir(t)
-    const chunking = {
-      kind: 'cdc',
-      min: 4096,
-      avg: 16384,
-      max: 65536,
-      ...(fileCuts ? { fileCuts: true } : {})
-    } as const
-    const a = await importImage(dd, imgA, { name: 'a', chunking })
-    const b = await importImage(dd, imgB, { name: 'b', chunking })
-    const inA = new Set<string>()
-    for (let i = 0; i < a.manifest.count; i++)
-      if (!(a.manifest.zero[i] === 1)) inA.add(a.manifest.hashAt(i).toString('hex'))
-    let bytes = 0
-    for (let i = 0; i < b.manifest.count; i++) {
-      if (b.manifest.zero[i] === 1 || !inA.has(b.manifest.hashAt(i).toString('hex'))) continue
-      const s = b.manifest.offsets[i]!
-      const e = s + b.manifest.lengthAt(i)
-      for (const r of ranges) bytes += Math.max(0, Math.min(e, r.end) - Math.max(s, r.start))
+    const sharedFileBytes = async (fileCuts: boolean): Promise<{ bytes: number; flag: boolean | undefined }> => {
+      const dd = openDataDir(t)
+      const chunking = {
+        kind: 'cdc',
+        min: 4096,
+        avg: 16384,
+        max: 65536,
+        ...(fileCuts ? { fileCuts: true } : {})
+      } as const
+      const a = await importImage(dd, imgA, { name: 'a', chunking })
+      const b = await importImage(dd, imgB, { name: 'b', chunking })
+      const inA = new Set<string>()
+      for (let i = 0; i < a.manifest.count; i++)
+        if (!(a.manifest.zero[i] === 1)) inA.add(a.manifest.hashAt(i).toString('hex'))
+      let bytes = 0
+      for (let i = 0; i < b.manifest.count; i++) {
+        if (b.manifest.zero[i] === 1 || !inA.has(b.manifest.hashAt(i).toString('hex'))) continue
+        const s = b.manifest.offsets[i]!
+        const e = s + b.manifest.lengthAt(i)
+        for (const r of ranges) bytes += Math.max(0, Math.min(e, r.end) - Math.max(s, r.start))
+      }
+      return { bytes, flag: b.manifest.chunking.kind === 'cdc' ? b.manifest.chunking.fileCuts : undefined }
     }
-    return { bytes, flag: b.manifest.chunking.kind === 'cdc' ? b.manifest.chunking.fileCuts : undefined }
+    const withCuts = await sharedFileBytes(true)
+    const without = await sharedFileBytes(false)
+    t.is(withCuts.flag, true)
+    t.is(without.flag, undefined)
+    t.is(withCuts.bytes, fileBytes, 'with file cuts every byte of a common file is in a chunk A has')
+    t.true(without.bytes < fileBytes * 0.97, `without file cuts: ${without.bytes} of ${fileBytes}`)
+    t.log(
+      `shared file bytes: with cuts ${((100 * withCuts.bytes) / fileBytes).toFixed(1)} %, ` +
+        `without ${((100 * without.bytes) / fileBytes).toFixed(1)} %`
+    )
   }
-  const withCuts = await sharedFileBytes(true)
-  const without = await sharedFileBytes(false)
-  t.is(withCuts.flag, true)
-  t.is(without.flag, undefined)
-  t.is(withCuts.bytes, fileBytes, 'with file cuts every byte of a common file is in a chunk A has')
-  t.true(without.bytes < fileBytes * 0.97, `without file cuts: ${without.bytes} of ${fileBytes}`)
-  t.log(
-    `shared file bytes: with cuts ${((100 * withCuts.bytes) / fileBytes).toFixed(1)} %, without ${((100 * without.bytes) / fileBytes).toFixed(1)} %`
-  )
-})
+)
 
 test('import: an image with no filesystem is plain cdc, and says so', async t => {
   const work = tmpDir(t)

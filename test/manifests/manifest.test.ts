@@ -1,4 +1,4 @@
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { type Chunking } from '../../src/manifests/chunking.js'
 import { createChunker } from '../../src/manifests/chunker.js'
 import {
@@ -72,12 +72,12 @@ const setCount = (b: Buffer, n: number): Buffer =>
     c.writeUInt32LE(n, 16)
   })
 
-function rejects(t: import('ava').ExecutionContext, buf: Buffer, code: string, what: string): void {
+function rejects(t: ExecutionContext, buf: Buffer, code: string, what: string): void {
   const err = t.throws(() => decode(buf), undefined, what)
   t.is((err as { code?: string } | undefined)?.code, code, what)
 }
 
-function rejectsJson(t: import('ava').ExecutionContext, j: unknown, code: string, what: string): void {
+function rejectsJson(t: ExecutionContext, j: unknown, code: string, what: string): void {
   const err = t.throws(() => fromJson(j), undefined, what)
   t.is((err as { code?: string } | undefined)?.code, code, what)
 }

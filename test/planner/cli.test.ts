@@ -4,6 +4,7 @@ import test from 'ava'
 import fs from 'node:fs'
 import path from 'node:path'
 import { tmpdir, vmifs } from '../integration/harness.js'
+import type { PlaceJson, PlanJson } from '../helpers/cli-json.js'
 import { randomBuffer } from '../helpers/random.js'
 import { DataDir } from '../../src/datadir.js'
 import { FactStore } from '../../src/index/facts.js'
@@ -155,30 +156,28 @@ test('vmifs plan: the LP plan sends exactly the missing chunks, each from a hold
   const s = fixture!
   const r = vmifs(['plan', 'db', '--to', 'b', '--alpha', '0.5', '--json', '--config', s.config, '--data-dir', s.data])
   t.is(r.code, 0, r.stderr)
-  const j = JSON.parse(r.stdout)
+  const j = JSON.parse(r.stdout) as PlanJson
   const db = new Set(IMAGES.db)
   const missing = [...db].filter(x => !IMAGES.base!.includes(x))
   t.is(j.need.missingChunks, missing.length)
   t.is(j.need.heldChunks, db.size - missing.length)
   t.is(j.need.unavailableChunks, 0)
-  const sent = (j.plan.shares as Array<{ donor: string; chunks: string[]; bytes: number }>).flatMap(sh =>
-    sh.chunks.map(h => [h, sh.donor])
-  )
+  const sent = j.plan.shares.flatMap(sh => sh.chunks.map(h => [h, sh.donor]))
   t.deepEqual(sent.map(([h]) => h).sort(), missing.map(hex).sort())
   const cHolds = new Set([...IMAGES.web!, ...IMAGES.db!.slice(0, 16)].map(hex))
   for (const [h, donor] of sent) t.true(donor === 'a' || (donor === 'c' && cHolds.has(h!)), `${h} from ${donor}`)
   t.deepEqual(
-    j.donors.map((d: { id: string }) => d.id),
+    j.donors.map(d => d.id),
     ['a', 'c']
   )
-  t.is(j.donors[0].bandwidthBps, 100e6 / 8)
-  t.is(j.donors[0].pricePerGB, 0.1)
-  const greedy = j.compare.find((p: { method: string }) => p.method === 'greedy')
-  t.true(j.plan.fractional.objective <= greedy.fractional.objective + 1e-12)
+  t.is(j.donors[0]!.bandwidthBps, 100e6 / 8)
+  t.is(j.donors[0]!.pricePerGB, 0.1)
+  const greedy = j.compare.find(p => p.method === 'greedy')
+  t.true(j.plan.fractional.objective <= greedy!.fractional.objective + 1e-12)
   // the local host holds everything: nothing to send to it
   const self = JSON.parse(
     vmifs(['plan', 'db', '--to', 'a', '--json', '--config', s.config, '--data-dir', s.data]).stdout
-  )
+  ) as PlanJson
   t.is(self.need.missingChunks, 0)
   t.deepEqual(self.plan.shares, [])
   const text = vmifs(['plan', 'db', '--to', 'b', '--config', s.config, '--data-dir', s.data])
@@ -189,16 +188,16 @@ test('vmifs place: the host holding the image ranks first; picks by load and fre
   const s = fixture!
   const r = vmifs(['place', 'web', '--candidates', 'b,c,a', '--json', '--config', s.config, '--data-dir', s.data])
   t.is(r.code, 0, r.stderr)
-  const j = JSON.parse(r.stdout)
+  const j = JSON.parse(r.stdout) as PlaceJson
   t.deepEqual(
-    j.candidates.map((c: { host: string }) => c.host),
+    j.candidates.map(c => c.host),
     ['a', 'c', 'b'],
     'a and c hold web (a first by name at equal cost), b lacks its web-only blocks'
   )
-  t.is(j.candidates[2].missingBytes, 10 * BLOCK)
+  t.is(j.candidates[2]!.missingBytes, 10 * BLOCK)
   t.is(j.pick.host, 'a')
-  t.deepEqual([j.candidates[1].freeBytes, j.candidates[1].load], [7e9, 0.5])
-  t.is(j.candidates[2].load, null, 'b published no status')
+  t.deepEqual([j.candidates[1]!.freeBytes, j.candidates[1]!.load], [7e9, 0.5])
+  t.is(j.candidates[2]!.load, null, 'b published no status')
   const bestOf = JSON.parse(
     vmifs([
       'place',
@@ -217,8 +216,8 @@ test('vmifs place: the host holding the image ranks first; picks by load and fre
       '--data-dir',
       s.data
     ]).stdout
-  )
-  const free = (h: string): number => bestOf.candidates.find((c: { host: string }) => c.host === h).freeBytes
+  ) as PlaceJson
+  const free = (h: string): number => bestOf.candidates.find(c => c.host === h)!.freeBytes!
   t.is(bestOf.pick.host, free('a') >= free('c') ? 'a' : 'c')
 })
 

@@ -109,25 +109,29 @@ test('what a target lacks, grouped by the donors holding it, from the holdings f
   )
 })
 
-test('status: this host measured, others from their status facts (as the announcer publishes them), unknown otherwise', async t => {
-  const dd = openDataDir(t)
-  await fleet(dd)
-  const view = new FleetView(dd, { self: 'a' })
-  t.deepEqual(view.status('b', 0), { freeBytes: 6e8, load: 0.25 })
-  t.deepEqual(view.status('c', 0), { freeBytes: null, load: null })
-  const mine = view.status('a', 1e6)
-  t.is(mine.freeBytes, 1e6 - dd.store.sizeBytes)
-  t.true(mine.load !== null && mine.load >= 0)
+test(
+  'status: this host measured, others from their status facts (as the announcer publishes them), ' +
+    'unknown otherwise',
+  async t => {
+    const dd = openDataDir(t)
+    await fleet(dd)
+    const view = new FleetView(dd, { self: 'a' })
+    t.deepEqual(view.status('b', 0), { freeBytes: 6e8, load: 0.25 })
+    t.deepEqual(view.status('c', 0), { freeBytes: null, load: null })
+    const mine = view.status('a', 1e6)
+    t.is(mine.freeBytes, 1e6 - dd.store.sizeBytes)
+    t.true(mine.load !== null && mine.load >= 0)
 
-  // a host's announcer publishes its status; another data dir learns it through the table
-  const other = openDataDir(t, 50 * 1024 * 1024)
-  const facts = new FactStore(other.db, 'd')
-  new Announcer(facts, other.catalog, other.store, createLogger('test', 'silent')).publishStatus()
-  view.facts.apply(facts.since({}))
-  const d = view.status('d', 0)
-  t.is(d.freeBytes, 50 * 1024 * 1024)
-  t.true(d.load !== null && Math.abs(d.load - os.loadavg()[0]! / os.cpus().length) <= 0.05)
-})
+    // a host's announcer publishes its status; another data dir learns it through the table
+    const other = openDataDir(t, 50 * 1024 * 1024)
+    const facts = new FactStore(other.db, 'd')
+    new Announcer(facts, other.catalog, other.store, createLogger('test', 'silent')).publishStatus()
+    view.facts.apply(facts.since({}))
+    const d = view.status('d', 0)
+    t.is(d.freeBytes, 50 * 1024 * 1024)
+    t.true(d.load !== null && Math.abs(d.load - os.loadavg()[0]! / os.cpus().length) <= 0.05)
+  }
+)
 
 test('placement over the data dir: the host holding more of the image ranks first', async t => {
   const dd = openDataDir(t)

@@ -1,4 +1,4 @@
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import {
   type Donor,
   type Group,
@@ -76,7 +76,7 @@ function bruteForce(p: PlanInput, steps: number): number {
 }
 
 /** The plan's constraints: each group fully assigned, only to donors holding it; every chunk sent once, by a holder. */
-function checkPlan(t: import('ava').ExecutionContext, p: PlanInput, plan: TransferPlan, what: string): void {
+function checkPlan(t: ExecutionContext, p: PlanInput, plan: TransferPlan, what: string): void {
   p.groups.forEach((g, i) => {
     const row = plan.fractions[i]!
     t.true(Math.abs(row.reduce((a, b) => a + b, 0) - 1) < 1e-9, `${what}: group ${i} fully assigned`)

@@ -132,32 +132,36 @@ test('the end of a session drops what is queued; wasted = prefetched and never r
   t.true(r.order.length < 40)
 })
 
-test('a demand read of a chunk whose prefetch is under way counts as used and late; one already demanded is not prefetched', async t => {
-  const { remote, m } = await remoteImage(t, 8)
-  const model = modelOf([
-    [
-      [0, 1],
-      [1, 2],
-      [2, 3]
-    ]
-  ])
-  const r = rig(t, remote, m, model, openDataDir(t))
-  r.p.demand(m.digest(), m.hashHexAt(9)) // no session yet: ignored
-  r.hold()
-  r.p.start(m.digest())
-  r.p.demand(m.digest(), m.hashHexAt(2)) // the read got there before the prefetch
-  await sleep(20) // entry 0's fetch is waiting at the gate
-  r.p.demand(m.digest(), m.hashHexAt(0))
-  r.release()
-  await until('the queue to drain', () => r.p.pending === 0 && r.order.length === 2)
-  await sleep(20)
-  t.deepEqual(r.order, [0, 1])
-  t.is(r.stats.used, 1)
-  t.is(r.stats.late, 1)
-  r.p.demand(m.digest(), m.hashHexAt(1))
-  t.is(r.stats.used, 2)
-  t.is(r.stats.late, 1)
-})
+test(
+  'a demand read of a chunk whose prefetch is under way counts as used and late; ' +
+    'one already demanded is not prefetched',
+  async t => {
+    const { remote, m } = await remoteImage(t, 8)
+    const model = modelOf([
+      [
+        [0, 1],
+        [1, 2],
+        [2, 3]
+      ]
+    ])
+    const r = rig(t, remote, m, model, openDataDir(t))
+    r.p.demand(m.digest(), m.hashHexAt(9)) // no session yet: ignored
+    r.hold()
+    r.p.start(m.digest())
+    r.p.demand(m.digest(), m.hashHexAt(2)) // the read got there before the prefetch
+    await sleep(20) // entry 0's fetch is waiting at the gate
+    r.p.demand(m.digest(), m.hashHexAt(0))
+    r.release()
+    await until('the queue to drain', () => r.p.pending === 0 && r.order.length === 2)
+    await sleep(20)
+    t.deepEqual(r.order, [0, 1])
+    t.is(r.stats.used, 1)
+    t.is(r.stats.late, 1)
+    r.p.demand(m.digest(), m.hashHexAt(1))
+    t.is(r.stats.used, 2)
+    t.is(r.stats.late, 1)
+  }
+)
 
 test('prefetch evicts older chunks for room but never what its own session cached; it stops instead', async t => {
   const { remote, m } = await remoteImage(t, 48)

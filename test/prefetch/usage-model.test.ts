@@ -135,49 +135,54 @@ test('inheritModel: a new version gets its predecessor model, mapped by chunk ha
   t.is(got!.share, 0.75) // entries 0, 2, 7 of v1's four likely ones are in v2; 4 (chunk 5) is not
   t.is(got!.model.n, model.n)
   t.deepEqual(got!.model.likely(0.3), [1, 3, 8])
-  for (const [from, to] of [
+  const moved: Array<[number, number]> = [
     [0, 1],
     [2, 3],
     [7, 8]
-  ]) {
+  ]
+  for (const [from, to] of moved) {
     t.is(got!.model.probability(to), model.probability(from))
     t.is(got!.model.needTime(to), model.needTime(from))
   }
   t.is(got!.model.probability(5), 0.5 / (model.n + 1), 'the changed chunk has no history')
 })
 
-test('inheritModel: the donor whose likely chunks the image holds most of wins; none under the share floor; no model, no donor', t => {
-  const target = manifestOf([1, 2, 3, 4, 0, 5, 6])
-  const near = manifestOf([1, 2, 3, 9])
-  const far = manifestOf([1, 7, 8, 9])
-  const m = new UsageModel()
-  m.addSession(
-    new Map([
-      [0, 1],
-      [1, 2],
-      [2, 3],
-      [3, 4]
-    ])
-  )
-  const got = inheritModel(
-    target,
-    [
-      { digest: 'far', manifest: far, model: m },
-      { digest: 'near', manifest: near, model: m }
-    ],
-    0.3
-  )
-  t.is(got?.from, 'near')
-  t.is(got?.share, 0.75)
-  t.is(
-    inheritModel(target, [{ digest: 'far', manifest: far, model: m }], 0.3),
-    undefined,
-    'far shares 25 %, under the 50 % floor'
-  )
-  t.is(
-    inheritModel(target, [{ digest: 'near', manifest: near, model: new UsageModel() }], 0.3),
-    undefined,
-    'a donor with no sessions'
-  )
-  t.is(inheritModel(target, [], 0.3), undefined)
-})
+test(
+  'inheritModel: the donor whose likely chunks the image holds most of wins; ' +
+    'none under the share floor; no model, no donor',
+  t => {
+    const target = manifestOf([1, 2, 3, 4, 0, 5, 6])
+    const near = manifestOf([1, 2, 3, 9])
+    const far = manifestOf([1, 7, 8, 9])
+    const m = new UsageModel()
+    m.addSession(
+      new Map([
+        [0, 1],
+        [1, 2],
+        [2, 3],
+        [3, 4]
+      ])
+    )
+    const got = inheritModel(
+      target,
+      [
+        { digest: 'far', manifest: far, model: m },
+        { digest: 'near', manifest: near, model: m }
+      ],
+      0.3
+    )
+    t.is(got?.from, 'near')
+    t.is(got?.share, 0.75)
+    t.is(
+      inheritModel(target, [{ digest: 'far', manifest: far, model: m }], 0.3),
+      undefined,
+      'far shares 25 %, under the 50 % floor'
+    )
+    t.is(
+      inheritModel(target, [{ digest: 'near', manifest: near, model: new UsageModel() }], 0.3),
+      undefined,
+      'a donor with no sessions'
+    )
+    t.is(inheritModel(target, [], 0.3), undefined)
+  }
+)

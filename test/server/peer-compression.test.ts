@@ -1,6 +1,6 @@
 // The batch endpoint over a real HTTP server: brotli on the wire when the client accepts it and
 // it pays, the raw body otherwise; clients that do not ask get the raw body (compatibility).
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { randomBytes } from 'node:crypto'
 import { request } from 'undici'
 import { PeerServer } from '../../src/server/peer-server.js'
@@ -11,7 +11,7 @@ import { createLogger } from '../../src/util/log.js'
 const TOKEN = 'compress-test'
 
 async function serve(
-  t: any,
+  t: ExecutionContext,
   chunks: Buffer[]
 ): Promise<{ url: string; hashes: string[]; seen: Array<[number, number]> }> {
   const byHash = new Map(chunks.map(c => [blake3(c).toString('hex'), c]))
@@ -20,10 +20,10 @@ async function serve(
     { host: '127.0.0.1', port: 0, token: TOKEN },
     {
       hostId: 'x',
-      readChunk: async h => byHash.get(h) ?? null,
+      readChunk: h => Promise.resolve(byHash.get(h) ?? null),
       manifest: () => null,
       facts: () => ({ facts: [], complete: {} }),
-      metrics: async () => ({ contentType: 'text/plain', body: '' }),
+      metrics: () => Promise.resolve({ contentType: 'text/plain', body: '' }),
       served: () => {},
       compressed: (raw, wire) => {
         seen.push([raw, wire])
