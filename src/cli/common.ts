@@ -18,9 +18,14 @@ export const COMMON_OPTIONS = {
   help: { type: 'boolean', short: 'h' }
 } as const
 
+/** Where a command's manual lives (its section of docs/cli.md): named by every --help. */
+export function manualOf(cmd: Pick<Command, 'name'>): string {
+  return `docs/cli.md#vmifs-${cmd.name}`
+}
+
 export const COMMON_HELP = `Common options:
   --data-dir <dir>     data dir (env VMIFS_DATA_DIR, default /var/lib/vmifs)
-  --config <file>      JSON config file (see README, "Config file")
+  --config <file>      JSON config file (every key: docs/config.md)
   --cache-size <size>  cache capacity, e.g. 20GiB (default 20GiB)
   -h, --help           this help`
 
@@ -66,7 +71,7 @@ export function parse<const O extends OptionsConfig>(
     throw VmifsError.usage(`${(err as Error).message}\n\n${cmd.usage}`)
   }
   if ((parsed.values as Record<string, unknown>).help === true) {
-    process.stdout.write(cmd.usage + '\n')
+    process.stdout.write(`${cmd.usage}\n\nManual: ${manualOf(cmd)}\n`)
     return undefined
   }
   return parsed

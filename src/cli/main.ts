@@ -45,6 +45,9 @@ read-only through a FUSE mount.
 
 Commands:
 ${COMMANDS.map(c => `  ${c.name.padEnd(Math.max(...COMMANDS.map(x => x.name.length)))}  ${c.summary}`).join('\n')}
+
+Manual: README.md and docs/ (every command: docs/cli.md; config keys: docs/config.md;
+.stats keys and metrics: docs/stats.md)
 `
 }
 

@@ -14,7 +14,7 @@ export type Chunking =
    */
   | { kind: 'cdc'; min: number; avg: number; max: number; fileCuts?: boolean }
 
-/** The measured default (see README, "Choosing the chunk size"). */
+/** The measured default (see docs/chunking.md). */
 export const DEFAULT_CHUNKING: Chunking = { kind: 'cdc', min: 4096, avg: 16384, max: 65536, fileCuts: true }
 
 const isPow2 = (n: number): boolean => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0

@@ -1,5 +1,5 @@
 // Counters and latency histograms of a running agent, since it started. snapshot() is what the
-// mount's .stats file and `vmifs stats` show; every key is documented in README ("Stats keys").
+// mount's .stats file and `vmifs stats` show; every key is documented in docs/stats.md.
 
 /** The prefetcher's counters (src/prefetch/prefetcher.ts says what each counts). */
 export interface PrefetchStats {
