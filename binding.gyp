@@ -2,8 +2,9 @@
   "targets": [
     {
       "target_name": "vmifs_native",
-      "sources": ["native/vmifs_native.c"],
-      "cflags": ["-O3", "-std=c99", "-Wall"],
+      "sources": ["native/vmifs_native.c", "native/fuse_session.c"],
+      "cflags": ["-O3", "-std=gnu11", "-Wall", "-pthread"],
+      "ldflags": ["-pthread"],
       "defines": ["NAPI_VERSION=8"]
     }
   ]

@@ -1,5 +1,6 @@
-// `npm run bench -- read [--size-mib N]`: sequential MB/s and 4 KiB random-read latency through
-// the mount vs the original file, in one run. Cases:
+// `npm run bench -- read [--size-mib N] [--frontends fuse-native,native]`: sequential MB/s and
+// 4 KiB random-read latency through the mount, for each FUSE front-end, vs the original file, in
+// one run. Cases:
 //   original          the image file itself (page cache warm / dropped)
 //   mount, cold       page cache dropped and a fresh agent: chunk files come from disk
 //   mount, agent path the mounted file's pages dropped, chunk files in the page cache: every read
@@ -38,10 +39,10 @@ function dropFile(file: string): void {
   spawnSync('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none'])
 }
 
-async function startAgent(mnt: string, data: string): Promise<() => Promise<void>> {
+async function startAgent(mnt: string, data: string, frontend: string): Promise<() => Promise<void>> {
   const child = spawn(process.execPath, [VMIFS, 'agent', '--mount', mnt, '--data-dir', data], {
     stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, VMIFS_LOG_LEVEL: 'warn' }
+    env: { ...process.env, VMIFS_LOG_LEVEL: 'warn', VMIFS_FUSE_FRONTEND: frontend }
   })
   let out = ''
   child.stdout.on('data', (d: Buffer) => {
@@ -61,6 +62,8 @@ async function startAgent(mnt: string, data: string): Promise<() => Promise<void
 export async function main(args: string[]): Promise<void> {
   const i = args.indexOf('--size-mib')
   const mib = i >= 0 ? Number(args[i + 1]) : 1024
+  const fi = args.indexOf('--frontends')
+  const frontends = fi >= 0 ? args[fi + 1]!.split(',') : ['fuse-native', 'native']
   const dir = fs.mkdtempSync(path.join(process.env.VMIFS_BENCH_DIR ?? '/var/tmp', 'vmifs-bench-read-'))
   const data = path.join(dir, 'data')
   const mnt = path.join(dir, 'mnt')
@@ -92,28 +95,33 @@ export async function main(args: string[]): Promise<void> {
     seq('original, warm', img)
     rand('original, warm', img)
 
-    let stop = await startAgent(mnt, data)
-    if (canDrop) {
-      dropCaches()
-      await stop()
-      stop = await startAgent(mnt, data)
-      seq('mount, cold (page cache dropped, fresh agent)', file)
-      dropCaches()
-      await stop()
-      stop = await startAgent(mnt, data)
-      rand('mount, cold (page cache dropped, fresh agent)', file)
+    interface ReadStats {
+      read: { p50Ms: number; p99Ms: number; ops: number; nativeOps?: number }
     }
-    seq('mount, agent path (chunk files cached, mount pages dropped)', file)
-    dropFile(file)
-    seq('mount, agent path (again)', file)
-    seq('mount, warm (kernel page cache)', file)
-    rand('mount, warm (kernel page cache)', file)
-    dropFile(file)
-    rand('mount, agent path (chunk files cached, mount pages dropped)', file)
-    const stats = JSON.parse(spawnSync('cat', [path.join(mnt, '.stats')], { encoding: 'utf8' }).stdout) as {
-      read: { p50Ms: number; p99Ms: number; ops: number }
+    const stats: Array<[string, ReadStats]> = []
+    for (const fe of frontends) {
+      let stop = await startAgent(mnt, data, fe)
+      if (canDrop) {
+        dropCaches()
+        await stop()
+        stop = await startAgent(mnt, data, fe)
+        seq(`${fe}: mount, cold (page cache dropped, fresh agent)`, file)
+        dropCaches()
+        await stop()
+        stop = await startAgent(mnt, data, fe)
+        rand(`${fe}: mount, cold (page cache dropped, fresh agent)`, file)
+      }
+      seq(`${fe}: mount, agent path (chunk files cached, mount pages dropped)`, file)
+      dropFile(file)
+      seq(`${fe}: mount, agent path (again)`, file)
+      seq(`${fe}: mount, warm (kernel page cache)`, file)
+      rand(`${fe}: mount, warm (kernel page cache)`, file)
+      dropFile(file)
+      rand(`${fe}: mount, agent path (chunk files cached, mount pages dropped)`, file)
+      const st = spawnSync('cat', [path.join(mnt, '.stats')], { encoding: 'utf8' }).stdout
+      stats.push([fe, JSON.parse(st) as ReadStats])
+      await stop()
     }
-    await stop()
 
     const dropNote = canDrop ? '' : ' (could not drop caches: cold cases skipped)'
     console.log(
@@ -124,10 +132,11 @@ export async function main(args: string[]): Promise<void> {
     for (const r of rows) console.log(`| ${r.join(' | ')} |`)
     console.log('\n| 4 KiB random reads (5000) | p50 | p99 |\n|---|---|---|')
     for (const r of lat) console.log(`| ${r.join(' | ')} |`)
-    console.log(
-      `\nagent-side FUSE read latency (from .stats): p50 ${stats.read.p50Ms} ms, p99 ${stats.read.p99Ms} ms ` +
-        `over ${stats.read.ops} ops`
-    )
+    for (const [fe, st] of stats)
+      console.log(
+        `\n${fe}: agent-side FUSE read latency (from .stats): p50 ${st.read.p50Ms} ms, p99 ${st.read.p99Ms} ms ` +
+          `over ${st.read.ops} ops (${st.read.nativeOps ?? 0} answered natively)`
+      )
   } finally {
     spawnSync('umount', ['-l', mnt])
     fs.rmSync(dir, { recursive: true, force: true })

@@ -165,6 +165,8 @@ static napi_value ZeroBlocks(napi_env env, napi_callback_info info) {
   return out;
 }
 
+void vmifs_fuse_register(napi_env env, napi_value exports);
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"fastcdcCut", NULL, FastcdcCut, NULL, NULL, NULL, napi_default, NULL},
@@ -172,6 +174,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"zeroBlocks", NULL, ZeroBlocks, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, 3, props));
+  vmifs_fuse_register(env, exports);
   return exports;
 }
 

@@ -3,6 +3,7 @@
 // publication of this host's facts and metadata sync; the mount. Closes in reverse.
 // Single-host mode (no --listen, --peer or origin): no server, no sync, a chunk that is not local
 // answers EIO.
+import os from 'node:os'
 import fs from 'node:fs'
 import path from 'node:path'
 import { Resource } from './util/resource.js'
@@ -10,6 +11,7 @@ import type { Config } from './config.js'
 import { DataDir } from './datadir.js'
 import { ImageReader } from './fuse/image-reader.js'
 import { type ImageEntry, type MountView, VmifsMount } from './fuse/mount.js'
+import { NativeMount } from './fuse/native-mount.js'
 import { prepareMountpoint } from './fuse/mountpoint.js'
 import { LocalApi } from './server/local-api.js'
 import { PeerServer } from './server/peer-server.js'
@@ -61,7 +63,7 @@ export class Agent extends Resource {
   private dd: DataDir | undefined
   private reader: ImageReader | undefined
   private api: LocalApi | undefined
-  private mount: VmifsMount | undefined
+  private mount: VmifsMount | NativeMount | undefined
   private timers: NodeJS.Timeout[] = []
   private imageMap = new Map<string, ImageEntry>()
   private digestMap = new Map<string, ImageEntry>()
@@ -354,10 +356,19 @@ export class Agent extends Resource {
 
     const { recovered } = prepareMountpoint(this.opts.mountpoint)
     if (recovered) log.warn({ mountpoint: this.opts.mountpoint }, 'recovered a mountpoint left by a crashed agent')
-    this.mount = new VmifsMount(this.opts.mountpoint, this.view(), log, {
+    const mountOpts = {
       ...config.mount,
       readaheadKb: config.mount.readaheadKb ?? (this.fleetMode ? 16 : undefined)
-    })
+    }
+    // the native session replaces fuse-native once it passes every test (VMIFS_FUSE_FRONTEND=native)
+    this.mount =
+      process.env.VMIFS_FUSE_FRONTEND === 'native'
+        ? new NativeMount(this.opts.mountpoint, this.view(), log, {
+            ...mountOpts,
+            chunkDir: dd.store.chunkDir,
+            workers: Math.max(2, os.availableParallelism())
+          })
+        : new VmifsMount(this.opts.mountpoint, this.view(), log, mountOpts)
     await this.mount.mount()
     this.timers.push(setInterval(() => this.flush(), FLUSH_MS))
     this.timers.push(setInterval(() => this.refreshImages(), REFRESH_MS))
@@ -611,6 +622,14 @@ export class Agent extends Resource {
         }
       },
       statsJson: () => Buffer.from(JSON.stringify(this.snapshot(), null, 2) + '\n'),
+      served: (name, m, pos, len, stream, ms) => {
+        reader.served(name, m, pos, len, stream)
+        this.stats.fuseReadOps++
+        this.stats.nativeReadOps++
+        this.stats.fuseReadBytes += Math.max(0, Math.min(len, m.size - pos))
+        this.stats.readLatency.record(ms)
+      },
+      subscribeChunks: l => dd.store.subscribe(l),
       opened: (_name, digest) => {
         this.recorder?.open(digest)
       },
@@ -646,6 +665,7 @@ export class Agent extends Resource {
   snapshot(): Record<string, unknown> {
     this.assertOpen()
     const dd = this.dd!
+    if (this.mount instanceof NativeMount) this.mount.flushEvents()
     this.refreshImages()
     const now = Date.now()
     if (

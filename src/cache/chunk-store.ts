@@ -25,8 +25,19 @@ export interface ChunkStoreOptions {
   onEvict?: (chunks: number, bytes: number) => void
 }
 
+/**
+ * What the store tells its subscribers, synchronously and after the fact: chunks it holds whose
+ * bytes it has just verified (written after a check, or read and hashed), and chunks it no longer
+ * holds (evicted, dropped as corrupt, found missing). Hashes in hex.
+ */
+export interface ChunkEvents {
+  verified?(hashes: string[]): void
+  gone?(hashes: string[]): void
+}
+
 export class ChunkStore {
   readonly chunkDir: string
+  private readonly listeners = new Set<ChunkEvents>()
   readonly tmpDir: string
   private readonly atimes = new Map<string, number>()
   private readonly dirsMade = new Set<string>()
@@ -80,6 +91,17 @@ export class ChunkStore {
       all: db.prepare('SELECT hash, size FROM cache_entries'),
       pin: db.prepare('UPDATE cache_entries SET pinned = 1 WHERE hash = ?')
     }
+  }
+
+  /** Registers a subscriber; returns its unsubscribe. */
+  subscribe(l: ChunkEvents): () => void {
+    this.listeners.add(l)
+    return () => this.listeners.delete(l)
+  }
+
+  private emit(kind: keyof ChunkEvents, hashes: string[]): void {
+    if (hashes.length === 0) return
+    for (const l of this.listeners) l[kind]?.(hashes)
   }
 
   /** Creates the folders, removes temp files left by a crash, loads the size. */
@@ -189,6 +211,10 @@ export class ChunkStore {
       })()
       this.size += bytes
       if (this.size > this.opts.capacityBytes) this.evict()
+      this.emit(
+        'verified',
+        batch.filter((_, i) => fresh[i]).map(e => e.hash.toString('hex'))
+      )
       batch.forEach((e, i) => e.resolve(fresh[i]!))
     } catch (err) {
       for (const e of batch) e.reject(err)
@@ -237,17 +263,20 @@ export class ChunkStore {
     let chunks = 0
     let bytes = 0
     const now = Date.now()
+    const fresh: string[] = []
     this.db.transaction(() => {
       for (const e of entries) {
         if (this.q.insert.run({ hash: e.hash, size: e.size, atime: now }).changes > 0) {
           chunks++
           bytes += e.size
+          if (this.listeners.size > 0) fresh.push(e.hash.toString('hex'))
         }
         if (pin) this.q.pin.run(e.hash)
       }
     })()
     this.size += bytes
     if (this.size > this.opts.capacityBytes) this.evict()
+    this.emit('verified', fresh)
     return { chunks, bytes }
   }
 
@@ -278,6 +307,7 @@ export class ChunkStore {
       throw VmifsError.hashMismatch(hashHex, got)
     }
     this.touch(hashHex)
+    this.emit('verified', [hashHex])
     return data
   }
 
@@ -309,6 +339,7 @@ export class ChunkStore {
     this.q.del.run(key)
     this.size -= size
     this.atimes.delete(hashHex)
+    this.emit('gone', [hashHex])
   }
 
   /**
@@ -320,6 +351,7 @@ export class ChunkStore {
     this.evicting = true
     let chunks = 0
     let bytes = 0
+    const gone: string[] = []
     try {
       this.flushAtimes()
       // chunks no image refers to first, then the least recently used of the rest
@@ -334,6 +366,7 @@ export class ChunkStore {
             this.q.del.run(r.hash)
             this.size -= r.size
             this.atimes.delete(hex)
+            gone.push(hex)
             chunks++
             bytes += r.size
           }
@@ -341,6 +374,7 @@ export class ChunkStore {
       }
     } finally {
       this.evicting = false
+      this.emit('gone', gone)
     }
     if (chunks > 0) this.opts.onEvict?.(chunks, bytes)
     return { chunks, bytes }

@@ -111,6 +111,30 @@ export class ImageReader {
   }
 
   /**
+   * Accounts for a read the native side served from cached, verified chunks (zero extents
+   * included): the same statistics, usage trace, read-ahead and access times as read() gives a
+   * read it serves, without touching the bytes.
+   */
+  served(name: string, m: Manifest, pos: number, len: number, stream: object = m): void {
+    if (pos >= m.size || len === 0) return
+    len = Math.min(len, m.size - pos)
+    const end = pos + len
+    if (this.fetch) this.readAhead(m, stream, pos, end)
+    const img = this.stats.image(name)
+    img.readOps++
+    const first = m.find(pos)
+    const last = m.find(end - 1)
+    this.onAccess?.(m, first, last)
+    for (let i = first; i <= last; i++) {
+      if (m.zero[i] === 1) this.stats.zeroBytes += Math.min(end, m.offsets[i + 1]!) - Math.max(pos, m.offsets[i]!)
+      else this.store.touch(m.hashHexAt(i))
+    }
+    this.stats.hitOps++
+    this.stats.hitBytes += len
+    img.hitBytes += len
+  }
+
+  /**
    * Streams (reads that continue where the last read of this image ended, for at least
    * READ_AHEAD_AFTER bytes): fetch the chunks ahead in the background, at most half as many bytes
    * as the stream has read so far and at most READ_AHEAD_MAX, so the link stays busy across round

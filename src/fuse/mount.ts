@@ -9,6 +9,7 @@ import path from 'node:path'
 import Fuse, { type FuseOps, type Stat } from 'fuse-native'
 import { VmifsError } from '../errors.js'
 import type { Manifest } from '../manifests/manifest.js'
+import type { ChunkEvents } from '../cache/chunk-store.js'
 import { EBADF, EIO, EISDIR, ENOENT, ENOTDIR, EROFS, errnoOf } from './errno.js'
 import type { Logger } from '../util/log.js'
 
@@ -30,6 +31,10 @@ export interface MountView {
   /** an image file was opened / released (usage sessions) */
   opened?(name: string, digest: string): void
   released?(name: string, digest: string): void
+  /** a read the native side served from cached, verified chunks (accounting only) */
+  served?(name: string, m: Manifest, pos: number, len: number, stream: object, ms: number): void
+  /** the chunk cache's verified / gone events, for what the native side may serve */
+  subscribeChunks?(l: ChunkEvents): () => void
 }
 
 export interface MountOptions {

@@ -82,6 +82,8 @@ export class Stats {
   corruptChunks = 0
   fuseReadOps = 0
   fuseReadBytes = 0
+  /** of fuseReadOps, those the native threads answered from cached chunks (no JavaScript) */
+  nativeReadOps = 0
   readLatency = new Histogram()
   memHits = 0
   readonly images = new Map<string, ImageStats>()
@@ -197,6 +199,7 @@ export function snapshot(i: SnapshotInput): Record<string, unknown> {
     read: {
       ops: s.fuseReadOps,
       bytes: s.fuseReadBytes,
+      nativeOps: s.nativeReadOps,
       errors: s.readErrors,
       p50Ms: s.readLatency.quantile(0.5),
       p99Ms: s.readLatency.quantile(0.99)

@@ -63,7 +63,7 @@ export interface AgentStats {
     evictions: number
     corruptChunks: number
   }
-  read: { ops: number; bytes: number; errors: number; p50Ms: number; p99Ms: number }
+  read: { ops: number; bytes: number; nativeOps: number; errors: number; p50Ms: number; p99Ms: number }
   fetch: {
     bytes: number
     wireBytes: number

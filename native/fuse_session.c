@@ -1,0 +1,1264 @@
+// The FUSE session of the mount, served by native threads over /dev/fuse (the kernel protocol
+// itself, no libfuse): one or more workers per core read requests and answer lookups, attributes,
+// directory listings and reads of cached chunks here, never entering JavaScript for them. What
+// needs the agent (a read touching a chunk that is not known to be cached and verified, the first
+// open of an image whose manifest is not loaded yet, every open of .stats) is handed to JavaScript
+// through a thread-safe function and answered later, from any thread, by its unique id.
+//
+// The filesystem:   /images/<name>   /by-digest/<digest>   /.stats
+// Inode numbers are derived from the image digest (the first 8 bytes, top bit set), so both names
+// of one image are one inode, the kernel's page cache of it is shared, and a successor that sees
+// the same catalog resolves the same numbers without being told.
+//
+// JavaScript keeps three things current: the image list (setImages), each opened image's manifest
+// (setManifest), and the set of chunks that are cached and verified since start (markCached /
+// markUncached). Reads served here are reported back as events (drainEvents), for statistics,
+// usage traces, read-ahead and the cache's access times.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fuse.h>
+#include <node_api.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CHECK(call)                                           \
+  do {                                                        \
+    if ((call) != napi_ok) {                                  \
+      napi_throw_error(env, "VMIFS_NATIVE", #call " failed"); \
+      return NULL;                                            \
+    }                                                         \
+  } while (0)
+
+enum { INO_ROOT = 1, INO_IMAGES = 2, INO_BYDIGEST = 3, INO_STATS = 4 };
+enum { OUR_MINOR = 38, MAX_PAGES = 256, MAX_READ = MAX_PAGES * 4096, MAX_WORKERS = 64 };
+/** What a worker hands to JavaScript. */
+enum { REQ_READ = 1, REQ_OPEN = 2, REQ_OPEN_STATS = 3, REQ_EVENTS = 4, REQ_REFRESH = 5 };
+/** Events reported to JavaScript: a read served here, an image opened, an image released. */
+enum { EV_READ = 1, EV_OPEN = 2, EV_RELEASE = 3 };
+
+typedef struct image {
+  uint64_t ino;
+  char digest[65];
+  uint64_t size;
+  uint64_t mtime_ms;
+  /* the manifest, once JavaScript gave it: count entries, offsets[count + 1] */
+  uint32_t count;
+  double *offsets;
+  uint8_t *zero;
+  uint8_t *hashes;
+  struct image *next; /* in the session's list of every image seen */
+} image_t;
+
+typedef struct name {
+  char *name;
+  image_t *image;
+} name_t;
+
+/** A .stats snapshot taken at open, served until release. */
+typedef struct stats_handle {
+  uint64_t fh;
+  uint8_t *data;
+  size_t len;
+  struct stats_handle *next;
+} stats_handle_t;
+
+/** A request held while JavaScript refreshes the image list; handled again by fuseResubmit. */
+typedef struct pending {
+  uint64_t unique;
+  uint8_t *raw;
+  size_t len;
+  struct pending *next;
+} pending_t;
+
+typedef struct {
+  uint8_t type;
+  uint8_t pad[3];
+  uint32_t len;
+  uint64_t ino;
+  uint64_t fh;
+  uint64_t off;
+  uint64_t micros;
+} event_t;
+
+/** Chunks known to be cached and verified: an open-addressing set of 16-byte hash prefixes. */
+typedef struct {
+  uint8_t *keys; /* cap * 16; all-zero = empty */
+  size_t cap, used;
+} chunk_set_t;
+
+typedef struct session {
+  int fd;
+  int stop_fd;
+  char *mountpoint;
+  char *chunk_dir;
+  uint32_t max_readahead;
+  int nworkers;
+  pthread_t workers[MAX_WORKERS];
+  volatile int stopping;
+  int mounted;
+
+  pthread_rwlock_t lock; /* images, names, manifests */
+  image_t *images;
+  name_t *names;
+  size_t nnames;
+  uint64_t stats_size;
+
+  pthread_rwlock_t set_lock;
+  chunk_set_t set;
+
+  pthread_mutex_t mu; /* stats handles, events, handle counter */
+  stats_handle_t *stats_handles;
+  uint64_t next_fh;
+  event_t *events;
+  size_t nevents, cap_events;
+  uint64_t dropped_events;
+  int events_notified;
+  int64_t open_images;
+  pending_t *pending;
+
+  napi_threadsafe_function tsfn;
+} session_t;
+
+typedef struct {
+  uint32_t kind;
+  uint64_t unique;
+  uint64_t ino;
+  uint64_t fh;
+  uint64_t off;
+  uint32_t size;
+  uint32_t flags;
+} request_t;
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t mono_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* ---------- the chunk set ---------- */
+
+static int key_empty(const uint8_t *k) {
+  static const uint8_t zero[16];
+  return memcmp(k, zero, 16) == 0;
+}
+
+static size_t key_slot(const chunk_set_t *s, const uint8_t *k) {
+  uint64_t h;
+  memcpy(&h, k, 8);
+  return (size_t)(h & (s->cap - 1));
+}
+
+static int set_has(const chunk_set_t *s, const uint8_t *k) {
+  if (s->cap == 0) return 0;
+  for (size_t i = key_slot(s, k);; i = (i + 1) & (s->cap - 1)) {
+    const uint8_t *slot = s->keys + i * 16;
+    if (key_empty(slot)) return 0;
+    if (memcmp(slot, k, 16) == 0) return 1;
+  }
+}
+
+static void set_put_raw(chunk_set_t *s, const uint8_t *k) {
+  for (size_t i = key_slot(s, k);; i = (i + 1) & (s->cap - 1)) {
+    uint8_t *slot = s->keys + i * 16;
+    if (key_empty(slot)) {
+      memcpy(slot, k, 16);
+      s->used++;
+      return;
+    }
+    if (memcmp(slot, k, 16) == 0) return;
+  }
+}
+
+static int set_grow(chunk_set_t *s) {
+  size_t ncap = s->cap == 0 ? 4096 : s->cap * 2;
+  uint8_t *old = s->keys;
+  size_t ocap = s->cap;
+  s->keys = calloc(ncap, 16);
+  if (!s->keys) {
+    s->keys = old;
+    return -1;
+  }
+  s->cap = ncap;
+  s->used = 0;
+  for (size_t i = 0; i < ocap; i++)
+    if (!key_empty(old + i * 16)) set_put_raw(s, old + i * 16);
+  free(old);
+  return 0;
+}
+
+static void set_add(chunk_set_t *s, const uint8_t *k) {
+  if (key_empty(k)) return; /* the all-zero prefix marks an empty slot; such a chunk is served by JS */
+  if ((s->used + 1) * 4 > s->cap * 3 && set_grow(s) != 0) return;
+  set_put_raw(s, k);
+}
+
+static void set_remove(chunk_set_t *s, const uint8_t *k) {
+  if (s->cap == 0 || key_empty(k)) return;
+  size_t i = key_slot(s, k);
+  for (;; i = (i + 1) & (s->cap - 1)) {
+    uint8_t *slot = s->keys + i * 16;
+    if (key_empty(slot)) return;
+    if (memcmp(slot, k, 16) == 0) break;
+  }
+  /* backward-shift deletion keeps every probe chain intact */
+  size_t j = i;
+  for (;;) {
+    j = (j + 1) & (s->cap - 1);
+    uint8_t *sj = s->keys + j * 16;
+    if (key_empty(sj)) break;
+    size_t home = key_slot(s, sj);
+    int between = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+    if (!between) {
+      memcpy(s->keys + i * 16, sj, 16);
+      i = j;
+    }
+  }
+  memset(s->keys + i * 16, 0, 16);
+  s->used--;
+}
+
+/* ---------- replies ---------- */
+
+static int reply(session_t *s, uint64_t unique, int err, const void *a, size_t alen, const void *b, size_t blen) {
+  struct fuse_out_header h = {.len = (uint32_t)(sizeof h + alen + blen), .error = -err, .unique = unique};
+  struct iovec iov[3] = {{&h, sizeof h}, {(void *)a, alen}, {(void *)b, blen}};
+  int n = 1 + (alen > 0) + (blen > 0);
+  if (alen == 0 && blen > 0) iov[1] = iov[2];
+  ssize_t w = writev(s->fd, iov, n);
+  /* ENOENT: the request was interrupted and is gone; anything else: the connection is */
+  return w < 0 ? -errno : 0;
+}
+
+static int reply_err(session_t *s, uint64_t unique, int err) {
+  return reply(s, unique, err, NULL, 0, NULL, 0);
+}
+
+/* ---------- the namespace ---------- */
+
+static image_t *image_by_ino(session_t *s, uint64_t ino) {
+  for (image_t *im = s->images; im; im = im->next)
+    if (im->ino == ino) return im;
+  return NULL;
+}
+
+static image_t *image_by_digest(session_t *s, const char *digest) {
+  for (image_t *im = s->images; im; im = im->next)
+    if (strcmp(im->digest, digest) == 0) return im;
+  return NULL;
+}
+
+static image_t *image_by_name(session_t *s, const char *name) {
+  for (size_t i = 0; i < s->nnames; i++)
+    if (strcmp(s->names[i].name, name) == 0) return s->names[i].image;
+  return NULL;
+}
+
+/** Whether any name still shows this image (by-digest shows only listed images). */
+static int image_listed(session_t *s, const image_t *im) {
+  for (size_t i = 0; i < s->nnames; i++)
+    if (s->names[i].image == im) return 1;
+  return 0;
+}
+
+static uint64_t ino_of_digest(const char *hex) {
+  uint64_t v = 0;
+  for (int i = 0; i < 16; i++) {
+    char c = hex[i];
+    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : 0;
+    v = (v << 4) | (uint64_t)d;
+  }
+  return v | (1ULL << 63);
+}
+
+static void fill_attr(session_t *s, uint64_t ino, const image_t *im, struct fuse_attr *a) {
+  memset(a, 0, sizeof *a);
+  a->ino = ino;
+  a->blksize = 4096;
+  if (ino == INO_ROOT || ino == INO_IMAGES || ino == INO_BYDIGEST) {
+    a->mode = S_IFDIR | 0555;
+    a->nlink = 2;
+    uint64_t t = now_ms() / 1000;
+    a->atime = a->mtime = a->ctime = t;
+  } else if (ino == INO_STATS) {
+    a->mode = S_IFREG | 0444;
+    a->nlink = 1;
+    a->size = s->stats_size;
+    uint64_t t = now_ms();
+    a->atime = a->mtime = a->ctime = t / 1000;
+    a->atimensec = a->mtimensec = a->ctimensec = (uint32_t)((t % 1000) * 1000000);
+  } else {
+    a->mode = S_IFREG | 0444;
+    a->nlink = 1;
+    a->size = im->size;
+    a->blocks = (im->size + 511) / 512;
+    a->atime = a->mtime = a->ctime = im->mtime_ms / 1000;
+    a->atimensec = a->mtimensec = a->ctimensec = (uint32_t)((im->mtime_ms % 1000) * 1000000);
+  }
+}
+
+/** attr and entry validity: images never change; .stats always does; directories follow imports. */
+static void validity(uint64_t ino, uint64_t *secs, uint32_t *nsecs) {
+  *nsecs = 0;
+  *secs = ino == INO_STATS ? 0 : 1;
+}
+
+static void to_js(session_t *s, uint32_t kind, struct fuse_in_header *in, uint64_t fh, uint64_t off, uint32_t size,
+                  uint32_t flags);
+
+/**
+ * A name not in the list, or a listing: the list may be behind the catalog (an import by another
+ * process a moment ago), so JavaScript refreshes it first and hands the request back.
+ */
+static int hold_for_refresh(session_t *s, struct fuse_in_header *in, int resubmitted) {
+  if (resubmitted) return 0;
+  pending_t *p = calloc(1, sizeof *p);
+  if (!p || !(p->raw = malloc(in->len))) {
+    free(p);
+    return 0;
+  }
+  memcpy(p->raw, in, in->len);
+  p->len = in->len;
+  p->unique = in->unique;
+  pthread_mutex_lock(&s->mu);
+  p->next = s->pending;
+  s->pending = p;
+  pthread_mutex_unlock(&s->mu);
+  to_js(s, REQ_REFRESH, in, 0, 0, 0, 0);
+  return 1;
+}
+
+static void do_lookup(session_t *s, struct fuse_in_header *in, const char *name, int resubmitted) {
+  uint64_t ino = 0;
+  image_t *im = NULL;
+  pthread_rwlock_rdlock(&s->lock);
+  if (in->nodeid == INO_ROOT) {
+    if (strcmp(name, "images") == 0)
+      ino = INO_IMAGES;
+    else if (strcmp(name, "by-digest") == 0)
+      ino = INO_BYDIGEST;
+    else if (strcmp(name, ".stats") == 0)
+      ino = INO_STATS;
+  } else if (in->nodeid == INO_IMAGES) {
+    im = image_by_name(s, name);
+  } else if (in->nodeid == INO_BYDIGEST) {
+    im = image_by_digest(s, name);
+    if (im && !image_listed(s, im)) im = NULL;
+  } else if (in->nodeid != INO_STATS && image_by_ino(s, in->nodeid) == NULL) {
+    pthread_rwlock_unlock(&s->lock);
+    reply_err(s, in->unique, ENOENT);
+    return;
+  }
+  if (im) ino = im->ino;
+  if (ino == 0) {
+    pthread_rwlock_unlock(&s->lock);
+    if ((in->nodeid == INO_IMAGES || in->nodeid == INO_BYDIGEST) && hold_for_refresh(s, in, resubmitted)) return;
+    reply_err(s, in->unique,
+              in->nodeid == INO_ROOT || in->nodeid == INO_IMAGES || in->nodeid == INO_BYDIGEST ? ENOENT : ENOTDIR);
+    return;
+  }
+  struct fuse_entry_out e;
+  memset(&e, 0, sizeof e);
+  e.nodeid = ino;
+  validity(ino, &e.entry_valid, &e.entry_valid_nsec);
+  validity(ino, &e.attr_valid, &e.attr_valid_nsec);
+  fill_attr(s, ino, im, &e.attr);
+  pthread_rwlock_unlock(&s->lock);
+  reply(s, in->unique, 0, &e, sizeof e, NULL, 0);
+}
+
+static void do_getattr(session_t *s, struct fuse_in_header *in) {
+  struct fuse_attr_out o;
+  memset(&o, 0, sizeof o);
+  pthread_rwlock_rdlock(&s->lock);
+  image_t *im = NULL;
+  if (in->nodeid > INO_STATS && !(im = image_by_ino(s, in->nodeid))) {
+    pthread_rwlock_unlock(&s->lock);
+    reply_err(s, in->unique, ENOENT);
+    return;
+  }
+  validity(in->nodeid, &o.attr_valid, &o.attr_valid_nsec);
+  fill_attr(s, in->nodeid, im, &o.attr);
+  pthread_rwlock_unlock(&s->lock);
+  reply(s, in->unique, 0, &o, sizeof o, NULL, 0);
+}
+
+static size_t add_dirent(uint8_t *buf, size_t cap, size_t at, uint64_t ino, uint64_t next, uint32_t type,
+                         const char *name) {
+  size_t nl = strlen(name);
+  size_t rec = FUSE_DIRENT_ALIGN(FUSE_NAME_OFFSET + nl);
+  if (at + rec > cap) return 0;
+  struct fuse_dirent *d = (struct fuse_dirent *)(buf + at);
+  d->ino = ino;
+  d->off = next;
+  d->namelen = (uint32_t)nl;
+  d->type = type;
+  memcpy(d->name, name, nl);
+  memset(d->name + nl, 0, rec - FUSE_NAME_OFFSET - nl);
+  return rec;
+}
+
+static void do_readdir(session_t *s, struct fuse_in_header *in, const struct fuse_read_in *r, uint8_t *buf,
+                       int resubmitted) {
+  if ((in->nodeid == INO_IMAGES || in->nodeid == INO_BYDIGEST) && r->offset == 0 &&
+      hold_for_refresh(s, in, resubmitted))
+    return;
+  size_t cap = r->size < MAX_READ ? r->size : MAX_READ;
+  size_t at = 0;
+  uint64_t idx = 0, off = r->offset;
+  pthread_rwlock_rdlock(&s->lock);
+#define ENTRY(ino_, type_, name_)                                         \
+  do {                                                                    \
+    if (idx++ >= off) {                                                   \
+      size_t n = add_dirent(buf, cap, at, (ino_), idx, (type_), (name_)); \
+      if (n == 0) goto full;                                              \
+      at += n;                                                            \
+    }                                                                     \
+  } while (0)
+  if (in->nodeid == INO_ROOT) {
+    ENTRY(INO_ROOT, S_IFDIR >> 12, ".");
+    ENTRY(INO_ROOT, S_IFDIR >> 12, "..");
+    ENTRY(INO_IMAGES, S_IFDIR >> 12, "images");
+    ENTRY(INO_BYDIGEST, S_IFDIR >> 12, "by-digest");
+    ENTRY(INO_STATS, S_IFREG >> 12, ".stats");
+  } else if (in->nodeid == INO_IMAGES) {
+    ENTRY(INO_IMAGES, S_IFDIR >> 12, ".");
+    ENTRY(INO_ROOT, S_IFDIR >> 12, "..");
+    for (size_t i = 0; i < s->nnames; i++)
+      ENTRY(s->names[i].image->ino, S_IFREG >> 12, s->names[i].name);
+  } else if (in->nodeid == INO_BYDIGEST) {
+    ENTRY(INO_BYDIGEST, S_IFDIR >> 12, ".");
+    ENTRY(INO_ROOT, S_IFDIR >> 12, "..");
+    for (image_t *im = s->images; im; im = im->next)
+      if (image_listed(s, im)) ENTRY(im->ino, S_IFREG >> 12, im->digest);
+  } else {
+    pthread_rwlock_unlock(&s->lock);
+    reply_err(s, in->unique, ENOTDIR);
+    return;
+  }
+#undef ENTRY
+full:
+  pthread_rwlock_unlock(&s->lock);
+  reply(s, in->unique, 0, buf, at, NULL, 0);
+}
+
+/* ---------- events and requests for JavaScript ---------- */
+
+static void push_event(session_t *s, uint8_t type, uint64_t ino, uint64_t fh, uint64_t off, uint32_t len,
+                       uint64_t micros) {
+  int notify = 0;
+  pthread_mutex_lock(&s->mu);
+  if (s->nevents == s->cap_events) {
+    size_t ncap = s->cap_events == 0 ? 1024 : s->cap_events * 2;
+    event_t *ne = ncap <= (1u << 22) ? realloc(s->events, ncap * sizeof *ne) : NULL;
+    if (ne) {
+      s->events = ne;
+      s->cap_events = ncap;
+    }
+  }
+  if (s->nevents < s->cap_events) {
+    event_t *e = &s->events[s->nevents++];
+    memset(e, 0, sizeof *e);
+    e->type = type;
+    e->ino = ino;
+    e->fh = fh;
+    e->off = off;
+    e->len = len;
+    e->micros = micros;
+  } else {
+    s->dropped_events++;
+  }
+  if (!s->events_notified) {
+    s->events_notified = 1;
+    notify = 1;
+  }
+  pthread_mutex_unlock(&s->mu);
+  if (notify) {
+    request_t *q = calloc(1, sizeof *q);
+    if (!q) return;
+    q->kind = REQ_EVENTS;
+    if (napi_call_threadsafe_function(s->tsfn, q, napi_tsfn_nonblocking) != napi_ok) free(q);
+  }
+}
+
+static void to_js(session_t *s, uint32_t kind, struct fuse_in_header *in, uint64_t fh, uint64_t off, uint32_t size,
+                  uint32_t flags) {
+  request_t *q = calloc(1, sizeof *q);
+  if (!q) {
+    reply_err(s, in->unique, ENOMEM);
+    return;
+  }
+  q->kind = kind;
+  q->unique = in->unique;
+  q->ino = in->nodeid;
+  q->fh = fh;
+  q->off = off;
+  q->size = size;
+  q->flags = flags;
+  if (napi_call_threadsafe_function(s->tsfn, q, napi_tsfn_blocking) != napi_ok) {
+    free(q);
+    reply_err(s, in->unique, EIO);
+  }
+}
+
+static uint64_t new_fh(session_t *s) {
+  pthread_mutex_lock(&s->mu);
+  uint64_t fh = ++s->next_fh;
+  pthread_mutex_unlock(&s->mu);
+  return fh;
+}
+
+static void do_open(session_t *s, struct fuse_in_header *in, const struct fuse_open_in *o) {
+  if ((o->flags & O_ACCMODE) != O_RDONLY) {
+    reply_err(s, in->unique, EROFS);
+    return;
+  }
+  if (in->nodeid == INO_STATS) {
+    to_js(s, REQ_OPEN_STATS, in, new_fh(s), 0, 0, o->flags);
+    return;
+  }
+  if (in->nodeid <= INO_BYDIGEST) {
+    reply_err(s, in->unique, EISDIR);
+    return;
+  }
+  pthread_rwlock_rdlock(&s->lock);
+  image_t *im = image_by_ino(s, in->nodeid);
+  int loaded = im && im->offsets != NULL;
+  pthread_rwlock_unlock(&s->lock);
+  if (!im) {
+    reply_err(s, in->unique, ENOENT);
+    return;
+  }
+  uint64_t fh = new_fh(s);
+  if (!loaded) {
+    to_js(s, REQ_OPEN, in, fh, 0, 0, o->flags);
+    return;
+  }
+  pthread_mutex_lock(&s->mu);
+  s->open_images++;
+  pthread_mutex_unlock(&s->mu);
+  push_event(s, EV_OPEN, in->nodeid, fh, 0, 0, 0);
+  struct fuse_open_out out = {.fh = fh, .open_flags = FOPEN_KEEP_CACHE};
+  reply(s, in->unique, 0, &out, sizeof out, NULL, 0);
+}
+
+static void do_release(session_t *s, struct fuse_in_header *in, const struct fuse_release_in *r) {
+  if (in->nodeid == INO_STATS) {
+    pthread_mutex_lock(&s->mu);
+    for (stats_handle_t **p = &s->stats_handles; *p; p = &(*p)->next) {
+      if ((*p)->fh == r->fh) {
+        stats_handle_t *h = *p;
+        *p = h->next;
+        free(h->data);
+        free(h);
+        break;
+      }
+    }
+    pthread_mutex_unlock(&s->mu);
+  } else if (in->nodeid > INO_STATS) {
+    pthread_mutex_lock(&s->mu);
+    s->open_images--;
+    pthread_mutex_unlock(&s->mu);
+    push_event(s, EV_RELEASE, in->nodeid, r->fh, 0, 0, 0);
+  }
+  reply_err(s, in->unique, 0);
+}
+
+static void read_stats(session_t *s, struct fuse_in_header *in, const struct fuse_read_in *r) {
+  pthread_mutex_lock(&s->mu);
+  stats_handle_t *h = s->stats_handles;
+  while (h && h->fh != r->fh)
+    h = h->next;
+  if (!h) {
+    pthread_mutex_unlock(&s->mu);
+    reply_err(s, in->unique, EBADF);
+    return;
+  }
+  size_t from = r->offset < h->len ? (size_t)r->offset : h->len;
+  size_t n = h->len - from < r->size ? h->len - from : r->size;
+  /* the reply is written under the lock: release cannot free the snapshot meanwhile */
+  reply(s, in->unique, 0, h->data + from, n, NULL, 0);
+  pthread_mutex_unlock(&s->mu);
+}
+
+static size_t find_entry(const image_t *im, uint64_t pos) {
+  size_t lo = 0, hi = im->count - 1;
+  while (lo < hi) {
+    size_t mid = (lo + hi + 1) / 2;
+    if (im->offsets[mid] <= (double)pos)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return lo;
+}
+
+static const char HEX[] = "0123456789abcdef";
+
+/** Reads [a, b) of entry i's chunk into dst from its file; 0, or -1 when the file is not there. */
+static int read_chunk(session_t *s, const image_t *im, size_t i, uint64_t a, uint64_t b, uint8_t *dst) {
+  char path[4096];
+  const uint8_t *h = im->hashes + i * 32;
+  char hex[65];
+  for (int k = 0; k < 32; k++) {
+    hex[2 * k] = HEX[h[k] >> 4];
+    hex[2 * k + 1] = HEX[h[k] & 15];
+  }
+  hex[64] = 0;
+  snprintf(path, sizeof path, "%s/%c%c/%s", s->chunk_dir, hex[0], hex[1], hex);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  uint64_t start = (uint64_t)im->offsets[i];
+  size_t want = (size_t)(b - a), got = 0;
+  while (got < want) {
+    ssize_t n = pread(fd, dst + got, want - got, (off_t)(a - start + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += (size_t)n;
+  }
+  close(fd);
+  return got == want ? 0 : -1;
+}
+
+static void do_read(session_t *s, struct fuse_in_header *in, const struct fuse_read_in *r, uint8_t *buf) {
+  if (in->nodeid == INO_STATS) {
+    read_stats(s, in, r);
+    return;
+  }
+  uint64_t t0 = mono_us();
+  pthread_rwlock_rdlock(&s->lock);
+  image_t *im = image_by_ino(s, in->nodeid);
+  if (!im || !im->offsets) {
+    pthread_rwlock_unlock(&s->lock);
+    if (!im)
+      reply_err(s, in->unique, EBADF);
+    else
+      to_js(s, REQ_READ, in, r->fh, r->offset, r->size, 0);
+    return;
+  }
+  uint64_t pos = r->offset;
+  if (pos >= im->size || r->size == 0) {
+    pthread_rwlock_unlock(&s->lock);
+    push_event(s, EV_READ, im->ino, r->fh, pos, 0, mono_us() - t0);
+    reply(s, in->unique, 0, NULL, 0, NULL, 0);
+    return;
+  }
+  uint32_t size = r->size < MAX_READ ? r->size : MAX_READ;
+  uint64_t end = pos + size < im->size ? pos + size : im->size;
+  size_t first = find_entry(im, pos);
+  int ok = 1;
+  /* every data chunk must be known cached and verified before anything is read */
+  pthread_rwlock_rdlock(&s->set_lock);
+  for (size_t i = first; i < im->count && im->offsets[i] < (double)end; i++)
+    if (!im->zero[i] && !set_has(&s->set, im->hashes + i * 32)) {
+      ok = 0;
+      break;
+    }
+  pthread_rwlock_unlock(&s->set_lock);
+  for (size_t i = first; ok && i < im->count && im->offsets[i] < (double)end; i++) {
+    uint64_t a = (uint64_t)im->offsets[i] > pos ? (uint64_t)im->offsets[i] : pos;
+    uint64_t b = (uint64_t)im->offsets[i + 1] < end ? (uint64_t)im->offsets[i + 1] : end;
+    if (im->zero[i])
+      memset(buf + (a - pos), 0, (size_t)(b - a));
+    else if (read_chunk(s, im, i, a, b, buf + (a - pos)) != 0)
+      ok = 0;
+  }
+  uint64_t ino = im->ino;
+  pthread_rwlock_unlock(&s->lock);
+  if (!ok) {
+    /* a chunk this side cannot serve: the agent reads (and fetches) the whole request */
+    to_js(s, REQ_READ, in, r->fh, r->offset, r->size, 0);
+    return;
+  }
+  /* the event is queued before the reply, so a reader that got its bytes finds the read counted */
+  push_event(s, EV_READ, ino, r->fh, pos, (uint32_t)(end - pos), mono_us() - t0);
+  reply(s, in->unique, 0, buf, (size_t)(end - pos), NULL, 0);
+}
+
+static void do_init(session_t *s, struct fuse_in_header *in, const struct fuse_init_in *i) {
+  struct fuse_init_out o;
+  memset(&o, 0, sizeof o);
+  o.major = FUSE_KERNEL_VERSION;
+  o.minor = i->minor < OUR_MINOR ? i->minor : OUR_MINOR;
+  if (i->major != FUSE_KERNEL_VERSION) {
+    reply(s, in->unique, EPROTO, &o, sizeof o, NULL, 0);
+    return;
+  }
+  o.max_readahead = s->max_readahead < i->max_readahead ? s->max_readahead : i->max_readahead;
+  uint32_t want = FUSE_ASYNC_READ | FUSE_PARALLEL_DIROPS | FUSE_MAX_PAGES | FUSE_ASYNC_DIO;
+  o.flags = i->flags & want;
+  o.max_background = 64;
+  o.congestion_threshold = 48;
+  o.max_write = 128 * 1024;
+  o.time_gran = 1;
+  o.max_pages = MAX_PAGES;
+  reply(s, in->unique, 0, &o, sizeof o, NULL, 0);
+}
+
+static void handle(session_t *s, uint8_t *req, size_t n, uint8_t *buf, int resubmitted) {
+  if (n < sizeof(struct fuse_in_header)) return;
+  struct fuse_in_header *in = (struct fuse_in_header *)req;
+  void *arg = req + sizeof *in;
+  switch (in->opcode) {
+  case FUSE_INIT:
+    do_init(s, in, arg);
+    break;
+  case FUSE_LOOKUP:
+    do_lookup(s, in, arg, resubmitted);
+    break;
+  case FUSE_FORGET:
+  case FUSE_BATCH_FORGET:
+  case FUSE_INTERRUPT:
+    break; /* no answer */
+  case FUSE_GETATTR:
+    do_getattr(s, in);
+    break;
+  case FUSE_OPEN:
+    do_open(s, in, arg);
+    break;
+  case FUSE_READ:
+    do_read(s, in, arg, buf);
+    break;
+  case FUSE_RELEASE:
+    do_release(s, in, arg);
+    break;
+  case FUSE_OPENDIR: {
+    struct fuse_open_out o = {.fh = 0, .open_flags = 0};
+    if (in->nodeid != INO_ROOT && in->nodeid != INO_IMAGES && in->nodeid != INO_BYDIGEST)
+      reply_err(s, in->unique, ENOTDIR);
+    else
+      reply(s, in->unique, 0, &o, sizeof o, NULL, 0);
+    break;
+  }
+  case FUSE_READDIR:
+    do_readdir(s, in, arg, buf, resubmitted);
+    break;
+  case FUSE_RELEASEDIR:
+  case FUSE_FLUSH:
+  case FUSE_FSYNC:
+  case FUSE_FSYNCDIR:
+    reply_err(s, in->unique, 0);
+    break;
+  case FUSE_ACCESS: {
+    const struct fuse_access_in *a = arg;
+    reply_err(s, in->unique, (a->mask & W_OK) ? EROFS : 0);
+    break;
+  }
+  case FUSE_STATFS: {
+    struct fuse_statfs_out o;
+    memset(&o, 0, sizeof o);
+    o.st.bsize = 4096;
+    o.st.frsize = 4096;
+    o.st.namelen = 255;
+    reply(s, in->unique, 0, &o, sizeof o, NULL, 0);
+    break;
+  }
+  case FUSE_SETATTR:
+  case FUSE_MKNOD:
+  case FUSE_MKDIR:
+  case FUSE_UNLINK:
+  case FUSE_RMDIR:
+  case FUSE_RENAME:
+  case FUSE_RENAME2:
+  case FUSE_LINK:
+  case FUSE_SYMLINK:
+  case FUSE_WRITE:
+  case FUSE_SETXATTR:
+  case FUSE_REMOVEXATTR:
+  case FUSE_CREATE:
+  case FUSE_FALLOCATE:
+  case FUSE_COPY_FILE_RANGE:
+    reply_err(s, in->unique, EROFS);
+    break;
+  case FUSE_DESTROY:
+    reply_err(s, in->unique, 0);
+    break;
+  default:
+    reply_err(s, in->unique, ENOSYS);
+  }
+}
+
+static void *worker(void *p) {
+  session_t *s = p;
+  size_t cap = MAX_READ + 4096;
+  uint8_t *req = malloc(cap);
+  uint8_t *buf = malloc(MAX_READ);
+  if (!req || !buf) goto out;
+  struct pollfd fds[2] = {{.fd = s->fd, .events = POLLIN}, {.fd = s->stop_fd, .events = POLLIN}};
+  while (!s->stopping) {
+    int pr = poll(fds, 2, -1);
+    if (pr < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (fds[1].revents) break;
+    if (!(fds[0].revents & POLLIN)) {
+      if (fds[0].revents & (POLLERR | POLLHUP)) break;
+      continue;
+    }
+    ssize_t n = read(s->fd, req, cap);
+    if (n < 0) {
+      /* EAGAIN: another worker took it; ENOENT: interrupted before we read it */
+      if (errno == EINTR || errno == EAGAIN || errno == ENOENT) continue;
+      break; /* ENODEV: unmounted and every handle gone */
+    }
+    handle(s, req, (size_t)n, buf, 0);
+  }
+out:
+  free(req);
+  free(buf);
+  return NULL;
+}
+
+/* ---------- N-API ---------- */
+
+static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
+  request_t *q = data;
+  session_t *s = context;
+  if (env == NULL || js_cb == NULL) {
+    free(q);
+    return;
+  }
+  if (q->kind == REQ_EVENTS) {
+    pthread_mutex_lock(&s->mu);
+    s->events_notified = 0;
+    pthread_mutex_unlock(&s->mu);
+  }
+  napi_value argv[7], undef;
+  napi_create_uint32(env, q->kind, &argv[0]);
+  napi_create_bigint_uint64(env, q->unique, &argv[1]);
+  napi_create_bigint_uint64(env, q->ino, &argv[2]);
+  napi_create_double(env, (double)q->fh, &argv[3]);
+  napi_create_double(env, (double)q->off, &argv[4]);
+  napi_create_uint32(env, q->size, &argv[5]);
+  napi_create_uint32(env, q->flags, &argv[6]);
+  napi_get_undefined(env, &undef);
+  free(q);
+  napi_call_function(env, undef, js_cb, 7, argv, NULL);
+}
+
+static session_t *session_of(napi_env env, napi_value v) {
+  session_t *s = NULL;
+  if (napi_get_value_external(env, v, (void **)&s) != napi_ok || !s) {
+    napi_throw_type_error(env, "VMIFS_NATIVE", "not a FUSE session");
+    return NULL;
+  }
+  return s;
+}
+
+static char *get_string(napi_env env, napi_value v) {
+  size_t len;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) return NULL;
+  char *out = malloc(len + 1);
+  if (!out) return NULL;
+  napi_get_value_string_utf8(env, v, out, len + 1, &len);
+  return out;
+}
+
+static napi_value throw_errno(napi_env env, const char *what, int err) {
+  char msg[512];
+  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+  napi_value code, message, error;
+  char c[32];
+  snprintf(c, sizeof c, "E%d", err);
+  napi_create_string_utf8(env, c, NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, code, message, &error);
+  napi_value errnum;
+  napi_create_int32(env, err, &errnum);
+  napi_set_named_property(env, error, "errno", errnum);
+  napi_throw(env, error);
+  return NULL;
+}
+
+/** fuseMount(mountpoint, chunkDir, { allowOther, maxReadahead, workers }, onRequest) -> session */
+static napi_value FuseMount(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char *mnt = get_string(env, argv[0]);
+  char *chunks = get_string(env, argv[1]);
+  bool allow_other = false;
+  uint32_t readahead = 128 * 1024, nworkers = 2;
+  napi_value v;
+  if (napi_get_named_property(env, argv[2], "allowOther", &v) == napi_ok) napi_get_value_bool(env, v, &allow_other);
+  if (napi_get_named_property(env, argv[2], "maxReadahead", &v) == napi_ok) napi_get_value_uint32(env, v, &readahead);
+  if (napi_get_named_property(env, argv[2], "workers", &v) == napi_ok) napi_get_value_uint32(env, v, &nworkers);
+  if (nworkers < 1) nworkers = 1;
+  if (nworkers > MAX_WORKERS) nworkers = MAX_WORKERS;
+
+  session_t *s = calloc(1, sizeof *s);
+  if (!s || !mnt || !chunks) return throw_errno(env, "fuseMount", ENOMEM);
+  s->mountpoint = mnt;
+  s->chunk_dir = chunks;
+  s->max_readahead = readahead;
+  s->stats_size = 65536;
+  pthread_rwlock_init(&s->lock, NULL);
+  pthread_rwlock_init(&s->set_lock, NULL);
+  pthread_mutex_init(&s->mu, NULL);
+  s->fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+  if (s->fd < 0) return throw_errno(env, "open /dev/fuse", errno);
+  s->stop_fd = eventfd(0, EFD_CLOEXEC);
+  char opts[256];
+  snprintf(opts, sizeof opts, "fd=%d,rootmode=40000,user_id=%u,group_id=%u,default_permissions%s", s->fd, getuid(),
+           getgid(), allow_other ? ",allow_other" : "");
+  if (mount("vmifs", mnt, "fuse.vmifs", MS_NOSUID | MS_NODEV | MS_RDONLY, opts) != 0) {
+    int e = errno;
+    close(s->fd);
+    return throw_errno(env, "mount", e);
+  }
+  s->mounted = 1;
+  napi_value name;
+  napi_create_string_utf8(env, "vmifs-fuse", NAPI_AUTO_LENGTH, &name);
+  CHECK(napi_create_threadsafe_function(env, argv[3], NULL, name, 0, 1, NULL, NULL, s, call_js, &s->tsfn));
+  /* the mount does not keep the process alive by itself: the agent unmounts before it exits */
+  napi_unref_threadsafe_function(env, s->tsfn);
+  s->nworkers = (int)nworkers;
+  for (int i = 0; i < s->nworkers; i++)
+    pthread_create(&s->workers[i], NULL, worker, s);
+  napi_value out;
+  CHECK(napi_create_external(env, s, NULL, NULL, &out));
+  return out;
+}
+
+/** fuseUnmount(session): detach the mount, stop the workers, close the connection. */
+static napi_value FuseUnmount(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s = session_of(env, argv[0]);
+  if (!s || s->stopping) return NULL;
+  int err = 0;
+  if (s->mounted && umount2(s->mountpoint, MNT_DETACH) != 0) err = errno;
+  s->mounted = 0;
+  s->stopping = 1;
+  uint64_t one = 1;
+  if (write(s->stop_fd, &one, sizeof one) < 0) { /* the workers also stop on the closed connection */
+  }
+  for (int i = 0; i < s->nworkers; i++)
+    pthread_join(s->workers[i], NULL);
+  close(s->fd);
+  s->fd = -1;
+  napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+  if (err) return throw_errno(env, "umount", err);
+  return NULL;
+}
+
+/** setImages(session, names[], digests[], sizes[], mtimesMs[], statsSize) */
+static napi_value SetImages(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s = session_of(env, argv[0]);
+  if (!s) return NULL;
+  uint32_t n;
+  CHECK(napi_get_array_length(env, argv[1], &n));
+  name_t *names = calloc(n ? n : 1, sizeof *names);
+  pthread_rwlock_wrlock(&s->lock);
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value nv, dv, sv, tv;
+    napi_get_element(env, argv[1], i, &nv);
+    napi_get_element(env, argv[2], i, &dv);
+    napi_get_element(env, argv[3], i, &sv);
+    napi_get_element(env, argv[4], i, &tv);
+    char digest[65] = {0};
+    size_t dl;
+    napi_get_value_string_utf8(env, dv, digest, sizeof digest, &dl);
+    image_t *im = image_by_digest(s, digest);
+    if (!im) {
+      im = calloc(1, sizeof *im);
+      memcpy(im->digest, digest, sizeof digest);
+      im->ino = ino_of_digest(digest);
+      double size, mtime;
+      napi_get_value_double(env, sv, &size);
+      napi_get_value_double(env, tv, &mtime);
+      im->size = (uint64_t)size;
+      im->mtime_ms = (uint64_t)mtime;
+      im->next = s->images;
+      s->images = im;
+    }
+    names[i].name = get_string(env, nv);
+    names[i].image = im;
+  }
+  name_t *old = s->names;
+  size_t nold = s->nnames;
+  s->names = names;
+  s->nnames = n;
+  double stats_size;
+  if (napi_get_value_double(env, argv[5], &stats_size) == napi_ok) s->stats_size = (uint64_t)stats_size;
+  pthread_rwlock_unlock(&s->lock);
+  for (size_t i = 0; i < nold; i++)
+    free(old[i].name);
+  free(old);
+  return NULL;
+}
+
+/** setManifest(session, digest, offsets: Float64Array (count + 1), zero: Uint8Array, hashes: Buffer) */
+static napi_value SetManifest(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s = session_of(env, argv[0]);
+  if (!s) return NULL;
+  char digest[65] = {0};
+  size_t dl;
+  CHECK(napi_get_value_string_utf8(env, argv[1], digest, sizeof digest, &dl));
+  napi_typedarray_type t;
+  size_t noff, nzero, nh;
+  void *off, *zero, *hashes;
+  CHECK(napi_get_typedarray_info(env, argv[2], &t, &noff, &off, NULL, NULL));
+  CHECK(napi_get_typedarray_info(env, argv[3], &t, &nzero, &zero, NULL, NULL));
+  CHECK(napi_get_buffer_info(env, argv[4], &hashes, &nh));
+  if (noff != nzero + 1 || nh != nzero * 32 || nzero == 0) {
+    napi_throw_range_error(env, "VMIFS_NATIVE", "manifest arrays do not agree");
+    return NULL;
+  }
+  double *o = malloc(noff * sizeof *o);
+  uint8_t *z = malloc(nzero), *h = malloc(nh);
+  if (!o || !z || !h) return throw_errno(env, "setManifest", ENOMEM);
+  memcpy(o, off, noff * sizeof *o);
+  memcpy(z, zero, nzero);
+  memcpy(h, hashes, nh);
+  pthread_rwlock_wrlock(&s->lock);
+  image_t *im = image_by_digest(s, digest);
+  if (im && !im->offsets) {
+    im->count = (uint32_t)nzero;
+    im->offsets = o;
+    im->zero = z;
+    im->hashes = h;
+    o = NULL;
+    z = h = NULL;
+  }
+  pthread_rwlock_unlock(&s->lock);
+  free(o);
+  free(z);
+  free(h);
+  return NULL;
+}
+
+static napi_value mark(napi_env env, napi_callback_info info, int add) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s = session_of(env, argv[0]);
+  if (!s) return NULL;
+  void *data;
+  size_t len;
+  CHECK(napi_get_buffer_info(env, argv[1], &data, &len));
+  pthread_rwlock_wrlock(&s->set_lock);
+  for (size_t i = 0; i + 32 <= len; i += 32) {
+    if (add)
+      set_add(&s->set, (uint8_t *)data + i);
+    else
+      set_remove(&s->set, (uint8_t *)data + i);
+  }
+  pthread_rwlock_unlock(&s->set_lock);
+  return NULL;
+}
+
+/** markCached(session, hashes: Buffer of 32-byte hashes): cached and verified, served here from now on */
+static napi_value MarkCached(napi_env env, napi_callback_info info) {
+  return mark(env, info, 1);
+}
+/** markUncached(session, hashes): evicted, dropped or gone; reads of it go to the agent */
+static napi_value MarkUncached(napi_env env, napi_callback_info info) {
+  return mark(env, info, 0);
+}
+
+/** reply(session, unique: bigint, errno) — an error, or an empty success (open of a loaded image). */
+static napi_value Reply(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s = session_of(env, argv[0]);
+  if (!s || s->fd < 0) return NULL;
+  uint64_t unique;
+  bool lossless;
+  int32_t err;
+  CHECK(napi_get_value_bigint_uint64(env, argv[1], &unique, &lossless));
+  CHECK(napi_get_value_int32(env, argv[2], &err));
+  reply_err(s, unique, err);
+  return NULL;
+}
+
+/** replyData(session, unique, buffer, length) — the answer to a read handed to the agent. */
+static napi_value ReplyData(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s = session_of(env, argv[0]);
+  if (!s || s->fd < 0) return NULL;
+  uint64_t unique;
+  bool lossless;
+  void *data;
+  size_t len;
+  uint32_t n;
+  CHECK(napi_get_value_bigint_uint64(env, argv[1], &unique, &lossless));
+  CHECK(napi_get_buffer_info(env, argv[2], &data, &len));
+  CHECK(napi_get_value_uint32(env, argv[3], &n));
+  reply(s, unique, 0, data, n < len ? n : len, NULL, 0);
+  return NULL;
+}
+
+/** replyOpen(session, unique, ino: bigint, fh) — the open of an image whose manifest is now loaded. */
+static napi_value ReplyOpen(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s = session_of(env, argv[0]);
+  if (!s || s->fd < 0) return NULL;
+  uint64_t unique, ino;
+  bool lossless;
+  double fh;
+  CHECK(napi_get_value_bigint_uint64(env, argv[1], &unique, &lossless));
+  CHECK(napi_get_value_bigint_uint64(env, argv[2], &ino, &lossless));
+  CHECK(napi_get_value_double(env, argv[3], &fh));
+  pthread_mutex_lock(&s->mu);
+  s->open_images++;
+  pthread_mutex_unlock(&s->mu);
+  push_event(s, EV_OPEN, ino, (uint64_t)fh, 0, 0, 0);
+  struct fuse_open_out out = {.fh = (uint64_t)fh, .open_flags = FOPEN_KEEP_CACHE};
+  reply(s, unique, 0, &out, sizeof out, NULL, 0);
+  return NULL;
+}
+
+/** replyOpenStats(session, unique, fh, snapshot: Buffer) — .stats as of this open, until its release. */
+static napi_value ReplyOpenStats(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s = session_of(env, argv[0]);
+  if (!s || s->fd < 0) return NULL;
+  uint64_t unique;
+  bool lossless;
+  double fh;
+  void *data;
+  size_t len;
+  CHECK(napi_get_value_bigint_uint64(env, argv[1], &unique, &lossless));
+  CHECK(napi_get_value_double(env, argv[2], &fh));
+  CHECK(napi_get_buffer_info(env, argv[3], &data, &len));
+  stats_handle_t *h = calloc(1, sizeof *h);
+  uint8_t *copy = malloc(len ? len : 1);
+  if (!h || !copy) {
+    free(h);
+    free(copy);
+    reply_err(s, unique, ENOMEM);
+    return NULL;
+  }
+  memcpy(copy, data, len);
+  h->fh = (uint64_t)fh;
+  h->data = copy;
+  h->len = len;
+  pthread_mutex_lock(&s->mu);
+  h->next = s->stats_handles;
+  s->stats_handles = h;
+  if (len > s->stats_size) s->stats_size = len;
+  pthread_mutex_unlock(&s->mu);
+  struct fuse_open_out out = {.fh = (uint64_t)fh, .open_flags = FOPEN_DIRECT_IO};
+  reply(s, unique, 0, &out, sizeof out, NULL, 0);
+  return NULL;
+}
+
+/** fuseResubmit(session, unique): handle again a request held for a refresh of the image list. */
+static napi_value Resubmit(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s = session_of(env, argv[0]);
+  if (!s) return NULL;
+  uint64_t unique;
+  bool lossless;
+  CHECK(napi_get_value_bigint_uint64(env, argv[1], &unique, &lossless));
+  pthread_mutex_lock(&s->mu);
+  pending_t *p = NULL;
+  for (pending_t **pp = &s->pending; *pp; pp = &(*pp)->next) {
+    if ((*pp)->unique == unique) {
+      p = *pp;
+      *pp = p->next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&s->mu);
+  if (!p) return NULL;
+  uint8_t *buf = s->fd >= 0 ? malloc(MAX_READ) : NULL;
+  if (buf) handle(s, p->raw, p->len, buf, 1);
+  free(buf);
+  free(p->raw);
+  free(p);
+  return NULL;
+}
+
+/** drainEvents(session) -> Buffer of 40-byte events {type u8, pad, len u32, ino u64, fh u64, off u64, micros u64} */
+static napi_value DrainEvents(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s = session_of(env, argv[0]);
+  if (!s) return NULL;
+  pthread_mutex_lock(&s->mu);
+  size_t n = s->nevents;
+  napi_value out;
+  void *dst;
+  napi_status st = napi_create_buffer(env, n * sizeof(event_t), &dst, &out);
+  if (st == napi_ok && n > 0) memcpy(dst, s->events, n * sizeof(event_t));
+  s->nevents = 0;
+  pthread_mutex_unlock(&s->mu);
+  if (st != napi_ok) return throw_errno(env, "drainEvents", ENOMEM);
+  return out;
+}
+
+/** sessionInfo(session) -> { openImages, droppedEvents, workers } */
+static napi_value SessionInfo(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s = session_of(env, argv[0]);
+  if (!s) return NULL;
+  napi_value out, v;
+  CHECK(napi_create_object(env, &out));
+  pthread_mutex_lock(&s->mu);
+  double open = (double)s->open_images, dropped = (double)s->dropped_events;
+  pthread_mutex_unlock(&s->mu);
+  napi_create_double(env, open, &v);
+  napi_set_named_property(env, out, "openImages", v);
+  napi_create_double(env, dropped, &v);
+  napi_set_named_property(env, out, "droppedEvents", v);
+  napi_create_int32(env, s->nworkers, &v);
+  napi_set_named_property(env, out, "workers", v);
+  return out;
+}
+
+void vmifs_fuse_register(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"fuseMount", NULL, FuseMount, NULL, NULL, NULL, napi_default, NULL},
+      {"fuseUnmount", NULL, FuseUnmount, NULL, NULL, NULL, napi_default, NULL},
+      {"fuseSetImages", NULL, SetImages, NULL, NULL, NULL, napi_default, NULL},
+      {"fuseSetManifest", NULL, SetManifest, NULL, NULL, NULL, napi_default, NULL},
+      {"fuseMarkCached", NULL, MarkCached, NULL, NULL, NULL, napi_default, NULL},
+      {"fuseMarkUncached", NULL, MarkUncached, NULL, NULL, NULL, napi_default, NULL},
+      {"fuseReply", NULL, Reply, NULL, NULL, NULL, napi_default, NULL},
+      {"fuseReplyData", NULL, ReplyData, NULL, NULL, NULL, napi_default, NULL},
+      {"fuseReplyOpen", NULL, ReplyOpen, NULL, NULL, NULL, napi_default, NULL},
+      {"fuseReplyOpenStats", NULL, ReplyOpenStats, NULL, NULL, NULL, napi_default, NULL},
+      {"fuseResubmit", NULL, Resubmit, NULL, NULL, NULL, napi_default, NULL},
+      {"fuseDrainEvents", NULL, DrainEvents, NULL, NULL, NULL, napi_default, NULL},
+      {"fuseSessionInfo", NULL, SessionInfo, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}

@@ -1,0 +1,279 @@
+// The mount served by native threads (native/fuse_session.c over /dev/fuse). Lookups, attributes,
+// listings and reads of chunks known to be cached and verified are answered there, on every core,
+// without entering JavaScript; this side answers what needs the agent: reads that touch a chunk
+// not known to be cached and verified (fetched, or read and hashed, by the image reader), the
+// first open of an image (its manifest), every open of .stats (a fresh snapshot), and a lookup or
+// listing while the image list may be behind the catalog.
+// Contract: every request handed here is answered exactly once — bytes, or an errno after
+// readTimeoutMs at the latest — and nothing throws back into the native side. Reads served
+// natively come back as events (flushEvents) for statistics, usage traces, read-ahead and the
+// cache's access times; a stats snapshot flushes them first, so a read that returned is counted.
+import type { Logger } from '../util/log.js'
+import { type FuseSession, native } from '../native/index.js'
+import { VmifsError } from '../errors.js'
+import type { Manifest } from '../manifests/manifest.js'
+import { EIO, ENOENT, errnoOf } from './errno.js'
+import type { ImageEntry, MountOptions, MountView } from './mount.js'
+
+const REQ_READ = 1
+const REQ_OPEN = 2
+const REQ_OPEN_STATS = 3
+const REQ_EVENTS = 4
+const REQ_REFRESH = 5
+const EV_READ = 1
+const EV_OPEN = 2
+const EV_RELEASE = 3
+const EVENT_SIZE = 40
+const ETIMEDOUT = 110
+
+/** .stats is padded to a fixed size (doubling if the JSON outgrows it): see padStats(). */
+const STATS_MIN_SIZE = 64 * 1024
+/** How often the image list is compared with the catalog between lookups. */
+const IMAGES_POLL_MS = 250
+
+/** The inode of an image, as native/fuse_session.c derives it from the digest. */
+export function inoOf(digest: string): bigint {
+  return BigInt('0x' + digest.slice(0, 16)) | (1n << 63n)
+}
+
+interface Open {
+  image: ImageEntry
+  manifest: Manifest
+  stream: object
+}
+
+export class NativeMount {
+  private session: FuseSession | undefined
+  private readonly byIno = new Map<bigint, ImageEntry>()
+  private readonly manifests = new Map<string, Manifest>()
+  private readonly opens = new Map<number, Open>()
+  private lastImages: Map<string, ImageEntry> | undefined
+  private statsSize = STATS_MIN_SIZE
+  /** chunk hash -> cached (true) or gone (false), the last word of this tick */
+  private pendingChunks = new Map<string, boolean>()
+  private flushScheduled = false
+  private unsubscribe: (() => void) | undefined
+  private poll: NodeJS.Timeout | undefined
+  private stopping = false
+
+  constructor(
+    readonly mountpoint: string,
+    private readonly view: MountView,
+    private readonly log: Logger,
+    private readonly opts: MountOptions & { chunkDir: string; workers?: number }
+  ) {}
+
+  get openHandles(): number {
+    return this.opens.size
+  }
+
+  async mount(): Promise<void> {
+    const n = native()
+    try {
+      this.session = n.fuseMount(
+        this.mountpoint,
+        this.opts.chunkDir,
+        {
+          allowOther: this.opts.allowOther ?? true,
+          maxReadahead: (this.opts.readaheadKb ?? 128) * 1024,
+          workers: this.opts.workers ?? 4
+        },
+        (kind, unique, ino, fh, off, size) => this.request(kind, unique, ino, fh, off, size)
+      )
+    } catch (err) {
+      throw new VmifsError(
+        'MOUNT_FAILED',
+        `cannot mount ${this.mountpoint}: ${(err as Error).message}`,
+        { mountpoint: this.mountpoint },
+        { cause: err }
+      )
+    }
+    this.syncImages()
+    this.unsubscribe = this.view.subscribeChunks?.({
+      verified: hashes => this.queue(hashes, true),
+      gone: hashes => this.queue(hashes, false)
+    })
+    this.poll = setInterval(() => this.syncImages(), IMAGES_POLL_MS)
+    this.poll.unref()
+    await Promise.resolve()
+  }
+
+  /** Stop serving, unmount (lazily: open handles fail from then on), close the connection. */
+  async unmount(): Promise<void> {
+    this.stopping = true
+    if (this.poll) clearInterval(this.poll)
+    this.unsubscribe?.()
+    const s = this.session
+    if (!s) return
+    this.flushEvents()
+    this.session = undefined
+    native().fuseUnmount(s)
+    await Promise.resolve()
+  }
+
+  /** Accounts for the reads served natively so far (a stats snapshot calls this first). */
+  flushEvents(): void {
+    const s = this.session
+    if (!s) return
+    const buf = native().fuseDrainEvents(s)
+    for (let at = 0; at + EVENT_SIZE <= buf.length; at += EVENT_SIZE) {
+      const type = buf[at]!
+      const len = buf.readUInt32LE(at + 4)
+      const ino = buf.readBigUInt64LE(at + 8)
+      const fh = Number(buf.readBigUInt64LE(at + 16))
+      const off = Number(buf.readBigUInt64LE(at + 24))
+      const micros = Number(buf.readBigUInt64LE(at + 32))
+      try {
+        if (type === EV_READ) this.servedRead(ino, fh, off, len, micros)
+        else if (type === EV_OPEN) this.opened(ino, fh)
+        else if (type === EV_RELEASE) this.released(fh)
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'accounting for a natively served request failed')
+      }
+    }
+  }
+
+  private request(kind: number, unique: bigint, ino: bigint, fh: number, off: number, size: number): void {
+    if (kind === REQ_EVENTS) return this.flushEvents()
+    const s = this.session
+    if (!s || this.stopping) return
+    const n = native()
+    try {
+      if (kind === REQ_REFRESH) {
+        this.syncImages()
+        return n.fuseResubmit(s, unique)
+      }
+      if (kind === REQ_OPEN_STATS) {
+        // accounts for the natively served reads first: a read that returned is in the snapshot
+        this.flushEvents()
+        return n.fuseReplyOpenStats(s, unique, fh, this.padStats(this.view.statsJson()))
+      }
+      const image = this.byIno.get(ino)
+      if (!image) return n.fuseReply(s, unique, -ENOENT)
+      if (kind === REQ_OPEN) {
+        this.manifestOf(image)
+        return n.fuseReplyOpen(s, unique, ino, fh)
+      }
+      if (kind === REQ_READ) return this.read(s, unique, image, fh, off, size)
+      n.fuseReply(s, unique, -EIO)
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, kind }, 'FUSE request failed')
+      n.fuseReply(s, unique, -errnoOf(err))
+    }
+  }
+
+  private read(s: FuseSession, unique: bigint, image: ImageEntry, fh: number, off: number, size: number): void {
+    const n = native()
+    const m = this.manifestOf(image)
+    const stream = this.opens.get(fh)?.stream ?? m
+    const dst = Buffer.allocUnsafe(size)
+    let answered = false
+    const timeoutMs = this.opts.readTimeoutMs ?? 120_000
+    const timer = setTimeout(() => {
+      if (answered || this.session !== s) return
+      answered = true
+      this.log.warn({ image: image.name, off, size }, 'a read took longer than mount.readTimeoutMs')
+      n.fuseReply(s, unique, -ETIMEDOUT)
+    }, timeoutMs)
+    timer.unref()
+    this.view.read(image.name, m, dst, off, size, stream).then(
+      got => {
+        clearTimeout(timer)
+        if (answered || this.session !== s) return
+        answered = true
+        n.fuseReplyData(s, unique, dst, got)
+      },
+      (err: unknown) => {
+        clearTimeout(timer)
+        if (answered || this.session !== s) return
+        answered = true
+        this.log.warn({ image: image.name, off, size, err: (err as Error).message }, 'read failed')
+        n.fuseReply(s, unique, -errnoOf(err))
+      }
+    )
+  }
+
+  private manifestOf(image: ImageEntry): Manifest {
+    let m = this.manifests.get(image.digest)
+    if (!m) {
+      m = this.view.manifest(image.digest)
+      this.manifests.set(image.digest, m)
+      native().fuseSetManifest(this.session!, image.digest, m.offsets, m.zero, m.hashes)
+    }
+    return m
+  }
+
+  private servedRead(ino: bigint, fh: number, off: number, len: number, micros: number): void {
+    const image = this.byIno.get(ino)
+    const m = image && this.manifests.get(image.digest)
+    if (!image || !m) return
+    this.view.served?.(image.name, m, off, len, this.opens.get(fh)?.stream ?? m, micros / 1000)
+  }
+
+  private opened(ino: bigint, fh: number): void {
+    const image = this.byIno.get(ino)
+    const m = image && this.manifests.get(image.digest)
+    if (!image || !m) return
+    this.opens.set(fh, { image, manifest: m, stream: {} })
+    this.view.opened?.(image.name, image.digest)
+  }
+
+  private released(fh: number): void {
+    const o = this.opens.get(fh)
+    if (!o) return
+    this.opens.delete(fh)
+    this.view.released?.(o.image.name, o.image.digest)
+  }
+
+  /** Pushes the image list to the native side when the catalog changed. */
+  private syncImages(): void {
+    const s = this.session
+    if (!s) return
+    const images = this.view.images()
+    if (images === this.lastImages) return
+    this.lastImages = images
+    const list = [...images.values()]
+    for (const im of list) this.byIno.set(inoOf(im.digest), im)
+    native().fuseSetImages(
+      s,
+      list.map(i => i.name),
+      list.map(i => i.digest),
+      list.map(i => i.size),
+      list.map(i => i.createdAt),
+      this.statsSize
+    )
+  }
+
+  private queue(hashes: string[], cached: boolean): void {
+    for (const h of hashes) this.pendingChunks.set(h, cached)
+    if (this.flushScheduled) return
+    this.flushScheduled = true
+    setImmediate(() => this.flushChunks())
+  }
+
+  private flushChunks(): void {
+    this.flushScheduled = false
+    const s = this.session
+    const pending = this.pendingChunks
+    this.pendingChunks = new Map()
+    if (!s) return
+    const verified: string[] = []
+    const gone: string[] = []
+    for (const [h, cached] of pending) (cached ? verified : gone).push(h)
+    const n = native()
+    if (gone.length > 0) n.fuseMarkUncached(s, Buffer.from(gone.join(''), 'hex'))
+    if (verified.length > 0) n.fuseMarkCached(s, Buffer.from(verified.join(''), 'hex'))
+  }
+
+  /**
+   * .stats is snapshotted at each open; its size never changes but for growing: the JSON is padded
+   * with spaces (valid JSON whitespace) to a fixed size that doubles if the JSON outgrows it.
+   */
+  private padStats(json: Buffer): Buffer {
+    while (json.length + 1 > this.statsSize) this.statsSize *= 2
+    const out = Buffer.alloc(this.statsSize, 0x20)
+    json.copy(out)
+    out[out.length - 1] = 0x0a
+    return out
+  }
+}

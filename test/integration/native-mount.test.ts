@@ -1,0 +1,128 @@
+// The mount served by native threads over /dev/fuse (VMIFS_FUSE_FRONTEND=native): reads of
+// chunks the agent has verified since it started are answered natively, everything else goes to
+// the agent, and nothing a reader gets differs from the image.
+import test from 'ava'
+import fs from 'node:fs'
+import path from 'node:path'
+import { type AgentStats, readStats } from './agent-stats.js'
+import { AgentProcess, abortMount, isMounted, makeImage, nodeJson, run, tmpdir, vmifs } from './harness.js'
+
+const NATIVE = { VMIFS_FUSE_FRONTEND: 'native' }
+
+function setup(t: { teardown: (fn: () => void | Promise<void>) => void }): {
+  dir: string
+  data: string
+  mnt: string
+  start: (extra?: string[]) => Promise<AgentProcess>
+} {
+  const dir = tmpdir()
+  const data = path.join(dir, 'data')
+  const mnt = path.join(dir, 'mnt')
+  fs.mkdirSync(mnt)
+  const agents: AgentProcess[] = []
+  t.teardown(async () => {
+    for (const a of agents) await a.stop('SIGTERM', 5000).catch(() => {})
+    abortMount(mnt)
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
+  return {
+    dir,
+    data,
+    mnt,
+    start: async (extra: string[] = []) => {
+      const a = new AgentProcess(mnt, data, extra, NATIVE)
+      agents.push(a)
+      await a.ready()
+      return a
+    }
+  }
+}
+
+/** Drops one file's pages from the kernel page cache (they are clean). */
+function dropPages(file: string): void {
+  run('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none'])
+}
+
+test.serial('native: byte-exact reads; once verified, reads past the page cache never enter the agent', async t => {
+  const f = setup(t)
+  const img = path.join(f.dir, 'disk.raw')
+  const bytes = makeImage(img, 12)
+  t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.data]).code, 0)
+  await f.start()
+  const file = path.join(f.mnt, 'images/disk')
+  // the first read after start goes to the agent, which verifies each chunk it loads
+  t.is(run('cmp', [img, file]).status, 0)
+  t.is(run('cmp', [img, path.join(f.mnt, 'by-digest', fs.readdirSync(path.join(f.mnt, 'by-digest'))[0]!)]).status, 0)
+  const s1: AgentStats = readStats(f.mnt)
+  t.true(s1.read.ops > 0)
+  dropPages(file)
+  t.is(run('cmp', [img, file]).status, 0)
+  const s2 = readStats(f.mnt)
+  const ops = s2.read.ops - s1.read.ops
+  t.true(ops > 0, 'the re-read reached the mount')
+  t.is(s2.read.nativeOps - s1.read.nativeOps, ops, 'every read of the re-read was answered natively')
+  t.is(s2.read.bytes - s1.read.bytes, bytes.length, 'and counted, bytes and all, before .stats was opened')
+  t.is(s2.cache.hitBytes - s1.cache.hitBytes, bytes.length)
+  t.is(s2.images.disk!.readOps - s1.images.disk!.readOps, ops)
+  t.is(s2.cache.missOps, 0)
+})
+
+test.serial('native: a verified chunk whose file is gone is read by the agent (EIO), never as wrong bytes', async t => {
+  const f = setup(t)
+  const img = path.join(f.dir, 'disk.raw')
+  const bytes = makeImage(img, 3)
+  t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.data]).code, 0)
+  // no chunk kept in the agent's memory: a read the native side hands over must go to the disk
+  const cfg = path.join(f.dir, 'config.json')
+  fs.writeFileSync(cfg, JSON.stringify({ cache: { memory: 1 } }))
+  await f.start(['--config', cfg])
+  const file = path.join(f.mnt, 'images/disk')
+  t.is(run('cmp', [img, file]).status, 0)
+  const digest = fs.readdirSync(path.join(f.mnt, 'by-digest'))[0]!
+  const chunk = nodeJson<{ path: string; len: number }>(`
+    import { DataDir } from ${JSON.stringify(path.resolve('dist/src/datadir.js'))}
+    const dd = DataDir.open(${JSON.stringify(f.data)}, { capacityBytes: 1e12 })
+    const m = dd.catalog.manifest(${JSON.stringify(digest)})
+    console.log(JSON.stringify({ path: dd.store.pathOf(m.hashHexAt(0)), len: m.lengthAt(0) }))
+    dd.close()`)
+  fs.rmSync(chunk.path)
+  dropPages(file)
+  const later = bytes.subarray(chunk.len + 8192, chunk.len + 8192 + 4096).toString('base64')
+  const r = nodeJson<{ first: string; later: boolean }>(`
+    import fs from 'node:fs'
+    const fd = fs.openSync(${JSON.stringify(file)}, 'r')
+    const b = Buffer.alloc(4096)
+    let first = 'ok'
+    try { fs.readSync(fd, b, 0, 4096, 0) } catch (e) { first = e.code }
+    fs.readSync(fd, b, 0, 4096, ${chunk.len + 8192})
+    const want = Buffer.from(${JSON.stringify(later)}, 'base64')
+    console.log(JSON.stringify({ first, later: b.equals(want) }))`)
+  t.is(r.first, 'EIO')
+  t.true(r.later, 'the rest of the image still reads, natively')
+})
+
+test.serial('native: an image imported while the agent runs is found at once; the mount is read-only', async t => {
+  const f = setup(t)
+  const img = path.join(f.dir, 'disk.raw')
+  makeImage(img, 3)
+  t.is(vmifs(['import', img, '--name', 'first', '--data-dir', f.data]).code, 0)
+  const a = await f.start()
+  t.deepEqual(fs.readdirSync(path.join(f.mnt, 'images')), ['first'])
+  t.is(vmifs(['import', img, '--name', 'second', '--data-dir', f.data]).code, 0)
+  // no wait: a name the mount does not know makes the agent look at the catalog first
+  t.is(run('cmp', [img, path.join(f.mnt, 'images/second')]).status, 0)
+  t.deepEqual(fs.readdirSync(path.join(f.mnt, 'images')).sort(), ['first', 'second'])
+  t.deepEqual(fs.readdirSync(f.mnt).sort(), ['.stats', 'by-digest', 'images'])
+  const codes = nodeJson<Record<string, string>>(`
+    import fs from 'node:fs'
+    const out = {}
+    const tryIt = (k, fn) => { try { fn(); out[k] = 'ok' } catch (e) { out[k] = e.code } }
+    tryIt('openWrite', () => fs.openSync(${JSON.stringify(path.join(f.mnt, 'images/first'))}, 'r+'))
+    tryIt('create', () => fs.writeFileSync(${JSON.stringify(path.join(f.mnt, 'images/new'))}, 'x'))
+    tryIt('unlink', () => fs.unlinkSync(${JSON.stringify(path.join(f.mnt, 'images/first'))}))
+    tryIt('missing', () => fs.statSync(${JSON.stringify(path.join(f.mnt, 'images/nope'))}))
+    console.log(JSON.stringify(out))`)
+  t.deepEqual(codes, { openWrite: 'EROFS', create: 'EROFS', unlink: 'EROFS', missing: 'ENOENT' })
+  t.is(await a.stop('SIGTERM'), 0)
+  t.false(isMounted(f.mnt), 'SIGTERM unmounted')
+})
