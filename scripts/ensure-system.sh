@@ -4,16 +4,16 @@
 # Debian 12 machine needs nothing done by hand. Usage: ensure-system.sh [runtime|lint|test|bench]
 set -euo pipefail
 level=${1:-runtime}
-# libfuse.so.2 for fuse-native, fusermount for unmount
-pkgs=(libfuse2 fuse)
+# nothing for the mount itself: the agent speaks the FUSE protocol on /dev/fuse without libfuse
+pkgs=()
 # `npm run lint` checks the C addon's format too
 [ "$level" = lint ] && pkgs+=(clang-format)
 # e2fsprogs, fdisk: ext4 images and partition tables for the file-cut tests
 [ "$level" = test ] || [ "$level" = bench ] && pkgs+=(qemu-utils nginx-light iproute2 openssl e2fsprogs fdisk)
-# rsync: transfer bench; qemu and the lazy readers: boot bench
-[ "$level" = bench ] && pkgs+=(b3sum debootstrap rsync qemu-system-x86 qemu-block-extra nbdkit httpfs2 rclone curl)
+# rsync: transfer bench; qemu and the lazy readers: boot bench (fuse: fusermount for httpfs2 and rclone mount)
+[ "$level" = bench ] && pkgs+=(b3sum debootstrap rsync qemu-system-x86 qemu-block-extra nbdkit httpfs2 rclone curl fuse)
 missing=()
-for p in "${pkgs[@]}"; do
+for p in "${pkgs[@]+"${pkgs[@]}"}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -11,7 +11,6 @@ import type { Config } from './config.js'
 import { DataDir } from './datadir.js'
 import { ImageReader } from './fuse/image-reader.js'
 import { type ImageEntry, type MountView, VmifsMount } from './fuse/mount.js'
-import { NativeMount } from './fuse/native-mount.js'
 import { prepareMountpoint } from './fuse/mountpoint.js'
 import { LocalApi } from './server/local-api.js'
 import { PeerServer } from './server/peer-server.js'
@@ -63,7 +62,7 @@ export class Agent extends Resource {
   private dd: DataDir | undefined
   private reader: ImageReader | undefined
   private api: LocalApi | undefined
-  private mount: VmifsMount | NativeMount | undefined
+  private mount: VmifsMount | undefined
   private timers: NodeJS.Timeout[] = []
   private imageMap = new Map<string, ImageEntry>()
   private digestMap = new Map<string, ImageEntry>()
@@ -356,19 +355,12 @@ export class Agent extends Resource {
 
     const { recovered } = prepareMountpoint(this.opts.mountpoint)
     if (recovered) log.warn({ mountpoint: this.opts.mountpoint }, 'recovered a mountpoint left by a crashed agent')
-    const mountOpts = {
+    this.mount = new VmifsMount(this.opts.mountpoint, this.view(), log, {
       ...config.mount,
-      readaheadKb: config.mount.readaheadKb ?? (this.fleetMode ? 16 : undefined)
-    }
-    // the native session replaces fuse-native once it passes every test (VMIFS_FUSE_FRONTEND=native)
-    this.mount =
-      process.env.VMIFS_FUSE_FRONTEND === 'native'
-        ? new NativeMount(this.opts.mountpoint, this.view(), log, {
-            ...mountOpts,
-            chunkDir: dd.store.chunkDir,
-            workers: Math.max(2, os.availableParallelism())
-          })
-        : new VmifsMount(this.opts.mountpoint, this.view(), log, mountOpts)
+      readaheadKb: config.mount.readaheadKb ?? (this.fleetMode ? 16 : undefined),
+      chunkDir: dd.store.chunkDir,
+      workers: Math.max(2, os.availableParallelism())
+    })
     await this.mount.mount()
     this.timers.push(setInterval(() => this.flush(), FLUSH_MS))
     this.timers.push(setInterval(() => this.refreshImages(), REFRESH_MS))
@@ -665,7 +657,7 @@ export class Agent extends Resource {
   snapshot(): Record<string, unknown> {
     this.assertOpen()
     const dd = this.dd!
-    if (this.mount instanceof NativeMount) this.mount.flushEvents()
+    this.mount?.flushEvents()
     this.refreshImages()
     const now = Date.now()
     if (

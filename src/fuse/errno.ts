@@ -1,16 +1,10 @@
-// The one table from error codes to errno answers of FUSE ops (negative, as libfuse wants).
+// The one table from error codes to the errno a FUSE request is answered with (positive; the
+// native session sends it to the kernel negated, as the protocol wants).
 import { isVmifsError } from '../errors.js'
 
-export const ENOENT = -2
-export const EIO = -5
-export const EBADF = -9
-export const EACCES = -13
-export const ENOTDIR = -20
-export const EISDIR = -21
-export const EINVAL = -22
-export const EROFS = -30
-export const ENODATA = -61
-export const ENOSYS = -38
+export const ENOENT = 2
+export const EIO = 5
+export const ETIMEDOUT = 110
 
 export function errnoOf(err: unknown): number {
   if (isVmifsError(err)) {

@@ -1,17 +1,22 @@
-// The read-only FUSE filesystem:
-//   /images/<name>   /by-digest/<digest>   /.stats
-// Every op answers a number (errno or byte count); nothing throws across this boundary and the
-// reason for an error is logged. Images never change, so their pages stay in the kernel's page
-// cache across opens (auto_cache keeps pages while mtime/size are unchanged, which for an image is
-// forever; .stats gets a new mtime on every getattr, so each open sees a fresh snapshot).
-import fs from 'node:fs'
-import path from 'node:path'
-import Fuse, { type FuseOps, type Stat } from 'fuse-native'
+// The read-only FUSE filesystem:   /images/<name>   /by-digest/<digest>   /.stats
+// Served by native threads (native/fuse_session.c, the kernel's protocol on /dev/fuse, no libfuse):
+// lookups, attributes, listings and reads of chunks known to be cached and verified are answered
+// there, on every core, without entering JavaScript. This side answers what needs the agent:
+// reads that touch a chunk not known to be cached and verified (fetched, or read and hashed, by
+// the image reader), the first open of an image (its manifest), every open of .stats (a fresh
+// snapshot), and a lookup or listing while the image list may be behind the catalog.
+// Contract: every request handed here is answered exactly once — bytes, or an errno after
+// readTimeoutMs at the latest — and nothing throws back into the native side; the reason for an
+// error is logged. Reads served natively come back as events (flushEvents) for statistics, usage
+// traces, read-ahead and the cache's access times; a stats snapshot flushes them first, so a read
+// that returned is counted. Images never change, so their pages stay in the kernel's page cache
+// across opens; .stats is read with direct I/O.
+import type { Logger } from '../util/log.js'
+import { type FuseSession, native } from '../native/index.js'
 import { VmifsError } from '../errors.js'
 import type { Manifest } from '../manifests/manifest.js'
+import { EIO, ENOENT, ETIMEDOUT, errnoOf } from './errno.js'
 import type { ChunkEvents } from '../cache/chunk-store.js'
-import { EBADF, EIO, EISDIR, ENOENT, ENOTDIR, EROFS, errnoOf } from './errno.js'
-import type { Logger } from '../util/log.js'
 
 export interface ImageEntry {
   name: string
@@ -38,127 +43,269 @@ export interface MountView {
 }
 
 export interface MountOptions {
+  /** the chunk store's folder of chunk files, read by the native threads */
+  chunkDir: string
   allowOther?: boolean
   /** the kernel's read-ahead for this mount (KiB); the agent reads ahead itself where it pays */
   readaheadKb?: number
-  /** a read that takes longer answers EIO (ms) */
+  /** a read the agent has not answered by then fails with ETIMEDOUT (ms) */
   readTimeoutMs?: number
-  debug?: boolean
+  /** native worker threads (default 4) */
+  workers?: number
 }
 
-type Handle =
-  { kind: 'image'; name: string; digest: string; manifest: Manifest } | { kind: 'stats'; data: Buffer | undefined }
+const REQ_READ = 1
+const REQ_OPEN = 2
+const REQ_OPEN_STATS = 3
+const REQ_EVENTS = 4
+const REQ_REFRESH = 5
+const EV_READ = 1
+const EV_OPEN = 2
+const EV_RELEASE = 3
+const EVENT_SIZE = 40
 
 /** .stats is padded to a fixed size (doubling if the JSON outgrows it): see padStats(). */
 const STATS_MIN_SIZE = 64 * 1024
+/** How often the image list is compared with the catalog between lookups. */
+const IMAGES_POLL_MS = 250
 
-const O_ACCMODE = 3
-const O_TRUNC = 0o1000
-const DIR = 0o40555
-const FILE = 0o100444
+/** The inode of an image, as native/fuse_session.c derives it from the digest. */
+export function inoOf(digest: string): bigint {
+  return BigInt('0x' + digest.slice(0, 16)) | (1n << 63n)
+}
+
+interface Open {
+  image: ImageEntry
+  manifest: Manifest
+  stream: object
+}
 
 export class VmifsMount {
-  private fuse: Fuse | undefined
-  private readonly handles = new Map<number, Handle>()
-  private nextFd = 1
+  private session: FuseSession | undefined
+  private readonly byIno = new Map<bigint, ImageEntry>()
+  private readonly manifests = new Map<string, Manifest>()
+  private readonly opens = new Map<number, Open>()
+  private lastImages: Map<string, ImageEntry> | undefined
   private statsSize = STATS_MIN_SIZE
-  private readonly mountedAt = new Date()
+  /** chunk hash -> cached (true) or gone (false), the last word of this tick */
+  private pendingChunks = new Map<string, boolean>()
+  private flushScheduled = false
+  private unsubscribe: (() => void) | undefined
+  private poll: NodeJS.Timeout | undefined
   private stopping = false
-  private lastStatsMtime = 0
 
   constructor(
     readonly mountpoint: string,
     private readonly view: MountView,
     private readonly log: Logger,
-    private readonly opts: MountOptions = {}
+    private readonly opts: MountOptions
   ) {}
 
   get openHandles(): number {
-    return this.handles.size
+    return this.opens.size
   }
 
   async mount(): Promise<void> {
-    const ops = this.ops()
-    const fuse = new Fuse(this.mountpoint, ops, {
-      force: false,
-      mkdir: false,
-      autoCache: true,
-      fsname: 'vmifs',
-      subtype: 'vmifs',
-      allowOther: this.opts.allowOther ?? true,
-      defaultPermissions: true,
-      // auto_cache re-checks mtime/size on every open (not only once a second): .stats' mtime
-      // changes on every lookup, so its old pages are dropped; an image's never changes, so its
-      // pages stay (see padStats for why .stats' size is constant)
-      acAttrTimeout: 0.001,
-      debug: this.opts.debug ?? false,
-      timeout: this.opts.readTimeoutMs ?? 120_000
+    const n = native()
+    try {
+      this.session = n.fuseMount(
+        this.mountpoint,
+        this.opts.chunkDir,
+        {
+          allowOther: this.opts.allowOther ?? true,
+          maxReadahead: (this.opts.readaheadKb ?? 128) * 1024,
+          workers: this.opts.workers ?? 4
+        },
+        (kind, unique, ino, fh, off, size) => this.request(kind, unique, ino, fh, off, size)
+      )
+    } catch (err) {
+      throw new VmifsError(
+        'MOUNT_FAILED',
+        `cannot mount ${this.mountpoint}: ${(err as Error).message}`,
+        { mountpoint: this.mountpoint },
+        { cause: err }
+      )
+    }
+    this.syncImages()
+    this.unsubscribe = this.view.subscribeChunks?.({
+      verified: hashes => this.queue(hashes, true),
+      gone: hashes => this.queue(hashes, false)
     })
-    await new Promise<void>((resolve, reject) => {
-      fuse.mount(err => {
-        if (err)
-          reject(
-            new VmifsError(
-              'MOUNT_FAILED',
-              `cannot mount ${this.mountpoint}: ${err.message}`,
-              { mountpoint: this.mountpoint },
-              { cause: err }
-            )
-          )
-        else resolve()
-      })
-    })
-    this.fuse = fuse
-    if (this.opts.readaheadKb !== undefined) this.setReadahead(this.opts.readaheadKb)
+    this.poll = setInterval(() => this.syncImages(), IMAGES_POLL_MS)
+    this.poll.unref()
+    await Promise.resolve()
   }
 
-  /**
-   * The kernel reads ahead 128 KiB past every read by default: past the end of a small file in
-   * the image, that is bytes fetched for nothing. The mount's backing device info takes a smaller
-   * value (as root); sequential streams get the agent's own read-ahead instead.
-   */
-  private setReadahead(kb: number): void {
-    try {
-      // never touch the mountpoint itself here: a stat of our own mount from this thread deadlocks
-      const real = path.resolve(this.mountpoint)
-      const line = fs
-        .readFileSync('/proc/self/mountinfo', 'utf8')
-        .split('\n')
-        .find(l => l.split(' ')[4] === real && l.includes(' - fuse'))
-      const dev = line?.split(' ')[2]
-      if (dev) fs.writeFileSync(`/sys/class/bdi/${dev}/read_ahead_kb`, String(Math.round(kb)))
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'cannot set the kernel read-ahead of the mount')
+  /** Stop serving, unmount (lazily: open handles fail from then on), close the connection. */
+  async unmount(): Promise<void> {
+    this.stopping = true
+    if (this.poll) clearInterval(this.poll)
+    this.unsubscribe?.()
+    const s = this.session
+    if (!s) return
+    this.flushEvents()
+    this.session = undefined
+    native().fuseUnmount(s)
+    await Promise.resolve()
+  }
+
+  /** Accounts for the reads served natively so far (a stats snapshot calls this first). */
+  flushEvents(): void {
+    const s = this.session
+    if (!s) return
+    const buf = native().fuseDrainEvents(s)
+    for (let at = 0; at + EVENT_SIZE <= buf.length; at += EVENT_SIZE) {
+      const type = buf[at]!
+      const len = buf.readUInt32LE(at + 4)
+      const ino = buf.readBigUInt64LE(at + 8)
+      const fh = Number(buf.readBigUInt64LE(at + 16))
+      const off = Number(buf.readBigUInt64LE(at + 24))
+      const micros = Number(buf.readBigUInt64LE(at + 32))
+      try {
+        if (type === EV_READ) this.servedRead(ino, fh, off, len, micros)
+        else if (type === EV_OPEN) this.opened(ino, fh)
+        else if (type === EV_RELEASE) this.released(fh)
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'accounting for a natively served request failed')
+      }
     }
   }
 
-  /** Stop answering reads (they fail with EIO), then unmount. */
-  async unmount(): Promise<void> {
-    this.stopping = true
-    const fuse = this.fuse
-    if (!fuse) return
-    this.fuse = undefined
-    await new Promise<void>((resolve, reject) => {
-      fuse.unmount(err => {
-        if (err) reject(err)
-        else resolve()
-      })
-    })
+  private request(kind: number, unique: bigint, ino: bigint, fh: number, off: number, size: number): void {
+    if (kind === REQ_EVENTS) return this.flushEvents()
+    const s = this.session
+    if (!s || this.stopping) return
+    const n = native()
+    try {
+      if (kind === REQ_REFRESH) {
+        this.syncImages()
+        return n.fuseResubmit(s, unique)
+      }
+      if (kind === REQ_OPEN_STATS) {
+        // accounts for the natively served reads first: a read that returned is in the snapshot
+        this.flushEvents()
+        return n.fuseReplyOpenStats(s, unique, fh, this.padStats(this.view.statsJson()))
+      }
+      const image = this.byIno.get(ino)
+      if (!image) return n.fuseReply(s, unique, ENOENT)
+      if (kind === REQ_OPEN) {
+        this.manifestOf(image)
+        return n.fuseReplyOpen(s, unique, ino, fh)
+      }
+      if (kind === REQ_READ) return this.read(s, unique, image, fh, off, size)
+      n.fuseReply(s, unique, EIO)
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, kind }, 'FUSE request failed')
+      n.fuseReply(s, unique, errnoOf(err))
+    }
   }
 
-  /** A new, strictly increasing mtime on every lookup, so auto_cache drops the old snapshot. */
-  private statsMtime(): Date {
-    this.lastStatsMtime = Math.max(Date.now(), this.lastStatsMtime + 1)
-    return new Date(this.lastStatsMtime)
+  private read(s: FuseSession, unique: bigint, image: ImageEntry, fh: number, off: number, size: number): void {
+    const n = native()
+    const m = this.manifestOf(image)
+    const stream = this.opens.get(fh)?.stream ?? m
+    const dst = Buffer.allocUnsafe(size)
+    let answered = false
+    const timeoutMs = this.opts.readTimeoutMs ?? 120_000
+    const timer = setTimeout(() => {
+      if (answered || this.session !== s) return
+      answered = true
+      this.log.warn({ image: image.name, off, size }, 'a read took longer than mount.readTimeoutMs')
+      n.fuseReply(s, unique, ETIMEDOUT)
+    }, timeoutMs)
+    timer.unref()
+    this.view.read(image.name, m, dst, off, size, stream).then(
+      got => {
+        clearTimeout(timer)
+        if (answered || this.session !== s) return
+        answered = true
+        n.fuseReplyData(s, unique, dst, got)
+      },
+      (err: unknown) => {
+        clearTimeout(timer)
+        if (answered || this.session !== s) return
+        answered = true
+        this.log.warn({ image: image.name, off, size, err: (err as Error).message }, 'read failed')
+        n.fuseReply(s, unique, errnoOf(err))
+      }
+    )
+  }
+
+  private manifestOf(image: ImageEntry): Manifest {
+    let m = this.manifests.get(image.digest)
+    if (!m) {
+      m = this.view.manifest(image.digest)
+      this.manifests.set(image.digest, m)
+      native().fuseSetManifest(this.session!, image.digest, m.offsets, m.zero, m.hashes)
+    }
+    return m
+  }
+
+  private servedRead(ino: bigint, fh: number, off: number, len: number, micros: number): void {
+    const image = this.byIno.get(ino)
+    const m = image && this.manifests.get(image.digest)
+    if (!image || !m) return
+    this.view.served?.(image.name, m, off, len, this.opens.get(fh)?.stream ?? m, micros / 1000)
+  }
+
+  private opened(ino: bigint, fh: number): void {
+    const image = this.byIno.get(ino)
+    const m = image && this.manifests.get(image.digest)
+    if (!image || !m) return
+    this.opens.set(fh, { image, manifest: m, stream: {} })
+    this.view.opened?.(image.name, image.digest)
+  }
+
+  private released(fh: number): void {
+    const o = this.opens.get(fh)
+    if (!o) return
+    this.opens.delete(fh)
+    this.view.released?.(o.image.name, o.image.digest)
+  }
+
+  /** Pushes the image list to the native side when the catalog changed. */
+  private syncImages(): void {
+    const s = this.session
+    if (!s) return
+    const images = this.view.images()
+    if (images === this.lastImages) return
+    this.lastImages = images
+    const list = [...images.values()]
+    for (const im of list) this.byIno.set(inoOf(im.digest), im)
+    native().fuseSetImages(
+      s,
+      list.map(i => i.name),
+      list.map(i => i.digest),
+      list.map(i => i.size),
+      list.map(i => i.createdAt),
+      this.statsSize
+    )
+  }
+
+  private queue(hashes: string[], cached: boolean): void {
+    for (const h of hashes) this.pendingChunks.set(h, cached)
+    if (this.flushScheduled) return
+    this.flushScheduled = true
+    setImmediate(() => this.flushChunks())
+  }
+
+  private flushChunks(): void {
+    this.flushScheduled = false
+    const s = this.session
+    const pending = this.pendingChunks
+    this.pendingChunks = new Map()
+    if (!s) return
+    const verified: string[] = []
+    const gone: string[] = []
+    for (const [h, cached] of pending) (cached ? verified : gone).push(h)
+    const n = native()
+    if (gone.length > 0) n.fuseMarkUncached(s, Buffer.from(gone.join(''), 'hex'))
+    if (verified.length > 0) n.fuseMarkCached(s, Buffer.from(verified.join(''), 'hex'))
   }
 
   /**
-   * .stats is snapshotted at the first read of each open, so it is current however recently the
-   * kernel looked the file up; its mtime changes on every lookup, so auto_cache drops its old
-   * pages on every open. Its size never changes: the JSON is padded with spaces (valid JSON
-   * whitespace) to a fixed size that only grows, doubling, if the JSON outgrows it. A size that
-   * followed the content would race the kernel's cached size (a longer snapshot read under an
-   * older, shorter size comes out cut) — fuse-native cannot set direct_io for one file.
+   * .stats is snapshotted at each open; its size never changes but for growing: the JSON is padded
+   * with spaces (valid JSON whitespace) to a fixed size that doubles if the JSON outgrows it.
    */
   private padStats(json: Buffer): Buffer {
     while (json.length + 1 > this.statsSize) this.statsSize *= 2
@@ -166,146 +313,5 @@ export class VmifsMount {
     json.copy(out)
     out[out.length - 1] = 0x0a
     return out
-  }
-
-  private lookup(
-    p: string
-  ): { kind: 'root' } | { kind: 'dir' } | { kind: 'stats' } | { kind: 'image'; image: ImageEntry } | undefined {
-    if (p === '/') return { kind: 'root' }
-    if (p === '/images' || p === '/by-digest') return { kind: 'dir' }
-    if (p === '/.stats') return { kind: 'stats' }
-    if (p.startsWith('/images/')) {
-      const im = this.view.images().get(p.slice(8))
-      return im && { kind: 'image', image: im }
-    }
-    if (p.startsWith('/by-digest/')) {
-      const im = this.view.byDigest(p.slice(11))
-      return im && { kind: 'image', image: im }
-    }
-    return undefined
-  }
-
-  private ops(): FuseOps {
-    const stat = (mode: number, size: number, mtime: Date): Stat => ({
-      mtime,
-      atime: mtime,
-      ctime: mtime,
-      nlink: mode === DIR ? 2 : 1,
-      size,
-      mode,
-      uid: 0,
-      gid: 0,
-      blocks: Math.ceil(size / 512),
-      blksize: 4096
-    })
-    const guard = (what: string, cb: (n: number) => void, fn: () => void): void => {
-      try {
-        fn()
-      } catch (err) {
-        this.log.warn({ err, op: what }, 'fuse op failed')
-        cb(errnoOf(err))
-      }
-    }
-    return {
-      getattr: (p, cb) =>
-        guard('getattr', cb, () => {
-          const e = this.lookup(p)
-          if (!e) return cb(ENOENT)
-          if (e.kind === 'root' || e.kind === 'dir') return cb(0, stat(DIR, 4096, this.mountedAt))
-          if (e.kind === 'stats') return cb(0, stat(FILE, this.statsSize, this.statsMtime()))
-          cb(0, stat(FILE, e.image.size, new Date(e.image.createdAt)))
-        }),
-      readdir: (p, cb) =>
-        guard('readdir', cb, () => {
-          if (p === '/') return cb(0, ['images', 'by-digest', '.stats'])
-          if (p === '/images') return cb(0, [...this.view.images().keys()])
-          if (p === '/by-digest') return cb(0, [...new Set([...this.view.images().values()].map(i => i.digest))])
-          cb(this.lookup(p) ? ENOTDIR : ENOENT)
-        }),
-      open: (p, flags, cb) =>
-        guard('open', cb, () => {
-          const e = this.lookup(p)
-          if (!e) return cb(ENOENT)
-          if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0) return cb(EROFS)
-          if (e.kind === 'root' || e.kind === 'dir') return cb(EISDIR)
-          const fd = this.nextFd++
-          if (e.kind === 'stats') this.handles.set(fd, { kind: 'stats', data: undefined })
-          else if (e.kind === 'image') {
-            this.handles.set(fd, {
-              kind: 'image',
-              name: e.image.name,
-              digest: e.image.digest,
-              manifest: this.view.manifest(e.image.digest)
-            })
-            this.view.opened?.(e.image.name, e.image.digest)
-          }
-          cb(0, fd)
-        }),
-      release: (_p, fd, cb) => {
-        const h = this.handles.get(fd)
-        this.handles.delete(fd)
-        if (h?.kind === 'image') this.view.released?.(h.name, h.digest)
-        cb(0)
-      },
-      read: (_p, fd, buf, len, pos, cb) => {
-        const h = this.handles.get(fd)
-        if (!h) return cb(EBADF)
-        if (h.kind === 'stats') {
-          try {
-            h.data ??= this.padStats(this.view.statsJson())
-          } catch (err) {
-            this.log.warn({ err }, '.stats snapshot failed')
-            return cb(EIO)
-          }
-          if (pos >= h.data.length) return cb(0)
-          return cb(h.data.copy(buf, 0, pos, Math.min(h.data.length, pos + len)))
-        }
-        if (this.stopping) return cb(EIO)
-        this.view.read(h.name, h.manifest, buf, pos, len, h).then(
-          n => cb(n),
-          (err: unknown) => {
-            this.log.warn({ err, image: h.name, pos, len }, 'read failed')
-            cb(errnoOf(err))
-          }
-        )
-      },
-      access: (p, mode, cb) =>
-        guard('access', cb, () => {
-          if (!this.lookup(p)) return cb(ENOENT)
-          cb((mode & 2) !== 0 ? EROFS : 0)
-        }),
-      statfs: (_p, cb) => {
-        cb(0, {
-          bsize: 4096,
-          frsize: 4096,
-          blocks: 0,
-          bfree: 0,
-          bavail: 0,
-          files: this.view.images().size,
-          ffree: 0,
-          favail: 0,
-          fsid: 0x766d69,
-          flag: 1,
-          namemax: 255
-        })
-      },
-      // read-only: every op that would change something answers EROFS
-      write: (_p, _fd, _buf, _len, _pos, cb) => cb(EROFS),
-      create: (_p, _mode, cb) => cb(EROFS),
-      truncate: (_p, _size, cb) => cb(EROFS),
-      ftruncate: (_p, _fd, _size, cb) => cb(EROFS),
-      unlink: (_p, cb) => cb(EROFS),
-      mkdir: (_p, _mode, cb) => cb(EROFS),
-      rmdir: (_p, cb) => cb(EROFS),
-      rename: (_src, _dest, cb) => cb(EROFS),
-      link: (_src, _dest, cb) => cb(EROFS),
-      symlink: (_src, _dest, cb) => cb(EROFS),
-      chmod: (_p, _mode, cb) => cb(EROFS),
-      chown: (_p, _uid, _gid, cb) => cb(EROFS),
-      utimens: (_p, _atime, _mtime, cb) => cb(EROFS),
-      setxattr: (_p, _name, _value, _position, _flags, cb) => cb(EROFS),
-      removexattr: (_p, _name, cb) => cb(EROFS),
-      mknod: (_p, _mode, _dev, cb) => cb(EROFS)
-    }
   }
 }

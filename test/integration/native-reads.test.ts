@@ -1,13 +1,10 @@
-// The mount served by native threads over /dev/fuse (VMIFS_FUSE_FRONTEND=native): reads of
-// chunks the agent has verified since it started are answered natively, everything else goes to
-// the agent, and nothing a reader gets differs from the image.
+// The mount's native threads: reads of chunks the agent has verified since it started are answered
+// natively, everything else goes to the agent, and nothing a reader gets differs from the image.
 import test from 'ava'
 import fs from 'node:fs'
 import path from 'node:path'
 import { type AgentStats, readStats } from './agent-stats.js'
 import { AgentProcess, abortMount, isMounted, makeImage, nodeJson, run, tmpdir, vmifs } from './harness.js'
-
-const NATIVE = { VMIFS_FUSE_FRONTEND: 'native' }
 
 function setup(t: { teardown: (fn: () => void | Promise<void>) => void }): {
   dir: string
@@ -30,7 +27,7 @@ function setup(t: { teardown: (fn: () => void | Promise<void>) => void }): {
     data,
     mnt,
     start: async (extra: string[] = []) => {
-      const a = new AgentProcess(mnt, data, extra, NATIVE)
+      const a = new AgentProcess(mnt, data, extra)
       agents.push(a)
       await a.ready()
       return a
@@ -43,7 +40,7 @@ function dropPages(file: string): void {
   run('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none'])
 }
 
-test.serial('native: byte-exact reads; once verified, reads past the page cache never enter the agent', async t => {
+test.serial('byte-exact reads; once verified, reads past the page cache never enter the agent', async t => {
   const f = setup(t)
   const img = path.join(f.dir, 'disk.raw')
   const bytes = makeImage(img, 12)
@@ -67,7 +64,7 @@ test.serial('native: byte-exact reads; once verified, reads past the page cache 
   t.is(s2.cache.missOps, 0)
 })
 
-test.serial('native: a verified chunk whose file is gone is read by the agent (EIO), never as wrong bytes', async t => {
+test.serial('a verified chunk whose file is gone is read by the agent (EIO), never as wrong bytes', async t => {
   const f = setup(t)
   const img = path.join(f.dir, 'disk.raw')
   const bytes = makeImage(img, 3)
@@ -101,7 +98,7 @@ test.serial('native: a verified chunk whose file is gone is read by the agent (E
   t.true(r.later, 'the rest of the image still reads, natively')
 })
 
-test.serial('native: an image imported while the agent runs is found at once; the mount is read-only', async t => {
+test.serial('an image imported while the agent runs is found at once; the mount is read-only', async t => {
   const f = setup(t)
   const img = path.join(f.dir, 'disk.raw')
   makeImage(img, 3)
