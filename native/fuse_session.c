@@ -27,8 +27,10 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -41,7 +43,14 @@
   } while (0)
 
 enum { INO_ROOT = 1, INO_IMAGES = 2, INO_BYDIGEST = 3, INO_STATS = 4 };
-enum { OUR_MINOR = 38, MAX_PAGES = 256, MAX_READ = MAX_PAGES * 4096, MAX_WORKERS = 64 };
+enum { OUR_MINOR = 40, MAX_PAGES = 256, MAX_READ = MAX_PAGES * 4096, MAX_WORKERS = 64 };
+/* protocol 7.40 (kernel 6.9), newer than the headers here: the kernel re-queues the requests a dead
+ * daemon had read but not answered when its successor sends FUSE_NOTIFY_RESEND */
+#ifndef FUSE_INIT_EXT
+#define FUSE_INIT_EXT (1 << 30)
+#endif
+#define VMIFS_HAS_RESEND_FLAGS2 (1u << (39 - 32))
+#define VMIFS_NOTIFY_RESEND 7
 /** What a worker hands to JavaScript. */
 enum { REQ_READ = 1, REQ_OPEN = 2, REQ_OPEN_STATS = 3, REQ_EVENTS = 4, REQ_REFRESH = 5 };
 /** Events reported to JavaScript: a read served here, an image opened, an image released. */
@@ -104,6 +113,8 @@ typedef struct session {
   char *chunk_dir;
   uint32_t max_readahead;
   int nworkers;
+  int resend; /* the kernel agreed to FUSE_HAS_RESEND at INIT */
+  int started;
   pthread_t workers[MAX_WORKERS];
   volatile int stopping;
   int mounted;
@@ -703,6 +714,11 @@ static void do_init(session_t *s, struct fuse_in_header *in, const struct fuse_i
   o.max_readahead = s->max_readahead < i->max_readahead ? s->max_readahead : i->max_readahead;
   uint32_t want = FUSE_ASYNC_READ | FUSE_PARALLEL_DIROPS | FUSE_MAX_PAGES | FUSE_ASYNC_DIO;
   o.flags = i->flags & want;
+  if ((i->flags & FUSE_INIT_EXT) && (i->flags2 & VMIFS_HAS_RESEND_FLAGS2)) {
+    o.flags |= FUSE_INIT_EXT;
+    o.flags2 = VMIFS_HAS_RESEND_FLAGS2;
+    s->resend = 1;
+  }
   o.max_background = 64;
   o.congestion_threshold = 48;
   o.max_write = 128 * 1024;
@@ -887,6 +903,63 @@ static napi_value throw_errno(napi_env env, const char *what, int err) {
   return NULL;
 }
 
+/** The session around a /dev/fuse descriptor; its workers start with fuseStart. */
+static napi_value start_session(napi_env env, int fd, char *mnt, char *chunks, napi_value opts, napi_value cb,
+                                int mounted) {
+  uint32_t readahead = 128 * 1024, nworkers = 2;
+  napi_value v;
+  if (napi_get_named_property(env, opts, "maxReadahead", &v) == napi_ok) napi_get_value_uint32(env, v, &readahead);
+  if (napi_get_named_property(env, opts, "workers", &v) == napi_ok) napi_get_value_uint32(env, v, &nworkers);
+  if (nworkers < 1) nworkers = 1;
+  if (nworkers > MAX_WORKERS) nworkers = MAX_WORKERS;
+  session_t *s = calloc(1, sizeof *s);
+  if (!s) return throw_errno(env, "fuse session", ENOMEM);
+  s->fd = fd;
+  s->mountpoint = mnt;
+  s->chunk_dir = chunks;
+  s->max_readahead = readahead;
+  s->stats_size = 65536;
+  s->mounted = mounted;
+  pthread_rwlock_init(&s->lock, NULL);
+  pthread_rwlock_init(&s->set_lock, NULL);
+  pthread_mutex_init(&s->mu, NULL);
+  s->stop_fd = eventfd(0, EFD_CLOEXEC);
+  napi_value name;
+  napi_create_string_utf8(env, "vmifs-fuse", NAPI_AUTO_LENGTH, &name);
+  CHECK(napi_create_threadsafe_function(env, cb, NULL, name, 0, 1, NULL, NULL, s, call_js, &s->tsfn));
+  /* the mount does not keep the process alive by itself: the agent unmounts before it exits */
+  napi_unref_threadsafe_function(env, s->tsfn);
+  s->nworkers = (int)nworkers;
+  napi_value out;
+  CHECK(napi_create_external(env, s, NULL, NULL, &out));
+  return out;
+}
+
+/**
+ * fuseStart(session, resend): start the workers, once JavaScript has given the image list (an
+ * adopted connection's kernel already knows inodes and may ask about them at once). resend: ask
+ * the kernel to queue again every request the previous daemon read and never answered.
+ */
+static napi_value FuseStart(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s = session_of(env, argv[0]);
+  if (!s || s->fd < 0 || s->started) return NULL;
+  bool resend = false;
+  napi_get_value_bool(env, argv[1], &resend);
+  s->started = 1;
+  for (int i = 0; i < s->nworkers; i++)
+    pthread_create(&s->workers[i], NULL, worker, s);
+  if (resend) {
+    struct fuse_out_header h = {.len = sizeof h, .error = VMIFS_NOTIFY_RESEND, .unique = 0};
+    /* EINVAL on a kernel without resend: then nothing that was pending can be given back */
+    if (write(s->fd, &h, sizeof h) < 0) {
+    }
+  }
+  return NULL;
+}
+
 /** fuseMount(mountpoint, chunkDir, { allowOther, maxReadahead, workers }, onRequest) -> session */
 static napi_value FuseMount(napi_env env, napi_callback_info info) {
   size_t argc = 4;
@@ -895,46 +968,178 @@ static napi_value FuseMount(napi_env env, napi_callback_info info) {
   char *mnt = get_string(env, argv[0]);
   char *chunks = get_string(env, argv[1]);
   bool allow_other = false;
-  uint32_t readahead = 128 * 1024, nworkers = 2;
   napi_value v;
   if (napi_get_named_property(env, argv[2], "allowOther", &v) == napi_ok) napi_get_value_bool(env, v, &allow_other);
-  if (napi_get_named_property(env, argv[2], "maxReadahead", &v) == napi_ok) napi_get_value_uint32(env, v, &readahead);
-  if (napi_get_named_property(env, argv[2], "workers", &v) == napi_ok) napi_get_value_uint32(env, v, &nworkers);
-  if (nworkers < 1) nworkers = 1;
-  if (nworkers > MAX_WORKERS) nworkers = MAX_WORKERS;
-
-  session_t *s = calloc(1, sizeof *s);
-  if (!s || !mnt || !chunks) return throw_errno(env, "fuseMount", ENOMEM);
-  s->mountpoint = mnt;
-  s->chunk_dir = chunks;
-  s->max_readahead = readahead;
-  s->stats_size = 65536;
-  pthread_rwlock_init(&s->lock, NULL);
-  pthread_rwlock_init(&s->set_lock, NULL);
-  pthread_mutex_init(&s->mu, NULL);
-  s->fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
-  if (s->fd < 0) return throw_errno(env, "open /dev/fuse", errno);
-  s->stop_fd = eventfd(0, EFD_CLOEXEC);
+  if (!mnt || !chunks) return throw_errno(env, "fuseMount", ENOMEM);
+  int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return throw_errno(env, "open /dev/fuse", errno);
   char opts[256];
-  snprintf(opts, sizeof opts, "fd=%d,rootmode=40000,user_id=%u,group_id=%u,default_permissions%s", s->fd, getuid(),
+  snprintf(opts, sizeof opts, "fd=%d,rootmode=40000,user_id=%u,group_id=%u,default_permissions%s", fd, getuid(),
            getgid(), allow_other ? ",allow_other" : "");
   if (mount("vmifs", mnt, "fuse.vmifs", MS_NOSUID | MS_NODEV | MS_RDONLY, opts) != 0) {
     int e = errno;
-    close(s->fd);
+    close(fd);
     return throw_errno(env, "mount", e);
   }
-  s->mounted = 1;
-  napi_value name;
-  napi_create_string_utf8(env, "vmifs-fuse", NAPI_AUTO_LENGTH, &name);
-  CHECK(napi_create_threadsafe_function(env, argv[3], NULL, name, 0, 1, NULL, NULL, s, call_js, &s->tsfn));
-  /* the mount does not keep the process alive by itself: the agent unmounts before it exits */
-  napi_unref_threadsafe_function(env, s->tsfn);
-  s->nworkers = (int)nworkers;
+  return start_session(env, fd, mnt, chunks, argv[2], argv[3], 1);
+}
+
+/** fuseAdopt(fd, mountpoint, chunkDir, opts, onRequest) -> session: a live connection (its INIT long done). */
+static napi_value FuseAdopt(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  char *mnt = get_string(env, argv[1]);
+  char *chunks = get_string(env, argv[2]);
+  if (!mnt || !chunks) return throw_errno(env, "fuseAdopt", ENOMEM);
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return start_session(env, fd, mnt, chunks, argv[3], argv[4], 1);
+}
+
+/** stop the workers (each finishes the request in hand) */
+static void stop_workers(session_t *s) {
+  s->stopping = 1;
+  if (!s->started) return;
+  uint64_t one = 1;
+  if (write(s->stop_fd, &one, sizeof one) < 0) { /* the workers also stop on the closed connection */
+  }
   for (int i = 0; i < s->nworkers; i++)
-    pthread_create(&s->workers[i], NULL, worker, s);
-  napi_value out;
-  CHECK(napi_create_external(env, s, NULL, NULL, &out));
+    pthread_join(s->workers[i], NULL);
+}
+
+/** fuseStopWorkers(session): stop reading requests (each worker finishes the one in hand). */
+static napi_value FuseStopWorkers(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s = session_of(env, argv[0]);
+  if (!s || s->stopping) return NULL;
+  stop_workers(s);
+  return NULL;
+}
+
+/**
+ * fuseDetach(session): hand over — after fuseStopWorkers and once every request handed to
+ * JavaScript is answered, close this descriptor, leaving the mount and the connection (held by
+ * the holder) to the successor.
+ */
+static napi_value FuseDetach(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s = session_of(env, argv[0]);
+  if (!s || s->fd < 0) return NULL;
+  if (!s->stopping) stop_workers(s);
+  s->mounted = 0;
+  close(s->fd);
+  s->fd = -1;
+  napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+  return NULL;
+}
+
+/** fuseFd(session) -> the /dev/fuse descriptor (for the holder to inherit) */
+static napi_value FuseFd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s = session_of(env, argv[0]);
+  if (!s) return NULL;
+  CHECK(napi_create_int32(env, s->fd, &out));
   return out;
+}
+
+/** fuseResendAgreed(session) -> whether the kernel agreed to resend at INIT (this session's mount) */
+static napi_value FuseResendAgreed(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s = session_of(env, argv[0]);
+  if (!s) return NULL;
+  CHECK(napi_get_boolean(env, s->resend != 0, &out));
+  return out;
+}
+
+static int holder_connect(const char *path) {
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof addr.sun_path) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  strcpy(addr.sun_path, path);
+  int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (c < 0) return -1;
+  struct timeval tv = {.tv_sec = 5};
+  setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (connect(c, (struct sockaddr *)&addr, sizeof addr) != 0) {
+    int e = errno;
+    close(c);
+    errno = e;
+    return -1;
+  }
+  return c;
+}
+
+/** holderTake(socketPath) -> the connection's descriptor, from the holder (throws with errno) */
+static napi_value HolderTake(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char *path = get_string(env, argv[0]);
+  if (!path) return throw_errno(env, "holderTake", ENOMEM);
+  int c = holder_connect(path);
+  free(path);
+  if (c < 0) return throw_errno(env, "holder", errno);
+  char cmd = 'F', byte = 0;
+  if (write(c, &cmd, 1) != 1) {
+    int e = errno;
+    close(c);
+    return throw_errno(env, "holder", e);
+  }
+  struct iovec iov = {&byte, 1};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } u;
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+  ssize_t n = recvmsg(c, &msg, MSG_CMSG_CLOEXEC);
+  int e = errno;
+  close(c);
+  struct cmsghdr *cm = n == 1 ? CMSG_FIRSTHDR(&msg) : NULL;
+  if (!cm || cm->cmsg_type != SCM_RIGHTS) return throw_errno(env, "holder sent no descriptor", n < 0 ? e : EPROTO);
+  int fd;
+  memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+  napi_value out;
+  CHECK(napi_create_int32(env, fd, &out));
+  return out;
+}
+
+/** holderQuit(socketPath): the holder exits (the agent stops with no successor); false if none answered */
+static napi_value HolderQuit(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char *path = get_string(env, argv[0]);
+  if (!path) return throw_errno(env, "holderQuit", ENOMEM);
+  int c = holder_connect(path);
+  free(path);
+  char cmd = 'Q';
+  int ok = c >= 0 && write(c, &cmd, 1) == 1;
+  if (c >= 0) close(c);
+  CHECK(napi_get_boolean(env, ok, &out));
+  return out;
+}
+
+/** closeFd(fd) */
+static napi_value CloseFd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  close(fd);
+  return NULL;
 }
 
 /** fuseUnmount(session): detach the mount, stop the workers, close the connection. */
@@ -943,16 +1148,11 @@ static napi_value FuseUnmount(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   session_t *s = session_of(env, argv[0]);
-  if (!s || s->stopping) return NULL;
+  if (!s || s->fd < 0) return NULL;
   int err = 0;
   if (s->mounted && umount2(s->mountpoint, MNT_DETACH) != 0) err = errno;
   s->mounted = 0;
-  s->stopping = 1;
-  uint64_t one = 1;
-  if (write(s->stop_fd, &one, sizeof one) < 0) { /* the workers also stop on the closed connection */
-  }
-  for (int i = 0; i < s->nworkers; i++)
-    pthread_join(s->workers[i], NULL);
+  if (!s->stopping) stop_workers(s);
   close(s->fd);
   s->fd = -1;
   napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
@@ -1248,6 +1448,15 @@ void vmifs_fuse_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"fuseMount", NULL, FuseMount, NULL, NULL, NULL, napi_default, NULL},
       {"fuseUnmount", NULL, FuseUnmount, NULL, NULL, NULL, napi_default, NULL},
+      {"fuseAdopt", NULL, FuseAdopt, NULL, NULL, NULL, napi_default, NULL},
+      {"fuseStart", NULL, FuseStart, NULL, NULL, NULL, napi_default, NULL},
+      {"fuseStopWorkers", NULL, FuseStopWorkers, NULL, NULL, NULL, napi_default, NULL},
+      {"fuseDetach", NULL, FuseDetach, NULL, NULL, NULL, napi_default, NULL},
+      {"fuseFd", NULL, FuseFd, NULL, NULL, NULL, napi_default, NULL},
+      {"fuseResendAgreed", NULL, FuseResendAgreed, NULL, NULL, NULL, napi_default, NULL},
+      {"holderTake", NULL, HolderTake, NULL, NULL, NULL, napi_default, NULL},
+      {"holderQuit", NULL, HolderQuit, NULL, NULL, NULL, napi_default, NULL},
+      {"closeFd", NULL, CloseFd, NULL, NULL, NULL, napi_default, NULL},
       {"fuseSetImages", NULL, SetImages, NULL, NULL, NULL, napi_default, NULL},
       {"fuseSetManifest", NULL, SetManifest, NULL, NULL, NULL, napi_default, NULL},
       {"fuseMarkCached", NULL, MarkCached, NULL, NULL, NULL, napi_default, NULL},

@@ -10,7 +10,8 @@ bash scripts/ensure-system.sh "${1:-runtime}"
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ] || [ package.json -nt node_modules/.package-lock.json ]; then
   npm install --no-fund --no-audit --loglevel=error
 fi
-if [ ! -f build/Release/vmifs_native.node ] || [ native/vmifs_native.c -nt build/Release/vmifs_native.node ] || [ binding.gyp -nt build/Release/vmifs_native.node ]; then
+addon=build/Release/vmifs_native.node
+if [ ! -f "$addon" ] || [ ! -f build/Release/vmifs-fuse-holder ] || [ -n "$(find native binding.gyp -newer "$addon")" ]; then
   npx --no-install node-gyp rebuild >/dev/null
 fi
 npx --no-install tsc -p .

@@ -11,8 +11,9 @@ import type { Config } from './config.js'
 import { DataDir } from './datadir.js'
 import { ImageReader } from './fuse/image-reader.js'
 import { type ImageEntry, type MountView, VmifsMount } from './fuse/mount.js'
-import { prepareMountpoint } from './fuse/mountpoint.js'
-import { LocalApi } from './server/local-api.js'
+import { mountsAt, prepareMountpoint } from './fuse/mountpoint.js'
+import { holderSocket, takeFromHolder } from './fuse/holder.js'
+import { LocalApi, agentCall, socketInUse } from './server/local-api.js'
 import { PeerServer } from './server/peer-server.js'
 import { createMetrics } from './server/metrics.js'
 import { Stats, snapshot } from './stats/stats.js'
@@ -48,7 +49,12 @@ export interface AgentOptions {
   config: Config
   mountpoint: string
   log: Logger
+  /** take the live mount over from the agent running on this data dir (it hands over and exits 0) */
+  takeover?: boolean
 }
+
+/** How long a takeover waits for the running agent to hand over. */
+const HANDOVER_TIMEOUT_MS = 30_000
 
 const FLUSH_MS = 5000
 const REFRESH_MS = 1000
@@ -67,6 +73,7 @@ export class Agent extends Resource {
   private imageMap = new Map<string, ImageEntry>()
   private digestMap = new Map<string, ImageEntry>()
   private seenVersion = -1
+  private handingOver = false
   private imageStatsCache: { at: number; value: ReturnType<Agent['imageStats']> } | undefined
   facts: FactStore | undefined
   private directory: HolderDirectory | undefined
@@ -241,7 +248,11 @@ export class Agent extends Resource {
       }
     }
 
-    this.api = new LocalApi(path.join(config.dataDir, 'agent.sock'), {
+    const agentSock = path.join(config.dataDir, 'agent.sock')
+    // the mount's connection, when one is live: handed over by the running agent (takeover), or
+    // left held by the holder after a crash (then the requests the dead agent left are resent)
+    const held = await this.liveConnection(agentSock)
+    this.api = new LocalApi(agentSock, {
       'GET /v1/stats': () => this.snapshot(),
       'GET /v1/health': () => ({
         ok: true,
@@ -258,7 +269,13 @@ export class Agent extends Resource {
         this.clusters.sync(dd.catalog.listImages(), d => dd.catalog.manifest(d))
         return this.clusters.snapshot()
       },
-      'POST /v1/replicate': async ({ body }) => await this.replicate(body)
+      'POST /v1/replicate': async ({ body }) => await this.replicate(body),
+      'POST /v1/takeover': () => {
+        // answered first; then this agent closes, handing the mount over instead of unmounting
+        this.handingOver = true
+        setImmediate(() => this.onHandover?.())
+        return { ok: true, pid: process.pid }
+      }
     })
     await this.api.listen()
 
@@ -353,15 +370,22 @@ export class Agent extends Resource {
       }
     }
 
-    const { recovered } = prepareMountpoint(this.opts.mountpoint)
-    if (recovered) log.warn({ mountpoint: this.opts.mountpoint }, 'recovered a mountpoint left by a crashed agent')
     this.mount = new VmifsMount(this.opts.mountpoint, this.view(), log, {
       ...config.mount,
       readaheadKb: config.mount.readaheadKb ?? (this.fleetMode ? 16 : undefined),
       chunkDir: dd.store.chunkDir,
+      holderSocket: holderSocket(config.dataDir),
       workers: Math.max(2, os.availableParallelism())
     })
-    await this.mount.mount()
+    if (held) {
+      this.mount.adopt(held.fd, held.resend)
+      if (held.resend) log.warn({ mountpoint: this.opts.mountpoint }, 'resumed the mount of a crashed agent')
+      else log.info({ mountpoint: this.opts.mountpoint }, 'took the mount over')
+    } else {
+      const { recovered } = prepareMountpoint(this.opts.mountpoint)
+      if (recovered) log.warn({ mountpoint: this.opts.mountpoint }, 'recovered a mountpoint left by a crashed agent')
+      await this.mount.mount()
+    }
     this.timers.push(setInterval(() => this.flush(), FLUSH_MS))
     this.timers.push(setInterval(() => this.refreshImages(), REFRESH_MS))
     this.timers.push(
@@ -389,7 +413,10 @@ export class Agent extends Resource {
   protected async _close(): Promise<void> {
     for (const t of this.timers) clearInterval(t)
     const errors: unknown[] = []
-    if (this.mount) await this.mount.unmount().catch(err => errors.push(err))
+    if (this.mount) {
+      if (this.handingOver) await this.mount.detach().catch(err => errors.push(err))
+      else await this.mount.unmount().catch(err => errors.push(err))
+    }
     try {
       this.recorder?.endAll()
     } catch (err) {
@@ -652,6 +679,36 @@ export class Agent extends Resource {
       )
       .get() as { pinned: number; n: number }
     return { images, pinnedBytes: agg.pinned, chunks: agg.n }
+  }
+
+  /** Called once this agent was asked to hand its mount over (the command then closes it). */
+  onHandover: (() => void) | undefined
+
+  /**
+   * A live connection of the mount to serve instead of mounting: with --takeover, the running
+   * agent's (after it handed over); without, one the holder kept after its agent died, if the
+   * mountpoint still has a vmifs mount (mountinfo only: a stat of it would wait for an answer).
+   */
+  private async liveConnection(agentSock: string): Promise<{ fd: number; resend: boolean } | undefined> {
+    const sock = holderSocket(this.opts.config.dataDir)
+    if (this.opts.takeover === true) {
+      if (!(await socketInUse(agentSock)))
+        throw new VmifsError('TAKEOVER_FAILED', `no agent runs on this data dir to take over from (${agentSock})`)
+      await agentCall(agentSock, 'POST', '/v1/takeover')
+      const t0 = Date.now()
+      while (await socketInUse(agentSock)) {
+        if (Date.now() - t0 > HANDOVER_TIMEOUT_MS)
+          throw new VmifsError('TAKEOVER_FAILED', 'the running agent did not hand over within 30 s')
+        await new Promise(resolve => setTimeout(resolve, 20))
+      }
+      const fd = takeFromHolder(sock)
+      if (fd === undefined) throw new VmifsError('TAKEOVER_FAILED', `no FUSE holder answers on ${sock}`)
+      return { fd, resend: false }
+    }
+    const top = mountsAt(this.opts.mountpoint).at(-1)
+    if (top?.fstype !== 'fuse.vmifs' || (await socketInUse(agentSock))) return undefined
+    const fd = takeFromHolder(sock)
+    return fd === undefined ? undefined : { fd, resend: true }
   }
 
   snapshot(): Record<string, unknown> {

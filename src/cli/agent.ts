@@ -17,8 +17,15 @@ Mounts the read-only image filesystem at <dir>:
   <dir>/by-digest/<digest>   the same files by manifest digest
   <dir>/.stats               JSON statistics, fresh on every open
 Prints one JSON line {"event":"ready",...} on standard output once mounted. SIGTERM or SIGINT
-unmount cleanly (a second signal exits at once). A mountpoint left by a crashed agent is
-recovered. Logs are JSON lines on standard error (VMIFS_LOG_LEVEL=debug|info|warn).
+unmount cleanly (a second signal exits at once). Logs are JSON lines on standard error
+(VMIFS_LOG_LEVEL=debug|info|warn).
+
+Restarts that readers never see: the mount's FUSE connection is kept by a small holder process
+(<data-dir>/fuse.sock) that outlives the agent. After a crash or kill -9, reads wait, and the same
+command started again takes the connection and answers them (requests the dead agent had read are
+resent by the kernel). --takeover starts a new agent beside the running one, which hands the live
+mount over and exits 0 (an upgrade without unmounting: open files stay open). A mountpoint left
+dead (no holder) is detached and mounted afresh.
 
 Fleet mode (any of --listen, --peer, --origin): images published by any host appear in the
 mount; a chunk this host lacks is fetched from the cheapest holder named by the fleet's metadata
@@ -32,6 +39,7 @@ Options:
   --advertise <url>    the URL others reach this host at (default http://<listen host>:<port>)
   --peer <url>         a peer to sync the metadata table with (repeatable)
   --origin <url>       an origin chunk store (vmifs publish-store), the holder of last resort
+  --takeover           take the live mount over from the agent running on this data dir
 ${COMMON_HELP}`,
   async run(argv) {
     const a = parse(
@@ -43,7 +51,8 @@ ${COMMON_HELP}`,
         listen: { type: 'string' },
         peer: { type: 'string', multiple: true },
         origin: { type: 'string' },
-        advertise: { type: 'string' }
+        advertise: { type: 'string' },
+        takeover: { type: 'boolean' }
       },
       false
     )
@@ -57,7 +66,12 @@ ${COMMON_HELP}`,
     if (typeof a.values.origin === 'string') config.fleet.origin = parseUrl(a.values.origin, '--origin')
     if (typeof a.values.advertise === 'string') config.fleet.advertise = parseUrl(a.values.advertise, '--advertise')
     const log = createLogger('vmifs-agent')
-    const agent = new Agent({ config, mountpoint: path.resolve(a.values.mount), log })
+    const agent = new Agent({
+      config,
+      mountpoint: path.resolve(a.values.mount),
+      log,
+      takeover: a.values.takeover === true
+    })
     let stopping: Promise<void> | undefined
     let stopped!: (p: Promise<void>) => void
     const done = new Promise<void>(resolve => {
@@ -77,6 +91,7 @@ ${COMMON_HELP}`,
       stopping = agent.close()
       stopped(stopping)
     }
+    agent.onHandover = () => stop('takeover')
     process.on('SIGTERM', () => stop('SIGTERM'))
     process.on('SIGINT', () => stop('SIGINT'))
     await agent.ready()

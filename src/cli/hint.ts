@@ -2,7 +2,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { type Command, COMMON_HELP, parse, resolveConfig } from './common.js'
-import { agentCall } from './stats.js'
+import { agentCall } from '../server/local-api.js'
 import { VmifsError } from '../errors.js'
 import { parseHint } from '../prefetch/hint.js'
 import { writeFileAtomic } from '../util/files.js'

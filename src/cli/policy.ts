@@ -2,7 +2,7 @@
 // metadata table (this host is their origin), so every agent of the fleet sees them.
 import path from 'node:path'
 import { type Command, COMMON_HELP, parse, resolveConfig, withDataDir, bytes, table } from './common.js'
-import { agentCall } from './stats.js'
+import { agentCall } from '../server/local-api.js'
 import { VmifsError } from '../errors.js'
 import { FactStore } from '../index/facts.js'
 import { validateName } from '../index/catalog.js'

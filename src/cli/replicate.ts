@@ -15,7 +15,7 @@ import {
   table,
   seconds
 } from './common.js'
-import { agentCall } from './stats.js'
+import { agentCall } from '../server/local-api.js'
 import { VmifsError } from '../errors.js'
 import { FleetView } from '../planner/fleet-view.js'
 import { PeerClient } from '../peer/client.js'

@@ -2,7 +2,7 @@ import { type Command, COMMON_HELP, parse, resolveConfig, withDataDir, bytes, ta
 import { VmifsError } from '../errors.js'
 import path from 'node:path'
 import { CatalogClusters, type Similarity, type TopBy, topClusters } from '../planner/clusters.js'
-import { agentCall } from './stats.js'
+import { agentCall } from '../server/local-api.js'
 import { isVmifsError } from '../errors.js'
 
 export const command: Command = {

@@ -16,6 +16,7 @@ import { type FuseSession, native } from '../native/index.js'
 import { VmifsError } from '../errors.js'
 import type { Manifest } from '../manifests/manifest.js'
 import { EIO, ENOENT, ETIMEDOUT, errnoOf } from './errno.js'
+import { quitHolder, startHolder } from './holder.js'
 import type { ChunkEvents } from '../cache/chunk-store.js'
 
 export interface ImageEntry {
@@ -45,6 +46,8 @@ export interface MountView {
 export interface MountOptions {
   /** the chunk store's folder of chunk files, read by the native threads */
   chunkDir: string
+  /** where the connection's holder listens (holder.ts); none: the mount dies with the agent */
+  holderSocket?: string
   allowOther?: boolean
   /** the kernel's read-ahead for this mount (KiB); the agent reads ahead itself where it pays */
   readaheadKb?: number
@@ -93,6 +96,9 @@ export class VmifsMount {
   private unsubscribe: (() => void) | undefined
   private poll: NodeJS.Timeout | undefined
   private stopping = false
+  /** requests handed to this side and not answered yet */
+  private answering = 0
+  private holderPid: number | undefined
 
   constructor(
     readonly mountpoint: string,
@@ -126,17 +132,69 @@ export class VmifsMount {
         { cause: err }
       )
     }
+    this.started()
+    if (this.opts.holderSocket !== undefined) {
+      try {
+        this.holderPid = await startHolder(this.opts.holderSocket, n.fuseFd(this.session))
+      } catch (err) {
+        // the mount works without it; it just does not survive a crash of this agent
+        this.log.warn({ err: (err as Error).message }, 'no FUSE holder: the mount dies with this agent')
+      }
+    }
+  }
+
+  /**
+   * Serves a live connection taken from the holder (a takeover, or a restart after a crash):
+   * nothing is mounted again and open files stay open. `resend`: the kernel queues again the
+   * requests the previous agent had read and not answered (after a crash).
+   */
+  adopt(fd: number, resend: boolean): void {
+    this.session = native().fuseAdopt(
+      fd,
+      this.mountpoint,
+      this.opts.chunkDir,
+      { maxReadahead: (this.opts.readaheadKb ?? 128) * 1024, workers: this.opts.workers ?? 4 },
+      (kind, unique, ino, fh, off, size) => this.request(kind, unique, ino, fh, off, size)
+    )
+    this.started(resend)
+  }
+
+  private started(resend = false): void {
     this.syncImages()
+    native().fuseStart(this.session!, resend)
     this.unsubscribe = this.view.subscribeChunks?.({
       verified: hashes => this.queue(hashes, true),
       gone: hashes => this.queue(hashes, false)
     })
     this.poll = setInterval(() => this.syncImages(), IMAGES_POLL_MS)
     this.poll.unref()
-    await Promise.resolve()
   }
 
-  /** Stop serving, unmount (lazily: open handles fail from then on), close the connection. */
+  /**
+   * Hands the mount over to a successor that takes the connection from the holder: stops reading
+   * requests, answers those already handed to this side (at most `timeoutMs`), then closes this
+   * descriptor. The mount, the connection and open files stay.
+   */
+  async detach(timeoutMs = 10_000): Promise<void> {
+    this.stopping = true
+    if (this.poll) clearInterval(this.poll)
+    this.unsubscribe?.()
+    const s = this.session
+    if (!s) return
+    const n = native()
+    n.fuseStopWorkers(s)
+    const t0 = Date.now()
+    while (this.answering > 0 && Date.now() - t0 < timeoutMs) await new Promise(r => setTimeout(r, 10))
+    if (this.answering > 0) this.log.warn({ requests: this.answering }, 'handing over with requests unanswered')
+    this.flushEvents()
+    this.session = undefined
+    n.fuseDetach(s)
+  }
+
+  /**
+   * Stop serving, unmount (lazily: open handles fail from then on), close the connection and let
+   * the holder go: there is no successor.
+   */
   async unmount(): Promise<void> {
     this.stopping = true
     if (this.poll) clearInterval(this.poll)
@@ -146,6 +204,7 @@ export class VmifsMount {
     this.flushEvents()
     this.session = undefined
     native().fuseUnmount(s)
+    if (this.opts.holderSocket !== undefined) quitHolder(this.opts.holderSocket)
     await Promise.resolve()
   }
 
@@ -174,7 +233,7 @@ export class VmifsMount {
   private request(kind: number, unique: bigint, ino: bigint, fh: number, off: number, size: number): void {
     if (kind === REQ_EVENTS) return this.flushEvents()
     const s = this.session
-    if (!s || this.stopping) return
+    if (!s) return
     const n = native()
     try {
       if (kind === REQ_REFRESH) {
@@ -205,28 +264,33 @@ export class VmifsMount {
     const m = this.manifestOf(image)
     const stream = this.opens.get(fh)?.stream ?? m
     const dst = Buffer.allocUnsafe(size)
+    this.answering++
     let answered = false
+    const answer = (fn: () => void): void => {
+      if (answered) return
+      answered = true
+      this.answering--
+      if (this.session === s) fn()
+    }
     const timeoutMs = this.opts.readTimeoutMs ?? 120_000
     const timer = setTimeout(() => {
-      if (answered || this.session !== s) return
-      answered = true
-      this.log.warn({ image: image.name, off, size }, 'a read took longer than mount.readTimeoutMs')
-      n.fuseReply(s, unique, ETIMEDOUT)
+      answer(() => {
+        this.log.warn({ image: image.name, off, size }, 'a read took longer than mount.readTimeoutMs')
+        n.fuseReply(s, unique, ETIMEDOUT)
+      })
     }, timeoutMs)
     timer.unref()
     this.view.read(image.name, m, dst, off, size, stream).then(
       got => {
         clearTimeout(timer)
-        if (answered || this.session !== s) return
-        answered = true
-        n.fuseReplyData(s, unique, dst, got)
+        answer(() => n.fuseReplyData(s, unique, dst, got))
       },
       (err: unknown) => {
         clearTimeout(timer)
-        if (answered || this.session !== s) return
-        answered = true
-        this.log.warn({ image: image.name, off, size, err: (err as Error).message }, 'read failed')
-        n.fuseReply(s, unique, errnoOf(err))
+        answer(() => {
+          this.log.warn({ image: image.name, off, size, err: (err as Error).message }, 'read failed')
+          n.fuseReply(s, unique, errnoOf(err))
+        })
       }
     )
   }

@@ -1,6 +1,7 @@
 // Loader for the C addon in native/ (built by node-gyp into build/Release).
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
+import fs from 'node:fs'
 import path from 'node:path'
 import { VmifsError } from '../errors.js'
 
@@ -26,6 +27,25 @@ export interface NativeAddon {
     onRequest: (kind: number, unique: bigint, ino: bigint, fh: number, off: number, size: number, flags: number) => void
   ): FuseSession
   fuseUnmount(s: FuseSession): void
+  /** a session on a live connection whose descriptor came from the holder */
+  fuseAdopt(
+    fd: number,
+    mountpoint: string,
+    chunkDir: string,
+    opts: { maxReadahead: number; workers: number },
+    onRequest: (kind: number, unique: bigint, ino: bigint, fh: number, off: number, size: number, flags: number) => void
+  ): FuseSession
+  /** start serving, once the image list is set (resend: ask the kernel for what a dead daemon left) */
+  fuseStart(s: FuseSession, resend: boolean): void
+  /** stop reading requests (a successor takes over); answers to requests already handed out still go */
+  fuseStopWorkers(s: FuseSession): void
+  /** after fuseStopWorkers: close this descriptor, leaving the mount to the successor */
+  fuseDetach(s: FuseSession): void
+  fuseFd(s: FuseSession): number
+  fuseResendAgreed(s: FuseSession): boolean
+  holderTake(socketPath: string): number
+  holderQuit(socketPath: string): boolean
+  closeFd(fd: number): void
   fuseSetImages(
     s: FuseSession,
     names: string[],
@@ -57,6 +77,15 @@ const candidates = [
 ]
 
 let addon: NativeAddon | undefined
+
+/** The holder executable built beside the addon (native/fuse_holder.c). */
+export function holderPath(): string {
+  for (const c of candidates) {
+    const p = path.join(path.dirname(c), 'vmifs-fuse-holder')
+    if (fs.existsSync(p)) return p
+  }
+  throw new VmifsError('NATIVE_MISSING', 'the FUSE holder is not built: run `npm run build`', { candidates })
+}
 
 export function native(): NativeAddon {
   if (addon) return addon

@@ -214,10 +214,15 @@ export function faultyProxy(targetPort: number, fault: Fault): Promise<ChildProx
 }
 
 /** The userspace delay/throttle proxy of the benchmarks (bench/lib/delay-proxy.ts), as a child. */
-export function delayProxy(targetPort: number, delayMs: number, rateBytesPerSec?: number): Promise<ChildProxy> {
+export function delayProxy(
+  targetPort: number,
+  delayMs: number,
+  rateBytesPerSec?: number,
+  listenPort = 0
+): Promise<ChildProxy> {
   return childProxy(path.resolve(here, '../../bench/lib/delay-proxy.js'), [
     '--listen',
-    '127.0.0.1:0',
+    `127.0.0.1:${listenPort}`,
     '--target',
     `127.0.0.1:${targetPort}`,
     '--delay-ms',

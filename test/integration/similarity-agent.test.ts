@@ -6,7 +6,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { fixture, vmifs } from './harness.js'
-import { agentCall } from '../../src/cli/stats.js'
+import { agentCall } from '../../src/server/local-api.js'
 import { CatalogClusters, type Similarity } from '../../src/planner/clusters.js'
 import { DataDir } from '../../src/datadir.js'
 
