@@ -1009,6 +1009,15 @@ static void stop_workers(session_t *s) {
     pthread_join(s->workers[i], NULL);
 }
 
+/** Stops the workers if they still run, closes this descriptor, lets go of JavaScript. */
+static void close_session(session_t *s) {
+  if (!s->stopping) stop_workers(s);
+  s->mounted = 0;
+  close(s->fd);
+  s->fd = -1;
+  napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+}
+
 /** fuseStopWorkers(session): stop reading requests (each worker finishes the one in hand). */
 static napi_value FuseStopWorkers(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -1031,11 +1040,7 @@ static napi_value FuseDetach(napi_env env, napi_callback_info info) {
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   session_t *s = session_of(env, argv[0]);
   if (!s || s->fd < 0) return NULL;
-  if (!s->stopping) stop_workers(s);
-  s->mounted = 0;
-  close(s->fd);
-  s->fd = -1;
-  napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+  close_session(s);
   return NULL;
 }
 
@@ -1047,17 +1052,6 @@ static napi_value FuseFd(napi_env env, napi_callback_info info) {
   session_t *s = session_of(env, argv[0]);
   if (!s) return NULL;
   CHECK(napi_create_int32(env, s->fd, &out));
-  return out;
-}
-
-/** fuseResendAgreed(session) -> whether the kernel agreed to resend at INIT (this session's mount) */
-static napi_value FuseResendAgreed(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], out;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s = session_of(env, argv[0]);
-  if (!s) return NULL;
-  CHECK(napi_get_boolean(env, s->resend != 0, &out));
   return out;
 }
 
@@ -1131,17 +1125,6 @@ static napi_value HolderQuit(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/** closeFd(fd) */
-static napi_value CloseFd(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  int32_t fd;
-  CHECK(napi_get_value_int32(env, argv[0], &fd));
-  close(fd);
-  return NULL;
-}
-
 /** fuseUnmount(session): detach the mount, stop the workers, close the connection. */
 static napi_value FuseUnmount(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -1151,11 +1134,7 @@ static napi_value FuseUnmount(napi_env env, napi_callback_info info) {
   if (!s || s->fd < 0) return NULL;
   int err = 0;
   if (s->mounted && umount2(s->mountpoint, MNT_DETACH) != 0) err = errno;
-  s->mounted = 0;
-  if (!s->stopping) stop_workers(s);
-  close(s->fd);
-  s->fd = -1;
-  napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+  close_session(s);
   if (err) return throw_errno(env, "umount", err);
   return NULL;
 }
@@ -1453,10 +1432,8 @@ void vmifs_fuse_register(napi_env env, napi_value exports) {
       {"fuseStopWorkers", NULL, FuseStopWorkers, NULL, NULL, NULL, napi_default, NULL},
       {"fuseDetach", NULL, FuseDetach, NULL, NULL, NULL, napi_default, NULL},
       {"fuseFd", NULL, FuseFd, NULL, NULL, NULL, napi_default, NULL},
-      {"fuseResendAgreed", NULL, FuseResendAgreed, NULL, NULL, NULL, napi_default, NULL},
       {"holderTake", NULL, HolderTake, NULL, NULL, NULL, napi_default, NULL},
       {"holderQuit", NULL, HolderQuit, NULL, NULL, NULL, napi_default, NULL},
-      {"closeFd", NULL, CloseFd, NULL, NULL, NULL, napi_default, NULL},
       {"fuseSetImages", NULL, SetImages, NULL, NULL, NULL, napi_default, NULL},
       {"fuseSetManifest", NULL, SetManifest, NULL, NULL, NULL, napi_default, NULL},
       {"fuseMarkCached", NULL, MarkCached, NULL, NULL, NULL, napi_default, NULL},

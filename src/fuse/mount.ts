@@ -98,7 +98,6 @@ export class VmifsMount {
   private stopping = false
   /** requests handed to this side and not answered yet */
   private answering = 0
-  private holderPid: number | undefined
 
   constructor(
     readonly mountpoint: string,
@@ -135,7 +134,8 @@ export class VmifsMount {
     this.started()
     if (this.opts.holderSocket !== undefined) {
       try {
-        this.holderPid = await startHolder(this.opts.holderSocket, n.fuseFd(this.session))
+        const pid = await startHolder(this.opts.holderSocket, n.fuseFd(this.session))
+        this.log.info({ pid, socket: this.opts.holderSocket }, 'the FUSE holder keeps the connection')
       } catch (err) {
         // the mount works without it; it just does not survive a crash of this agent
         this.log.warn({ err: (err as Error).message }, 'no FUSE holder: the mount dies with this agent')

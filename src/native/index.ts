@@ -42,10 +42,8 @@ export interface NativeAddon {
   /** after fuseStopWorkers: close this descriptor, leaving the mount to the successor */
   fuseDetach(s: FuseSession): void
   fuseFd(s: FuseSession): number
-  fuseResendAgreed(s: FuseSession): boolean
   holderTake(socketPath: string): number
   holderQuit(socketPath: string): boolean
-  closeFd(fd: number): void
   fuseSetImages(
     s: FuseSession,
     names: string[],
