@@ -995,7 +995,11 @@ static napi_value FuseAdopt(napi_env env, napi_callback_info info) {
   char *chunks = get_string(env, argv[2]);
   if (!mnt || !chunks) return throw_errno(env, "fuseAdopt", ENOMEM);
   fcntl(fd, F_SETFD, FD_CLOEXEC);
-  return start_session(env, fd, mnt, chunks, argv[3], argv[4], 1);
+  napi_value out = start_session(env, fd, mnt, chunks, argv[3], argv[4], 1);
+  session_t *s = out ? session_of(env, out) : NULL;
+  /* file handles the kernel got from the previous agent stay in use: new ones start far above */
+  if (s) s->next_fh = (now_ms() / 1000) << 20; /* below 2^53: JavaScript holds fh as a number */
+  return out;
 }
 
 /** stop the workers (each finishes the request in hand) */
