@@ -617,10 +617,6 @@ export class Agent extends Resource {
         this.refreshImages()
         return this.imageMap
       },
-      byDigest: d => {
-        this.refreshImages()
-        return this.digestMap.get(d)
-      },
       manifest: (d): Manifest => {
         const m = dd.catalog.manifest(d)
         if (!m) throw VmifsError.imageNotFound(d)
@@ -642,10 +638,9 @@ export class Agent extends Resource {
       },
       statsJson: () => Buffer.from(JSON.stringify(this.snapshot(), null, 2) + '\n'),
       served: (name, m, pos, len, stream, ms) => {
-        reader.served(name, m, pos, len, stream)
+        this.stats.fuseReadBytes += reader.served(name, m, pos, len, stream)
         this.stats.fuseReadOps++
         this.stats.nativeReadOps++
-        this.stats.fuseReadBytes += Math.max(0, Math.min(len, m.size - pos))
         this.stats.readLatency.record(ms)
       },
       subscribeChunks: l => dd.store.subscribe(l),

@@ -47,19 +47,15 @@ export class ImageReader {
 
   /** `stream` identifies the open file the read comes from (read-ahead follows each one). */
   async read(name: string, m: Manifest, dst: Buffer, pos: number, len: number, stream: object = m): Promise<number> {
-    if (pos >= m.size) return 0
-    len = Math.min(len, m.size - pos)
-    const end = pos + len
-    if (this.fetch) this.readAhead(m, stream, pos, end)
-    const img = this.stats.image(name)
-    img.readOps++
+    const r = this.begin(name, m, pos, len, stream)
+    if (!r) return 0
+    const { img, end } = r
+    len = r.len
     let missed = false
     let hitBytes = 0
     let missBytes = 0
     const jobs: Array<Promise<void>> = []
-    const firstEntry = m.find(pos)
-    this.onAccess?.(m, firstEntry, m.find(end - 1))
-    let i = firstEntry
+    let i = r.first
     for (; i < m.count && m.offsets[i]! < end; i++) {
       const a = Math.max(pos, m.offsets[i]!)
       const b = Math.min(end, m.offsets[i + 1]!)
@@ -113,25 +109,41 @@ export class ImageReader {
   /**
    * Accounts for a read the native side served from cached, verified chunks (zero extents
    * included): the same statistics, usage trace, read-ahead and access times as read() gives a
-   * read it serves, without touching the bytes.
+   * read it serves, without touching the bytes. Returns the bytes it accounted for (0 at the end).
    */
-  served(name: string, m: Manifest, pos: number, len: number, stream: object = m): void {
-    if (pos >= m.size || len === 0) return
+  served(name: string, m: Manifest, pos: number, len: number, stream: object = m): number {
+    const r = len === 0 ? undefined : this.begin(name, m, pos, len, stream)
+    if (!r) return 0
+    for (let i = r.first; i < m.count && m.offsets[i]! < r.end; i++) {
+      if (m.zero[i] === 1) this.stats.zeroBytes += Math.min(r.end, m.offsets[i + 1]!) - Math.max(pos, m.offsets[i]!)
+      else this.store.touch(m.hashHexAt(i))
+    }
+    this.stats.hitOps++
+    this.stats.hitBytes += r.len
+    r.img.hitBytes += r.len
+    return r.len
+  }
+
+  /**
+   * What every read of an image starts with, whoever serves its bytes: the range clamped to the
+   * image, read-ahead, the per-image count and the usage trace. Undefined at or past the end.
+   */
+  private begin(
+    name: string,
+    m: Manifest,
+    pos: number,
+    len: number,
+    stream: object
+  ): { img: ReturnType<Stats['image']>; len: number; end: number; first: number } | undefined {
+    if (pos >= m.size) return undefined
     len = Math.min(len, m.size - pos)
     const end = pos + len
     if (this.fetch) this.readAhead(m, stream, pos, end)
     const img = this.stats.image(name)
     img.readOps++
     const first = m.find(pos)
-    const last = m.find(end - 1)
-    this.onAccess?.(m, first, last)
-    for (let i = first; i <= last; i++) {
-      if (m.zero[i] === 1) this.stats.zeroBytes += Math.min(end, m.offsets[i + 1]!) - Math.max(pos, m.offsets[i]!)
-      else this.store.touch(m.hashHexAt(i))
-    }
-    this.stats.hitOps++
-    this.stats.hitBytes += len
-    img.hitBytes += len
+    this.onAccess?.(m, first, m.find(end - 1))
+    return { img, len, end, first }
   }
 
   /**

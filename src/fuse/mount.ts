@@ -30,7 +30,6 @@ export interface ImageEntry {
 export interface MountView {
   /** name -> image, current as of this call */
   images(): Map<string, ImageEntry>
-  byDigest(digest: string): ImageEntry | undefined
   manifest(digest: string): Manifest
   read(name: string, m: Manifest, dst: Buffer, pos: number, len: number, stream: object): Promise<number>
   statsJson(): Buffer
@@ -73,13 +72,12 @@ const STATS_MIN_SIZE = 64 * 1024
 const IMAGES_POLL_MS = 250
 
 /** The inode of an image, as native/fuse_session.c derives it from the digest. */
-export function inoOf(digest: string): bigint {
+function inoOf(digest: string): bigint {
   return BigInt('0x' + digest.slice(0, 16)) | (1n << 63n)
 }
 
 interface Open {
   image: ImageEntry
-  manifest: Manifest
   stream: object
 }
 
@@ -95,7 +93,6 @@ export class VmifsMount {
   private flushScheduled = false
   private unsubscribe: (() => void) | undefined
   private poll: NodeJS.Timeout | undefined
-  private stopping = false
   /** requests handed to this side and not answered yet */
   private answering = 0
 
@@ -176,7 +173,6 @@ export class VmifsMount {
    * descriptor. The mount, the connection and open files stay.
    */
   async detach(timeoutMs = 10_000): Promise<void> {
-    this.stopping = true
     if (this.poll) clearInterval(this.poll)
     this.unsubscribe?.()
     const s = this.session
@@ -196,7 +192,6 @@ export class VmifsMount {
    * the holder go: there is no successor.
    */
   async unmount(): Promise<void> {
-    this.stopping = true
     if (this.poll) clearInterval(this.poll)
     this.unsubscribe?.()
     const s = this.session
@@ -314,9 +309,8 @@ export class VmifsMount {
 
   private opened(ino: bigint, fh: number): void {
     const image = this.byIno.get(ino)
-    const m = image && this.manifests.get(image.digest)
-    if (!image || !m) return
-    this.opens.set(fh, { image, manifest: m, stream: {} })
+    if (!image || !this.manifests.has(image.digest)) return
+    this.opens.set(fh, { image, stream: {} })
     this.view.opened?.(image.name, image.digest)
   }
 

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { request } from 'undici'
 import { Fleet, TOKEN, delayProxy, faultyProxy } from './fleet.js'
-import { makeImage, nodeJson, run, vmifs } from './harness.js'
+import { dropPages, makeImage, nodeJson, run, vmifs } from './harness.js'
 
 /** Distinct data bytes of an image (what a cold host must fetch at most). */
 function distinctDataBytes(data: string, name: string): number {
@@ -15,10 +15,6 @@ function distinctDataBytes(data: string, name: string): number {
   const seen = new Map<string, number>()
   for (const c of m.chunks) if (c.hash) seen.set(c.hash, c.length)
   return [...seen.values()].reduce((a, b) => a + b, 0)
-}
-
-function dropPages(file: string): void {
-  run('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none'])
 }
 
 test.serial(

@@ -118,6 +118,11 @@ export function sleep(ms: number): Promise<void> {
   return new Promise(resolve => setTimeout(resolve, ms))
 }
 
+/** Drops one file's pages from the kernel page cache (they are clean; works on a FUSE file too). */
+export function dropPages(file: string): void {
+  run('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none'])
+}
+
 /** The FUSE connection id (the device minor) of a mount, from mountinfo. */
 export function fuseConnection(mount: string): string | undefined {
   const real = path.resolve(mount)

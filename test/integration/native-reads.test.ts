@@ -4,44 +4,10 @@ import test from 'ava'
 import fs from 'node:fs'
 import path from 'node:path'
 import { type AgentStats, readStats } from './agent-stats.js'
-import { AgentProcess, abortMount, isMounted, makeImage, nodeJson, run, tmpdir, vmifs } from './harness.js'
-
-function setup(t: { teardown: (fn: () => void | Promise<void>) => void }): {
-  dir: string
-  data: string
-  mnt: string
-  start: (extra?: string[]) => Promise<AgentProcess>
-} {
-  const dir = tmpdir()
-  const data = path.join(dir, 'data')
-  const mnt = path.join(dir, 'mnt')
-  fs.mkdirSync(mnt)
-  const agents: AgentProcess[] = []
-  t.teardown(async () => {
-    for (const a of agents) await a.stop('SIGTERM', 5000).catch(() => {})
-    abortMount(mnt)
-    fs.rmSync(dir, { recursive: true, force: true })
-  })
-  return {
-    dir,
-    data,
-    mnt,
-    start: async (extra: string[] = []) => {
-      const a = new AgentProcess(mnt, data, extra)
-      agents.push(a)
-      await a.ready()
-      return a
-    }
-  }
-}
-
-/** Drops one file's pages from the kernel page cache (they are clean). */
-function dropPages(file: string): void {
-  run('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none'])
-}
+import { dropPages, fixture, isMounted, makeImage, nodeJson, run, vmifs } from './harness.js'
 
 test.serial('byte-exact reads; once verified, reads past the page cache never enter the agent', async t => {
-  const f = setup(t)
+  const f = fixture(t)
   const img = path.join(f.dir, 'disk.raw')
   const bytes = makeImage(img, 12)
   t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.data]).code, 0)
@@ -65,7 +31,7 @@ test.serial('byte-exact reads; once verified, reads past the page cache never en
 })
 
 test.serial('a verified chunk whose file is gone is read by the agent (EIO), never as wrong bytes', async t => {
-  const f = setup(t)
+  const f = fixture(t)
   const img = path.join(f.dir, 'disk.raw')
   const bytes = makeImage(img, 3)
   t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.data]).code, 0)
@@ -99,7 +65,7 @@ test.serial('a verified chunk whose file is gone is read by the agent (EIO), nev
 })
 
 test.serial('an image imported while the agent runs is found at once; the mount is read-only', async t => {
-  const f = setup(t)
+  const f = fixture(t)
   const img = path.join(f.dir, 'disk.raw')
   makeImage(img, 3)
   t.is(vmifs(['import', img, '--name', 'first', '--data-dir', f.data]).code, 0)
