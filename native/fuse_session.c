@@ -15,6 +15,7 @@
 // markUncached). Reads served here are reported back as events (drainEvents), for statistics,
 // usage traces, read-ahead and the cache's access times.
 #define _GNU_SOURCE
+#include "napi_check.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fuse.h>
@@ -33,14 +34,6 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
-
-#define CHECK(call)                                           \
-  do {                                                        \
-    if ((call) != napi_ok) {                                  \
-      napi_throw_error(env, "VMIFS_NATIVE", #call " failed"); \
-      return NULL;                                            \
-    }                                                         \
-  } while (0)
 
 enum { INO_ROOT = 1, INO_IMAGES = 2, INO_BYDIGEST = 3, INO_STATS = 4 };
 enum { OUR_MINOR = 40, MAX_PAGES = 256, MAX_READ = MAX_PAGES * 4096, MAX_WORKERS = 64 };
@@ -133,9 +126,7 @@ typedef struct session {
   uint64_t next_fh;
   event_t *events;
   size_t nevents, cap_events;
-  uint64_t dropped_events;
   int events_notified;
-  int64_t open_images;
   pending_t *pending;
 
   napi_threadsafe_function tsfn;
@@ -148,7 +139,6 @@ typedef struct {
   uint64_t fh;
   uint64_t off;
   uint32_t size;
-  uint32_t flags;
 } request_t;
 
 static uint64_t now_ms(void) {
@@ -330,8 +320,7 @@ static void validity(uint64_t ino, uint64_t *secs, uint32_t *nsecs) {
   *secs = ino == INO_STATS ? 0 : 1;
 }
 
-static void to_js(session_t *s, uint32_t kind, struct fuse_in_header *in, uint64_t fh, uint64_t off, uint32_t size,
-                  uint32_t flags);
+static void to_js(session_t *s, uint32_t kind, struct fuse_in_header *in, uint64_t fh, uint64_t off, uint32_t size);
 
 /**
  * A name not in the list, or a listing: the list may be behind the catalog (an import by another
@@ -351,7 +340,7 @@ static int hold_for_refresh(session_t *s, struct fuse_in_header *in, int resubmi
   p->next = s->pending;
   s->pending = p;
   pthread_mutex_unlock(&s->mu);
-  to_js(s, REQ_REFRESH, in, 0, 0, 0, 0);
+  to_js(s, REQ_REFRESH, in, 0, 0, 0);
   return 1;
 }
 
@@ -492,9 +481,7 @@ static void push_event(session_t *s, uint8_t type, uint64_t ino, uint64_t fh, ui
     e->off = off;
     e->len = len;
     e->micros = micros;
-  } else {
-    s->dropped_events++;
-  }
+  } /* else: the queue is full (millions of events JavaScript has not drained): this one is not counted */
   if (!s->events_notified) {
     s->events_notified = 1;
     notify = 1;
@@ -508,8 +495,7 @@ static void push_event(session_t *s, uint8_t type, uint64_t ino, uint64_t fh, ui
   }
 }
 
-static void to_js(session_t *s, uint32_t kind, struct fuse_in_header *in, uint64_t fh, uint64_t off, uint32_t size,
-                  uint32_t flags) {
+static void to_js(session_t *s, uint32_t kind, struct fuse_in_header *in, uint64_t fh, uint64_t off, uint32_t size) {
   request_t *q = calloc(1, sizeof *q);
   if (!q) {
     reply_err(s, in->unique, ENOMEM);
@@ -521,7 +507,6 @@ static void to_js(session_t *s, uint32_t kind, struct fuse_in_header *in, uint64
   q->fh = fh;
   q->off = off;
   q->size = size;
-  q->flags = flags;
   if (napi_call_threadsafe_function(s->tsfn, q, napi_tsfn_blocking) != napi_ok) {
     free(q);
     reply_err(s, in->unique, EIO);
@@ -541,7 +526,7 @@ static void do_open(session_t *s, struct fuse_in_header *in, const struct fuse_o
     return;
   }
   if (in->nodeid == INO_STATS) {
-    to_js(s, REQ_OPEN_STATS, in, new_fh(s), 0, 0, o->flags);
+    to_js(s, REQ_OPEN_STATS, in, new_fh(s), 0, 0);
     return;
   }
   if (in->nodeid <= INO_BYDIGEST) {
@@ -558,12 +543,9 @@ static void do_open(session_t *s, struct fuse_in_header *in, const struct fuse_o
   }
   uint64_t fh = new_fh(s);
   if (!loaded) {
-    to_js(s, REQ_OPEN, in, fh, 0, 0, o->flags);
+    to_js(s, REQ_OPEN, in, fh, 0, 0);
     return;
   }
-  pthread_mutex_lock(&s->mu);
-  s->open_images++;
-  pthread_mutex_unlock(&s->mu);
   push_event(s, EV_OPEN, in->nodeid, fh, 0, 0, 0);
   struct fuse_open_out out = {.fh = fh, .open_flags = FOPEN_KEEP_CACHE};
   reply(s, in->unique, 0, &out, sizeof out, NULL, 0);
@@ -583,9 +565,6 @@ static void do_release(session_t *s, struct fuse_in_header *in, const struct fus
     }
     pthread_mutex_unlock(&s->mu);
   } else if (in->nodeid > INO_STATS) {
-    pthread_mutex_lock(&s->mu);
-    s->open_images--;
-    pthread_mutex_unlock(&s->mu);
     push_event(s, EV_RELEASE, in->nodeid, r->fh, 0, 0, 0);
   }
   reply_err(s, in->unique, 0);
@@ -660,7 +639,7 @@ static void do_read(session_t *s, struct fuse_in_header *in, const struct fuse_r
     if (!im)
       reply_err(s, in->unique, EBADF);
     else
-      to_js(s, REQ_READ, in, r->fh, r->offset, r->size, 0);
+      to_js(s, REQ_READ, in, r->fh, r->offset, r->size);
     return;
   }
   uint64_t pos = r->offset;
@@ -694,7 +673,7 @@ static void do_read(session_t *s, struct fuse_in_header *in, const struct fuse_r
   pthread_rwlock_unlock(&s->lock);
   if (!ok) {
     /* a chunk this side cannot serve: the agent reads (and fetches) the whole request */
-    to_js(s, REQ_READ, in, r->fh, r->offset, r->size, 0);
+    to_js(s, REQ_READ, in, r->fh, r->offset, r->size);
     return;
   }
   /* the event is queued before the reply, so a reader that got its bytes finds the read counted */
@@ -856,17 +835,16 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
     s->events_notified = 0;
     pthread_mutex_unlock(&s->mu);
   }
-  napi_value argv[7], undef;
+  napi_value argv[6], undef;
   napi_create_uint32(env, q->kind, &argv[0]);
   napi_create_bigint_uint64(env, q->unique, &argv[1]);
   napi_create_bigint_uint64(env, q->ino, &argv[2]);
   napi_create_double(env, (double)q->fh, &argv[3]);
   napi_create_double(env, (double)q->off, &argv[4]);
   napi_create_uint32(env, q->size, &argv[5]);
-  napi_create_uint32(env, q->flags, &argv[6]);
   napi_get_undefined(env, &undef);
   free(q);
-  napi_call_function(env, undef, js_cb, 7, argv, NULL);
+  napi_call_function(env, undef, js_cb, 6, argv, NULL);
 }
 
 static session_t *session_of(napi_env env, napi_value v) {
@@ -876,6 +854,16 @@ static session_t *session_of(napi_env env, napi_value v) {
     return NULL;
   }
   return s;
+}
+
+/** The call's first n arguments into argv, and the session it names first; NULL with an exception pending. */
+static session_t *session_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv) {
+  size_t argc = n;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
+    napi_throw_error(env, "VMIFS_NATIVE", "napi_get_cb_info failed");
+    return NULL;
+  }
+  return session_of(env, argv[0]);
 }
 
 static char *get_string(napi_env env, napi_value v) {
@@ -941,10 +929,8 @@ static napi_value start_session(napi_env env, int fd, char *mnt, char *chunks, n
  * the kernel to queue again every request the previous daemon read and never answered.
  */
 static napi_value FuseStart(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s = session_of(env, argv[0]);
+  session_t *s = session_args(env, info, 2, argv);
   if (!s || s->fd < 0 || s->started) return NULL;
   bool resend = false;
   napi_get_value_bool(env, argv[1], &resend);
@@ -1024,10 +1010,8 @@ static void close_session(session_t *s) {
 
 /** fuseStopWorkers(session): stop reading requests (each worker finishes the one in hand). */
 static napi_value FuseStopWorkers(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s = session_of(env, argv[0]);
+  session_t *s = session_args(env, info, 1, argv);
   if (!s || s->stopping) return NULL;
   stop_workers(s);
   return NULL;
@@ -1039,10 +1023,8 @@ static napi_value FuseStopWorkers(napi_env env, napi_callback_info info) {
  * the holder) to the successor.
  */
 static napi_value FuseDetach(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s = session_of(env, argv[0]);
+  session_t *s = session_args(env, info, 1, argv);
   if (!s || s->fd < 0) return NULL;
   close_session(s);
   return NULL;
@@ -1050,10 +1032,8 @@ static napi_value FuseDetach(napi_env env, napi_callback_info info) {
 
 /** fuseFd(session) -> the /dev/fuse descriptor (for the holder to inherit) */
 static napi_value FuseFd(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1], out;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s = session_of(env, argv[0]);
+  session_t *s = session_args(env, info, 1, argv);
   if (!s) return NULL;
   CHECK(napi_create_int32(env, s->fd, &out));
   return out;
@@ -1131,10 +1111,8 @@ static napi_value HolderQuit(napi_env env, napi_callback_info info) {
 
 /** fuseUnmount(session): detach the mount, stop the workers, close the connection. */
 static napi_value FuseUnmount(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s = session_of(env, argv[0]);
+  session_t *s = session_args(env, info, 1, argv);
   if (!s || s->fd < 0) return NULL;
   int err = 0;
   if (s->mounted && umount2(s->mountpoint, MNT_DETACH) != 0) err = errno;
@@ -1145,10 +1123,8 @@ static napi_value FuseUnmount(napi_env env, napi_callback_info info) {
 
 /** setImages(session, names[], digests[], sizes[], mtimesMs[], statsSize) */
 static napi_value SetImages(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
   napi_value argv[6];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s = session_of(env, argv[0]);
+  session_t *s = session_args(env, info, 6, argv);
   if (!s) return NULL;
   uint32_t n;
   CHECK(napi_get_array_length(env, argv[1], &n));
@@ -1194,10 +1170,8 @@ static napi_value SetImages(napi_env env, napi_callback_info info) {
 
 /** setManifest(session, digest, offsets: Float64Array (count + 1), zero: Uint8Array, hashes: Buffer) */
 static napi_value SetManifest(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
   napi_value argv[5];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s = session_of(env, argv[0]);
+  session_t *s = session_args(env, info, 5, argv);
   if (!s) return NULL;
   char digest[65] = {0};
   size_t dl;
@@ -1236,10 +1210,8 @@ static napi_value SetManifest(napi_env env, napi_callback_info info) {
 }
 
 static napi_value mark(napi_env env, napi_callback_info info, int add) {
-  size_t argc = 2;
   napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s = session_of(env, argv[0]);
+  session_t *s = session_args(env, info, 2, argv);
   if (!s) return NULL;
   void *data;
   size_t len;
@@ -1266,10 +1238,8 @@ static napi_value MarkUncached(napi_env env, napi_callback_info info) {
 
 /** reply(session, unique: bigint, errno) — an error, or an empty success (open of a loaded image). */
 static napi_value Reply(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s = session_of(env, argv[0]);
+  session_t *s = session_args(env, info, 3, argv);
   if (!s || s->fd < 0) return NULL;
   uint64_t unique;
   bool lossless;
@@ -1282,10 +1252,8 @@ static napi_value Reply(napi_env env, napi_callback_info info) {
 
 /** replyData(session, unique, buffer, length) — the answer to a read handed to the agent. */
 static napi_value ReplyData(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
   napi_value argv[4];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s = session_of(env, argv[0]);
+  session_t *s = session_args(env, info, 4, argv);
   if (!s || s->fd < 0) return NULL;
   uint64_t unique;
   bool lossless;
@@ -1301,10 +1269,8 @@ static napi_value ReplyData(napi_env env, napi_callback_info info) {
 
 /** replyOpen(session, unique, ino: bigint, fh) — the open of an image whose manifest is now loaded. */
 static napi_value ReplyOpen(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
   napi_value argv[4];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s = session_of(env, argv[0]);
+  session_t *s = session_args(env, info, 4, argv);
   if (!s || s->fd < 0) return NULL;
   uint64_t unique, ino;
   bool lossless;
@@ -1312,9 +1278,6 @@ static napi_value ReplyOpen(napi_env env, napi_callback_info info) {
   CHECK(napi_get_value_bigint_uint64(env, argv[1], &unique, &lossless));
   CHECK(napi_get_value_bigint_uint64(env, argv[2], &ino, &lossless));
   CHECK(napi_get_value_double(env, argv[3], &fh));
-  pthread_mutex_lock(&s->mu);
-  s->open_images++;
-  pthread_mutex_unlock(&s->mu);
   push_event(s, EV_OPEN, ino, (uint64_t)fh, 0, 0, 0);
   struct fuse_open_out out = {.fh = (uint64_t)fh, .open_flags = FOPEN_KEEP_CACHE};
   reply(s, unique, 0, &out, sizeof out, NULL, 0);
@@ -1323,10 +1286,8 @@ static napi_value ReplyOpen(napi_env env, napi_callback_info info) {
 
 /** replyOpenStats(session, unique, fh, snapshot: Buffer) — .stats as of this open, until its release. */
 static napi_value ReplyOpenStats(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
   napi_value argv[4];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s = session_of(env, argv[0]);
+  session_t *s = session_args(env, info, 4, argv);
   if (!s || s->fd < 0) return NULL;
   uint64_t unique;
   bool lossless;
@@ -1360,10 +1321,8 @@ static napi_value ReplyOpenStats(napi_env env, napi_callback_info info) {
 
 /** fuseResubmit(session, unique): handle again a request held for a refresh of the image list. */
 static napi_value Resubmit(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s = session_of(env, argv[0]);
+  session_t *s = session_args(env, info, 2, argv);
   if (!s) return NULL;
   uint64_t unique;
   bool lossless;
@@ -1389,10 +1348,8 @@ static napi_value Resubmit(napi_env env, napi_callback_info info) {
 
 /** drainEvents(session) -> Buffer of 40-byte events {type u8, pad, len u32, ino u64, fh u64, off u64, micros u64} */
 static napi_value DrainEvents(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s = session_of(env, argv[0]);
+  session_t *s = session_args(env, info, 1, argv);
   if (!s) return NULL;
   pthread_mutex_lock(&s->mu);
   size_t n = s->nevents;
@@ -1403,27 +1360,6 @@ static napi_value DrainEvents(napi_env env, napi_callback_info info) {
   s->nevents = 0;
   pthread_mutex_unlock(&s->mu);
   if (st != napi_ok) return throw_errno(env, "drainEvents", ENOMEM);
-  return out;
-}
-
-/** sessionInfo(session) -> { openImages, droppedEvents, workers } */
-static napi_value SessionInfo(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  session_t *s = session_of(env, argv[0]);
-  if (!s) return NULL;
-  napi_value out, v;
-  CHECK(napi_create_object(env, &out));
-  pthread_mutex_lock(&s->mu);
-  double open = (double)s->open_images, dropped = (double)s->dropped_events;
-  pthread_mutex_unlock(&s->mu);
-  napi_create_double(env, open, &v);
-  napi_set_named_property(env, out, "openImages", v);
-  napi_create_double(env, dropped, &v);
-  napi_set_named_property(env, out, "droppedEvents", v);
-  napi_create_int32(env, s->nworkers, &v);
-  napi_set_named_property(env, out, "workers", v);
   return out;
 }
 
@@ -1448,7 +1384,6 @@ void vmifs_fuse_register(napi_env env, napi_value exports) {
       {"fuseReplyOpenStats", NULL, ReplyOpenStats, NULL, NULL, NULL, napi_default, NULL},
       {"fuseResubmit", NULL, Resubmit, NULL, NULL, NULL, napi_default, NULL},
       {"fuseDrainEvents", NULL, DrainEvents, NULL, NULL, NULL, napi_default, NULL},
-      {"fuseSessionInfo", NULL, SessionInfo, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -4,20 +4,13 @@
 //   zeroBlocks(buf, blockSize) -> Uint8Array with 1 for every all-zero block of buf
 // The gear loop is FastCDC with normalized chunking (Xia et al., 2016): below normalSize the
 // stricter mask maskS applies, above it the looser maskL; the first minSize bytes are skipped.
+#include "napi_check.h"
 #include <node_api.h>
 #include <stdint.h>
 #include <string.h>
 
 static uint64_t GEAR[256];
 static int gear_set = 0;
-
-#define CHECK(call)                                           \
-  do {                                                        \
-    if ((call) != napi_ok) {                                  \
-      napi_throw_error(env, "VMIFS_NATIVE", #call " failed"); \
-      return NULL;                                            \
-    }                                                         \
-  } while (0)
 
 static uint64_t GEAR_LS[256]; /* GEAR[i] << 1 */
 

@@ -24,7 +24,7 @@ export interface NativeAddon {
     mountpoint: string,
     chunkDir: string,
     opts: { allowOther: boolean; maxReadahead: number; workers: number },
-    onRequest: (kind: number, unique: bigint, ino: bigint, fh: number, off: number, size: number, flags: number) => void
+    onRequest: (kind: number, unique: bigint, ino: bigint, fh: number, off: number, size: number) => void
   ): FuseSession
   fuseUnmount(s: FuseSession): void
   /** a session on a live connection whose descriptor came from the holder */
@@ -33,7 +33,7 @@ export interface NativeAddon {
     mountpoint: string,
     chunkDir: string,
     opts: { maxReadahead: number; workers: number },
-    onRequest: (kind: number, unique: bigint, ino: bigint, fh: number, off: number, size: number, flags: number) => void
+    onRequest: (kind: number, unique: bigint, ino: bigint, fh: number, off: number, size: number) => void
   ): FuseSession
   /** start serving, once the image list is set (resend: ask the kernel for what a dead daemon left) */
   fuseStart(s: FuseSession, resend: boolean): void
