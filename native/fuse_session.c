@@ -520,6 +520,13 @@ static uint64_t new_fh(session_t *s) {
   return fh;
 }
 
+/** An image opened: the agent hears of it (usage sessions), the kernel keeps the image's pages. */
+static void reply_image_open(session_t *s, uint64_t unique, uint64_t ino, uint64_t fh) {
+  push_event(s, EV_OPEN, ino, fh, 0, 0, 0);
+  struct fuse_open_out out = {.fh = fh, .open_flags = FOPEN_KEEP_CACHE};
+  reply(s, unique, 0, &out, sizeof out, NULL, 0);
+}
+
 static void do_open(session_t *s, struct fuse_in_header *in, const struct fuse_open_in *o) {
   if ((o->flags & O_ACCMODE) != O_RDONLY) {
     reply_err(s, in->unique, EROFS);
@@ -546,9 +553,7 @@ static void do_open(session_t *s, struct fuse_in_header *in, const struct fuse_o
     to_js(s, REQ_OPEN, in, fh, 0, 0);
     return;
   }
-  push_event(s, EV_OPEN, in->nodeid, fh, 0, 0, 0);
-  struct fuse_open_out out = {.fh = fh, .open_flags = FOPEN_KEEP_CACHE};
-  reply(s, in->unique, 0, &out, sizeof out, NULL, 0);
+  reply_image_open(s, in->unique, in->nodeid, fh);
 }
 
 static void do_release(session_t *s, struct fuse_in_header *in, const struct fuse_release_in *r) {
@@ -1278,9 +1283,7 @@ static napi_value ReplyOpen(napi_env env, napi_callback_info info) {
   CHECK(napi_get_value_bigint_uint64(env, argv[1], &unique, &lossless));
   CHECK(napi_get_value_bigint_uint64(env, argv[2], &ino, &lossless));
   CHECK(napi_get_value_double(env, argv[3], &fh));
-  push_event(s, EV_OPEN, ino, (uint64_t)fh, 0, 0, 0);
-  struct fuse_open_out out = {.fh = (uint64_t)fh, .open_flags = FOPEN_KEEP_CACHE};
-  reply(s, unique, 0, &out, sizeof out, NULL, 0);
+  reply_image_open(s, unique, ino, (uint64_t)fh);
   return NULL;
 }
 
