@@ -19,7 +19,7 @@ export interface NativeAddon {
   setGear(table: Buffer): void
   zeroBlocks(buf: Buffer, blockSize: number): Uint8Array
 
-  // The FUSE session (native/fuse_session.c): see src/fuse/native-mount.ts for the contract.
+  // The FUSE session (native/fuse_session.c): see src/fuse/mount.ts for the contract.
   fuseMount(
     mountpoint: string,
     chunkDir: string,
