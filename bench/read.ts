@@ -1,12 +1,13 @@
-// `npm run bench -- read [--size-mib N]`: sequential MB/s and 4 KiB random-read latency through
-// the mount vs the original file, in one run. Cases:
+// `npm run bench -- read [--size-mib N] [--readers N]`: sequential MB/s and 4 KiB random-read
+// latency through the mount vs the original file, in one run. Cases:
 //   original          the image file itself (page cache warm / dropped)
-//   mount, cold       page cache dropped and a fresh agent: chunk files come from disk
-//   mount, agent path the mounted file's pages dropped, chunk files in the page cache: every read
-//                     crosses FUSE into the agent's native threads (the first read of each chunk
-//                     after a start goes through JavaScript, which verifies it)
+//   mount, cold       page cache dropped and a fresh agent: the chunk store's packs come from disk
+//   mount, agent path the mounted file's pages dropped, packs in the page cache: every read crosses
+//                     FUSE into the agent's native threads, which hash each chunk before serving it
 //   mount, warm       the mounted file's pages in the kernel page cache (kept across opens)
-import { spawn, spawnSync } from 'node:child_process'
+//   N readers         N images of size/N each, read at once by N processes, cold: through the
+//                     mount against the N original files
+import { execFile, spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -17,6 +18,23 @@ const here = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(here, '../..')
 const VMIFS = path.join(ROOT, 'bin/vmifs.js')
 const READER = path.join(here, 'lib/reader.js')
+
+/** N readers at once, each `seq` over its own file: total bytes over the wall time of all. */
+async function parallelSeq(files: string[]): Promise<{ bytes: number; seconds: number }> {
+  const t0 = process.hrtime.bigint()
+  const runs = await Promise.all(
+    files.map(
+      f =>
+        new Promise<{ bytes: number }>((resolve, reject) => {
+          execFile(process.execPath, [READER, 'seq', f], { encoding: 'utf8', timeout: 600_000 }, (err, out) => {
+            if (err) reject(new Error(`reader failed on ${f}: ${err.message}`, { cause: err }))
+            else resolve(JSON.parse(out) as { bytes: number })
+          })
+        })
+    )
+  )
+  return { bytes: runs.reduce((n, r) => n + r.bytes, 0), seconds: Number(process.hrtime.bigint() - t0) / 1e9 }
+}
 
 function reader<T>(...args: string[]): T {
   const r = spawnSync(process.execPath, [READER, ...args], { encoding: 'utf8', timeout: 600_000 })
@@ -40,7 +58,8 @@ function dropFile(file: string): void {
 }
 
 async function startAgent(mnt: string, data: string): Promise<() => Promise<void>> {
-  const child = spawn(process.execPath, [VMIFS, 'agent', '--mount', mnt, '--data-dir', data], {
+  const extra = process.env.VMIFS_BENCH_AGENT_CONFIG ? ['--config', process.env.VMIFS_BENCH_AGENT_CONFIG] : []
+  const child = spawn(process.execPath, [VMIFS, 'agent', '--mount', mnt, '--data-dir', data, ...extra], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, VMIFS_LOG_LEVEL: 'warn' }
   })
@@ -62,6 +81,8 @@ async function startAgent(mnt: string, data: string): Promise<() => Promise<void
 export async function main(args: string[]): Promise<void> {
   const i = args.indexOf('--size-mib')
   const mib = i >= 0 ? Number(args[i + 1]) : 1024
+  const j = args.indexOf('--readers')
+  const readers = j >= 0 ? Number(args[j + 1]) : 4
   const dir = fs.mkdtempSync(path.join(process.env.VMIFS_BENCH_DIR ?? '/var/tmp', 'vmifs-bench-read-'))
   const data = path.join(dir, 'data')
   const mnt = path.join(dir, 'mnt')
@@ -69,13 +90,18 @@ export async function main(args: string[]): Promise<void> {
   fs.mkdirSync(mnt)
   try {
     // incompressible data (no zero runs), so every byte comes from a chunk
-    const fd = fs.openSync(img, 'w')
-    for (let k = 0; k < mib; k += 16) fs.writeSync(fd, randomBytes(16 * 1024 * 1024))
-    fs.closeSync(fd)
-    const imp = spawnSync(process.execPath, [VMIFS, 'import', img, '--name', 'disk', '--data-dir', data, '--quiet'], {
-      encoding: 'utf8'
-    })
-    if (imp.status !== 0) throw new Error(imp.stderr)
+    const make = (file: string, name: string, size: number): void => {
+      const fd = fs.openSync(file, 'w')
+      for (let k = 0; k < size; k += 16) fs.writeSync(fd, randomBytes(16 * 1024 * 1024))
+      fs.closeSync(fd)
+      const imp = spawnSync(process.execPath, [VMIFS, 'import', file, '--name', name, '--data-dir', data, '--quiet'], {
+        encoding: 'utf8'
+      })
+      if (imp.status !== 0) throw new Error(imp.stderr)
+    }
+    make(img, 'disk', mib)
+    const many = Array.from({ length: readers }, (_, k) => `part${k}`)
+    for (const n of many) make(path.join(dir, `${n}.raw`), n, Math.max(16, Math.floor(mib / readers)))
     const file = path.join(mnt, 'images/disk')
     const canDrop = dropCaches()
     const rows: Array<[string, string, string]> = []
@@ -89,9 +115,21 @@ export async function main(args: string[]): Promise<void> {
       lat.push([label, `${(r.p50Ms * 1000).toFixed(0)} µs`, `${(r.p99Ms * 1000).toFixed(0)} µs`])
     }
 
+    const par = async (label: string, files: string[]): Promise<void> => {
+      const r = await parallelSeq(files)
+      rows.push([label, `${(r.bytes / r.seconds / 1e6).toFixed(0)} MB/s`, `${r.seconds.toFixed(2)} s`])
+    }
+
     if (canDrop) seq('original, cold (page cache dropped)', img)
     seq('original, warm', img)
     rand('original, warm', img)
+    if (canDrop) {
+      dropCaches()
+      await par(
+        `original, ${readers} readers on ${readers} files, cold`,
+        many.map(n => path.join(dir, `${n}.raw`))
+      )
+    }
 
     let stop = await startAgent(mnt, data)
     if (canDrop) {
@@ -102,17 +140,23 @@ export async function main(args: string[]): Promise<void> {
       dropCaches()
       await stop()
       stop = await startAgent(mnt, data)
+      await par(
+        `mount, ${readers} readers on ${readers} images, cold (fresh agent)`,
+        many.map(n => path.join(mnt, 'images', n))
+      )
+      dropCaches()
+      await stop()
+      stop = await startAgent(mnt, data)
       rand('mount, cold (page cache dropped, fresh agent)', file)
     }
-    // a fresh agent verifies each chunk at its first read (through the agent); after that the
-    // native threads answer reads of it
-    seq('mount, agent path, first read (chunk files cached, mount pages dropped)', file)
+    // bring the packs into the page cache, then drop the mounted file's own pages
+    reader('seq', file)
     dropFile(file)
-    seq('mount, agent path (again)', file)
+    seq('mount, agent path (packs cached, mount pages dropped)', file)
     seq('mount, warm (kernel page cache)', file)
     rand('mount, warm (kernel page cache)', file)
     dropFile(file)
-    rand('mount, agent path (chunk files cached, mount pages dropped)', file)
+    rand('mount, agent path (packs cached, mount pages dropped)', file)
     const stats = JSON.parse(spawnSync('cat', [path.join(mnt, '.stats')], { encoding: 'utf8' }).stdout) as {
       read: { p50Ms: number; p99Ms: number; ops: number; nativeOps: number }
     }

@@ -1,9 +1,11 @@
 // The FUSE session of the mount, served by native threads over /dev/fuse (the kernel protocol
 // itself, no libfuse): one or more workers per core read requests and answer lookups, attributes,
-// directory listings and reads of cached chunks here, never entering JavaScript for them. What
-// needs the agent (a read touching a chunk that is not known to be cached and verified, the first
-// open of an image whose manifest is not loaded yet, every open of .stats) is handed to JavaScript
-// through a thread-safe function and answered later, from any thread, by its unique id.
+// directory listings and reads of cached chunks here, never entering JavaScript for them: a chunk
+// is read from its pack file (descriptors kept open) and hashed whole before any of it is served.
+// What needs the agent (a read touching a chunk this side does not know the place of, or whose
+// bytes there are not the chunk's; the first open of an image whose manifest is not loaded yet;
+// every open of .stats) is handed to JavaScript through a thread-safe function and answered
+// later, from any thread, by its unique id.
 //
 // The filesystem:   /images/<name>   /by-digest/<digest>   /.stats
 // Inode numbers are derived from the image digest (the first 8 bytes, top bit set), so both names
@@ -11,11 +13,12 @@
 // the same catalog resolves the same numbers without being told.
 //
 // JavaScript keeps three things current: the image list (setImages), each opened image's manifest
-// (setManifest), and the set of chunks that are cached and verified since start (markCached /
-// markUncached). Reads served here are reported back as events (drainEvents), for statistics,
+// (setManifest), and where the chunk store holds the chunks of opened images (markCached /
+// markUncached, packsChanged). Reads served here are reported back as events (drainEvents), for statistics,
 // usage traces, read-ahead and the cache's access times.
 #define _GNU_SOURCE
 #include "napi_check.h"
+#include <blake3.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fuse.h>
@@ -93,20 +96,31 @@ typedef struct {
   uint64_t micros;
 } event_t;
 
-/** Chunks known to be cached and verified: an open-addressing set of 16-byte hash prefixes. */
+/** Where a cached chunk is: pack file, offset of its bytes, length; keyed by its hash's first 16 bytes. */
 typedef struct {
-  uint8_t *keys; /* cap * 16; all-zero = empty */
+  uint8_t key[16];
+  uint32_t pack;
+  uint32_t len;
+  uint64_t off;
+} chunk_loc_t;
+
+/** Chunks the store said it holds: an open-addressing map, all-zero key = empty slot. */
+typedef struct {
+  chunk_loc_t *slots;
   size_t cap, used;
-} chunk_set_t;
+} chunk_map_t;
 
 typedef struct session {
   int fd;
   int stop_fd;
   char *mountpoint;
-  char *chunk_dir;
+  char *pack_dir;
   uint32_t max_readahead;
   int nworkers;
-  int resend; /* the kernel agreed to FUSE_HAS_RESEND at INIT */
+  int resend;    /* the kernel agreed to FUSE_HAS_RESEND at INIT */
+  int inited;    /* INIT answered (or long done: an adopted connection) */
+  char *ra_path; /* the mount's /sys/class/bdi/<dev>/read_ahead_kb, written once INIT is answered */
+  uint32_t ra_kb;
   int started;
   pthread_t workers[MAX_WORKERS];
   volatile int stopping;
@@ -118,8 +132,14 @@ typedef struct session {
   size_t nnames;
   uint64_t stats_size;
 
-  pthread_rwlock_t set_lock;
-  chunk_set_t set;
+  pthread_rwlock_t map_lock;
+  chunk_map_t map;
+
+  /* pack descriptors by id (0: not opened yet, -1: not there); closed only under pack_lock's write lock */
+  pthread_rwlock_t pack_lock;
+  pthread_mutex_t pack_mu;
+  int *pack_fds;
+  size_t npacks;
 
   pthread_mutex_t mu; /* stats handles, events, handle counter */
   stats_handle_t *stats_handles;
@@ -153,86 +173,126 @@ static uint64_t mono_us(void) {
   return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
-/* ---------- the chunk set ---------- */
+/* ---------- where cached chunks are ---------- */
 
 static int key_empty(const uint8_t *k) {
   static const uint8_t zero[16];
   return memcmp(k, zero, 16) == 0;
 }
 
-static size_t key_slot(const chunk_set_t *s, const uint8_t *k) {
+static size_t key_slot(const chunk_map_t *m, const uint8_t *k) {
   uint64_t h;
   memcpy(&h, k, 8);
-  return (size_t)(h & (s->cap - 1));
+  return (size_t)(h & (m->cap - 1));
 }
 
-static int set_has(const chunk_set_t *s, const uint8_t *k) {
-  if (s->cap == 0) return 0;
-  for (size_t i = key_slot(s, k);; i = (i + 1) & (s->cap - 1)) {
-    const uint8_t *slot = s->keys + i * 16;
-    if (key_empty(slot)) return 0;
-    if (memcmp(slot, k, 16) == 0) return 1;
+/** The location of the chunk whose hash starts with k; 0 when it is not known here. */
+static int map_get(const chunk_map_t *m, const uint8_t *k, chunk_loc_t *out) {
+  if (m->cap == 0) return 0;
+  for (size_t i = key_slot(m, k);; i = (i + 1) & (m->cap - 1)) {
+    const chunk_loc_t *slot = m->slots + i;
+    if (key_empty(slot->key)) return 0;
+    if (memcmp(slot->key, k, 16) == 0) {
+      *out = *slot;
+      return 1;
+    }
   }
 }
 
-static void set_put_raw(chunk_set_t *s, const uint8_t *k) {
-  for (size_t i = key_slot(s, k);; i = (i + 1) & (s->cap - 1)) {
-    uint8_t *slot = s->keys + i * 16;
-    if (key_empty(slot)) {
-      memcpy(slot, k, 16);
-      s->used++;
+static void map_put_raw(chunk_map_t *m, const chunk_loc_t *e) {
+  for (size_t i = key_slot(m, e->key);; i = (i + 1) & (m->cap - 1)) {
+    chunk_loc_t *slot = m->slots + i;
+    if (key_empty(slot->key)) {
+      *slot = *e;
+      m->used++;
       return;
     }
-    if (memcmp(slot, k, 16) == 0) return;
+    if (memcmp(slot->key, e->key, 16) == 0) {
+      *slot = *e; /* a newer location of the same chunk */
+      return;
+    }
   }
 }
 
-static int set_grow(chunk_set_t *s) {
-  size_t ncap = s->cap == 0 ? 4096 : s->cap * 2;
-  uint8_t *old = s->keys;
-  size_t ocap = s->cap;
-  s->keys = calloc(ncap, 16);
-  if (!s->keys) {
-    s->keys = old;
+static int map_grow(chunk_map_t *m) {
+  size_t ncap = m->cap == 0 ? 4096 : m->cap * 2;
+  chunk_loc_t *old = m->slots;
+  size_t ocap = m->cap;
+  m->slots = calloc(ncap, sizeof *m->slots);
+  if (!m->slots) {
+    m->slots = old;
     return -1;
   }
-  s->cap = ncap;
-  s->used = 0;
+  m->cap = ncap;
+  m->used = 0;
   for (size_t i = 0; i < ocap; i++)
-    if (!key_empty(old + i * 16)) set_put_raw(s, old + i * 16);
+    if (!key_empty(old[i].key)) map_put_raw(m, old + i);
   free(old);
   return 0;
 }
 
-static void set_add(chunk_set_t *s, const uint8_t *k) {
-  if (key_empty(k)) return; /* the all-zero prefix marks an empty slot; such a chunk is served by JS */
-  if ((s->used + 1) * 4 > s->cap * 3 && set_grow(s) != 0) return;
-  set_put_raw(s, k);
+static void map_put(chunk_map_t *m, const chunk_loc_t *e) {
+  if (key_empty(e->key)) return; /* the all-zero prefix marks an empty slot; such a chunk is served by JS */
+  if ((m->used + 1) * 4 > m->cap * 3 && map_grow(m) != 0) return;
+  map_put_raw(m, e);
 }
 
-static void set_remove(chunk_set_t *s, const uint8_t *k) {
-  if (s->cap == 0 || key_empty(k)) return;
-  size_t i = key_slot(s, k);
-  for (;; i = (i + 1) & (s->cap - 1)) {
-    uint8_t *slot = s->keys + i * 16;
-    if (key_empty(slot)) return;
-    if (memcmp(slot, k, 16) == 0) break;
+static void map_remove(chunk_map_t *m, const uint8_t *k) {
+  if (m->cap == 0 || key_empty(k)) return;
+  size_t i = key_slot(m, k);
+  for (;; i = (i + 1) & (m->cap - 1)) {
+    chunk_loc_t *slot = m->slots + i;
+    if (key_empty(slot->key)) return;
+    if (memcmp(slot->key, k, 16) == 0) break;
   }
   /* backward-shift deletion keeps every probe chain intact */
   size_t j = i;
   for (;;) {
-    j = (j + 1) & (s->cap - 1);
-    uint8_t *sj = s->keys + j * 16;
-    if (key_empty(sj)) break;
-    size_t home = key_slot(s, sj);
+    j = (j + 1) & (m->cap - 1);
+    chunk_loc_t *sj = m->slots + j;
+    if (key_empty(sj->key)) break;
+    size_t home = key_slot(m, sj->key);
     int between = i <= j ? (i < home && home <= j) : (i < home || home <= j);
     if (!between) {
-      memcpy(s->keys + i * 16, sj, 16);
+      m->slots[i] = *sj;
       i = j;
     }
   }
-  memset(s->keys + i * 16, 0, 16);
-  s->used--;
+  memset(m->slots + i, 0, sizeof *m->slots);
+  m->used--;
+}
+
+/* ---------- pack files ---------- */
+
+/**
+ * The descriptor of pack `id`, opened on first use and kept; -1 when it cannot be opened (gone).
+ * Called with pack_lock held for reading; descriptors are closed only under the write lock.
+ */
+static int pack_fd(session_t *s, uint32_t id) {
+  pthread_mutex_lock(&s->pack_mu);
+  if (id >= s->npacks) {
+    size_t n = s->npacks ? s->npacks : 64;
+    while (n <= id)
+      n *= 2;
+    int *grown = realloc(s->pack_fds, n * sizeof *grown);
+    if (!grown) {
+      pthread_mutex_unlock(&s->pack_mu);
+      return -1;
+    }
+    memset(grown + s->npacks, 0, (n - s->npacks) * sizeof *grown);
+    s->pack_fds = grown;
+    s->npacks = n;
+  }
+  int *slot = &s->pack_fds[id];
+  if (*slot == 0) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%u.pack", s->pack_dir, id);
+    /* -1 is kept too: a pack that is not there now is not tried again until JavaScript says so */
+    *slot = open(path, O_RDONLY | O_CLOEXEC);
+  }
+  int fd = *slot;
+  pthread_mutex_unlock(&s->pack_mu);
+  return fd;
 }
 
 /* ---------- replies ---------- */
@@ -604,31 +664,119 @@ static size_t find_entry(const image_t *im, uint64_t pos) {
   return lo;
 }
 
-static const char HEX[] = "0123456789abcdef";
+/** A worker's buffer for a chunk read only in part (the whole chunk is hashed); NULL without memory. */
+static __thread uint8_t *tl_chunk;
+static __thread size_t tl_chunk_cap;
+static uint8_t *chunk_buffer(size_t len) {
+  if (len > tl_chunk_cap) {
+    uint8_t *b = realloc(tl_chunk, len);
+    if (!b) return NULL;
+    tl_chunk = b;
+    tl_chunk_cap = len;
+  }
+  return tl_chunk;
+}
 
-/** Reads [a, b) of entry i's chunk into dst from its file; 0, or -1 when the file is not there. */
-static int read_chunk(session_t *s, const image_t *im, size_t i, uint64_t a, uint64_t b, uint8_t *dst) {
-  char path[4096];
-  const uint8_t *h = im->hashes + i * 32;
-  char hex[65];
-  for (int k = 0; k < 32; k++) {
-    hex[2 * k] = HEX[h[k] >> 4];
-    hex[2 * k + 1] = HEX[h[k] & 15];
+static int chunk_known(session_t *s, const uint8_t *hash, chunk_loc_t *loc) {
+  pthread_rwlock_rdlock(&s->map_lock);
+  int known = map_get(&s->map, hash, loc);
+  pthread_rwlock_unlock(&s->map_lock);
+  return known;
+}
+
+/** A piece of a read: entry i's bytes [a, b) of the image, its chunk at loc. */
+typedef struct {
+  size_t i;
+  uint64_t a, b, start;
+  size_t len;
+  chunk_loc_t loc;
+  uint8_t *into; /* where the whole chunk is read: the reply itself, or a buffer when only part is asked */
+  int whole;     /* into is the reply */
+} piece_t;
+
+enum { RECORD_HEADER = 40, MAX_PIECES = 512 };
+
+static void hash_of(const uint8_t *p, size_t n, uint8_t out[BLAKE3_OUT_LEN]) {
+  blake3_hasher h;
+  blake3_hasher_init(&h);
+  blake3_hasher_update(&h, p, n);
+  blake3_hasher_finalize(&h, out, BLAKE3_OUT_LEN);
+}
+
+/** Reads the pieces [from, to), adjacent records of one pack, with one preadv (the record headers between them into a
+ * scratch iovec). */
+static int read_run(session_t *s, piece_t *p, size_t from, size_t to) {
+  static uint8_t junk[RECORD_HEADER];
+  struct iovec iov[2 * MAX_PIECES];
+  int n = 0;
+  size_t total = 0;
+  for (size_t k = from; k < to; k++) {
+    if (k > from) iov[n++] = (struct iovec){junk, RECORD_HEADER};
+    iov[n++] = (struct iovec){p[k].into, p[k].len};
+    total += p[k].len + (k > from ? RECORD_HEADER : 0);
   }
-  hex[64] = 0;
-  snprintf(path, sizeof path, "%s/%c%c/%s", s->chunk_dir, hex[0], hex[1], hex);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  uint64_t start = (uint64_t)im->offsets[i];
-  size_t want = (size_t)(b - a), got = 0;
-  while (got < want) {
-    ssize_t n = pread(fd, dst + got, want - got, (off_t)(a - start + got));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    got += (size_t)n;
+  pthread_rwlock_rdlock(&s->pack_lock);
+  int fd = pack_fd(s, p[from].loc.pack);
+  ssize_t got = -1;
+  if (fd >= 0) {
+    do
+      got = preadv(fd, iov, n, (off_t)p[from].loc.off);
+    while (got < 0 && errno == EINTR);
   }
-  close(fd);
-  return got == want ? 0 : -1;
+  pthread_rwlock_unlock(&s->pack_lock);
+  /* a short read: the pack ends early (cut back, or not what the store said); the agent sorts it out */
+  if (got != (ssize_t)total) return -1;
+  return 0;
+}
+
+/**
+ * Fills dst with [pos, end) of the image from the chunk store's packs, every chunk hashed whole
+ * before any of it is served: bytes that are not the chunk's (bit rot, or a place another process
+ * has since evicted) never are. -1 when any chunk of it cannot be served here (not known,
+ * unreadable, or wrong): the agent reads the whole request then.
+ */
+static int read_pieces(session_t *s, const image_t *im, size_t first, uint64_t pos, uint64_t end, uint8_t *dst) {
+  piece_t p[MAX_PIECES];
+  size_t np = 0, partial = 0;
+  for (size_t i = first; i < im->count && im->offsets[i] < (double)end; i++) {
+    uint64_t start = (uint64_t)im->offsets[i], stop = (uint64_t)im->offsets[i + 1];
+    uint64_t a = start > pos ? start : pos, b = stop < end ? stop : end;
+    if (im->zero[i]) {
+      memset(dst + (a - pos), 0, (size_t)(b - a));
+      continue;
+    }
+    if (np == MAX_PIECES) return -1;
+    piece_t *q = &p[np++];
+    *q = (piece_t){.i = i, .a = a, .b = b, .start = start, .len = (size_t)(stop - start)};
+    if (!chunk_known(s, im->hashes + i * 32, &q->loc) || q->loc.len != q->len) return -1;
+    if (a != start || b != stop) partial += q->len;
+  }
+  /* at most the first and the last chunk are asked for in part: one buffer holds both */
+  uint8_t *extra = partial ? chunk_buffer(partial) : NULL;
+  if (partial && !extra) return -1;
+  for (size_t k = 0; k < np; k++) {
+    p[k].whole = p[k].a == p[k].start && p[k].b == p[k].start + p[k].len;
+    if (p[k].whole) {
+      p[k].into = dst + (p[k].a - pos);
+    } else {
+      p[k].into = extra;
+      extra += p[k].len;
+    }
+  }
+  for (size_t k = 0; k < np;) {
+    size_t j = k + 1;
+    while (j < np && p[j].loc.pack == p[k].loc.pack && p[j].loc.off == p[j - 1].loc.off + p[j - 1].len + RECORD_HEADER)
+      j++;
+    if (read_run(s, p, k, j) != 0) return -1;
+    k = j;
+  }
+  uint8_t got[BLAKE3_OUT_LEN];
+  for (size_t k = 0; k < np; k++) {
+    hash_of(p[k].into, p[k].len, got);
+    if (memcmp(got, im->hashes + p[k].i * 32, sizeof got) != 0) return -1;
+    if (!p[k].whole) memcpy(dst + (p[k].a - pos), p[k].into + (p[k].a - p[k].start), (size_t)(p[k].b - p[k].a));
+  }
+  return 0;
 }
 
 static void do_read(session_t *s, struct fuse_in_header *in, const struct fuse_read_in *r, uint8_t *buf) {
@@ -657,23 +805,7 @@ static void do_read(session_t *s, struct fuse_in_header *in, const struct fuse_r
   uint32_t size = r->size < MAX_READ ? r->size : MAX_READ;
   uint64_t end = pos + size < im->size ? pos + size : im->size;
   size_t first = find_entry(im, pos);
-  int ok = 1;
-  /* every data chunk must be known cached and verified before anything is read */
-  pthread_rwlock_rdlock(&s->set_lock);
-  for (size_t i = first; i < im->count && im->offsets[i] < (double)end; i++)
-    if (!im->zero[i] && !set_has(&s->set, im->hashes + i * 32)) {
-      ok = 0;
-      break;
-    }
-  pthread_rwlock_unlock(&s->set_lock);
-  for (size_t i = first; ok && i < im->count && im->offsets[i] < (double)end; i++) {
-    uint64_t a = (uint64_t)im->offsets[i] > pos ? (uint64_t)im->offsets[i] : pos;
-    uint64_t b = (uint64_t)im->offsets[i + 1] < end ? (uint64_t)im->offsets[i + 1] : end;
-    if (im->zero[i])
-      memset(buf + (a - pos), 0, (size_t)(b - a));
-    else if (read_chunk(s, im, i, a, b, buf + (a - pos)) != 0)
-      ok = 0;
-  }
+  int ok = read_pieces(s, im, first, pos, end, buf) == 0;
   uint64_t ino = im->ino;
   pthread_rwlock_unlock(&s->lock);
   if (!ok) {
@@ -684,6 +816,21 @@ static void do_read(session_t *s, struct fuse_in_header *in, const struct fuse_r
   /* the event is queued before the reply, so a reader that got its bytes finds the read counted */
   push_event(s, EV_READ, ino, r->fh, pos, (uint32_t)(end - pos), mono_us() - t0);
   reply(s, in->unique, 0, buf, (size_t)(end - pos), NULL, 0);
+}
+
+/** Writes the mount's read-ahead to its bdi, if asked and INIT is done; called with mu held. */
+static void apply_readahead(session_t *s) {
+  if (!s->inited || !s->ra_path) return;
+  int fd = open(s->ra_path, O_WRONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    char v[16];
+    int n = snprintf(v, sizeof v, "%u\n", s->ra_kb);
+    if (write(fd, v, (size_t)n) != n) { /* not root: the kernel's read-ahead stays */
+    }
+    close(fd);
+  }
+  free(s->ra_path);
+  s->ra_path = NULL;
 }
 
 static void do_init(session_t *s, struct fuse_in_header *in, const struct fuse_init_in *i) {
@@ -709,6 +856,11 @@ static void do_init(session_t *s, struct fuse_in_header *in, const struct fuse_i
   o.time_gran = 1;
   o.max_pages = MAX_PAGES;
   reply(s, in->unique, 0, &o, sizeof o, NULL, 0);
+  /* the kernel sets the mount's read-ahead from this reply (at most 128 KiB): only now can it be raised */
+  pthread_mutex_lock(&s->mu);
+  s->inited = 1;
+  apply_readahead(s);
+  pthread_mutex_unlock(&s->mu);
 }
 
 static void handle(session_t *s, uint8_t *req, size_t n, uint8_t *buf, int resubmitted) {
@@ -823,6 +975,9 @@ static void *worker(void *p) {
 out:
   free(req);
   free(buf);
+  free(tl_chunk);
+  tl_chunk = NULL;
+  tl_chunk_cap = 0;
   return NULL;
 }
 
@@ -897,7 +1052,7 @@ static napi_value throw_errno(napi_env env, const char *what, int err) {
 }
 
 /** The session around a /dev/fuse descriptor; its workers start with fuseStart. */
-static napi_value start_session(napi_env env, int fd, char *mnt, char *chunks, napi_value opts, napi_value cb,
+static napi_value start_session(napi_env env, int fd, char *mnt, char *packs, napi_value opts, napi_value cb,
                                 int mounted) {
   uint32_t readahead = 128 * 1024, nworkers = 2;
   napi_value v;
@@ -909,12 +1064,14 @@ static napi_value start_session(napi_env env, int fd, char *mnt, char *chunks, n
   if (!s) return throw_errno(env, "fuse session", ENOMEM);
   s->fd = fd;
   s->mountpoint = mnt;
-  s->chunk_dir = chunks;
+  s->pack_dir = packs;
   s->max_readahead = readahead;
   s->stats_size = 65536;
   s->mounted = mounted;
   pthread_rwlock_init(&s->lock, NULL);
-  pthread_rwlock_init(&s->set_lock, NULL);
+  pthread_rwlock_init(&s->map_lock, NULL);
+  pthread_rwlock_init(&s->pack_lock, NULL);
+  pthread_mutex_init(&s->pack_mu, NULL);
   pthread_mutex_init(&s->mu, NULL);
   s->stop_fd = eventfd(0, EFD_CLOEXEC);
   napi_value name;
@@ -951,17 +1108,17 @@ static napi_value FuseStart(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/** fuseMount(mountpoint, chunkDir, { allowOther, maxReadahead, workers }, onRequest) -> session */
+/** fuseMount(mountpoint, packDir, { allowOther, maxReadahead, workers }, onRequest) -> session */
 static napi_value FuseMount(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   char *mnt = get_string(env, argv[0]);
-  char *chunks = get_string(env, argv[1]);
+  char *packs = get_string(env, argv[1]);
   bool allow_other = false;
   napi_value v;
   if (napi_get_named_property(env, argv[2], "allowOther", &v) == napi_ok) napi_get_value_bool(env, v, &allow_other);
-  if (!mnt || !chunks) return throw_errno(env, "fuseMount", ENOMEM);
+  if (!mnt || !packs) return throw_errno(env, "fuseMount", ENOMEM);
   int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
   if (fd < 0) return throw_errno(env, "open /dev/fuse", errno);
   char opts[256];
@@ -972,10 +1129,10 @@ static napi_value FuseMount(napi_env env, napi_callback_info info) {
     close(fd);
     return throw_errno(env, "mount", e);
   }
-  return start_session(env, fd, mnt, chunks, argv[2], argv[3], 1);
+  return start_session(env, fd, mnt, packs, argv[2], argv[3], 1);
 }
 
-/** fuseAdopt(fd, mountpoint, chunkDir, opts, onRequest) -> session: a live connection (its INIT long done). */
+/** fuseAdopt(fd, mountpoint, packDir, opts, onRequest) -> session: a live connection (its INIT long done). */
 static napi_value FuseAdopt(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
@@ -983,13 +1140,14 @@ static napi_value FuseAdopt(napi_env env, napi_callback_info info) {
   int32_t fd;
   CHECK(napi_get_value_int32(env, argv[0], &fd));
   char *mnt = get_string(env, argv[1]);
-  char *chunks = get_string(env, argv[2]);
-  if (!mnt || !chunks) return throw_errno(env, "fuseAdopt", ENOMEM);
+  char *packs = get_string(env, argv[2]);
+  if (!mnt || !packs) return throw_errno(env, "fuseAdopt", ENOMEM);
   fcntl(fd, F_SETFD, FD_CLOEXEC);
-  napi_value out = start_session(env, fd, mnt, chunks, argv[3], argv[4], 1);
+  napi_value out = start_session(env, fd, mnt, packs, argv[3], argv[4], 1);
   session_t *s = out ? session_of(env, out) : NULL;
   /* file handles the kernel got from the previous agent stay in use: new ones start far above */
   if (s) s->next_fh = (now_ms() / 1000) << 20; /* below 2^53: JavaScript holds fh as a number */
+  if (s) s->inited = 1;
   return out;
 }
 
@@ -1010,6 +1168,13 @@ static void close_session(session_t *s) {
   s->mounted = 0;
   close(s->fd);
   s->fd = -1;
+  pthread_rwlock_wrlock(&s->pack_lock);
+  for (size_t i = 0; i < s->npacks; i++)
+    if (s->pack_fds[i] > 0) close(s->pack_fds[i]);
+  free(s->pack_fds);
+  s->pack_fds = NULL;
+  s->npacks = 0;
+  pthread_rwlock_unlock(&s->pack_lock);
   napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
 }
 
@@ -1214,31 +1379,66 @@ static napi_value SetManifest(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static napi_value mark(napi_env env, napi_callback_info info, int add) {
+/** A location record from JavaScript: hash[32], pack u32, length u32, offset u64 (little-endian). */
+enum { LOC_RECORD = 48 };
+
+/** markCached(session, records: Buffer of LOC_RECORD-byte locations): the store holds these chunks there */
+static napi_value MarkCached(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   session_t *s = session_args(env, info, 2, argv);
   if (!s) return NULL;
   void *data;
   size_t len;
   CHECK(napi_get_buffer_info(env, argv[1], &data, &len));
-  pthread_rwlock_wrlock(&s->set_lock);
-  for (size_t i = 0; i + 32 <= len; i += 32) {
-    if (add)
-      set_add(&s->set, (uint8_t *)data + i);
-    else
-      set_remove(&s->set, (uint8_t *)data + i);
+  pthread_rwlock_wrlock(&s->map_lock);
+  for (size_t i = 0; i + LOC_RECORD <= len; i += LOC_RECORD) {
+    const uint8_t *r = (const uint8_t *)data + i;
+    chunk_loc_t e;
+    memcpy(e.key, r, 16);
+    memcpy(&e.pack, r + 32, 4);
+    memcpy(&e.len, r + 36, 4);
+    memcpy(&e.off, r + 40, 8);
+    map_put(&s->map, &e);
   }
-  pthread_rwlock_unlock(&s->set_lock);
+  pthread_rwlock_unlock(&s->map_lock);
   return NULL;
 }
 
-/** markCached(session, hashes: Buffer of 32-byte hashes): cached and verified, served here from now on */
-static napi_value MarkCached(napi_env env, napi_callback_info info) {
-  return mark(env, info, 1);
-}
-/** markUncached(session, hashes): evicted, dropped or gone; reads of it go to the agent */
+/** markUncached(session, hashes: Buffer of 32-byte hashes): evicted, dropped or gone; reads of it go to the agent */
 static napi_value MarkUncached(napi_env env, napi_callback_info info) {
-  return mark(env, info, 0);
+  napi_value argv[2];
+  session_t *s = session_args(env, info, 2, argv);
+  if (!s) return NULL;
+  void *data;
+  size_t len;
+  CHECK(napi_get_buffer_info(env, argv[1], &data, &len));
+  pthread_rwlock_wrlock(&s->map_lock);
+  for (size_t i = 0; i + 32 <= len; i += 32)
+    map_remove(&s->map, (const uint8_t *)data + i);
+  pthread_rwlock_unlock(&s->map_lock);
+  return NULL;
+}
+
+/** fusePacksChanged(session, ids: number[]): these packs were deleted or created; open them afresh */
+static napi_value PacksChanged(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  session_t *s = session_args(env, info, 2, argv);
+  if (!s) return NULL;
+  uint32_t n;
+  CHECK(napi_get_array_length(env, argv[1], &n));
+  /* the write lock waits for every read in progress on a pack descriptor */
+  pthread_rwlock_wrlock(&s->pack_lock);
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value v;
+    uint32_t id;
+    if (napi_get_element(env, argv[1], i, &v) != napi_ok || napi_get_value_uint32(env, v, &id) != napi_ok) continue;
+    if (id < s->npacks) {
+      if (s->pack_fds[id] > 0) close(s->pack_fds[id]);
+      s->pack_fds[id] = 0;
+    }
+  }
+  pthread_rwlock_unlock(&s->pack_lock);
+  return NULL;
 }
 
 /** reply(session, unique: bigint, errno) — an error, or an empty success (open of a loaded image). */
@@ -1322,6 +1522,26 @@ static napi_value ReplyOpenStats(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/**
+ * fuseSetReadahead(session, path, kb): the mount's read-ahead (its bdi's read_ahead_kb file),
+ * written as soon as INIT is answered (the kernel resets it then), or now on a live connection.
+ */
+static napi_value SetReadahead(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  session_t *s = session_args(env, info, 3, argv);
+  if (!s) return NULL;
+  char *path = get_string(env, argv[1]);
+  uint32_t kb;
+  CHECK(napi_get_value_uint32(env, argv[2], &kb));
+  pthread_mutex_lock(&s->mu);
+  free(s->ra_path);
+  s->ra_path = path;
+  s->ra_kb = kb;
+  apply_readahead(s);
+  pthread_mutex_unlock(&s->mu);
+  return NULL;
+}
+
 /** fuseResubmit(session, unique): handle again a request held for a refresh of the image list. */
 static napi_value Resubmit(napi_env env, napi_callback_info info) {
   napi_value argv[2];
@@ -1381,11 +1601,13 @@ void vmifs_fuse_register(napi_env env, napi_value exports) {
       {"fuseSetManifest", NULL, SetManifest, NULL, NULL, NULL, napi_default, NULL},
       {"fuseMarkCached", NULL, MarkCached, NULL, NULL, NULL, napi_default, NULL},
       {"fuseMarkUncached", NULL, MarkUncached, NULL, NULL, NULL, napi_default, NULL},
+      {"fusePacksChanged", NULL, PacksChanged, NULL, NULL, NULL, napi_default, NULL},
       {"fuseReply", NULL, Reply, NULL, NULL, NULL, napi_default, NULL},
       {"fuseReplyData", NULL, ReplyData, NULL, NULL, NULL, napi_default, NULL},
       {"fuseReplyOpen", NULL, ReplyOpen, NULL, NULL, NULL, napi_default, NULL},
       {"fuseReplyOpenStats", NULL, ReplyOpenStats, NULL, NULL, NULL, napi_default, NULL},
       {"fuseResubmit", NULL, Resubmit, NULL, NULL, NULL, napi_default, NULL},
+      {"fuseSetReadahead", NULL, SetReadahead, NULL, NULL, NULL, napi_default, NULL},
       {"fuseDrainEvents", NULL, DrainEvents, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

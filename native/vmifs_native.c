@@ -4,9 +4,14 @@
 //   zeroBlocks(buf, blockSize) -> Uint8Array with 1 for every all-zero block of buf
 // The gear loop is FastCDC with normalized chunking (Xia et al., 2016): below normalSize the
 // stricter mask maskS applies, above it the looser maskL; the first minSize bytes are skipped.
+#define _GNU_SOURCE
 #include "napi_check.h"
+#include <blake3.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <node_api.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 static uint64_t GEAR[256];
@@ -158,6 +163,45 @@ static napi_value ZeroBlocks(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/** blake3(buf) -> Buffer: the hash the FUSE session checks chunks with (tests hold it against the JS one) */
+static napi_value Blake3(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *data, *dst;
+  size_t len;
+  CHECK(napi_get_buffer_info(env, argv[0], &data, &len));
+  CHECK(napi_create_buffer(env, BLAKE3_OUT_LEN, &dst, &out));
+  blake3_hasher h;
+  blake3_hasher_init(&h);
+  blake3_hasher_update(&h, data, len);
+  blake3_hasher_finalize(&h, dst, BLAKE3_OUT_LEN);
+  return out;
+}
+
+/**
+ * punchHole(fd, offset, length): frees the file's blocks in the range (reads of it return zeros;
+ * the size stays). Throws with the errno (EOPNOTSUPP where the filesystem cannot).
+ */
+static napi_value PunchHole(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  double off, len;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  CHECK(napi_get_value_double(env, argv[1], &off));
+  CHECK(napi_get_value_double(env, argv[2], &len));
+  if (len > 0 && fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) != 0) {
+    int e = errno;
+    char code[32], msg[256];
+    snprintf(code, sizeof code, "E%d", e);
+    snprintf(msg, sizeof msg, "fallocate(PUNCH_HOLE): %s", strerror(e));
+    napi_throw_error(env, code, msg);
+  }
+  return NULL;
+}
+
 void vmifs_fuse_register(napi_env env, napi_value exports);
 
 static napi_value Init(napi_env env, napi_value exports) {
@@ -165,8 +209,10 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"fastcdcCut", NULL, FastcdcCut, NULL, NULL, NULL, napi_default, NULL},
       {"setGear", NULL, SetGear, NULL, NULL, NULL, napi_default, NULL},
       {"zeroBlocks", NULL, ZeroBlocks, NULL, NULL, NULL, napi_default, NULL},
+      {"blake3", NULL, Blake3, NULL, NULL, NULL, napi_default, NULL},
+      {"punchHole", NULL, PunchHole, NULL, NULL, NULL, napi_default, NULL},
   };
-  CHECK(napi_define_properties(env, exports, 3, props));
+  CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   vmifs_fuse_register(env, exports);
   return exports;
 }

@@ -4,8 +4,9 @@
 # Debian 12 machine needs nothing done by hand. Usage: ensure-system.sh [runtime|lint|test|bench]
 set -euo pipefail
 level=${1:-runtime}
-# nothing for the mount itself: the agent speaks the FUSE protocol on /dev/fuse without libfuse
-pkgs=()
+# nothing for the mount itself: the agent speaks the FUSE protocol on /dev/fuse without libfuse.
+# librust-blake3-dev: the BLAKE3 reference implementation's C sources, compiled into the addon
+pkgs=(librust-blake3-dev)
 # `npm run lint` checks the C addon's format too
 [ "$level" = lint ] && pkgs+=(clang-format)
 # e2fsprogs, fdisk: ext4 images and partition tables for the file-cut tests

@@ -4,9 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-system.sh "${1:-runtime}"
-# `npm install`, not `npm ci`: @napi-rs/blake-hash@1.3.6 names optional platform packages that the
-# registry does not have (404), so npm cannot record them and `npm ci` refuses every lockfile.
-# With the lockfile present, `npm install` still installs exactly the locked versions.
+# `npm install` with the lockfile installs exactly the locked versions and, unlike `npm ci`, keeps
+# what is already there: it runs only when package.json or the lockfile changed.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ] || [ package.json -nt node_modules/.package-lock.json ]; then
   npm install --no-fund --no-audit --loglevel=error
 fi

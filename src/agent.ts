@@ -125,7 +125,8 @@ export class Agent extends Resource {
       onEvict: () => this.announcer?.schedule()
     })
     const dd = this.dd
-    if (dd.leftovers > 0) log.info({ files: dd.leftovers }, 'removed temp files left by a crash')
+    if (dd.leftovers > 0)
+      log.info({ packs: dd.leftovers }, 'cut back packs a crashed writer left with unrecorded bytes')
     const fixed = dd.store.reconcilePins()
     if (fixed > 0) log.info({ entries: fixed }, 'reconciled pin flags')
 
@@ -373,7 +374,7 @@ export class Agent extends Resource {
     this.mount = new VmifsMount(this.opts.mountpoint, this.view(), log, {
       ...config.mount,
       readaheadKb: config.mount.readaheadKb ?? (this.fleetMode ? 16 : undefined),
-      chunkDir: dd.store.chunkDir,
+      packDir: dd.store.packDir,
       holderSocket: holderSocket(config.dataDir),
       workers: Math.max(2, os.availableParallelism())
     })
@@ -643,7 +644,7 @@ export class Agent extends Resource {
         this.stats.nativeReadOps++
         this.stats.readLatency.record(ms)
       },
-      subscribeChunks: l => dd.store.subscribe(l),
+      chunks: dd.store,
       opened: (_name, digest) => {
         this.recorder?.open(digest)
       },

@@ -12,6 +12,8 @@ import type { Manifest } from './manifests/manifest.js'
 export interface DataDirOptions {
   capacityBytes: number
   onEvict?: (chunks: number, bytes: number) => void
+  /** open a data dir of the layout before pack files too (fsck, which converts it) */
+  convert?: boolean
 }
 
 export class DataDir {
@@ -36,7 +38,7 @@ export class DataDir {
           opts.onEvict?.(n, b)
         }
       })
-      this.leftovers = this.store.open().leftovers
+      this.leftovers = this.store.open(opts.convert ?? false).leftovers
     } catch (err) {
       this.db.close()
       throw err
@@ -84,6 +86,11 @@ export class DataDir {
   }
 
   close(): void {
+    try {
+      this.store.close()
+    } catch {
+      // best effort: a pack left unsealed is sealed by the next process that opens the data dir
+    }
     try {
       this.store.flushAtimes()
     } catch {

@@ -1,23 +1,29 @@
-// Content-addressed chunk cache.
-// Contract: a chunk file exists under chunks/ only after its bytes hashed to its name (written to
-// tmp/, verified, renamed), and every read re-verifies: wrong bytes are never returned — a corrupt
-// or vanished chunk is dropped and the read fails with CHUNK_HASH_MISMATCH / CHUNK_MISSING.
-// Capacity is enforced by evicting unpinned entries, least recently used first; access times are
-// kept in memory and persisted in batches. Pinned chunks (of images imported on this host) are
-// never evicted. Several processes (the agent, CLI commands) may share one data dir: files are
-// renamed atomically and the index is SQLite in WAL mode.
+// Content-addressed chunk cache, kept in append-only pack files.
+// Layout: packs/<id>.pack, each a run of records — a 40-byte header (magic, length, BLAKE3 hash)
+// and the chunk's bytes — and one row per chunk in cache_entries saying where its bytes are.
+// Contract:
+// - Verified before readable: bytes are hashed (or were, by the caller) before they are written,
+//   and a chunk is readable only once its row exists, which is written after its bytes. Every
+//   read hashes again: wrong bytes are never returned — a corrupt or vanished chunk is dropped
+//   and the read fails with CHUNK_HASH_MISMATCH / CHUNK_MISSING.
+// - kill -9 loses nothing recorded: rows are written after the bytes they point at (SQLite in WAL
+//   mode), and a pack whose writer died is cut back to the end of its last recorded chunk.
+// - Each process that writes appends to a pack of its own (packs.writer), so several processes
+//   (the agent, CLI commands) share one data dir without locks; a pack is sealed when its writer
+//   closes it or is found dead, and deleted once no entry points into it.
+// - Capacity is enforced by evicting unpinned entries, least recently used first: an evicted
+//   chunk's bytes are freed at once by punching a hole in its pack (the file keeps its size).
+//   Access times are kept in memory and persisted in batches. Pinned chunks (of images imported
+//   on this host) are never evicted.
+// The data dirs of the layout before packs (a file per chunk under chunks/) are refused with
+// DATA_DIR_OLD_LAYOUT until `vmifs fsck` converts them (src/cache/fsck.ts).
 import fs from 'node:fs'
-import fsp from 'node:fs/promises'
 import path from 'node:path'
-import { execFile } from 'node:child_process'
-import { promisify } from 'node:util'
 import type { Statement } from 'better-sqlite3'
 import type { Db } from '../index/db.js'
 import { VmifsError } from '../errors.js'
 import { blake3 } from '../util/hash.js'
-import { readWholeSync } from '../util/files.js'
-
-const execFileP = promisify(execFile)
+import { native } from '../native/index.js'
 
 export interface ChunkStoreOptions {
   capacityBytes: number
@@ -25,71 +31,116 @@ export interface ChunkStoreOptions {
   onEvict?: (chunks: number, bytes: number) => void
 }
 
+/** Where a chunk's bytes are: pack id, offset of the bytes in the pack, length. */
+export interface ChunkLocation {
+  pack: number
+  off: number
+  size: number
+}
+
+/** A chunk the store holds, by hash (hex), and where. */
+export interface StoredChunk extends ChunkLocation {
+  hash: string
+}
+
 /**
- * What the store tells its subscribers, synchronously and after the fact: chunks it holds whose
- * bytes it has just verified (written after a check, or read and hashed), and chunks it no longer
- * holds (evicted, dropped as corrupt, found missing). Hashes in hex.
+ * What the store tells its subscribers, synchronously and after the fact: chunks it holds and
+ * where (just written, or read and verified), chunks it no longer holds (evicted, dropped as
+ * corrupt, found missing), and packs it deleted. Hashes in hex.
  */
 export interface ChunkEvents {
-  verified?(hashes: string[]): void
+  stored?(chunks: StoredChunk[]): void
   gone?(hashes: string[]): void
+  packsDeleted?(ids: number[]): void
+}
+
+/** A record's header: magic, length u32, hash[32]; the chunk's bytes follow. */
+export const RECORD_HEADER = 40
+export const RECORD_MAGIC = 0x31434d56 // "VMC1", little-endian
+/** A pack is sealed and a new one started once it reaches this size. */
+const PACK_MAX_BYTES = 1024 * 1024 * 1024
+
+interface Writer {
+  id: number
+  fd: number
+  tail: number
+}
+
+interface EntryRow {
+  hash: Buffer
+  size: number
+  pack: number
+  off: number
 }
 
 export class ChunkStore {
-  readonly chunkDir: string
+  readonly packDir: string
   private readonly listeners = new Set<ChunkEvents>()
-  readonly tmpDir: string
   private readonly atimes = new Map<string, number>()
-  private readonly dirsMade = new Set<string>()
   private size = 0
-  private readonly q: {
-    has: Statement
-    get: Statement
-    insert: Statement
-    del: Statement
-    touch: Statement
-    lru: Statement
-    lruUnref: Statement
-    lruAt: Statement
-    lruUnrefAt: Statement
-    sum: Statement
-    all: Statement
-    pin: Statement
-  }
+  private readonly q: Record<
+    | 'has'
+    | 'loc'
+    | 'insert'
+    | 'del'
+    | 'touch'
+    | 'lru'
+    | 'lruUnref'
+    | 'lruAt'
+    | 'lruUnrefAt'
+    | 'sum'
+    | 'all'
+    | 'pin'
+    | 'newPack'
+    | 'packGrew'
+    | 'packShrank'
+    | 'seal'
+    | 'pack'
+    | 'delPack',
+    Statement
+  >
 
   private evicting = false
+  private writer: Writer | undefined
+  /** descriptors of packs read or punched, opened on first use */
+  private readonly fds = new Map<number, number>()
   private toRecord: Array<{
-    hash: Buffer
-    size: number
+    chunk: StoredChunk
     pin: boolean
     resolve: (fresh: boolean) => void
     reject: (err: unknown) => void
   }> = []
-  private tmpSeq = 0
+  private readonly me = processTag(process.pid)
 
   constructor(
     readonly dataDir: string,
     private readonly db: Db,
     private readonly opts: ChunkStoreOptions
   ) {
-    this.chunkDir = path.join(dataDir, 'chunks')
-    this.tmpDir = path.join(dataDir, 'tmp')
+    this.packDir = path.join(dataDir, 'packs')
     this.q = {
       has: db.prepare('SELECT 1 FROM cache_entries WHERE hash = ?').pluck(),
-      get: db.prepare('SELECT size FROM cache_entries WHERE hash = ?').pluck(),
-      insert: db.prepare(`INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned)
-        VALUES (@hash, @size, @atime, coalesce((SELECT pins > 0 FROM chunks WHERE hash = @hash), 0))`),
-      del: db.prepare('DELETE FROM cache_entries WHERE hash = ?'),
+      loc: db.prepare('SELECT size, pack, off FROM cache_entries WHERE hash = ?'),
+      insert: db.prepare(`INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned, pack, off)
+        VALUES (@hash, @size, @atime, coalesce((SELECT pins > 0 FROM chunks WHERE hash = @hash), 0), @pack, @off)`),
+      del: db.prepare('DELETE FROM cache_entries WHERE hash = ? RETURNING size, pack, off'),
       touch: db.prepare('UPDATE cache_entries SET atime = ? WHERE hash = ?'),
-      lruUnref: db.prepare(`SELECT e.hash, e.size FROM cache_entries e LEFT JOIN chunks c ON c.hash = e.hash
+      lruUnref:
+        db.prepare(`SELECT e.hash, e.size, e.pack, e.off FROM cache_entries e LEFT JOIN chunks c ON c.hash = e.hash
         WHERE e.pinned = 0 AND coalesce(c.refs, 0) = 0 ORDER BY e.atime LIMIT ?`),
-      lru: db.prepare('SELECT hash, size FROM cache_entries WHERE pinned = 0 ORDER BY atime LIMIT ?'),
+      lru: db.prepare('SELECT hash, size, pack, off FROM cache_entries WHERE pinned = 0 ORDER BY atime LIMIT ?'),
       lruUnrefAt: db.prepare(`SELECT e.hash, e.size, e.atime FROM cache_entries e LEFT JOIN chunks c ON c.hash = e.hash
         WHERE e.pinned = 0 AND coalesce(c.refs, 0) = 0 ORDER BY e.atime`),
       lruAt: db.prepare('SELECT hash, size, atime FROM cache_entries WHERE pinned = 0 ORDER BY atime'),
       sum: db.prepare('SELECT coalesce(sum(size), 0) FROM cache_entries').pluck(),
-      all: db.prepare('SELECT hash, size FROM cache_entries'),
-      pin: db.prepare('UPDATE cache_entries SET pinned = 1 WHERE hash = ?')
+      all: db.prepare('SELECT hash, size, pack, off FROM cache_entries'),
+      pin: db.prepare('UPDATE cache_entries SET pinned = 1 WHERE hash = ?'),
+      newPack: db.prepare('INSERT INTO packs (writer) VALUES (?) RETURNING id').pluck(),
+      packGrew: db.prepare('UPDATE packs SET size = max(size, ?), live = live + ? WHERE id = ?'),
+      packShrank: db.prepare('UPDATE packs SET live = live - ? WHERE id = ? RETURNING live, writer'),
+      seal: db.prepare('UPDATE packs SET writer = NULL WHERE id = ?'),
+      pack: db.prepare('SELECT id, writer, size, live FROM packs WHERE id = ?'),
+      delPack: db.prepare('DELETE FROM packs WHERE id = ?')
     }
   }
 
@@ -99,22 +150,45 @@ export class ChunkStore {
     return () => this.listeners.delete(l)
   }
 
-  private emit(kind: keyof ChunkEvents, hashes: string[]): void {
-    if (hashes.length === 0) return
-    for (const l of this.listeners) l[kind]?.(hashes)
+  private emit<K extends keyof ChunkEvents>(kind: K, items: Parameters<NonNullable<ChunkEvents[K]>>[0]): void {
+    if (items.length === 0) return
+    for (const l of this.listeners) (l[kind] as ((x: typeof items) => void) | undefined)?.call(l, items)
   }
 
-  /** Creates the folders, removes temp files left by a crash, loads the size. */
-  open(): { leftovers: number } {
-    fs.mkdirSync(this.chunkDir, { recursive: true })
-    fs.mkdirSync(this.tmpDir, { recursive: true })
+  /**
+   * Creates the folder, seals the packs of writers that died (cut back to their last recorded
+   * chunk), deletes sealed packs nothing points into, loads the size. Refuses a data dir of the
+   * old layout unless `convert` (fsck, which converts it).
+   */
+  open(convert = false): { leftovers: number } {
+    const legacy = path.join(this.dataDir, 'chunks')
+    if (!convert && fs.existsSync(legacy)) {
+      throw new VmifsError(
+        'DATA_DIR_OLD_LAYOUT',
+        `data dir ${this.dataDir} keeps chunks a file each (chunks/), the layout before pack files; ` +
+          `convert it with: vmifs fsck --data-dir ${this.dataDir}`,
+        { dir: this.dataDir }
+      )
+    }
+    fs.mkdirSync(this.packDir, { recursive: true })
     let leftovers = 0
-    for (const f of fs.readdirSync(this.tmpDir)) {
-      // a temp file belongs to a writer; pid-prefixed names let a live writer's files survive
-      const pid = Number(f.split('-')[0])
-      if (Number.isInteger(pid) && pid !== process.pid && isAlive(pid)) continue
-      fs.rmSync(path.join(this.tmpDir, f), { force: true })
-      leftovers++
+    const packs = this.db.prepare('SELECT id, writer, size, live FROM packs').all() as PackRow[]
+    for (const p of packs) {
+      if (p.writer !== null && tagAlive(p.writer)) continue
+      if (p.writer !== null) {
+        // its writer died (kill -9, a crash): what follows its last recorded chunk is not a chunk
+        const file = this.packPath(p.id)
+        try {
+          if (fs.statSync(file).size > p.size) {
+            fs.truncateSync(file, p.size)
+            leftovers++
+          }
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+        }
+        this.q.seal.run(p.id)
+      }
+      if (p.live <= 0) this.deletePacks([p.id])
     }
     this.refreshSize()
     return { leftovers }
@@ -131,12 +205,33 @@ export class ChunkStore {
     return this.opts.capacityBytes
   }
 
-  pathOf(hashHex: string): string {
-    return path.join(this.chunkDir, hashHex.slice(0, 2), hashHex)
+  packPath(id: number): string {
+    return path.join(this.packDir, `${id}.pack`)
   }
 
   has(hashHex: string): boolean {
     return this.q.has.get(Buffer.from(hashHex, 'hex')) !== undefined
+  }
+
+  /** Where the chunk's bytes are, if the store holds it. */
+  locate(hashHex: string): ChunkLocation | undefined {
+    return this.q.loc.get(Buffer.from(hashHex, 'hex')) as ChunkLocation | undefined
+  }
+
+  /**
+   * The chunks of `hashes` (32 bytes each, concatenated) the store holds, as 48-byte records
+   * (hash, pack u32, length u32, offset u64): what the FUSE session reads them with.
+   */
+  locateMany(hashes: Buffer, from = 0, to = hashes.length / 32): Buffer {
+    const out = Buffer.allocUnsafe((to - from) * 48)
+    let n = 0
+    for (let i = from; i < to; i++) {
+      const h = hashes.subarray(i * 32, i * 32 + 32)
+      const loc = this.q.loc.get(h) as ChunkLocation | undefined
+      if (!loc) continue
+      writeLocation(out, n++ * 48, h, loc)
+    }
+    return out.subarray(0, n * 48)
   }
 
   /**
@@ -146,8 +241,22 @@ export class ChunkStore {
   async put(hashHex: string, data: Buffer, opts?: { verified?: boolean; pin?: boolean }): Promise<boolean> {
     const key = this.admit(hashHex, data, opts)
     if (key === undefined) return false
-    this.writeFile(hashHex, data)
-    return this.record([{ hash: key, size: data.length }], opts?.pin ?? false).chunks > 0
+    const [loc] = this.append([{ hash: key, data }])
+    return this.record([{ hash: hashHex, ...loc! }], opts?.pin ?? false).chunks > 0
+  }
+
+  /**
+   * put() for the fetch path: chunks stored in the same turn are recorded in one transaction.
+   * Resolves once the chunk is recorded; false when it was already there.
+   */
+  async putAsync(hashHex: string, data: Buffer, opts?: { verified?: boolean; pin?: boolean }): Promise<boolean> {
+    const key = this.admit(hashHex, data, opts)
+    if (key === undefined) return false
+    const [loc] = this.append([{ hash: key, data }])
+    return await new Promise<boolean>((resolve, reject) => {
+      this.toRecord.push({ chunk: { hash: hashHex, ...loc! }, pin: opts?.pin ?? false, resolve, reject })
+      if (this.toRecord.length === 1) setImmediate(() => this.recordPending())
+    })
   }
 
   /**
@@ -167,53 +276,13 @@ export class ChunkStore {
     return undefined
   }
 
-  /**
-   * put() for the fetch path: the file is written on the thread pool (creating a file costs
-   * ~0.35 ms here, which on the event loop stalls every read the agent serves), and chunks
-   * written in the same turn are recorded in one transaction. Resolves once the chunk is
-   * recorded; false when it was already there.
-   */
-  async putAsync(hashHex: string, data: Buffer, opts?: { verified?: boolean; pin?: boolean }): Promise<boolean> {
-    const key = this.admit(hashHex, data, opts)
-    if (key === undefined) return false
-    const { newDir, tmp, dest } = this.placeFor(hashHex)
-    if (newDir !== undefined) {
-      await fsp.mkdir(newDir, { recursive: true })
-      this.dirsMade.add(newDir)
-    }
-    try {
-      await fsp.writeFile(tmp, data)
-      await fsp.rename(tmp, dest)
-    } catch (err) {
-      await fsp.rm(tmp, { force: true })
-      throw err
-    }
-    return await new Promise<boolean>((resolve, reject) => {
-      this.toRecord.push({ hash: key, size: data.length, pin: opts?.pin ?? false, resolve, reject })
-      if (this.toRecord.length === 1) setImmediate(() => this.recordPending())
-    })
-  }
-
   private recordPending(): void {
     const batch = this.toRecord
     this.toRecord = []
     try {
-      const now = Date.now()
-      const fresh: boolean[] = []
-      let bytes = 0
-      this.db.transaction(() => {
-        for (const e of batch) {
-          const isNew = this.q.insert.run({ hash: e.hash, size: e.size, atime: now }).changes > 0
-          if (isNew) bytes += e.size
-          if (e.pin) this.q.pin.run(e.hash)
-          fresh.push(isNew)
-        }
-      })()
-      this.size += bytes
-      if (this.size > this.opts.capacityBytes) this.evict()
-      this.emit(
-        'verified',
-        batch.filter((_, i) => fresh[i]).map(e => e.hash.toString('hex'))
+      const fresh = this.recordRows(
+        batch.map(e => e.chunk),
+        batch.map(e => e.pin)
       )
       batch.forEach((e, i) => e.resolve(fresh[i]!))
     } catch (err) {
@@ -222,62 +291,101 @@ export class ChunkStore {
   }
 
   /**
-   * Writes a chunk file (temp file, then rename) without recording it. The caller has verified
-   * the bytes and must record() the chunk afterwards; until then only fsck would see the file.
-   * Synchronous on purpose: chunk files are small and local, and open/write/close/rename on the
-   * calling thread costs ~40 µs of CPU a file against ~220 µs through fs.promises (measured,
-   * 16 KiB files), which made a full import cost several times its chunking and hashing.
+   * Appends verified chunks to this process's pack (one write) without recording them: the
+   * caller records them afterwards (record()); until then only fsck would find them. Returns
+   * where each one went.
    */
-  writeFile(hashHex: string, data: Buffer): void {
-    const { newDir, tmp, dest } = this.placeFor(hashHex)
-    if (newDir !== undefined) {
-      fs.mkdirSync(newDir, { recursive: true })
-      this.dirsMade.add(newDir)
-    }
-    try {
-      const fd = fs.openSync(tmp, 'w')
-      try {
-        for (let off = 0; off < data.length;) off += fs.writeSync(fd, data, off, data.length - off)
-      } finally {
-        fs.closeSync(fd)
-      }
-      fs.renameSync(tmp, dest)
-    } catch (err) {
-      fs.rmSync(tmp, { force: true })
-      throw err
-    }
+  append(items: Array<{ hash: Buffer; data: Buffer }>): ChunkLocation[] {
+    if (items.length === 0) return []
+    let w = this.writer
+    if (!w || w.tail >= PACK_MAX_BYTES) w = this.startPack()
+    const headers = Buffer.allocUnsafe(items.length * RECORD_HEADER)
+    const iov: Buffer[] = []
+    const locs: ChunkLocation[] = []
+    let at = w.tail
+    items.forEach((it, i) => {
+      const h = headers.subarray(i * RECORD_HEADER, (i + 1) * RECORD_HEADER)
+      h.writeUInt32LE(RECORD_MAGIC, 0)
+      h.writeUInt32LE(it.data.length, 4)
+      it.hash.copy(h, 8)
+      iov.push(h, it.data)
+      locs.push({ pack: w.id, off: at + RECORD_HEADER, size: it.data.length })
+      at += RECORD_HEADER + it.data.length
+    })
+    writeAll(w.fd, iov, w.tail)
+    w.tail = at
+    return locs
   }
 
-  /** Where a new chunk file goes: a fresh temp name, its final path, and its directory if not made yet. */
-  private placeFor(hashHex: string): { newDir: string | undefined; tmp: string; dest: string } {
-    const dir = path.join(this.chunkDir, hashHex.slice(0, 2))
-    return {
-      newDir: this.dirsMade.has(dir) ? undefined : dir,
-      tmp: path.join(this.tmpDir, `${process.pid}-${this.tmpSeq++}`),
-      dest: this.pathOf(hashHex)
-    }
+  /** A new pack of this process's, replacing (and sealing) the one it wrote to. */
+  private startPack(): Writer {
+    if (this.writer) this.sealWriter()
+    const id = this.q.newPack.get(this.me) as number
+    const fd = fs.openSync(this.packPath(id), fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644)
+    this.writer = { id, fd, tail: 0 }
+    return this.writer
   }
 
-  /** Records written chunk files in one transaction; returns what was new. Evicts if over capacity. */
-  record(entries: Array<{ hash: Buffer; size: number }>, pin: boolean): { chunks: number; bytes: number } {
-    let chunks = 0
+  /** Seals this process's pack (fsck does, so that it may read every pack whole); the next write starts a new one. */
+  seal(): void {
+    this.sealWriter()
+  }
+
+  private sealWriter(): void {
+    const w = this.writer
+    if (!w) return
+    this.writer = undefined
+    fs.fdatasyncSync(w.fd)
+    fs.closeSync(w.fd)
+    this.q.seal.run(w.id)
+    const row = this.q.pack.get(w.id) as PackRow | undefined
+    if (row && row.live <= 0) this.deletePacks([w.id])
+  }
+
+  /** Records appended chunks in one transaction; returns what was new. Evicts if over capacity. */
+  record(chunks: StoredChunk[], pin: boolean): { chunks: number; bytes: number } {
+    const fresh = this.recordRows(
+      chunks,
+      chunks.map(() => pin)
+    )
+    let n = 0
     let bytes = 0
-    const now = Date.now()
-    const fresh: string[] = []
-    this.db.transaction(() => {
-      for (const e of entries) {
-        if (this.q.insert.run({ hash: e.hash, size: e.size, atime: now }).changes > 0) {
-          chunks++
-          bytes += e.size
-          if (this.listeners.size > 0) fresh.push(e.hash.toString('hex'))
-        }
-        if (pin) this.q.pin.run(e.hash)
+    chunks.forEach((c, i) => {
+      if (fresh[i]) {
+        n++
+        bytes += c.size
       }
+    })
+    return { chunks: n, bytes }
+  }
+
+  private recordRows(chunks: StoredChunk[], pins: boolean[]): boolean[] {
+    const now = Date.now()
+    const fresh: boolean[] = []
+    const stored: StoredChunk[] = []
+    const grew = new Map<number, { end: number; n: number }>()
+    let bytes = 0
+    this.db.transaction(() => {
+      chunks.forEach((c, i) => {
+        const hash = Buffer.from(c.hash, 'hex')
+        const isNew = this.q.insert.run({ hash, size: c.size, atime: now, pack: c.pack, off: c.off }).changes > 0
+        if (isNew) {
+          bytes += c.size
+          stored.push(c)
+          const g = grew.get(c.pack) ?? { end: 0, n: 0 }
+          g.end = Math.max(g.end, c.off + c.size)
+          g.n++
+          grew.set(c.pack, g)
+        }
+        if (pins[i]) this.q.pin.run(hash)
+        fresh.push(isNew)
+      })
+      for (const [id, g] of grew) this.q.packGrew.run(g.end, g.n, id)
     })()
     this.size += bytes
     if (this.size > this.opts.capacityBytes) this.evict()
-    this.emit('verified', fresh)
-    return { chunks, bytes }
+    this.emit('stored', stored)
+    return fresh
   }
 
   /** Marks existing entries pinned (import does this before its image row exists). */
@@ -289,26 +397,49 @@ export class ChunkStore {
 
   /** Reads and verifies a chunk. Drops it from the cache if it is corrupt or gone. */
   async read(hashHex: string): Promise<Buffer> {
-    let data: Buffer
+    const loc = this.locate(hashHex)
+    if (!loc) throw VmifsError.chunkMissing(hashHex)
+    let data: Buffer | undefined
     try {
-      // one synchronous open/read/close: four thread-pool round trips a chunk (fs.promises.readFile)
-      // made the FUSE read path latency-bound (bench/read.ts, agent path: 175-230 -> 350-430 MB/s)
-      data = readWholeSync(this.pathOf(hashHex))
+      data = this.readAt(loc)
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        this.forget(hashHex)
-        throw VmifsError.chunkMissing(hashHex)
-      }
-      throw err
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    }
+    if (!data) {
+      this.forget([hashHex])
+      throw VmifsError.chunkMissing(hashHex)
     }
     const got = blake3(data).toString('hex')
     if (got !== hashHex) {
-      await this.drop(hashHex)
+      this.forget([hashHex])
       throw VmifsError.hashMismatch(hashHex, got)
     }
     this.touch(hashHex)
-    this.emit('verified', [hashHex])
+    this.emit('stored', [{ hash: hashHex, ...loc }])
     return data
+  }
+
+  /** The bytes at a location, unverified; undefined when the pack is shorter. */
+  readAt(loc: ChunkLocation): Buffer | undefined {
+    const fd = this.fdOf(loc.pack)
+    const data = Buffer.allocUnsafe(loc.size)
+    let got = 0
+    while (got < loc.size) {
+      const n = fs.readSync(fd, data, got, loc.size - got, loc.off + got)
+      if (n === 0) return undefined
+      got += n
+    }
+    return data
+  }
+
+  private fdOf(pack: number): number {
+    if (this.writer?.id === pack) return this.writer.fd
+    let fd = this.fds.get(pack)
+    if (fd === undefined) {
+      fd = fs.openSync(this.packPath(pack), fs.constants.O_RDWR)
+      this.fds.set(pack, fd)
+    }
+    return fd
   }
 
   touch(hashHex: string): void {
@@ -326,20 +457,149 @@ export class ChunkStore {
     return batch.length
   }
 
-  /** Deletes a chunk file and its entry. */
+  /** Deletes a chunk: its entry, then its bytes. */
   async drop(hashHex: string): Promise<void> {
-    await fsp.rm(this.pathOf(hashHex), { force: true })
-    this.forget(hashHex)
+    this.forget([hashHex])
+    await Promise.resolve()
   }
 
-  private forget(hashHex: string): void {
-    const key = Buffer.from(hashHex, 'hex')
-    const size = this.q.get.get(key) as number | undefined
-    if (size === undefined) return
-    this.q.del.run(key)
-    this.size -= size
-    this.atimes.delete(hashHex)
-    this.emit('gone', [hashHex])
+  /** Deletes chunks found corrupt or missing (fsck); returns the bytes they took. */
+  discard(hashes: string[]): number {
+    return this.forget(hashes)
+  }
+
+  /**
+   * Records chunks found in packs but not in the index, or still in the old layout's rows (pack
+   * NULL), at the given places; the bytes were verified by the caller (fsck). Returns how many.
+   */
+  adopt(chunks: StoredChunk[]): number {
+    const move = this.db.prepare('UPDATE cache_entries SET pack = ?, off = ? WHERE hash = ? AND pack IS NULL')
+    let n = 0
+    const fresh: StoredChunk[] = []
+    this.db.transaction(() => {
+      for (const c of chunks) {
+        const hash = Buffer.from(c.hash, 'hex')
+        if (move.run(c.pack, c.off, hash).changes > 0) {
+          this.q.packGrew.run(c.off + c.size, 1, c.pack)
+          n++
+        } else fresh.push(c)
+      }
+    })()
+    return n + this.record(fresh, false).chunks
+  }
+
+  /** Makes a pack row for a pack file the index lost (fsck), sealed and empty. */
+  ensurePackRow(id: number): void {
+    this.db.prepare('INSERT OR IGNORE INTO packs (id, writer, size, live) VALUES (?, NULL, 0, 0)').run(id)
+  }
+
+  /**
+   * Sets every pack's live count and recorded end from the entries, and deletes the sealed packs
+   * nothing points into (fsck, after its repairs).
+   */
+  recount(): void {
+    const per = new Map<number, { live: number; end: number }>()
+    for (const e of this.entries()) {
+      const p = per.get(e.pack) ?? { live: 0, end: 0 }
+      p.live++
+      p.end = Math.max(p.end, e.off + e.size)
+      per.set(e.pack, p)
+    }
+    const rows = this.db.prepare('SELECT id, writer, size, live FROM packs').all() as PackRow[]
+    const set = this.db.prepare('UPDATE packs SET live = ?, size = max(size, ?) WHERE id = ?')
+    const empty: number[] = []
+    this.db.transaction(() => {
+      for (const r of rows) {
+        const p = per.get(r.id) ?? { live: 0, end: 0 }
+        set.run(p.live, p.end, r.id)
+        if (p.live === 0 && (r.writer === null || !tagAlive(r.writer))) empty.push(r.id)
+      }
+    })()
+    this.deletePacks(empty)
+  }
+
+  /** The pack rows: id, writer (null once sealed). */
+  packs(): Array<{ id: number; writer: string | null }> {
+    return this.db.prepare('SELECT id, writer FROM packs').all() as Array<{ id: number; writer: string | null }>
+  }
+
+  /**
+   * Deletes entries and frees their bytes: the rows go first (in one transaction), subscribers
+   * hear of it, then the holes are punched; a pack left with no entries is deleted once sealed.
+   * Returns the bytes forgotten.
+   */
+  private forget(hashes: string[]): number {
+    const rows: EntryRow[] = []
+    this.db.transaction(() => {
+      for (const hex of hashes) {
+        const hash = Buffer.from(hex, 'hex')
+        const r = this.q.del.get(hash) as Omit<EntryRow, 'hash'> | undefined
+        if (r) rows.push({ hash, ...r })
+      }
+    })()
+    return this.release(rows)
+  }
+
+  private release(rows: EntryRow[]): number {
+    if (rows.length === 0) return 0
+    let bytes = 0
+    const gone: string[] = []
+    for (const r of rows) {
+      bytes += r.size
+      const hex = r.hash.toString('hex')
+      this.atimes.delete(hex)
+      gone.push(hex)
+    }
+    this.size -= bytes
+    this.emit('gone', gone)
+    this.punch(rows)
+    const empty: number[] = []
+    this.db.transaction(() => {
+      const per = new Map<number, number>()
+      for (const r of rows) per.set(r.pack, (per.get(r.pack) ?? 0) + 1)
+      for (const [id, n] of per) {
+        const p = this.q.packShrank.get(n, id) as { live: number; writer: string | null } | undefined
+        if (p && p.live <= 0 && p.writer === null) empty.push(id)
+      }
+    })()
+    this.deletePacks(empty)
+    return bytes
+  }
+
+  /** Frees the records' bytes (headers too), adjacent records in one hole. */
+  private punch(rows: EntryRow[]): void {
+    const sorted = [...rows].sort((a, b) => a.pack - b.pack || a.off - b.off)
+    let i = 0
+    while (i < sorted.length) {
+      const first = sorted[i]!
+      const start = first.off - RECORD_HEADER
+      let end = first.off + first.size
+      let j = i + 1
+      while (j < sorted.length && sorted[j]!.pack === first.pack && sorted[j]!.off - RECORD_HEADER <= end) {
+        end = Math.max(end, sorted[j]!.off + sorted[j]!.size)
+        j++
+      }
+      try {
+        native().punchHole(this.fdOf(first.pack), start, end - start)
+      } catch (err) {
+        // a pack already gone has nothing to free; anything else leaves bytes that nothing points to
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+      }
+      i = j
+    }
+  }
+
+  private deletePacks(candidates: number[]): void {
+    const ids = candidates.filter(id => this.writer?.id !== id)
+    if (ids.length === 0) return
+    for (const id of ids) {
+      const fd = this.fds.get(id)
+      if (fd !== undefined) fs.closeSync(fd)
+      this.fds.delete(id)
+      fs.rmSync(this.packPath(id), { force: true })
+      this.q.delPack.run(id)
+    }
+    this.emit('packsDeleted', ids)
   }
 
   /**
@@ -351,30 +611,29 @@ export class ChunkStore {
     this.evicting = true
     let chunks = 0
     let bytes = 0
-    const gone: string[] = []
     try {
       this.flushAtimes()
       // chunks no image refers to first, then the least recently used of the rest
       for (const q of [this.q.lruUnref, this.q.lru]) {
         while (this.size > target) {
-          const rows = q.all(256) as Array<{ hash: Buffer; size: number }>
+          const rows = q.all(256) as EntryRow[]
           if (rows.length === 0) break
+          const take: EntryRow[] = []
+          let over = this.size - target
           for (const r of rows) {
-            if (this.size <= target) break
-            const hex = r.hash.toString('hex')
-            fs.rmSync(this.pathOf(hex), { force: true })
-            this.q.del.run(r.hash)
-            this.size -= r.size
-            this.atimes.delete(hex)
-            gone.push(hex)
-            chunks++
-            bytes += r.size
+            if (over <= 0) break
+            take.push(r)
+            over -= r.size
           }
+          this.db.transaction(() => {
+            for (const r of take) this.q.del.get(r.hash)
+          })()
+          bytes += this.release(take)
+          chunks += take.length
         }
       }
     } finally {
       this.evicting = false
-      this.emit('gone', gone)
     }
     if (chunks > 0) this.opts.onEvict?.(chunks, bytes)
     return { chunks, bytes }
@@ -404,15 +663,24 @@ export class ChunkStore {
     return false
   }
 
-  /** Entries: [hash hex, size]. */
-  *entries(): Generator<[string, number]> {
-    for (const r of this.q.all.iterate() as IterableIterator<{ hash: Buffer; size: number }>)
-      yield [r.hash.toString('hex'), r.size]
+  /** Entries: hash hex and location. */
+  *entries(): Generator<StoredChunk> {
+    for (const r of this.q.all.iterate() as IterableIterator<EntryRow>)
+      yield { hash: r.hash.toString('hex'), size: r.size, pack: r.pack, off: r.off }
   }
 
-  /** Forces chunk files written so far to disk (syncfs on the data dir's filesystem). */
-  async sync(): Promise<void> {
-    await execFileP('sync', ['-f', this.chunkDir])
+  /** Forces the chunks appended so far to disk (packs written before were synced when sealed). */
+  sync(): void {
+    if (this.writer) fs.fdatasyncSync(this.writer.fd)
+  }
+
+  /** Seals this process's pack and closes the descriptors (the data dir is closing). */
+  close(): void {
+    for (const e of this.toRecord) e.reject(new VmifsError('CLOSED', 'the chunk store closed'))
+    this.toRecord = []
+    this.sealWriter()
+    for (const fd of this.fds.values()) fs.closeSync(fd)
+    this.fds.clear()
   }
 
   /** Re-derives every entry's pinned flag from chunks.pins (after a crash mid-import). */
@@ -427,11 +695,56 @@ export class ChunkStore {
   }
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
+interface PackRow {
+  id: number
+  writer: string | null
+  size: number
+  live: number
+}
+
+/** Writes every buffer at `pos` on, in as few calls as the kernel allows. */
+function writeAll(fd: number, bufs: Buffer[], pos: number): void {
+  let i = 0
+  let skip = 0 // bytes of bufs[i] already written
+  while (i < bufs.length) {
+    // writev takes at most IOV_MAX (1024) buffers a call
+    const batch = bufs.slice(i, i + 1024)
+    if (skip > 0) batch[0] = batch[0]!.subarray(skip)
+    const n = fs.writevSync(fd, batch, pos)
+    if (n === 0) throw new Error('a pack file took no bytes')
+    pos += n
+    let left = n + skip
+    while (i < bufs.length && left >= bufs[i]!.length) left -= bufs[i++]!.length
+    skip = left
   }
+}
+
+/** A 48-byte location record (hash, pack u32, length u32, offset u64) for the FUSE session. */
+export function writeLocation(out: Buffer, at: number, hash: Buffer, loc: ChunkLocation): void {
+  hash.copy(out, at, 0, 32)
+  out.writeUInt32LE(loc.pack, at + 32)
+  out.writeUInt32LE(loc.size, at + 36)
+  out.writeBigUInt64LE(BigInt(loc.off), at + 40)
+}
+
+/** "pid:starttime": names a process so that a later one with the same pid is not taken for it. */
+export function processTag(pid: number): string {
+  return `${pid}:${startTime(pid) ?? 0}`
+}
+
+function startTime(pid: number): string | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // the command name (field 2) may hold spaces and parentheses: count fields after its last ')'
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]
+  } catch {
+    return undefined
+  }
+}
+
+/** Whether the process a tag names still runs. */
+export function tagAlive(tag: string): boolean {
+  const [pid, start] = tag.split(':')
+  const now = startTime(Number(pid))
+  return now !== undefined && now === start
 }

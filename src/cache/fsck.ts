@@ -1,9 +1,13 @@
-// fsck: re-hash every chunk in the cache; drop what is corrupt, forget entries whose file is gone,
-// adopt chunk files that are sound but unrecorded, delete stray files; then report images whose
-// chunks are no longer all local.
+// fsck: re-hash every chunk in the cache, reading each pack file front to back; drop what is
+// corrupt, forget entries whose bytes are gone, adopt sound records no entry points to (a chunk
+// appended but not yet recorded when its writer died), delete stray files; then report images
+// whose chunks are no longer all local. A data dir of the layout before pack files (a file per
+// chunk under chunks/) is converted first: every sound chunk file moves into a pack, keeping its
+// access time and pin.
 import fs from 'node:fs'
 import path from 'node:path'
 import type { DataDir } from '../datadir.js'
+import { RECORD_HEADER, RECORD_MAGIC, type StoredChunk, tagAlive } from './chunk-store.js'
 import { blake3, isHashHex } from '../util/hash.js'
 
 export interface FsckReport {
@@ -12,63 +16,70 @@ export interface FsckReport {
   corrupt: string[]
   missing: string[]
   adopted: number
+  /** chunk files of the old layout moved into packs */
+  converted: number
   strays: number
   incompleteImages: Array<{ name: string; missingChunks: number }>
 }
 
+/** Records longer than this are not chunks (the largest chunking cuts at 16 MiB). */
+const MAX_RECORD = 64 * 1024 * 1024
+
 export function fsck(dd: DataDir, onProgress?: (done: number, total: number) => void): FsckReport {
-  const { store, db } = dd
+  const { store } = dd
   const r: FsckReport = {
     checked: 0,
     checkedBytes: 0,
     corrupt: [],
     missing: [],
     adopted: 0,
+    converted: 0,
     strays: 0,
     incompleteImages: []
   }
   store.flushAtimes()
-  const entries = [...store.entries()]
-  for (const [hex, size] of entries) {
-    let data: Buffer
-    try {
-      data = fs.readFileSync(store.pathOf(hex))
-    } catch {
-      r.missing.push(hex)
-      db.prepare('DELETE FROM cache_entries WHERE hash = ?').run(Buffer.from(hex, 'hex'))
-      continue
-    }
-    r.checked++
-    r.checkedBytes += data.length
-    if (data.length !== size || blake3(data).toString('hex') !== hex) {
-      r.corrupt.push(hex)
-      fs.rmSync(store.pathOf(hex), { force: true })
-      db.prepare('DELETE FROM cache_entries WHERE hash = ?').run(Buffer.from(hex, 'hex'))
-    }
-    onProgress?.(r.checked, entries.length)
+  convertOldLayout(dd, r)
+  store.seal()
+
+  const byPack = new Map<number, StoredChunk[]>()
+  let total = 0
+  for (const e of store.entries()) {
+    const list = byPack.get(e.pack) ?? []
+    list.push(e)
+    byPack.set(e.pack, list)
+    total++
   }
-  const known = new Set(entries.map(e => e[0]))
-  const insert = db.prepare('INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned) VALUES (?, ?, ?, 0)')
-  for (const sub of fs.readdirSync(store.chunkDir)) {
-    const dir = path.join(store.chunkDir, sub)
-    if (!fs.statSync(dir).isDirectory()) {
-      fs.rmSync(dir, { force: true })
+  const live = new Map(store.packs().map(p => [p.id, p.writer]))
+  const files = new Set<number>()
+  for (const f of fs.readdirSync(store.packDir)) {
+    const m = /^(\d+)\.pack$/.exec(f)
+    if (!m) {
+      fs.rmSync(path.join(store.packDir, f), { recursive: true, force: true })
       r.strays++
       continue
     }
-    for (const f of fs.readdirSync(dir)) {
-      if (known.has(f)) continue
-      const p = path.join(dir, f)
-      const data = isHashHex(f) && f.startsWith(sub) ? fs.readFileSync(p) : undefined
-      if (data && blake3(data).toString('hex') === f) {
-        insert.run(Buffer.from(f, 'hex'), data.length, Date.now())
-        r.adopted++
-      } else {
-        fs.rmSync(p, { force: true })
-        r.strays++
-      }
-    }
+    files.add(Number(m[1]))
   }
+  const bad: string[] = []
+  const found = new Map<string, StoredChunk>()
+  for (const id of [...files].sort((a, b) => a - b)) {
+    if (!live.has(id)) store.ensurePackRow(id)
+    const writer = live.get(id) ?? null
+    // a live writer's pack may hold chunks it is about to record: leave what follows them alone
+    const scanGaps = writer === null || !tagAlive(writer)
+    const known = (byPack.get(id) ?? []).sort((a, b) => a.off - b.off)
+    byPack.delete(id)
+    checkPack(dd, id, known, scanGaps, r, bad, found, () => onProgress?.(r.checked, total))
+  }
+  // entries whose pack file is gone
+  for (const list of byPack.values())
+    for (const e of list) {
+      r.missing.push(e.hash)
+      bad.push(e.hash)
+    }
+  store.discard(bad)
+  r.adopted += store.adopt([...found.values()])
+  store.recount()
   store.reconcilePins()
   store.refreshSize()
   for (const img of dd.catalog.listImages()) {
@@ -78,4 +89,123 @@ export function fsck(dd: DataDir, onProgress?: (done: number, total: number) => 
     if (missing > 0) r.incompleteImages.push({ name: img.name, missingChunks: missing })
   }
   return r
+}
+
+/**
+ * One pack, front to back: every recorded chunk is read and hashed; between them (where
+ * `scanGaps`), records with a sound header and bytes that hash to it are collected for adoption.
+ */
+function checkPack(
+  dd: DataDir,
+  id: number,
+  known: StoredChunk[],
+  scanGaps: boolean,
+  r: FsckReport,
+  bad: string[],
+  found: Map<string, StoredChunk>,
+  progress: () => void
+): void {
+  const file = dd.store.packPath(id)
+  const fd = fs.openSync(file, 'r')
+  try {
+    const size = fs.fstatSync(fd).size
+    const header = Buffer.alloc(RECORD_HEADER)
+    let pos = 0
+    let k = 0
+    while (k < known.length || (scanGaps && pos + RECORD_HEADER <= size)) {
+      const next = known[k]
+      if (next && next.off - RECORD_HEADER <= pos) {
+        k++
+        const data = readExactly(fd, next.off, next.size)
+        r.checked++
+        if (!data) {
+          r.missing.push(next.hash)
+          bad.push(next.hash)
+        } else {
+          r.checkedBytes += data.length
+          if (blake3(data).toString('hex') !== next.hash) {
+            r.corrupt.push(next.hash)
+            bad.push(next.hash)
+          }
+        }
+        pos = Math.max(pos, next.off + next.size)
+        progress()
+        continue
+      }
+      const limit = next ? next.off - RECORD_HEADER : size
+      if (!scanGaps) {
+        pos = limit
+        continue
+      }
+      const got = readExactly(fd, pos, RECORD_HEADER, header)
+      const len = got ? header.readUInt32LE(4) : 0
+      if (got && header.readUInt32LE(0) === RECORD_MAGIC && len > 0 && len <= MAX_RECORD) {
+        const end = pos + RECORD_HEADER + len
+        const data = end <= limit ? readExactly(fd, pos + RECORD_HEADER, len) : undefined
+        const hash = header.subarray(8, 40).toString('hex')
+        if (data && blake3(data).toString('hex') === hash) {
+          if (!dd.store.has(hash) && !found.has(hash))
+            found.set(hash, { hash, pack: id, off: pos + RECORD_HEADER, size: len })
+          pos = end
+          continue
+        }
+      }
+      // not a record (a hole left by eviction, or bytes a dead writer never finished)
+      pos = limit
+    }
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+function readExactly(fd: number, pos: number, len: number, into?: Buffer): Buffer | undefined {
+  const buf = into ?? Buffer.allocUnsafe(len)
+  let got = 0
+  while (got < len) {
+    const n = fs.readSync(fd, buf, got, len - got, pos + got)
+    if (n === 0) return undefined
+    got += n
+  }
+  return buf
+}
+
+/** Moves the chunk files of the old layout (chunks/<xx>/<hash>) into packs, then removes chunks/ and tmp/. */
+function convertOldLayout(dd: DataDir, r: FsckReport): void {
+  const legacy = path.join(dd.dir, 'chunks')
+  if (!fs.existsSync(legacy)) return
+  const { store } = dd
+  let batch: Array<{ hash: Buffer; data: Buffer }> = []
+  const flush = (): void => {
+    const locs = store.append(batch)
+    r.converted += store.adopt(batch.map((b, i) => ({ hash: b.hash.toString('hex'), ...locs[i]! })))
+    batch = []
+  }
+  for (const sub of fs.readdirSync(legacy)) {
+    const dir = path.join(legacy, sub)
+    if (!fs.statSync(dir).isDirectory()) {
+      r.strays++
+      continue
+    }
+    for (const f of fs.readdirSync(dir)) {
+      const data = isHashHex(f) && f.startsWith(sub) ? fs.readFileSync(path.join(dir, f)) : undefined
+      const loc = data && store.locate(f)
+      if (!data || blake3(data).toString('hex') !== f) {
+        r.strays++
+        continue
+      }
+      if (loc && loc.pack !== null) continue // converted by an earlier run that stopped midway
+      batch.push({ hash: Buffer.from(f, 'hex'), data })
+      if (batch.length >= 256) flush()
+    }
+  }
+  if (batch.length > 0) flush()
+  // rows of the old layout whose file was not there
+  const orphans = (dd.db.prepare('SELECT hash FROM cache_entries WHERE pack IS NULL').pluck().all() as Buffer[]).map(
+    h => h.toString('hex')
+  )
+  for (const h of orphans) r.missing.push(h)
+  dd.db.prepare('DELETE FROM cache_entries WHERE pack IS NULL').run()
+  store.sync()
+  fs.rmSync(legacy, { recursive: true, force: true })
+  fs.rmSync(path.join(dd.dir, 'tmp'), { recursive: true, force: true })
 }

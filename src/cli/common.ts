@@ -85,8 +85,12 @@ export function resolveConfig(values: Record<string, unknown>): Config {
   return c
 }
 
-export async function withDataDir<T>(c: Config, fn: (dd: DataDir) => T | Promise<T>): Promise<T> {
-  const dd = DataDir.open(c.dataDir, { capacityBytes: c.capacityBytes })
+export async function withDataDir<T>(
+  c: Config,
+  fn: (dd: DataDir) => T | Promise<T>,
+  opts?: { convert?: boolean }
+): Promise<T> {
+  const dd = DataDir.open(c.dataDir, { capacityBytes: c.capacityBytes, convert: opts?.convert })
   try {
     return await fn(dd)
   } finally {

@@ -3,12 +3,16 @@ import { fsck } from '../cache/fsck.js'
 
 export const command: Command = {
   name: 'fsck',
-  summary: 're-hash the cache and drop corrupt chunks',
+  summary: 're-hash the cache and drop corrupt chunks; converts a data dir of the old layout',
   usage: `Usage: vmifs fsck [--json]
 
-Re-hashes every chunk in the cache. Corrupt chunks are deleted, entries whose file is gone are
-forgotten, sound but unrecorded chunk files are adopted, stray files are removed. Reports images
-whose chunks are no longer all in the local cache.
+Re-hashes every chunk in the cache, reading each pack file front to back. Corrupt chunks are
+deleted, entries whose bytes are gone are forgotten, sound records no entry points to (appended
+by a writer that died before recording them) are adopted, stray files are removed. Reports
+images whose chunks are no longer all in the local cache.
+A data dir of the layout before pack files (a file per chunk under chunks/), which every other
+command refuses with DATA_DIR_OLD_LAYOUT, is converted first: every sound chunk file moves into
+a pack with its access time and pin. Run it with the agent stopped.
 Exit status: 0 clean, 1 something was found and repaired (or an image is incomplete).
 
 Options:
@@ -18,13 +22,15 @@ ${COMMON_HELP}`,
     const a = parse(this, argv, { json: { type: 'boolean' } }, false)
     if (!a) return 0
     const cfg = resolveConfig(a.values)
-    const r = await withDataDir(cfg, dd => fsck(dd))
+    const r = await withDataDir(cfg, dd => fsck(dd), { convert: true })
     if (a.values.json === true) {
       process.stdout.write(JSON.stringify(r, null, 2) + '\n')
     } else {
       process.stdout.write(
         `checked ${r.checked} chunks (${bytes(r.checkedBytes)}): ${r.corrupt.length} corrupt (dropped), ` +
-          `${r.missing.length} missing, ${r.adopted} adopted, ${r.strays} stray files removed\n`
+          `${r.missing.length} missing, ${r.adopted} adopted, ${r.strays} stray files removed` +
+          (r.converted > 0 ? `, ${r.converted} chunk files converted into packs` : '') +
+          '\n'
       )
       for (const c of r.corrupt) process.stdout.write(`corrupt ${c}\n`)
       for (const i of r.incompleteImages)

@@ -1,10 +1,12 @@
 // The read-only FUSE filesystem:   /images/<name>   /by-digest/<digest>   /.stats
 // Served by native threads (native/fuse_session.c, the kernel's protocol on /dev/fuse, no libfuse):
-// lookups, attributes, listings and reads of chunks known to be cached and verified are answered
-// there, on every core, without entering JavaScript. This side answers what needs the agent:
-// reads that touch a chunk not known to be cached and verified (fetched, or read and hashed, by
-// the image reader), the first open of an image (its manifest), every open of .stats (a fresh
-// snapshot), and a lookup or listing while the image list may be behind the catalog.
+// lookups, attributes, listings and reads of cached chunks are answered there, on every core,
+// without entering JavaScript: the native side reads a chunk from its pack file and hashes it
+// whole before serving any of it. This side tells it where the chunks of each opened image are
+// (from the chunk store, then as chunks are stored and evicted) and answers what needs the agent:
+// reads that touch a chunk the native side cannot serve (not cached: fetched by the image reader;
+// or its bytes there were wrong), the first open of an image (its manifest), every open of .stats
+// (a fresh snapshot), and a lookup or listing while the image list may be behind the catalog.
 // Contract: every request handed here is answered exactly once — bytes, or an errno after
 // readTimeoutMs at the latest — and nothing throws back into the native side; the reason for an
 // error is logged. Reads served natively come back as events (flushEvents) for statistics, usage
@@ -17,7 +19,8 @@ import { VmifsError } from '../errors.js'
 import type { Manifest } from '../manifests/manifest.js'
 import { EIO, ENOENT, ETIMEDOUT, errnoOf } from './errno.js'
 import { quitHolder, startHolder } from './holder.js'
-import type { ChunkEvents } from '../cache/chunk-store.js'
+import { readaheadFile } from './mountpoint.js'
+import { type ChunkStore, type StoredChunk, writeLocation } from '../cache/chunk-store.js'
 
 export interface ImageEntry {
   name: string
@@ -38,13 +41,13 @@ export interface MountView {
   released?(name: string, digest: string): void
   /** a read the native side served from cached, verified chunks (accounting only) */
   served?(name: string, m: Manifest, pos: number, len: number, stream: object, ms: number): void
-  /** the chunk cache's verified / gone events, for what the native side may serve */
-  subscribeChunks?(l: ChunkEvents): () => void
+  /** the chunk cache: where chunks are, and its events, for what the native side may serve */
+  chunks?: Pick<ChunkStore, 'subscribe' | 'locateMany'>
 }
 
 export interface MountOptions {
-  /** the chunk store's folder of chunk files, read by the native threads */
-  chunkDir: string
+  /** the chunk store's folder of pack files, read by the native threads */
+  packDir: string
   /** where the connection's holder listens (holder.ts); none: the mount dies with the agent */
   holderSocket?: string
   allowOther?: boolean
@@ -70,6 +73,10 @@ const EVENT_SIZE = 40
 const STATS_MIN_SIZE = 64 * 1024
 /** How often the image list is compared with the catalog between lookups. */
 const IMAGES_POLL_MS = 250
+/** The kernel's read-ahead for the mount by default (KiB): one request of max_pages. */
+const DEFAULT_READAHEAD_KB = 1024
+/** Manifest entries located a turn when an image is first opened. */
+const LOCATE_BATCH = 8192
 
 /** The inode of an image, as native/fuse_session.c derives it from the digest. */
 function inoOf(digest: string): bigint {
@@ -88,8 +95,8 @@ export class VmifsMount {
   private readonly opens = new Map<number, Open>()
   private lastImages: Map<string, ImageEntry> | undefined
   private statsSize = STATS_MIN_SIZE
-  /** chunk hash -> cached (true) or gone (false), the last word of this tick */
-  private pendingChunks = new Map<string, boolean>()
+  /** chunk hash -> where it is stored, or null: gone; the last word of this tick */
+  private pendingChunks = new Map<string, StoredChunk | null>()
   private flushScheduled = false
   private unsubscribe: (() => void) | undefined
   private poll: NodeJS.Timeout | undefined
@@ -112,10 +119,10 @@ export class VmifsMount {
     try {
       this.session = n.fuseMount(
         this.mountpoint,
-        this.opts.chunkDir,
+        this.opts.packDir,
         {
           allowOther: this.opts.allowOther ?? true,
-          maxReadahead: (this.opts.readaheadKb ?? 128) * 1024,
+          maxReadahead: (this.opts.readaheadKb ?? DEFAULT_READAHEAD_KB) * 1024,
           workers: this.opts.workers ?? 4
         },
         (kind, unique, ino, fh, off, size) => this.request(kind, unique, ino, fh, off, size)
@@ -149,19 +156,23 @@ export class VmifsMount {
     this.session = native().fuseAdopt(
       fd,
       this.mountpoint,
-      this.opts.chunkDir,
-      { maxReadahead: (this.opts.readaheadKb ?? 128) * 1024, workers: this.opts.workers ?? 4 },
+      this.opts.packDir,
+      { maxReadahead: (this.opts.readaheadKb ?? DEFAULT_READAHEAD_KB) * 1024, workers: this.opts.workers ?? 4 },
       (kind, unique, ino, fh, off, size) => this.request(kind, unique, ino, fh, off, size)
     )
     this.started(resend)
   }
 
   private started(resend = false): void {
+    // the kernel caps the mount's read-ahead at 128 KiB, whatever INIT says, until it is raised
+    const ra = readaheadFile(this.mountpoint)
+    if (ra) native().fuseSetReadahead(this.session!, ra, this.opts.readaheadKb ?? DEFAULT_READAHEAD_KB)
     this.syncImages()
     native().fuseStart(this.session!, resend)
-    this.unsubscribe = this.view.subscribeChunks?.({
-      verified: hashes => this.queue(hashes, true),
-      gone: hashes => this.queue(hashes, false)
+    this.unsubscribe = this.view.chunks?.subscribe({
+      stored: chunks => this.queue(chunks.map(c => [c.hash, c])),
+      gone: hashes => this.queue(hashes.map(h => [h, null])),
+      packsDeleted: ids => this.session && native().fusePacksChanged(this.session, ids)
     })
     this.poll = setInterval(() => this.syncImages(), IMAGES_POLL_MS)
     this.poll.unref()
@@ -296,8 +307,19 @@ export class VmifsMount {
       m = this.view.manifest(image.digest)
       this.manifests.set(image.digest, m)
       native().fuseSetManifest(this.session!, image.digest, m.offsets, m.zero, m.hashes)
+      this.locate(m, 0)
     }
     return m
+  }
+
+  /** Tells the native side where the chunks of a newly opened image are, a batch a turn. */
+  private locate(m: Manifest, from: number): void {
+    const s = this.session
+    const store = this.view.chunks
+    if (!s || !store) return
+    const to = Math.min(m.count, from + LOCATE_BATCH)
+    native().fuseMarkCached(s, store.locateMany(m.hashes, from, to))
+    if (to < m.count) setImmediate(() => this.locate(m, to))
   }
 
   private servedRead(ino: bigint, fh: number, off: number, len: number, micros: number): void {
@@ -340,8 +362,8 @@ export class VmifsMount {
     )
   }
 
-  private queue(hashes: string[], cached: boolean): void {
-    for (const h of hashes) this.pendingChunks.set(h, cached)
+  private queue(items: Array<[string, StoredChunk | null]>): void {
+    for (const [h, c] of items) this.pendingChunks.set(h, c)
     if (this.flushScheduled) return
     this.flushScheduled = true
     setImmediate(() => this.flushChunks())
@@ -353,12 +375,19 @@ export class VmifsMount {
     const pending = this.pendingChunks
     this.pendingChunks = new Map()
     if (!s) return
-    const verified: string[] = []
+    const stored: StoredChunk[] = []
     const gone: string[] = []
-    for (const [h, cached] of pending) (cached ? verified : gone).push(h)
+    for (const [h, c] of pending) {
+      if (c) stored.push(c)
+      else gone.push(h)
+    }
     const n = native()
     if (gone.length > 0) n.fuseMarkUncached(s, Buffer.from(gone.join(''), 'hex'))
-    if (verified.length > 0) n.fuseMarkCached(s, Buffer.from(verified.join(''), 'hex'))
+    if (stored.length > 0) {
+      const records = Buffer.allocUnsafe(stored.length * 48)
+      stored.forEach((c, i) => writeLocation(records, i * 48, Buffer.from(c.hash, 'hex'), c))
+      n.fuseMarkCached(s, records)
+    }
   }
 
   /**

@@ -8,6 +8,8 @@ interface MountInfo {
   mountpoint: string
   fstype: string
   source: string
+  /** the superblock's device, "major:minor": names the mount's backing device info in /sys/class/bdi */
+  dev: string
 }
 
 export function mountsAt(dir: string): MountInfo[] {
@@ -20,9 +22,20 @@ export function mountsAt(dir: string): MountInfo[] {
     const mp = unescape(f[4]!)
     if (mp !== real) continue
     const r = right!.split(' ')
-    out.push({ mountpoint: mp, fstype: r[0]!, source: unescape(r[1]!) })
+    out.push({ mountpoint: mp, fstype: r[0]!, source: unescape(r[1]!), dev: f[2]! })
   }
   return out
+}
+
+/**
+ * The file that holds the kernel's read-ahead for the vmifs mount at `dir`:
+ * /sys/class/bdi/<dev>/read_ahead_kb, found from mountinfo (nothing asks the mount itself).
+ */
+export function readaheadFile(dir: string): string | undefined {
+  const m = mountsAt(dir)
+    .filter(x => x.fstype === 'fuse.vmifs')
+    .at(-1)
+  return m && `/sys/class/bdi/${m.dev}/read_ahead_kb`
 }
 
 function unescape(s: string): string {

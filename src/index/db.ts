@@ -4,6 +4,7 @@ import Database from 'better-sqlite3'
 import { VmifsError } from '../errors.js'
 import * as m0001 from './migrations/0001-initial.js'
 import * as m0002 from './migrations/0002-fleet.js'
+import * as m0003 from './migrations/0003-packs.js'
 
 export type Db = Database.Database
 
@@ -11,7 +12,7 @@ interface Migration {
   version: number
   up: (db: Db) => void
 }
-export const MIGRATIONS: Migration[] = [m0001, m0002]
+export const MIGRATIONS: Migration[] = [m0001, m0002, m0003]
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version
 
 export function openDb(file: string, migrations: Migration[] = MIGRATIONS): Db {

@@ -120,17 +120,21 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
   let zeroBytes = 0
   let dataChunks = 0
 
-  // New chunks: each file is written (verified bytes, temp name, rename) as it is cut, then
-  // recorded (and pinned) in batches, one transaction each. Chunks the cache already holds are
-  // pinned in batches too, so eviction cannot take them before the image row exists.
-  let written: Array<{ hash: Buffer; size: number }> = []
+  // New chunks are appended to this process's pack in batches (one write each), then recorded
+  // (and pinned) in one transaction. Chunks the cache already holds are pinned in batches too, so
+  // eviction cannot take them before the image row exists.
+  let pending: Array<{ hash: Buffer; data: Buffer }> = []
   let existing: Buffer[] = []
   const flush = (): void => {
-    if (written.length > 0) {
-      const r = dd.store.record(written, pin)
+    if (pending.length > 0) {
+      const locs = dd.store.append(pending)
+      const r = dd.store.record(
+        pending.map((p, i) => ({ hash: p.hash.toString('hex'), ...locs[i]! })),
+        pin
+      )
       newChunks += r.chunks
       newBytes += r.bytes
-      written = []
+      pending = []
     }
     if (existing.length > 0 && pin) dd.store.pinMany(existing)
     existing = []
@@ -153,9 +157,8 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
         if (existing.length >= BATCH) flush()
         continue
       }
-      dd.store.writeFile(hex, c.data!)
-      written.push({ hash: h, size: c.length })
-      if (written.length >= BATCH) flush()
+      pending.push({ hash: h, data: c.data! })
+      if (pending.length >= BATCH) flush()
     }
   }
 
@@ -180,7 +183,7 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
     try {
       flush()
     } catch {
-      // the original error is the one to report; a chunk file left unrecorded is adopted by fsck
+      // the original error is the one to report; chunks appended but not recorded are adopted by fsck
     }
     if (pin) dd.store.reconcilePins()
     throw err
@@ -188,7 +191,7 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
     await fh.close()
   }
   const manifest = builder.build()
-  await dd.store.sync()
+  dd.store.sync()
   const { collectable } = dd.catalog.addImage(opts.name, manifest, {
     pinned: pin,
     replace: opts.replace ?? false,

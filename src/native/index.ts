@@ -18,11 +18,14 @@ export interface NativeAddon {
   ): number
   setGear(table: Buffer): void
   zeroBlocks(buf: Buffer, blockSize: number): Uint8Array
+  blake3(buf: Buffer): Buffer
+  /** frees the blocks of [offset, offset + length) of an open file (fallocate PUNCH_HOLE) */
+  punchHole(fd: number, offset: number, length: number): void
 
   // The FUSE session (native/fuse_session.c): see src/fuse/mount.ts for the contract.
   fuseMount(
     mountpoint: string,
-    chunkDir: string,
+    packDir: string,
     opts: { allowOther: boolean; maxReadahead: number; workers: number },
     onRequest: (kind: number, unique: bigint, ino: bigint, fh: number, off: number, size: number) => void
   ): FuseSession
@@ -31,7 +34,7 @@ export interface NativeAddon {
   fuseAdopt(
     fd: number,
     mountpoint: string,
-    chunkDir: string,
+    packDir: string,
     opts: { maxReadahead: number; workers: number },
     onRequest: (kind: number, unique: bigint, ino: bigint, fh: number, off: number, size: number) => void
   ): FuseSession
@@ -53,15 +56,19 @@ export interface NativeAddon {
     statsSize: number
   ): void
   fuseSetManifest(s: FuseSession, digest: string, offsets: Float64Array, zero: Uint8Array, hashes: Buffer): void
-  fuseMarkCached(s: FuseSession, hashes: Buffer): void
+  /** records of 48 bytes: hash[32], pack u32, length u32, offset u64 (little-endian) */
+  fuseMarkCached(s: FuseSession, records: Buffer): void
   fuseMarkUncached(s: FuseSession, hashes: Buffer): void
+  /** these packs were deleted: descriptors to them are closed (and reopened if they come back) */
+  fusePacksChanged(s: FuseSession, ids: number[]): void
   fuseReply(s: FuseSession, unique: bigint, errno: number): void
   fuseReplyData(s: FuseSession, unique: bigint, data: Buffer, length: number): void
   fuseReplyOpen(s: FuseSession, unique: bigint, ino: bigint, fh: number): void
   fuseReplyOpenStats(s: FuseSession, unique: bigint, fh: number, snapshot: Buffer): void
   fuseResubmit(s: FuseSession, unique: bigint): void
+  /** the mount's read-ahead: its bdi's read_ahead_kb file, written once INIT is answered */
+  fuseSetReadahead(s: FuseSession, path: string, kb: number): void
   fuseDrainEvents(s: FuseSession): Buffer
-  fuseSessionInfo(s: FuseSession): { openImages: number; droppedEvents: number; workers: number }
 }
 
 /** An opaque handle to a mounted FUSE session. */

@@ -258,7 +258,9 @@ export class Replicator {
               continue
             }
             r.wireBytes += wire
-            const stored: Array<{ hash: Buffer; size: number }> = []
+            const fresh: Array<{ hash: Buffer; data: Buffer }> = []
+            const held: Buffer[] = []
+            let stored = 0
             batch.forEach((h, i) => {
               const data = got[i]
               if (!data || blake3(data).toString('hex') !== h) {
@@ -269,14 +271,20 @@ export class Replicator {
                 r.failed++
                 return
               }
-              if (!d.dd.store.has(h)) d.dd.store.writeFile(h, data)
-              stored.push({ hash: Buffer.from(h, 'hex'), size: data.length })
+              if (d.dd.store.has(h)) held.push(Buffer.from(h, 'hex'))
+              else fresh.push({ hash: Buffer.from(h, 'hex'), data })
+              stored += data.length
               r.chunks++
               r.bytes += data.length
             })
-            // one transaction per batch (coalesced writes); pinned
-            d.dd.store.record(stored, pin)
-            d.stats.fetchBytes += stored.reduce((n, e) => n + e.size, 0)
+            // one write and one transaction per batch; pinned
+            const locs = d.dd.store.append(fresh)
+            d.dd.store.record(
+              fresh.map((f, i) => ({ hash: f.hash.toString('hex'), ...locs[i]! })),
+              pin
+            )
+            if (pin) d.dd.store.pinMany(held)
+            d.stats.fetchBytes += stored
             r.seconds = (performance.now() - start) / 1000
           }
         }

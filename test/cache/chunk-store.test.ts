@@ -4,12 +4,14 @@ import path from 'node:path'
 import { ChunkStore } from '../../src/cache/chunk-store.js'
 import { fsck } from '../../src/cache/fsck.js'
 import { DataDir } from '../../src/datadir.js'
-import { openDb } from '../../src/index/db.js'
 import { ManifestBuilder } from '../../src/manifests/manifest.js'
 import { importImage } from '../../src/manifests/import.js'
 import { blake3Hex } from '../../src/util/hash.js'
+import { MIGRATIONS, openDb } from '../../src/index/db.js'
+import { RECORD_HEADER, RECORD_MAGIC, processTag } from '../../src/cache/chunk-store.js'
 import { listFiles, openDataDir, sleep, tmpDir } from '../helpers/tmp.js'
 import { randomBuffer } from '../helpers/random.js'
+import { allocated, chunkBytes, chunkFile, damageChunk, zeroAt } from '../helpers/chunks.js'
 
 function errCode(err: unknown): string | undefined {
   return (err as { code?: string } | undefined)?.code
@@ -47,21 +49,26 @@ const pinnedFlag = (dd: DataDir, hex: string): number | undefined =>
   dd.db.prepare('SELECT pinned FROM cache_entries WHERE hash = ?').pluck().get(Buffer.from(hex, 'hex')) as
     number | undefined
 
-test('put stores verified bytes atomically; tmp/ is empty afterwards', async t => {
+test('put appends verified bytes to a pack, after a header naming them', async t => {
   const dd = openDataDir(t)
   const data = randomBuffer(5000, 1)
   const hex = blake3Hex(data)
   t.true(await dd.store.put(hex, data))
   t.true(dd.store.has(hex))
-  t.true(fs.readFileSync(dd.store.pathOf(hex)).equals(data))
-  t.deepEqual(listFiles(dd.store.tmpDir), [])
-  t.deepEqual(listFiles(dd.store.chunkDir), [path.join(hex.slice(0, 2), hex)])
+  const { file, pos, size } = chunkFile(dd, hex)
+  t.deepEqual(listFiles(dd.store.packDir), [path.basename(file)])
+  t.is(size, 5000)
+  t.true(chunkBytes(dd, hex).equals(data))
+  const header = fs.readFileSync(file).subarray(pos - RECORD_HEADER, pos)
+  t.is(header.readUInt32LE(0), RECORD_MAGIC)
+  t.is(header.readUInt32LE(4), 5000)
+  t.is(header.subarray(8).toString('hex'), hex)
   t.is(dd.store.sizeBytes, 5000)
   t.true((await dd.store.read(hex)).equals(data))
   // a second put of the same chunk is not new and changes nothing
   t.false(await dd.store.put(hex, data))
   t.is(dd.store.sizeBytes, 5000)
-  t.deepEqual(listFiles(dd.store.tmpDir), [])
+  t.is(fs.statSync(file).size, RECORD_HEADER + 5000)
 })
 
 test('put rejects bytes that do not hash to the name', async t => {
@@ -74,67 +81,139 @@ test('put rejects bytes that do not hash to the name', async t => {
   t.is(errCode(err), 'CHUNK_HASH_MISMATCH')
   t.false(dd.store.has(hex))
   t.is(dd.store.sizeBytes, 0)
-  t.deepEqual(listFiles(dd.store.chunkDir), [])
-  t.deepEqual(listFiles(dd.store.tmpDir), [])
+  t.deepEqual(listFiles(dd.store.packDir), [], 'nothing was written')
   t.is(errCode(await t.throwsAsync(dd.store.read(hex))), 'CHUNK_MISSING')
   // the right bytes are still accepted afterwards
   t.true(await dd.store.put(hex, good))
 })
 
-test('open() removes temp files of dead writers and keeps those of live ones', t => {
+test("open() cuts back a dead writer's pack to its last recorded chunk, and leaves a live writer alone", async t => {
   const dir = tmpDir(t, 'vmifs-dd-')
-  fs.mkdirSync(path.join(dir, 'tmp'))
-  let dead = 999999
-  const alive = (pid: number): boolean => {
-    try {
-      process.kill(pid, 0)
-      return true
-    } catch (err) {
-      return (err as NodeJS.ErrnoException).code === 'EPERM'
-    }
-  }
-  while (alive(dead)) dead++
-  t.false(alive(dead))
-  fs.writeFileSync(path.join(dir, 'tmp', `${dead}-abc`), 'half a chunk')
-  fs.writeFileSync(path.join(dir, 'tmp', 'junk'), 'no pid')
-  fs.writeFileSync(path.join(dir, 'tmp', `${process.ppid}-def`), 'a live writer')
-  const dd = DataDir.open(dir, { capacityBytes: 1 << 30 })
+  let dd = DataDir.open(dir, { capacityBytes: 1 << 30 })
+  const a = await putChunk(dd, 1, 3000)
+  const { file } = chunkFile(dd, a)
+  const id = dd.store.locate(a)!.pack
+  // a writer killed after appending but before recording: bytes past the last recorded chunk
+  fs.appendFileSync(file, randomBuffer(777, 2))
+  dd.db.prepare('UPDATE packs SET writer = ? WHERE id = ?').run('999999:1', id)
+  // a live writer's pack (the parent process) with bytes it has not recorded yet
+  const other = dd.db
+    .prepare('INSERT INTO packs (writer) VALUES (?) RETURNING id')
+    .pluck()
+    .get(processTag(process.ppid))
+  const otherFile = dd.store.packPath(other as number)
+  fs.writeFileSync(otherFile, randomBuffer(500, 3))
+  dd.db.close() // as after kill -9: the pack is not sealed
+  dd = DataDir.open(dir, { capacityBytes: 1 << 30 })
   t.teardown(() => {
     dd.close()
   })
-  t.is(dd.leftovers, 2)
-  t.deepEqual(listFiles(path.join(dir, 'tmp')), [`${process.ppid}-def`])
+  t.is(dd.leftovers, 1)
+  t.is(fs.statSync(file).size, RECORD_HEADER + 3000)
+  t.is(dd.db.prepare('SELECT writer FROM packs WHERE id = ?').pluck().get(id), null)
+  t.true((await dd.store.read(a)).equals(randomBuffer(3000, 1)))
+  t.is(fs.statSync(otherFile).size, 500)
+  t.is(dd.db.prepare('SELECT writer FROM packs WHERE id = ?').pluck().get(other), processTag(process.ppid))
+  // new chunks go to a pack of this process's own
+  const b = await putChunk(dd, 4, 1000)
+  t.not(dd.store.locate(b)!.pack, id)
+  t.not(dd.store.locate(b)!.pack, other)
 })
 
-test('reading a corrupted chunk fails and drops it', async t => {
+test('a data dir of the old layout (a file per chunk) is refused until fsck converts it', async t => {
+  const dir = tmpDir(t, 'vmifs-dd-')
+  // what the previous version left: schema 2, chunk files under chunks/<xx>/<hash>
+  const db = openDb(path.join(dir, 'index.sqlite'), MIGRATIONS.slice(0, 2))
+  const chunks = [randomBuffer(3000, 60), randomBuffer(5000, 61), randomBuffer(100, 62)]
+  const hexes = chunks.map(c => blake3Hex(c))
+  chunks.forEach((c, i) => {
+    const f = path.join(dir, 'chunks', hexes[i]!.slice(0, 2), hexes[i]!)
+    fs.mkdirSync(path.dirname(f), { recursive: true })
+    if (i < 2) fs.writeFileSync(f, c) // the third one's file is gone
+    db.prepare('INSERT INTO cache_entries (hash, size, atime, pinned) VALUES (?, ?, ?, ?)').run(
+      Buffer.from(hexes[i]!, 'hex'),
+      c.length,
+      1000 + i,
+      i === 0 ? 1 : 0
+    )
+  })
+  // the first chunk belongs to an image imported here: pinned
+  db.prepare('INSERT INTO chunks (hash, size, refs, pins) VALUES (?, ?, 1, 1)').run(Buffer.from(hexes[0]!, 'hex'), 3000)
+  // a sound chunk file the index never recorded, and a file that is not what its name says
+  const extra = randomBuffer(700, 63)
+  const extraHex = blake3Hex(extra)
+  fs.mkdirSync(path.join(dir, 'chunks', extraHex.slice(0, 2)), { recursive: true })
+  fs.writeFileSync(path.join(dir, 'chunks', extraHex.slice(0, 2), extraHex), extra)
+  fs.writeFileSync(path.join(dir, 'chunks', hexes[0]!.slice(0, 2), blake3Hex(Buffer.from('x'))), 'liar')
+  db.close()
+
+  const err = t.throws(() => DataDir.open(dir, { capacityBytes: 1 << 30 }))
+  t.is(errCode(err), 'DATA_DIR_OLD_LAYOUT')
+  t.regex(err.message, /vmifs fsck --data-dir/)
+  t.true(fs.existsSync(path.join(dir, 'chunks', hexes[0]!.slice(0, 2), hexes[0]!)), 'nothing was touched')
+
+  const dd = DataDir.open(dir, { capacityBytes: 1 << 30, convert: true })
+  const r = fsck(dd)
+  t.is(r.converted, 3)
+  t.deepEqual(r.missing, [hexes[2]])
+  t.is(r.strays, 1)
+  t.deepEqual(r.corrupt, [])
+  dd.close()
+  t.false(fs.existsSync(path.join(dir, 'chunks')))
+  const again = DataDir.open(dir, { capacityBytes: 1 << 30 })
+  t.teardown(() => {
+    again.close()
+  })
+  for (const [i, h] of hexes.slice(0, 2).entries()) t.true((await again.store.read(h)).equals(chunks[i]!))
+  t.true((await again.store.read(extraHex)).equals(extra))
+  t.is(pinnedFlag(again, hexes[0]!), 1, 'the pin survives')
+  t.is(
+    again.db.prepare('SELECT atime FROM cache_entries WHERE hash = ?').pluck().get(Buffer.from(hexes[1]!, 'hex')),
+    1001
+  )
+  t.is(again.store.sizeBytes, 3000 + 5000 + 700)
+  const clean = fsck(again)
+  t.deepEqual([clean.corrupt, clean.missing, clean.adopted, clean.converted, clean.strays], [[], [], 0, 0, 0])
+})
+
+test('reading a corrupted chunk fails, drops it and frees its bytes', async t => {
   const dd = openDataDir(t)
-  const a = await putChunk(dd, 3, 3000)
+  const a = await putChunk(dd, 3, 8192 * 2)
   const b = await putChunk(dd, 4, 2000)
-  const file = dd.store.pathOf(a)
-  const data = fs.readFileSync(file)
-  data[0] = data[0]! ^ 0xff
-  fs.writeFileSync(file, data)
+  const { file, pos, size } = chunkFile(dd, a)
+  damageChunk(dd, a)
+  const before = allocated(file)
   t.is(errCode(await t.throwsAsync(dd.store.read(a))), 'CHUNK_HASH_MISMATCH')
   t.false(dd.store.has(a))
-  t.false(fs.existsSync(file))
+  t.true(zeroAt(file, pos - RECORD_HEADER, size + RECORD_HEADER), 'a hole where it was')
+  t.true(allocated(file) < before)
   t.is(dd.store.sizeBytes, 2000)
   // now it is simply missing
   t.is(errCode(await t.throwsAsync(dd.store.read(a))), 'CHUNK_MISSING')
-  // a truncated file is corrupt too
-  fs.truncateSync(dd.store.pathOf(b), 10)
+  // bytes changed at the end are caught too
+  damageChunk(dd, b, Buffer.from('xx'), 1998)
   t.is(errCode(await t.throwsAsync(dd.store.read(b))), 'CHUNK_HASH_MISMATCH')
   t.false(dd.store.has(b))
   t.is(dd.store.sizeBytes, 0)
 })
 
-test('reading a deleted chunk fails with CHUNK_MISSING and forgets it', async t => {
-  const dd = openDataDir(t)
+test('reading a chunk whose pack is gone fails with CHUNK_MISSING and forgets it', async t => {
+  const dir = tmpDir(t, 'vmifs-dd-')
+  let dd = DataDir.open(dir, { capacityBytes: 1 << 30 })
   const a = await putChunk(dd, 5, 3000)
-  await putChunk(dd, 6, 1000)
-  fs.rmSync(dd.store.pathOf(a))
+  const { file } = chunkFile(dd, a)
+  dd.close()
+  const c = randomBuffer(1000, 6)
+  dd = DataDir.open(dir, { capacityBytes: 1 << 30 })
+  t.teardown(() => {
+    dd.close()
+  })
+  await dd.store.put(blake3Hex(c), c) // in a pack of its own
+  fs.rmSync(file)
   t.is(errCode(await t.throwsAsync(dd.store.read(a))), 'CHUNK_MISSING')
   t.false(dd.store.has(a))
   t.is(dd.store.sizeBytes, 1000)
+  t.true((await dd.store.read(blake3Hex(c))).equals(c))
   t.is(errCode(await t.throwsAsync(dd.store.read(blake3Hex(Buffer.from('never stored'))))), 'CHUNK_MISSING')
 })
 
@@ -154,7 +233,6 @@ test('LRU: the least recently read chunks are evicted first', async t => {
     [a, b, c, d].map(h => dd.store.has(h)),
     [true, false, true, true]
   )
-  t.false(fs.existsSync(dd.store.pathOf(b)))
   t.is(dd.store.sizeBytes, 3000)
   await sleep(5)
   await dd.store.read(c)
@@ -201,7 +279,31 @@ test('LRU: chunks no image refers to go before referenced ones', async t => {
   t.deepEqual(dd.store.evict(0), { chunks: 1, bytes: 1000 })
   t.false(dd.store.has(x))
   t.is(dd.store.sizeBytes, 0)
-  t.deepEqual(listFiles(dd.store.chunkDir), [])
+})
+
+test('eviction frees the bytes it evicts at once, and a pack nothing points into is deleted', async t => {
+  const dir = tmpDir(t, 'vmifs-dd-')
+  let dd = DataDir.open(dir, { capacityBytes: 1 << 30 })
+  const hexes: string[] = []
+  for (let i = 0; i < 64; i++) hexes.push(await putChunk(dd, 3000 + i, 16384))
+  const { file } = chunkFile(dd, hexes[0]!)
+  const full = allocated(file)
+  t.true(full >= 64 * 16384)
+  const locs = hexes.map(h => chunkFile(dd, h))
+  t.deepEqual(dd.store.evict(32 * 16384), { chunks: 32, bytes: 32 * 16384 })
+  // the 32 evicted (adjacent) chunks are one hole: nearly all their blocks are free
+  t.true(allocated(file) <= full - 31 * 16384, `${allocated(file)} of ${full} still allocated`)
+  for (const [i, l] of locs.entries()) t.is(zeroAt(l.file, l.pos, l.size), !dd.store.has(hexes[i]!))
+  dd.store.evict(0)
+  t.true(fs.existsSync(file), 'the pack this process writes to stays')
+  dd.close()
+  dd = DataDir.open(dir, { capacityBytes: 1 << 30 })
+  t.teardown(() => {
+    dd.close()
+  })
+  t.false(fs.existsSync(file), 'sealed and empty: deleted')
+  t.deepEqual(listFiles(dd.store.packDir), [])
+  t.is(dd.db.prepare('SELECT count(*) FROM packs').pluck().get(), 0)
 })
 
 // Known bug (src/cache/chunk-store.ts, evict()): the LRU query takes the 256 least recently used
@@ -294,44 +396,49 @@ test('fsck repairs the cache and reports incomplete images', async t => {
   t.is(hs.length, 16)
   const [corrupt, vanished, unrecorded] = hs as [string, string, string]
   const before = dd.store.sizeBytes
+  const { file, pos, size } = chunkFile(dd, corrupt)
   // a corrupted chunk
-  const cf = dd.store.pathOf(corrupt)
-  fs.writeFileSync(cf, Buffer.alloc(4096, 1))
-  // a vanished chunk
-  fs.rmSync(dd.store.pathOf(vanished))
-  // a sound file the index forgot (of a pinned image)
+  damageChunk(dd, corrupt, Buffer.alloc(4096, 1))
+  // a chunk whose pack is gone
+  dd.db.prepare('UPDATE cache_entries SET pack = 9999 WHERE hash = ?').run(Buffer.from(vanished, 'hex'))
+  // a sound record the index forgot (of a pinned image)
   dd.db.prepare('DELETE FROM cache_entries WHERE hash = ?').run(Buffer.from(unrecorded, 'hex'))
-  // a sound file nobody knows about
+  // a sound record nobody knows about, and one whose bytes are not what its header says
+  dd.store.seal()
   const extra = randomBuffer(3000, 52)
   const extraHex = blake3Hex(extra)
-  fs.mkdirSync(path.dirname(dd.store.pathOf(extraHex)), { recursive: true })
-  fs.writeFileSync(dd.store.pathOf(extraHex), extra)
-  // strays: a file with a hash name but other content, a file with no hash name, a file in chunks/
+  const record = (hash: string, data: Buffer): Buffer => {
+    const h = Buffer.alloc(RECORD_HEADER)
+    h.writeUInt32LE(RECORD_MAGIC, 0)
+    h.writeUInt32LE(data.length, 4)
+    Buffer.from(hash, 'hex').copy(h, 8)
+    return Buffer.concat([h, data])
+  }
+  fs.appendFileSync(file, record(extraHex, extra))
   const liar = blake3Hex(Buffer.from('liar'))
-  fs.mkdirSync(path.dirname(dd.store.pathOf(liar)), { recursive: true })
-  fs.writeFileSync(dd.store.pathOf(liar), 'not what the name says')
-  fs.writeFileSync(path.join(path.dirname(cf), 'notes.txt'), 'stray')
-  fs.writeFileSync(path.join(dd.store.chunkDir, 'stray'), 'stray')
+  fs.appendFileSync(file, record(liar, Buffer.from('not what the header says')))
+  // strays in packs/
+  fs.writeFileSync(path.join(dd.store.packDir, 'notes.txt'), 'stray')
 
   const r = fsck(dd)
   t.deepEqual(r.corrupt, [corrupt])
   t.deepEqual(r.missing, [vanished])
   t.is(r.adopted, 2)
-  t.is(r.strays, 3)
-  t.is(r.checked, hs.length + ok.length - 2) // all recorded entries but the vanished and the forgotten one
+  t.is(r.strays, 1)
+  // every recorded entry but the one whose pack is gone and the forgotten one
+  t.is(r.checked, hs.length + ok.length - 2)
   t.deepEqual(r.incompleteImages, [{ name: 'broken', missingChunks: 2 }])
 
   t.false(dd.store.has(corrupt))
-  t.false(fs.existsSync(cf))
+  t.true(zeroAt(file, pos, size), 'the corrupt chunk is a hole now')
   t.false(dd.store.has(vanished))
   t.true(dd.store.has(unrecorded))
   t.is(pinnedFlag(dd, unrecorded), 1) // adopted and pinned again: its image is local
   t.true(dd.store.has(extraHex))
   t.is(pinnedFlag(dd, extraHex), 0)
   t.true((await dd.store.read(extraHex)).equals(extra))
-  t.false(fs.existsSync(dd.store.pathOf(liar)))
-  t.false(fs.existsSync(path.join(dd.store.chunkDir, 'stray')))
-  t.false(fs.existsSync(path.join(path.dirname(cf), 'notes.txt')))
+  t.false(dd.store.has(liar))
+  t.false(fs.existsSync(path.join(dd.store.packDir, 'notes.txt')))
   t.is(dd.store.sizeBytes, before - 2 * 4096 + 3000)
 
   // a second run finds nothing to repair

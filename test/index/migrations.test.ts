@@ -7,7 +7,8 @@ import * as m0001 from '../../src/index/migrations/0001-initial.js'
 import { tmpDir } from '../helpers/tmp.js'
 
 const TABLES_V1 = ['cache_entries', 'chunks', 'counters', 'images', 'manifests']
-const TABLES = [...TABLES_V1, 'cursors', 'facts'].sort()
+// 0002: the metadata table; 0003: pack files (AUTOINCREMENT ids: sqlite_sequence)
+const TABLES = [...TABLES_V1, 'cursors', 'facts', 'packs', 'sqlite_sequence'].sort()
 
 const tables = (db: Database.Database): string[] =>
   db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all() as string[]

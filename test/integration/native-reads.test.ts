@@ -1,23 +1,27 @@
-// The mount's native threads: reads of chunks the agent has verified since it started are answered
-// natively, everything else goes to the agent, and nothing a reader gets differs from the image.
+// The mount's native threads: reads of cached chunks are answered natively (each chunk hashed
+// before any of it is served), everything else goes to the agent, and nothing a reader gets
+// differs from the image.
 import test from 'ava'
 import fs from 'node:fs'
 import path from 'node:path'
 import { type AgentStats, readStats } from './agent-stats.js'
 import { dropPages, fixture, isMounted, makeImage, nodeJson, run, vmifs } from './harness.js'
+import { zeroAt } from '../helpers/chunks.js'
 
-test.serial('byte-exact reads; once verified, reads past the page cache never enter the agent', async t => {
+test.serial('byte-exact reads; reads of cached chunks past the page cache never enter the agent', async t => {
   const f = fixture(t)
   const img = path.join(f.dir, 'disk.raw')
   const bytes = makeImage(img, 12)
   t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.data]).code, 0)
   await f.start()
   const file = path.join(f.mnt, 'images/disk')
-  // the first read after start goes to the agent, which verifies each chunk it loads
+  // the first read after start too: the open told the native side where the chunks are
+  const s0: AgentStats = readStats(f.mnt)
   t.is(run('cmp', [img, file]).status, 0)
   t.is(run('cmp', [img, path.join(f.mnt, 'by-digest', fs.readdirSync(path.join(f.mnt, 'by-digest'))[0]!)]).status, 0)
   const s1: AgentStats = readStats(f.mnt)
   t.true(s1.read.ops > 0)
+  t.is(s1.read.nativeOps - s0.read.nativeOps, s1.read.ops - s0.read.ops, 'the first reads were answered natively')
   dropPages(file)
   t.is(run('cmp', [img, file]).status, 0)
   const s2 = readStats(f.mnt)
@@ -30,28 +34,34 @@ test.serial('byte-exact reads; once verified, reads past the page cache never en
   t.is(s2.cache.missOps, 0)
 })
 
-test.serial('a verified chunk whose file is gone is read by the agent (EIO), never as wrong bytes', async t => {
-  const f = fixture(t)
-  const img = path.join(f.dir, 'disk.raw')
-  const bytes = makeImage(img, 3)
-  t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.data]).code, 0)
-  // no chunk kept in the agent's memory: a read the native side hands over must go to the disk
-  const cfg = path.join(f.dir, 'config.json')
-  fs.writeFileSync(cfg, JSON.stringify({ cache: { memory: 1 } }))
-  await f.start(['--config', cfg])
-  const file = path.join(f.mnt, 'images/disk')
-  t.is(run('cmp', [img, file]).status, 0)
-  const digest = fs.readdirSync(path.join(f.mnt, 'by-digest'))[0]!
-  const chunk = nodeJson<{ path: string; len: number }>(`
+test.serial(
+  'a chunk damaged on disk after the agent started is never served: the agent finds it corrupt (EIO)',
+  async t => {
+    const f = fixture(t)
+    const img = path.join(f.dir, 'disk.raw')
+    const bytes = makeImage(img, 3)
+    t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.data]).code, 0)
+    // no chunk kept in the agent's memory: a read the native side hands over must go to the disk
+    const cfg = path.join(f.dir, 'config.json')
+    fs.writeFileSync(cfg, JSON.stringify({ cache: { memory: 1 } }))
+    await f.start(['--config', cfg])
+    const file = path.join(f.mnt, 'images/disk')
+    t.is(run('cmp', [img, file]).status, 0)
+    const digest = fs.readdirSync(path.join(f.mnt, 'by-digest'))[0]!
+    const chunk = nodeJson<{ file: string; pos: number; len: number }>(`
     import { DataDir } from ${JSON.stringify(path.resolve('dist/src/datadir.js'))}
     const dd = DataDir.open(${JSON.stringify(f.data)}, { capacityBytes: 1e12 })
     const m = dd.catalog.manifest(${JSON.stringify(digest)})
-    console.log(JSON.stringify({ path: dd.store.pathOf(m.hashHexAt(0)), len: m.lengthAt(0) }))
+    const loc = dd.store.locate(m.hashHexAt(0))
+    console.log(JSON.stringify({ file: dd.store.packPath(loc.pack), pos: loc.off, len: m.lengthAt(0) }))
     dd.close()`)
-  fs.rmSync(chunk.path)
-  dropPages(file)
-  const later = bytes.subarray(chunk.len + 8192, chunk.len + 8192 + 4096).toString('base64')
-  const r = nodeJson<{ first: string; later: boolean }>(`
+    // bit rot in the middle of the first chunk
+    const fd = fs.openSync(chunk.file, 'r+')
+    fs.writeSync(fd, Buffer.from('rot'), 0, 3, chunk.pos + 1000)
+    fs.closeSync(fd)
+    dropPages(file)
+    const later = bytes.subarray(chunk.len + 8192, chunk.len + 8192 + 4096).toString('base64')
+    const r = nodeJson<{ first: string; later: boolean }>(`
     import fs from 'node:fs'
     const fd = fs.openSync(${JSON.stringify(file)}, 'r')
     const b = Buffer.alloc(4096)
@@ -60,9 +70,12 @@ test.serial('a verified chunk whose file is gone is read by the agent (EIO), nev
     fs.readSync(fd, b, 0, 4096, ${chunk.len + 8192})
     const want = Buffer.from(${JSON.stringify(later)}, 'base64')
     console.log(JSON.stringify({ first, later: b.equals(want) }))`)
-  t.is(r.first, 'EIO')
-  t.true(r.later, 'the rest of the image still reads, natively')
-})
+    t.is(r.first, 'EIO')
+    t.true(r.later, 'the rest of the image still reads, natively')
+    t.is(readStats(f.mnt).cache.corruptChunks, 1)
+    t.true(zeroAt(chunk.file, chunk.pos, chunk.len), 'the corrupt chunk was dropped, its bytes freed')
+  }
+)
 
 test.serial('an image imported while the agent runs is found at once; the mount is read-only', async t => {
   const f = fixture(t)
