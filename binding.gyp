@@ -8,6 +8,7 @@
       "sources": [
         "native/vmifs_native.c",
         "native/fuse_session.c",
+        "native/pack_writer.c",
         "<(blake3_dir)/blake3.c",
         "<(blake3_dir)/blake3_dispatch.c",
         "<(blake3_dir)/blake3_portable.c",

@@ -203,6 +203,7 @@ static napi_value PunchHole(napi_env env, napi_callback_info info) {
 }
 
 void vmifs_fuse_register(napi_env env, napi_value exports);
+void vmifs_pack_register(napi_env env, napi_value exports);
 
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
@@ -214,6 +215,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   vmifs_fuse_register(env, exports);
+  vmifs_pack_register(env, exports);
   return exports;
 }
 

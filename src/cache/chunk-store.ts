@@ -23,7 +23,7 @@ import type { Statement } from 'better-sqlite3'
 import type { Db } from '../index/db.js'
 import { VmifsError } from '../errors.js'
 import { blake3 } from '../util/hash.js'
-import { native } from '../native/index.js'
+import { type PackWriter, native } from '../native/index.js'
 
 export interface ChunkStoreOptions {
   capacityBytes: number
@@ -57,12 +57,14 @@ export interface ChunkEvents {
 /** A record's header: magic, length u32, hash[32]; the chunk's bytes follow. */
 export const RECORD_HEADER = 40
 export const RECORD_MAGIC = 0x31434d56 // "VMC1", little-endian
+/** Chunks a write at most (two buffers each: header and bytes). */
+const APPEND_MAX = 1024
 /** A pack is sealed and a new one started once it reaches this size. */
 const PACK_MAX_BYTES = 1024 * 1024 * 1024
 
 interface Writer {
   id: number
-  fd: number
+  w: PackWriter
   tail: number
 }
 
@@ -82,6 +84,7 @@ export class ChunkStore {
     | 'has'
     | 'loc'
     | 'insert'
+    | 'insertPinned'
     | 'del'
     | 'touch'
     | 'lru'
@@ -123,6 +126,9 @@ export class ChunkStore {
       loc: db.prepare('SELECT size, pack, off FROM cache_entries WHERE hash = ?'),
       insert: db.prepare(`INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned, pack, off)
         VALUES (@hash, @size, @atime, coalesce((SELECT pins > 0 FROM chunks WHERE hash = @hash), 0), @pack, @off)`),
+      // a chunk pinned on the way in (an import) is pinned whatever chunks.pins says yet
+      insertPinned: db.prepare(`INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned, pack, off)
+        VALUES (@hash, @size, @atime, 1, @pack, @off)`),
       del: db.prepare('DELETE FROM cache_entries WHERE hash = ? RETURNING size, pack, off'),
       touch: db.prepare('UPDATE cache_entries SET atime = ? WHERE hash = ?'),
       lruUnref:
@@ -213,6 +219,11 @@ export class ChunkStore {
     return this.q.has.get(Buffer.from(hashHex, 'hex')) !== undefined
   }
 
+  /** Which of the chunks the store holds, asked in one read transaction. */
+  holds(hashes: Buffer[]): boolean[] {
+    return this.db.transaction(() => hashes.map(h => this.q.has.get(h) !== undefined))()
+  }
+
   /** Where the chunk's bytes are, if the store holds it. */
   locate(hashHex: string): ChunkLocation | undefined {
     return this.q.loc.get(Buffer.from(hashHex, 'hex')) as ChunkLocation | undefined
@@ -291,29 +302,32 @@ export class ChunkStore {
   }
 
   /**
-   * Appends verified chunks to this process's pack (one write) without recording them: the
-   * caller records them afterwards (record()); until then only fsck would find them. Returns
-   * where each one went.
+   * Appends verified chunks to this process's pack without recording them: the caller records
+   * them afterwards (record()); until then only fsck would find them. Returns where each one
+   * went. `bulk`: many chunks (an import, a replication), written with O_DIRECT: copying them
+   * into the page cache would cost more CPU than hashing them, for pages nobody reads soon.
    */
-  append(items: Array<{ hash: Buffer; data: Buffer }>): ChunkLocation[] {
-    if (items.length === 0) return []
-    let w = this.writer
-    if (!w || w.tail >= PACK_MAX_BYTES) w = this.startPack()
-    const headers = Buffer.allocUnsafe(items.length * RECORD_HEADER)
-    const iov: Buffer[] = []
+  append(items: Array<{ hash: Buffer; data: Buffer }>, opts?: { bulk?: boolean }): ChunkLocation[] {
     const locs: ChunkLocation[] = []
-    let at = w.tail
-    items.forEach((it, i) => {
-      const h = headers.subarray(i * RECORD_HEADER, (i + 1) * RECORD_HEADER)
-      h.writeUInt32LE(RECORD_MAGIC, 0)
-      h.writeUInt32LE(it.data.length, 4)
-      it.hash.copy(h, 8)
-      iov.push(h, it.data)
-      locs.push({ pack: w.id, off: at + RECORD_HEADER, size: it.data.length })
-      at += RECORD_HEADER + it.data.length
-    })
-    writeAll(w.fd, iov, w.tail)
-    w.tail = at
+    for (let k = 0; k < items.length; k += APPEND_MAX) {
+      let w = this.writer
+      if (!w || w.tail >= PACK_MAX_BYTES) w = this.startPack()
+      const part = items.slice(k, k + APPEND_MAX)
+      const headers = Buffer.allocUnsafe(part.length * RECORD_HEADER)
+      const bufs: Buffer[] = []
+      let at = w.tail
+      part.forEach((it, i) => {
+        const h = headers.subarray(i * RECORD_HEADER, (i + 1) * RECORD_HEADER)
+        h.writeUInt32LE(RECORD_MAGIC, 0)
+        h.writeUInt32LE(it.data.length, 4)
+        it.hash.copy(h, 8)
+        bufs.push(h, it.data)
+        locs.push({ pack: w.id, off: at + RECORD_HEADER, size: it.data.length })
+        at += RECORD_HEADER + it.data.length
+      })
+      native().packAppend(w.w, bufs, opts?.bulk ?? false)
+      w.tail = at
+    }
     return locs
   }
 
@@ -321,8 +335,7 @@ export class ChunkStore {
   private startPack(): Writer {
     if (this.writer) this.sealWriter()
     const id = this.q.newPack.get(this.me) as number
-    const fd = fs.openSync(this.packPath(id), fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o644)
-    this.writer = { id, fd, tail: 0 }
+    this.writer = { id, w: native().packCreate(this.packPath(id)), tail: 0 }
     return this.writer
   }
 
@@ -335,8 +348,7 @@ export class ChunkStore {
     const w = this.writer
     if (!w) return
     this.writer = undefined
-    fs.fdatasyncSync(w.fd)
-    fs.closeSync(w.fd)
+    native().packClose(w.w)
     this.q.seal.run(w.id)
     const row = this.q.pack.get(w.id) as PackRow | undefined
     if (row && row.live <= 0) this.deletePacks([w.id])
@@ -368,7 +380,8 @@ export class ChunkStore {
     this.db.transaction(() => {
       chunks.forEach((c, i) => {
         const hash = Buffer.from(c.hash, 'hex')
-        const isNew = this.q.insert.run({ hash, size: c.size, atime: now, pack: c.pack, off: c.off }).changes > 0
+        const row = { hash, size: c.size, atime: now, pack: c.pack, off: c.off }
+        const isNew = (pins[i] ? this.q.insertPinned : this.q.insert).run(row).changes > 0
         if (isNew) {
           bytes += c.size
           stored.push(c)
@@ -376,8 +389,7 @@ export class ChunkStore {
           g.end = Math.max(g.end, c.off + c.size)
           g.n++
           grew.set(c.pack, g)
-        }
-        if (pins[i]) this.q.pin.run(hash)
+        } else if (pins[i]) this.q.pin.run(hash)
         fresh.push(isNew)
       })
       for (const [id, g] of grew) this.q.packGrew.run(g.end, g.n, id)
@@ -433,7 +445,6 @@ export class ChunkStore {
   }
 
   private fdOf(pack: number): number {
-    if (this.writer?.id === pack) return this.writer.fd
     let fd = this.fds.get(pack)
     if (fd === undefined) {
       fd = fs.openSync(this.packPath(pack), fs.constants.O_RDWR)
@@ -671,7 +682,7 @@ export class ChunkStore {
 
   /** Forces the chunks appended so far to disk (packs written before were synced when sealed). */
   sync(): void {
-    if (this.writer) fs.fdatasyncSync(this.writer.fd)
+    if (this.writer) native().packSync(this.writer.w)
   }
 
   /** Seals this process's pack and closes the descriptors (the data dir is closing). */
@@ -700,23 +711,6 @@ interface PackRow {
   writer: string | null
   size: number
   live: number
-}
-
-/** Writes every buffer at `pos` on, in as few calls as the kernel allows. */
-function writeAll(fd: number, bufs: Buffer[], pos: number): void {
-  let i = 0
-  let skip = 0 // bytes of bufs[i] already written
-  while (i < bufs.length) {
-    // writev takes at most IOV_MAX (1024) buffers a call
-    const batch = bufs.slice(i, i + 1024)
-    if (skip > 0) batch[0] = batch[0]!.subarray(skip)
-    const n = fs.writevSync(fd, batch, pos)
-    if (n === 0) throw new Error('a pack file took no bytes')
-    pos += n
-    let left = n + skip
-    while (i < bufs.length && left >= bufs[i]!.length) left -= bufs[i++]!.length
-    skip = left
-  }
 }
 
 /** A 48-byte location record (hash, pack u32, length u32, offset u64) for the FUSE session. */

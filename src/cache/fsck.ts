@@ -176,7 +176,7 @@ function convertOldLayout(dd: DataDir, r: FsckReport): void {
   const { store } = dd
   let batch: Array<{ hash: Buffer; data: Buffer }> = []
   const flush = (): void => {
-    const locs = store.append(batch)
+    const locs = store.append(batch, { bulk: true })
     r.converted += store.adopt(batch.map((b, i) => ({ hash: b.hash.toString('hex'), ...locs[i]! })))
     batch = []
   }

@@ -120,24 +120,26 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
   let zeroBytes = 0
   let dataChunks = 0
 
-  // New chunks are appended to this process's pack in batches (one write each), then recorded
-  // (and pinned) in one transaction. Chunks the cache already holds are pinned in batches too, so
-  // eviction cannot take them before the image row exists.
-  let pending: Array<{ hash: Buffer; data: Buffer }> = []
-  let existing: Buffer[] = []
+  // Chunks are gathered in batches: the cache is asked which it holds in one read transaction, the
+  // new ones are appended to this process's pack (one write) and recorded (and pinned) in one
+  // transaction, and those already held are pinned, so eviction cannot take them before the
+  // image row exists.
+  let batch: Array<{ hash: Buffer; data: Buffer }> = []
   const flush = (): void => {
-    if (pending.length > 0) {
-      const locs = dd.store.append(pending)
+    if (batch.length === 0) return
+    const held = dd.store.holds(batch.map(c => c.hash))
+    const fresh = batch.filter((_, i) => !held[i])
+    if (fresh.length > 0) {
+      const locs = dd.store.append(fresh, { bulk: true })
       const r = dd.store.record(
-        pending.map((p, i) => ({ hash: p.hash.toString('hex'), ...locs[i]! })),
+        fresh.map((p, i) => ({ hash: p.hash.toString('hex'), ...locs[i]! })),
         pin
       )
       newChunks += r.chunks
       newBytes += r.bytes
-      pending = []
     }
-    if (existing.length > 0 && pin) dd.store.pinMany(existing)
-    existing = []
+    if (pin) dd.store.pinMany(batch.filter((_, i) => held[i]).map(c => c.hash))
+    batch = []
   }
   const take = (chunks: ReturnType<typeof chunker.push>): void => {
     for (const c of chunks) {
@@ -152,13 +154,8 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
       const hex = h.toString('hex')
       if (seen.has(hex)) continue
       seen.add(hex)
-      if (dd.store.has(hex)) {
-        existing.push(h)
-        if (existing.length >= BATCH) flush()
-        continue
-      }
-      pending.push({ hash: h, data: c.data! })
-      if (pending.length >= BATCH) flush()
+      batch.push({ hash: h, data: c.data! })
+      if (batch.length >= BATCH) flush()
     }
   }
 

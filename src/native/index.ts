@@ -22,6 +22,13 @@ export interface NativeAddon {
   /** frees the blocks of [offset, offset + length) of an open file (fallocate PUNCH_HOLE) */
   punchHole(fd: number, offset: number, length: number): void
 
+  // Appending to a pack file (native/pack_writer.c): direct writes skip the page cache.
+  packCreate(path: string): PackWriter
+  packAppend(w: PackWriter, bufs: Buffer[], direct: boolean): void
+  packSync(w: PackWriter): void
+  /** cuts the file to what was appended, syncs it, closes it */
+  packClose(w: PackWriter): void
+
   // The FUSE session (native/fuse_session.c): see src/fuse/mount.ts for the contract.
   fuseMount(
     mountpoint: string,
@@ -70,6 +77,9 @@ export interface NativeAddon {
   fuseSetReadahead(s: FuseSession, path: string, kb: number): void
   fuseDrainEvents(s: FuseSession): Buffer
 }
+
+/** An opaque handle to a pack file being appended to. */
+export type PackWriter = { readonly __packWriter: unique symbol }
 
 /** An opaque handle to a mounted FUSE session. */
 export type FuseSession = { readonly __fuseSession: unique symbol }

@@ -278,7 +278,7 @@ export class Replicator {
               r.bytes += data.length
             })
             // one write and one transaction per batch; pinned
-            const locs = d.dd.store.append(fresh)
+            const locs = d.dd.store.append(fresh, { bulk: true })
             d.dd.store.record(
               fresh.map((f, i) => ({ hash: f.hash.toString('hex'), ...locs[i]! })),
               pin
