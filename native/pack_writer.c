@@ -30,10 +30,11 @@ typedef struct {
 } pack_writer_t;
 
 static napi_value throw_errno(napi_env env, const char *what, int err) {
-  char code[32], msg[4096 + 128];
-  snprintf(code, sizeof code, "E%d", err);
-  snprintf(msg, sizeof msg, "%.4096s: %s", what, strerror(err));
-  napi_throw_error(env, code, msg);
+  /* the code is the errno's name (ENOSPC), as Node's own errors have it */
+  const char *name = strerrorname_np(err);
+  char msg[4096 + 128];
+  snprintf(msg, sizeof msg, "%.4096s: %s (%s)", what, strerror(err), name ? name : "?");
+  napi_throw_error(env, name ? name : "EIO", msg);
   return NULL;
 }
 

@@ -194,10 +194,10 @@ static napi_value PunchHole(napi_env env, napi_callback_info info) {
   CHECK(napi_get_value_double(env, argv[2], &len));
   if (len > 0 && fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) != 0) {
     int e = errno;
-    char code[32], msg[256];
-    snprintf(code, sizeof code, "E%d", e);
-    snprintf(msg, sizeof msg, "fallocate(PUNCH_HOLE): %s", strerror(e));
-    napi_throw_error(env, code, msg);
+    const char *name = strerrorname_np(e);
+    char msg[256];
+    snprintf(msg, sizeof msg, "fallocate(PUNCH_HOLE): %s (%s)", strerror(e), name ? name : "?");
+    napi_throw_error(env, name ? name : "EIO", msg);
   }
   return NULL;
 }

@@ -64,9 +64,9 @@ export class DataDir {
 
   /** Bytes of the manifest's distinct data chunks that the local cache holds. */
   cachedBytes(m: Manifest): number {
-    let n = 0
-    for (const [hex, size] of m.distinctChunks()) if (this.store.has(hex)) n += size
-    return n
+    const chunks = [...m.distinctChunks()]
+    const held = this.store.holds(chunks.map(([hex]) => Buffer.from(hex, 'hex')))
+    return chunks.reduce((n, [, size], i) => (held[i] ? n + size : n), 0)
   }
 
   /** Collects chunks that no image refers to and that are not pinned. */

@@ -236,12 +236,15 @@ export class ChunkStore {
   locateMany(hashes: Buffer, from = 0, to = hashes.length / 32): Buffer {
     const out = Buffer.allocUnsafe((to - from) * 48)
     let n = 0
-    for (let i = from; i < to; i++) {
-      const h = hashes.subarray(i * 32, i * 32 + 32)
-      const loc = this.q.loc.get(h) as ChunkLocation | undefined
-      if (!loc) continue
-      writeLocation(out, n++ * 48, h, loc)
-    }
+    // one read transaction: a lookup outside one takes a snapshot of its own, several times the cost
+    this.db.transaction(() => {
+      for (let i = from; i < to; i++) {
+        const h = hashes.subarray(i * 32, i * 32 + 32)
+        const loc = this.q.loc.get(h) as ChunkLocation | undefined
+        if (!loc) continue
+        writeLocation(out, n++ * 48, h, loc)
+      }
+    })()
     return out.subarray(0, n * 48)
   }
 
