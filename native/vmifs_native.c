@@ -10,9 +10,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <node_api.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 static uint64_t GEAR[256];
 static int gear_set = 0;
@@ -202,6 +206,35 @@ static napi_value PunchHole(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/**
+ * sdNotify(socket, message) -> boolean: one datagram to the service manager's notification socket
+ * ($NOTIFY_SOCKET: a path, or "@name" in the abstract namespace), as sd_notify(3) sends it.
+ * Node has no datagram sockets of the Unix family, so it is sent here. False when it could not be.
+ */
+static napi_value SdNotify(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], out;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1], msg[4096];
+  size_t plen, mlen;
+  CHECK(napi_get_value_string_utf8(env, argv[0], path, sizeof path, &plen));
+  CHECK(napi_get_value_string_utf8(env, argv[1], msg, sizeof msg, &mlen));
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  int ok = 0;
+  if (plen > 0 && plen < sizeof addr.sun_path) {
+    memcpy(addr.sun_path, path, plen);
+    if (path[0] == '@') addr.sun_path[0] = 0;
+    socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen + (path[0] == '@' ? 0 : 1));
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+      ok = sendto(fd, msg, mlen, MSG_NOSIGNAL, (struct sockaddr *)&addr, alen) == (ssize_t)mlen;
+      close(fd);
+    }
+  }
+  CHECK(napi_get_boolean(env, ok, &out));
+  return out;
+}
+
 void vmifs_fuse_register(napi_env env, napi_value exports);
 void vmifs_pack_register(napi_env env, napi_value exports);
 
@@ -212,6 +245,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"zeroBlocks", NULL, ZeroBlocks, NULL, NULL, NULL, napi_default, NULL},
       {"blake3", NULL, Blake3, NULL, NULL, NULL, napi_default, NULL},
       {"punchHole", NULL, PunchHole, NULL, NULL, NULL, napi_default, NULL},
+      {"sdNotify", NULL, SdNotify, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   vmifs_fuse_register(env, exports);

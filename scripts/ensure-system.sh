@@ -9,8 +9,9 @@ level=${1:-runtime}
 pkgs=(librust-blake3-dev)
 # `npm run lint` checks the C addon's format too
 [ "$level" = lint ] && pkgs+=(clang-format)
-# e2fsprogs, fdisk: ext4 images and partition tables for the file-cut tests
-[ "$level" = test ] || [ "$level" = bench ] && pkgs+=(qemu-utils nginx-light iproute2 openssl e2fsprogs fdisk)
+# e2fsprogs, fdisk: ext4 images and partition tables for the file-cut tests; systemd: systemd-analyze
+# verify checks the unit file (nothing is started)
+[ "$level" = test ] || [ "$level" = bench ] && pkgs+=(qemu-utils nginx-light iproute2 openssl e2fsprogs fdisk systemd)
 # rsync: transfer bench; qemu and the lazy readers: boot bench (fuse: fusermount for httpfs2 and rclone mount)
 [ "$level" = bench ] && pkgs+=(b3sum debootstrap rsync qemu-system-x86 qemu-block-extra nbdkit httpfs2 rclone curl fuse)
 missing=()

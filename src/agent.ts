@@ -51,6 +51,8 @@ export interface AgentOptions {
   log: Logger
   /** take the live mount over from the agent running on this data dir (it hands over and exits 0) */
   takeover?: boolean
+  /** called once the running agent agreed to hand over (--takeover), before it exits */
+  onTakingOver?: () => void
 }
 
 /** How long a takeover waits for the running agent to hand over. */
@@ -691,6 +693,7 @@ export class Agent extends Resource {
       if (!(await socketInUse(agentSock)))
         throw new VmifsError('TAKEOVER_FAILED', `no agent runs on this data dir to take over from (${agentSock})`)
       await agentCall(agentSock, 'POST', '/v1/takeover')
+      this.opts.onTakingOver?.()
       const t0 = Date.now()
       while (await socketInUse(agentSock)) {
         if (Date.now() - t0 > HANDOVER_TIMEOUT_MS)

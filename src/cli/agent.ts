@@ -1,9 +1,15 @@
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
 import path from 'node:path'
 import { type Command, COMMON_HELP, parse, resolveConfig } from './common.js'
 import { Agent } from '../agent.js'
 import { createLogger } from '../util/log.js'
 import { VmifsError } from '../errors.js'
 import { parseListen, parseUrl } from '../config.js'
+import { ServiceManager } from '../util/systemd.js'
+
+/** The descriptor a --background parent reads the ready line from. */
+const READY_FD_ENV = 'VMIFS_READY_FD'
 
 const SHUTDOWN_DEADLINE_MS = 15_000
 
@@ -25,7 +31,12 @@ Restarts that readers never see: the mount's FUSE connection is kept by a small 
 command started again takes the connection and answers them (requests the dead agent had read are
 resent by the kernel). --takeover starts a new agent beside the running one, which hands the live
 mount over and exits 0 (an upgrade without unmounting: open files stay open). A mountpoint left
-dead (no holder) is detached and mounted afresh.
+dead (no holder) is detached and mounted afresh. --background returns once the new agent serves
+the mount, leaving it running (what a service manager's reload needs).
+
+Under systemd (the unit: vmifs install-service), the agent reports READY=1 once the mount is
+served, its PID as the unit's main process after a takeover, and WATCHDOG=1 at half of
+WatchdogSec.
 
 Fleet mode (any of --listen, --peer, --origin): images published by any host appear in the
 mount; a chunk this host lacks is fetched from the cheapest holder named by the fleet's metadata
@@ -40,6 +51,7 @@ Options:
   --peer <url>         a peer to sync the metadata table with (repeatable)
   --origin <url>       an origin chunk store (vmifs publish-store), the holder of last resort
   --takeover           take the live mount over from the agent running on this data dir
+  --background         start the agent detached; exit 0 once it serves the mount, 1 if it fails
 ${COMMON_HELP}`,
   async run(argv) {
     const a = parse(
@@ -52,12 +64,14 @@ ${COMMON_HELP}`,
         peer: { type: 'string', multiple: true },
         origin: { type: 'string' },
         advertise: { type: 'string' },
-        takeover: { type: 'boolean' }
+        takeover: { type: 'boolean' },
+        background: { type: 'boolean' }
       },
       false
     )
     if (!a) return 0
     if (typeof a.values.mount !== 'string') throw VmifsError.usage(`--mount is required\n\n${this.usage}`)
+    if (a.values.background === true) return await background(argv.filter(x => x !== '--background'))
     const config = resolveConfig(a.values)
     if (typeof a.values['host-id'] === 'string') config.hostId = a.values['host-id']
     if (typeof a.values.listen === 'string') config.fleet.listen = parseListen(a.values.listen, '--listen')
@@ -66,11 +80,13 @@ ${COMMON_HELP}`,
     if (typeof a.values.origin === 'string') config.fleet.origin = parseUrl(a.values.origin, '--origin')
     if (typeof a.values.advertise === 'string') config.fleet.advertise = parseUrl(a.values.advertise, '--advertise')
     const log = createLogger('vmifs-agent')
+    const service = new ServiceManager()
     const agent = new Agent({
       config,
       mountpoint: path.resolve(a.values.mount),
       log,
-      takeover: a.values.takeover === true
+      takeover: a.values.takeover === true,
+      onTakingOver: () => service.takingOver()
     })
     let stopping: Promise<void> | undefined
     let stopped!: (p: Promise<void>) => void
@@ -83,6 +99,8 @@ ${COMMON_HELP}`,
         process.exit(130)
       }
       log.info({ signal }, 'stopping')
+      // handing over is a reload: the successor is the unit's main process already
+      if (signal !== 'takeover') service.stopping()
       const deadline = setTimeout(() => {
         log.error('shutdown deadline passed: exiting')
         process.exit(1)
@@ -95,7 +113,7 @@ ${COMMON_HELP}`,
     process.on('SIGTERM', () => stop('SIGTERM'))
     process.on('SIGINT', () => stop('SIGINT'))
     await agent.ready()
-    process.stdout.write(
+    const ready =
       JSON.stringify({
         event: 'ready',
         mount: agent.mountpoint,
@@ -104,8 +122,47 @@ ${COMMON_HELP}`,
         endpoint: agent.endpoint ?? null,
         pid: process.pid
       }) + '\n'
-    )
+    process.stdout.write(ready)
+    service.ready(`serving ${agent.mountpoint}`)
+    service.startWatchdog()
+    const readyFd = Number(process.env[READY_FD_ENV])
+    if (Number.isInteger(readyFd) && readyFd > 2) {
+      delete process.env[READY_FD_ENV]
+      fs.writeSync(readyFd, ready)
+      fs.closeSync(readyFd)
+    }
     await done
     return 0
   }
+}
+
+/**
+ * --background: the same agent command in a detached child (its own session; stdout and stderr
+ * shared with this process, so a service manager's journal gets its logs), returning once the
+ * child serves the mount: its ready line comes back on a pipe of its own. Exit 1 if it fails.
+ */
+async function background(argv: string[]): Promise<number> {
+  const child = spawn(process.execPath, [process.argv[1]!, 'agent', ...argv], {
+    detached: true,
+    stdio: ['ignore', 'inherit', 'inherit', 'pipe'],
+    env: { ...process.env, [READY_FD_ENV]: '3' }
+  })
+  const pipe = child.stdio[3] as NodeJS.ReadableStream
+  let line = ''
+  const ready = await new Promise<boolean>(resolve => {
+    pipe.on('data', (d: Buffer) => {
+      line += d.toString()
+      if (line.includes('\n')) resolve(true)
+    })
+    child.once('exit', () => resolve(false))
+    pipe.once('end', () => resolve(line.includes('\n')))
+  })
+  if (!ready) {
+    process.stderr.write(`vmifs agent: the agent started in the background exited (status ${child.exitCode})\n`)
+    return 1
+  }
+  // the child printed its ready line on the standard output it shares with this process
+  child.unref()
+  ;(pipe as unknown as { destroy(): void }).destroy()
+  return 0
 }

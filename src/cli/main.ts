@@ -18,6 +18,7 @@ import { command as planCmd } from './plan.js'
 import { command as placeCmd } from './place.js'
 import { command as replicateCmd } from './replicate.js'
 import { command as policyCmd } from './policy.js'
+import { command as installServiceCmd } from './install-service.js'
 
 const COMMANDS: Command[] = [
   importCmd,
@@ -26,6 +27,7 @@ const COMMANDS: Command[] = [
   rmCmd,
   fsckCmd,
   agentCmd,
+  installServiceCmd,
   statsCmd,
   manifestCmd,
   publishStoreCmd,

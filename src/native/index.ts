@@ -21,6 +21,8 @@ export interface NativeAddon {
   blake3(buf: Buffer): Buffer
   /** frees the blocks of [offset, offset + length) of an open file (fallocate PUNCH_HOLE) */
   punchHole(fd: number, offset: number, length: number): void
+  /** one datagram to the service manager's notification socket ("@name": abstract namespace) */
+  sdNotify(socket: string, message: string): boolean
 
   // Appending to a pack file (native/pack_writer.c): direct writes skip the page cache.
   packCreate(path: string): PackWriter
