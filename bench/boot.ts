@@ -11,8 +11,12 @@
 //
 // Settings (--settings, default all but thin20): rtt0, rtt20, rtt100 (100 Mbit/s and that RTT),
 // thin (10 Mbit/s), thin20 (10 Mbit/s, 20 ms), sibling (C boots boot-b, then the reported boot of
-// boot-a, 100 Mbit/s, 20 ms), warm (C boots boot-a twice; the second is reported). Tools (--tools,
-// default all): local, copy, nbdkit, httpfs2, qemu-http, rclone, vmifs, vmifs-model, vmifs-hint.
+// boot-a, 100 Mbit/s, 20 ms), warm (C boots boot-a twice; the second is reported), takeover
+// (rtt20; `vmifs agent --takeover` replaces C's agent 5 s into the boot), crash (rtt20; C's agent
+// killed with kill -9 5 s into the boot and started again) — these two for the vmifs tools, each
+// boot checked for I/O errors on the guest's console. --repeat N boots each row N times and
+// reports the median. Tools (--tools, default all): local, copy, nbdkit, httpfs2, qemu-http,
+// rclone, vmifs, vmifs-model, vmifs-hint.
 // vmifs-model: A booted boot-a once from its own mount, so the fleet's usage model has a session;
 // vmifs-hint: a hint exported (`vmifs hint export`) while a VM that booted boot-a from a vmifs mount
 // runs, imported on C (`vmifs hint import`) just before qemu starts. Both templates are kept under
@@ -62,9 +66,11 @@ interface Setting {
   name: string
   rateMbit: number
   rttMs: number
-  kind: 'cold' | 'sibling' | 'warm'
+  kind: 'cold' | 'sibling' | 'warm' | 'takeover' | 'crash'
   label: string
 }
+/** When C's agent is taken over or killed in the takeover and crash settings. */
+const DISTURB_AFTER_MS = 5000
 const SETTINGS: Setting[] = [
   { name: 'rtt0', rateMbit: 100, rttMs: 0, kind: 'cold', label: 'cold host, 100 Mbit/s, no added RTT' },
   { name: 'rtt20', rateMbit: 100, rttMs: 20, kind: 'cold', label: 'cold host, 100 Mbit/s, RTT 20 ms' },
@@ -78,7 +84,29 @@ const SETTINGS: Setting[] = [
     kind: 'sibling',
     label: 'host that booted the sibling image boot-b first, 100 Mbit/s, RTT 20 ms'
   },
-  { name: 'warm', rateMbit: 100, rttMs: 20, kind: 'warm', label: 'second boot on the same host, 100 Mbit/s, RTT 20 ms' }
+  {
+    name: 'warm',
+    rateMbit: 100,
+    rttMs: 20,
+    kind: 'warm',
+    label: 'second boot on the same host, 100 Mbit/s, RTT 20 ms'
+  },
+  {
+    name: 'takeover',
+    rateMbit: 100,
+    rttMs: 20,
+    kind: 'takeover',
+    label: `cold host, 100 Mbit/s, RTT 20 ms; vmifs agent --takeover ${DISTURB_AFTER_MS / 1000} s into the boot`
+  },
+  {
+    name: 'crash',
+    rateMbit: 100,
+    rttMs: 20,
+    kind: 'crash',
+    label:
+      'cold host, 100 Mbit/s, RTT 20 ms; the agent killed (kill -9) ' +
+      `${DISTURB_AFTER_MS / 1000} s into the boot and started again`
+  }
 ]
 const COMPETITORS = ['nbdkit', 'httpfs2', 'qemu-http', 'rclone'] as const
 const VMIFS_TOOLS = ['vmifs', 'vmifs-model', 'vmifs-hint'] as const
@@ -220,8 +248,11 @@ export async function main(args: string[]): Promise<void> {
   const replay = args.includes('--replay')
   const record = args.includes('--record-trace')
   const speed = Number(takeOption(args, '--speed') ?? 0)
+  const repeat = Number(takeOption(args, '--repeat') ?? 1)
+  if (!(Number.isInteger(repeat) && repeat >= 1)) throw new Error('--repeat takes a whole number ≥ 1')
   const settingNames = (
-    takeOption(args, '--settings') ?? (replay ? 'rtt0,rtt20,rtt100,thin' : 'rtt0,rtt20,rtt100,thin,sibling,warm')
+    takeOption(args, '--settings') ??
+    (replay ? 'rtt0,rtt20,rtt100,thin' : 'rtt0,rtt20,rtt100,thin,sibling,warm,takeover,crash')
   ).split(',')
   const toolNames = (
     takeOption(args, '--tools') ?? (replay ? 'httpfs2,rclone,vmifs,vmifs-model' : ALL_TOOLS.join(','))
@@ -506,166 +537,190 @@ export async function main(args: string[]): Promise<void> {
       const images: ImageName[] =
         st.kind === 'sibling' ? ['boot-b', 'boot-a'] : st.kind === 'warm' ? ['boot-a', 'boot-a'] : ['boot-a']
 
+      const disturbed = st.kind === 'takeover' || st.kind === 'crash'
       toolLoop: for (const tool of toolNames) {
-        for (let attempt = 1; attempt <= 2; attempt++) {
-          const row: Row = { setting: st.name, tool, ok: false, seconds: NaN, rxBytes: NaN }
-          const tag = `${st.name}-${tool}`
-          try {
-            await ensureProxies()
-            proxyDeaths = []
-            if (tool === 'local') {
-              if (replay) continue toolLoop
-              if (Number.isNaN(localSeconds)) {
-                log('local: boot from the image file on local disk')
-                const r = await boot('boot-a', `file=${localImg('boot-a')},format=raw`, nsC)
-                if (r.ok) localSeconds = r.seconds
-                row.error = r.error
-              }
-              Object.assign(row, {
-                ok: Number.isFinite(localSeconds),
-                seconds: localSeconds,
-                rxBytes: 0,
-                note: 'measured once, shown in every setting'
-              })
-            } else if (tool === 'copy') {
-              if (replay || st.kind !== 'cold') continue toolLoop
-              if (copyMeasured === undefined && st.rateMbit === 100) {
-                log('copy: curl the whole image over the link, then boot the copy')
-                const copy = path.join(dir, 'copy.img')
-                const rx0 = rxBytes(nsC)
-                const t0 = performance.now()
-                const c = spawnIn(nsC, ['curl', '-sS', '--fail', '-o', copy, `${ctx.url}/boot-a.img`])
-                const code = await new Promise<number | null>(resolve => c.once('exit', resolve))
-                if (code !== 0) throw new Error(`curl exited ${String(code)}`)
-                const copySeconds = (performance.now() - t0) / 1000
-                row.rxBytes = rxBytes(nsC) - rx0
-                const r = await boot('boot-a', `file=${copy},format=raw`, nsC)
-                fs.rmSync(copy, { force: true })
-                if (!r.ok) throw new Error(r.error)
-                copyMeasured = { copy: copySeconds, boot: r.seconds, rate: st.rateMbit }
-                Object.assign(row, {
-                  ok: true,
-                  seconds: copySeconds + r.seconds,
-                  note: `measured: copy ${copySeconds.toFixed(1)} s + boot ${r.seconds.toFixed(1)} s`
-                })
-              } else {
-                const bootS = copyMeasured?.boot ?? localSeconds
-                const linkS = (fs.statSync(localImg('boot-a')).size * 8) / (st.rateMbit * 1e6)
-                Object.assign(row, {
-                  ok: Number.isFinite(bootS),
-                  seconds: linkS + bootS,
-                  rxBytes: fs.statSync(localImg('boot-a')).size,
-                  computed: true,
-                  note: `computed: 2 GiB at the link rate (${linkS.toFixed(0)} s) + local boot`
-                })
-              }
-            } else if ((COMPETITORS as readonly string[]).includes(tool)) {
-              const open: Record<string, () => ToolSession | Promise<ToolSession>> = {
-                nbdkit: () => nbdkitSession(ctx, tag),
-                httpfs2: () => httpfs2Session(ctx, tag),
-                'qemu-http': () => qemuHttpSession(ctx),
-                rclone: () => rcloneSession(ctx, tag)
-              }
-              if (replay && (tool === 'nbdkit' || tool === 'qemu-http')) {
-                notes.push(`${tool}: no replay (it exposes no file to read)`)
-                continue toolLoop
-              }
-              const sess = await open[tool]!()
-              try {
-                for (let i = 0; i < images.length; i++) {
-                  const img = images[i]!
-                  const last = i === images.length - 1
-                  const rx0 = rxBytes(nsC)
-                  if (replay) {
-                    const f = await sess.file!(img)
-                    const r = await replayTrace(f, speed, spawnIn)
-                    if (last) Object.assign(row, { ok: true, seconds: r.seconds, rxBytes: rxBytes(nsC) - rx0 })
-                  } else {
-                    log(`${tool}: boot ${img}`)
-                    const r = await boot(img, await sess.drive(img), nsC)
-                    if (!r.ok) throw new Error(r.error)
-                    if (last) Object.assign(row, { ok: true, seconds: r.seconds, rxBytes: rxBytes(nsC) - rx0 })
-                  }
+        if (disturbed && !(VMIFS_TOOLS as readonly string[]).includes(tool) && tool !== 'local') continue
+        for (let run = 1; run <= repeat; run++)
+          for (let attempt = 1; attempt <= 2; attempt++) {
+            const row: Row = { setting: st.name, tool, ok: false, seconds: NaN, rxBytes: NaN }
+            const tag = `${st.name}-${tool}`
+            try {
+              await ensureProxies()
+              proxyDeaths = []
+              if (tool === 'local') {
+                if (replay) continue toolLoop
+                if (Number.isNaN(localSeconds)) {
+                  log('local: boot from the image file on local disk')
+                  const r = await boot('boot-a', `file=${localImg('boot-a')},format=raw`, nsC)
+                  if (r.ok) localSeconds = r.seconds
+                  row.error = r.error
                 }
-              } finally {
-                await sess.close()
-              }
-            } else {
-              // vmifs: A holds the images; C is a fresh agent pulling the table from A through the proxy
-              if (tool === 'vmifs-hint' && (!hintCli || st.kind !== 'cold')) continue toolLoop
-              await ensureA(tool === 'vmifs-model' ? 'a1' : 'a0', tag)
-              const dataC = path.join(dir, `c-data-${tag}`)
-              const mntC = path.join(dir, `c-mnt-${tag}`)
-              const c = await startAgent(nsC, 'c', dataC, mntC, ['--peer', `http://${addrA}:7071`])
-              try {
-                await waitFor(
-                  'C learning the images',
-                  () =>
-                    fs.existsSync(path.join(mntC, 'images/boot-a')) && fs.existsSync(path.join(mntC, 'images/boot-b')),
-                  30_000
-                )
-                await sleep(1000) // holdings follow the image facts
-                if (tool === 'vmifs-model')
+                Object.assign(row, {
+                  ok: Number.isFinite(localSeconds),
+                  seconds: localSeconds,
+                  rxBytes: 0,
+                  note: 'measured once, shown in every setting'
+                })
+              } else if (tool === 'copy') {
+                if (replay || st.kind !== 'cold' || run > 1) continue toolLoop
+                if (copyMeasured === undefined && st.rateMbit === 100) {
+                  log('copy: curl the whole image over the link, then boot the copy')
+                  const copy = path.join(dir, 'copy.img')
+                  const rx0 = rxBytes(nsC)
+                  const t0 = performance.now()
+                  const c = spawnIn(nsC, ['curl', '-sS', '--fail', '-o', copy, `${ctx.url}/boot-a.img`])
+                  const code = await new Promise<number | null>(resolve => c.once('exit', resolve))
+                  if (code !== 0) throw new Error(`curl exited ${String(code)}`)
+                  const copySeconds = (performance.now() - t0) / 1000
+                  row.rxBytes = rxBytes(nsC) - rx0
+                  const r = await boot('boot-a', `file=${copy},format=raw`, nsC)
+                  fs.rmSync(copy, { force: true })
+                  if (!r.ok) throw new Error(r.error)
+                  copyMeasured = { copy: copySeconds, boot: r.seconds, rate: st.rateMbit }
+                  Object.assign(row, {
+                    ok: true,
+                    seconds: copySeconds + r.seconds,
+                    note: `measured: copy ${copySeconds.toFixed(1)} s + boot ${r.seconds.toFixed(1)} s`
+                  })
+                } else {
+                  const bootS = copyMeasured?.boot ?? localSeconds
+                  const linkS = (fs.statSync(localImg('boot-a')).size * 8) / (st.rateMbit * 1e6)
+                  Object.assign(row, {
+                    ok: Number.isFinite(bootS),
+                    seconds: linkS + bootS,
+                    rxBytes: fs.statSync(localImg('boot-a')).size,
+                    computed: true,
+                    note: `computed: 2 GiB at the link rate (${linkS.toFixed(0)} s) + local boot`
+                  })
+                }
+              } else if ((COMPETITORS as readonly string[]).includes(tool)) {
+                const open: Record<string, () => ToolSession | Promise<ToolSession>> = {
+                  nbdkit: () => nbdkitSession(ctx, tag),
+                  httpfs2: () => httpfs2Session(ctx, tag),
+                  'qemu-http': () => qemuHttpSession(ctx),
+                  rclone: () => rcloneSession(ctx, tag)
+                }
+                if (replay && (tool === 'nbdkit' || tool === 'qemu-http')) {
+                  notes.push(`${tool}: no replay (it exposes no file to read)`)
+                  continue toolLoop
+                }
+                const sess = await open[tool]!()
+                try {
+                  for (let i = 0; i < images.length; i++) {
+                    const img = images[i]!
+                    const last = i === images.length - 1
+                    const rx0 = rxBytes(nsC)
+                    if (replay) {
+                      const f = await sess.file!(img)
+                      const r = await replayTrace(f, speed, spawnIn)
+                      if (last) Object.assign(row, { ok: true, seconds: r.seconds, rxBytes: rxBytes(nsC) - rx0 })
+                    } else {
+                      log(`${tool}: boot ${img}`)
+                      const r = await boot(img, await sess.drive(img), nsC)
+                      if (!r.ok) throw new Error(r.error)
+                      if (last) Object.assign(row, { ok: true, seconds: r.seconds, rxBytes: rxBytes(nsC) - rx0 })
+                    }
+                  }
+                } finally {
+                  await sess.close()
+                }
+              } else {
+                // vmifs: A holds the images; C is a fresh agent pulling the table from A through the proxy
+                if (tool === 'vmifs-hint' && (!hintCli || st.kind !== 'cold')) continue toolLoop
+                await ensureA(tool === 'vmifs-model' ? 'a1' : 'a0', tag)
+                const dataC = path.join(dir, `c-data-${tag}-${run}`)
+                const mntC = path.join(dir, `c-mnt-${tag}-${run}`)
+                const cArgs = ['--peer', `http://${addrA}:7071`]
+                let c = await startAgent(nsC, 'c', dataC, mntC, cArgs)
+                try {
                   await waitFor(
-                    'C seeing the model',
-                    () => Number(readStats(mntC).images?.['boot-a']?.modelSessions ?? 0) >= 1,
+                    'C learning the images',
+                    () =>
+                      fs.existsSync(path.join(mntC, 'images/boot-a')) &&
+                      fs.existsSync(path.join(mntC, 'images/boot-b')),
                     30_000
                   )
-                for (let i = 0; i < images.length; i++) {
-                  const img = images[i]!
-                  const last = i === images.length - 1
-                  const s0 = readStats(mntC)
-                  const rx0 = rxBytes(nsC)
-                  if (tool === 'vmifs-hint')
-                    sh(process.execPath, [VMIFS, 'hint', 'import', hintFile, '--data-dir', dataC])
-                  const f = path.join(mntC, 'images', img)
-                  let seconds: number
-                  if (replay) {
-                    seconds = (await replayTrace(f, speed, spawnIn)).seconds
-                  } else {
-                    log(`${tool}: boot ${img}`)
-                    const r = await boot(img, `file=${f},format=raw`, nsC)
-                    if (!r.ok) throw new Error(r.error)
-                    seconds = r.seconds
+                  await sleep(1000) // holdings follow the image facts
+                  if (tool === 'vmifs-model')
+                    await waitFor(
+                      'C seeing the model',
+                      () => Number(readStats(mntC).images?.['boot-a']?.modelSessions ?? 0) >= 1,
+                      30_000
+                    )
+                  for (let i = 0; i < images.length; i++) {
+                    const img = images[i]!
+                    const last = i === images.length - 1
+                    const s0 = readStats(mntC)
+                    const rx0 = rxBytes(nsC)
+                    if (tool === 'vmifs-hint')
+                      sh(process.execPath, [VMIFS, 'hint', 'import', hintFile, '--data-dir', dataC])
+                    const f = path.join(mntC, 'images', img)
+                    let seconds: number
+                    if (replay) {
+                      seconds = (await replayTrace(f, speed, spawnIn)).seconds
+                    } else {
+                      log(`${tool}: boot ${img}`)
+                      const booting = boot(img, `file=${f},format=raw`, nsC)
+                      if (disturbed && last) {
+                        await sleep(DISTURB_AFTER_MS)
+                        const old = c
+                        if (st.kind === 'crash') {
+                          old.kill('SIGKILL')
+                          await new Promise(resolve => old.once('exit', resolve))
+                          c = await startAgent(nsC, 'c', dataC, mntC, cArgs)
+                        } else {
+                          c = await startAgent(nsC, 'c', dataC, mntC, [...cArgs, '--takeover'])
+                          await new Promise(resolve =>
+                            old.exitCode === null && old.signalCode === null ? old.once('exit', resolve) : resolve(0)
+                          )
+                        }
+                        const what = st.kind === 'crash' ? 'killed and restarted' : 'taken over'
+                        row.note = `${what} at ${DISTURB_AFTER_MS / 1000} s`
+                      }
+                      const r = await booting
+                      if (!r.ok) throw new Error(r.error)
+                      if (r.ioErrors.length > 0) throw new Error(`I/O errors in the guest: ${r.ioErrors.join(' / ')}`)
+                      seconds = r.seconds
+                    }
+                    await sleep(2500) // the session ends (file closed + sessionIdleMs): prefetch waste is counted then
+                    if (last)
+                      Object.assign(row, {
+                        ok: true,
+                        seconds,
+                        rxBytes: rxBytes(nsC) - rx0,
+                        // (a successor's counters start at zero: no figures across a takeover or a crash)
+                        vmifs: disturbed ? undefined : vmifsDelta(s0, readStats(mntC), img)
+                      })
                   }
-                  await sleep(2500) // the session ends (file closed + sessionIdleMs): prefetch waste is counted then
-                  if (last)
-                    Object.assign(row, {
-                      ok: true,
-                      seconds,
-                      rxBytes: rxBytes(nsC) - rx0,
-                      vmifs: vmifsDelta(s0, readStats(mntC), img)
-                    })
+                } finally {
+                  await stopChild(c)
+                  detach(mntC)
                 }
-              } finally {
-                await stopChild(c)
-                detach(mntC)
+              }
+            } catch (e) {
+              row.error = e instanceof Error ? e.message : String(e)
+              log(`${tool} in ${st.name} failed: ${row.error}`)
+            }
+            await ensureProxies() // notes a proxy that died during this row
+            if (proxyDeaths.length > 0) {
+              row.ok = false
+              const earlier = row.error === undefined ? '' : ` (${row.error})`
+              row.error = `${proxyDeaths.join('; ')} during this row; not counted${earlier}`
+              if (attempt < 2) {
+                log(`${st.name} ${tool}: ${row.error}; once more`)
+                continue
               }
             }
-          } catch (e) {
-            row.error = e instanceof Error ? e.message : String(e)
-            log(`${tool} in ${st.name} failed: ${row.error}`)
+            rows.push(row)
+            const v = row.vmifs
+            const vmifsPart = v
+              ? ` fetched ${fmtMiB(v.fetchBytes)} MiB, read ${fmtMiB(v.readBytes)} MiB,` +
+                ` prefetch ${v.issued}/${v.used}/${v.wasted}, wasted ${fmtMiB(v.wastedBytes)} MiB`
+              : ''
+            log(`${st.name} ${tool}: ${row.ok ? fmtS(row.seconds) : `FAILED ${row.error ?? ''}`}${vmifsPart}`)
+            fs.writeFileSync(path.join('/var/tmp', `vmifs-boot-bench-rows.json`), JSON.stringify(rows, null, 1))
+            break
           }
-          await ensureProxies() // notes a proxy that died during this row
-          if (proxyDeaths.length > 0) {
-            row.ok = false
-            const earlier = row.error === undefined ? '' : ` (${row.error})`
-            row.error = `${proxyDeaths.join('; ')} during this row; not counted${earlier}`
-            if (attempt < 2) {
-              log(`${st.name} ${tool}: ${row.error}; once more`)
-              continue
-            }
-          }
-          rows.push(row)
-          const v = row.vmifs
-          const vmifsPart = v
-            ? ` fetched ${fmtMiB(v.fetchBytes)} MiB, read ${fmtMiB(v.readBytes)} MiB,` +
-              ` prefetch ${v.issued}/${v.used}/${v.wasted}, wasted ${fmtMiB(v.wastedBytes)} MiB`
-            : ''
-          log(`${st.name} ${tool}: ${row.ok ? fmtS(row.seconds) : `FAILED ${row.error ?? ''}`}${vmifsPart}`)
-          fs.writeFileSync(path.join('/var/tmp', `vmifs-boot-bench-rows.json`), JSON.stringify(rows, null, 1))
-          break
-        }
       }
       await stopA()
       for (const p of proxies) await stopChild(p)
@@ -774,7 +829,7 @@ function printReport(rows: Row[], settings: Setting[], replay: boolean, speed: n
     p('\n## Real VM boot to multi-user.target (Debian 12, qemu TCG, direct kernel boot, 2 GiB ext4 image)\n')
   }
   for (const st of settings) {
-    const rs = rows.filter(r => r.setting === st.name)
+    const rs = medianRows(rows.filter(r => r.setting === st.name))
     if (rs.length === 0) continue
     const comp = rs.filter(r => (COMPETITORS as readonly string[]).includes(r.tool) && r.ok)
     const best = comp.length === 0 ? undefined : comp.reduce((a, b) => (a.seconds <= b.seconds ? a : b))
@@ -822,4 +877,29 @@ function printReport(rows: Row[], settings: Setting[], replay: boolean, speed: n
   )
   for (const n of notes) p(n)
   console.log(out.join('\n'))
+}
+
+/**
+ * One row per tool: with --repeat, the run at the median of the successful ones (its figures
+ * shown), its time the median, every run's time in the note; a tool with no successful run shows
+ * its first failure.
+ */
+function medianRows(rows: Row[]): Row[] {
+  const tools = [...new Set(rows.map(r => r.tool))]
+  return tools.map(tool => {
+    const all = rows.filter(r => r.tool === tool)
+    const ok = all.filter(r => r.ok).sort((a, b) => a.seconds - b.seconds)
+    if (all.length === 1 || ok.length === 0) return all[0]!
+    const mid = ok[Math.floor((ok.length - 1) / 2)]!
+    const seconds = ok.length % 2 === 1 ? mid.seconds : (mid.seconds + ok[ok.length / 2]!.seconds) / 2
+    const runs = all.map(r => (r.ok ? fmtS(r.seconds) : 'failed')).join(', ')
+    const failed = all.length - ok.length
+    return {
+      ...mid,
+      seconds,
+      note: [mid.note, `median of ${ok.length} runs (${runs})${failed > 0 ? `, ${failed} failed` : ''}`]
+        .filter(Boolean)
+        .join('; ')
+    }
+  })
 }

@@ -41,7 +41,12 @@ export interface BootResult {
   /** Why it failed, and the last lines of the serial console. */
   error?: string
   tail: string
+  /** console lines that report a failed disk read in the guest (at most 20) */
+  ioErrors: string[]
 }
+
+/** What a guest kernel prints when a read of its disk failed. */
+const IO_ERROR = /I\/O error|EXT4-fs error|Buffer I\/O|blk_update_request|critical medium error|SQUASHFS error/
 
 export function bootArgs(o: BootOptions): string[] {
   const append = [
@@ -94,18 +99,24 @@ export function bootVm(o: BootOptions): Promise<BootResult> {
   const t0 = performance.now()
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] })
   let log = ''
+  let partial = ''
+  const ioErrors: string[] = []
   let markerAt = NaN
   const tail = (): string => log.split('\n').slice(-25).join('\n')
   return new Promise(resolve => {
     let settled = false
-    const finish = (r: Omit<BootResult, 'tail'>): void => {
+    const finish = (r: Omit<BootResult, 'tail' | 'ioErrors'>): void => {
       if (settled) return
       settled = true
       clearTimeout(timer)
-      resolve({ ...r, tail: tail() })
+      resolve({ ...r, tail: tail(), ioErrors })
     }
     const onData = (d: Buffer): void => {
-      log += d.toString('latin1')
+      const text = d.toString('latin1')
+      const lines = (partial + text).split('\n')
+      partial = lines.pop() ?? ''
+      for (const l of lines) if (IO_ERROR.test(l) && ioErrors.length < 20) ioErrors.push(l.trim())
+      log += text
       if (log.length > 256 * 1024) log = log.slice(-128 * 1024)
       if (Number.isNaN(markerAt) && log.includes(o.until ?? MARKER)) {
         markerAt = (performance.now() - t0) / 1000
