@@ -330,9 +330,12 @@ export async function main(args: string[]): Promise<void> {
     host: string,
     data: string,
     mnt: string,
-    extra: string[]
+    extra: string[],
+    // false for an agent that takes a live mount over or resumes a dead agent's: a stat of a
+    // mount whose agent is dead waits for an answer, and would stop this process with it
+    makeMountpoint = true
   ): Promise<ChildProcess> => {
-    fs.mkdirSync(mnt, { recursive: true })
+    if (makeMountpoint) fs.mkdirSync(mnt, { recursive: true })
     const c = spawnIn(ns, [
       process.execPath,
       VMIFS,
@@ -397,6 +400,15 @@ export async function main(args: string[]): Promise<void> {
         ])
       }
       fs.writeFileSync(path.join(TEMPLATES, 'stamp'), stamp)
+    }
+    // templates written before pack files: converted the way an operator converts a data dir
+    for (const t of ['a0', 'a1']) {
+      const dd = path.join(TEMPLATES, t)
+      if (!fs.existsSync(path.join(dd, 'chunks'))) continue
+      log(`converting the template ${t} to pack files (vmifs fsck)`)
+      const r = spawnSync(process.execPath, [VMIFS, 'fsck', '--data-dir', dd], { encoding: 'utf8' })
+      if (r.status !== 0 && r.status !== 1) throw new Error(`vmifs fsck of ${dd} failed: ${r.stderr}`)
+      log(r.stdout.trim())
     }
     const hintCli = spawnSync(process.execPath, [VMIFS, 'hint', '--help'], { encoding: 'utf8' }).status === 0
     const wantsModel = toolNames.includes('vmifs-model')
@@ -664,16 +676,21 @@ export async function main(args: string[]): Promise<void> {
                       if (disturbed && last) {
                         await sleep(DISTURB_AFTER_MS)
                         const old = c
+                        const gone = new Promise(resolve =>
+                          old.exitCode === null && old.signalCode === null ? old.once('exit', resolve) : resolve(0)
+                        )
                         if (st.kind === 'crash') {
+                          log(`${tool}: kill -9 of C's agent`)
                           old.kill('SIGKILL')
-                          await new Promise(resolve => old.once('exit', resolve))
-                          c = await startAgent(nsC, 'c', dataC, mntC, cArgs)
+                          await gone
+                          log(`${tool}: C's agent started again`)
+                          c = await startAgent(nsC, 'c', dataC, mntC, cArgs, false)
                         } else {
-                          c = await startAgent(nsC, 'c', dataC, mntC, [...cArgs, '--takeover'])
-                          await new Promise(resolve =>
-                            old.exitCode === null && old.signalCode === null ? old.once('exit', resolve) : resolve(0)
-                          )
+                          log(`${tool}: vmifs agent --takeover on C`)
+                          c = await startAgent(nsC, 'c', dataC, mntC, [...cArgs, '--takeover'], false)
+                          await gone
                         }
+                        log(`${tool}: C's new agent serves the mount`)
                         const what = st.kind === 'crash' ? 'killed and restarted' : 'taken over'
                         row.note = `${what} at ${DISTURB_AFTER_MS / 1000} s`
                       }

@@ -1,6 +1,6 @@
 // Import throughput next to b3sum on the same file, in one run: b3sum on one thread and on all
 // cores, then vmifs (i) compute only: read + chunk + BLAKE3 every data chunk + manifest, no writes,
-// and (ii) a full importImage into a fresh data dir (chunk files written, synced, SQLite).
+// and (ii) a full importImage into a fresh data dir (chunks appended to a pack, synced, SQLite).
 // Inputs: a generated file of random bytes (every chunk is new data) and, if present, the nginx
 // image of the Debian family. Files are read once first, so every run is warm.
 // Usage: npm run bench -- import [--size-mib N] [--runs N] [--json FILE]
@@ -149,9 +149,7 @@ export async function timeCompute(file: string, chunking: Chunking): Promise<Tim
 
 /**
  * A full import into a fresh data dir under `tmp`. The dir is kept until the whole benchmark
- * ends: deleting tens of thousands of chunk files right before the next run makes ext4's inode
- * allocator scan recently freed inodes (seen in `perf`: recently_deleted, find_get_block_common)
- * and charges the next import for the previous run's deletion.
+ * ends, so that no run is charged for deleting the previous run's files.
  */
 export async function timeImport(file: string, chunking: Chunking, tmp: string): Promise<Timing> {
   const dir = fs.mkdtempSync(path.join(tmp, 'dd-'))
@@ -285,7 +283,7 @@ export async function main(args: string[]): Promise<void> {
     '\nGB/s = file bytes / wall time; GB/s per core = file bytes / CPU seconds (user + sys) of the process doing'
   )
   console.log("the work (b3sum: the child; vmifs: this Node process, including libuv threads; not the kernel's")
-  console.log('writeback nor the `sync -f` child of an import). vmifs detects zero blocks and does not hash')
+  console.log('writeback). vmifs detects zero blocks and does not hash')
   console.log(`them, while b3sum hashes every byte: ${notes.join('; ')}.`)
   if (jsonFile !== undefined) {
     fs.writeFileSync(

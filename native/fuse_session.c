@@ -48,7 +48,7 @@ enum { OUR_MINOR = 40, MAX_PAGES = 256, MAX_READ = MAX_PAGES * 4096, MAX_WORKERS
 #define VMIFS_HAS_RESEND_FLAGS2 (1u << (39 - 32))
 #define VMIFS_NOTIFY_RESEND 7
 /** What a worker hands to JavaScript. */
-enum { REQ_READ = 1, REQ_OPEN = 2, REQ_OPEN_STATS = 3, REQ_EVENTS = 4, REQ_REFRESH = 5 };
+enum { REQ_READ = 1, REQ_OPEN = 2, REQ_OPEN_STATS = 3, REQ_EVENTS = 4, REQ_REFRESH = 5, REQ_READ_STATS = 6 };
 /** Events reported to JavaScript: a read served here, an image opened, an image released. */
 enum { EV_READ = 1, EV_OPEN = 2, EV_RELEASE = 3 };
 
@@ -641,8 +641,9 @@ static void read_stats(session_t *s, struct fuse_in_header *in, const struct fus
   while (h && h->fh != r->fh)
     h = h->next;
   if (!h) {
+    /* opened before a takeover, under the previous agent: JavaScript snapshots it for this handle now */
     pthread_mutex_unlock(&s->mu);
-    reply_err(s, in->unique, EBADF);
+    to_js(s, REQ_READ_STATS, in, r->fh, r->offset, r->size);
     return;
   }
   size_t from = r->offset < h->len ? (size_t)r->offset : h->len;
@@ -1033,22 +1034,6 @@ static char *get_string(napi_env env, napi_value v) {
   if (!out) return NULL;
   napi_get_value_string_utf8(env, v, out, len + 1, &len);
   return out;
-}
-
-static napi_value throw_errno(napi_env env, const char *what, int err) {
-  char msg[512];
-  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
-  napi_value code, message, error;
-  char c[32];
-  snprintf(c, sizeof c, "E%d", err);
-  napi_create_string_utf8(env, c, NAPI_AUTO_LENGTH, &code);
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
-  napi_create_error(env, code, message, &error);
-  napi_value errnum;
-  napi_create_int32(env, err, &errnum);
-  napi_set_named_property(env, error, "errno", errnum);
-  napi_throw(env, error);
-  return NULL;
 }
 
 /** The session around a /dev/fuse descriptor; its workers start with fuseStart. */
@@ -1487,10 +1472,15 @@ static napi_value ReplyOpen(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/** replyOpenStats(session, unique, fh, snapshot: Buffer) — .stats as of this open, until its release. */
+/**
+ * replyOpenStats(session, unique, fh, snapshot: Buffer[, off, size]) — .stats as of this open,
+ * until its release. With off and size the request is a read of a handle this session has not
+ * seen (opened under the agent it took over from): the snapshot is kept for it and the read
+ * answered from it.
+ */
 static napi_value ReplyOpenStats(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  session_t *s = session_args(env, info, 4, argv);
+  napi_value argv[6];
+  session_t *s = session_args(env, info, 6, argv);
   if (!s || s->fd < 0) return NULL;
   uint64_t unique;
   bool lossless;
@@ -1512,13 +1502,27 @@ static napi_value ReplyOpenStats(napi_env env, napi_callback_info info) {
   h->fh = (uint64_t)fh;
   h->data = copy;
   h->len = len;
+  napi_valuetype t;
+  double off = 0, size = 0;
+  int is_read = napi_typeof(env, argv[4], &t) == napi_ok && t == napi_number;
+  if (is_read) {
+    CHECK(napi_get_value_double(env, argv[4], &off));
+    CHECK(napi_get_value_double(env, argv[5], &size));
+  }
   pthread_mutex_lock(&s->mu);
   h->next = s->stats_handles;
   s->stats_handles = h;
   if (len > s->stats_size) s->stats_size = len;
+  if (is_read) {
+    size_t from = off < (double)len ? (size_t)off : len;
+    size_t n = len - from < (size_t)size ? len - from : (size_t)size;
+    reply(s, unique, 0, copy + from, n, NULL, 0);
+  }
   pthread_mutex_unlock(&s->mu);
-  struct fuse_open_out out = {.fh = (uint64_t)fh, .open_flags = FOPEN_DIRECT_IO};
-  reply(s, unique, 0, &out, sizeof out, NULL, 0);
+  if (!is_read) {
+    struct fuse_open_out out = {.fh = (uint64_t)fh, .open_flags = FOPEN_DIRECT_IO};
+    reply(s, unique, 0, &out, sizeof out, NULL, 0);
+  }
   return NULL;
 }
 

@@ -29,18 +29,12 @@ typedef struct {
   size_t stage_cap;
 } pack_writer_t;
 
-static napi_value throw_errno(napi_env env, const char *what, int err) {
-  /* the code is the errno's name (ENOSPC), as Node's own errors have it */
-  const char *name = strerrorname_np(err);
-  char msg[4096 + 128];
-  snprintf(msg, sizeof msg, "%.4096s: %s (%s)", what, strerror(err), name ? name : "?");
-  napi_throw_error(env, name ? name : "EIO", msg);
-  return NULL;
-}
-
-static pack_writer_t *writer_of(napi_env env, napi_value v) {
+/** The call's first n arguments into argv, and the writer it names first; NULL with an exception pending. */
+static pack_writer_t *writer_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv) {
+  size_t argc = n;
   pack_writer_t *w = NULL;
-  if (napi_get_value_external(env, v, (void **)&w) != napi_ok || !w || w->fd < 0) {
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok ||
+      napi_get_value_external(env, argv[0], (void **)&w) != napi_ok || !w || w->fd < 0) {
     napi_throw_type_error(env, "VMIFS_NATIVE", "not an open pack writer");
     return NULL;
   }
@@ -102,10 +96,8 @@ static void keep_tail(pack_writer_t *w, void **data, size_t *lens, uint32_t n) {
 
 /** packAppend(writer, buffers[], direct): appends the buffers at the end, in order */
 static napi_value PackAppend(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  pack_writer_t *w = writer_of(env, argv[0]);
+  pack_writer_t *w = writer_args(env, info, 3, argv);
   if (!w) return NULL;
   bool direct = false;
   napi_get_value_bool(env, argv[2], &direct);
@@ -173,10 +165,8 @@ static napi_value PackAppend(napi_env env, napi_callback_info info) {
 
 /** packSync(writer): what was appended is on disk */
 static napi_value PackSync(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  pack_writer_t *w = writer_of(env, argv[0]);
+  pack_writer_t *w = writer_args(env, info, 1, argv);
   if (!w) return NULL;
   if (fdatasync(w->fd) != 0) return throw_errno(env, "fdatasync", errno);
   return NULL;
@@ -184,10 +174,8 @@ static napi_value PackSync(napi_env env, napi_callback_info info) {
 
 /** packClose(writer): cuts the file to what was appended (direct writes pad the last block), syncs, closes */
 static napi_value PackClose(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  pack_writer_t *w = writer_of(env, argv[0]);
+  pack_writer_t *w = writer_args(env, info, 1, argv);
   if (!w) return NULL;
   int err = 0;
   if (ftruncate(w->fd, (off_t)w->size) != 0 || fdatasync(w->fd) != 0) err = errno;

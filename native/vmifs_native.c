@@ -196,13 +196,8 @@ static napi_value PunchHole(napi_env env, napi_callback_info info) {
   CHECK(napi_get_value_int32(env, argv[0], &fd));
   CHECK(napi_get_value_double(env, argv[1], &off));
   CHECK(napi_get_value_double(env, argv[2], &len));
-  if (len > 0 && fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) != 0) {
-    int e = errno;
-    const char *name = strerrorname_np(e);
-    char msg[256];
-    snprintf(msg, sizeof msg, "fallocate(PUNCH_HOLE): %s (%s)", strerror(e), name ? name : "?");
-    napi_throw_error(env, name ? name : "EIO", msg);
-  }
+  if (len > 0 && fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) != 0)
+    return throw_errno(env, "fallocate(PUNCH_HOLE)", errno);
   return NULL;
 }
 

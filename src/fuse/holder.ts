@@ -18,7 +18,7 @@ export function takeFromHolder(socket: string): number | undefined {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
     // no holder: never started, or gone with its connection
-    if (code === 'E2' || code === 'E111') return undefined
+    if (code === 'ENOENT' || code === 'ECONNREFUSED') return undefined
     throw new VmifsError('HOLDER_FAILED', `the FUSE holder at ${socket} failed: ${(err as Error).message}`, {
       socket
     })

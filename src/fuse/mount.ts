@@ -64,6 +64,7 @@ const REQ_OPEN = 2
 const REQ_OPEN_STATS = 3
 const REQ_EVENTS = 4
 const REQ_REFRESH = 5
+const REQ_READ_STATS = 6
 const EV_READ = 1
 const EV_OPEN = 2
 const EV_RELEASE = 3
@@ -250,10 +251,13 @@ export class VmifsMount {
         this.syncImages()
         return n.fuseResubmit(s, unique)
       }
-      if (kind === REQ_OPEN_STATS) {
+      if (kind === REQ_OPEN_STATS || kind === REQ_READ_STATS) {
         // accounts for the natively served reads first: a read that returned is in the snapshot
         this.flushEvents()
-        return n.fuseReplyOpenStats(s, unique, fh, this.padStats(this.view.statsJson()))
+        const snapshot = this.padStats(this.view.statsJson())
+        // a read of a handle opened under the agent this one took over from: snapshotted now
+        if (kind === REQ_READ_STATS) return n.fuseReplyOpenStats(s, unique, fh, snapshot, off, size)
+        return n.fuseReplyOpenStats(s, unique, fh, snapshot)
       }
       const image = this.byIno.get(ino)
       if (!image) return n.fuseReply(s, unique, ENOENT)

@@ -73,7 +73,8 @@ export interface NativeAddon {
   fuseReply(s: FuseSession, unique: bigint, errno: number): void
   fuseReplyData(s: FuseSession, unique: bigint, data: Buffer, length: number): void
   fuseReplyOpen(s: FuseSession, unique: bigint, ino: bigint, fh: number): void
-  fuseReplyOpenStats(s: FuseSession, unique: bigint, fh: number, snapshot: Buffer): void
+  /** with off and size: a read of a .stats handle opened under the previous agent, answered from this snapshot */
+  fuseReplyOpenStats(s: FuseSession, unique: bigint, fh: number, snapshot: Buffer, off?: number, size?: number): void
   fuseResubmit(s: FuseSession, unique: bigint): void
   /** the mount's read-ahead: its bdi's read_ahead_kb file, written once INIT is answered */
   fuseSetReadahead(s: FuseSession, path: string, kb: number): void

@@ -81,6 +81,47 @@ test.serial(
   }
 )
 
+test.serial('a .stats handle opened before a takeover reads a fresh snapshot after it', async t => {
+  const f = fixture(t)
+  const img = path.join(f.dir, 'disk.raw')
+  makeImage(img, 3)
+  t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.data]).code, 0)
+  const a = await f.start()
+  const go = path.join(f.dir, 'go')
+  // reads .stats, waits for the go file, reads it again through the same handle
+  const script = `
+    import fs from 'node:fs'
+    const [file, go] = process.argv.slice(1)
+    const fd = fs.openSync(file, 'r')
+    const read = () => {
+      const b = Buffer.alloc(1 << 20)
+      try { return JSON.parse(b.subarray(0, fs.readSync(fd, b, 0, b.length, 0)).toString()) }
+      catch (e) { return { error: e.code ?? e.message } }
+    }
+    const before = read()
+    console.log(JSON.stringify({ before: before.error ?? 'ok' }))
+    while (!fs.existsSync(go)) await new Promise(r => setTimeout(r, 20))
+    const after = read()
+    console.log(JSON.stringify({ after: after.error ?? 'ok', images: Object.keys(after.images ?? {}) }))`
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script, path.join(f.mnt, '.stats'), go], {
+    stdio: ['ignore', 'pipe', 'inherit']
+  })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  const exited = new Promise(resolve => child.once('exit', resolve))
+  for (let i = 0; i < 200 && !out.includes('before'); i++) await sleep(25)
+  const b = await f.start(['--takeover'])
+  t.is(await a.exited, 0)
+  fs.writeFileSync(go, '')
+  await exited
+  const lines = out
+    .trim()
+    .split('\n')
+    .map(l => JSON.parse(l) as Record<string, unknown>)
+  t.deepEqual(lines, [{ before: 'ok' }, { after: 'ok', images: ['disk'] }])
+  t.is(await b.stop('SIGTERM'), 0)
+})
+
 test.serial('--takeover needs a running agent; a dead mount with no holder is mounted afresh', async t => {
   const f = fixture(t)
   const img = path.join(f.dir, 'disk.raw')
