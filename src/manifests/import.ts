@@ -1,5 +1,5 @@
 // Import: read an image file once, chunk it, hash each chunk, store the new ones in the cache
-// (pinned), then record manifest and image in one transaction after the chunk files are synced.
+// (pinned), then record manifest and image in one transaction after the pack is synced.
 import fsp from 'node:fs/promises'
 import { VmifsError } from '../errors.js'
 import type { DataDir } from '../datadir.js'
