@@ -23,7 +23,7 @@ function packBytes(data: string): number {
 test.serial('kill -9 during an import: fsck finds nothing to repair, and the import runs again', async t => {
   const f = fixture(t)
   const img = path.join(f.dir, 'disk.raw')
-  const bytes = makeImage(img, 160)
+  const bytes = makeImage(img, 400)
   const child = spawn(
     process.execPath,
     [path.resolve('bin/vmifs.js'), 'import', img, '--name', 'disk', '--data-dir', f.data, '--quiet'],
@@ -32,8 +32,8 @@ test.serial('kill -9 during an import: fsck finds nothing to repair, and the imp
     }
   )
   const exited = new Promise(resolve => child.once('exit', resolve))
-  // kill it once a good part of the chunks is written, well before the end
-  for (let i = 0; i < 400 && packBytes(f.data) < 24 * 1024 * 1024; i++) await sleep(10)
+  // kill it once more than one transaction of chunks is recorded (4096 chunks, ~64 MiB), well before the end
+  for (let i = 0; i < 1000 && packBytes(f.data) < 100 * 1024 * 1024; i++) await sleep(10)
   child.kill('SIGKILL')
   await exited
   const written = packBytes(f.data)
