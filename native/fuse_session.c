@@ -1048,6 +1048,12 @@ static napi_value start_session(napi_env env, int fd, char *mnt, char *packs, na
   session_t *s = calloc(1, sizeof *s);
   if (!s) return throw_errno(env, "fuse session", ENOMEM);
   s->fd = fd;
+  /* non-blocking: every worker polls, and the one that loses the race for a request must get
+   * EAGAIN rather than sleep in read() — a worker asleep there is never joined when the workers
+   * stop (a takeover waited on one for good under load). Shared with the holder and successors,
+   * which want it so too. */
+  int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
   s->mountpoint = mnt;
   s->pack_dir = packs;
   s->max_readahead = readahead;
