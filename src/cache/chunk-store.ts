@@ -24,6 +24,7 @@ import type { Db } from '../index/db.js'
 import { VmifsError } from '../errors.js'
 import { blake3 } from '../util/hash.js'
 import { type PackWriter, native } from '../native/index.js'
+import { readExactlySync } from '../util/files.js'
 
 export interface ChunkStoreOptions {
   capacityBytes: number
@@ -436,15 +437,7 @@ export class ChunkStore {
 
   /** The bytes at a location, unverified; undefined when the pack is shorter. */
   readAt(loc: ChunkLocation): Buffer | undefined {
-    const fd = this.fdOf(loc.pack)
-    const data = Buffer.allocUnsafe(loc.size)
-    let got = 0
-    while (got < loc.size) {
-      const n = fs.readSync(fd, data, got, loc.size - got, loc.off + got)
-      if (n === 0) return undefined
-      got += n
-    }
-    return data
+    return readExactlySync(this.fdOf(loc.pack), loc.off, loc.size)
   }
 
   private fdOf(pack: number): number {
@@ -471,13 +464,7 @@ export class ChunkStore {
     return batch.length
   }
 
-  /** Deletes a chunk: its entry, then its bytes. */
-  async drop(hashHex: string): Promise<void> {
-    this.forget([hashHex])
-    await Promise.resolve()
-  }
-
-  /** Deletes chunks found corrupt or missing (fsck); returns the bytes they took. */
+  /** Deletes chunks (collected, or found corrupt or missing by fsck): entries, then bytes. Returns the bytes. */
   discard(hashes: string[]): number {
     return this.forget(hashes)
   }

@@ -9,6 +9,7 @@ import path from 'node:path'
 import type { DataDir } from '../datadir.js'
 import { RECORD_HEADER, RECORD_MAGIC, type StoredChunk, tagAlive } from './chunk-store.js'
 import { blake3, isHashHex } from '../util/hash.js'
+import { readExactlySync } from '../util/files.js'
 
 export interface FsckReport {
   checked: number
@@ -116,7 +117,7 @@ function checkPack(
       const next = known[k]
       if (next && next.off - RECORD_HEADER <= pos) {
         k++
-        const data = readExactly(fd, next.off, next.size)
+        const data = readExactlySync(fd, next.off, next.size)
         r.checked++
         if (!data) {
           r.missing.push(next.hash)
@@ -137,11 +138,11 @@ function checkPack(
         pos = limit
         continue
       }
-      const got = readExactly(fd, pos, RECORD_HEADER, header)
+      const got = readExactlySync(fd, pos, RECORD_HEADER, header)
       const len = got ? header.readUInt32LE(4) : 0
       if (got && header.readUInt32LE(0) === RECORD_MAGIC && len > 0 && len <= MAX_RECORD) {
         const end = pos + RECORD_HEADER + len
-        const data = end <= limit ? readExactly(fd, pos + RECORD_HEADER, len) : undefined
+        const data = end <= limit ? readExactlySync(fd, pos + RECORD_HEADER, len) : undefined
         const hash = header.subarray(8, 40).toString('hex')
         if (data && blake3(data).toString('hex') === hash) {
           if (!dd.store.has(hash) && !found.has(hash))
@@ -156,17 +157,6 @@ function checkPack(
   } finally {
     fs.closeSync(fd)
   }
-}
-
-function readExactly(fd: number, pos: number, len: number, into?: Buffer): Buffer | undefined {
-  const buf = into ?? Buffer.allocUnsafe(len)
-  let got = 0
-  while (got < len) {
-    const n = fs.readSync(fd, buf, got, len - got, pos + got)
-    if (n === 0) return undefined
-    got += n
-  }
-  return buf
 }
 
 /** Moves the chunk files of the old layout (chunks/<xx>/<hash>) into packs, then removes chunks/ and tmp/. */

@@ -20,7 +20,7 @@ ${COMMON_HELP}`,
       for (const name of a.positionals) dd.catalog.requireImage(name)
       for (const name of a.positionals) {
         const { collectable } = dd.catalog.removeImage(name)
-        const freed = await dd.collect(collectable)
+        const freed = dd.collect(collectable)
         process.stderr.write(`${name}: removed; ${freed.chunks} chunks (${bytes(freed.bytes)}) collected\n`)
       }
     })

@@ -205,7 +205,7 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
     replace: opts.replace ?? false,
     source: file
   })
-  if (collectable.length > 0) await dd.collect(collectable)
+  if (collectable.length > 0) dd.collect(collectable)
   if (dd.store.sizeBytes > dd.store.capacityBytes) dd.store.evict()
   dd.counters.add('import.images')
   dd.counters.add('import.bytes', size)

@@ -16,6 +16,17 @@ export async function readAt(fh: fsp.FileHandle, pos: number, len: number): Prom
   return off === len ? buf : buf.subarray(0, off)
 }
 
+/** Exactly `len` bytes at `pos` of an open file (into `into` if given); undefined when the file ends first. */
+export function readExactlySync(fd: number, pos: number, len: number, into?: Buffer): Buffer | undefined {
+  const buf = into ?? Buffer.allocUnsafe(len)
+  for (let got = 0; got < len;) {
+    const n = fs.readSync(fd, buf, got, len - got, pos + got)
+    if (n === 0) return undefined
+    got += n
+  }
+  return buf
+}
+
 /**
  * One open/fstat/read/close on the calling thread, in reads of at most 16 MiB (so files over
  * fs.readFile's 2 GiB limit work too). Returns what was there if the file shrank meanwhile.
