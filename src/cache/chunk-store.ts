@@ -55,6 +55,9 @@ export interface ChunkEvents {
   packsDeleted?(ids: number[]): void
 }
 
+/** The folder of the layout before pack files (a file per chunk): refused by open(), converted by fsck. */
+export const OLD_LAYOUT_DIR = 'chunks'
+
 /** A record's header: magic, length u32, hash[32]; the chunk's bytes follow. */
 export const RECORD_HEADER = 40
 export const RECORD_MAGIC = 0x31434d56 // "VMC1", little-endian
@@ -168,7 +171,7 @@ export class ChunkStore {
    * old layout unless `convert` (fsck, which converts it).
    */
   open(convert = false): { leftovers: number } {
-    const legacy = path.join(this.dataDir, 'chunks')
+    const legacy = path.join(this.dataDir, OLD_LAYOUT_DIR)
     if (!convert && fs.existsSync(legacy)) {
       throw new VmifsError(
         'DATA_DIR_OLD_LAYOUT',

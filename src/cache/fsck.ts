@@ -7,7 +7,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import type { DataDir } from '../datadir.js'
-import { RECORD_HEADER, RECORD_MAGIC, type StoredChunk, tagAlive } from './chunk-store.js'
+import { OLD_LAYOUT_DIR, RECORD_HEADER, RECORD_MAGIC, type StoredChunk, tagAlive } from './chunk-store.js'
 import { blake3, isHashHex } from '../util/hash.js'
 import { readExactlySync } from '../util/files.js'
 
@@ -161,7 +161,7 @@ function checkPack(
 
 /** Moves the chunk files of the old layout (chunks/<xx>/<hash>) into packs, then removes chunks/ and tmp/. */
 function convertOldLayout(dd: DataDir, r: FsckReport): void {
-  const legacy = path.join(dd.dir, 'chunks')
+  const legacy = path.join(dd.dir, OLD_LAYOUT_DIR)
   if (!fs.existsSync(legacy)) return
   const { store } = dd
   let batch: Array<{ hash: Buffer; data: Buffer }> = []
