@@ -1,9 +1,12 @@
-// `npm run bench -- read [--size-mib N] [--readers N]`: sequential MB/s and 4 KiB random-read
-// latency through the mount vs the original file, in one run. Cases:
+// `npm run bench -- read [--size-mib N] [--readers N] [--repeat N]`: sequential MB/s and 4 KiB
+// random-read latency through the mount vs the original file, in one run. Cases:
 //   original          the image file itself (page cache warm / dropped)
 //   mount, cold       page cache dropped and a fresh agent: the chunk store's packs come from disk
+//                     (the cold cases run --repeat rounds, default 5, original and mount in turn in
+//                     each, and report the median: a virtual disk's speed varies by 2x run to run)
 //   mount, agent path the mounted file's pages dropped, packs in the page cache: every read crosses
-//                     FUSE into the agent's native threads, which hash each chunk before serving it
+//                     FUSE into the agent's native threads, which check each chunk's CRC before
+//                     serving it
 //   mount, warm       the mounted file's pages in the kernel page cache (kept across opens)
 //   N readers         N images of size/N each, read at once by N processes, cold: through the
 //                     mount against the N original files
@@ -83,6 +86,9 @@ export async function main(args: string[]): Promise<void> {
   const mib = i >= 0 ? Number(args[i + 1]) : 1024
   const j = args.indexOf('--readers')
   const readers = j >= 0 ? Number(args[j + 1]) : 4
+  const k = args.indexOf('--repeat')
+  const repeat = k >= 0 ? Number(args[k + 1]) : 5
+  if (!(Number.isInteger(repeat) && repeat >= 1)) throw new Error('--repeat takes a whole number ≥ 1')
   const dir = fs.mkdtempSync(path.join(process.env.VMIFS_BENCH_DIR ?? '/var/tmp', 'vmifs-bench-read-'))
   const data = path.join(dir, 'data')
   const mnt = path.join(dir, 'mnt')
@@ -115,41 +121,53 @@ export async function main(args: string[]): Promise<void> {
       lat.push([label, `${(r.p50Ms * 1000).toFixed(0)} µs`, `${(r.p99Ms * 1000).toFixed(0)} µs`])
     }
 
-    const par = async (label: string, files: string[]): Promise<void> => {
-      const r = await parallelSeq(files)
-      rows.push([label, `${(r.bytes / r.seconds / 1e6).toFixed(0)} MB/s`, `${r.seconds.toFixed(2)} s`])
-    }
-
-    if (canDrop) seq('original, cold (page cache dropped)', img)
     seq('original, warm', img)
     rand('original, warm', img)
-    if (canDrop) {
-      dropCaches()
-      await par(
-        `original, ${readers} readers on ${readers} files, cold`,
-        many.map(n => path.join(dir, `${n}.raw`))
-      )
-    }
 
     let stop = await startAgent(mnt, data)
+    const cold: Array<[string, string, string]> = []
     if (canDrop) {
-      dropCaches()
-      await stop()
-      stop = await startAgent(mnt, data)
-      seq('mount, cold (page cache dropped, fresh agent)', file)
-      dropCaches()
-      await stop()
-      stop = await startAgent(mnt, data)
-      await par(
-        `mount, ${readers} readers on ${readers} images, cold (fresh agent)`,
-        many.map(n => path.join(mnt, 'images', n))
-      )
+      // every round: each cold case once, original and mount in turn; a fresh agent for each
+      // mount case, started after the caches are dropped (as after a host's reboot)
+      const parts = many.map(n => path.join(dir, `${n}.raw`))
+      const images = many.map(n => path.join(mnt, 'images', n))
+      const cases: Array<{ label: string; mount: boolean; files: string[] }> = [
+        { label: 'original, cold (page cache dropped)', mount: false, files: [img] },
+        { label: 'mount, cold (page cache dropped, fresh agent)', mount: true, files: [file] },
+        { label: `original, ${readers} readers on ${readers} files, cold`, mount: false, files: parts },
+        { label: `mount, ${readers} readers on ${readers} images, cold (fresh agent)`, mount: true, files: images }
+      ]
+      const rates = cases.map(() => [] as number[])
+      for (let round = 0; round < repeat; round++) {
+        for (const [c, kase] of cases.entries()) {
+          dropCaches()
+          if (kase.mount) {
+            await stop()
+            stop = await startAgent(mnt, data)
+          }
+          const r = await parallelSeq(kase.files)
+          rates[c]!.push(r.bytes / r.seconds / 1e6)
+        }
+      }
+      const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!
+      cases.forEach((kase, c) => {
+        const v = rates[c]!
+        const m = median(v)
+        const vs = kase.mount ? ` — ${(m / median(rates[c - 1]!)).toFixed(2)}× the original` : ''
+        cold.push([
+          kase.label,
+          `${m.toFixed(0)} MB/s${vs}`,
+          `${Math.min(...v).toFixed(0)}–${Math.max(...v).toFixed(0)} MB/s over ${v.length}`
+        ])
+      })
       dropCaches()
       await stop()
       stop = await startAgent(mnt, data)
       rand('mount, cold (page cache dropped, fresh agent)', file)
     }
-    // bring the packs into the page cache, then drop the mounted file's own pages
+    // bring the packs into the page cache (the agent reads them with O_DIRECT when they are not:
+    // reading through the mount would not), then drop the mounted file's own pages
+    for (const f of fs.readdirSync(path.join(data, 'packs'))) reader('seq', path.join(data, 'packs', f))
     reader('seq', file)
     dropFile(file)
     seq('mount, agent path (packs cached, mount pages dropped)', file)
@@ -167,6 +185,11 @@ export async function main(args: string[]): Promise<void> {
       `\nread benchmark: ${mib} MiB image of random data, ${os.cpus().length} cores, ` +
         `node ${process.version}${dropNote}\n`
     )
+    if (cold.length > 0) {
+      console.log(`| sequential read, cold (1 MiB reads) | median of ${repeat} | range |\n|---|---|---|`)
+      for (const r of cold) console.log(`| ${r.join(' | ')} |`)
+      console.log('')
+    }
     console.log('| sequential read (1 MiB reads) | throughput | time |\n|---|---|---|')
     for (const r of rows) console.log(`| ${r.join(' | ')} |`)
     console.log('\n| 4 KiB random reads (5000) | p50 | p99 |\n|---|---|---|')

@@ -1,7 +1,8 @@
 // The FUSE session of the mount, served by native threads over /dev/fuse (the kernel protocol
 // itself, no libfuse): one or more workers per core read requests and answer lookups, attributes,
 // directory listings and reads of cached chunks here, never entering JavaScript for them: a chunk
-// is read from its pack file (descriptors kept open) and hashed whole before any of it is served.
+// is read from its pack file (descriptors kept open; O_DIRECT unless the page cache holds it) and
+// its record checked whole (header and CRC32C) before any of it is served.
 // What needs the agent (a read touching a chunk this side does not know the place of, or whose
 // bytes there are not the chunk's; the first open of an image whose manifest is not loaded yet;
 // every open of .stats) is handed to JavaScript through a thread-safe function and answered
@@ -17,6 +18,7 @@
 // markUncached, packsChanged). Reads served here are reported back as events (drainEvents), for statistics,
 // usage traces, read-ahead and the cache's access times.
 #define _GNU_SOURCE
+#include "crc32c.h"
 #include "napi_check.h"
 #include <blake3.h>
 #include <errno.h>
@@ -30,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -39,7 +42,7 @@
 #include <unistd.h>
 
 enum { INO_ROOT = 1, INO_IMAGES = 2, INO_BYDIGEST = 3, INO_STATS = 4 };
-enum { OUR_MINOR = 40, MAX_PAGES = 256, MAX_READ = MAX_PAGES * 4096, MAX_WORKERS = 64 };
+enum { OUR_MINOR = 40, MAX_PAGES = 256, MAX_READ = MAX_PAGES * 4096, MAX_WORKERS = 64, ALIGN = 4096 };
 /* protocol 7.40 (kernel 6.9), newer than the headers here: the kernel re-queues the requests a dead
  * daemon had read but not answered when its successor sends FUSE_NOTIFY_RESEND */
 #ifndef FUSE_INIT_EXT
@@ -51,6 +54,11 @@ enum { OUR_MINOR = 40, MAX_PAGES = 256, MAX_READ = MAX_PAGES * 4096, MAX_WORKERS
 enum { REQ_READ = 1, REQ_OPEN = 2, REQ_OPEN_STATS = 3, REQ_EVENTS = 4, REQ_REFRESH = 5, REQ_READ_STATS = 6 };
 /** Events reported to JavaScript: a read served here, an image opened, an image released. */
 enum { EV_READ = 1, EV_OPEN = 2, EV_RELEASE = 3 };
+
+/* A pack's two descriptors: buffered (reads of pages already cached) and O_DIRECT (-1 where the filesystem refuses) */
+typedef struct {
+  int fd, dfd;
+} pack_fds_t;
 
 typedef struct image {
   uint64_t ino;
@@ -135,10 +143,10 @@ typedef struct session {
   pthread_rwlock_t map_lock;
   chunk_map_t map;
 
-  /* pack descriptors by id (0: not opened yet, -1: not there); closed only under pack_lock's write lock */
+  /* pack descriptors by id (fd 0: not opened yet, -1: not there); closed only under pack_lock's write lock */
   pthread_rwlock_t pack_lock;
   pthread_mutex_t pack_mu;
-  int *pack_fds;
+  pack_fds_t *pack_fds;
   size_t npacks;
 
   pthread_mutex_t mu; /* stats handles, events, handle counter */
@@ -265,34 +273,42 @@ static void map_remove(chunk_map_t *m, const uint8_t *k) {
 /* ---------- pack files ---------- */
 
 /**
- * The descriptor of pack `id`, opened on first use and kept; -1 when it cannot be opened (gone).
+ * The descriptors of pack `id`, opened on first use and kept; fd -1 when it cannot be opened (gone).
  * Called with pack_lock held for reading; descriptors are closed only under the write lock.
  */
-static int pack_fd(session_t *s, uint32_t id) {
+static pack_fds_t pack_fd(session_t *s, uint32_t id) {
+  pack_fds_t none = {-1, -1};
   pthread_mutex_lock(&s->pack_mu);
   if (id >= s->npacks) {
     size_t n = s->npacks ? s->npacks : 64;
     while (n <= id)
       n *= 2;
-    int *grown = realloc(s->pack_fds, n * sizeof *grown);
+    pack_fds_t *grown = realloc(s->pack_fds, n * sizeof *grown);
     if (!grown) {
       pthread_mutex_unlock(&s->pack_mu);
-      return -1;
+      return none;
     }
     memset(grown + s->npacks, 0, (n - s->npacks) * sizeof *grown);
     s->pack_fds = grown;
     s->npacks = n;
   }
-  int *slot = &s->pack_fds[id];
-  if (*slot == 0) {
+  pack_fds_t *slot = &s->pack_fds[id];
+  if (slot->fd == 0) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%u.pack", s->pack_dir, id);
     /* -1 is kept too: a pack that is not there now is not tried again until JavaScript says so */
-    *slot = open(path, O_RDONLY | O_CLOEXEC);
+    slot->fd = open(path, O_RDONLY | O_CLOEXEC);
+    slot->dfd = slot->fd < 0 ? -1 : open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
   }
-  int fd = *slot;
+  pack_fds_t fds = *slot;
   pthread_mutex_unlock(&s->pack_mu);
-  return fd;
+  return fds;
+}
+
+static void close_pack(pack_fds_t *p) {
+  if (p->fd > 0) close(p->fd);
+  if (p->dfd > 0) close(p->dfd);
+  p->fd = p->dfd = 0;
 }
 
 /* ---------- replies ---------- */
@@ -304,6 +320,14 @@ static int reply(session_t *s, uint64_t unique, int err, const void *a, size_t a
   if (alen == 0 && blen > 0) iov[1] = iov[2];
   ssize_t w = writev(s->fd, iov, n);
   /* ENOENT: the request was interrupted and is gone; anything else: the connection is */
+  return w < 0 ? -errno : 0;
+}
+
+/** A reply of iov[1..n), iov[0] left for the header. */
+static int reply_iov(session_t *s, uint64_t unique, struct iovec *iov, int n, size_t len) {
+  struct fuse_out_header h = {.len = (uint32_t)(sizeof h + len), .error = 0, .unique = unique};
+  iov[0] = (struct iovec){&h, sizeof h};
+  ssize_t w = writev(s->fd, iov, n);
   return w < 0 ? -errno : 0;
 }
 
@@ -665,17 +689,26 @@ static size_t find_entry(const image_t *im, uint64_t pos) {
   return lo;
 }
 
-/** A worker's buffer for a chunk read only in part (the whole chunk is hashed); NULL without memory. */
-static __thread uint8_t *tl_chunk;
-static __thread size_t tl_chunk_cap;
-static uint8_t *chunk_buffer(size_t len) {
-  if (len > tl_chunk_cap) {
-    uint8_t *b = realloc(tl_chunk, len);
-    if (!b) return NULL;
-    tl_chunk = b;
-    tl_chunk_cap = len;
+/** A worker's buffer for the records a read needs, 4 KiB-aligned (direct reads want it); NULL without memory. */
+static __thread uint8_t *tl_rec;
+static __thread size_t tl_rec_cap;
+static uint8_t *record_buffer(size_t len) {
+  if (len > tl_rec_cap) {
+    void *b = NULL;
+    if (posix_memalign(&b, ALIGN, len) != 0) return NULL;
+    free(tl_rec);
+    tl_rec = b;
+    tl_rec_cap = len;
   }
-  return tl_chunk;
+  return tl_rec;
+}
+
+/* What a reply points at for the zero extents of an image: never-written anonymous pages, all zero */
+static const uint8_t *zeros;
+static pthread_once_t zeros_once = PTHREAD_ONCE_INIT;
+static void map_zeros(void) {
+  void *z = mmap(NULL, MAX_READ, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  zeros = z == MAP_FAILED ? NULL : z;
 }
 
 static int chunk_known(session_t *s, const uint8_t *hash, chunk_loc_t *loc) {
@@ -691,11 +724,14 @@ typedef struct {
   uint64_t a, b, start;
   size_t len;
   chunk_loc_t loc;
-  uint8_t *into; /* where the whole chunk is read: the reply itself, or a buffer when only part is asked */
-  int whole;     /* into is the reply */
+  uint8_t *rec; /* the record read: its header, then the chunk's bytes (in the worker's record buffer) */
 } piece_t;
 
-enum { RECORD_HEADER = 40, MAX_PIECES = 512 };
+/* A pack record (src/cache/chunk-store.ts): a 40-byte header, then the chunk's bytes. The header:
+ * magic "VMC2", length u32, CRC32C of the bytes u32, the hash's first 28 bytes (little-endian). The
+ * first format's records ("VMC1", length, the whole hash) have no CRC: they are hashed. */
+enum { RECORD_HEADER = 40, MAX_PIECES = 512, MAX_REPLY_IOV = 1000 };
+static const uint32_t RECORD_MAGIC = 0x32434d56, RECORD_MAGIC_V1 = 0x31434d56;
 
 static void hash_of(const uint8_t *p, size_t n, uint8_t out[BLAKE3_OUT_LEN]) {
   blake3_hasher h;
@@ -704,83 +740,161 @@ static void hash_of(const uint8_t *p, size_t n, uint8_t out[BLAKE3_OUT_LEN]) {
   blake3_hasher_finalize(&h, out, BLAKE3_OUT_LEN);
 }
 
-/** Reads the pieces [from, to), adjacent records of one pack, with one preadv (the record headers between them into a
- * scratch iovec). */
-static int read_run(session_t *s, piece_t *p, size_t from, size_t to) {
-  static uint8_t junk[RECORD_HEADER];
-  struct iovec iov[2 * MAX_PIECES];
-  int n = 0;
-  size_t total = 0;
-  for (size_t k = from; k < to; k++) {
-    if (k > from) iov[n++] = (struct iovec){junk, RECORD_HEADER};
-    iov[n++] = (struct iovec){p[k].into, p[k].len};
-    total += p[k].len + (k > from ? RECORD_HEADER : 0);
-  }
-  pthread_rwlock_rdlock(&s->pack_lock);
-  int fd = pack_fd(s, p[from].loc.pack);
-  ssize_t got = -1;
-  if (fd >= 0) {
-    do
-      got = preadv(fd, iov, n, (off_t)p[from].loc.off);
-    while (got < 0 && errno == EINTR);
-  }
-  pthread_rwlock_unlock(&s->pack_lock);
-  /* a short read: the pack ends early (cut back, or not what the store said); the agent sorts it out */
-  if (got != (ssize_t)total) return -1;
-  return 0;
+static uint64_t align_down(uint64_t v) {
+  return v & ~(uint64_t)(ALIGN - 1);
+}
+static uint64_t align_up(uint64_t v) {
+  return align_down(v + ALIGN - 1);
+}
+
+#ifndef __NR_cachestat
+#define __NR_cachestat 451
+#endif
+
+/** Whether the page cache holds every page of [start, end) of the file (cachestat(2), Linux 6.5; asks the disk
+ * nothing). 0 where the kernel cannot say. */
+static int all_cached(int fd, uint64_t start, uint64_t end) {
+  struct {
+    uint64_t off, len;
+  } range = {align_down(start), align_up(end) - align_down(start)};
+  struct {
+    uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+  } st;
+  if (syscall(__NR_cachestat, fd, &range, &st, 0) != 0) return 0;
+  return st.nr_cache * 4096 >= range.len;
 }
 
 /**
- * Fills dst with [pos, end) of the image from the chunk store's packs, every chunk hashed whole
- * before any of it is served: bytes that are not the chunk's (bit rot, or a place another process
- * has since evicted) never are. -1 when any chunk of it cannot be served here (not known,
- * unreadable, or wrong): the agent reads the whole request then.
+ * Reads the records of pieces [from, to), adjacent in one pack, into dst (aligned; room for the
+ * run's 4 KiB-aligned span) and points each piece at its record there. A span the page cache holds
+ * whole is copied from it (cachestat(2) tells, without reading ahead); otherwise it is read with
+ * O_DIRECT, straight from the disk into dst: the pack's pages would only double what the mount's
+ * own page cache keeps of the image, and cost a page cache insertion each. -1 when the pack ends
+ * early (cut back, or not what the store said): the agent sorts it out.
  */
-static int read_pieces(session_t *s, const image_t *im, size_t first, uint64_t pos, uint64_t end, uint8_t *dst) {
+static int read_run(session_t *s, piece_t *p, size_t from, size_t to, uint8_t *dst) {
+  if (p[from].loc.off < RECORD_HEADER) return -1;
+  uint64_t start = p[from].loc.off - RECORD_HEADER, end = p[to - 1].loc.off + p[to - 1].len;
+  uint64_t astart = align_down(start);
+  pthread_rwlock_rdlock(&s->pack_lock);
+  pack_fds_t fds = pack_fd(s, p[from].loc.pack);
+  ssize_t got = -1;
+  uint8_t *at = dst + (start - astart);
+  if (fds.fd >= 0 && (fds.dfd < 0 || all_cached(fds.fd, start, end))) {
+    do
+      got = pread(fds.fd, at, (size_t)(end - start), (off_t)start);
+    while (got < 0 && errno == EINTR);
+  }
+  if (fds.fd >= 0) {
+    if (got != (ssize_t)(end - start) && fds.dfd >= 0) {
+      /* the disk, directly: the whole aligned span (the file may end inside its last block) */
+      size_t want = (size_t)(align_up(end) - astart);
+      do
+        got = pread(fds.dfd, dst, want, (off_t)astart);
+      while (got < 0 && errno == EINTR);
+      got = got >= (ssize_t)(end - astart) ? (ssize_t)(end - start) : -1;
+    }
+    if (got != (ssize_t)(end - start)) {
+      do /* no direct reads here (the filesystem refuses them): a plain read, through the page cache */
+        got = pread(fds.fd, at, (size_t)(end - start), (off_t)start);
+      while (got < 0 && errno == EINTR);
+    }
+  }
+  pthread_rwlock_unlock(&s->pack_lock);
+  if (got != (ssize_t)(end - start)) return -1;
+  for (size_t k = from; k < to; k++)
+    p[k].rec = at + (p[k].loc.off - RECORD_HEADER - start);
+  return 0;
+}
+
+static uint32_t le32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/** Whether a piece's record is its chunk: the header names it (length and hash), and the bytes' CRC32C (a first-format
+ * record: their BLAKE3) is the header's. */
+static int record_holds(const piece_t *q, const uint8_t *hash) {
+  const uint8_t *h = q->rec, *data = q->rec + RECORD_HEADER;
+  if (le32(h + 4) != q->len) return 0;
+  uint32_t magic = le32(h);
+  if (magic == RECORD_MAGIC) return memcmp(h + 12, hash, 28) == 0 && le32(h + 8) == vmifs_crc32c(data, q->len);
+  if (magic != RECORD_MAGIC_V1 || memcmp(h + 8, hash, 32) != 0) return 0;
+  uint8_t got[BLAKE3_OUT_LEN];
+  hash_of(data, q->len, got);
+  return memcmp(got, hash, sizeof got) == 0;
+}
+
+/**
+ * The reply to a read of [pos, end) of the image, from the chunk store's packs: out[0..*n) point
+ * at the bytes (the records read into the worker's buffer, and zeros), every chunk's record
+ * checked whole before any of it is served: bytes that are not the chunk's (bit rot, or a place
+ * another process has since evicted: a hole reads as zeros, and no header is zeros) never are.
+ * -1 when any chunk of it cannot be served here (not known, unreadable, or not borne out by its
+ * record): the agent reads the whole request then, and hashes what it must.
+ */
+static int read_pieces(session_t *s, const image_t *im, size_t first, uint64_t pos, uint64_t end, struct iovec *out,
+                       int *n) {
+  pthread_once(&zeros_once, map_zeros);
+  if (!zeros) return -1;
   piece_t p[MAX_PIECES];
-  size_t np = 0, partial = 0;
+  size_t np = 0;
   for (size_t i = first; i < im->count && im->offsets[i] < (double)end; i++) {
-    uint64_t start = (uint64_t)im->offsets[i], stop = (uint64_t)im->offsets[i + 1];
-    uint64_t a = start > pos ? start : pos, b = stop < end ? stop : end;
-    if (im->zero[i]) {
-      memset(dst + (a - pos), 0, (size_t)(b - a));
-      continue;
-    }
+    if (im->zero[i]) continue;
     if (np == MAX_PIECES) return -1;
+    uint64_t start = (uint64_t)im->offsets[i], stop = (uint64_t)im->offsets[i + 1];
     piece_t *q = &p[np++];
-    *q = (piece_t){.i = i, .a = a, .b = b, .start = start, .len = (size_t)(stop - start)};
+    *q = (piece_t){.i = i,
+                   .a = start > pos ? start : pos,
+                   .b = stop < end ? stop : end,
+                   .start = start,
+                   .len = (size_t)(stop - start)};
     if (!chunk_known(s, im->hashes + i * 32, &q->loc) || q->loc.len != q->len) return -1;
-    if (a != start || b != stop) partial += q->len;
   }
-  /* at most the first and the last chunk are asked for in part: one buffer holds both */
-  uint8_t *extra = partial ? chunk_buffer(partial) : NULL;
-  if (partial && !extra) return -1;
-  for (size_t k = 0; k < np; k++) {
-    p[k].whole = p[k].a == p[k].start && p[k].b == p[k].start + p[k].len;
-    if (p[k].whole) {
-      p[k].into = dst + (p[k].a - pos);
-    } else {
-      p[k].into = extra;
-      extra += p[k].len;
-    }
-  }
+  /* runs of records adjacent in one pack: one read each, into one buffer of their aligned spans */
+  size_t runs[MAX_PIECES + 1], nr = 0, need = 0;
   for (size_t k = 0; k < np;) {
     size_t j = k + 1;
     while (j < np && p[j].loc.pack == p[k].loc.pack && p[j].loc.off == p[j - 1].loc.off + p[j - 1].len + RECORD_HEADER)
       j++;
-    if (read_run(s, p, k, j) != 0) return -1;
+    runs[nr++] = k;
+    if (p[k].loc.off < RECORD_HEADER) return -1;
+    need += align_up(p[j - 1].loc.off + p[j - 1].len) - align_down(p[k].loc.off - RECORD_HEADER);
     k = j;
   }
-  uint8_t got[BLAKE3_OUT_LEN];
-  for (size_t k = 0; k < np; k++) {
-    hash_of(p[k].into, p[k].len, got);
-    if (memcmp(got, im->hashes + p[k].i * 32, sizeof got) != 0) return -1;
-    if (!p[k].whole) memcpy(dst + (p[k].a - pos), p[k].into + (p[k].a - p[k].start), (size_t)(p[k].b - p[k].a));
+  runs[nr] = np;
+  uint8_t *buf = np ? record_buffer(need) : NULL;
+  if (np && !buf) return -1;
+  for (size_t r = 0; r < nr; r++) {
+    piece_t *f = &p[runs[r]], *l = &p[runs[r + 1] - 1];
+    if (read_run(s, p, runs[r], runs[r + 1], buf) != 0) return -1;
+    buf += align_up(l->loc.off + l->len) - align_down(f->loc.off - RECORD_HEADER);
   }
+  for (size_t k = 0; k < np; k++)
+    if (!record_holds(&p[k], im->hashes + p[k].i * 32)) return -1;
+  /* the reply, in the image's order: zero extents (adjacent ones merged) and the pieces' bytes */
+  int m = 0;
+  size_t k = 0;
+  for (size_t i = first; i < im->count && im->offsets[i] < (double)end; i++) {
+    uint64_t start = (uint64_t)im->offsets[i], stop = (uint64_t)im->offsets[i + 1];
+    uint64_t a = start > pos ? start : pos, b = stop < end ? stop : end;
+    if (im->zero[i]) {
+      if (m > 0 && out[m - 1].iov_base == zeros) {
+        out[m - 1].iov_len += (size_t)(b - a);
+        continue;
+      }
+      if (m == MAX_REPLY_IOV) return -1;
+      out[m++] = (struct iovec){(void *)zeros, (size_t)(b - a)};
+      continue;
+    }
+    if (m == MAX_REPLY_IOV) return -1;
+    out[m++] = (struct iovec){p[k].rec + RECORD_HEADER + (a - start), (size_t)(b - a)};
+    k++;
+  }
+  *n = m;
   return 0;
 }
 
-static void do_read(session_t *s, struct fuse_in_header *in, const struct fuse_read_in *r, uint8_t *buf) {
+static void do_read(session_t *s, struct fuse_in_header *in, const struct fuse_read_in *r) {
   if (in->nodeid == INO_STATS) {
     read_stats(s, in, r);
     return;
@@ -806,7 +920,9 @@ static void do_read(session_t *s, struct fuse_in_header *in, const struct fuse_r
   uint32_t size = r->size < MAX_READ ? r->size : MAX_READ;
   uint64_t end = pos + size < im->size ? pos + size : im->size;
   size_t first = find_entry(im, pos);
-  int ok = read_pieces(s, im, first, pos, end, buf) == 0;
+  struct iovec iov[1 + MAX_REPLY_IOV];
+  int n = 0;
+  int ok = read_pieces(s, im, first, pos, end, iov + 1, &n) == 0;
   uint64_t ino = im->ino;
   pthread_rwlock_unlock(&s->lock);
   if (!ok) {
@@ -816,7 +932,7 @@ static void do_read(session_t *s, struct fuse_in_header *in, const struct fuse_r
   }
   /* the event is queued before the reply, so a reader that got its bytes finds the read counted */
   push_event(s, EV_READ, ino, r->fh, pos, (uint32_t)(end - pos), mono_us() - t0);
-  reply(s, in->unique, 0, buf, (size_t)(end - pos), NULL, 0);
+  reply_iov(s, in->unique, iov, 1 + n, (size_t)(end - pos));
 }
 
 /** Writes the mount's read-ahead to its bdi, if asked and INIT is done; called with mu held. */
@@ -886,7 +1002,7 @@ static void handle(session_t *s, uint8_t *req, size_t n, uint8_t *buf, int resub
     do_open(s, in, arg);
     break;
   case FUSE_READ:
-    do_read(s, in, arg, buf);
+    do_read(s, in, arg);
     break;
   case FUSE_RELEASE:
     do_release(s, in, arg);
@@ -976,9 +1092,9 @@ static void *worker(void *p) {
 out:
   free(req);
   free(buf);
-  free(tl_chunk);
-  tl_chunk = NULL;
-  tl_chunk_cap = 0;
+  free(tl_rec);
+  tl_rec = NULL;
+  tl_rec_cap = 0;
   return NULL;
 }
 
@@ -1161,7 +1277,7 @@ static void close_session(session_t *s) {
   s->fd = -1;
   pthread_rwlock_wrlock(&s->pack_lock);
   for (size_t i = 0; i < s->npacks; i++)
-    if (s->pack_fds[i] > 0) close(s->pack_fds[i]);
+    close_pack(&s->pack_fds[i]);
   free(s->pack_fds);
   s->pack_fds = NULL;
   s->npacks = 0;
@@ -1423,10 +1539,7 @@ static napi_value PacksChanged(napi_env env, napi_callback_info info) {
     napi_value v;
     uint32_t id;
     if (napi_get_element(env, argv[1], i, &v) != napi_ok || napi_get_value_uint32(env, v, &id) != napi_ok) continue;
-    if (id < s->npacks) {
-      if (s->pack_fds[id] > 0) close(s->pack_fds[id]);
-      s->pack_fds[id] = 0;
-    }
+    if (id < s->npacks) close_pack(&s->pack_fds[id]);
   }
   pthread_rwlock_unlock(&s->pack_lock);
   return NULL;

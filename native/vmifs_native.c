@@ -5,6 +5,7 @@
 // The gear loop is FastCDC with normalized chunking (Xia et al., 2016): below normalSize the
 // stricter mask maskS applies, above it the looser maskL; the first minSize bytes are skipped.
 #define _GNU_SOURCE
+#include "crc32c.h"
 #include "napi_check.h"
 #include <blake3.h>
 #include <errno.h>
@@ -183,6 +184,18 @@ static napi_value Blake3(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/** crc32c(buf) -> number: the checksum of a pack record's bytes (native/crc32c.h) */
+static napi_value Crc32c(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *data;
+  size_t len;
+  CHECK(napi_get_buffer_info(env, argv[0], &data, &len));
+  CHECK(napi_create_uint32(env, vmifs_crc32c(data, len), &out));
+  return out;
+}
+
 /**
  * punchHole(fd, offset, length): frees the file's blocks in the range (reads of it return zeros;
  * the size stays). Throws with the errno (EOPNOTSUPP where the filesystem cannot).
@@ -239,6 +252,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"setGear", NULL, SetGear, NULL, NULL, NULL, napi_default, NULL},
       {"zeroBlocks", NULL, ZeroBlocks, NULL, NULL, NULL, napi_default, NULL},
       {"blake3", NULL, Blake3, NULL, NULL, NULL, napi_default, NULL},
+      {"crc32c", NULL, Crc32c, NULL, NULL, NULL, napi_default, NULL},
       {"punchHole", NULL, PunchHole, NULL, NULL, NULL, napi_default, NULL},
       {"sdNotify", NULL, SdNotify, NULL, NULL, NULL, napi_default, NULL},
   };

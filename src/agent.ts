@@ -240,15 +240,9 @@ export class Agent extends Resource {
       d => this.prefetcher?.start(d)
     )
     this.reader.onAccess = (m, first, last) => {
-      const d = m.digest()
-      this.recorder?.access(d, first, last)
-      // each data entry's hash is computed once, for the hint order and the prefetch counts
-      for (let i = first; i <= last; i++) {
-        if (m.zero[i] === 1) continue
-        const h = m.hashHexAt(i)
-        this.recency.touch(d, h, m.lengthAt(i))
-        this.prefetcher?.demand(d, h)
-      }
+      this.recorder?.access(m.digest(), first, last)
+      this.recency.touch(m, first, last)
+      this.prefetcher?.demandRange(m, first, last)
     }
 
     const agentSock = path.join(config.dataDir, 'agent.sock')
@@ -378,7 +372,8 @@ export class Agent extends Resource {
       readaheadKb: config.mount.readaheadKb ?? (this.fleetMode ? 16 : undefined),
       packDir: dd.store.packDir,
       holderSocket: holderSocket(config.dataDir),
-      workers: Math.max(2, os.availableParallelism())
+      // the threads block on the disk (direct reads): more of them than cores keep requests in flight
+      workers: Math.max(4, 2 * os.availableParallelism())
     })
     if (held) {
       this.mount.adopt(held.fd, held.resend)

@@ -1,5 +1,5 @@
 // Content-addressed chunk cache, kept in append-only pack files.
-// Layout: packs/<id>.pack, each a run of records — a 40-byte header (magic, length, BLAKE3 hash)
+// Layout: packs/<id>.pack, each a run of records — a 40-byte header (magic, length, CRC32C, hash)
 // and the chunk's bytes — and one row per chunk in cache_entries saying where its bytes are.
 // Contract:
 // - Verified before readable: bytes are hashed (or were, by the caller) before they are written,
@@ -58,13 +58,65 @@ export interface ChunkEvents {
 /** The folder of the layout before pack files (a file per chunk): refused by open(), converted by fsck. */
 export const OLD_LAYOUT_DIR = 'chunks'
 
-/** A record's header: magic, length u32, hash[32]; the chunk's bytes follow. */
+/**
+ * A record's header (40 bytes, little-endian): magic, length u32, CRC32C of the bytes u32, the
+ * hash's first 28 bytes; the chunk's bytes follow. Reads check the CRC (the native threads on
+ * every read, at ~4x the speed of hashing again); fsck hashes.
+ */
 export const RECORD_HEADER = 40
-export const RECORD_MAGIC = 0x31434d56 // "VMC1", little-endian
+export const RECORD_MAGIC = 0x32434d56 // "VMC2"
+/** The first format's records (magic "VMC1", length, the whole hash, no CRC): still read, by hashing. */
+export const RECORD_MAGIC_V1 = 0x31434d56
+const HASH_IN_HEADER = 28
+
+/** Fills a record's header for the chunk `hash` (32 bytes) with bytes `data`. */
+export function writeRecordHeader(h: Buffer, hash: Buffer, data: Buffer): void {
+  h.writeUInt32LE(RECORD_MAGIC, 0)
+  h.writeUInt32LE(data.length, 4)
+  h.writeUInt32LE(native().crc32c(data), 8)
+  hash.copy(h, 12, 0, HASH_IN_HEADER)
+}
+
+/**
+ * Whether `data` under header `h` is chunk `hash`, checked by the record: its length and hash
+ * match, and the CRC (or, in a first-format record, the BLAKE3) of the bytes is the header's.
+ * False says nothing about the bytes alone (the header may be what is damaged): hash them.
+ */
+export function recordHolds(h: Buffer, hash: Buffer, data: Buffer): boolean {
+  if (h.length < RECORD_HEADER || h.readUInt32LE(4) !== data.length) return false
+  const magic = h.readUInt32LE(0)
+  if (magic === RECORD_MAGIC)
+    return h.compare(hash, 0, HASH_IN_HEADER, 12, 40) === 0 && h.readUInt32LE(8) === native().crc32c(data)
+  if (magic === RECORD_MAGIC_V1) return h.compare(hash, 0, 32, 8, 40) === 0 && blake3(data).equals(hash)
+  return false
+}
+
+/**
+ * The hash a record's header claims for `data` when the bytes bear it out (fsck adopting records
+ * nobody recorded: the bytes are hashed whole); undefined when it is not a sound record.
+ */
+export function recordedHash(h: Buffer, data: Buffer): Buffer | undefined {
+  if (h.readUInt32LE(4) !== data.length) return undefined
+  const magic = h.readUInt32LE(0)
+  if (magic !== RECORD_MAGIC && magic !== RECORD_MAGIC_V1) return undefined
+  const got = blake3(data)
+  return recordHolds(h, got, data) ? got : undefined
+}
 /** Chunks a write at most (two buffers each: header and bytes). */
 const APPEND_MAX = 1024
 /** A pack is sealed and a new one started once it reaches this size. */
 const PACK_MAX_BYTES = 1024 * 1024 * 1024
+
+/** Access-time records kept before they are flushed anyway. */
+const TOUCHED_MAX = 65536
+
+interface Touched {
+  hashes: Buffer
+  zero: Uint8Array | undefined
+  first: number
+  last: number
+  at: number
+}
 
 interface Writer {
   id: number
@@ -82,7 +134,8 @@ interface EntryRow {
 export class ChunkStore {
   readonly packDir: string
   private readonly listeners = new Set<ChunkEvents>()
-  private readonly atimes = new Map<string, number>()
+  /** Reads since the last flush of access times: runs of a manifest's entries, or single chunks (touch). */
+  private touched: Touched[] = []
   private size = 0
   private readonly q: Record<
     | 'has'
@@ -144,7 +197,7 @@ export class ChunkStore {
       lruAt: db.prepare('SELECT hash, size, atime FROM cache_entries WHERE pinned = 0 ORDER BY atime'),
       sum: db.prepare('SELECT coalesce(sum(size), 0) FROM cache_entries').pluck(),
       all: db.prepare('SELECT hash, size, pack, off FROM cache_entries'),
-      pin: db.prepare('UPDATE cache_entries SET pinned = 1 WHERE hash = ?'),
+      pin: db.prepare('UPDATE cache_entries SET pinned = 1 WHERE hash = ? AND pinned = 0'),
       newPack: db.prepare('INSERT INTO packs (writer) VALUES (?) RETURNING id').pluck(),
       packGrew: db.prepare('UPDATE packs SET size = max(size, ?), live = live + ? WHERE id = ?'),
       packShrank: db.prepare('UPDATE packs SET live = live - ? WHERE id = ? RETURNING live, writer'),
@@ -325,9 +378,7 @@ export class ChunkStore {
       let at = w.tail
       part.forEach((it, i) => {
         const h = headers.subarray(i * RECORD_HEADER, (i + 1) * RECORD_HEADER)
-        h.writeUInt32LE(RECORD_MAGIC, 0)
-        h.writeUInt32LE(it.data.length, 4)
-        it.hash.copy(h, 8)
+        writeRecordHeader(h, it.hash, it.data)
         bufs.push(h, it.data)
         locs.push({ pack: w.id, off: at + RECORD_HEADER, size: it.data.length })
         at += RECORD_HEADER + it.data.length
@@ -414,24 +465,34 @@ export class ChunkStore {
     })()
   }
 
-  /** Reads and verifies a chunk. Drops it from the cache if it is corrupt or gone. */
+  /**
+   * Reads and verifies a chunk: by its record's CRC, or by hashing it where the record's header
+   * does not bear it out. Drops it from the cache if it is corrupt or gone.
+   */
   async read(hashHex: string): Promise<Buffer> {
     const loc = this.locate(hashHex)
     if (!loc) throw VmifsError.chunkMissing(hashHex)
-    let data: Buffer | undefined
+    let rec: Buffer | undefined
     try {
-      data = this.readAt(loc)
+      rec =
+        loc.off >= RECORD_HEADER
+          ? this.readAt({ ...loc, off: loc.off - RECORD_HEADER, size: loc.size + RECORD_HEADER })
+          : undefined
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
     }
-    if (!data) {
+    if (!rec) {
       this.forget([hashHex])
       throw VmifsError.chunkMissing(hashHex)
     }
-    const got = blake3(data).toString('hex')
-    if (got !== hashHex) {
-      this.forget([hashHex])
-      throw VmifsError.hashMismatch(hashHex, got)
+    const key = Buffer.from(hashHex, 'hex')
+    const data = rec.subarray(RECORD_HEADER)
+    if (!recordHolds(rec.subarray(0, RECORD_HEADER), key, data)) {
+      const got = blake3(data).toString('hex')
+      if (got !== hashHex) {
+        this.forget([hashHex])
+        throw VmifsError.hashMismatch(hashHex, got)
+      }
     }
     this.touch(hashHex)
     this.emit('stored', [{ hash: hashHex, ...loc }])
@@ -452,19 +513,45 @@ export class ChunkStore {
     return fd
   }
 
+  /** The chunk was used now. */
   touch(hashHex: string): void {
-    this.atimes.set(hashHex, Date.now())
+    this.touchRun(Buffer.from(hashHex, 'hex'), undefined, 0, 0)
   }
 
-  /** Persists access times gathered since the last flush, in one transaction. */
+  /**
+   * Chunks first..last of `hashes` (a manifest's, 32 bytes each) were read now; entries where
+   * `zero` is 1 are not chunks. A read that continues the last one extends it: a stream of reads
+   * costs one record, and no hash is turned into a string.
+   */
+  touchRun(hashes: Buffer, zero: Uint8Array | undefined, first: number, last: number): void {
+    if (last < first) return
+    const at = Date.now()
+    const prev = this.touched[this.touched.length - 1]
+    if (prev && prev.hashes === hashes && first <= prev.last + 1 && last + 1 >= prev.first) {
+      prev.first = Math.min(prev.first, first)
+      prev.last = Math.max(prev.last, last)
+      prev.at = at
+      return
+    }
+    this.touched.push({ hashes, zero, first, last, at })
+    if (this.touched.length >= TOUCHED_MAX) this.flushAtimes()
+  }
+
+  /** Persists access times gathered since the last flush, in one transaction. Returns the rows written. */
   flushAtimes(): number {
-    if (this.atimes.size === 0) return 0
-    const batch = [...this.atimes]
-    this.atimes.clear()
+    if (this.touched.length === 0) return 0
+    const batch = this.touched
+    this.touched = []
+    let n = 0
     this.db.transaction(() => {
-      for (const [h, t] of batch) this.q.touch.run(t, Buffer.from(h, 'hex'))
+      for (const r of batch)
+        for (let i = r.first; i <= r.last; i++) {
+          if (r.zero?.[i] === 1) continue
+          this.q.touch.run(r.at, r.hashes.subarray(i * 32, i * 32 + 32))
+          n++
+        }
     })()
-    return batch.length
+    return n
   }
 
   /** Deletes chunks (collected, or found corrupt or missing by fsck): entries, then bytes. Returns the bytes. */
@@ -550,9 +637,7 @@ export class ChunkStore {
     const gone: string[] = []
     for (const r of rows) {
       bytes += r.size
-      const hex = r.hash.toString('hex')
-      this.atimes.delete(hex)
-      gone.push(hex)
+      gone.push(r.hash.toString('hex'))
     }
     this.size -= bytes
     this.emit('gone', gone)
@@ -652,14 +737,14 @@ export class ChunkStore {
   hasRoomWithout(bytes: number, since: number): boolean {
     let over = this.size + bytes - this.opts.capacityBytes
     if (over <= 0) return true
+    this.flushAtimes()
     const seen = new Set<string>()
-    const recent = (hex: string, atime: number): boolean => (this.atimes.get(hex) ?? atime) >= since
     for (const q of [this.q.lruUnrefAt, this.q.lruAt]) {
       for (const r of q.iterate() as IterableIterator<{ hash: Buffer; size: number; atime: number }>) {
         const hex = r.hash.toString('hex')
         if (seen.has(hex)) continue
         seen.add(hex)
-        if (recent(hex, r.atime)) return false
+        if (r.atime >= since) return false
         over -= r.size
         if (over <= 0) return true
       }

@@ -7,7 +7,15 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import type { DataDir } from '../datadir.js'
-import { OLD_LAYOUT_DIR, RECORD_HEADER, RECORD_MAGIC, type StoredChunk, tagAlive } from './chunk-store.js'
+import {
+  OLD_LAYOUT_DIR,
+  RECORD_HEADER,
+  type StoredChunk,
+  recordHolds,
+  recordedHash,
+  tagAlive,
+  writeRecordHeader
+} from './chunk-store.js'
 import { blake3, isHashHex } from '../util/hash.js'
 import { readExactlySync } from '../util/files.js'
 
@@ -17,6 +25,8 @@ export interface FsckReport {
   corrupt: string[]
   missing: string[]
   adopted: number
+  /** sound chunks whose record header was damaged, written again */
+  headersRepaired: number
   /** chunk files of the old layout moved into packs */
   converted: number
   strays: number
@@ -34,6 +44,7 @@ export function fsck(dd: DataDir, onProgress?: (done: number, total: number) => 
     corrupt: [],
     missing: [],
     adopted: 0,
+    headersRepaired: 0,
     converted: 0,
     strays: 0,
     incompleteImages: []
@@ -107,7 +118,7 @@ function checkPack(
   progress: () => void
 ): void {
   const file = dd.store.packPath(id)
-  const fd = fs.openSync(file, 'r')
+  const fd = fs.openSync(file, 'r+')
   try {
     const size = fs.fstatSync(fd).size
     const header = Buffer.alloc(RECORD_HEADER)
@@ -117,16 +128,27 @@ function checkPack(
       const next = known[k]
       if (next && next.off - RECORD_HEADER <= pos) {
         k++
-        const data = readExactlySync(fd, next.off, next.size)
+        const rec =
+          next.off >= RECORD_HEADER
+            ? readExactlySync(fd, next.off - RECORD_HEADER, next.size + RECORD_HEADER)
+            : undefined
         r.checked++
-        if (!data) {
+        if (!rec) {
           r.missing.push(next.hash)
           bad.push(next.hash)
         } else {
+          const data = rec.subarray(RECORD_HEADER)
+          const hash = Buffer.from(next.hash, 'hex')
           r.checkedBytes += data.length
-          if (blake3(data).toString('hex') !== next.hash) {
+          if (!blake3(data).equals(hash)) {
             r.corrupt.push(next.hash)
             bad.push(next.hash)
+          } else if (!recordHolds(rec.subarray(0, RECORD_HEADER), hash, data)) {
+            // the bytes are the chunk's, its header is not: reads would hash it every time
+            const h = Buffer.alloc(RECORD_HEADER)
+            writeRecordHeader(h, hash, data)
+            fs.writeSync(fd, h, 0, RECORD_HEADER, next.off - RECORD_HEADER)
+            r.headersRepaired++
           }
         }
         pos = Math.max(pos, next.off + next.size)
@@ -140,11 +162,11 @@ function checkPack(
       }
       const got = readExactlySync(fd, pos, RECORD_HEADER, header)
       const len = got ? header.readUInt32LE(4) : 0
-      if (got && header.readUInt32LE(0) === RECORD_MAGIC && len > 0 && len <= MAX_RECORD) {
+      if (got && len > 0 && len <= MAX_RECORD) {
         const end = pos + RECORD_HEADER + len
         const data = end <= limit ? readExactlySync(fd, pos + RECORD_HEADER, len) : undefined
-        const hash = header.subarray(8, 40).toString('hex')
-        if (data && blake3(data).toString('hex') === hash) {
+        const hash = data && recordedHash(header, data)?.toString('hex')
+        if (hash) {
           if (!dd.store.has(hash) && !found.has(hash))
             found.set(hash, { hash, pack: id, off: pos + RECORD_HEADER, size: len })
           pos = end

@@ -114,10 +114,10 @@ export class ImageReader {
   served(name: string, m: Manifest, pos: number, len: number, stream: object = m): number {
     const r = len === 0 ? undefined : this.begin(name, m, pos, len, stream)
     if (!r) return 0
-    for (let i = r.first; i < m.count && m.offsets[i]! < r.end; i++) {
+    let i = r.first
+    for (; i < m.count && m.offsets[i]! < r.end; i++)
       if (m.zero[i] === 1) this.stats.zeroBytes += Math.min(r.end, m.offsets[i + 1]!) - Math.max(pos, m.offsets[i]!)
-      else this.store.touch(m.hashHexAt(i))
-    }
+    this.store.touchRun(m.hashes, m.zero, r.first, i - 1)
     this.stats.hitOps++
     this.stats.hitBytes += r.len
     r.img.hitBytes += r.len

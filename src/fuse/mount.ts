@@ -74,8 +74,12 @@ const EVENT_SIZE = 40
 const STATS_MIN_SIZE = 64 * 1024
 /** How often the image list is compared with the catalog between lookups. */
 const IMAGES_POLL_MS = 250
-/** The kernel's read-ahead for the mount by default (KiB): one request of max_pages. */
-const DEFAULT_READAHEAD_KB = 1024
+/**
+ * The kernel's read-ahead for the mount by default (KiB): four requests of max_pages in flight.
+ * The native threads read packs from the disk directly (no read-ahead of their own), so the
+ * mount's read-ahead is what keeps a sequential reader's disk busy.
+ */
+const DEFAULT_READAHEAD_KB = 4096
 /**
  * Manifest entries located when an image is first opened: the first ones before the open is
  * answered (~25 ms: a reader's first requests find them), the rest a batch a turn.

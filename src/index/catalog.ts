@@ -62,8 +62,9 @@ export class Catalog {
         ON CONFLICT(hash) DO UPDATE SET refs = refs + 1, pins = pins + excluded.pins`),
       refDown: db.prepare('UPDATE chunks SET refs = refs - 1, pins = pins - ? WHERE hash = ? RETURNING refs, pins'),
       deleteChunk: db.prepare('DELETE FROM chunks WHERE hash = ?'),
-      unpinEntry: db.prepare('UPDATE cache_entries SET pinned = 0 WHERE hash = ?'),
-      pinEntry: db.prepare('UPDATE cache_entries SET pinned = 1 WHERE hash = ?'),
+      // only rows whose flag changes are written (an import's new chunks were recorded pinned)
+      unpinEntry: db.prepare('UPDATE cache_entries SET pinned = 0 WHERE hash = ? AND pinned = 1'),
+      pinEntry: db.prepare('UPDATE cache_entries SET pinned = 1 WHERE hash = ? AND pinned = 0'),
       setImagePinned: db.prepare('UPDATE images SET pinned = ? WHERE name = ?'),
       pinsBy: db.prepare('UPDATE chunks SET pins = pins + ? WHERE hash = ? RETURNING pins'),
       version: db.prepare('PRAGMA data_version').pluck()

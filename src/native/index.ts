@@ -19,6 +19,7 @@ export interface NativeAddon {
   setGear(table: Buffer): void
   zeroBlocks(buf: Buffer, blockSize: number): Uint8Array
   blake3(buf: Buffer): Buffer
+  crc32c(buf: Buffer): number
   /** frees the blocks of [offset, offset + length) of an open file (fallocate PUNCH_HOLE) */
   punchHole(fd: number, offset: number, length: number): void
   /** one datagram to the service manager's notification socket ("@name": abstract namespace) */

@@ -211,6 +211,13 @@ export class Prefetcher {
     return { queued, cached, unknown }
   }
 
+  /** A demand read reached entries first..last of the image (nothing to do without a session). */
+  demandRange(m: Manifest, first: number, last: number): void {
+    const digest = m.digest()
+    if (!this.states.has(digest)) return
+    for (let i = first; i <= last; i++) if (m.zero[i] === 0) this.demand(digest, m.hashHexAt(i))
+  }
+
   /** A demand read touched this chunk (counts prefetches that were used). */
   demand(digest: string, hash: string): void {
     const st = this.states.get(digest)

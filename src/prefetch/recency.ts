@@ -1,35 +1,49 @@
 // What the VMs on this host read of each image, most recent last: the source of a live-migration
-// hint (`vmifs hint export`). One entry per distinct chunk of an image (so bounded by its
-// manifest), moved to the end each time a read reaches the agent. Reads the kernel answers from
-// its page cache never reach the agent, so a chunk read often stays where its last uncached read
-// put it: the order is "last fetched into the page cache", which is what a migration target,
-// starting with a cold page cache, needs first.
+// hint (`vmifs hint export`). One stamp per entry of an image's manifest (so bounded by it), set
+// each time a read reaches the agent: a read costs a store per entry, and the order is built only
+// when a hint is asked for. Reads the kernel answers from its page cache never reach the agent,
+// so a chunk read often stays where its last uncached read put it: the order is "last fetched
+// into the page cache", which is what a migration target, starting with a cold page cache, needs
+// first.
+import type { Manifest } from '../manifests/manifest.js'
+
 export interface HintChunk {
   hash: string
   size: number
 }
 
 export class RecencyTracker {
-  private readonly images = new Map<string, Map<string, number>>()
+  private readonly images = new Map<string, { m: Manifest; stamps: Float64Array }>()
+  private clock = 0
 
-  /** A read of the image reached this chunk (a data entry) now. */
-  touch(digest: string, hash: string, size: number): void {
-    let order = this.images.get(digest)
-    if (!order) {
-      order = new Map()
-      this.images.set(digest, order)
+  /** A read of the image reached entries first..last now (in that order). */
+  touch(m: Manifest, first: number, last: number): void {
+    const d = m.digest()
+    let e = this.images.get(d)
+    if (!e) {
+      e = { m, stamps: new Float64Array(m.count) }
+      this.images.set(d, e)
     }
-    order.delete(hash) // re-inserting moves it to the end
-    order.set(hash, size)
+    for (let i = first; i <= last; i++) e.stamps[i] = ++this.clock
   }
 
-  /** The chunks of the image read on this host, most recent first, at most `max`. */
+  /** The distinct data chunks of the image read on this host, most recent first, at most `max`. */
   recent(digest: string, max = Infinity): HintChunk[] {
-    const order = this.images.get(digest)
-    if (!order) return []
+    const e = this.images.get(digest)
+    if (!e) return []
+    const { m, stamps } = e
+    const read: number[] = []
+    for (let i = 0; i < stamps.length; i++) if (stamps[i]! > 0 && m.zero[i] === 0) read.push(i)
+    read.sort((a, b) => stamps[b]! - stamps[a]!)
     const out: HintChunk[] = []
-    const all = [...order]
-    for (let k = all.length - 1; k >= 0 && out.length < max; k--) out.push({ hash: all[k]![0], size: all[k]![1] })
+    const seen = new Set<string>()
+    for (const i of read) {
+      if (out.length >= max) break
+      const hash = m.hashHexAt(i)
+      if (seen.has(hash)) continue
+      seen.add(hash)
+      out.push({ hash, size: m.lengthAt(i) })
+    }
     return out
   }
 

@@ -8,10 +8,20 @@ import { ManifestBuilder } from '../../src/manifests/manifest.js'
 import { importImage } from '../../src/manifests/import.js'
 import { blake3Hex } from '../../src/util/hash.js'
 import { MIGRATIONS, openDb } from '../../src/index/db.js'
-import { RECORD_HEADER, RECORD_MAGIC, processTag } from '../../src/cache/chunk-store.js'
+import {
+  RECORD_HEADER,
+  RECORD_MAGIC,
+  RECORD_MAGIC_V1,
+  processTag,
+  recordHolds,
+  writeRecordHeader
+} from '../../src/cache/chunk-store.js'
+import { native } from '../../src/native/index.js'
 import { listFiles, openDataDir, sleep, tmpDir } from '../helpers/tmp.js'
 import { randomBuffer } from '../helpers/random.js'
 import { allocated, chunkBytes, chunkFile, damageChunk, zeroAt } from '../helpers/chunks.js'
+
+const crc32c = (b: Buffer): number => native().crc32c(b)
 
 function errCode(err: unknown): string | undefined {
   return (err as { code?: string } | undefined)?.code
@@ -62,7 +72,8 @@ test('put appends verified bytes to a pack, after a header naming them', async t
   const header = fs.readFileSync(file).subarray(pos - RECORD_HEADER, pos)
   t.is(header.readUInt32LE(0), RECORD_MAGIC)
   t.is(header.readUInt32LE(4), 5000)
-  t.is(header.subarray(8).toString('hex'), hex)
+  t.is(header.readUInt32LE(8), crc32c(data))
+  t.is(header.subarray(12).toString('hex'), hex.slice(0, 56))
   t.is(dd.store.sizeBytes, 5000)
   t.true((await dd.store.read(hex)).equals(data))
   // a second put of the same chunk is not new and changes nothing
@@ -195,6 +206,27 @@ test('reading a corrupted chunk fails, drops it and frees its bytes', async t =>
   t.is(errCode(await t.throwsAsync(dd.store.read(b))), 'CHUNK_HASH_MISMATCH')
   t.false(dd.store.has(b))
   t.is(dd.store.sizeBytes, 0)
+})
+
+test('CRC32C is the Castagnoli CRC', t => {
+  t.is(crc32c(Buffer.from('123456789')), 0xe3069283)
+  t.is(crc32c(Buffer.alloc(0)), 0)
+  t.is(crc32c(Buffer.alloc(32)), 0x8a9136aa)
+  // the table path and the instruction agree on lengths that are not a multiple of 8
+  const b = randomBuffer(1000, 9)
+  t.not(crc32c(b.subarray(0, 999)), crc32c(b.subarray(1, 1000)))
+})
+
+test('a chunk whose record header is damaged is still read (its bytes hashed), one whose bytes are is not', async t => {
+  const dd = openDataDir(t)
+  const a = await putChunk(dd, 7, 3000)
+  const data = chunkBytes(dd, a)
+  damageChunk(dd, a, Buffer.from([0xff, 0xff, 0xff, 0xff]), -RECORD_HEADER + 8) // its CRC
+  t.true((await dd.store.read(a)).equals(data))
+  damageChunk(dd, a, Buffer.from([0, 0]), -RECORD_HEADER) // its magic
+  t.true((await dd.store.read(a)).equals(data))
+  damageChunk(dd, a, Buffer.from('x'), 10)
+  t.is(errCode(await t.throwsAsync(dd.store.read(a))), 'CHUNK_HASH_MISMATCH')
 })
 
 test('reading a chunk whose pack is gone fails with CHUNK_MISSING and forgets it', async t => {
@@ -409,22 +441,32 @@ test('fsck repairs the cache and reports incomplete images', async t => {
   const extraHex = blake3Hex(extra)
   const record = (hash: string, data: Buffer): Buffer => {
     const h = Buffer.alloc(RECORD_HEADER)
-    h.writeUInt32LE(RECORD_MAGIC, 0)
-    h.writeUInt32LE(data.length, 4)
-    Buffer.from(hash, 'hex').copy(h, 8)
+    writeRecordHeader(h, Buffer.from(hash, 'hex'), data)
     return Buffer.concat([h, data])
   }
   fs.appendFileSync(file, record(extraHex, extra))
+  // one of the first format (no CRC, the whole hash), as a data dir of the first pack layout has them
+  const old = randomBuffer(2000, 53)
+  const oldHex = blake3Hex(old)
+  const v1 = Buffer.alloc(RECORD_HEADER)
+  v1.writeUInt32LE(RECORD_MAGIC_V1, 0)
+  v1.writeUInt32LE(old.length, 4)
+  Buffer.from(oldHex, 'hex').copy(v1, 8)
+  fs.appendFileSync(file, Buffer.concat([v1, old]))
   const liar = blake3Hex(Buffer.from('liar'))
   fs.appendFileSync(file, record(liar, Buffer.from('not what the header says')))
+  // a sound chunk whose record header rotted (its CRC)
+  const rotted = ok[0]!
+  damageChunk(dd, rotted, Buffer.from([0xde, 0xad]), -RECORD_HEADER + 8)
   // strays in packs/
   fs.writeFileSync(path.join(dd.store.packDir, 'notes.txt'), 'stray')
 
   const r = fsck(dd)
   t.deepEqual(r.corrupt, [corrupt])
   t.deepEqual(r.missing, [vanished])
-  t.is(r.adopted, 2)
+  t.is(r.adopted, 3)
   t.is(r.strays, 1)
+  t.is(r.headersRepaired, 1)
   // every recorded entry but the one whose pack is gone and the forgotten one
   t.is(r.checked, hs.length + ok.length - 2)
   t.deepEqual(r.incompleteImages, [{ name: 'broken', missingChunks: 2 }])
@@ -437,12 +479,16 @@ test('fsck repairs the cache and reports incomplete images', async t => {
   t.true(dd.store.has(extraHex))
   t.is(pinnedFlag(dd, extraHex), 0)
   t.true((await dd.store.read(extraHex)).equals(extra))
+  t.true((await dd.store.read(oldHex)).equals(old))
+  const fixed = chunkFile(dd, rotted)
+  const h = fs.readFileSync(fixed.file).subarray(fixed.pos - RECORD_HEADER, fixed.pos)
+  t.true(recordHolds(h, Buffer.from(rotted, 'hex'), chunkBytes(dd, rotted)), 'its header written again')
   t.false(dd.store.has(liar))
   t.false(fs.existsSync(path.join(dd.store.packDir, 'notes.txt')))
-  t.is(dd.store.sizeBytes, before - 2 * 4096 + 3000)
+  t.is(dd.store.sizeBytes, before - 2 * 4096 + 3000 + 2000)
 
   // a second run finds nothing to repair
   const again = fsck(dd)
-  t.deepEqual([again.corrupt, again.missing, again.adopted, again.strays], [[], [], 0, 0])
+  t.deepEqual([again.corrupt, again.missing, again.adopted, again.strays, again.headersRepaired], [[], [], 0, 0, 0])
   t.deepEqual(again.incompleteImages, [{ name: 'broken', missingChunks: 2 }])
 })

@@ -1,5 +1,5 @@
-// The mount's native threads: reads of cached chunks are answered natively (each chunk hashed
-// before any of it is served), everything else goes to the agent, and nothing a reader gets
+// The mount's native threads: reads of cached chunks are answered natively (each chunk's record
+// checked before any of it is served), everything else goes to the agent, and nothing a reader gets
 // differs from the image.
 import test from 'ava'
 import fs from 'node:fs'
@@ -32,6 +32,18 @@ test.serial('byte-exact reads; reads of cached chunks past the page cache never 
   t.is(s2.cache.hitBytes - s1.cache.hitBytes, bytes.length)
   t.is(s2.images.disk!.readOps - s1.images.disk!.readOps, ops)
   t.is(s2.cache.missOps, 0)
+  // the packs' pages: none (read from the disk directly), then all (read from the page cache)
+  const packs = fs.readdirSync(path.join(f.data, 'packs')).map(p => path.join(f.data, 'packs', p))
+  for (const withPacks of [false, true]) {
+    for (const p of packs)
+      if (withPacks) fs.readFileSync(p)
+      else dropPages(p)
+    dropPages(file)
+    const before = readStats(f.mnt)
+    t.is(run('cmp', [img, file]).status, 0, withPacks ? 'packs in the page cache' : 'packs on the disk only')
+    const after = readStats(f.mnt)
+    t.is(after.read.nativeOps - before.read.nativeOps, after.read.ops - before.read.ops)
+  }
 })
 
 test.serial(
@@ -48,20 +60,29 @@ test.serial(
     const file = path.join(f.mnt, 'images/disk')
     t.is(run('cmp', [img, file]).status, 0)
     const digest = fs.readdirSync(path.join(f.mnt, 'by-digest'))[0]!
-    const chunk = nodeJson<{ file: string; pos: number; len: number }>(`
+    const [chunk, second] = nodeJson<Array<{ file: string; pos: number; len: number; start: number }>>(`
     import { DataDir } from ${JSON.stringify(path.resolve('dist/src/datadir.js'))}
     const dd = DataDir.open(${JSON.stringify(f.data)}, { capacityBytes: 1e12 })
     const m = dd.catalog.manifest(${JSON.stringify(digest)})
-    const loc = dd.store.locate(m.hashHexAt(0))
-    console.log(JSON.stringify({ file: dd.store.packPath(loc.pack), pos: loc.off, len: m.lengthAt(0) }))
-    dd.close()`)
+    const at = i => {
+      const loc = dd.store.locate(m.hashHexAt(i))
+      return { file: dd.store.packPath(loc.pack), pos: loc.off, len: m.lengthAt(i), start: m.offsets[i] }
+    }
+    console.log(JSON.stringify([at(0), at(m.count - 1)]))
+    dd.close()`) as [
+      { file: string; pos: number; len: number },
+      { file: string; pos: number; len: number; start: number }
+    ]
     // bit rot in the middle of the first chunk
     const fd = fs.openSync(chunk.file, 'r+')
     fs.writeSync(fd, Buffer.from('rot'), 0, 3, chunk.pos + 1000)
+    // and in the last chunk's record header (its hash), the chunk's bytes sound
+    fs.writeSync(fd, Buffer.from('rot'), 0, 3, second.pos - 40 + 12)
     fs.closeSync(fd)
     dropPages(file)
     const later = bytes.subarray(chunk.len + 8192, chunk.len + 8192 + 4096).toString('base64')
-    const r = nodeJson<{ first: string; later: boolean }>(`
+    const secondWant = bytes.subarray(second.start, second.start + second.len).toString('base64')
+    const r = nodeJson<{ first: string; later: boolean; second: boolean }>(`
     import fs from 'node:fs'
     const fd = fs.openSync(${JSON.stringify(file)}, 'r')
     const b = Buffer.alloc(4096)
@@ -69,9 +90,13 @@ test.serial(
     try { fs.readSync(fd, b, 0, 4096, 0) } catch (e) { first = e.code }
     fs.readSync(fd, b, 0, 4096, ${chunk.len + 8192})
     const want = Buffer.from(${JSON.stringify(later)}, 'base64')
-    console.log(JSON.stringify({ first, later: b.equals(want) }))`)
+    const s = Buffer.alloc(${second.len})
+    fs.readSync(fd, s, 0, s.length, ${second.start})
+    const second = s.equals(Buffer.from(${JSON.stringify(secondWant)}, 'base64'))
+    console.log(JSON.stringify({ first, later: b.equals(want), second }))`)
     t.is(r.first, 'EIO')
     t.true(r.later, 'the rest of the image still reads, natively')
+    t.true(r.second, 'a chunk whose record header is damaged is read by hashing it')
     t.is(readStats(f.mnt).cache.corruptChunks, 1)
     t.true(zeroAt(chunk.file, chunk.pos, chunk.len), 'the corrupt chunk was dropped, its bytes freed')
   }
