@@ -373,7 +373,7 @@ export class Agent extends Resource {
       packDir: dd.store.packDir,
       holderSocket: holderSocket(config.dataDir),
       // the threads block on the disk (direct reads): more of them than cores keep requests in flight
-      workers: Math.max(4, 2 * os.availableParallelism())
+      workers: Math.min(64, Math.max(16, 4 * os.availableParallelism()))
     })
     if (held) {
       this.mount.adopt(held.fd, held.resend)

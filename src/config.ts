@@ -49,7 +49,7 @@ export interface Config {
   chunking: Chunking
   /**
    * readaheadKb: the kernel's read-ahead for the mount; undefined: 16 in fleet mode (bytes read
-   * ahead past a small file are bytes fetched for nothing), the mount's default otherwise (4096)
+   * ahead past a small file are bytes fetched for nothing), the mount's default otherwise (8192)
    */
   mount: { allowOther: boolean; readTimeoutMs: number; readaheadKb?: number }
   memoryCacheBytes: number

@@ -75,11 +75,11 @@ const STATS_MIN_SIZE = 64 * 1024
 /** How often the image list is compared with the catalog between lookups. */
 const IMAGES_POLL_MS = 250
 /**
- * The kernel's read-ahead for the mount by default (KiB): four requests of max_pages in flight.
+ * The kernel's read-ahead for the mount by default (KiB): eight requests of max_pages in flight.
  * The native threads read packs from the disk directly (no read-ahead of their own), so the
  * mount's read-ahead is what keeps a sequential reader's disk busy.
  */
-const DEFAULT_READAHEAD_KB = 4096
+const DEFAULT_READAHEAD_KB = 8192
 /**
  * Manifest entries located when an image is first opened: the first ones before the open is
  * answered (~25 ms: a reader's first requests find them), the rest a batch a turn.
