@@ -1,5 +1,5 @@
 // Composition root of the agent. Opens, in order: the data dir; the metadata table and holder
-// directory; the fetcher (fleet mode); the read path; the local API; the peer server; the first
+// directory; the chunk source (memory, cache, fleet); the read path; the local API; the peer server; the first
 // publication of this host's facts and metadata sync; the mount. Closes in reverse.
 // Single-host mode (no --listen, --peer or origin): no server, no sync, a chunk that is not local
 // answers EIO.
@@ -26,7 +26,7 @@ import { FleetImages, type PublishedImage } from './index/fleet-images.js'
 import { HolderDirectory, ORIGIN_ID } from './holders/directory.js'
 import { Announcer } from './holders/announcer.js'
 import { ChunkPlaces } from './index/chunk-places.js'
-import { Fetcher } from './fetcher/fetcher.js'
+import { ChunkSource } from './fetcher/source.js'
 import { OriginClient } from './peer/origin-client.js'
 import { TraceRecorder, type SessionTrace } from './prefetch/trace-recorder.js'
 import { type ModelDonor, UsageModel } from './prefetch/usage-model.js'
@@ -80,7 +80,7 @@ export class Agent extends Resource {
   facts: FactStore | undefined
   private directory: HolderDirectory | undefined
   private announcer: Announcer | undefined
-  private fetcher: Fetcher | undefined
+  private source: ChunkSource | undefined
   private server: PeerServer | undefined
   private sync: FactSync | undefined
   private fleetImages: FleetImages | undefined
@@ -88,8 +88,6 @@ export class Agent extends Resource {
   endpoint: string | undefined
   private recorder: TraceRecorder | undefined
   private prefetcher: Prefetcher | undefined
-  private demandFetches = 0
-  private lastDemandEnd = 0
   replicator: Replicator | undefined
   replication: ReplicationManager | undefined
   private readonly recency = new RecencyTracker()
@@ -137,15 +135,29 @@ export class Agent extends Resource {
     const places = new ChunkPlaces(dd.catalog)
     this.directory = new HolderDirectory(this.facts, dd.catalog, config.hostId, fleet.links, fleet.origin, places)
     this.announcer = new Announcer(this.facts, dd.catalog, dd.store, log, undefined, places)
+    const demand = { alpha: config.fetch.alpha, hedge: config.fetch.hedge }
+    const background = { alpha: config.fetch.prefetchAlpha, hedge: false }
+    this.source = new ChunkSource(
+      dd.store,
+      this.stats,
+      log,
+      config.memoryCacheBytes,
+      this.fleetMode
+        ? {
+            directory: this.directory,
+            token: fleet.token,
+            sigma: config.fetch.sigma,
+            timeoutMs: config.fetch.timeoutMs,
+            deadlineMs: config.fetch.deadlineMs,
+            policies: { demand, ahead: demand, prefetch: background, replicate: background },
+            tls: fleet.tls?.ca !== undefined ? { ca: readPem(fleet.tls.ca) } : undefined,
+            onCached: hash => this.announcer?.cached(hash),
+            onDemand: () => this.prefetcher?.tune()
+          }
+        : undefined
+    )
+    const source = this.source
     if (this.fleetMode) {
-      this.fetcher = new Fetcher(dd.store, this.directory, this.stats, log, {
-        token: fleet.token,
-        sigma: config.fetch.sigma,
-        timeoutMs: config.fetch.timeoutMs,
-        deadlineMs: config.fetch.deadlineMs,
-        tls: fleet.tls?.ca !== undefined ? { ca: readPem(fleet.tls.ca) } : undefined,
-        onCached: hash => this.announcer?.cached(hash)
-      })
       this.fleetImages = new FleetImages(
         this.facts,
         dd.catalog,
@@ -161,15 +173,14 @@ export class Agent extends Resource {
         if (changed.some(f => f.key.startsWith('image/'))) void this.fleetImages?.reconcile()
       })
     }
-    const fetcher = this.fetcher
-    if (fetcher) {
+    if (this.fleetMode) {
       this.replicator = new Replicator({
         dd,
         self: config.hostId,
         directory: this.directory,
-        client: e => fetcher.client(e),
+        client: e => source.client(e),
         ensure: async (hash, size) => {
-          await fetcher.ensureCached({ hash, size }, { alpha: config.fetch.prefetchAlpha, hedge: false })
+          await source.ensure({ hash, size }, 'replicate')
         },
         stats: this.stats,
         log,
@@ -184,32 +195,9 @@ export class Agent extends Resource {
         }
       })
     }
-    const demandFetch =
-      fetcher &&
-      (async (hash: string, size: number): Promise<Buffer | undefined> => {
-        if (dd.store.has(hash)) return undefined
-        this.demandFetches++
-        if (this.demandFetches === 1) this.prefetcher?.tune()
-        // each chunk fetched for reads counts once: by the read-ahead or by the read that asked for
-        // it (a read joins a read-ahead's fetch in the reader; one that joins a prefetch under way
-        // counts: a late prefetch)
-        this.stats.demandFetchedChunks++
-        try {
-          return await fetcher.ensure({ hash, size }, { alpha: config.fetch.alpha, hedge: config.fetch.hedge })
-        } finally {
-          this.demandFetches--
-          this.lastDemandEnd = Date.now()
-        }
-      })
-    this.reader = new ImageReader(
-      dd.store,
-      this.stats,
-      config.memoryCacheBytes,
-      demandFetch,
-      config.fetch.missAheadKb * 1024
-    )
+    this.reader = new ImageReader(dd.store, source, this.stats, this.fleetMode, config.fetch.missAheadKb * 1024)
     this.refreshImages()
-    if (fetcher) {
+    if (this.fleetMode) {
       this.prefetcher = new Prefetcher({
         model: d => this.model(d),
         donors: d => this.modelDonors(d),
@@ -222,11 +210,11 @@ export class Agent extends Resource {
         manifest: d => dd.catalog.manifest(d),
         has: h => dd.store.has(h),
         fetch: async (hash, size) => {
-          await fetcher.ensure({ hash, size }, { alpha: config.fetch.prefetchAlpha, hedge: false })
+          await source.ensure({ hash, size }, 'prefetch')
         },
-        // a reader's next miss usually follows within a round trip or two: demand stays "active"
-        // for DEMAND_GRACE_MS after its last fetch, so the prefetch does not surge in between
-        demandActive: () => this.demandFetches > 0 || Date.now() - this.lastDemandEnd < DEMAND_GRACE_MS,
+        // demand stays "active" for DEMAND_GRACE_MS after its last fetch, so the prefetch does not
+        // surge between one miss of a reader and its next
+        demandActive: () => source.demandActive(DEMAND_GRACE_MS),
         room: (size, since) => dd.store.hasRoomWithout(size, since),
         stats: this.stats.prefetch
       })
@@ -342,7 +330,7 @@ export class Agent extends Resource {
     this.announcer.publishHoldings()
     this.announcer.publishStatus()
     if (this.fleetMode) {
-      const peers = fleet.peers.map(u => this.fetcher!.client(u))
+      const peers = fleet.peers.map(u => this.source!.client(u))
       this.sync = new FactSync(this.facts, () => peers, log, fleet.syncIntervalMs)
       this.sync.start()
       void this.fleetImages!.reconcile()
@@ -352,7 +340,7 @@ export class Agent extends Resource {
         self: config.hostId,
         directory: this.directory,
         replicator: this.replicator!,
-        client: e => this.fetcher!.client(e),
+        client: e => this.source!.client(e),
         links: fleet.links,
         origin: fleet.origin,
         log,
@@ -425,7 +413,7 @@ export class Agent extends Resource {
     await this.sync?.stop()
     await this.server?.close().catch(err => errors.push(err))
     this.announcer?.close()
-    await this.fetcher?.close()
+    await this.source?.close()
     await this.originList?.close()
     if (this.api) await this.api.close().catch(err => errors.push(err))
     if (this.dd) {
@@ -558,7 +546,7 @@ export class Agent extends Resource {
       const info = h === ORIGIN_ID ? undefined : dir.host(h)
       if (!info) continue
       try {
-        const b = await this.fetcher!.client(info.endpoint).manifest(
+        const b = await this.source!.client(info.endpoint).manifest(
           digest,
           AbortSignal.timeout(this.opts.config.fetch.timeoutMs)
         )
@@ -742,7 +730,7 @@ export class Agent extends Resource {
         hosts: this.directory!.hosts().map(h => h.hostId),
         cursors: this.facts!.cursors(),
         syncRounds: this.sync?.rounds ?? 0,
-        inFlight: this.fetcher?.inFlight ?? 0,
+        inFlight: this.source?.inFlight ?? 0,
         links: Object.fromEntries(
           this.directory!.allLinks().map(l => [
             l.hostId,

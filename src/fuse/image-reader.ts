@@ -1,12 +1,14 @@
 // Serves byte ranges of an image from its manifest: zero extents as zeros, data chunks from the
-// chunk cache (verified on every load from disk) through a small in-memory LRU of verified chunks,
-// so that the kernel's 128 KiB reads of one chunk load and hash it once.
+// chunk source (memory, the chunk store, the fleet: src/fetcher/source.ts), read-ahead for
+// streams and miss-ahead for reads that go to the network.
 // Contract: read() either fills the whole range with the image's bytes or rejects (with
-// CHUNK_MISSING when a chunk is not local, CHUNK_HASH_MISMATCH when it was corrupt and has been
-// dropped). It never returns wrong bytes. Concurrent loads of one chunk share one promise.
+// CHUNK_MISSING when a chunk is not local on a single host, CHUNK_HASH_MISMATCH when it was
+// corrupt and has been dropped, CHUNK_UNAVAILABLE when no holder gave it). It never returns
+// wrong bytes.
 import type { ChunkStore } from '../cache/chunk-store.js'
 import type { Manifest } from '../manifests/manifest.js'
 import type { Stats } from '../stats/stats.js'
+import type { ChunkSource } from '../fetcher/source.js'
 import { isVmifsError } from '../errors.js'
 
 const READ_AHEAD_AFTER = 2 * 1024 * 1024
@@ -22,23 +24,15 @@ const READ_AHEAD_SLACK = 256 * 1024 // the kernel's concurrent requests of one s
 export const MISS_AHEAD = 64 * 1024
 
 export class ImageReader {
-  private readonly mem = new Map<string, Buffer>() // insertion order = LRU order
-  private memBytes = 0
-  private readonly loading = new Map<string, Promise<Buffer>>()
-  private readonly aheadLoads = new Set<Promise<Buffer>>()
   /** per open file (or per image without one): where the last read ended, run length, fetched-ahead mark */
   private readonly streams = new WeakMap<object, { end: number; run: number; ahead: number }>()
 
-  /**
-   * `fetch` (fleet mode) brings a chunk the cache lacks into it, resolving with its verified bytes
-   * when it fetched them (else they are loaded from the cache), or rejects (CHUNK_UNAVAILABLE);
-   * without it a missing chunk fails the read with CHUNK_MISSING.
-   */
+  /** `fleet`: chunks the store lacks can be fetched (read-ahead and miss-ahead then run). */
   constructor(
     private readonly store: ChunkStore,
+    private readonly source: ChunkSource,
     private readonly stats: Stats,
-    private readonly memLimit = 64 * 1024 * 1024,
-    private readonly fetch?: (hash: string, size: number, readAhead: boolean) => Promise<Buffer | undefined>,
+    private readonly fleet: boolean,
     private readonly missAheadBytes = MISS_AHEAD
   ) {}
 
@@ -67,28 +61,19 @@ export class ImageReader {
       }
       const hex = m.hashHexAt(i)
       const start = m.offsets[i]!
-      const cached = this.mem.get(hex)
-      if (cached) {
-        this.mem.delete(hex)
-        this.mem.set(hex, cached)
-        this.stats.memHits++
-        cached.copy(dst, a - pos, a - start, b - start)
-        hitBytes += b - a
-        continue
-      }
-      const local = this.store.has(hex)
-      if (!local) {
+      if (this.source.holds(hex)) hitBytes += b - a
+      else {
         missed = true
         missBytes += b - a
-      } else hitBytes += b - a
+      }
       jobs.push(
-        this.load(hex, m.lengthAt(i), local).then(buf => {
+        this.source.get({ hash: hex, size: m.lengthAt(i) }, 'demand').then(buf => {
           buf.copy(dst, a - pos, a - start, b - start)
         })
       )
     }
     // a read that has to fetch takes the chunks right after it along, in the same batch request
-    if (missed && this.fetch && this.missAheadBytes > 0)
+    if (missed && this.fleet && this.missAheadBytes > 0)
       this.stats.missAheadChunks += this.fetchAhead(m, i, end + this.missAheadBytes)
     try {
       await Promise.all(jobs)
@@ -138,7 +123,7 @@ export class ImageReader {
     if (pos >= m.size) return undefined
     len = Math.min(len, m.size - pos)
     const end = pos + len
-    if (this.fetch) this.readAhead(m, stream, pos, end)
+    if (this.fleet) this.readAhead(m, stream, pos, end)
     const img = this.stats.image(name)
     img.readOps++
     const first = m.find(pos)
@@ -173,63 +158,18 @@ export class ImageReader {
 
   /**
    * Fetches, in the background, the data chunks from entry `from` up to offset `to` that are not
-   * in memory, loading or cached; returns how many. Chunks asked for in one tick travel as one
-   * batch request. Through load(): a read of one joins its fetch, and its bytes stay in memory.
+   * here or on their way; returns how many. Chunks asked for in one tick travel as one batch
+   * request. A read of one joins its flight (and raises it), and its bytes stay in memory.
    */
   private fetchAhead(m: Manifest, from: number, to: number): number {
     let n = 0
     for (let i = from; i < m.count && m.offsets[i]! < to; i++) {
       if (m.zero[i] === 1) continue
       const hex = m.hashHexAt(i)
-      if (this.mem.has(hex) || this.loading.has(hex) || this.store.has(hex)) continue
+      if (this.source.has(hex)) continue
       n++
-      this.load(hex, m.lengthAt(i), false, true).catch(() => {}) // a read of it will report any failure
+      this.source.get({ hash: hex, size: m.lengthAt(i) }, 'ahead').catch(() => {}) // a read of it reports any failure
     }
     return n
-  }
-
-  private load(hex: string, size: number, local: boolean, readAhead = false): Promise<Buffer> {
-    let p = this.loading.get(hex)
-    if (p) {
-      // a read that joins a read-ahead's fetch gets a fetch of its own if that one failed (the
-      // read-ahead may have given up on a slow link the read should still try)
-      if (!readAhead && this.aheadLoads.has(p))
-        return p.catch(async () => await this.load(hex, size, this.store.has(hex)))
-      return p
-    }
-    const fetched = local || !this.fetch ? Promise.resolve(undefined) : this.fetch(hex, size, readAhead)
-    p = fetched
-      .then(async got => got ?? (await this.store.read(hex)))
-      .then(buf => {
-        this.remember(hex, buf)
-        return buf
-      })
-      .finally(() => {
-        if (this.loading.get(hex) === p) this.loading.delete(hex)
-        this.aheadLoads.delete(p!)
-      })
-    this.loading.set(hex, p)
-    if (readAhead) this.aheadLoads.add(p)
-    return p
-  }
-
-  private remember(hex: string, buf: Buffer): void {
-    if (buf.length > this.memLimit) return
-    this.mem.set(hex, buf)
-    this.memBytes += buf.length
-    while (this.memBytes > this.memLimit) {
-      const [k, v] = this.mem.entries().next().value as [string, Buffer]
-      this.mem.delete(k)
-      this.memBytes -= v.length
-    }
-  }
-
-  /** Forget a chunk held in memory (it was dropped or evicted). */
-  forget(hex: string): void {
-    const v = this.mem.get(hex)
-    if (v) {
-      this.mem.delete(hex)
-      this.memBytes -= v.length
-    }
   }
 }

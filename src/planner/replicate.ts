@@ -9,7 +9,7 @@
 //
 // Contract: replicate() resolves with a report once every chunk of the image is in the local
 // cache, or rejects with CHUNK_UNAVAILABLE naming what no holder gave. A chunk a donor fails to
-// give (error, "not held", wrong bytes) is not fatal: it is fetched through the Fetcher, which
+// give (error, "not held", wrong bytes) is not fatal: it is fetched through the chunk source, which
 // tries every other holder in cost order. One replication per image runs at a time; a second
 // request for the same image joins the running one.
 import type { DataDir } from '../datadir.js'
@@ -103,7 +103,7 @@ export interface ReplicatorDeps {
   self: string
   directory: HolderDirectory
   client: (endpoint: string) => PeerClient
-  /** fetch one chunk from any holder (the Fetcher), for chunks a donor failed to give */
+  /** fetch one chunk from any holder (the chunk source), for chunks a donor failed to give */
   ensure: (hash: string, size: number) => Promise<void>
   stats: Stats
   log: Logger

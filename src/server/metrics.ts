@@ -60,6 +60,7 @@ export function createMetrics(src: MetricsSource): () => Promise<{ contentType: 
   )
   counter('vmifs_fetch_failures_total', 'Chunks no holder could provide before the deadline', () => s.fetchFailures)
   counter('vmifs_fetch_hedges_total', 'Hedged second requests', () => s.hedges)
+  counter('vmifs_fetch_raised_total', 'Fetches a request of higher priority joined', () => s.raisedFlights)
   counter('vmifs_served_bytes_total', 'Chunk bytes served to peers', () => s.served.bytes)
   gauge('vmifs_images', 'Images in the catalog', () => src.images())
   counter('vmifs_prefetch_issued_total', 'Chunks fetched by the prefetcher', () => s.prefetch.issued)

@@ -94,6 +94,8 @@ export class Stats {
   missAheadChunks = 0
   demandFetchedChunks = 0
   hedges = 0
+  /** flights a request of higher priority joined (a read joining a prefetch's fetch) */
+  raisedFlights = 0
   served = { chunks: 0, bytes: 0, manifests: 0, factPages: 0, compressedRawBytes: 0, compressedWireBytes: 0 }
   prefetch = newPrefetchStats()
 
@@ -209,6 +211,7 @@ export function snapshot(i: SnapshotInput): Record<string, unknown> {
       wireBytes: s.wireBytes(),
       failures: s.fetchFailures,
       hedges: s.hedges,
+      raised: s.raisedFlights,
       readAheadChunks: s.readAheadChunks,
       missAheadChunks: s.missAheadChunks,
       byHolder

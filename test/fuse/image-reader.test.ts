@@ -1,6 +1,6 @@
-// The image reader on real chunk stores: a "remote" data dir holds the image, the local one
-// starts empty, and fetch() moves verified bytes from one to the other, recording what was asked
-// for in each tick (what the holder batcher would send as one request).
+// The image reader on real chunk stores: a "remote" data dir holds the image behind a real peer
+// server, the local one starts empty, and the chunk source fetches from it; the server records
+// what each request asked for (the chunks asked for in one tick travel as one batch request).
 import test, { type ExecutionContext } from 'ava'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -8,9 +8,10 @@ import { ImageReader, MISS_AHEAD } from '../../src/fuse/image-reader.js'
 import { importImage } from '../../src/manifests/import.js'
 import type { Manifest } from '../../src/manifests/manifest.js'
 import type { DataDir } from '../../src/datadir.js'
-import { Stats } from '../../src/stats/stats.js'
+import type { Stats } from '../../src/stats/stats.js'
 import { openDataDir, tmpDir } from '../helpers/tmp.js'
 import { randomBuffer } from '../helpers/random.js'
+import { holderServer, sourceFor } from '../helpers/holders.js'
 
 const CHUNK = 4096
 
@@ -29,21 +30,20 @@ async function rig(
   const index = new Map<string, number>()
   for (let i = 0; i < m.count; i++) index.set(m.hashHexAt(i), i)
   const ticks: number[][] = []
-  let tick: number[] | undefined
-  const stats = new Stats()
-  const reader = new ImageReader(local.store, stats, 64 * 1024 * 1024, async hash => {
-    if (tick === undefined) {
-      tick = []
-      ticks.push(tick)
-      setImmediate(() => {
-        tick = undefined
-      })
+  let request: number[] = []
+  const url = await holderServer(
+    t,
+    async hash => {
+      request.push(index.get(hash)!)
+      return await remote.store.read(hash)
+    },
+    () => {
+      ticks.push(request)
+      request = []
     }
-    tick.push(index.get(hash)!)
-    const data = await remote.store.read(hash)
-    await local.store.put(hash, data, { verified: true })
-    return data
-  })
+  )
+  const { source, stats } = sourceFor(t, local, m, [{ id: 'r', url, price: 0 }])
+  const reader = new ImageReader(local.store, source, stats, true)
   return { reader, img, m, ticks, stats, local }
 }
 

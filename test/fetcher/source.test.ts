@@ -1,0 +1,107 @@
+// The chunk source on real holders (peer servers on loopback): one flight per chunk whoever asks,
+// and a read that joins a prefetch's slow fetch raises it: it hedges to the next holder.
+import test from 'ava'
+import fs from 'node:fs'
+import path from 'node:path'
+import { ChunkSource } from '../../src/fetcher/source.js'
+import { importImage } from '../../src/manifests/import.js'
+import { Stats } from '../../src/stats/stats.js'
+import { createLogger } from '../../src/util/log.js'
+import { openDataDir, tmpDir } from '../helpers/tmp.js'
+import { randomBuffer } from '../helpers/random.js'
+import { holderServer, sourceFor } from '../helpers/holders.js'
+
+const CHUNK = 4096
+
+async function image(t: Parameters<typeof openDataDir>[0]) {
+  const remote = openDataDir(t)
+  const img = randomBuffer(8 * CHUNK, 11)
+  const file = path.join(tmpDir(t), 'img.raw')
+  fs.writeFileSync(file, img)
+  const { manifest: m } = await importImage(remote, file, {
+    name: 'img',
+    chunking: { kind: 'fixed', chunkSize: CHUNK }
+  })
+  return { remote, img, m }
+}
+
+test('a read that joins a prefetch stuck on a slow holder raises the fetch: it hedges to the next holder', async t => {
+  const { remote, img, m } = await image(t)
+  // the cheapest holder answers only when let go (at the latest after 5 s, so that a source that
+  // does not hedge fails this test rather than hanging it)
+  let letGo: () => void = () => {}
+  const released = new Promise<void>(resolve => {
+    letGo = resolve
+    setTimeout(resolve, 5000).unref()
+  })
+  t.teardown(() => letGo())
+  const slowAsked: string[] = []
+  let asked: () => void = () => {}
+  const askedOnce = new Promise<void>(resolve => {
+    asked = resolve
+  })
+  const slow = await holderServer(t, async hash => {
+    slowAsked.push(hash)
+    asked()
+    await released
+    return await remote.store.read(hash)
+  })
+  const fast = await holderServer(t, async hash => await remote.store.read(hash))
+  const local = openDataDir(t)
+  const { source, stats } = sourceFor(t, local, m, [
+    { id: 'slow', url: slow, price: 0 },
+    { id: 'fast', url: fast, price: 1 }
+  ])
+  const want = { hash: m.hashHexAt(3), size: CHUNK }
+  const prefetch = source.ensure(want, 'prefetch')
+  await askedOnce
+  t.deepEqual(slowAsked, [want.hash], 'the prefetch asked the cheapest holder, which does not answer')
+  t.is(stats.hedges, 0, 'a prefetch does not hedge')
+  const got = await source.get(want, 'demand')
+  t.true(got.equals(img.subarray(3 * CHUNK, 4 * CHUNK)))
+  t.is(stats.raisedFlights, 1)
+  t.is(stats.hedges, 1)
+  t.is(stats.holder('fast').bytes, CHUNK, 'the bytes came from the next holder')
+  t.is(stats.demandFetchedChunks, 1, 'a read that joins a prefetch counts as fetched for reads')
+  await prefetch
+  t.true(local.store.has(want.hash), 'one flight: the prefetch is done too, the chunk cached once')
+  t.is(source.inFlight, 0)
+})
+
+test('one flight per chunk: concurrent reads and a prefetch of it ask a holder once', async t => {
+  const { remote, img, m } = await image(t)
+  const asked: string[] = []
+  const url = await holderServer(t, async hash => {
+    asked.push(hash)
+    return await remote.store.read(hash)
+  })
+  const local = openDataDir(t)
+  const { source, stats } = sourceFor(t, local, m, [{ id: 'r', url, price: 0 }])
+  const want = { hash: m.hashHexAt(5), size: CHUNK }
+  const [a, b] = await Promise.all([
+    source.get(want, 'demand'),
+    source.get(want, 'ahead'),
+    source.ensure(want, 'prefetch')
+  ])
+  t.true(a.equals(img.subarray(5 * CHUNK, 6 * CHUNK)))
+  t.true(a.equals(b))
+  t.deepEqual(asked, [want.hash])
+  t.is(stats.raisedFlights, 0, 'the read began the flight: nothing of higher priority joined it')
+  // now it is local: read from the store (then memory), never asked for again
+  await new Promise(resolve => setTimeout(resolve, 20))
+  t.true((await source.get(want, 'demand')).equals(a))
+  t.deepEqual(asked, [want.hash])
+})
+
+test('on a single host a chunk that is not local is CHUNK_MISSING; a local one is read and kept in memory', async t => {
+  const { remote, img, m } = await image(t)
+  const stats = new Stats()
+  const source = new ChunkSource(remote.store, stats, createLogger('test', 'silent'), 1 << 20)
+  t.true((await source.get({ hash: m.hashHexAt(0), size: CHUNK }, 'demand')).equals(img.subarray(0, CHUNK)))
+  t.true((await source.get({ hash: m.hashHexAt(0), size: CHUNK }, 'demand')).equals(img.subarray(0, CHUNK)))
+  t.is(stats.memHits, 1)
+  const missing = 'ab'.repeat(32)
+  const code = (err: unknown): unknown => (err as { code?: string }).code
+  t.is(code(await t.throwsAsync(source.get({ hash: missing, size: 10 }, 'demand'))), 'CHUNK_MISSING')
+  t.is(code(await t.throwsAsync(source.ensure({ hash: missing, size: 10 }, 'prefetch'))), 'CHUNK_MISSING')
+})
