@@ -59,7 +59,8 @@ export interface AgentOptions {
 const HANDOVER_TIMEOUT_MS = 30_000
 
 const FLUSH_MS = 5000
-const REFRESH_MS = 1000
+/** How often the catalog is looked at for images imported or removed (by this agent or a CLI command). */
+const CATALOG_POLL_MS = 250
 const ORIGIN_POLL_MS = 5000
 const IMAGE_STATS_TTL_MS = 5000
 const DEMAND_GRACE_MS = 500
@@ -182,6 +183,7 @@ export class Agent extends Resource {
         ensure: async (hash, size) => {
           await source.ensure({ hash, size }, 'replicate')
         },
+        expect: (wants, donor) => source.expect(wants, donor),
         stats: this.stats,
         log,
         links: fleet.links,
@@ -373,7 +375,7 @@ export class Agent extends Resource {
       await this.mount.mount()
     }
     this.timers.push(setInterval(() => this.flush(), FLUSH_MS))
-    this.timers.push(setInterval(() => this.refreshImages(), REFRESH_MS))
+    this.timers.push(setInterval(() => this.refreshImages(), CATALOG_POLL_MS))
     this.timers.push(
       setInterval(() => {
         try {
@@ -572,7 +574,8 @@ export class Agent extends Resource {
   }
 
   /** Reloads the image list when the catalog changed (e.g. `vmifs import` in another process). */
-  private refreshImages(): void {
+  /** Rebuilds the image maps when the catalog changed; tells the mount unless it is the one asking. */
+  private refreshImages(tellMount = true): void {
     const dd = this.dd
     if (!dd || this.closed) return
     const v = dd.catalog.dataVersion()
@@ -593,6 +596,7 @@ export class Agent extends Resource {
     this.directory?.invalidate()
     this.announcer?.publishHoldings()
     this.announcer?.publishImages()
+    if (tellMount) this.mount?.imagesChanged()
   }
 
   private view(): MountView {
@@ -600,7 +604,7 @@ export class Agent extends Resource {
     const reader = this.reader!
     return {
       images: () => {
-        this.refreshImages()
+        this.refreshImages(false)
         return this.imageMap
       },
       manifest: (d): Manifest => {

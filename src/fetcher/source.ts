@@ -12,6 +12,8 @@
 //   demand read that joins a prefetch's fetch from a slow holder hedges to the next one instead
 //   of waiting behind it. A flight that fails is tried again, once, by a joiner of higher
 //   priority than the flight began with.
+// - Chunks a replication brings in batches of its own are flights too (expect()): a read joins
+//   them, and hedges through the holders when the batch is slow.
 // - Remote fetches resolve their waiters with the verified bytes at once; the chunk reaches the
 //   store right after (putAsync, batched); close() waits for those writes.
 // - A holder that answers 404, fails, times out or sends bytes that do not hash to the name is
@@ -71,6 +73,11 @@ interface Flight {
   wake: () => void
 }
 
+/** Chunks on their way by other means (expect()): settle each with its verified bytes, stored, or null. */
+export interface Expected {
+  settle(hash: string, data: Buffer | null): void
+}
+
 export class ChunkSource {
   private readonly mem = new Map<string, Buffer>() // insertion order = LRU order
   private memBytes = 0
@@ -81,6 +88,8 @@ export class ChunkSource {
   private origin: OriginClient | undefined
   private closed = false
   private demandFetches = 0
+  /** expect()ed chunks not settled yet (close() gives up on them) */
+  private readonly unsettled = new Set<(data: Buffer | null) => void>()
   private lastDemandEnd = 0
 
   constructor(
@@ -140,9 +149,10 @@ export class ChunkSource {
         this.remember(want.hash, data)
         return data
       } catch (err) {
-        // a flight begun for less (a read-ahead, a prefetch) may have given up where this one
-        // should still try: once, on a flight of its own
+        // a flight begun for less (a read-ahead, a prefetch, a replication) may have given up
+        // where this one should still try: once, on a flight of its own
         if (f.began >= RANK[prio] || this.closed) throw err
+        if (this.flights.get(want.hash) === f) this.flights.delete(want.hash)
         const data = await this.flight(want, prio).bytes
         this.remember(want.hash, data)
         return data
@@ -192,6 +202,76 @@ export class ChunkSource {
     }
   }
 
+  /**
+   * Chunks a replication is bringing in a batch request of its own to `donor`: each becomes a
+   * flight of priority replicate that requests here join. One that is raised (a read needs it) is
+   * also fetched through the holders once the donor has taken longer than its hedge delay;
+   * whichever bytes come first serve the read. The caller settles every chunk once its batch is
+   * stored: with the bytes, or null when the donor did not give them (joiners of higher priority
+   * then fetch it on a flight of their own). Chunks already in flight or stored are left alone.
+   */
+  expect(wants: Want[], donor: string): Expected {
+    const settlers = new Map<string, (data: Buffer | null) => void>()
+    for (const want of wants) {
+      if (!this.remote || this.flights.has(want.hash) || this.store.has(want.hash)) continue
+      let byBatch = false
+      const f = this.begin(want, RANK.replicate, this.remote.policies.replicate)
+      let settled = false
+      let batchFailed = false
+      let hedged: Promise<Buffer> | undefined
+      let hedgeWake = (): void => {}
+      let timer: NodeJS.Timeout | undefined
+      let resolve: (data: Buffer) => void = () => {}
+      let reject: (err: unknown) => void = () => {}
+      f.bytes = new Promise<Buffer>((res, rej) => {
+        resolve = res
+        reject = rej
+      })
+      const finish = (data: Buffer | undefined, err?: unknown): void => {
+        if (settled) return
+        settled = true
+        if (timer) clearTimeout(timer)
+        if (data) resolve(data)
+        else reject(err)
+      }
+      f.wake = () => {
+        if (settled) return
+        if (hedged) return hedgeWake()
+        // raised: the donor gets its hedge delay, then the holders are asked too
+        timer ??= setTimeout(() => {
+          if (settled) return
+          hedged = this.fetchOne(want, f, w => {
+            hedgeWake = w
+          })
+          hedged.then(
+            data => finish(data),
+            err => {
+              if (batchFailed) finish(undefined, err)
+            }
+          )
+        }, this.remote!.directory.link(donor).hedgeDelayMs())
+      }
+      const settle = (data: Buffer | null): void => {
+        this.unsettled.delete(settle)
+        if (data) {
+          byBatch = !settled
+          finish(data)
+        } else {
+          batchFailed = true
+          if (!hedged)
+            finish(
+              undefined,
+              new VmifsError('CHUNK_UNAVAILABLE', `chunk ${want.hash}: ${donor} did not give it`, { hash: want.hash })
+            )
+        }
+      }
+      settlers.set(want.hash, settle)
+      this.unsettled.add(settle)
+      this.persist(want, f, () => byBatch)
+    }
+    return { settle: (hash, data) => settlers.get(hash)?.(data) }
+  }
+
   /** The chunk's flight: joined (and raised, if this priority is higher) or begun. */
   private flight(want: Want, prio: Priority): Flight {
     const rank = RANK[prio]
@@ -207,22 +287,39 @@ export class ChunkSource {
       return f
     }
     let wake = (): void => {}
-    const flight: Flight = {
-      bytes: undefined as unknown as Promise<Buffer>,
-      persisted: undefined as unknown as Promise<void>,
-      began: rank,
-      rank,
-      policy: { ...policy },
-      wake: () => wake()
-    }
+    const flight = this.begin(want, rank, policy)
+    flight.wake = () => wake()
     flight.bytes = this.fetchOne(want, flight, w => {
       wake = w
     })
-    // callers get the verified bytes at once; the flight stays open (later callers join it and
-    // get the same bytes) until the chunk is written and recorded in the store
+    this.persist(want, flight, () => false)
+    return flight
+  }
+
+  /** A new flight of the chunk, its bytes and persistence still to be set. */
+  private begin(want: Want, rank: number, policy: FetchPolicy): Flight {
+    const flight: Flight = {
+      bytes: Promise.resolve(Buffer.alloc(0)),
+      persisted: Promise.resolve(),
+      began: rank,
+      rank,
+      policy: { ...policy },
+      wake: () => {}
+    }
+    this.flights.set(want.hash, flight)
+    return flight
+  }
+
+  /**
+   * Callers get the verified bytes at once; the flight stays open (later callers join it and get
+   * the same bytes) until the chunk is written and recorded in the store (by the store here, or
+   * by whoever brought it, when `stored()` says so).
+   */
+  private persist(want: Want, flight: Flight, stored: () => boolean): void {
     flight.persisted = flight.bytes
       .then(
         async data => {
+          if (stored()) return
           try {
             await this.store.putAsync(want.hash, data, { verified: true })
             this.remote!.onCached?.(want.hash, data.length)
@@ -235,8 +332,6 @@ export class ChunkSource {
       .finally(() => {
         if (this.flights.get(want.hash) === flight) this.flights.delete(want.hash)
       })
-    this.flights.set(want.hash, flight)
-    return flight
   }
 
   private batcher(holder: string): HolderBatcher | undefined {
@@ -381,6 +476,7 @@ export class ChunkSource {
 
   async close(): Promise<void> {
     this.closed = true
+    for (const settle of [...this.unsettled]) settle(null)
     await Promise.allSettled([...this.flights.values()].map(f => f.persisted))
     await Promise.all([...this.clients.values()].map(c => c.destroy()))
     await this.origin?.close()

@@ -72,8 +72,6 @@ const EVENT_SIZE = 40
 
 /** .stats is padded to a fixed size (doubling if the JSON outgrows it): see padStats(). */
 const STATS_MIN_SIZE = 64 * 1024
-/** How often the image list is compared with the catalog between lookups. */
-const IMAGES_POLL_MS = 250
 /**
  * The kernel's read-ahead for the mount by default (KiB): eight requests of max_pages in flight.
  * The native threads read packs from the disk directly (no read-ahead of their own), so the
@@ -108,7 +106,6 @@ export class VmifsMount {
   private pendingChunks = new Map<string, StoredChunk | null>()
   private flushScheduled = false
   private unsubscribe: (() => void) | undefined
-  private poll: NodeJS.Timeout | undefined
   /** requests handed to this side and not answered yet */
   private answering = 0
 
@@ -183,8 +180,11 @@ export class VmifsMount {
       gone: hashes => this.queue(hashes.map(h => [h, null])),
       packsDeleted: ids => this.session && native().fusePacksChanged(this.session, ids)
     })
-    this.poll = setInterval(() => this.syncImages(), IMAGES_POLL_MS)
-    this.poll.unref()
+  }
+
+  /** The catalog changed (the agent watches it): the native side gets the new image list. */
+  imagesChanged(): void {
+    this.syncImages()
   }
 
   /**
@@ -193,7 +193,6 @@ export class VmifsMount {
    * descriptor. The mount, the connection and open files stay.
    */
   async detach(timeoutMs = 10_000): Promise<void> {
-    if (this.poll) clearInterval(this.poll)
     this.unsubscribe?.()
     const s = this.session
     if (!s) return
@@ -212,7 +211,6 @@ export class VmifsMount {
    * the holder go: there is no successor.
    */
   async unmount(): Promise<void> {
-    if (this.poll) clearInterval(this.poll)
     this.unsubscribe?.()
     const s = this.session
     if (!s) return

@@ -10,13 +10,16 @@
 // Contract: replicate() resolves with a report once every chunk of the image is in the local
 // cache, or rejects with CHUNK_UNAVAILABLE naming what no holder gave. A chunk a donor fails to
 // give (error, "not held", wrong bytes) is not fatal: it is fetched through the chunk source, which
-// tries every other holder in cost order. One replication per image runs at a time; a second
+// tries every other holder in cost order. The chunk source is told what each batch brings
+// (expect): a read of such a chunk on this host joins the batch instead of fetching it again,
+// and hedges through the holders if the batch is slow. One replication per image runs at a time; a second
 // request for the same image joins the running one.
 import type { DataDir } from '../datadir.js'
 import { VmifsError } from '../errors.js'
 import type { HolderDirectory } from '../holders/directory.js'
 import { ORIGIN_ID } from '../holders/directory.js'
 import type { PeerClient } from '../peer/client.js'
+import type { Expected } from '../fetcher/source.js'
 import { timedRequest } from '../fetcher/holder-batcher.js'
 import { MAX_BATCH, brotliQualityFor } from '../peer/wire.js'
 import type { Stats } from '../stats/stats.js'
@@ -105,6 +108,11 @@ export interface ReplicatorDeps {
   client: (endpoint: string) => PeerClient
   /** fetch one chunk from any holder (the chunk source), for chunks a donor failed to give */
   ensure: (hash: string, size: number) => Promise<void>
+  /**
+   * tell the chunk source what a batch request to a donor is bringing, so that a read of one of
+   * them joins it (src/fetcher/source.ts expect()); every chunk is settled once its batch is stored
+   */
+  expect?: (wants: Array<{ hash: string; size: number }>, donor: string) => Expected
   stats: Stats
   log: Logger
   links: Record<string, { price?: number; bandwidthBps?: number; rttMs?: number }>
@@ -236,57 +244,72 @@ export class Replicator {
           while (next < batches.length) {
             const batch = batches[next++]!
             r.requests++
-            let got: Array<Buffer | null>
-            let wire: number
-            try {
-              ;({ value: got, wire } = await timedRequest(
-                link,
-                hs,
-                async onBytes =>
-                  await client.chunks(batch, AbortSignal.timeout(Math.max(d.timeoutMs, 30_000)), onBytes, {
-                    compress: req.compress ?? true,
-                    quality
-                  })
-              ))
-            } catch (err) {
-              d.log.warn(
-                { donor: share.donor, chunks: batch.length, err: (err as Error).message },
-                'replicate: a batch failed; its chunks go to other holders'
-              )
-              leftovers.push(...batch)
-              r.failed += batch.length
-              continue
-            }
-            r.wireBytes += wire
-            const fresh: Array<{ hash: Buffer; data: Buffer }> = []
-            const held: Buffer[] = []
-            let stored = 0
-            batch.forEach((h, i) => {
-              const data = got[i]
-              if (!data || blake3(data).toString('hex') !== h) {
-                if (data)
-                  d.log.warn({ donor: share.donor, hash: h }, 'replicate: donor sent bytes that do not match the hash')
-                hs.errors++
-                leftovers.push(h)
-                r.failed++
-                return
-              }
-              if (d.dd.store.has(h)) held.push(Buffer.from(h, 'hex'))
-              else fresh.push({ hash: Buffer.from(h, 'hex'), data })
-              stored += data.length
-              r.chunks++
-              r.bytes += data.length
-            })
-            // one write and one transaction per batch; pinned
-            const locs = d.dd.store.append(fresh, { bulk: true })
-            d.dd.store.record(
-              fresh.map((f, i) => ({ hash: f.hash.toString('hex'), ...locs[i]! })),
-              pin
+            const expected = d.expect?.(
+              batch.map(h => ({ hash: h, size: sizes.get(h) ?? 0 })),
+              share.donor
             )
-            if (pin) d.dd.store.pinMany(held)
-            d.stats.fetchBytes += stored
-            r.seconds = (performance.now() - start) / 1000
+            const given = new Map<string, Buffer>()
+            try {
+              await fetchBatch(batch, given)
+            } finally {
+              for (const h of batch) expected?.settle(h, given.get(h) ?? null)
+            }
           }
+        }
+        const fetchBatch = async (batch: string[], given: Map<string, Buffer>): Promise<void> => {
+          let got: Array<Buffer | null>
+          let wire: number
+          try {
+            ;({ value: got, wire } = await timedRequest(
+              link,
+              hs,
+              async onBytes =>
+                await client.chunks(batch, AbortSignal.timeout(Math.max(d.timeoutMs, 30_000)), onBytes, {
+                  compress: req.compress ?? true,
+                  quality
+                })
+            ))
+          } catch (err) {
+            d.log.warn(
+              { donor: share.donor, chunks: batch.length, err: (err as Error).message },
+              'replicate: a batch failed; its chunks go to other holders'
+            )
+            leftovers.push(...batch)
+            r.failed += batch.length
+            return
+          }
+          r.wireBytes += wire
+          const fresh: Array<{ hash: Buffer; data: Buffer }> = []
+          const held: Buffer[] = []
+          const ok: Array<[string, Buffer]> = []
+          let stored = 0
+          batch.forEach((h, i) => {
+            const data = got[i]
+            if (!data || blake3(data).toString('hex') !== h) {
+              if (data)
+                d.log.warn({ donor: share.donor, hash: h }, 'replicate: donor sent bytes that do not match the hash')
+              hs.errors++
+              leftovers.push(h)
+              r.failed++
+              return
+            }
+            if (d.dd.store.has(h)) held.push(Buffer.from(h, 'hex'))
+            else fresh.push({ hash: Buffer.from(h, 'hex'), data })
+            ok.push([h, data])
+            stored += data.length
+            r.chunks++
+            r.bytes += data.length
+          })
+          // one write and one transaction per batch; pinned
+          const locs = d.dd.store.append(fresh, { bulk: true })
+          d.dd.store.record(
+            fresh.map((f, i) => ({ hash: f.hash.toString('hex'), ...locs[i]! })),
+            pin
+          )
+          if (pin) d.dd.store.pinMany(held)
+          for (const [h, data] of ok) given.set(h, data) // stored: reads that joined them get them now
+          d.stats.fetchBytes += stored
+          r.seconds = (performance.now() - start) / 1000
         }
         await Promise.all(Array.from({ length: Math.min(streams, batches.length) }, worker))
         hs.bytes += r.bytes

@@ -105,3 +105,42 @@ test('on a single host a chunk that is not local is CHUNK_MISSING; a local one i
   t.is(code(await t.throwsAsync(source.get({ hash: missing, size: 10 }, 'demand'))), 'CHUNK_MISSING')
   t.is(code(await t.throwsAsync(source.ensure({ hash: missing, size: 10 }, 'prefetch'))), 'CHUNK_MISSING')
 })
+
+test("a read of a chunk a replication's batch is bringing joins it; a slow batch hedges to the holders", async t => {
+  const { remote, img, m } = await image(t)
+  const asked: string[] = []
+  const url = await holderServer(t, async hash => {
+    asked.push(hash)
+    return await remote.store.read(hash)
+  })
+  const local = openDataDir(t)
+  const { source, stats } = sourceFor(t, local, m, [{ id: 'r', url, price: 0 }])
+  const bytesOf = (i: number): Buffer => img.subarray(i * CHUNK, (i + 1) * CHUNK)
+  const [w0, w1, w2] = [0, 1, 2].map(i => ({ hash: m.hashHexAt(i), size: CHUNK }))
+  const batch = source.expect([w0!, w1!, w2!], 'donor')
+
+  // chunk 0: the batch brings it first; the read that joined gets those bytes, no holder is asked
+  const read0 = source.get(w0!, 'demand')
+  await local.store.put(w0!.hash, bytesOf(0), { verified: true }) // as replication stores its batch
+  batch.settle(w0!.hash, bytesOf(0))
+  t.true((await read0).equals(bytesOf(0)))
+  t.deepEqual(asked, [])
+
+  // chunk 1: the batch is slow: after the donor's hedge delay the holders are asked too (the
+  // batch comes after 5 s at the latest, so that a source that does not hedge fails, not hangs)
+  const late = setTimeout(() => batch.settle(w1!.hash, bytesOf(1)), 5000)
+  t.true((await source.get(w1!, 'demand')).equals(bytesOf(1)))
+  clearTimeout(late)
+  t.deepEqual(asked, [w1!.hash])
+  t.is(stats.raisedFlights, 2)
+  batch.settle(w1!.hash, bytesOf(1)) // late: changes nothing
+  await new Promise(resolve => setTimeout(resolve, 20))
+  t.true(local.store.has(w1!.hash), 'what the hedge fetched is cached here')
+
+  // chunk 2: the donor did not give it and nobody joined: a read later fetches it itself
+  batch.settle(w2!.hash, null)
+  t.true((await source.get(w2!, 'demand')).equals(bytesOf(2)))
+  t.deepEqual(asked, [w1!.hash, w2!.hash])
+  await source.ensure(w2!, 'prefetch') // once it is cached
+  t.is(source.inFlight, 0)
+})
