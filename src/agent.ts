@@ -11,6 +11,7 @@ import type { Config } from './config.js'
 import { DataDir } from './datadir.js'
 import { ImageReader } from './fuse/image-reader.js'
 import { type ImageEntry, type MountView, VmifsMount } from './fuse/mount.js'
+import type { ImageIndex } from './index/catalog.js'
 import { mountsAt, prepareMountpoint } from './fuse/mountpoint.js'
 import { holderSocket, takeFromHolder } from './fuse/holder.js'
 import { LocalApi, agentCall, socketInUse } from './server/local-api.js'
@@ -28,8 +29,8 @@ import { Announcer } from './holders/announcer.js'
 import { ChunkPlaces } from './index/chunk-places.js'
 import { ChunkSource } from './fetcher/source.js'
 import { OriginClient } from './peer/origin-client.js'
-import { TraceRecorder, type SessionTrace } from './prefetch/trace-recorder.js'
-import { type ModelDonor, UsageModel } from './prefetch/usage-model.js'
+import { TraceRecorder } from './prefetch/trace-recorder.js'
+import { FleetModels } from './prefetch/fleet-models.js'
 import { Prefetcher } from './prefetch/prefetcher.js'
 import { RecencyTracker } from './prefetch/recency.js'
 import { CatalogClusters } from './planner/clusters.js'
@@ -73,9 +74,8 @@ export class Agent extends Resource {
   private api: LocalApi | undefined
   private mount: VmifsMount | undefined
   private timers: NodeJS.Timeout[] = []
-  private imageMap = new Map<string, ImageEntry>()
-  private digestMap = new Map<string, ImageEntry>()
-  private seenVersion = -1
+  /** the catalog's images as last seen (Catalog.images()) */
+  private index: ImageIndex | undefined
   private handingOver = false
   private imageStatsCache: { at: number; value: ReturnType<Agent['imageStats']> } | undefined
   facts: FactStore | undefined
@@ -93,7 +93,7 @@ export class Agent extends Resource {
   replication: ReplicationManager | undefined
   private readonly recency = new RecencyTracker()
   private readonly clusters = new CatalogClusters()
-  sessionsLearnt = 0
+  private models: FleetModels | undefined
 
   constructor(private readonly opts: AgentOptions) {
     super()
@@ -102,6 +102,11 @@ export class Agent extends Resource {
   get mountpoint(): string {
     return this.opts.mountpoint
   }
+  /** The images by name, as last seen. */
+  private get images(): ReadonlyMap<string, ImageEntry> {
+    return this.index?.byName ?? new Map()
+  }
+
   get fleetMode(): boolean {
     const f = this.opts.config.fleet
     return f.listen !== undefined || f.peers.length > 0 || f.origin !== undefined
@@ -132,6 +137,8 @@ export class Agent extends Resource {
     if (fixed > 0) log.info({ entries: fixed }, 'reconciled pin flags')
 
     this.facts = new FactStore(dd.db, config.hostId)
+    this.models = new FleetModels(this.facts, dd.catalog, log)
+    const models = this.models
     // one chunk index for both: who may hold a chunk, and which entries a cached chunk fills
     const places = new ChunkPlaces(dd.catalog)
     this.directory = new HolderDirectory(this.facts, dd.catalog, config.hostId, fleet.links, fleet.origin, places)
@@ -165,7 +172,6 @@ export class Agent extends Resource {
         (d, o) => this.fetchManifest(d, o),
         log,
         () => {
-          this.seenVersion = -1
           this.directory?.invalidate()
           this.announcer?.schedule()
         }
@@ -201,8 +207,8 @@ export class Agent extends Resource {
     this.refreshImages()
     if (this.fleetMode) {
       this.prefetcher = new Prefetcher({
-        model: d => this.model(d),
-        donors: d => this.modelDonors(d),
+        model: d => models.model(d),
+        donors: d => models.donors(d),
         inherited: (d, from, share) => {
           log.info(
             { digest: d, from, share: Math.round(share * 1000) / 1000 },
@@ -224,7 +230,7 @@ export class Agent extends Resource {
     this.recorder = new TraceRecorder(
       tr => {
         this.prefetcher?.end(tr.digest)
-        this.learn(tr)
+        models.learn(tr)
       },
       config.sessionIdleMs,
       d => this.prefetcher?.start(d)
@@ -290,9 +296,9 @@ export class Agent extends Resource {
               evictions: dd.counters.get('cache.evictions')
             }),
             links: () => this.directory!.allLinks(),
-            images: () => this.imageMap.size,
+            images: () => this.images.size,
             modelSessions: () =>
-              [...this.imageMap.values()].map(e => [e.name, Math.round(this.model(e.digest).n * 1000) / 1000]),
+              [...this.images.values()].map(e => [e.name, Math.round(models.model(e.digest).n * 1000) / 1000]),
             prefetchPending: () => this.prefetcher?.pending ?? 0,
             cursors: () => this.facts!.cursors()
           }),
@@ -390,7 +396,7 @@ export class Agent extends Resource {
       {
         mountpoint: this.opts.mountpoint,
         dataDir: config.dataDir,
-        images: this.imageMap.size,
+        images: this.images.size,
         endpoint: this.endpoint,
         peers: fleet.peers
       },
@@ -426,29 +432,12 @@ export class Agent extends Resource {
     if (errors.length > 0) throw errors[0]
   }
 
-  /**
-   * A read session ended: add it to this host's model of the image (its own `model/<digest>`
-   * fact, persisted with the table and shared with the fleet like any other fact).
-   */
-  private learn(tr: SessionTrace): void {
-    const facts = this.facts
-    const m = this.dd?.catalog.manifest(tr.digest)
-    if (!facts || !m) return
-    const firsts = new Map([...tr.firsts].filter(([i]) => m.zero[i] === 0))
-    if (firsts.size === 0) return
-    const model = UsageModel.fromJson(facts.get(facts.self, `model/${tr.digest}`)?.value) ?? new UsageModel()
-    model.addSession(firsts)
-    facts.publish(`model/${tr.digest}`, model.toJson())
-    this.sessionsLearnt++
-    this.opts.log.info({ digest: tr.digest, chunks: firsts.size, ms: tr.durationMs }, 'learnt a read session')
-  }
-
   /** The migration hint for an image: the chunks VMs on this host read, most recent first. */
   exportHint(name: string, max?: number): Hint {
     if (max !== undefined && (!Number.isInteger(max) || max <= 0))
       throw new VmifsError('USAGE', `max must be a positive integer, not ${String(max)}`)
     this.refreshImages()
-    const e = this.imageMap.get(name)
+    const e = this.images.get(name)
     if (!e) throw VmifsError.imageNotFound(name)
     return {
       format: 'vmifs-hint',
@@ -470,7 +459,7 @@ export class Agent extends Resource {
         'this agent runs alone (no --listen, --peer or origin): there is nothing to prefetch from'
       )
     this.refreshImages()
-    const e = this.digestMap.get(h.digest)
+    const e = this.index?.byDigest.get(h.digest)
     if (!e)
       throw new VmifsError(
         'IMAGE_NOT_FOUND',
@@ -492,26 +481,6 @@ export class Agent extends Resource {
       )
     this.refreshImages()
     return await this.replicator.replicate(req)
-  }
-
-  /** Every other image with a model whose manifest this host knows: candidates to inherit from. */
-  private modelDonors(digest: string): ModelDonor[] {
-    const digests = new Set((this.facts?.byPrefix('model/') ?? []).map(f => f.key.slice(6)))
-    digests.delete(digest)
-    const out: ModelDonor[] = []
-    for (const d of digests) {
-      const manifest = this.dd?.catalog.manifest(d)
-      if (manifest) out.push({ digest: d, manifest, model: this.model(d) })
-    }
-    return out
-  }
-
-  /** The fleet's usage model of an image: every host's model merged. */
-  model(digest: string): UsageModel {
-    const models = (this.facts?.byKey(`model/${digest}`) ?? [])
-      .map(f => UsageModel.fromJson(f.value))
-      .filter((x): x is UsageModel => x !== undefined)
-    return UsageModel.merge(models)
   }
 
   private pollOrigin(): void {
@@ -573,23 +542,16 @@ export class Agent extends Resource {
     }
   }
 
-  /** Reloads the image list when the catalog changed (e.g. `vmifs import` in another process). */
-  /** Rebuilds the image maps when the catalog changed; tells the mount unless it is the one asking. */
+  /**
+   * Acts on a change of the catalog's images (here, or `vmifs import` in another process); tells
+   * the mount unless it is the one asking.
+   */
   private refreshImages(tellMount = true): void {
     const dd = this.dd
     if (!dd || this.closed) return
-    const v = dd.catalog.dataVersion()
-    if (v === this.seenVersion) return
-    this.seenVersion = v
-    const byName = new Map<string, ImageEntry>()
-    const byDigest = new Map<string, ImageEntry>()
-    for (const r of dd.catalog.listImages()) {
-      const e = { name: r.name, digest: r.digest, size: r.size, createdAt: r.createdAt }
-      byName.set(r.name, e)
-      if (!byDigest.has(r.digest)) byDigest.set(r.digest, e)
-    }
-    this.imageMap = byName
-    this.digestMap = byDigest
+    const index = dd.catalog.images()
+    if (index === this.index) return
+    this.index = index
     dd.store.refreshSize()
     // imports and removals (here or by `vmifs import`/`rm`) reach the fleet's table; holdings
     // first, so a host that learns of an image has already learnt who holds its chunks
@@ -605,7 +567,7 @@ export class Agent extends Resource {
     return {
       images: () => {
         this.refreshImages(false)
-        return this.imageMap
+        return this.images
       },
       manifest: (d): Manifest => {
         const m = dd.catalog.manifest(d)
@@ -706,7 +668,7 @@ export class Agent extends Resource {
     if (
       !this.imageStatsCache ||
       now - this.imageStatsCache.at > IMAGE_STATS_TTL_MS ||
-      this.imageStatsCache.value.images.length !== this.imageMap.size
+      this.imageStatsCache.value.images.length !== this.images.size
     ) {
       this.imageStatsCache = { at: now, value: this.imageStats() }
     }
@@ -726,7 +688,8 @@ export class Agent extends Resource {
       prefetchPending: this.prefetcher?.pending
     })
     const imgs = snap.images as Record<string, Record<string, unknown>>
-    for (const v of Object.values(imgs)) v.modelSessions = Math.round(this.model(String(v.digest)).n * 1000) / 1000
+    for (const v of Object.values(imgs))
+      v.modelSessions = Math.round((this.models?.model(String(v.digest)).n ?? 0) * 1000) / 1000
     if (this.fleetMode || this.endpoint) {
       snap.fleet = {
         endpoint: this.endpoint ?? null,

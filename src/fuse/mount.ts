@@ -32,7 +32,7 @@ export interface ImageEntry {
 /** What the mount shows; owned by the agent. */
 export interface MountView {
   /** name -> image, current as of this call */
-  images(): Map<string, ImageEntry>
+  images(): ReadonlyMap<string, ImageEntry>
   manifest(digest: string): Manifest
   read(name: string, m: Manifest, dst: Buffer, pos: number, len: number, stream: object): Promise<number>
   statsJson(): Buffer
@@ -100,7 +100,7 @@ export class VmifsMount {
   private readonly byIno = new Map<bigint, ImageEntry>()
   private readonly manifests = new Map<string, Manifest>()
   private readonly opens = new Map<number, Open>()
-  private lastImages: Map<string, ImageEntry> | undefined
+  private lastImages: ReadonlyMap<string, ImageEntry> | undefined
   private statsSize = STATS_MIN_SIZE
   /** chunk hash -> where it is stored, or null: gone; the last word of this tick */
   private pendingChunks = new Map<string, StoredChunk | null>()

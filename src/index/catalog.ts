@@ -7,6 +7,13 @@ import { VmifsError } from '../errors.js'
 import { type Manifest, decode } from '../manifests/manifest.js'
 import type { Chunking } from '../manifests/chunking.js'
 
+/** The images at one moment (Catalog.images()). */
+export interface ImageIndex {
+  readonly key: string
+  readonly byName: ReadonlyMap<string, ImageRow>
+  readonly byDigest: ReadonlyMap<string, ImageRow>
+}
+
 export interface ImageRow {
   name: string
   digest: string
@@ -37,6 +44,9 @@ export function validateName(name: string): string {
 export class Catalog {
   private readonly q: Record<string, Statement>
   private readonly manifestCache = new Map<string, Manifest>()
+  /** changes to the images made through this connection (data_version counts only other connections') */
+  private writes = 0
+  private index: ImageIndex | undefined
 
   constructor(readonly db: Db) {
     this.q = {
@@ -89,6 +99,23 @@ export class Catalog {
 
   listImages(): ImageRow[] {
     return (this.q.images!.all() as RawImage[]).map(toRow)
+  }
+
+  /**
+   * The images by name, and by digest (its first name): the same object until the images change,
+   * here or in another process (`vmifs import` while the agent runs), so callers can tell.
+   */
+  images(): ImageIndex {
+    const key = `${this.dataVersion()} ${this.writes}`
+    if (this.index?.key === key) return this.index
+    const byName = new Map<string, ImageRow>()
+    const byDigest = new Map<string, ImageRow>()
+    for (const r of this.listImages()) {
+      byName.set(r.name, r)
+      if (!byDigest.has(r.digest)) byDigest.set(r.digest, r)
+    }
+    this.index = { key, byName, byDigest }
+    return this.index
   }
 
   manifest(digest: string): Manifest | undefined {
@@ -146,6 +173,7 @@ export class Catalog {
         collectable = collectable.filter(h => !distinct.has(h.toString('hex')))
       })
       .immediate()
+    this.writes++
     this.manifestCache.set(digest, m)
     return { collectable }
   }
@@ -172,6 +200,7 @@ export class Catalog {
         changed = true
       })
       .immediate()
+    if (changed) this.writes++
     return changed
   }
 
@@ -185,6 +214,7 @@ export class Catalog {
         out = this.removeInTx(name)
       })
       .immediate()
+    this.writes++
     return { collectable: out, image: image! }
   }
 

@@ -1,28 +1,26 @@
 // The chunk source on real holders (peer servers on loopback): one flight per chunk whoever asks,
 // and a read that joins a prefetch's slow fetch raises it: it hedges to the next holder.
-import test from 'ava'
-import fs from 'node:fs'
-import path from 'node:path'
+import test, { type ExecutionContext } from 'ava'
 import { ChunkSource } from '../../src/fetcher/source.js'
-import { importImage } from '../../src/manifests/import.js'
 import { Stats } from '../../src/stats/stats.js'
 import { createLogger } from '../../src/util/log.js'
-import { openDataDir, tmpDir } from '../helpers/tmp.js'
-import { randomBuffer } from '../helpers/random.js'
-import { holderServer, sourceFor } from '../helpers/holders.js'
+import { openDataDir } from '../helpers/tmp.js'
+import { holderServer, remoteImage, sourceFor } from '../helpers/holders.js'
 
 const CHUNK = 4096
 
-async function image(t: Parameters<typeof openDataDir>[0]) {
-  const remote = openDataDir(t)
-  const img = randomBuffer(8 * CHUNK, 11)
-  const file = path.join(tmpDir(t), 'img.raw')
-  fs.writeFileSync(file, img)
-  const { manifest: m } = await importImage(remote, file, {
-    name: 'img',
-    chunking: { kind: 'fixed', chunkSize: CHUNK }
+const image = async (t: ExecutionContext): ReturnType<typeof remoteImage> => await remoteImage(t, 8, CHUNK, 11)
+
+/** The image behind one holder that records what it is asked for; a chunk source fetching from it. */
+async function oneHolder(t: ExecutionContext) {
+  const { remote, img, m } = await image(t)
+  const asked: string[] = []
+  const url = await holderServer(t, async hash => {
+    asked.push(hash)
+    return await remote.store.read(hash)
   })
-  return { remote, img, m }
+  const local = openDataDir(t)
+  return { img, m, asked, local, ...sourceFor(t, local, m, [{ id: 'r', url, price: 0 }]) }
 }
 
 test('a read that joins a prefetch stuck on a slow holder raises the fetch: it hedges to the next holder', async t => {
@@ -69,14 +67,7 @@ test('a read that joins a prefetch stuck on a slow holder raises the fetch: it h
 })
 
 test('one flight per chunk: concurrent reads and a prefetch of it ask a holder once', async t => {
-  const { remote, img, m } = await image(t)
-  const asked: string[] = []
-  const url = await holderServer(t, async hash => {
-    asked.push(hash)
-    return await remote.store.read(hash)
-  })
-  const local = openDataDir(t)
-  const { source, stats } = sourceFor(t, local, m, [{ id: 'r', url, price: 0 }])
+  const { img, m, asked, source, stats } = await oneHolder(t)
   const want = { hash: m.hashHexAt(5), size: CHUNK }
   const [a, b] = await Promise.all([
     source.get(want, 'demand'),
@@ -107,14 +98,7 @@ test('on a single host a chunk that is not local is CHUNK_MISSING; a local one i
 })
 
 test("a read of a chunk a replication's batch is bringing joins it; a slow batch hedges to the holders", async t => {
-  const { remote, img, m } = await image(t)
-  const asked: string[] = []
-  const url = await holderServer(t, async hash => {
-    asked.push(hash)
-    return await remote.store.read(hash)
-  })
-  const local = openDataDir(t)
-  const { source, stats } = sourceFor(t, local, m, [{ id: 'r', url, price: 0 }])
+  const { img, m, asked, local, source, stats } = await oneHolder(t)
   const bytesOf = (i: number): Buffer => img.subarray(i * CHUNK, (i + 1) * CHUNK)
   const [w0, w1, w2] = [0, 1, 2].map(i => ({ hash: m.hashHexAt(i), size: CHUNK }))
   const batch = source.expect([w0!, w1!, w2!], 'donor')

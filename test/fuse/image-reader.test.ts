@@ -2,31 +2,20 @@
 // server, the local one starts empty, and the chunk source fetches from it; the server records
 // what each request asked for (the chunks asked for in one tick travel as one batch request).
 import test, { type ExecutionContext } from 'ava'
-import fs from 'node:fs'
-import path from 'node:path'
 import { ImageReader, MISS_AHEAD } from '../../src/fuse/image-reader.js'
-import { importImage } from '../../src/manifests/import.js'
 import type { Manifest } from '../../src/manifests/manifest.js'
 import type { DataDir } from '../../src/datadir.js'
 import type { Stats } from '../../src/stats/stats.js'
-import { openDataDir, tmpDir } from '../helpers/tmp.js'
-import { randomBuffer } from '../helpers/random.js'
-import { holderServer, sourceFor } from '../helpers/holders.js'
+import { openDataDir } from '../helpers/tmp.js'
+import { holderServer, remoteImage, sourceFor } from '../helpers/holders.js'
 
 const CHUNK = 4096
 
 async function rig(
   t: ExecutionContext
 ): Promise<{ reader: ImageReader; img: Buffer; m: Manifest; ticks: number[][]; stats: Stats; local: DataDir }> {
-  const remote = openDataDir(t)
+  const { remote, img, m } = await remoteImage(t, 64, CHUNK, 3)
   const local = openDataDir(t)
-  const img = randomBuffer(64 * CHUNK, 3)
-  const file = path.join(tmpDir(t), 'img.raw')
-  fs.writeFileSync(file, img)
-  const { manifest: m } = await importImage(remote, file, {
-    name: 'img',
-    chunking: { kind: 'fixed', chunkSize: CHUNK }
-  })
   const index = new Map<string, number>()
   for (let i = 0; i < m.count; i++) index.set(m.hashHexAt(i), i)
   const ticks: number[][] = []

@@ -2,16 +2,36 @@
 // requests from a function, and a chunk source on a local data dir whose metadata table says
 // they hold a manifest whole.
 import type { ExecutionContext } from 'ava'
+import fs from 'node:fs'
+import path from 'node:path'
 import type { DataDir } from '../../src/datadir.js'
 import { ChunkSource, type FetchPolicy } from '../../src/fetcher/source.js'
 import { HolderDirectory } from '../../src/holders/directory.js'
 import { FactStore } from '../../src/index/facts.js'
 import type { Manifest } from '../../src/manifests/manifest.js'
+import { importImage } from '../../src/manifests/import.js'
 import { PeerServer } from '../../src/server/peer-server.js'
 import { Stats } from '../../src/stats/stats.js'
 import { createLogger } from '../../src/util/log.js'
+import { openDataDir, tmpDir } from './tmp.js'
+import { randomBuffer } from './random.js'
 
 export const TOKEN = 'holders-test'
+
+/** A data dir holding an image of `chunks` random chunks of `chunkSize` (fixed chunking): what a holder serves. */
+export async function remoteImage(
+  t: ExecutionContext,
+  chunks: number,
+  chunkSize: number,
+  seed: number
+): Promise<{ remote: DataDir; img: Buffer; m: Manifest }> {
+  const remote = openDataDir(t)
+  const img = randomBuffer(chunks * chunkSize, seed)
+  const file = path.join(tmpDir(t), 'img.raw')
+  fs.writeFileSync(file, img)
+  const { manifest: m } = await importImage(remote, file, { name: 'img', chunking: { kind: 'fixed', chunkSize } })
+  return { remote, img, m }
+}
 
 /**
  * A peer server answering chunk requests with `read` (null: not held); its URL. `served` is told

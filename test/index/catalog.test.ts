@@ -211,3 +211,26 @@ test('setPinned pins an adopted image (its chunks and cache entries) and unpins 
   const err = t.throws<VmifsError>(() => cat.setPinned('nope', true))
   t.is(err.code, 'IMAGE_NOT_FOUND')
 })
+
+test('images() is the same object until the images change, here or through another connection', t => {
+  const { db, cat } = setup(t)
+  const first = cat.images()
+  t.is(cat.images(), first)
+  cat.addImage('a', manifest([1, 2]), { pinned: true, replace: false })
+  const second = cat.images()
+  t.not(second, first, 'a change through this connection')
+  t.deepEqual([...second.byName.keys()], ['a'])
+  t.is(second.byDigest.get(manifest([1, 2]).digest())?.name, 'a')
+  t.is(cat.images(), second)
+  // another process (a CLI command) on the same database file
+  const other = openDb(db.name)
+  t.teardown(() => {
+    other.close()
+  })
+  new Catalog(other).addImage('b', manifest([3]), { pinned: true, replace: false })
+  const third = cat.images()
+  t.not(third, second, 'a change through another connection')
+  t.deepEqual([...third.byName.keys()].sort(), ['a', 'b'])
+  cat.setPinned('b', false)
+  t.not(cat.images(), third, 'unpinning changes the rows')
+})

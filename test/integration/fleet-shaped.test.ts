@@ -15,7 +15,10 @@ test.serial(
   'over shaped links the faster holder is chosen and the measured throughput converges to the link rate',
   async t => {
     const net = withFleetNet(t, { hosts: ['a', 'b', 'c'] })
-    const rate = { a: 16, b: 160 } // Mbit/s
+    // Mbit/s. The measure can only find the link's rate where the link is what limits the
+    // transfer: on two cores under the full suite's load, C's reads through FUSE (and B's
+    // answers) kept a 160 Mbit/s link busy at 94–150 Mbit/s, so the fast link is 64 Mbit/s
+    const rate = { a: 8, b: 64 }
     net.shapeLink('a', rate.a)
     net.shapeLink('b', rate.b)
     const dir = tmpdir('vmifs-shaped-')
