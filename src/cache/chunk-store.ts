@@ -100,6 +100,9 @@ export function recordedHash(h: Buffer, data: Buffer): Buffer | undefined {
   const magic = h.readUInt32LE(0)
   if (magic !== RECORD_MAGIC && magic !== RECORD_MAGIC_V1) return undefined
   const got = blake3(data)
+  // a first-format record names its whole hash: the bytes are hashed once, here
+  if (magic === RECORD_MAGIC_V1)
+    return h.length >= RECORD_HEADER && h.compare(got, 0, 32, 8, 40) === 0 ? got : undefined
   return recordHolds(h, got, data) ? got : undefined
 }
 /** Chunks a write at most (two buffers each: header and bytes). */
