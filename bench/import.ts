@@ -3,6 +3,7 @@
 // and (ii) a full importImage into a fresh data dir (chunks appended to a pack, synced, SQLite).
 // Inputs: a generated file of random bytes (every chunk is new data) and, if present, the nginx
 // image of the Debian family. Files are read once first, so every run is warm.
+// Compute and import runs alternate; "CPU vs compute" is the ratio of their median CPU seconds.
 // Usage: npm run bench -- import [--size-mib N] [--runs N] [--json FILE]
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
@@ -169,6 +170,27 @@ export async function timeImport(file: string, chunking: Chunking, tmp: string):
   }
 }
 
+function summarize(input: string, bytes: number, tool: string, all: Timing[]): Result {
+  const med = [...all].sort((a, b) => a.wall - b.wall)[Math.floor((all.length - 1) / 2)]!
+  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!
+  console.error(
+    `import: ${input}: ${tool}: ${all.map(t => `${t.wall.toFixed(2)} s (${t.cpu.toFixed(2)} CPU s)`).join(', ')}`
+  )
+  return {
+    input,
+    bytes,
+    tool,
+    runs: all,
+    wall: med.wall,
+    // CPU and wall are medians of their own: on a noisy machine the run of median wall time is not
+    // the one of median CPU time
+    cpu: median(all.map(t => t.cpu)),
+    user: median(all.map(t => t.user ?? 0)),
+    sys: median(all.map(t => t.sys ?? 0)),
+    detail: med.detail
+  }
+}
+
 async function measure(
   input: string,
   bytes: number,
@@ -178,25 +200,33 @@ async function measure(
 ): Promise<Result> {
   const all: Timing[] = []
   for (let i = 0; i < runs; i++) all.push(await once())
-  const med = [...all].sort((a, b) => a.wall - b.wall)[Math.floor((all.length - 1) / 2)]!
-  const r: Result = {
-    input,
-    bytes,
-    tool,
-    runs: all,
-    wall: med.wall,
-    cpu: med.cpu,
-    user: med.user,
-    sys: med.sys,
-    detail: med.detail
+  return summarize(input, bytes, tool, all)
+}
+
+/** Two tools run in turns (a, b, a, b, ...): a noisy machine's slow spells fall on both alike. */
+async function measurePair(
+  input: string,
+  bytes: number,
+  tools: [string, string],
+  runs: number,
+  a: () => Promise<Timing>,
+  b: () => Promise<Timing>
+): Promise<[Result, Result]> {
+  const ta: Timing[] = []
+  const tb: Timing[] = []
+  for (let i = 0; i < runs; i++) {
+    ta.push(await a())
+    tb.push(await b())
   }
-  console.error(`import: ${input}: ${tool}: ${all.map(t => `${t.wall.toFixed(2)} s`).join(', ')}`)
-  return r
+  return [summarize(input, bytes, tools[0], ta), summarize(input, bytes, tools[1], tb)]
 }
 
 export function renderTable(results: Result[]): string {
   const rows = results.map(r => {
     const base = results.find(b => b.input === r.input && b.tool === 'b3sum --num-threads 1')
+    const compute = r.tool.startsWith('vmifs import, ')
+      ? results.find(b => b.input === r.input && b.tool === r.tool.replace('vmifs import, ', 'vmifs compute, '))
+      : undefined
     const rate = r.bytes / r.wall
     return [
       r.input,
@@ -207,11 +237,23 @@ export function renderTable(results: Result[]): string {
       base === undefined ? 'n/a' : `${(rate / (base.bytes / base.wall)).toFixed(2)}×`,
       r.cpu.toFixed(2),
       `${r.user?.toFixed(2) ?? '?'} / ${r.sys?.toFixed(2) ?? '?'}`,
-      r.cpu > 0 ? (r.bytes / r.cpu / 1e9).toFixed(2) : 'n/a'
+      r.cpu > 0 ? (r.bytes / r.cpu / 1e9).toFixed(2) : 'n/a',
+      compute === undefined ? '' : `${(r.cpu / compute.cpu).toFixed(2)}×`
     ]
   })
   return markdownTable(
-    ['input', 'tool', 'wall s', 'MB/s', 'GB/s', 'vs b3sum 1T', 'CPU s', 'user / sys s', 'GB/s per core'],
+    [
+      'input',
+      'tool',
+      'wall s',
+      'MB/s',
+      'GB/s',
+      'vs b3sum 1T',
+      'CPU s',
+      'user / sys s',
+      'GB/s per core',
+      'CPU vs compute'
+    ],
     rows,
     [0, 1]
   )
@@ -245,18 +287,12 @@ export async function main(args: string[]): Promise<void> {
         await measure(label, bytes, `b3sum default (${os.availableParallelism()} cores)`, runs, () => timeB3sum(file))
       )
       for (const c of CHUNKINGS) {
-        const compute = await measure(
+        const [compute, full] = await measurePair(
           label,
           bytes,
-          `vmifs compute, ${chunkingTitle(c)}`,
+          [`vmifs compute, ${chunkingTitle(c)}`, `vmifs import, ${chunkingTitle(c)}`],
           runs,
-          async () => await timeCompute(file, c)
-        )
-        const full = await measure(
-          label,
-          bytes,
-          `vmifs import, ${chunkingTitle(c)}`,
-          runs,
+          async () => await timeCompute(file, c),
           async () => await timeImport(file, c, tmp)
         )
         const digests = new Set([...compute.runs, ...full.runs].map(t => t.detail?.digest))
@@ -277,7 +313,10 @@ export async function main(args: string[]): Promise<void> {
     fs.rmSync(tmp, { recursive: true, force: true })
   }
   const cpuModel = os.cpus()[0]?.model ?? 'unknown CPU'
-  console.log(`## Import throughput (${cpuModel}, ${os.availableParallelism()} cores; median of ${runs} warm runs)\n`)
+  const cores = os.availableParallelism()
+  console.log(
+    `## Import throughput (${cpuModel}, ${cores} cores; medians of ${runs} warm runs, compute and import in turns)\n`
+  )
   console.log(renderTable(results))
   console.log(
     '\nGB/s = file bytes / wall time; GB/s per core = file bytes / CPU seconds (user + sys) of the process doing'

@@ -105,7 +105,17 @@ export function recordedHash(h: Buffer, data: Buffer): Buffer | undefined {
     return h.length >= RECORD_HEADER && h.compare(got, 0, 32, 8, 40) === 0 ? got : undefined
   return recordHolds(h, got, data) ? got : undefined
 }
-/** Chunks a write at most (two buffers each: header and bytes). */
+/**
+ * A chunk's record read whole from an open pack: its header and its bytes (one read); undefined
+ * when the pack is shorter, or the place cannot hold a record. Unverified: see recordHolds.
+ */
+export function readRecord(fd: number, loc: ChunkLocation): { header: Buffer; data: Buffer } | undefined {
+  if (loc.off < RECORD_HEADER) return undefined
+  const rec = readExactlySync(fd, loc.off - RECORD_HEADER, loc.size + RECORD_HEADER)
+  return rec && { header: rec.subarray(0, RECORD_HEADER), data: rec.subarray(RECORD_HEADER) }
+}
+
+/** Chunks a write at most (native/pack_writer.c takes 2048). */
 const APPEND_MAX = 1024
 /** A pack is sealed and a new one started once it reaches this size. */
 const PACK_MAX_BYTES = 1024 * 1024 * 1024
@@ -168,7 +178,8 @@ export class ChunkStore {
   /** descriptors of packs read or punched, opened on first use */
   private readonly fds = new Map<number, number>()
   private toRecord: Array<{
-    chunk: StoredChunk
+    hash: Buffer
+    loc: ChunkLocation
     pin: boolean
     resolve: (fresh: boolean) => void
     reject: (err: unknown) => void
@@ -184,11 +195,13 @@ export class ChunkStore {
     this.q = {
       has: db.prepare('SELECT 1 FROM cache_entries WHERE hash = ?').pluck(),
       loc: db.prepare('SELECT size, pack, off FROM cache_entries WHERE hash = ?'),
+      // (hash, size, atime, hash, pack, off)
       insert: db.prepare(`INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned, pack, off)
-        VALUES (@hash, @size, @atime, coalesce((SELECT pins > 0 FROM chunks WHERE hash = @hash), 0), @pack, @off)`),
+        VALUES (?, ?, ?, coalesce((SELECT pins > 0 FROM chunks WHERE hash = ?), 0), ?, ?)`),
       // a chunk pinned on the way in (an import) is pinned whatever chunks.pins says yet
+      // (hash, size, atime, pack, off)
       insertPinned: db.prepare(`INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned, pack, off)
-        VALUES (@hash, @size, @atime, 1, @pack, @off)`),
+        VALUES (?, ?, ?, 1, ?, ?)`),
       del: db.prepare('DELETE FROM cache_entries WHERE hash = ? RETURNING size, pack, off'),
       touch: db.prepare('UPDATE cache_entries SET atime = ? WHERE hash = ?'),
       lruUnref:
@@ -315,8 +328,8 @@ export class ChunkStore {
   async put(hashHex: string, data: Buffer, opts?: { verified?: boolean; pin?: boolean }): Promise<boolean> {
     const key = this.admit(hashHex, data, opts)
     if (key === undefined) return false
-    const [loc] = this.append([{ hash: key, data }])
-    return this.record([{ hash: hashHex, ...loc! }], opts?.pin ?? false).chunks > 0
+    const item = [{ hash: key, data }]
+    return this.record(item, this.append(item), opts?.pin ?? false).chunks > 0
   }
 
   /**
@@ -328,7 +341,7 @@ export class ChunkStore {
     if (key === undefined) return false
     const [loc] = this.append([{ hash: key, data }])
     return await new Promise<boolean>((resolve, reject) => {
-      this.toRecord.push({ chunk: { hash: hashHex, ...loc! }, pin: opts?.pin ?? false, resolve, reject })
+      this.toRecord.push({ hash: key, loc: loc!, pin: opts?.pin ?? false, resolve, reject })
       if (this.toRecord.length === 1) setImmediate(() => this.recordPending())
     })
   }
@@ -355,7 +368,8 @@ export class ChunkStore {
     this.toRecord = []
     try {
       const fresh = this.recordRows(
-        batch.map(e => e.chunk),
+        batch.map(e => e.hash),
+        batch.map(e => e.loc),
         batch.map(e => e.pin)
       )
       batch.forEach((e, i) => e.resolve(fresh[i]!))
@@ -375,18 +389,18 @@ export class ChunkStore {
     for (let k = 0; k < items.length; k += APPEND_MAX) {
       let w = this.writer
       if (!w || w.tail >= PACK_MAX_BYTES) w = this.startPack()
-      const part = items.slice(k, k + APPEND_MAX)
-      const headers = Buffer.allocUnsafe(part.length * RECORD_HEADER)
-      const bufs: Buffer[] = []
+      const n = Math.min(APPEND_MAX, items.length - k)
+      const hashes = new Array<Buffer>(n)
+      const bufs = new Array<Buffer>(n)
       let at = w.tail
-      part.forEach((it, i) => {
-        const h = headers.subarray(i * RECORD_HEADER, (i + 1) * RECORD_HEADER)
-        writeRecordHeader(h, it.hash, it.data)
-        bufs.push(h, it.data)
+      for (let i = 0; i < n; i++) {
+        const it = items[k + i]!
+        hashes[i] = it.hash
+        bufs[i] = it.data
         locs.push({ pack: w.id, off: at + RECORD_HEADER, size: it.data.length })
         at += RECORD_HEADER + it.data.length
-      })
-      native().packAppend(w.w, bufs, opts?.bulk ?? false)
+      }
+      native().packAppendRecords(w.w, hashes, bufs, opts?.bulk ?? false)
       w.tail = at
     }
     return locs
@@ -415,15 +429,23 @@ export class ChunkStore {
     if (row && row.live <= 0) this.deletePacks([w.id])
   }
 
-  /** Records appended chunks in one transaction; returns what was new. Evicts if over capacity. */
-  record(chunks: StoredChunk[], pin: boolean): { chunks: number; bytes: number } {
+  /**
+   * Records appended chunks (the items given to append(), and the places it returned) in one
+   * transaction; returns what was new. Evicts if over capacity.
+   */
+  record(
+    items: ReadonlyArray<{ hash: Buffer }>,
+    locs: ChunkLocation[],
+    pin: boolean
+  ): { chunks: number; bytes: number } {
     const fresh = this.recordRows(
-      chunks,
-      chunks.map(() => pin)
+      items.map(it => it.hash),
+      locs,
+      pin
     )
     let n = 0
     let bytes = 0
-    chunks.forEach((c, i) => {
+    locs.forEach((c, i) => {
       if (fresh[i]) {
         n++
         bytes += c.size
@@ -432,32 +454,40 @@ export class ChunkStore {
     return { chunks: n, bytes }
   }
 
-  private recordRows(chunks: StoredChunk[], pins: boolean[]): boolean[] {
+  private recordRows(hashes: Buffer[], locs: ChunkLocation[], pins: boolean | boolean[]): boolean[] {
     const now = Date.now()
-    const fresh: boolean[] = []
-    const stored: StoredChunk[] = []
+    const fresh = new Array<boolean>(hashes.length)
     const grew = new Map<number, { end: number; n: number }>()
     let bytes = 0
     this.db.transaction(() => {
-      chunks.forEach((c, i) => {
-        const hash = Buffer.from(c.hash, 'hex')
-        const row = { hash, size: c.size, atime: now, pack: c.pack, off: c.off }
-        const isNew = (pins[i] ? this.q.insertPinned : this.q.insert).run(row).changes > 0
+      for (let i = 0; i < hashes.length; i++) {
+        const hash = hashes[i]!
+        const c = locs[i]!
+        const pin = typeof pins === 'boolean' ? pins : pins[i]!
+        const isNew =
+          (pin
+            ? this.q.insertPinned.run(hash, c.size, now, c.pack, c.off)
+            : this.q.insert.run(hash, c.size, now, hash, c.pack, c.off)
+          ).changes > 0
         if (isNew) {
           bytes += c.size
-          stored.push(c)
           const g = grew.get(c.pack) ?? { end: 0, n: 0 }
           g.end = Math.max(g.end, c.off + c.size)
           g.n++
           grew.set(c.pack, g)
-        } else if (pins[i]) this.q.pin.run(hash)
-        fresh.push(isNew)
-      })
+        } else if (pin) this.q.pin.run(hash)
+        fresh[i] = isNew
+      }
       for (const [id, g] of grew) this.q.packGrew.run(g.end, g.n, id)
     })()
     this.size += bytes
     if (this.size > this.opts.capacityBytes) this.evict()
-    this.emit('stored', stored)
+    // subscribers are told in hex; nobody listens to an import's store
+    if (this.listeners.size > 0)
+      this.emit(
+        'stored',
+        hashes.flatMap((h, i) => (fresh[i] ? [{ hash: h.toString('hex'), ...locs[i]! }] : []))
+      )
     return fresh
   }
 
@@ -475,12 +505,9 @@ export class ChunkStore {
   async read(hashHex: string): Promise<Buffer> {
     const loc = this.locate(hashHex)
     if (!loc) throw VmifsError.chunkMissing(hashHex)
-    let rec: Buffer | undefined
+    let rec: { header: Buffer; data: Buffer } | undefined
     try {
-      rec =
-        loc.off >= RECORD_HEADER
-          ? this.readAt({ ...loc, off: loc.off - RECORD_HEADER, size: loc.size + RECORD_HEADER })
-          : undefined
+      rec = readRecord(this.fdOf(loc.pack), loc)
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
     }
@@ -488,9 +515,8 @@ export class ChunkStore {
       this.forget([hashHex])
       throw VmifsError.chunkMissing(hashHex)
     }
-    const key = Buffer.from(hashHex, 'hex')
-    const data = rec.subarray(RECORD_HEADER)
-    if (!recordHolds(rec.subarray(0, RECORD_HEADER), key, data)) {
+    const { header, data } = rec
+    if (!recordHolds(header, Buffer.from(hashHex, 'hex'), data)) {
       const got = blake3(data).toString('hex')
       if (got !== hashHex) {
         this.forget([hashHex])
@@ -500,11 +526,6 @@ export class ChunkStore {
     this.touch(hashHex)
     this.emit('stored', [{ hash: hashHex, ...loc }])
     return data
-  }
-
-  /** The bytes at a location, unverified; undefined when the pack is shorter. */
-  readAt(loc: ChunkLocation): Buffer | undefined {
-    return readExactlySync(this.fdOf(loc.pack), loc.off, loc.size)
   }
 
   private fdOf(pack: number): number {
@@ -579,7 +600,14 @@ export class ChunkStore {
         } else fresh.push(c)
       }
     })()
-    return n + this.record(fresh, false).chunks
+    return (
+      n +
+      this.record(
+        fresh.map(c => ({ hash: Buffer.from(c.hash, 'hex') })),
+        fresh,
+        false
+      ).chunks
+    )
   }
 
   /** Makes a pack row for a pack file the index lost (fsck), sealed and empty. */

@@ -11,6 +11,7 @@ import {
   OLD_LAYOUT_DIR,
   RECORD_HEADER,
   type StoredChunk,
+  readRecord,
   recordHolds,
   recordedHash,
   tagAlive,
@@ -128,22 +129,19 @@ function checkPack(
       const next = known[k]
       if (next && next.off - RECORD_HEADER <= pos) {
         k++
-        const rec =
-          next.off >= RECORD_HEADER
-            ? readExactlySync(fd, next.off - RECORD_HEADER, next.size + RECORD_HEADER)
-            : undefined
+        const rec = readRecord(fd, next)
         r.checked++
         if (!rec) {
           r.missing.push(next.hash)
           bad.push(next.hash)
         } else {
-          const data = rec.subarray(RECORD_HEADER)
+          const { header, data } = rec
           const hash = Buffer.from(next.hash, 'hex')
           r.checkedBytes += data.length
           if (!blake3(data).equals(hash)) {
             r.corrupt.push(next.hash)
             bad.push(next.hash)
-          } else if (!recordHolds(rec.subarray(0, RECORD_HEADER), hash, data)) {
+          } else if (!recordHolds(header, hash, data)) {
             // the bytes are the chunk's, its header is not: reads would hash it every time
             const h = Buffer.alloc(RECORD_HEADER)
             writeRecordHeader(h, hash, data)

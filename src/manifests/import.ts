@@ -3,7 +3,7 @@
 import fsp from 'node:fs/promises'
 import { VmifsError } from '../errors.js'
 import type { DataDir } from '../datadir.js'
-import type { StoredChunk } from '../cache/chunk-store.js'
+import type { ChunkLocation } from '../cache/chunk-store.js'
 import { validateName } from '../index/catalog.js'
 import { blake3 } from '../util/hash.js'
 import { readAt } from '../util/files.js'
@@ -37,7 +37,11 @@ export interface ImportResult {
 }
 
 const READ_SIZE = 16 * 1024 * 1024
-/** Chunks a write to the pack. */
+/**
+ * A write to the pack: about this many bytes of chunks (or BATCH chunks), so that the bytes hashed
+ * last are still in the CPU's last-level cache when they are copied into the pack.
+ */
+const BATCH_BYTES = 4 * 1024 * 1024
 const BATCH = 512
 /**
  * Chunks a transaction of the index. Its cost is the leaf pages it dirties (random keys: about one
@@ -133,23 +137,30 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
   // so eviction cannot take them before the image row exists. The new ones are recorded (and
   // pinned) in transactions of RECORD_BATCH: until then only fsck would find them.
   let batch: Array<{ hash: Buffer; data: Buffer }> = []
+  let batchBytes = 0
   // appended (their bytes written) and not recorded yet: recorded, pinned, RECORD_BATCH at a time
-  let appended: StoredChunk[] = []
+  let appended: Array<{ hash: Buffer }> = []
+  let appendedAt: ChunkLocation[] = []
   const flush = (all = false): void => {
     if (batch.length > 0) {
       const holds = dd.store.holds(batch.map(c => c.hash))
       const fresh = batch.filter((_, i) => !holds[i])
       const locs = dd.store.append(fresh, { bulk: true })
-      fresh.forEach((p, i) => appended.push({ hash: p.hash.toString('hex'), ...locs[i]! }))
+      for (let i = 0; i < fresh.length; i++) {
+        appended.push({ hash: fresh[i]!.hash }) // not the bytes: they are written
+        appendedAt.push(locs[i]!)
+      }
       // those held are pinned at once: eviction must not take them before the image row exists
-      if (pin) dd.store.pinMany(batch.filter((_, i) => holds[i]).map(c => c.hash))
+      if (pin && fresh.length < batch.length) dd.store.pinMany(batch.filter((_, i) => holds[i]).map(c => c.hash))
       batch = []
+      batchBytes = 0
     }
     if (appended.length > 0 && (all || appended.length >= RECORD_BATCH)) {
-      const r = dd.store.record(appended, pin)
+      const r = dd.store.record(appended, appendedAt, pin)
       newChunks += r.chunks
       newBytes += r.bytes
       appended = []
+      appendedAt = []
     }
   }
   const take = (chunks: ReturnType<typeof chunker.push>): void => {
@@ -166,7 +177,8 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
       if (seen.has(hex)) continue
       seen.add(hex)
       batch.push({ hash: h, data: c.data! })
-      if (batch.length >= BATCH) flush()
+      batchBytes += c.length
+      if (batch.length >= BATCH || batchBytes >= BATCH_BYTES) flush()
     }
   }
 

@@ -27,7 +27,8 @@ export interface NativeAddon {
 
   // Appending to a pack file (native/pack_writer.c): direct writes skip the page cache.
   packCreate(path: string): PackWriter
-  packAppend(w: PackWriter, bufs: Buffer[], direct: boolean): void
+  /** a record (header, bytes) for each chunk, in order; at most 2048 a call; hashes 32 bytes each */
+  packAppendRecords(w: PackWriter, hashes: Buffer[], chunks: Buffer[], direct: boolean): void
   packSync(w: PackWriter): void
   /** cuts the file to what was appended, syncs it, closes it */
   packClose(w: PackWriter): void

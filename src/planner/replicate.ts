@@ -302,10 +302,7 @@ export class Replicator {
           })
           // one write and one transaction per batch; pinned
           const locs = d.dd.store.append(fresh, { bulk: true })
-          d.dd.store.record(
-            fresh.map((f, i) => ({ hash: f.hash.toString('hex'), ...locs[i]! })),
-            pin
-          )
+          d.dd.store.record(fresh, locs, pin)
           if (pin) d.dd.store.pinMany(held)
           for (const [h, data] of ok) given.set(h, data) // stored: reads that joined them get them now
           d.stats.fetchBytes += stored

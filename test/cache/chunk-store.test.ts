@@ -82,6 +82,40 @@ test('put appends verified bytes to a pack, after a header naming them', async t
   t.is(fs.statSync(file).size, RECORD_HEADER + 5000)
 })
 
+test('direct and buffered appends mix on one pack: every record is whole, also past a stage of 8 MiB', async t => {
+  const dd = openDataDir(t)
+  const items = (n: number, seed: number, size: (i: number) => number): Array<{ hash: Buffer; data: Buffer }> =>
+    Array.from({ length: n }, (_, i) => {
+      const data = randomBuffer(size(i), seed * 1000 + i)
+      return { hash: Buffer.from(blake3Hex(data), 'hex'), data }
+    })
+  const batches = [
+    { items: items(3, 1, i => 1000 + i), bulk: false }, // a partial block for the direct write to take up
+    { items: items(200, 2, i => 65536 - 7 * i), bulk: true }, // ~12.6 MiB in one call: more than a stage
+    { items: items(5, 3, i => 333 * (i + 1)), bulk: false },
+    { items: items(2, 4, () => 9 * 1024 * 1024 + 5), bulk: true }, // chunks larger than the stage
+    { items: items(50, 5, i => 4096 * ((i % 3) + 1)), bulk: true }
+  ]
+  let end = 0
+  for (const b of batches) {
+    const locs = dd.store.append(b.items, { bulk: b.bulk })
+    t.is(locs[0]!.off, end + RECORD_HEADER) // records follow each other, whatever the way of writing
+    end = locs.at(-1)!.off + locs.at(-1)!.size
+    t.is(dd.store.record(b.items, locs, false).chunks, b.items.length)
+  }
+  dd.store.seal()
+  const [pack] = listFiles(dd.store.packDir)
+  t.is(fs.statSync(path.join(dd.store.packDir, pack!)).size, end) // the direct writes' padding is cut
+  const bytes = fs.readFileSync(path.join(dd.store.packDir, pack!))
+  for (const b of batches)
+    for (const it of b.items) {
+      const hex = it.hash.toString('hex')
+      const { pos } = chunkFile(dd, hex)
+      t.true(recordHolds(bytes.subarray(pos - RECORD_HEADER, pos), it.hash, bytes.subarray(pos, pos + it.data.length)))
+      t.true((await dd.store.read(hex)).equals(it.data))
+    }
+})
+
 test('put rejects bytes that do not hash to the name', async t => {
   const dd = openDataDir(t)
   const good = randomBuffer(4096, 2)
@@ -215,6 +249,20 @@ test('CRC32C is the Castagnoli CRC', t => {
   // the table path and the instruction agree on lengths that are not a multiple of 8
   const b = randomBuffer(1000, 9)
   t.not(crc32c(b.subarray(0, 999)), crc32c(b.subarray(1, 1000)))
+  // long inputs run as three streams joined by shifts: they agree with the CRC computed bit by bit,
+  // at every length around the streams' edges and from unaligned starts
+  const bitwise = (x: Buffer): number => {
+    let c = 0xffffffff
+    for (const byte of x) {
+      c ^= byte
+      for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1
+    }
+    return (c ^ 0xffffffff) >>> 0
+  }
+  const long = randomBuffer(3 * 65536 + 100, 10)
+  for (const n of [1, 7, 8, 4095, 12287, 12288, 12289, 24583, 36870, 65536, 3 * 65536 + 99])
+    for (const from of [0, 1, 5])
+      t.is(crc32c(long.subarray(from, from + n)), bitwise(long.subarray(from, from + n)), `${n} from ${from}`)
 })
 
 test('a chunk whose record header is damaged is still read (its bytes hashed), one whose bytes are is not', async t => {
