@@ -21,6 +21,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type { Statement } from 'better-sqlite3'
 import type { Db } from '../index/db.js'
+import { Bulk, inList, valuesList } from '../index/bulk.js'
 import { VmifsError } from '../errors.js'
 import { blake3 } from '../util/hash.js'
 import { type PackWriter, native } from '../native/index.js'
@@ -153,8 +154,6 @@ export class ChunkStore {
   private readonly q: Record<
     | 'has'
     | 'loc'
-    | 'insert'
-    | 'insertPinned'
     | 'del'
     | 'touch'
     | 'lru'
@@ -173,6 +172,8 @@ export class ChunkStore {
     Statement
   >
 
+  /** the statements that record and look up many chunks at once (src/index/bulk.ts) */
+  private readonly bulk: Record<'held' | 'pin' | 'insert' | 'insertPinned', Bulk>
   private evicting = false
   private writer: Writer | undefined
   /** descriptors of packs read or punched, opened on first use */
@@ -192,16 +193,28 @@ export class ChunkStore {
     private readonly opts: ChunkStoreOptions
   ) {
     this.packDir = path.join(dataDir, 'packs')
+    this.bulk = {
+      held: new Bulk(db, n => `SELECT hash FROM cache_entries WHERE hash IN ${inList(n)}`, 1, true),
+      pin: new Bulk(db, n => `UPDATE cache_entries SET pinned = 1 WHERE pinned = 0 AND hash IN ${inList(n)}`, 1),
+      // (hash, size, atime, hash, pack, off): pinned as chunks.pins says
+      insert: new Bulk(
+        db,
+        n => `INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned, pack, off)
+          VALUES ${valuesList('(?, ?, ?, coalesce((SELECT pins > 0 FROM chunks WHERE hash = ?), 0), ?, ?)', n)}`,
+        6
+      ),
+      // (hash, size, atime, pack, off): a chunk pinned on the way in (an import) is pinned whatever
+      // chunks.pins says yet
+      insertPinned: new Bulk(
+        db,
+        n => `INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned, pack, off)
+          VALUES ${valuesList('(?, ?, ?, 1, ?, ?)', n)}`,
+        5
+      )
+    }
     this.q = {
       has: db.prepare('SELECT 1 FROM cache_entries WHERE hash = ?').pluck(),
       loc: db.prepare('SELECT size, pack, off FROM cache_entries WHERE hash = ?'),
-      // (hash, size, atime, hash, pack, off)
-      insert: db.prepare(`INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned, pack, off)
-        VALUES (?, ?, ?, coalesce((SELECT pins > 0 FROM chunks WHERE hash = ?), 0), ?, ?)`),
-      // a chunk pinned on the way in (an import) is pinned whatever chunks.pins says yet
-      // (hash, size, atime, pack, off)
-      insertPinned: db.prepare(`INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned, pack, off)
-        VALUES (?, ?, ?, 1, ?, ?)`),
       del: db.prepare('DELETE FROM cache_entries WHERE hash = ? RETURNING size, pack, off'),
       touch: db.prepare('UPDATE cache_entries SET atime = ? WHERE hash = ?'),
       lruUnref:
@@ -294,7 +307,17 @@ export class ChunkStore {
 
   /** Which of the chunks the store holds, asked in one read transaction. */
   holds(hashes: Buffer[]): boolean[] {
-    return this.db.transaction(() => hashes.map(h => this.q.has.get(h) !== undefined))()
+    const held = this.db.transaction(() => this.heldOf(hashes))()
+    if (held.size === 0) return hashes.map(() => false)
+    return hashes.map(h => held.has(h.toString('latin1')))
+  }
+
+  /** Those of the hashes the store holds, as latin1 strings of their bytes (in the caller's transaction). */
+  private heldOf(hashes: Buffer[]): Set<string> {
+    const rows = this.bulk.held.all(hashes.length, (i, a, at) => {
+      a[at] = hashes[i]
+    }) as Buffer[]
+    return new Set(rows.map(h => h.toString('latin1')))
   }
 
   /** Where the chunk's bytes are, if the store holds it. */
@@ -456,30 +479,59 @@ export class ChunkStore {
 
   private recordRows(hashes: Buffer[], locs: ChunkLocation[], pins: boolean | boolean[]): boolean[] {
     const now = Date.now()
-    const fresh = new Array<boolean>(hashes.length)
+    const n = hashes.length
+    const fresh = new Array<boolean>(n)
     const grew = new Map<number, { end: number; n: number }>()
+    const pinOf = (i: number): boolean => (typeof pins === 'boolean' ? pins : pins[i]!)
     let bytes = 0
-    this.db.transaction(() => {
-      for (let i = 0; i < hashes.length; i++) {
-        const hash = hashes[i]!
-        const c = locs[i]!
-        const pin = typeof pins === 'boolean' ? pins : pins[i]!
-        const isNew =
-          (pin
-            ? this.q.insertPinned.run(hash, c.size, now, c.pack, c.off)
-            : this.q.insert.run(hash, c.size, now, hash, c.pack, c.off)
-          ).changes > 0
-        if (isNew) {
+    // immediate: what is held is looked up and the rest written under one write lock, so that
+    // another process's chunks recorded meanwhile are told apart from this call's new ones
+    this.db
+      .transaction(() => {
+        const held = this.heldOf(hashes)
+        const inCall = new Set<string>()
+        const added: number[] = []
+        const addedPinned: number[] = []
+        const pinHeld: Buffer[] = []
+        for (let i = 0; i < n; i++) {
+          const key = hashes[i]!.toString('latin1')
+          fresh[i] = !held.has(key) && !inCall.has(key)
+          inCall.add(key)
+          if (fresh[i]) (pinOf(i) ? addedPinned : added).push(i)
+          else if (pinOf(i)) pinHeld.push(hashes[i]!)
+        }
+        this.bulk.insertPinned.run(addedPinned.length, (k, a, at) => {
+          const i = addedPinned[k]!
+          const c = locs[i]!
+          a[at] = hashes[i]
+          a[at + 1] = c.size
+          a[at + 2] = now
+          a[at + 3] = c.pack
+          a[at + 4] = c.off
+        })
+        this.bulk.insert.run(added.length, (k, a, at) => {
+          const i = added[k]!
+          const c = locs[i]!
+          a[at] = hashes[i]
+          a[at + 1] = c.size
+          a[at + 2] = now
+          a[at + 3] = hashes[i]
+          a[at + 4] = c.pack
+          a[at + 5] = c.off
+        })
+        if (pinHeld.length > 0) this.pinAll(pinHeld)
+        for (let i = 0; i < n; i++) {
+          if (!fresh[i]) continue
+          const c = locs[i]!
           bytes += c.size
           const g = grew.get(c.pack) ?? { end: 0, n: 0 }
           g.end = Math.max(g.end, c.off + c.size)
           g.n++
           grew.set(c.pack, g)
-        } else if (pin) this.q.pin.run(hash)
-        fresh[i] = isNew
-      }
-      for (const [id, g] of grew) this.q.packGrew.run(g.end, g.n, id)
-    })()
+        }
+        for (const [id, g] of grew) this.q.packGrew.run(g.end, g.n, id)
+      })
+      .immediate()
     this.size += bytes
     if (this.size > this.opts.capacityBytes) this.evict()
     // subscribers are told in hex; nobody listens to an import's store
@@ -493,9 +545,13 @@ export class ChunkStore {
 
   /** Marks existing entries pinned (import does this before its image row exists). */
   pinMany(hashes: Buffer[]): void {
-    this.db.transaction(() => {
-      for (const h of hashes) this.q.pin.run(h)
-    })()
+    this.db.transaction(() => this.pinAll(hashes))()
+  }
+
+  private pinAll(hashes: Buffer[]): void {
+    this.bulk.pin.run(hashes.length, (i, a, at) => {
+      a[at] = hashes[i]
+    })
   }
 
   /**

@@ -3,6 +3,7 @@
 // same transaction as the image row, so they never drift from the images table.
 import type { Statement } from 'better-sqlite3'
 import type { Db } from './db.js'
+import { Bulk, inList, valuesList } from './bulk.js'
 import { VmifsError } from '../errors.js'
 import { type Manifest, decode } from '../manifests/manifest.js'
 import type { Chunking } from '../manifests/chunking.js'
@@ -43,12 +44,24 @@ export function validateName(name: string): string {
 
 export class Catalog {
   private readonly q: Record<string, Statement>
+  private readonly bulk: Record<'refUp' | 'pinEntry', Bulk>
   private readonly manifestCache = new Map<string, Manifest>()
   /** changes to the images made through this connection (data_version counts only other connections') */
   private writes = 0
   private index: ImageIndex | undefined
 
   constructor(readonly db: Db) {
+    this.bulk = {
+      // (hash, size, pins): one more image refers to each
+      refUp: new Bulk(
+        db,
+        n => `INSERT INTO chunks (hash, size, refs, pins) VALUES ${valuesList('(?, ?, 1, ?)', n)}
+          ON CONFLICT(hash) DO UPDATE SET refs = refs + 1, pins = pins + excluded.pins`,
+        3
+      ),
+      // only rows whose flag changes are written (an import's new chunks were recorded pinned)
+      pinEntry: new Bulk(db, n => `UPDATE cache_entries SET pinned = 1 WHERE pinned = 0 AND hash IN ${inList(n)}`, 1)
+    }
     this.q = {
       image:
         db.prepare(`SELECT i.name, i.digest, i.pinned, i.created_at AS createdAt, m.size, m.chunk_count AS chunkCount,
@@ -68,11 +81,9 @@ export class Catalog {
       deleteImage: db.prepare('DELETE FROM images WHERE name = ?'),
       digestUsers: db.prepare('SELECT count(*) FROM images WHERE digest = ?').pluck(),
       deleteManifest: db.prepare('DELETE FROM manifests WHERE digest = ?'),
-      refUp: db.prepare(`INSERT INTO chunks (hash, size, refs, pins) VALUES (?, ?, 1, ?)
-        ON CONFLICT(hash) DO UPDATE SET refs = refs + 1, pins = pins + excluded.pins`),
       refDown: db.prepare('UPDATE chunks SET refs = refs - 1, pins = pins - ? WHERE hash = ? RETURNING refs, pins'),
       deleteChunk: db.prepare('DELETE FROM chunks WHERE hash = ?'),
-      // only rows whose flag changes are written (an import's new chunks were recorded pinned)
+      // only rows whose flag changes are written
       unpinEntry: db.prepare('UPDATE cache_entries SET pinned = 0 WHERE hash = ? AND pinned = 1'),
       pinEntry: db.prepare('UPDATE cache_entries SET pinned = 1 WHERE hash = ? AND pinned = 0'),
       setImagePinned: db.prepare('UPDATE images SET pinned = ? WHERE name = ?'),
@@ -165,11 +176,21 @@ export class Catalog {
         this.q.insertImage!.run(name, digest, opts.pinned ? 1 : 0, opts.source ?? null, Date.now(), opts.origin ?? null)
         const pin = opts.pinned ? 1 : 0
         const distinct = m.distinctChunks()
+        const hashes: Buffer[] = []
+        const sizes: number[] = []
         for (const [hex, size] of distinct) {
-          const h = Buffer.from(hex, 'hex')
-          this.q.refUp!.run(h, size, pin)
-          if (pin) this.q.pinEntry!.run(h)
+          hashes.push(Buffer.from(hex, 'hex'))
+          sizes.push(size)
         }
+        this.bulk.refUp.run(hashes.length, (i, a, at) => {
+          a[at] = hashes[i]
+          a[at + 1] = sizes[i]
+          a[at + 2] = pin
+        })
+        if (pin)
+          this.bulk.pinEntry.run(hashes.length, (i, a, at) => {
+            a[at] = hashes[i]
+          })
         collectable = collectable.filter(h => !distinct.has(h.toString('hex')))
       })
       .immediate()

@@ -5,6 +5,7 @@ import { VmifsError } from '../errors.js'
 import * as m0001 from './migrations/0001-initial.js'
 import * as m0002 from './migrations/0002-fleet.js'
 import * as m0003 from './migrations/0003-packs.js'
+import * as m0004 from './migrations/0004-lru-unpinned.js'
 
 export type Db = Database.Database
 
@@ -12,7 +13,7 @@ interface Migration {
   version: number
   up: (db: Db) => void
 }
-export const MIGRATIONS: Migration[] = [m0001, m0002, m0003]
+export const MIGRATIONS: Migration[] = [m0001, m0002, m0003, m0004]
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version
 
 export function openDb(file: string, migrations: Migration[] = MIGRATIONS): Db {

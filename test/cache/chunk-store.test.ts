@@ -116,6 +116,33 @@ test('direct and buffered appends mix on one pack: every record is whole, also p
     }
 })
 
+test('record() tells new chunks from those held, many at a time: a chunk twice in one call, or held, counts once', async t => {
+  const dd = openDataDir(t)
+  const held = await putChunk(dd, 900, 1000)
+  const items = Array.from({ length: 150 }, (_, i) => {
+    const data = randomBuffer(1000 + i, 901 + i)
+    return { hash: Buffer.from(blake3Hex(data), 'hex'), data }
+  })
+  const heldData = chunkBytes(dd, held)
+  const all = [...items, items[3]!, { hash: Buffer.from(held, 'hex'), data: heldData }, items[140]!]
+  const locs = dd.store.append(all, { bulk: true })
+  const r = dd.store.record(all, locs, true)
+  t.is(r.chunks, 150)
+  t.is(
+    r.bytes,
+    items.reduce((n, it) => n + it.data.length, 0)
+  )
+  t.is(dd.store.sizeBytes, 1000 + r.bytes)
+  // every one is recorded where its first copy went, pinned; the held chunk is now pinned too
+  for (const [i, it] of items.entries()) {
+    t.deepEqual(dd.store.locate(it.hash.toString('hex')), locs[i])
+    t.is(pinnedFlag(dd, it.hash.toString('hex')), 1)
+    t.true((await dd.store.read(it.hash.toString('hex'))).equals(it.data))
+  }
+  t.is(pinnedFlag(dd, held), 1)
+  t.deepEqual(dd.store.holds([items[0]!.hash, Buffer.alloc(32), Buffer.from(held, 'hex')]), [true, false, true])
+})
+
 test('put rejects bytes that do not hash to the name', async t => {
   const dd = openDataDir(t)
   const good = randomBuffer(4096, 2)
