@@ -23,18 +23,19 @@ import type { Manifest } from './manifests/manifest.js'
 import { VmifsError, isVmifsError } from './errors.js'
 import { FactStore, validOrigin } from './index/facts.js'
 import { FactSync } from './index/sync.js'
-import { FleetImages, type PublishedImage } from './index/fleet-images.js'
+import { FleetImages } from './index/fleet-images.js'
 import { HolderDirectory, ORIGIN_ID } from './holders/directory.js'
 import { Announcer } from './holders/announcer.js'
 import { ChunkPlaces } from './index/chunk-places.js'
 import { ChunkSource } from './fetcher/source.js'
+import { ManifestFetcher } from './fetcher/manifests.js'
 import { OriginClient } from './peer/origin-client.js'
 import { TraceRecorder } from './prefetch/trace-recorder.js'
 import { FleetModels } from './prefetch/fleet-models.js'
 import { Prefetcher } from './prefetch/prefetcher.js'
 import { RecencyTracker } from './prefetch/recency.js'
 import { CatalogClusters } from './planner/clusters.js'
-import { type Hint, parseHint } from './prefetch/hint.js'
+import { Hints } from './prefetch/hint.js'
 import { type ReplicateReport, Replicator, parseReplicateRequest } from './planner/replicate.js'
 import { ReplicationManager } from './planner/replication.js'
 
@@ -77,7 +78,7 @@ export class Agent extends Resource {
   /** the catalog's images as last seen (Catalog.images()) */
   private index: ImageIndex | undefined
   private handingOver = false
-  private imageStatsCache: { at: number; value: ReturnType<Agent['imageStats']> } | undefined
+  private imageStatsCache: { at: number; value: ReturnType<DataDir['usage']> } | undefined
   facts: FactStore | undefined
   private directory: HolderDirectory | undefined
   private announcer: Announcer | undefined
@@ -85,7 +86,7 @@ export class Agent extends Resource {
   private server: PeerServer | undefined
   private sync: FactSync | undefined
   private fleetImages: FleetImages | undefined
-  private originList: OriginClient | undefined
+  private manifests: ManifestFetcher | undefined
   endpoint: string | undefined
   private recorder: TraceRecorder | undefined
   private prefetcher: Prefetcher | undefined
@@ -166,10 +167,18 @@ export class Agent extends Resource {
     )
     const source = this.source
     if (this.fleetMode) {
+      this.manifests = new ManifestFetcher({
+        directory: this.directory,
+        client: e => source.client(e),
+        origin: fleet.origin ? new OriginClient(fleet.origin, fleet.token) : undefined,
+        timeoutMs: config.fetch.timeoutMs,
+        log
+      })
+      const manifests = this.manifests
       this.fleetImages = new FleetImages(
         this.facts,
         dd.catalog,
-        (d, o) => this.fetchManifest(d, o),
+        async (d, o) => await manifests.fetch(d, o),
         log,
         () => {
           this.directory?.invalidate()
@@ -241,6 +250,17 @@ export class Agent extends Resource {
       this.prefetcher?.demandRange(m, first, last)
     }
 
+    const hints = new Hints({
+      images: () => {
+        this.refreshImages()
+        return this.index!
+      },
+      recency: this.recency,
+      hostId: config.hostId,
+      prefetcher: () => this.prefetcher,
+      log
+    })
+
     const agentSock = path.join(config.dataDir, 'agent.sock')
     // the mount's connection, when one is live: handed over by the running agent (takeover), or
     // left held by the holder after a crash (then the requests the dead agent left are resent)
@@ -255,9 +275,9 @@ export class Agent extends Resource {
       }),
       'GET /v1/hint': ({ query }) => {
         const max = query.get('max')
-        return this.exportHint(query.get('image') ?? '', max === null ? undefined : Number(max))
+        return hints.export(query.get('image') ?? '', max === null ? undefined : Number(max))
       },
-      'POST /v1/hint': ({ body }) => this.importHint(body),
+      'POST /v1/hint': ({ body }) => hints.take(body),
       'GET /v1/similarity': () => {
         this.clusters.sync(dd.catalog.listImages(), d => dd.catalog.manifest(d))
         return this.clusters.snapshot()
@@ -356,11 +376,7 @@ export class Agent extends Resource {
         intervalMs: config.replication.intervalMs
       })
       this.replication.start()
-      if (fleet.origin) {
-        this.originList = new OriginClient(fleet.origin, fleet.token)
-        this.pollOrigin()
-        this.timers.push(setInterval(() => this.pollOrigin(), ORIGIN_POLL_MS))
-      }
+      this.manifests!.watchOrigin(ORIGIN_POLL_MS, imgs => this.fleetImages?.setOriginImages(imgs))
     }
 
     this.mount = new VmifsMount(this.opts.mountpoint, this.view(), log, {
@@ -422,7 +438,7 @@ export class Agent extends Resource {
     await this.server?.close().catch(err => errors.push(err))
     this.announcer?.close()
     await this.source?.close()
-    await this.originList?.close()
+    await this.manifests?.close()
     if (this.api) await this.api.close().catch(err => errors.push(err))
     if (this.dd) {
       this.flush()
@@ -430,45 +446,6 @@ export class Agent extends Resource {
     }
     this.opts.log.info('agent stopped')
     if (errors.length > 0) throw errors[0]
-  }
-
-  /** The migration hint for an image: the chunks VMs on this host read, most recent first. */
-  exportHint(name: string, max?: number): Hint {
-    if (max !== undefined && (!Number.isInteger(max) || max <= 0))
-      throw new VmifsError('USAGE', `max must be a positive integer, not ${String(max)}`)
-    this.refreshImages()
-    const e = this.images.get(name)
-    if (!e) throw VmifsError.imageNotFound(name)
-    return {
-      format: 'vmifs-hint',
-      version: 1,
-      image: e.name,
-      digest: e.digest,
-      host: this.opts.config.hostId,
-      createdAt: new Date().toISOString(),
-      chunks: this.recency.recent(e.digest, max)
-    }
-  }
-
-  /** Takes a migration hint: its chunks are prefetched first, in its order. */
-  importHint(body: unknown): { image: string; queued: number; cached: number; unknown: number } {
-    const h = parseHint(body)
-    if (!this.prefetcher)
-      throw new VmifsError(
-        'NOT_FLEET_MODE',
-        'this agent runs alone (no --listen, --peer or origin): there is nothing to prefetch from'
-      )
-    this.refreshImages()
-    const e = this.index?.byDigest.get(h.digest)
-    if (!e)
-      throw new VmifsError(
-        'IMAGE_NOT_FOUND',
-        `no image with digest ${h.digest} (the hint's "${h.image}") is known here yet`,
-        { digest: h.digest }
-      )
-    const r = this.prefetcher.hint(h.digest, h.chunks)
-    this.opts.log.info({ image: e.name, ...r, from: h.host }, 'migration hint taken')
-    return { image: e.name, ...r }
   }
 
   /** Replicates an image onto this host (the plan's shares pulled from the donors, pinned). */
@@ -481,56 +458,6 @@ export class Agent extends Resource {
       )
     this.refreshImages()
     return await this.replicator.replicate(req)
-  }
-
-  private pollOrigin(): void {
-    const o = this.originList
-    if (!o) return
-    o.images(AbortSignal.timeout(5000)).then(
-      list => {
-        const imgs: PublishedImage[] = Object.entries(list).map(([name, v]) => ({
-          name,
-          digest: v.digest,
-          size: v.size,
-          origin: ORIGIN_ID,
-          publishedAt: 0
-        }))
-        this.fleetImages?.setOriginImages(imgs)
-      },
-      (err: unknown) => {
-        this.opts.log.debug({ err: (err as Error).message }, 'origin images.json not available')
-      }
-    )
-  }
-
-  /** A manifest by digest: from its publisher, then any other host, then the origin store. */
-  private async fetchManifest(digest: string, publisher: string): Promise<Buffer | null> {
-    const dir = this.directory!
-    const hosts = [
-      publisher,
-      ...dir
-        .hosts()
-        .map(h => h.hostId)
-        .filter(h => h !== publisher)
-    ]
-    for (const h of hosts) {
-      const info = h === ORIGIN_ID ? undefined : dir.host(h)
-      if (!info) continue
-      try {
-        const b = await this.source!.client(info.endpoint).manifest(
-          digest,
-          AbortSignal.timeout(this.opts.config.fetch.timeoutMs)
-        )
-        if (b) return b
-      } catch (err) {
-        this.opts.log.debug({ host: h, err: (err as Error).message }, 'manifest fetch failed')
-      }
-    }
-    if (this.originList)
-      return await this.originList
-        .manifest(digest, AbortSignal.timeout(this.opts.config.fetch.timeoutMs))
-        .catch(() => null)
-    return null
   }
 
   private flush(): void {
@@ -605,29 +532,6 @@ export class Agent extends Resource {
     }
   }
 
-  private imageStats(): {
-    images: Array<{ name: string; digest: string; size: number; dataBytes: number; cachedBytes: number }>
-    pinnedBytes: number
-    chunks: number
-  } {
-    const dd = this.dd!
-    const images = dd.catalog.listImages().map(r => {
-      return {
-        name: r.name,
-        digest: r.digest,
-        size: r.size,
-        dataBytes: r.dataBytes,
-        cachedBytes: dd.cachedBytes(dd.catalog.manifest(r.digest)!)
-      }
-    })
-    const agg = dd.db
-      .prepare(
-        'SELECT coalesce(sum(CASE WHEN pinned = 1 THEN size END), 0) AS pinned, count(*) AS n FROM cache_entries'
-      )
-      .get() as { pinned: number; n: number }
-    return { images, pinnedBytes: agg.pinned, chunks: agg.n }
-  }
-
   /** Called once this agent was asked to hand its mount over (the command then closes it). */
   onHandover: (() => void) | undefined
 
@@ -670,7 +574,7 @@ export class Agent extends Resource {
       now - this.imageStatsCache.at > IMAGE_STATS_TTL_MS ||
       this.imageStatsCache.value.images.length !== this.images.size
     ) {
-      this.imageStatsCache = { at: now, value: this.imageStats() }
+      this.imageStatsCache = { at: now, value: dd.usage() }
     }
     const is = this.imageStatsCache.value
     const snap = snapshot({

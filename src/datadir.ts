@@ -69,6 +69,22 @@ export class DataDir {
     return chunks.reduce((n, [, size], i) => (held[i] ? n + size : n), 0)
   }
 
+  /** Each image's size, data and cached bytes; the cache's pinned bytes and chunk count (the stats file's). */
+  usage(): {
+    images: Array<{ name: string; digest: string; size: number; dataBytes: number; cachedBytes: number }>
+    pinnedBytes: number
+    chunks: number
+  } {
+    const images = this.catalog.listImages().map(r => ({
+      name: r.name,
+      digest: r.digest,
+      size: r.size,
+      dataBytes: r.dataBytes,
+      cachedBytes: this.cachedBytes(this.catalog.manifest(r.digest)!)
+    }))
+    return { images, ...this.store.totals() }
+  }
+
   /** Collects chunks that no image refers to and that are not pinned. */
   collect(hashes: Buffer[]): { chunks: number; bytes: number } {
     // one pass: the entries go in one transaction, adjacent records in one hole

@@ -161,6 +161,7 @@ export class ChunkStore {
     | 'lruAt'
     | 'lruUnrefAt'
     | 'sum'
+    | 'totals'
     | 'all'
     | 'pin'
     | 'newPack'
@@ -225,6 +226,9 @@ export class ChunkStore {
         WHERE e.pinned = 0 AND coalesce(c.refs, 0) = 0 ORDER BY e.atime`),
       lruAt: db.prepare('SELECT hash, size, atime FROM cache_entries WHERE pinned = 0 ORDER BY atime'),
       sum: db.prepare('SELECT coalesce(sum(size), 0) FROM cache_entries').pluck(),
+      totals: db.prepare(
+        'SELECT coalesce(sum(CASE WHEN pinned = 1 THEN size END), 0) AS pinned, count(*) AS n FROM cache_entries'
+      ),
       all: db.prepare('SELECT hash, size, pack, off FROM cache_entries'),
       pin: db.prepare('UPDATE cache_entries SET pinned = 1 WHERE hash = ? AND pinned = 0'),
       newPack: db.prepare('INSERT INTO packs (writer) VALUES (?) RETURNING id').pluck(),
@@ -837,6 +841,12 @@ export class ChunkStore {
       }
     }
     return false
+  }
+
+  /** The pinned bytes and the number of chunks held (one scan of the entries). */
+  totals(): { pinnedBytes: number; chunks: number } {
+    const r = this.q.totals.get() as { pinned: number; n: number }
+    return { pinnedBytes: r.pinned, chunks: r.n }
   }
 
   /** Entries: hash hex and location. */

@@ -1,0 +1,84 @@
+// Manifests by digest, for images published elsewhere (src/index/fleet-images.ts verifies what
+// comes back): from the publishing host first, then any other host of the directory, then the
+// origin store. The origin's list of images (images.json) is watched here too.
+import type { HolderDirectory } from '../holders/directory.js'
+import { ORIGIN_ID } from '../holders/directory.js'
+import type { PublishedImage } from '../index/fleet-images.js'
+import type { PeerClient } from '../peer/client.js'
+import type { OriginClient } from '../peer/origin-client.js'
+import type { Logger } from '../util/log.js'
+
+export interface ManifestFetcherDeps {
+  directory: HolderDirectory
+  client: (endpoint: string) => PeerClient
+  /** the origin store, when the fleet has one */
+  origin?: OriginClient
+  timeoutMs: number
+  log: Logger
+}
+
+export class ManifestFetcher {
+  private timer: NodeJS.Timeout | undefined
+
+  constructor(private readonly d: ManifestFetcherDeps) {}
+
+  /** The manifest's bytes (unverified), or null when no host and no origin has it. */
+  async fetch(digest: string, publisher: string): Promise<Buffer | null> {
+    const { directory, log } = this.d
+    const hosts = [
+      publisher,
+      ...directory
+        .hosts()
+        .map(h => h.hostId)
+        .filter(h => h !== publisher)
+    ]
+    for (const h of hosts) {
+      const info = h === ORIGIN_ID ? undefined : directory.host(h)
+      if (!info) continue
+      try {
+        const b = await this.d.client(info.endpoint).manifest(digest, AbortSignal.timeout(this.d.timeoutMs))
+        if (b) return b
+      } catch (err) {
+        log.debug({ host: h, err: (err as Error).message }, 'manifest fetch failed')
+      }
+    }
+    if (this.d.origin)
+      return await this.d.origin.manifest(digest, AbortSignal.timeout(this.d.timeoutMs)).catch(() => null)
+    return null
+  }
+
+  /**
+   * Reads the origin's list of images now and every `intervalMs`, handing it on; a list that
+   * cannot be read changes nothing. Nothing happens without an origin.
+   */
+  watchOrigin(intervalMs: number, onImages: (images: PublishedImage[]) => void): void {
+    const o = this.d.origin
+    if (!o || this.timer) return
+    const poll = (): void => {
+      o.images(AbortSignal.timeout(5000)).then(
+        list =>
+          onImages(
+            Object.entries(list).map(([name, v]) => ({
+              name,
+              digest: v.digest,
+              size: v.size,
+              origin: ORIGIN_ID,
+              publishedAt: 0
+            }))
+          ),
+        (err: unknown) => {
+          this.d.log.debug({ err: (err as Error).message }, 'origin images.json not available')
+        }
+      )
+    }
+    poll()
+    this.timer = setInterval(poll, intervalMs)
+    this.timer.unref()
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer)
+    this.timer = undefined
+    await this.d.origin?.close()
+  }
+}
