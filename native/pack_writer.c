@@ -18,11 +18,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 /* 8 MiB a write: few enough I/Os, and a stage that stays in the CPU's last-level cache */
-enum { BLOCK = 4096, MAX_RECORDS = 2048, STAGE_BYTES = 8 << 20, RECORD_HEADER = 40 };
+enum { BLOCK = 4096, HUGE = 2 << 20, MAX_RECORDS = 2048, STAGE_BYTES = 8 << 20, RECORD_HEADER = 40 };
 #define RECORD_MAGIC 0x32434d56u /* "VMC2" */
 
 typedef struct {
@@ -114,7 +115,9 @@ static int stage_grow(pack_writer_t *w, size_t need, size_t keep) {
   size_t cap = (need + BLOCK - 1) & ~(size_t)(BLOCK - 1);
   if (cap < STAGE_BYTES) cap = STAGE_BYTES;
   uint8_t *next;
-  if (posix_memalign((void **)&next, BLOCK, cap) != 0) return -ENOMEM;
+  /* in huge pages where the kernel gives them: each direct write pins the stage's pages */
+  if (posix_memalign((void **)&next, HUGE, cap) != 0) return -ENOMEM;
+  madvise(next, cap, MADV_HUGEPAGE);
   if (keep) memcpy(next, w->stage, keep);
   free(w->stage);
   w->stage = next;

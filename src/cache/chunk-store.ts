@@ -4,8 +4,9 @@
 // Contract:
 // - Verified before readable: bytes are hashed (or were, by the caller) before they are written,
 //   and a chunk is readable only once its row exists, which is written after its bytes. Every
-//   read hashes again: wrong bytes are never returned — a corrupt or vanished chunk is dropped
-//   and the read fails with CHUNK_HASH_MISMATCH / CHUNK_MISSING.
+//   read checks its record (length, hash, the CRC of the bytes; the bytes are hashed where the
+//   header does not bear them out): wrong bytes are never returned — a corrupt or vanished chunk
+//   is dropped and the read fails with CHUNK_HASH_MISMATCH / CHUNK_MISSING. fsck hashes them all.
 // - kill -9 loses nothing recorded: rows are written after the bytes they point at (SQLite in WAL
 //   mode), and a pack whose writer died is cut back to the end of its last recorded chunk.
 // - Each process that writes appends to a pack of its own (packs.writer), so several processes

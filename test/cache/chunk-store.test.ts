@@ -116,7 +116,7 @@ test('direct and buffered appends mix on one pack: every record is whole, also p
     }
 })
 
-test('record() tells new chunks from those held, many at a time: a chunk twice in one call, or held, counts once', async t => {
+test('record() tells new chunks from held ones: one twice in a call, or one held, counts once', async t => {
   const dd = openDataDir(t)
   const held = await putChunk(dd, 900, 1000)
   const items = Array.from({ length: 150 }, (_, i) => {

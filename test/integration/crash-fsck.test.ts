@@ -3,6 +3,7 @@
 // is cut back to its last recorded chunk by the next process that opens the data dir.
 import test from 'ava'
 import { spawn } from 'node:child_process'
+import { randomFillSync } from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { fixture, makeImage, run, sleep, vmifs } from './harness.js'
@@ -14,6 +15,18 @@ function fsckReport(data: string): { code: number | null; r: FsckReport } {
   return { code: out.code, r: JSON.parse(out.stdout) as FsckReport }
 }
 
+/** Writes `size` random bytes to `file`, 16 MiB at a time; returns the size. */
+function randomFile(file: string, size: number): number {
+  const fd = fs.openSync(file, 'w')
+  try {
+    const buf = Buffer.alloc(16 * 1024 * 1024)
+    for (let off = 0; off < size; off += buf.length) fs.writeSync(fd, randomFillSync(buf), 0, buf.length, off)
+  } finally {
+    fs.closeSync(fd)
+  }
+  return size
+}
+
 function packBytes(data: string): number {
   const dir = path.join(data, 'packs')
   if (!fs.existsSync(dir)) return 0
@@ -23,7 +36,8 @@ function packBytes(data: string): number {
 test.serial('kill -9 during an import: fsck finds nothing to repair, and the import runs again', async t => {
   const f = fixture(t)
   const img = path.join(f.dir, 'disk.raw')
-  const bytes = makeImage(img, 400)
+  // all new data, so that the import still writes long after its first transaction (256 MiB)
+  const bytes = randomFile(img, 512 * 1024 * 1024)
   const child = spawn(
     process.execPath,
     [path.resolve('bin/vmifs.js'), 'import', img, '--name', 'disk', '--data-dir', f.data, '--quiet'],
@@ -32,12 +46,12 @@ test.serial('kill -9 during an import: fsck finds nothing to repair, and the imp
     }
   )
   const exited = new Promise(resolve => child.once('exit', resolve))
-  // kill it once more than one transaction of chunks is recorded (4096 chunks, ~64 MiB), well before the end
-  for (let i = 0; i < 1000 && packBytes(f.data) < 100 * 1024 * 1024; i++) await sleep(10)
+  // kill it once the first transaction of chunks is recorded (256 MiB of them), well before the end
+  for (let i = 0; i < 3000 && packBytes(f.data) < 320 * 1024 * 1024; i++) await sleep(10)
   child.kill('SIGKILL')
   await exited
   const written = packBytes(f.data)
-  t.true(written > 0 && written < bytes.length, `killed with ${written} bytes in packs`)
+  t.true(written > 0 && written < bytes, `killed with ${written} bytes in packs`)
   const { code, r } = fsckReport(f.data)
   t.deepEqual([r.corrupt, r.missing, r.strays, r.incompleteImages], [[], [], 0, []])
   t.true(r.checked > 0, 'the chunks recorded before the kill are kept')
