@@ -494,18 +494,15 @@ export class ChunkStore {
     this.db
       .transaction(() => {
         const held = this.heldOf(hashes)
-        const inCall = new Set<string>()
         const added: number[] = []
         const addedPinned: number[] = []
         const pinHeld: Buffer[] = []
         for (let i = 0; i < n; i++) {
-          const key = hashes[i]!.toString('latin1')
-          fresh[i] = !held.has(key) && !inCall.has(key)
-          inCall.add(key)
+          fresh[i] = held.size === 0 || !held.has(hashes[i]!.toString('latin1'))
           if (fresh[i]) (pinOf(i) ? addedPinned : added).push(i)
           else if (pinOf(i)) pinHeld.push(hashes[i]!)
         }
-        this.bulk.insertPinned.run(addedPinned.length, (k, a, at) => {
+        let changes = this.bulk.insertPinned.run(addedPinned.length, (k, a, at) => {
           const i = addedPinned[k]!
           const c = locs[i]!
           a[at] = hashes[i]
@@ -514,7 +511,7 @@ export class ChunkStore {
           a[at + 3] = c.pack
           a[at + 4] = c.off
         })
-        this.bulk.insert.run(added.length, (k, a, at) => {
+        changes += this.bulk.insert.run(added.length, (k, a, at) => {
           const i = added[k]!
           const c = locs[i]!
           a[at] = hashes[i]
@@ -524,6 +521,8 @@ export class ChunkStore {
           a[at + 4] = c.pack
           a[at + 5] = c.off
         })
+        // fewer rows than new chunks: a chunk came twice in this call; the copy recorded is the new one
+        if (changes !== added.length + addedPinned.length) this.settleTwins(hashes, locs, fresh, pinOf, pinHeld)
         if (pinHeld.length > 0) this.pinAll(pinHeld)
         for (let i = 0; i < n; i++) {
           if (!fresh[i]) continue
@@ -546,6 +545,33 @@ export class ChunkStore {
         hashes.flatMap((h, i) => (fresh[i] ? [{ hash: h.toString('hex'), ...locs[i]! }] : []))
       )
     return fresh
+  }
+
+  /**
+   * A chunk given more than once to one record(): only the copy its row points at is new; the
+   * others are not, and if any of them was to be pinned, the entry is.
+   */
+  private settleTwins(
+    hashes: Buffer[],
+    locs: ChunkLocation[],
+    fresh: boolean[],
+    pinOf: (i: number) => boolean,
+    pinHeld: Buffer[]
+  ): void {
+    const byKey = new Map<string, number[]>()
+    hashes.forEach((h, i) => {
+      if (!fresh[i]) return
+      const key = h.toString('latin1')
+      const list = byKey.get(key)
+      if (list) list.push(i)
+      else byKey.set(key, [i])
+    })
+    for (const list of byKey.values()) {
+      if (list.length < 2) continue
+      const row = this.q.loc.get(hashes[list[0]!]) as ChunkLocation | undefined
+      for (const i of list) fresh[i] = row !== undefined && row.pack === locs[i]!.pack && row.off === locs[i]!.off
+      if (list.some(i => pinOf(i))) pinHeld.push(hashes[list[0]!]!)
+    }
   }
 
   /** Marks existing entries pinned (import does this before its image row exists). */

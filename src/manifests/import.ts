@@ -179,9 +179,9 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
       dataChunks++
       const h = blake3(c.data!)
       builder.add(c.length, h)
-      const hex = h.toString('hex')
-      if (seen.has(hex)) continue
-      seen.add(hex)
+      const key = h.toString('latin1') // half the size of hex, for a set of every chunk
+      if (seen.has(key)) continue
+      seen.add(key)
       batch.push({ hash: h, data: c.data! })
       batchBytes += c.length
       if (batch.length >= BATCH || batchBytes >= BATCH_BYTES) flush()
