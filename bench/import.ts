@@ -4,7 +4,9 @@
 // Inputs: a generated file of random bytes (every chunk is new data) and, if present, the nginx
 // image of the Debian family. Files are read once first, so every run is warm.
 // Compute and import runs alternate; "CPU vs compute" is the ratio of their median CPU seconds.
-// Usage: npm run bench -- import [--size-mib N] [--runs N] [--json FILE]
+// --steps: instead, on the random file with the default chunking, the import with each of its
+// steps left out in turn (STEPS), to see what each costs.
+// Usage: npm run bench -- import [--size-mib N] [--runs N] [--json FILE] [--steps]
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import os from 'node:os'
@@ -170,6 +172,77 @@ export async function timeImport(file: string, chunking: Chunking, tmp: string):
   }
 }
 
+/** The import's steps, left out one more at a time by --steps (in this order). */
+export const STEPS = ['catalog rows', 'store rows', 'pack writes', 'store lookups'] as const
+
+/**
+ * timeImport with the first `leftOut` STEPS replaced by stand-ins that answer as the real ones do
+ * for all-new data (nothing held, every chunk new): the CPU a step costs is the difference.
+ */
+export async function timeImportWithout(
+  file: string,
+  chunking: Chunking,
+  tmp: string,
+  leftOut: number
+): Promise<Timing> {
+  const dir = fs.mkdtempSync(path.join(tmp, 'dd-'))
+  const dd = DataDir.open(dir, { capacityBytes: 1024 * GiB })
+  try {
+    if (leftOut >= 1) dd.catalog.addImage = () => ({ collectable: [] })
+    if (leftOut >= 2)
+      dd.store.record = (_items, locs) => ({ chunks: locs.length, bytes: locs.reduce((n, l) => n + l.size, 0) })
+    if (leftOut >= 3) {
+      let at = 0
+      dd.store.append = items =>
+        items.map(it => {
+          const loc = { pack: 1, off: at + 40, size: it.data.length }
+          at += 40 + it.data.length
+          return loc
+        })
+    }
+    if (leftOut >= 4) {
+      dd.store.holds = hashes => hashes.map(() => false)
+      dd.store.pinMany = () => {}
+    }
+    const c0 = process.cpuUsage()
+    const t0 = process.hrtime.bigint()
+    const r = await importImage(dd, file, { name: 'bench', chunking })
+    return { wall: seconds(t0), ...cpuSince(c0), detail: { dataChunks: r.dataChunks, digest: r.digest } }
+  } finally {
+    dd.close()
+  }
+}
+
+/** --steps: compute, the import, and the import without each step, in turns; medians of CPU seconds. */
+async function stepsTable(file: string, label: string, runs: number, tmp: string): Promise<string> {
+  const c = DEFAULT_CHUNKING
+  const variants: Array<{ name: string; once: () => Promise<Timing> }> = [
+    { name: 'compute', once: async () => await timeCompute(file, c) },
+    ...[0, 1, 2, 3, 4].map(k => ({
+      name: k === 0 ? 'import' : `import without ${STEPS.slice(0, k).join(', ')}`,
+      once: async () => await timeImportWithout(file, c, tmp, k)
+    }))
+  ]
+  const cpu = variants.map(() => [] as number[])
+  for (let r = 0; r < runs; r++)
+    for (const [i, v] of variants.entries()) {
+      const t = await v.once()
+      cpu[i]!.push(t.cpu)
+      console.error(`import --steps: ${v.name}: ${t.cpu.toFixed(2)} CPU s`)
+    }
+  const med = cpu.map(xs => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!)
+  const rows = variants.map((v, i) => [
+    v.name,
+    med[i]!.toFixed(2),
+    `${(med[i]! / med[0]!).toFixed(2)}×`,
+    i >= 1 && i <= STEPS.length ? `${STEPS[i - 1]}: ${(med[i]! - med[i + 1]!).toFixed(2)}` : ''
+  ])
+  return (
+    `## Import steps (${label}, ${chunkingTitle(c)}; medians of ${runs} runs in turns)\n\n` +
+    markdownTable(['run', 'CPU s', 'vs compute', 'step left out next: CPU s it costs'], rows, [0, 3])
+  )
+}
+
 function summarize(input: string, bytes: number, tool: string, all: Timing[]): Result {
   const med = [...all].sort((a, b) => a.wall - b.wall)[Math.floor((all.length - 1) / 2)]!
   const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!
@@ -264,9 +337,21 @@ export async function main(args: string[]): Promise<void> {
   const sizeMiB = Number(takeOption(args, '--size-mib') ?? 1024)
   const runs = Number(takeOption(args, '--runs') ?? 3)
   const jsonFile = takeOption(args, '--json')
+  const steps = args.includes('--steps')
   if (!(Number.isInteger(sizeMiB) && sizeMiB > 0) || !(Number.isInteger(runs) && runs > 0))
-    throw new Error('usage: npm run bench -- import [--size-mib N] [--runs N] [--json FILE]')
+    throw new Error('usage: npm run bench -- import [--size-mib N] [--runs N] [--json FILE] [--steps]')
   const tmp = fs.mkdtempSync('/var/tmp/vmifs-bench-import-')
+  if (steps) {
+    try {
+      const random = path.join(tmp, 'random.img')
+      writeRandomFile(random, sizeMiB * MiB)
+      readThrough(random)
+      console.log(await stepsTable(random, `random ${sizeLabel(sizeMiB * MiB)}`, runs, tmp))
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true })
+    }
+    return
+  }
   const results: Result[] = []
   const notes: string[] = []
   try {
