@@ -20,6 +20,7 @@
 #define _GNU_SOURCE
 #include "crc32c.h"
 #include "napi_check.h"
+#include "record.h"
 #include <blake3.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -727,11 +728,8 @@ typedef struct {
   uint8_t *rec; /* the record read: its header, then the chunk's bytes (in the worker's record buffer) */
 } piece_t;
 
-/* A pack record (src/cache/chunk-store.ts): a 40-byte header, then the chunk's bytes. The header:
- * magic "VMC2", length u32, CRC32C of the bytes u32, the hash's first 28 bytes (little-endian). The
- * first format's records ("VMC1", length, the whole hash) have no CRC: they are hashed. */
-enum { RECORD_HEADER = 40, MAX_PIECES = 512, MAX_REPLY_IOV = 1000 };
-static const uint32_t RECORD_MAGIC = 0x32434d56, RECORD_MAGIC_V1 = 0x31434d56;
+/* Pack records: native/record.h. */
+enum { MAX_PIECES = 512, MAX_REPLY_IOV = 1000 };
 
 static void hash_of(const uint8_t *p, size_t n, uint8_t out[BLAKE3_OUT_LEN]) {
   blake3_hasher h;
@@ -817,7 +815,8 @@ static int record_holds(const piece_t *q, const uint8_t *hash) {
   const uint8_t *h = q->rec, *data = q->rec + RECORD_HEADER;
   if (le32(h + 4) != q->len) return 0;
   uint32_t magic = le32(h);
-  if (magic == RECORD_MAGIC) return memcmp(h + 12, hash, 28) == 0 && le32(h + 8) == vmifs_crc32c(data, q->len);
+  if (magic == RECORD_MAGIC)
+    return memcmp(h + 12, hash, RECORD_HASH_BYTES) == 0 && le32(h + 8) == vmifs_crc32c(data, q->len);
   if (magic != RECORD_MAGIC_V1 || memcmp(h + 8, hash, 32) != 0) return 0;
   uint8_t got[BLAKE3_OUT_LEN];
   hash_of(data, q->len, got);

@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include "crc32c.h"
 #include "napi_check.h"
+#include "record.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <node_api.h>
@@ -23,8 +24,7 @@
 #include <unistd.h>
 
 /* 8 MiB a write: few enough I/Os, and a stage that stays in the CPU's last-level cache */
-enum { BLOCK = 4096, HUGE = 2 << 20, MAX_RECORDS = 2048, STAGE_BYTES = 8 << 20, RECORD_HEADER = 40 };
-#define RECORD_MAGIC 0x32434d56u /* "VMC2" */
+enum { BLOCK = 4096, HUGE = 2 << 20, MAX_RECORDS = 2048, STAGE_BYTES = 8 << 20 };
 
 typedef struct {
   int fd;        /* buffered */
@@ -100,15 +100,6 @@ static void keep_tail(pack_writer_t *w, void **data, size_t *lens, uint32_t n) {
   memcpy(w->tail, next, (size_t)(w->size - base));
 }
 
-/** A record's header (src/cache/chunk-store.ts): magic "VMC2", length, CRC32C, the hash's first 28 bytes. */
-static void put_header(uint8_t *h, const uint8_t *hash, uint32_t len, uint32_t crc) {
-  const uint32_t magic = RECORD_MAGIC;
-  memcpy(h, &magic, 4); /* little-endian, as x86 and arm64 are */
-  memcpy(h + 4, &len, 4);
-  memcpy(h + 8, &crc, 4);
-  memcpy(h + 12, hash, RECORD_HEADER - 12);
-}
-
 /** Makes room for `need` bytes in the stage, keeping its first `keep`. */
 static int stage_grow(pack_writer_t *w, size_t need, size_t keep) {
   if (need <= w->stage_cap) return 0;
@@ -149,7 +140,7 @@ static int append_direct(pack_writer_t *w, uint8_t **hashes, uint8_t **data, siz
       if ((err = stage_grow(w, at + rec, at))) return err;
     }
     uint32_t crc = vmifs_crc32c_copy(w->stage + at + RECORD_HEADER, data[i], lens[i]);
-    put_header(w->stage + at, hashes[i], (uint32_t)lens[i], crc);
+    record_put_header(w->stage + at, hashes[i], (uint32_t)lens[i], crc);
     at += rec;
   }
   size_t span = (at + BLOCK - 1) & ~(size_t)(BLOCK - 1);
@@ -171,16 +162,17 @@ static int append_buffered(pack_writer_t *w, uint8_t **hashes, uint8_t **data, s
   uint64_t total = 0;
   for (uint32_t i = 0; i < n; i++) {
     uint8_t *h = headers + (size_t)i * RECORD_HEADER;
-    put_header(h, hashes[i], (uint32_t)lens[i], vmifs_crc32c(data[i], lens[i]));
+    record_put_header(h, hashes[i], (uint32_t)lens[i], vmifs_crc32c(data[i], lens[i]));
+    /* bufs, blens: the pieces as they are, for keep_tail (a short write moves iov on) */
+    bufs[2 * i] = h;
+    blens[2 * i] = RECORD_HEADER;
+    bufs[2 * i + 1] = data[i];
+    blens[2 * i + 1] = lens[i];
     iov[2 * i] = (struct iovec){h, RECORD_HEADER};
     iov[2 * i + 1] = (struct iovec){data[i], lens[i]};
     total += RECORD_HEADER + lens[i];
   }
   uint32_t m = 2 * n, k = 0;
-  for (uint32_t i = 0; i < m; i++) {
-    bufs[i] = iov[i].iov_base;
-    blens[i] = iov[i].iov_len;
-  }
   uint64_t off = w->size;
   int err = 0;
   while (k < m && !err) {
