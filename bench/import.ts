@@ -14,6 +14,7 @@ import path from 'node:path'
 import { randomFillSync } from 'node:crypto'
 import { execFileSync, spawnSync } from 'node:child_process'
 import { DataDir } from '../src/datadir.js'
+import { RECORD_HEADER } from '../src/cache/chunk-store.js'
 import { type Chunking, DEFAULT_CHUNKING } from '../src/manifests/chunking.js'
 import { type ChunkOut, createChunker } from '../src/manifests/chunker.js'
 import { importImage, planCuts } from '../src/manifests/import.js'
@@ -150,14 +151,38 @@ export async function timeCompute(file: string, chunking: Chunking): Promise<Tim
   return { wall: seconds(t0), ...cpuSince(c0), detail: { dataChunks, zeroBytes, digest } }
 }
 
+/** The middle value (the lower of the two middle ones for an even count). */
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!
+
+/** The import's steps, left out one more at a time by --steps (in this order). */
+export const STEPS = ['catalog rows', 'store rows', 'pack writes', 'store lookups'] as const
+
 /**
  * A full import into a fresh data dir under `tmp`. The dir is kept until the whole benchmark
- * ends, so that no run is charged for deleting the previous run's files.
+ * ends, so that no run is charged for deleting the previous run's files. With `leftOut`, the first
+ * that many STEPS are replaced by stand-ins that answer as the real ones do for all-new data
+ * (nothing held, every chunk new): the CPU a step costs is the difference (--steps).
  */
-export async function timeImport(file: string, chunking: Chunking, tmp: string): Promise<Timing> {
+export async function timeImport(file: string, chunking: Chunking, tmp: string, leftOut = 0): Promise<Timing> {
   const dir = fs.mkdtempSync(path.join(tmp, 'dd-'))
   const dd = DataDir.open(dir, { capacityBytes: 1024 * GiB })
   try {
+    if (leftOut >= 1) dd.catalog.addImage = () => ({ collectable: [] })
+    if (leftOut >= 2)
+      dd.store.record = (_items, locs) => ({ chunks: locs.length, bytes: locs.reduce((n, l) => n + l.size, 0) })
+    if (leftOut >= 3) {
+      let at = 0
+      dd.store.append = items =>
+        items.map(it => {
+          const loc = { pack: 1, off: at + RECORD_HEADER, size: it.data.length }
+          at += RECORD_HEADER + it.data.length
+          return loc
+        })
+    }
+    if (leftOut >= 4) {
+      dd.store.holds = hashes => hashes.map(() => false)
+      dd.store.pinMany = () => {}
+    }
     const c0 = process.cpuUsage()
     const t0 = process.hrtime.bigint()
     const r = await importImage(dd, file, { name: 'bench', chunking })
@@ -172,47 +197,6 @@ export async function timeImport(file: string, chunking: Chunking, tmp: string):
   }
 }
 
-/** The import's steps, left out one more at a time by --steps (in this order). */
-export const STEPS = ['catalog rows', 'store rows', 'pack writes', 'store lookups'] as const
-
-/**
- * timeImport with the first `leftOut` STEPS replaced by stand-ins that answer as the real ones do
- * for all-new data (nothing held, every chunk new): the CPU a step costs is the difference.
- */
-export async function timeImportWithout(
-  file: string,
-  chunking: Chunking,
-  tmp: string,
-  leftOut: number
-): Promise<Timing> {
-  const dir = fs.mkdtempSync(path.join(tmp, 'dd-'))
-  const dd = DataDir.open(dir, { capacityBytes: 1024 * GiB })
-  try {
-    if (leftOut >= 1) dd.catalog.addImage = () => ({ collectable: [] })
-    if (leftOut >= 2)
-      dd.store.record = (_items, locs) => ({ chunks: locs.length, bytes: locs.reduce((n, l) => n + l.size, 0) })
-    if (leftOut >= 3) {
-      let at = 0
-      dd.store.append = items =>
-        items.map(it => {
-          const loc = { pack: 1, off: at + 40, size: it.data.length }
-          at += 40 + it.data.length
-          return loc
-        })
-    }
-    if (leftOut >= 4) {
-      dd.store.holds = hashes => hashes.map(() => false)
-      dd.store.pinMany = () => {}
-    }
-    const c0 = process.cpuUsage()
-    const t0 = process.hrtime.bigint()
-    const r = await importImage(dd, file, { name: 'bench', chunking })
-    return { wall: seconds(t0), ...cpuSince(c0), detail: { dataChunks: r.dataChunks, digest: r.digest } }
-  } finally {
-    dd.close()
-  }
-}
-
 /** --steps: compute, the import, and the import without each step, in turns; medians of CPU seconds. */
 async function stepsTable(file: string, label: string, runs: number, tmp: string): Promise<string> {
   const c = DEFAULT_CHUNKING
@@ -220,7 +204,7 @@ async function stepsTable(file: string, label: string, runs: number, tmp: string
     { name: 'compute', once: async () => await timeCompute(file, c) },
     ...[0, 1, 2, 3, 4].map(k => ({
       name: k === 0 ? 'import' : `import without ${STEPS.slice(0, k).join(', ')}`,
-      once: async () => await timeImportWithout(file, c, tmp, k)
+      once: async () => await timeImport(file, c, tmp, k)
     }))
   ]
   const cpu = variants.map(() => [] as number[])
@@ -230,7 +214,7 @@ async function stepsTable(file: string, label: string, runs: number, tmp: string
       cpu[i]!.push(t.cpu)
       console.error(`import --steps: ${v.name}: ${t.cpu.toFixed(2)} CPU s`)
     }
-  const med = cpu.map(xs => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!)
+  const med = cpu.map(median)
   const rows = variants.map((v, i) => [
     v.name,
     med[i]!.toFixed(2),
@@ -245,7 +229,6 @@ async function stepsTable(file: string, label: string, runs: number, tmp: string
 
 function summarize(input: string, bytes: number, tool: string, all: Timing[]): Result {
   const med = [...all].sort((a, b) => a.wall - b.wall)[Math.floor((all.length - 1) / 2)]!
-  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!
   console.error(
     `import: ${input}: ${tool}: ${all.map(t => `${t.wall.toFixed(2)} s (${t.cpu.toFixed(2)} CPU s)`).join(', ')}`
   )
