@@ -17,10 +17,10 @@ import { DataDir } from '../src/datadir.js'
 import { RECORD_HEADER } from '../src/cache/chunk-store.js'
 import { type Chunking, DEFAULT_CHUNKING } from '../src/manifests/chunking.js'
 import { type ChunkOut, createChunker } from '../src/manifests/chunker.js'
-import { importImage, planCuts } from '../src/manifests/import.js'
+import { READ_SIZE, importImage, planCuts } from '../src/manifests/import.js'
 import { ManifestBuilder } from '../src/manifests/manifest.js'
 import { blake3 } from '../src/util/hash.js'
-import { readAt } from '../src/util/files.js'
+import { readPieces } from '../src/util/files.js'
 import { readThrough } from './lib/files.js'
 import {
   GiB,
@@ -37,7 +37,6 @@ import {
 
 export const NGINX_IMAGE = '/var/tmp/vmifs-bench/family/nginx.img'
 export const CHUNKINGS: Chunking[] = [{ kind: 'fixed', chunkSize: 64 * 1024 }, DEFAULT_CHUNKING]
-const READ_SIZE = 16 * MiB // as in import.ts
 
 /** One timed run: wall seconds and CPU seconds (user + sys) of whoever did the work. */
 export interface Timing {
@@ -133,16 +132,8 @@ export async function timeCompute(file: string, chunking: Chunking): Promise<Tim
         dataChunks++
       }
     }
-    let pos = 0
-    let next = readAt(fh, 0, Math.min(READ_SIZE, size))
-    while (pos < size) {
-      const buf = await next
-      if (buf.length === 0) throw new Error(`${file} shrank`)
-      pos += buf.length
-      next = pos < size ? readAt(fh, pos, Math.min(READ_SIZE, size - pos)) : Promise.resolve(Buffer.alloc(0))
-      take(chunker.push(buf))
-    }
-    await next
+    const got = await readPieces(fh, size, READ_SIZE, buf => take(chunker.push(buf)))
+    if (got < size) throw new Error(`${file} shrank`)
     take(chunker.finish())
     digest = builder.build().digest()
   } finally {

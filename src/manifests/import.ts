@@ -5,8 +5,8 @@ import { VmifsError } from '../errors.js'
 import type { DataDir } from '../datadir.js'
 import type { ChunkLocation } from '../cache/chunk-store.js'
 import { validateName } from '../index/catalog.js'
-import { blake3 } from '../util/hash.js'
-import { readAt } from '../util/files.js'
+import { HashSet, blake3 } from '../util/hash.js'
+import { readAt, readPieces } from '../util/files.js'
 import { type Chunking, DEFAULT_CHUNKING, ZERO_BLOCK, validateChunking } from './chunking.js'
 import { type FileLayout, type FsFound, findFileLayout } from './fs-layout.js'
 import { createChunker } from './chunker.js'
@@ -36,7 +36,8 @@ export interface ImportResult {
   filesystems: FsFound[]
 }
 
-const READ_SIZE = 16 * 1024 * 1024
+/** The image is read in pieces of this many bytes (the compute path of the import benchmark reads so too). */
+export const READ_SIZE = 16 * 1024 * 1024
 /**
  * A write to the pack: about this many bytes of chunks (or BATCH chunks), so that the bytes hashed
  * last are still in the CPU's last-level cache when they are copied into the pack.
@@ -129,11 +130,12 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
   }
   const chunker = createChunker(chunking, layout?.cuts)
   const builder = new ManifestBuilder(chunking)
-  const seen = new Set<string>()
+  const seen = new HashSet()
   let newChunks = 0
   let newBytes = 0
   let zeroBytes = 0
   let dataChunks = 0
+  let done = 0
 
   // Chunks are gathered in batches: the cache is asked which it holds in one read transaction, the
   // new ones are appended to this process's pack (one write), and those already held are pinned,
@@ -179,9 +181,7 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
       dataChunks++
       const h = blake3(c.data!)
       builder.add(c.length, h)
-      const key = h.toString('latin1') // half the size of hex, for a set of every chunk
-      if (seen.has(key)) continue
-      seen.add(key)
+      if (!seen.add(h)) continue
       batch.push({ hash: h, data: c.data! })
       batchBytes += c.length
       if (batch.length >= BATCH || batchBytes >= BATCH_BYTES) flush()
@@ -189,17 +189,13 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
   }
 
   try {
-    let pos = 0
-    let next = readAt(fh, 0, Math.min(READ_SIZE, size))
-    while (pos < size) {
-      const buf = await next
-      if (buf.length === 0) throw new VmifsError('INPUT_CHANGED', `${file} shrank while it was imported`, { file })
-      pos += buf.length
-      next = pos < size ? readAt(fh, pos, Math.min(READ_SIZE, size - pos)) : Promise.resolve(Buffer.alloc(0))
+    const got = await readPieces(fh, size, READ_SIZE, buf => {
       take(chunker.push(buf))
-      opts.onProgress?.(pos, size)
-    }
-    await next
+      flush() // the batch holds views of buf, which is read into again
+      done += buf.length
+      opts.onProgress?.(done, size)
+    })
+    if (got < size) throw new VmifsError('INPUT_CHANGED', `${file} shrank while it was imported`, { file })
     take(chunker.finish())
     flush(true)
     const st = await fh.stat()

@@ -167,7 +167,8 @@ export interface ManifestJson {
 export class ManifestBuilder {
   private offsets: number[] = [0]
   private zero: number[] = []
-  private hashes: Buffer[] = []
+  // every entry's hash, 32 bytes each (zeros for a zero run): one buffer, not an object a chunk
+  private table = Buffer.alloc(1024 * HASH_SIZE)
   private pos = 0
 
   constructor(private readonly chunking: Chunking) {}
@@ -178,26 +179,31 @@ export class ManifestBuilder {
       this.offsets[this.offsets.length - 1] = this.pos
       return
     }
+    const i = this.zero.length
     this.pos += length
     this.offsets.push(this.pos)
     this.zero.push(hash === null ? 1 : 0)
-    this.hashes.push(hash ?? ZERO_HASH)
+    if ((i + 1) * HASH_SIZE > this.table.length) {
+      const t = Buffer.alloc(this.table.length * 2)
+      this.table.copy(t)
+      this.table = t
+    }
+    if (hash !== null) hash.copy(this.table, i * HASH_SIZE)
   }
 
   build(): Manifest {
+    const n = this.zero.length
     const m = new Manifest(
       this.pos,
       this.chunking,
       Float64Array.from(this.offsets),
       Uint8Array.from(this.zero),
-      Buffer.concat(this.hashes)
+      Buffer.from(this.table.subarray(0, n * HASH_SIZE))
     )
     validate(m)
     return m
   }
 }
-
-const ZERO_HASH = Buffer.alloc(HASH_SIZE)
 
 function writeVarint(buf: Buffer, p: number, v: number): number {
   while (v >= 0x80) {

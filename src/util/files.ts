@@ -16,6 +16,52 @@ export async function readAt(fh: fsp.FileHandle, pos: number, len: number): Prom
   return off === len ? buf : buf.subarray(0, off)
 }
 
+/** Reads into `buf` from `pos` until it is full or the file ends; the part filled. */
+async function fill(fh: fsp.FileHandle, buf: Buffer, pos: number): Promise<Buffer> {
+  let off = 0
+  while (off < buf.length) {
+    const { bytesRead } = await fh.read(buf, off, buf.length - off, pos + off)
+    if (bytesRead === 0) break
+    off += bytesRead
+  }
+  return buf.subarray(0, off)
+}
+
+/**
+ * Reads the first `size` bytes of a file in pieces of `piece` bytes, one read ahead of `each`,
+ * into two buffers taken in turns: `each` must keep no view of the piece it is given after it
+ * returns (the buffer is read into again). Returns the bytes read: less than `size` when the file
+ * ended first. Reusing the buffers spares the garbage collector a large allocation a piece.
+ */
+export async function readPieces(
+  fh: fsp.FileHandle,
+  size: number,
+  piece: number,
+  each: (buf: Buffer) => void
+): Promise<number> {
+  const n = Math.min(piece, size)
+  const bufs = [Buffer.allocUnsafe(n), Buffer.allocUnsafe(n)]
+  const part = (k: number, pos: number): Promise<Buffer> =>
+    fill(fh, pos + n <= size ? bufs[k]! : bufs[k]!.subarray(0, size - pos), pos)
+  let pos = 0
+  let k = 0
+  let next = size > 0 ? part(0, 0) : undefined
+  while (next !== undefined) {
+    const buf = await next
+    if (buf.length === 0) break
+    pos += buf.length
+    k ^= 1
+    next = pos < size ? part(k, pos) : undefined
+    try {
+      each(buf)
+    } catch (err) {
+      await next?.catch(() => {})
+      throw err
+    }
+  }
+  return pos
+}
+
 /** Exactly `len` bytes at `pos` of an open file (into `into` if given); undefined when the file ends first. */
 export function readExactlySync(fd: number, pos: number, len: number, into?: Buffer): Buffer | undefined {
   const buf = into ?? Buffer.allocUnsafe(len)

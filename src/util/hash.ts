@@ -20,3 +20,40 @@ export function blake3Hex(data: Uint8Array): string {
 export function isHashHex(s: unknown): s is string {
   return typeof s === 'string' && HEX64.test(s)
 }
+
+/**
+ * A set of 32-byte hashes kept in one buffer (an import's chunks seen so far): no object or
+ * string per member for the garbage collector to trace. Looked up by 30 bits of the hash (a small
+ * integer key); the rare members whose key another member has go to `more`.
+ */
+export class HashSet {
+  private table = Buffer.alloc(1024 * HASH_SIZE)
+  private slots = 0 // hashes in table
+  private readonly first = new Map<number, number>()
+  private readonly more = new Set<string>()
+
+  get size(): number {
+    return this.slots + this.more.size
+  }
+
+  /** Adds the hash at h[at..at+32]; false when it was there already. */
+  add(h: Buffer, at = 0): boolean {
+    const key = h.readUInt32LE(at) >>> 2
+    const i = this.first.get(key)
+    if (i === undefined) {
+      if ((this.slots + 1) * HASH_SIZE > this.table.length) {
+        const t = Buffer.alloc(this.table.length * 2)
+        this.table.copy(t)
+        this.table = t
+      }
+      h.copy(this.table, this.slots * HASH_SIZE, at, at + HASH_SIZE)
+      this.first.set(key, this.slots++)
+      return true
+    }
+    if (this.table.compare(h, at, at + HASH_SIZE, i * HASH_SIZE, (i + 1) * HASH_SIZE) === 0) return false
+    const s = h.toString('latin1', at, at + HASH_SIZE)
+    if (this.more.has(s)) return false
+    this.more.add(s)
+    return true
+  }
+}

@@ -696,3 +696,26 @@ test('fromJson rejects bad hashes, digests and headers', t => {
   h(up, 0).hash = h(up, 0).hash.toUpperCase()
   t.is(fromJson(up).digest(), cdcManifest().digest())
 })
+
+test('the builder keeps its own copy of each hash, past its first table, zero runs as zero hashes', t => {
+  const b = new ManifestBuilder(FIXED)
+  const scratch = Buffer.alloc(32)
+  const n = 3000
+  for (let i = 0; i < n; i++) {
+    if (i % 100 === 50) b.add(4096, null)
+    else {
+      hashOf(i).copy(scratch)
+      b.add(4096, scratch) // the caller reuses its buffer
+    }
+  }
+  scratch.fill(0xff)
+  const m = b.build()
+  t.is(m.count, n)
+  for (let i = 0; i < n; i++) {
+    if (i % 100 === 50) {
+      t.true(m.zero[i] === 1 && m.hashAt(i).equals(Buffer.alloc(32)), `entry ${i}`)
+    } else if (!m.hashAt(i).equals(hashOf(i))) {
+      t.fail(`entry ${i}`)
+    }
+  }
+})
