@@ -2,6 +2,7 @@
 //   fastcdcCut(buf, start, end, minSize, normalSize, maxSize, maskS, maskL) -> absolute cut offset
 //   setGear(Uint8Array(2048))  the 256 64-bit gear values (little endian), see manifests/SPEC.md
 //   zeroBlocks(buf, blockSize) -> Uint8Array with 1 for every all-zero block of buf
+//   hashOrder(hashes) -> Uint32Array: the order of a buffer's 32-byte hashes by their bytes
 // The gear loop is FastCDC with normalized chunking (Xia et al., 2016): below normalSize the
 // stricter mask maskS applies, above it the looser maskL; the first minSize bytes are skipped.
 #define _GNU_SOURCE
@@ -14,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -243,6 +245,34 @@ static napi_value SdNotify(napi_env env, napi_callback_info info) {
   return out;
 }
 
+static int cmp_hash(const void *a, const void *b, void *base) {
+  return memcmp((const uint8_t *)base + (size_t) * (const uint32_t *)a * 32,
+                (const uint8_t *)base + (size_t) * (const uint32_t *)b * 32, 32);
+}
+
+/** hashOrder(hashes) -> Uint32Array: the indexes of the 32-byte hashes of the buffer, in the order of their bytes */
+static napi_value HashOrder(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], ab, out;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *data;
+  size_t len;
+  CHECK(napi_get_buffer_info(env, argv[0], &data, &len));
+  if (len % 32 != 0) {
+    napi_throw_range_error(env, NULL, "hashOrder: the buffer is not a whole number of 32-byte hashes");
+    return NULL;
+  }
+  size_t n = len / 32;
+  void *o;
+  CHECK(napi_create_arraybuffer(env, n * 4, &o, &ab));
+  CHECK(napi_create_typedarray(env, napi_uint32_array, n, ab, 0, &out));
+  uint32_t *idx = o;
+  for (size_t i = 0; i < n; i++)
+    idx[i] = (uint32_t)i;
+  qsort_r(idx, n, sizeof *idx, cmp_hash, data);
+  return out;
+}
+
 void vmifs_fuse_register(napi_env env, napi_value exports);
 void vmifs_pack_register(napi_env env, napi_value exports);
 
@@ -253,6 +283,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"zeroBlocks", NULL, ZeroBlocks, NULL, NULL, NULL, napi_default, NULL},
       {"blake3", NULL, Blake3, NULL, NULL, NULL, napi_default, NULL},
       {"crc32c", NULL, Crc32c, NULL, NULL, NULL, napi_default, NULL},
+      {"hashOrder", NULL, HashOrder, NULL, NULL, NULL, napi_default, NULL},
       {"punchHole", NULL, PunchHole, NULL, NULL, NULL, napi_default, NULL},
       {"sdNotify", NULL, SdNotify, NULL, NULL, NULL, napi_default, NULL},
   };

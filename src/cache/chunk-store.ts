@@ -22,7 +22,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type { Statement } from 'better-sqlite3'
 import type { Db } from '../index/db.js'
-import { Bulk, inList, valuesList } from '../index/bulk.js'
+import { HASH_ROWS, PIN_ENTRIES, hashOrder, hashRows } from '../index/bulk.js'
 import { VmifsError } from '../errors.js'
 import { blake3 } from '../util/hash.js'
 import { type PackWriter, native } from '../native/index.js'
@@ -175,7 +175,7 @@ export class ChunkStore {
   >
 
   /** the statements that record and look up many chunks at once (src/index/bulk.ts) */
-  private readonly bulk: Record<'held' | 'pin' | 'insert' | 'insertPinned', Bulk>
+  private readonly bulk: Record<'held' | 'pin' | 'insert' | 'insertPinned', Statement>
   private evicting = false
   private writer: Writer | undefined
   /** descriptors of packs read or punched, opened on first use */
@@ -196,23 +196,15 @@ export class ChunkStore {
   ) {
     this.packDir = path.join(dataDir, 'packs')
     this.bulk = {
-      held: new Bulk(db, n => `SELECT hash FROM cache_entries WHERE hash IN ${inList(n)}`, 1, true),
-      pin: new Bulk(db, n => `UPDATE cache_entries SET pinned = 1 WHERE pinned = 0 AND hash IN ${inList(n)}`, 1),
-      // (hash, size, atime, hash, pack, off): pinned as chunks.pins says
-      insert: new Bulk(
-        db,
-        n => `INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned, pack, off)
-          VALUES ${valuesList('(?, ?, ?, coalesce((SELECT pins > 0 FROM chunks WHERE hash = ?), 0), ?, ?)', n)}`,
-        6
-      ),
-      // (hash, size, atime, pack, off): a chunk pinned on the way in (an import) is pinned whatever
-      // chunks.pins says yet
-      insertPinned: new Bulk(
-        db,
-        n => `INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned, pack, off)
-          VALUES ${valuesList('(?, ?, ?, 1, ?, ?)', n)}`,
-        5
-      )
+      held: db.prepare(`SELECT r.i FROM ${HASH_ROWS} r JOIN cache_entries e ON e.hash = r.hash`).pluck(),
+      pin: db.prepare(PIN_ENTRIES),
+      // v: [size, pack, off]; pinned as chunks.pins says
+      insert: db.prepare(`INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned, pack, off)
+        SELECT r.hash, r.v ->> 0, @now, coalesce((SELECT pins > 0 FROM chunks c WHERE c.hash = r.hash), 0),
+          r.v ->> 1, r.v ->> 2 FROM ${HASH_ROWS} r`),
+      // a chunk pinned on the way in (an import) is pinned whatever chunks.pins says yet
+      insertPinned: db.prepare(`INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned, pack, off)
+        SELECT r.hash, r.v ->> 0, @now, 1, r.v ->> 1, r.v ->> 2 FROM ${HASH_ROWS} r`)
     }
     this.q = {
       has: db.prepare('SELECT 1 FROM cache_entries WHERE hash = ?').pluck(),
@@ -310,19 +302,12 @@ export class ChunkStore {
     return this.q.has.get(Buffer.from(hashHex, 'hex')) !== undefined
   }
 
-  /** Which of the chunks the store holds, asked in one read transaction. */
+  /** Which of the chunks the store holds, asked in one statement. */
   holds(hashes: Buffer[]): boolean[] {
-    const held = this.db.transaction(() => this.heldOf(hashes))()
-    if (held.size === 0) return hashes.map(() => false)
-    return hashes.map(h => held.has(h.toString('latin1')))
-  }
-
-  /** Those of the hashes the store holds, as latin1 strings of their bytes (in the caller's transaction). */
-  private heldOf(hashes: Buffer[]): Set<string> {
-    const rows = this.bulk.held.all(hashes.length, (i, a, at) => {
-      a[at] = hashes[i]
-    }) as Buffer[]
-    return new Set(rows.map(h => h.toString('latin1')))
+    const out = new Array<boolean>(hashes.length).fill(false)
+    if (hashes.length === 0) return out
+    for (const i of this.bulk.held.all(hashRows(hashes)) as number[]) out[i] = true
+    return out
   }
 
   /** Where the chunk's bytes are, if the store holds it. */
@@ -489,40 +474,23 @@ export class ChunkStore {
     const grew = new Map<number, { end: number; n: number }>()
     const pinOf = (i: number): boolean => (typeof pins === 'boolean' ? pins : pins[i]!)
     let bytes = 0
-    // immediate: what is held is looked up and the rest written under one write lock, so that
-    // another process's chunks recorded meanwhile are told apart from this call's new ones
+    // immediate: the rows are written and, where fewer were new than given, settled under one
+    // write lock, so that another process's chunks recorded meanwhile are told apart from this
+    // call's new ones
     this.db
       .transaction(() => {
-        const held = this.heldOf(hashes)
         const added: number[] = []
         const addedPinned: number[] = []
+        for (const i of hashOrder(hashes)) (pinOf(i) ? addedPinned : added).push(i)
+        const loc = (i: number): string => `[${locs[i]!.size},${locs[i]!.pack},${locs[i]!.off}]`
+        let changes = 0
+        if (addedPinned.length > 0)
+          changes += this.bulk.insertPinned.run({ ...hashRows(hashes, addedPinned, loc), now }).changes
+        if (added.length > 0) changes += this.bulk.insert.run({ ...hashRows(hashes, added, loc), now }).changes
+        fresh.fill(true)
+        // fewer rows than chunks: some were held, or came twice in this call; each one's row says
         const pinHeld: Buffer[] = []
-        for (let i = 0; i < n; i++) {
-          fresh[i] = held.size === 0 || !held.has(hashes[i]!.toString('latin1'))
-          if (fresh[i]) (pinOf(i) ? addedPinned : added).push(i)
-          else if (pinOf(i)) pinHeld.push(hashes[i]!)
-        }
-        let changes = this.bulk.insertPinned.run(addedPinned.length, (k, a, at) => {
-          const i = addedPinned[k]!
-          const c = locs[i]!
-          a[at] = hashes[i]
-          a[at + 1] = c.size
-          a[at + 2] = now
-          a[at + 3] = c.pack
-          a[at + 4] = c.off
-        })
-        changes += this.bulk.insert.run(added.length, (k, a, at) => {
-          const i = added[k]!
-          const c = locs[i]!
-          a[at] = hashes[i]
-          a[at + 1] = c.size
-          a[at + 2] = now
-          a[at + 3] = hashes[i]
-          a[at + 4] = c.pack
-          a[at + 5] = c.off
-        })
-        // fewer rows than new chunks: a chunk came twice in this call; the copy recorded is the new one
-        if (changes !== added.length + addedPinned.length) this.settleTwins(hashes, locs, fresh, pinOf, pinHeld)
+        if (changes !== n) this.settle(hashes, locs, fresh, pinOf, pinHeld)
         if (pinHeld.length > 0) this.pinAll(pinHeld)
         for (let i = 0; i < n; i++) {
           if (!fresh[i]) continue
@@ -548,30 +516,21 @@ export class ChunkStore {
   }
 
   /**
-   * A chunk given more than once to one record(): only the copy its row points at is new; the
-   * others are not, and if any of them was to be pinned, the entry is.
+   * After record() wrote fewer rows than it was given chunks: a chunk is new where its row points
+   * at this call's copy of it. Those not new that were to be pinned go to pinHeld.
    */
-  private settleTwins(
+  private settle(
     hashes: Buffer[],
     locs: ChunkLocation[],
     fresh: boolean[],
     pinOf: (i: number) => boolean,
     pinHeld: Buffer[]
   ): void {
-    const byKey = new Map<string, number[]>()
     hashes.forEach((h, i) => {
-      if (!fresh[i]) return
-      const key = h.toString('latin1')
-      const list = byKey.get(key)
-      if (list) list.push(i)
-      else byKey.set(key, [i])
+      const row = this.q.loc.get(h) as ChunkLocation | undefined
+      fresh[i] = row !== undefined && row.pack === locs[i]!.pack && row.off === locs[i]!.off
+      if (!fresh[i] && pinOf(i)) pinHeld.push(h)
     })
-    for (const list of byKey.values()) {
-      if (list.length < 2) continue
-      const row = this.q.loc.get(hashes[list[0]!]) as ChunkLocation | undefined
-      for (const i of list) fresh[i] = row !== undefined && row.pack === locs[i]!.pack && row.off === locs[i]!.off
-      if (list.some(i => pinOf(i))) pinHeld.push(hashes[list[0]!]!)
-    }
   }
 
   /** Marks existing entries pinned (import does this before its image row exists). */
@@ -580,9 +539,7 @@ export class ChunkStore {
   }
 
   private pinAll(hashes: Buffer[]): void {
-    this.bulk.pin.run(hashes.length, (i, a, at) => {
-      a[at] = hashes[i]
-    })
+    if (hashes.length > 0) this.bulk.pin.run(hashRows(hashes))
   }
 
   /**

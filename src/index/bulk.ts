@@ -1,66 +1,40 @@
-// Statements over many rows at once: a multi-row VALUES list, or an IN list. One statement runs
-// a call's rows up to BULK_ROWS at a time, so that a row costs its B-tree work and not a call of
-// its own into SQLite (about 2 µs each here: most of what recording an import's chunk cost).
-import type { Statement } from 'better-sqlite3'
-import type { Db } from './db.js'
+// Statements over many chunks at once, each one statement for all of them: the hashes go in as
+// one blob (@h, 32 bytes each) and what a row needs besides as a JSON array (@v, an element a
+// hash), which json_each turns into rows (HASH_ROWS). The B-tree work is then all a row costs:
+// no call into SQLite, no bound value and no result object a row. Rows are given in the order of
+// their hashes' bytes where they are written, so that each lands next to the last one's page.
+import { native } from '../native/index.js'
 
-export const BULK_ROWS = 64
+/** The rows of @h and @v: i (the element's index), hash (its 32 bytes), v (its value). */
+export const HASH_ROWS =
+  '(SELECT j.key AS i, substr(@h, j.key * 32 + 1, 32) AS hash, j.value AS v FROM json_each(@v) j)'
 
-/** "(?, ?), (?, ?)": `rows` copies of one row's text. */
-export const valuesList = (row: string, rows: number): string => Array.from({ length: rows }, () => row).join(', ')
+/** Marks the entries of the hashes pinned (those not yet): cache_entries is the store's table. */
+export const PIN_ENTRIES = `UPDATE cache_entries SET pinned = 1
+  WHERE pinned = 0 AND hash IN (SELECT hash FROM ${HASH_ROWS})`
 
-/** "(?, ?, ?)": an IN list of `n` parameters. */
-export const inList = (n: number): string => `(${Array.from({ length: n }, () => '?').join(', ')})`
+export interface HashRows {
+  h: Buffer
+  v: string
+}
 
-export class Bulk {
-  private readonly stmts = new Map<number, Statement>()
-
-  /** `sql(n)`: the statement's text for n rows; `width`: parameters a row. */
-  constructor(
-    private readonly db: Db,
-    private readonly sql: (rows: number) => string,
-    private readonly width: number,
-    private readonly pluck = false
-  ) {}
-
-  private stmt(rows: number): Statement {
-    let s = this.stmts.get(rows)
-    if (!s) {
-      s = this.db.prepare(this.sql(rows))
-      if (this.pluck) s.pluck()
-      this.stmts.set(rows, s)
-    }
-    return s
+/**
+ * The parameters of a HASH_ROWS statement over hashes[idx[k]], k = 0, 1, … (every hash in order
+ * without idx), with the JSON text of each one's value from `value(i)` (0 without it).
+ */
+export function hashRows(hashes: readonly Buffer[], idx?: ArrayLike<number>, value?: (i: number) => string): HashRows {
+  const n = idx?.length ?? hashes.length
+  const h = Buffer.allocUnsafe(n * 32)
+  const parts = new Array<string>(n)
+  for (let k = 0; k < n; k++) {
+    const i = idx === undefined ? k : idx[k]!
+    hashes[i]!.copy(h, k * 32, 0, 32)
+    parts[k] = value ? value(i) : '0'
   }
+  return { h, v: `[${parts.join(',')}]` }
+}
 
-  /** Runs over rows [0, count): `fill(i, args, at)` writes row i's parameters at args[at..]. Returns the changes. */
-  run(count: number, fill: (i: number, args: unknown[], at: number) => void): number {
-    let changes = 0
-    this.each(count, fill, (s, args) => {
-      changes += s.run(args).changes
-    })
-    return changes
-  }
-
-  /** all() over rows [0, count), the results of every statement in one list. */
-  all(count: number, fill: (i: number, args: unknown[], at: number) => void): unknown[] {
-    const out: unknown[] = []
-    this.each(count, fill, (s, args) => {
-      for (const r of s.all(args)) out.push(r)
-    })
-    return out
-  }
-
-  private each(
-    count: number,
-    fill: (i: number, args: unknown[], at: number) => void,
-    exec: (s: Statement, args: unknown[]) => void
-  ): void {
-    for (let from = 0; from < count; from += BULK_ROWS) {
-      const rows = Math.min(BULK_ROWS, count - from)
-      const args = new Array<unknown>(rows * this.width)
-      for (let k = 0; k < rows; k++) fill(from + k, args, k * this.width)
-      exec(this.stmt(rows), args)
-    }
-  }
+/** The indexes of the hashes in the order of their bytes (the order SQLite's index keeps them in). */
+export function hashOrder(hashes: readonly Buffer[]): Uint32Array {
+  return native().hashOrder(Buffer.concat(hashes))
 }

@@ -3,7 +3,9 @@
 // same transaction as the image row, so they never drift from the images table.
 import type { Statement } from 'better-sqlite3'
 import type { Db } from './db.js'
-import { Bulk, inList, valuesList } from './bulk.js'
+import { HASH_ROWS, PIN_ENTRIES, hashRows } from './bulk.js'
+import { native } from '../native/index.js'
+import { HashSet } from '../util/hash.js'
 import { VmifsError } from '../errors.js'
 import { type Manifest, decode } from '../manifests/manifest.js'
 import type { Chunking } from '../manifests/chunking.js'
@@ -44,7 +46,7 @@ export function validateName(name: string): string {
 
 export class Catalog {
   private readonly q: Record<string, Statement>
-  private readonly bulk: Record<'refUp' | 'pinEntry', Bulk>
+  private readonly bulk: Record<'refUp' | 'pinEntry', Statement>
   private readonly manifestCache = new Map<string, Manifest>()
   /** changes to the images made through this connection (data_version counts only other connections') */
   private writes = 0
@@ -52,15 +54,11 @@ export class Catalog {
 
   constructor(readonly db: Db) {
     this.bulk = {
-      // (hash, size, pins): one more image refers to each
-      refUp: new Bulk(
-        db,
-        n => `INSERT INTO chunks (hash, size, refs, pins) VALUES ${valuesList('(?, ?, 1, ?)', n)}
-          ON CONFLICT(hash) DO UPDATE SET refs = refs + 1, pins = pins + excluded.pins`,
-        3
-      ),
+      // v: the chunk's size; one more image refers to each
+      refUp: db.prepare(`INSERT INTO chunks (hash, size, refs, pins) SELECT r.hash, r.v, 1, @pin FROM ${HASH_ROWS} r
+        WHERE true ON CONFLICT(hash) DO UPDATE SET refs = refs + 1, pins = pins + excluded.pins`),
       // only rows whose flag changes are written (an import's new chunks were recorded pinned)
-      pinEntry: new Bulk(db, n => `UPDATE cache_entries SET pinned = 1 WHERE pinned = 0 AND hash IN ${inList(n)}`, 1)
+      pinEntry: db.prepare(PIN_ENTRIES)
     }
     this.q = {
       image:
@@ -175,22 +173,29 @@ export class Catalog {
         )
         this.q.insertImage!.run(name, digest, opts.pinned ? 1 : 0, opts.source ?? null, Date.now(), opts.origin ?? null)
         const pin = opts.pinned ? 1 : 0
-        const distinct = m.distinctChunks()
-        // in key order (hex sorts as the bytes do): each upsert lands next to the last one's page,
-        // about 2 µs a row here against 5-6 in the manifest's order
-        const hexes = [...distinct.keys()].sort()
-        const hashes = hexes.map(h => Buffer.from(h, 'hex'))
-        const sizes = hexes.map(h => distinct.get(h)!)
-        this.bulk.refUp.run(hashes.length, (i, a, at) => {
-          a[at] = hashes[i]
-          a[at + 1] = sizes[i]
-          a[at + 2] = pin
-        })
-        if (pin)
-          this.bulk.pinEntry.run(hashes.length, (i, a, at) => {
-            a[at] = hashes[i]
-          })
-        collectable = collectable.filter(h => !distinct.has(h.toString('hex')))
+        // each distinct data chunk once, in key order: each upsert lands next to the last one's page
+        const order = native().hashOrder(m.hashes)
+        const hashes: Buffer[] = []
+        const sizes: number[] = []
+        let last: Buffer | undefined
+        for (const i of order) {
+          if (m.zero[i] === 1) continue
+          const h = m.hashAt(i)
+          if (last?.equals(h) === true) continue
+          hashes.push(h)
+          sizes.push(m.lengthAt(i))
+          last = h
+        }
+        if (hashes.length > 0) {
+          const rows = hashRows(hashes, undefined, i => String(sizes[i]))
+          this.bulk.refUp.run({ ...rows, pin })
+          if (pin) this.bulk.pinEntry.run(rows)
+        }
+        if (collectable.length > 0) {
+          const still = new HashSet()
+          for (const h of hashes) still.add(h)
+          collectable = collectable.filter(h => !still.has(h))
+        }
       })
       .immediate()
     this.writes++

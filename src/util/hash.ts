@@ -36,6 +36,14 @@ export class HashSet {
     return this.slots + this.more.size
   }
 
+  /** Whether the hash at h[at..at+32] is a member. */
+  has(h: Buffer, at = 0): boolean {
+    const i = this.first.get(h.readUInt32LE(at) >>> 2)
+    if (i === undefined) return false
+    if (this.table.compare(h, at, at + HASH_SIZE, i * HASH_SIZE, (i + 1) * HASH_SIZE) === 0) return true
+    return this.more.has(h.toString('latin1', at, at + HASH_SIZE))
+  }
+
   /** Adds the hash at h[at..at+32]; false when it was there already. */
   add(h: Buffer, at = 0): boolean {
     const key = h.readUInt32LE(at) >>> 2

@@ -7,7 +7,11 @@ import { randomBuffer } from '../helpers/random.js'
 import { tmpDir } from '../helpers/tmp.js'
 
 /** Reads `file` with readPieces, copying each piece out (the buffers are read into again). */
-async function readAll(file: string, size: number, piece: number): Promise<{ got: number; data: Buffer; pieces: number[] }> {
+async function readAll(
+  file: string,
+  size: number,
+  piece: number
+): Promise<{ got: number; data: Buffer; pieces: number[] }> {
   const fh = await fsp.open(file, 'r')
   const parts: Buffer[] = []
   const pieces: number[] = []

@@ -30,3 +30,17 @@ test('HashSet tells apart hashes that share the bits it is keyed by', t => {
   t.false(s.add(Buffer.from(c)))
   t.is(s.size, 3)
 })
+
+test('HashSet.has answers for members, those sharing a key, and strangers', t => {
+  const s = new HashSet()
+  const a = blake3(Buffer.from('a'))
+  const b = Buffer.from(blake3(Buffer.from('b')))
+  a.copy(b, 0, 0, 4)
+  t.false(s.has(a))
+  s.add(a)
+  t.true(s.has(a))
+  t.false(s.has(b))
+  s.add(b)
+  t.true(s.has(b))
+  t.false(s.has(blake3(Buffer.from('c'))))
+})
