@@ -1,6 +1,17 @@
 import test from 'ava'
 import { HashSet, blake3 } from '../../src/util/hash.js'
 
+/**
+ * Another hash (from `seed`) keyed as `of` is: the same first 4 bytes, but for `low` in the 2 low
+ * bits of the first, which the key drops.
+ */
+function keyTwin(of: Buffer, seed: string, low = of[0]! & 3): Buffer {
+  const h = Buffer.from(blake3(Buffer.from(seed)))
+  of.copy(h, 0, 0, 4)
+  h[0] = (of[0]! & ~3) | (low & 3)
+  return h
+}
+
 test('HashSet says which hashes it has seen, across its table growing', t => {
   const s = new HashSet()
   const hashes = Array.from({ length: 5000 }, (_, i) => blake3(Buffer.from(`chunk ${i}`)))
@@ -16,12 +27,8 @@ test('HashSet says which hashes it has seen, across its table growing', t => {
 test('HashSet tells apart hashes that share the bits it is keyed by', t => {
   const s = new HashSet()
   const a = blake3(Buffer.from('a'))
-  // same first 4 bytes but for the 2 low bits it drops, and the rest different
-  const b = Buffer.from(blake3(Buffer.from('b')))
-  a.copy(b, 0, 0, 4)
-  b[0] = (b[0]! & ~3) | ((a[0]! + 1) & 3)
-  const c = Buffer.from(blake3(Buffer.from('c')))
-  a.copy(c, 0, 0, 4)
+  const b = keyTwin(a, 'b', a[0]! + 1)
+  const c = keyTwin(a, 'c')
   t.true(s.add(a))
   t.true(s.add(b))
   t.true(s.add(c))
@@ -34,8 +41,7 @@ test('HashSet tells apart hashes that share the bits it is keyed by', t => {
 test('HashSet.has answers for members, those sharing a key, and strangers', t => {
   const s = new HashSet()
   const a = blake3(Buffer.from('a'))
-  const b = Buffer.from(blake3(Buffer.from('b')))
-  a.copy(b, 0, 0, 4)
+  const b = keyTwin(a, 'b')
   t.false(s.has(a))
   s.add(a)
   t.true(s.has(a))
