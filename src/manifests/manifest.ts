@@ -2,7 +2,7 @@
 // zero run. The canonical binary form is specified in manifests/SPEC.md; the image digest is the
 // BLAKE3 of that binary. decode() and fromJson() refuse anything malformed with a MANIFEST_* code.
 import { VmifsError } from '../errors.js'
-import { HASH_SIZE, blake3, isHashHex } from '../util/hash.js'
+import { HASH_SIZE, blake3, isHashHex, roomForHashes } from '../util/hash.js'
 import { type Chunking, MAX_CHUNK, validateChunking, maxChunkSize } from './chunking.js'
 
 export const MAGIC = Buffer.from('VMIM')
@@ -168,7 +168,7 @@ export class ManifestBuilder {
   private offsets: number[] = [0]
   private zero: number[] = []
   // every entry's hash, 32 bytes each (zeros for a zero run): one buffer, not an object a chunk
-  private table = Buffer.alloc(1024 * HASH_SIZE)
+  private table: Buffer = Buffer.alloc(1024 * HASH_SIZE)
   private pos = 0
 
   constructor(private readonly chunking: Chunking) {}
@@ -183,11 +183,7 @@ export class ManifestBuilder {
     this.pos += length
     this.offsets.push(this.pos)
     this.zero.push(hash === null ? 1 : 0)
-    if ((i + 1) * HASH_SIZE > this.table.length) {
-      const t = Buffer.alloc(this.table.length * 2)
-      this.table.copy(t)
-      this.table = t
-    }
+    this.table = roomForHashes(this.table, i + 1)
     if (hash !== null) hash.copy(this.table, i * HASH_SIZE)
   }
 

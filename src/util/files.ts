@@ -6,14 +6,7 @@ const PIECE = 16 * 1024 * 1024
 
 /** Reads up to `len` bytes at `pos` into a fresh buffer (shorter only at end of file). */
 export async function readAt(fh: fsp.FileHandle, pos: number, len: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(len)
-  let off = 0
-  while (off < len) {
-    const { bytesRead } = await fh.read(buf, off, len - off, pos + off)
-    if (bytesRead === 0) break
-    off += bytesRead
-  }
-  return off === len ? buf : buf.subarray(0, off)
+  return await fill(fh, Buffer.allocUnsafe(len), pos)
 }
 
 /** Reads into `buf` from `pos` until it is full or the file ends; the part filled. */
@@ -24,7 +17,7 @@ async function fill(fh: fsp.FileHandle, buf: Buffer, pos: number): Promise<Buffe
     if (bytesRead === 0) break
     off += bytesRead
   }
-  return buf.subarray(0, off)
+  return off === buf.length ? buf : buf.subarray(0, off)
 }
 
 /**

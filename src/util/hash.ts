@@ -21,13 +21,21 @@ export function isHashHex(s: unknown): s is string {
   return typeof s === 'string' && HEX64.test(s)
 }
 
+/** `table`, or a copy of it at least twice its size, with room for `n` hashes. */
+export function roomForHashes(table: Buffer, n: number): Buffer {
+  if (n * HASH_SIZE <= table.length) return table
+  const t = Buffer.alloc(Math.max(table.length * 2, n * HASH_SIZE))
+  table.copy(t)
+  return t
+}
+
 /**
  * A set of 32-byte hashes kept in one buffer (an import's chunks seen so far): no object or
  * string per member for the garbage collector to trace. Looked up by 30 bits of the hash (a small
  * integer key); the rare members whose key another member has go to `more`.
  */
 export class HashSet {
-  private table = Buffer.alloc(1024 * HASH_SIZE)
+  private table: Buffer = Buffer.alloc(1024 * HASH_SIZE)
   private slots = 0 // hashes in table
   private readonly first = new Map<number, number>()
   private readonly more = new Set<string>()
@@ -49,11 +57,7 @@ export class HashSet {
     const key = h.readUInt32LE(at) >>> 2
     const i = this.first.get(key)
     if (i === undefined) {
-      if ((this.slots + 1) * HASH_SIZE > this.table.length) {
-        const t = Buffer.alloc(this.table.length * 2)
-        this.table.copy(t)
-        this.table = t
-      }
+      this.table = roomForHashes(this.table, this.slots + 1)
       h.copy(this.table, this.slots * HASH_SIZE, at, at + HASH_SIZE)
       this.first.set(key, this.slots++)
       return true
