@@ -2,7 +2,7 @@
 // itself, no libfuse): one or more workers per core read requests and answer lookups, attributes,
 // directory listings and reads of cached chunks here, never entering JavaScript for them: a chunk
 // is read from its pack file (descriptors kept open; O_DIRECT unless the page cache holds it) and
-// its record checked whole (header and CRC32C) before any of it is served.
+// its bytes checked whole against the CRC32C the store recorded for it before any of it is served.
 // What needs the agent (a read touching a chunk this side does not know the place of, or whose
 // bytes there are not the chunk's; the first open of an image whose manifest is not loaded yet;
 // every open of .stats) is handed to JavaScript through a thread-safe function and answered
@@ -20,8 +20,6 @@
 #define _GNU_SOURCE
 #include "crc32c.h"
 #include "napi_check.h"
-#include "record.h"
-#include <blake3.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fuse.h>
@@ -105,12 +103,14 @@ typedef struct {
   uint64_t micros;
 } event_t;
 
-/** Where a cached chunk is: pack file, offset of its bytes, length; keyed by its hash's first 16 bytes. */
+/** Where a cached chunk is: pack file, offset of its bytes, length, their CRC32C; keyed by its hash's first 16 bytes.
+ */
 typedef struct {
   uint8_t key[16];
   uint32_t pack;
   uint32_t len;
   uint64_t off;
+  uint32_t crc;
 } chunk_loc_t;
 
 /** Chunks the store said it holds: an open-addressing map, all-zero key = empty slot. */
@@ -725,18 +725,12 @@ typedef struct {
   uint64_t a, b, start;
   size_t len;
   chunk_loc_t loc;
-  uint8_t *rec; /* the record read: its header, then the chunk's bytes (in the worker's record buffer) */
+  uint8_t *data; /* the chunk's bytes as read (in the worker's buffer) */
 } piece_t;
 
-/* Pack records: native/record.h. */
 enum { MAX_PIECES = 512, MAX_REPLY_IOV = 1000 };
-
-static void hash_of(const uint8_t *p, size_t n, uint8_t out[BLAKE3_OUT_LEN]) {
-  blake3_hasher h;
-  blake3_hasher_init(&h);
-  blake3_hasher_update(&h, p, n);
-  blake3_hasher_finalize(&h, out, BLAKE3_OUT_LEN);
-}
+/* Chunks of one pack this close are read in one go, the bytes between them with them. */
+enum { RUN_GAP = 4096 };
 
 static uint64_t align_down(uint64_t v) {
   return v & ~(uint64_t)(ALIGN - 1);
@@ -763,16 +757,15 @@ static int all_cached(int fd, uint64_t start, uint64_t end) {
 }
 
 /**
- * Reads the records of pieces [from, to), adjacent in one pack, into dst (aligned; room for the
- * run's 4 KiB-aligned span) and points each piece at its record there. A span the page cache holds
+ * Reads the bytes of pieces [from, to), close together in one pack, into dst (aligned; room for the
+ * run's 4 KiB-aligned span) and points each piece at its bytes there. A span the page cache holds
  * whole is copied from it (cachestat(2) tells, without reading ahead); otherwise it is read with
  * O_DIRECT, straight from the disk into dst: the pack's pages would only double what the mount's
  * own page cache keeps of the image, and cost a page cache insertion each. -1 when the pack ends
  * early (cut back, or not what the store said): the agent sorts it out.
  */
 static int read_run(session_t *s, piece_t *p, size_t from, size_t to, uint8_t *dst) {
-  if (p[from].loc.off < RECORD_HEADER) return -1;
-  uint64_t start = p[from].loc.off - RECORD_HEADER, end = p[to - 1].loc.off + p[to - 1].len;
+  uint64_t start = p[from].loc.off, end = p[to - 1].loc.off + p[to - 1].len;
   uint64_t astart = align_down(start);
   pthread_rwlock_rdlock(&s->pack_lock);
   pack_fds_t fds = pack_fd(s, p[from].loc.pack);
@@ -801,35 +794,17 @@ static int read_run(session_t *s, piece_t *p, size_t from, size_t to, uint8_t *d
   pthread_rwlock_unlock(&s->pack_lock);
   if (got != (ssize_t)(end - start)) return -1;
   for (size_t k = from; k < to; k++)
-    p[k].rec = at + (p[k].loc.off - RECORD_HEADER - start);
+    p[k].data = at + (p[k].loc.off - start);
   return 0;
-}
-
-static uint32_t le32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-/** Whether a piece's record is its chunk: the header names it (length and hash), and the bytes' CRC32C (a first-format
- * record: their BLAKE3) is the header's. */
-static int record_holds(const piece_t *q, const uint8_t *hash) {
-  const uint8_t *h = q->rec, *data = q->rec + RECORD_HEADER;
-  if (le32(h + 4) != q->len) return 0;
-  uint32_t magic = le32(h);
-  if (magic == RECORD_MAGIC)
-    return memcmp(h + 12, hash, RECORD_HASH_BYTES) == 0 && le32(h + 8) == vmifs_crc32c(data, q->len);
-  if (magic != RECORD_MAGIC_V1 || memcmp(h + 8, hash, 32) != 0) return 0;
-  uint8_t got[BLAKE3_OUT_LEN];
-  hash_of(data, q->len, got);
-  return memcmp(got, hash, sizeof got) == 0;
 }
 
 /**
  * The reply to a read of [pos, end) of the image, from the chunk store's packs: out[0..*n) point
- * at the bytes (the records read into the worker's buffer, and zeros), every chunk's record
- * checked whole before any of it is served: bytes that are not the chunk's (bit rot, or a place
- * another process has since evicted: a hole reads as zeros, and no header is zeros) never are.
- * -1 when any chunk of it cannot be served here (not known, unreadable, or not borne out by its
- * record): the agent reads the whole request then, and hashes what it must.
+ * at the bytes (the chunks read into the worker's buffer, and zeros), every chunk checked whole
+ * against the CRC32C the store recorded before any of it is served: bytes that are not the
+ * chunk's (bit rot, or a place another process has since evicted: a hole reads as zeros) never
+ * are. -1 when any chunk of it cannot be served here (not known, unreadable, or not borne out by
+ * its CRC): the agent reads the whole request then, and hashes what it must.
  */
 static int read_pieces(session_t *s, const image_t *im, size_t first, uint64_t pos, uint64_t end, struct iovec *out,
                        int *n) {
@@ -849,15 +824,17 @@ static int read_pieces(session_t *s, const image_t *im, size_t first, uint64_t p
                    .len = (size_t)(stop - start)};
     if (!chunk_known(s, im->hashes + i * 32, &q->loc) || q->loc.len != q->len) return -1;
   }
-  /* runs of records adjacent in one pack: one read each, into one buffer of their aligned spans */
+  /* runs of chunks that follow each other closely in one pack: one read each, into one buffer of their aligned spans */
   size_t runs[MAX_PIECES + 1], nr = 0, need = 0;
   for (size_t k = 0; k < np;) {
     size_t j = k + 1;
-    while (j < np && p[j].loc.pack == p[k].loc.pack && p[j].loc.off == p[j - 1].loc.off + p[j - 1].len + RECORD_HEADER)
+    while (j < np && p[j].loc.pack == p[k].loc.pack) {
+      uint64_t prev_end = p[j - 1].loc.off + p[j - 1].len;
+      if (p[j].loc.off < prev_end || p[j].loc.off - prev_end > RUN_GAP) break;
       j++;
+    }
     runs[nr++] = k;
-    if (p[k].loc.off < RECORD_HEADER) return -1;
-    need += align_up(p[j - 1].loc.off + p[j - 1].len) - align_down(p[k].loc.off - RECORD_HEADER);
+    need += align_up(p[j - 1].loc.off + p[j - 1].len) - align_down(p[k].loc.off);
     k = j;
   }
   runs[nr] = np;
@@ -866,10 +843,10 @@ static int read_pieces(session_t *s, const image_t *im, size_t first, uint64_t p
   for (size_t r = 0; r < nr; r++) {
     piece_t *f = &p[runs[r]], *l = &p[runs[r + 1] - 1];
     if (read_run(s, p, runs[r], runs[r + 1], buf) != 0) return -1;
-    buf += align_up(l->loc.off + l->len) - align_down(f->loc.off - RECORD_HEADER);
+    buf += align_up(l->loc.off + l->len) - align_down(f->loc.off);
   }
   for (size_t k = 0; k < np; k++)
-    if (!record_holds(&p[k], im->hashes + p[k].i * 32)) return -1;
+    if (vmifs_crc32c(p[k].data, p[k].len) != p[k].loc.crc) return -1;
   /* the reply, in the image's order: zero extents (adjacent ones merged) and the pieces' bytes */
   int m = 0;
   size_t k = 0;
@@ -886,7 +863,7 @@ static int read_pieces(session_t *s, const image_t *im, size_t first, uint64_t p
       continue;
     }
     if (m == MAX_REPLY_IOV) return -1;
-    out[m++] = (struct iovec){p[k].rec + RECORD_HEADER + (a - start), (size_t)(b - a)};
+    out[m++] = (struct iovec){p[k].data + (a - start), (size_t)(b - a)};
     k++;
   }
   *n = m;
@@ -1485,8 +1462,9 @@ static napi_value SetManifest(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/** A location record from JavaScript: hash[32], pack u32, length u32, offset u64 (little-endian). */
-enum { LOC_RECORD = 48 };
+/** A location record from JavaScript: hash[32], pack u32, length u32, offset u64, CRC32C u32, 4 zero bytes
+ * (little-endian). */
+enum { LOC_RECORD = 56 };
 
 /** markCached(session, records: Buffer of LOC_RECORD-byte locations): the store holds these chunks there */
 static napi_value MarkCached(napi_env env, napi_callback_info info) {
@@ -1504,6 +1482,7 @@ static napi_value MarkCached(napi_env env, napi_callback_info info) {
     memcpy(&e.pack, r + 32, 4);
     memcpy(&e.len, r + 36, 4);
     memcpy(&e.off, r + 40, 8);
+    memcpy(&e.crc, r + 48, 4);
     map_put(&s->map, &e);
   }
   pthread_rwlock_unlock(&s->map_lock);

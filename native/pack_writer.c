@@ -1,20 +1,27 @@
-// Appending records to a pack file of the chunk store (src/cache/chunk-store.ts): each a 40-byte
-// header (magic, length, the CRC32C of the bytes, the hash's first 28 bytes) and the chunk's
-// bytes, laid out here so that no caller builds headers or copies chunks. Two ways to write:
-// - direct (O_DIRECT): the bytes go from an aligned staging buffer to the disk without passing
-//   through the page cache. For bulk writes (an import, a replication): copying into the page
-//   cache costs more CPU than hashing here, and the pages would only push out those of the VMs.
-//   O_DIRECT writes whole 4 KiB blocks, so the last, partial block is kept here and written again
-//   with the next append; the file is cut to its real size when the pack is closed.
+// Appending chunks to a pack file of the chunk store (src/cache/chunk-store.ts): their bytes, and
+// nothing else; each one's CRC32C is taken here, on the way, for the store's entry (reads check
+// it). Three ways to write:
+// - direct (O_DIRECT), for bulk writes (an import, a replication): the bytes go to the disk
+//   without passing through the page cache (copying them there costs more CPU than hashing them,
+//   and the pages would only push out those of the VMs). O_DIRECT writes whole 4 KiB blocks from
+//   4 KiB-aligned memory at 4 KiB-aligned offsets:
+//   - from the caller's memory itself, when a run of at least ZERO_COPY_MIN bytes of chunks lies
+//     back to back in a buffer this file allocated (alignedBuffer: the import reads the image
+//     into such buffers). The run's aligned span goes to the next aligned offset of the pack,
+//     whole: its chunks keep their places within their blocks, and the bytes around them in the
+//     first and last block (up to 8 KiB a run) are dead space in the pack. No copy.
+//   - otherwise through a staging buffer, packed back to back after the last partial block's
+//     bytes, which are kept here and written again with the next append.
 // - buffered: a plain pwritev at the end, for a few chunks at a time (the fetch path).
-// Both keep the last partial block's bytes, so they mix on one pack.
+// All keep the last partial block's bytes, so they mix on one pack; the file is cut to the end of
+// its last chunk when the pack is closed.
 #define _GNU_SOURCE
 #include "crc32c.h"
 #include "napi_check.h"
-#include "record.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <node_api.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +31,67 @@
 #include <unistd.h>
 
 /* 8 MiB a write: few enough I/Os, and a stage that stays in the CPU's last-level cache */
-enum { BLOCK = 4096, HUGE = 2 << 20, MAX_RECORDS = 2048, STAGE_BYTES = 8 << 20 };
+enum { BLOCK = 4096, HUGE = 2 << 20, MAX_CHUNKS = 2048, STAGE_BYTES = 8 << 20, ZERO_COPY_MIN = 256 << 10 };
+
+/* The buffers alignedBuffer made and not yet freed: runs of chunks in them are written as they are. */
+enum { MAX_ALIGNED = 64 };
+static struct {
+  uint8_t *base;
+  size_t len;
+} aligned[MAX_ALIGNED];
+static pthread_mutex_t aligned_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/** Whether [from, to) lies inside one buffer of alignedBuffer's. */
+static int in_aligned(const uint8_t *from, const uint8_t *to) {
+  int yes = 0;
+  pthread_mutex_lock(&aligned_lock);
+  for (int i = 0; i < MAX_ALIGNED && !yes; i++)
+    yes = aligned[i].base && from >= aligned[i].base && to <= aligned[i].base + aligned[i].len;
+  pthread_mutex_unlock(&aligned_lock);
+  return yes;
+}
+
+static void aligned_free(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  pthread_mutex_lock(&aligned_lock);
+  for (int i = 0; i < MAX_ALIGNED; i++)
+    if (aligned[i].base == data) aligned[i].base = NULL;
+  pthread_mutex_unlock(&aligned_lock);
+  free(data);
+}
+
+/**
+ * alignedBuffer(size) -> Buffer: size bytes (rounded up to whole blocks) in memory aligned to 2 MiB,
+ * in huge pages where the kernel gives them: chunks read into it are written to a pack without a
+ * copy (packAppend, direct).
+ */
+static napi_value AlignedBuffer(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int64_t want;
+  CHECK(napi_get_value_int64(env, argv[0], &want));
+  if (want <= 0 || want > ((int64_t)1 << 32)) return throw_errno(env, "alignedBuffer", EINVAL);
+  size_t len = ((size_t)want + BLOCK - 1) & ~(size_t)(BLOCK - 1);
+  uint8_t *p;
+  if (posix_memalign((void **)&p, HUGE, len) != 0) return throw_errno(env, "alignedBuffer", ENOMEM);
+  madvise(p, len, MADV_HUGEPAGE);
+  napi_status st = napi_create_external_buffer(env, len, p, aligned_free, NULL, &out);
+  if (st != napi_ok) {
+    free(p);
+    CHECK(st);
+  }
+  pthread_mutex_lock(&aligned_lock);
+  for (int i = 0; i < MAX_ALIGNED; i++)
+    if (!aligned[i].base) {
+      aligned[i].base = p;
+      aligned[i].len = len;
+      break;
+    }
+  pthread_mutex_unlock(&aligned_lock);
+  return out;
+}
 
 typedef struct {
   int fd;        /* buffered */
@@ -117,18 +184,18 @@ static int stage_grow(pack_writer_t *w, size_t need, size_t keep) {
 }
 
 /**
- * Direct: the records are laid out in the stage after the old partial block's bytes, each chunk's
+ * Direct: the chunks are laid out in the stage after the old partial block's bytes, each one's
  * CRC taken as it is copied, and written a stage at a time in whole blocks; the last, padded
  * block is written again by the next append.
  */
-static int append_direct(pack_writer_t *w, uint8_t **hashes, uint8_t **data, size_t *lens, uint32_t n) {
+static int append_staged(pack_writer_t *w, uint8_t **data, size_t *lens, uint32_t n, double *places) {
   uint64_t base = w->size & ~(uint64_t)(BLOCK - 1);
   size_t at = (size_t)(w->size - base);
   int err = stage_grow(w, STAGE_BYTES, 0);
   if (err) return err;
   memcpy(w->stage, w->tail, at);
   for (uint32_t i = 0; i < n; i++) {
-    size_t rec = RECORD_HEADER + lens[i];
+    size_t rec = lens[i];
     if (at + rec > w->stage_cap) {
       size_t whole = at & ~(size_t)(BLOCK - 1);
       if (whole > 0) {
@@ -139,8 +206,8 @@ static int append_direct(pack_writer_t *w, uint8_t **hashes, uint8_t **data, siz
       }
       if ((err = stage_grow(w, at + rec, at))) return err;
     }
-    uint32_t crc = vmifs_crc32c_copy(w->stage + at + RECORD_HEADER, data[i], lens[i]);
-    record_put_header(w->stage + at, hashes[i], (uint32_t)lens[i], crc);
+    places[2 * i] = (double)(base + at);
+    places[2 * i + 1] = vmifs_crc32c_copy(w->stage + at, data[i], lens[i]);
     at += rec;
   }
   size_t span = (at + BLOCK - 1) & ~(size_t)(BLOCK - 1);
@@ -152,88 +219,108 @@ static int append_direct(pack_writer_t *w, uint8_t **hashes, uint8_t **data, siz
   return 0;
 }
 
-/** Buffered: one pwritev of headers and chunks, as they are (a few chunks at a time: the fetch path). */
-static int append_buffered(pack_writer_t *w, uint8_t **hashes, uint8_t **data, size_t *lens, uint32_t n) {
-  uint8_t *headers = malloc((size_t)n * RECORD_HEADER);
-  if (!headers) return -ENOMEM;
-  struct iovec iov[2 * MAX_RECORDS];
-  void *bufs[2 * MAX_RECORDS];
-  size_t blens[2 * MAX_RECORDS];
+/**
+ * Zero copy: chunks [0, n) lie back to back in a buffer of alignedBuffer's. Their aligned span is
+ * written as it is at the pack's next aligned offset; the last partial block is kept for the next
+ * append.
+ */
+static int append_in_place(pack_writer_t *w, uint8_t **data, size_t *lens, uint32_t n, double *places) {
+  uint8_t *from = (uint8_t *)((uintptr_t)data[0] & ~(uintptr_t)(BLOCK - 1));
+  uint8_t *end = data[n - 1] + lens[n - 1];
+  uint8_t *to = (uint8_t *)(((uintptr_t)end + BLOCK - 1) & ~(uintptr_t)(BLOCK - 1));
+  uint64_t at = (w->size + BLOCK - 1) & ~(uint64_t)(BLOCK - 1);
+  int err = write_all(w->dfd, from, (size_t)(to - from), at);
+  if (err) return err;
+  for (uint32_t i = 0; i < n; i++) {
+    places[2 * i] = (double)(at + (uint64_t)(data[i] - from));
+    places[2 * i + 1] = vmifs_crc32c(data[i], lens[i]);
+  }
+  uint8_t *last = (uint8_t *)((uintptr_t)end & ~(uintptr_t)(BLOCK - 1));
+  memcpy(w->tail, last, (size_t)(end - last));
+  w->size = at + (uint64_t)(end - from);
+  return 0;
+}
+
+/** Direct: runs long enough and in alignedBuffer's memory in place, the rest staged, in order. */
+static int append_direct(pack_writer_t *w, uint8_t **data, size_t *lens, uint32_t n, double *places) {
+  uint32_t done = 0, i = 0;
+  while (i < n) {
+    uint32_t j = i + 1;
+    size_t run = lens[i];
+    while (j < n && data[j] == data[j - 1] + lens[j - 1])
+      run += lens[j++];
+    if (run >= ZERO_COPY_MIN && in_aligned(data[i], data[j - 1] + lens[j - 1])) {
+      int err = 0;
+      if (i > done && (err = append_staged(w, data + done, lens + done, i - done, places + 2 * done))) return err;
+      if ((err = append_in_place(w, data + i, lens + i, j - i, places + 2 * i))) return err;
+      done = j;
+    }
+    i = j;
+  }
+  return done < n ? append_staged(w, data + done, lens + done, n - done, places + 2 * done) : 0;
+}
+
+/** Buffered: one pwritev of the chunks as they are (a few at a time: the fetch path). */
+static int append_buffered(pack_writer_t *w, uint8_t **data, size_t *lens, uint32_t n, double *places) {
+  struct iovec iov[MAX_CHUNKS];
   uint64_t total = 0;
   for (uint32_t i = 0; i < n; i++) {
-    uint8_t *h = headers + (size_t)i * RECORD_HEADER;
-    record_put_header(h, hashes[i], (uint32_t)lens[i], vmifs_crc32c(data[i], lens[i]));
-    /* bufs, blens: the pieces as they are, for keep_tail (a short write moves iov on) */
-    bufs[2 * i] = h;
-    blens[2 * i] = RECORD_HEADER;
-    bufs[2 * i + 1] = data[i];
-    blens[2 * i + 1] = lens[i];
-    iov[2 * i] = (struct iovec){h, RECORD_HEADER};
-    iov[2 * i + 1] = (struct iovec){data[i], lens[i]};
-    total += RECORD_HEADER + lens[i];
+    places[2 * i] = (double)(w->size + total);
+    places[2 * i + 1] = vmifs_crc32c(data[i], lens[i]);
+    iov[i] = (struct iovec){data[i], lens[i]};
+    total += lens[i];
   }
-  uint32_t m = 2 * n, k = 0;
+  uint32_t k = 0;
   uint64_t off = w->size;
-  int err = 0;
-  while (k < m && !err) {
-    ssize_t got = pwritev(w->fd, iov + k, (int)(m - k > 1024 ? 1024 : m - k), (off_t)off);
+  while (k < n) {
+    ssize_t got = pwritev(w->fd, iov + k, (int)(n - k > 1024 ? 1024 : n - k), (off_t)off);
     if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) {
-      err = got < 0 ? -errno : -EIO;
-      break;
-    }
+    if (got <= 0) return got < 0 ? -errno : -EIO;
     off += (uint64_t)got;
-    while (k < m && (size_t)got >= iov[k].iov_len)
+    while (k < n && (size_t)got >= iov[k].iov_len)
       got -= (ssize_t)iov[k++].iov_len;
-    if (k < m && got > 0) {
+    if (k < n && got > 0) {
       iov[k].iov_base = (uint8_t *)iov[k].iov_base + got;
       iov[k].iov_len -= (size_t)got;
     }
   }
-  if (!err) {
-    w->size += total;
-    keep_tail(w, bufs, blens, m);
-  }
-  free(headers);
-  return err;
+  w->size += total;
+  keep_tail(w, (void **)data, lens, n);
+  return 0;
 }
 
 /**
- * packAppendRecords(writer, hashes[], chunks[], direct): appends a record for each chunk (its
- * header, then its bytes), in order. Hashes are 32 bytes; the chunks' bytes were verified.
+ * packAppend(writer, chunks[], direct) -> Float64Array: appends the chunks' bytes, in order, and
+ * returns where each one went and its CRC32C: [offset, crc] a chunk. The bytes were verified.
  */
-static napi_value PackAppendRecords(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  pack_writer_t *w = writer_args(env, info, 4, argv);
+static napi_value PackAppend(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  pack_writer_t *w = writer_args(env, info, 3, argv);
   if (!w) return NULL;
   bool direct = false;
-  napi_get_value_bool(env, argv[3], &direct);
-  uint32_t n, nh;
-  CHECK(napi_get_array_length(env, argv[1], &nh));
-  CHECK(napi_get_array_length(env, argv[2], &n));
-  if (nh != n) {
-    napi_throw_range_error(env, "VMIFS_NATIVE", "packAppendRecords: as many hashes as chunks");
-    return NULL;
-  }
-  if (n > MAX_RECORDS) return throw_errno(env, "packAppendRecords", E2BIG);
-  if (n == 0) return NULL;
-  uint8_t *hashes[MAX_RECORDS], *data[MAX_RECORDS];
-  size_t lens[MAX_RECORDS];
+  napi_get_value_bool(env, argv[2], &direct);
+  uint32_t n;
+  CHECK(napi_get_array_length(env, argv[1], &n));
+  if (n > MAX_CHUNKS) return throw_errno(env, "packAppend", E2BIG);
+  napi_value ab, out;
+  double *places;
+  CHECK(napi_create_arraybuffer(env, (size_t)n * 16, (void **)&places, &ab));
+  CHECK(napi_create_typedarray(env, napi_float64_array, 2 * (size_t)n, ab, 0, &out));
+  if (n == 0) return out;
+  uint8_t *data[MAX_CHUNKS];
+  size_t lens[MAX_CHUNKS];
   for (uint32_t i = 0; i < n; i++) {
     napi_value b;
-    size_t hl;
     CHECK(napi_get_element(env, argv[1], i, &b));
-    CHECK(napi_get_buffer_info(env, b, (void **)&hashes[i], &hl));
-    CHECK(napi_get_element(env, argv[2], i, &b));
     CHECK(napi_get_buffer_info(env, b, (void **)&data[i], &lens[i]));
-    if (hl != 32 || lens[i] > UINT32_MAX) {
-      napi_throw_range_error(env, "VMIFS_NATIVE", "packAppendRecords: a hash is 32 bytes, a chunk under 4 GiB");
+    if (lens[i] > UINT32_MAX) {
+      napi_throw_range_error(env, "VMIFS_NATIVE", "packAppend: a chunk is under 4 GiB");
       return NULL;
     }
   }
-  int err = direct && w->dfd >= 0 ? append_direct(w, hashes, data, lens, n) : append_buffered(w, hashes, data, lens, n);
+  int err = direct && w->dfd >= 0 ? append_direct(w, data, lens, n, places) : append_buffered(w, data, lens, n, places);
   if (err) return throw_errno(env, "pack write", -err);
-  return NULL;
+  return out;
 }
 
 /** packSync(writer): what was appended is on disk */
@@ -265,7 +352,8 @@ static napi_value PackClose(napi_env env, napi_callback_info info) {
 void vmifs_pack_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"packCreate", NULL, PackCreate, NULL, NULL, NULL, napi_default, NULL},
-      {"packAppendRecords", NULL, PackAppendRecords, NULL, NULL, NULL, napi_default, NULL},
+      {"packAppend", NULL, PackAppend, NULL, NULL, NULL, napi_default, NULL},
+      {"alignedBuffer", NULL, AlignedBuffer, NULL, NULL, NULL, napi_default, NULL},
       {"packSync", NULL, PackSync, NULL, NULL, NULL, napi_default, NULL},
       {"packClose", NULL, PackClose, NULL, NULL, NULL, napi_default, NULL},
   };

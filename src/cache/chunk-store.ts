@@ -1,12 +1,12 @@
 // Content-addressed chunk cache, kept in append-only pack files.
-// Layout: packs/<id>.pack, each a run of records — a 40-byte header (magic, length, CRC32C, hash)
-// and the chunk's bytes — and one row per chunk in cache_entries saying where its bytes are.
+// Layout: packs/<id>.pack, chunks' bytes one after the other with nothing between them, and one
+// row per chunk in cache_entries saying where its bytes are and their CRC32C.
 // Contract:
 // - Verified before readable: bytes are hashed (or were, by the caller) before they are written,
 //   and a chunk is readable only once its row exists, which is written after its bytes. Every
-//   read checks its record (length, hash, the CRC of the bytes; the bytes are hashed where the
-//   header does not bear them out): wrong bytes are never returned — a corrupt or vanished chunk
-//   is dropped and the read fails with CHUNK_HASH_MISMATCH / CHUNK_MISSING. fsck hashes them all.
+//   read checks the bytes' CRC against the row's (and hashes them where it does not bear them
+//   out): wrong bytes are never returned — a corrupt or vanished chunk is dropped and the read
+//   fails with CHUNK_HASH_MISMATCH / CHUNK_MISSING. fsck hashes them all.
 // - kill -9 loses nothing recorded: rows are written after the bytes they point at (SQLite in WAL
 //   mode), and a pack whose writer died is cut back to the end of its last recorded chunk.
 // - Each process that writes appends to a pack of its own (packs.writer), so several processes
@@ -34,11 +34,12 @@ export interface ChunkStoreOptions {
   onEvict?: (chunks: number, bytes: number) => void
 }
 
-/** Where a chunk's bytes are: pack id, offset of the bytes in the pack, length. */
+/** Where a chunk's bytes are: pack id, offset of the bytes in the pack, length, and their CRC32C. */
 export interface ChunkLocation {
   pack: number
   off: number
   size: number
+  crc: number
 }
 
 /** A chunk the store holds, by hash (hex), and where. */
@@ -61,60 +62,33 @@ export interface ChunkEvents {
 export const OLD_LAYOUT_DIR = 'chunks'
 
 /**
- * A record's header (40 bytes, little-endian): magic, length u32, CRC32C of the bytes u32, the
- * hash's first 28 bytes; the chunk's bytes follow. Reads check the CRC (the native threads on
- * every read, at ~4x the speed of hashing again); fsck hashes.
+ * Packs written before entries kept their chunk's CRC (migration 5) put a 40-byte header in front
+ * of each chunk (little-endian): magic "VMC2", length u32, CRC32C of the bytes u32, the hash's
+ * first 28 bytes; or, the first format's, magic "VMC1", length, the whole hash. The bytes stay
+ * where they are; only fillCrcs reads the headers, once.
  */
-export const RECORD_HEADER = 40
-export const RECORD_MAGIC = 0x32434d56 // "VMC2"
-/** The first format's records (magic "VMC1", length, the whole hash, no CRC): still read, by hashing. */
-export const RECORD_MAGIC_V1 = 0x31434d56
+const RECORD_HEADER = 40
+const RECORD_MAGIC = 0x32434d56
 const HASH_IN_HEADER = 28
 
-/** Fills a record's header for the chunk `hash` (32 bytes) with bytes `data`. */
-export function writeRecordHeader(h: Buffer, hash: Buffer, data: Buffer): void {
-  h.writeUInt32LE(RECORD_MAGIC, 0)
-  h.writeUInt32LE(data.length, 4)
-  h.writeUInt32LE(native().crc32c(data), 8)
-  hash.copy(h, 12, 0, HASH_IN_HEADER)
-}
-
 /**
- * Whether `data` under header `h` is chunk `hash`, checked by the record: its length and hash
- * match, and the CRC (or, in a first-format record, the BLAKE3) of the bytes is the header's.
- * False says nothing about the bytes alone (the header may be what is damaged): hash them.
+ * The CRC32C of the chunk at `loc` in an open pack, for an entry recorded without it: its record's
+ * header's where that names the chunk (length and hash), else the bytes' once they hash to it;
+ * undefined when the bytes are gone or are not the chunk's.
  */
-export function recordHolds(h: Buffer, hash: Buffer, data: Buffer): boolean {
-  if (h.length < RECORD_HEADER || h.readUInt32LE(4) !== data.length) return false
-  const magic = h.readUInt32LE(0)
-  if (magic === RECORD_MAGIC)
-    return h.compare(hash, 0, HASH_IN_HEADER, 12, 40) === 0 && h.readUInt32LE(8) === native().crc32c(data)
-  if (magic === RECORD_MAGIC_V1) return h.compare(hash, 0, 32, 8, 40) === 0 && blake3(data).equals(hash)
-  return false
-}
-
-/**
- * The hash a record's header claims for `data` when the bytes bear it out (fsck adopting records
- * nobody recorded: the bytes are hashed whole); undefined when it is not a sound record.
- */
-export function recordedHash(h: Buffer, data: Buffer): Buffer | undefined {
-  if (h.readUInt32LE(4) !== data.length) return undefined
-  const magic = h.readUInt32LE(0)
-  if (magic !== RECORD_MAGIC && magic !== RECORD_MAGIC_V1) return undefined
-  const got = blake3(data)
-  // a first-format record names its whole hash: the bytes are hashed once, here
-  if (magic === RECORD_MAGIC_V1)
-    return h.length >= RECORD_HEADER && h.compare(got, 0, 32, 8, 40) === 0 ? got : undefined
-  return recordHolds(h, got, data) ? got : undefined
-}
-/**
- * A chunk's record read whole from an open pack: its header and its bytes (one read); undefined
- * when the pack is shorter, or the place cannot hold a record. Unverified: see recordHolds.
- */
-export function readRecord(fd: number, loc: ChunkLocation): { header: Buffer; data: Buffer } | undefined {
+function recordCrc(fd: number, loc: Omit<EntryRow, 'hash'> & { hash: Buffer }): number | undefined {
   if (loc.off < RECORD_HEADER) return undefined
   const rec = readExactlySync(fd, loc.off - RECORD_HEADER, loc.size + RECORD_HEADER)
-  return rec && { header: rec.subarray(0, RECORD_HEADER), data: rec.subarray(RECORD_HEADER) }
+  if (!rec) return undefined
+  const h = rec.subarray(0, RECORD_HEADER)
+  const data = rec.subarray(RECORD_HEADER)
+  if (
+    h.readUInt32LE(0) === RECORD_MAGIC &&
+    h.readUInt32LE(4) === loc.size &&
+    h.compare(loc.hash, 0, HASH_IN_HEADER, 12, 40) === 0
+  )
+    return h.readUInt32LE(8)
+  return blake3(data).equals(loc.hash) ? native().crc32c(data) : undefined
 }
 
 /** Chunks a write at most (native/pack_writer.c takes 2048). */
@@ -170,7 +144,8 @@ export class ChunkStore {
     | 'packShrank'
     | 'seal'
     | 'pack'
-    | 'delPack',
+    | 'delPack'
+    | 'setCrc',
     Statement
   >
 
@@ -198,17 +173,17 @@ export class ChunkStore {
     this.bulk = {
       held: db.prepare(`SELECT r.i FROM ${HASH_ROWS} r JOIN cache_entries e ON e.hash = r.hash`).pluck(),
       pin: db.prepare(PIN_ENTRIES),
-      // v: [size, pack, off]; pinned as chunks.pins says
-      insert: db.prepare(`INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned, pack, off)
+      // v: [size, pack, off, crc]; pinned as chunks.pins says
+      insert: db.prepare(`INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned, pack, off, crc)
         SELECT r.hash, r.v ->> 0, @now, coalesce((SELECT pins > 0 FROM chunks c WHERE c.hash = r.hash), 0),
-          r.v ->> 1, r.v ->> 2 FROM ${HASH_ROWS} r`),
+          r.v ->> 1, r.v ->> 2, r.v ->> 3 FROM ${HASH_ROWS} r`),
       // a chunk pinned on the way in (an import) is pinned whatever chunks.pins says yet
-      insertPinned: db.prepare(`INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned, pack, off)
-        SELECT r.hash, r.v ->> 0, @now, 1, r.v ->> 1, r.v ->> 2 FROM ${HASH_ROWS} r`)
+      insertPinned: db.prepare(`INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned, pack, off, crc)
+        SELECT r.hash, r.v ->> 0, @now, 1, r.v ->> 1, r.v ->> 2, r.v ->> 3 FROM ${HASH_ROWS} r`)
     }
     this.q = {
       has: db.prepare('SELECT 1 FROM cache_entries WHERE hash = ?').pluck(),
-      loc: db.prepare('SELECT size, pack, off FROM cache_entries WHERE hash = ?'),
+      loc: db.prepare('SELECT size, pack, off, crc FROM cache_entries WHERE hash = ?'),
       del: db.prepare('DELETE FROM cache_entries WHERE hash = ? RETURNING size, pack, off'),
       touch: db.prepare('UPDATE cache_entries SET atime = ? WHERE hash = ?'),
       lruUnref:
@@ -222,14 +197,15 @@ export class ChunkStore {
       totals: db.prepare(
         'SELECT coalesce(sum(CASE WHEN pinned = 1 THEN size END), 0) AS pinned, count(*) AS n FROM cache_entries'
       ),
-      all: db.prepare('SELECT hash, size, pack, off FROM cache_entries'),
+      all: db.prepare('SELECT hash, size, pack, off, crc FROM cache_entries'),
       pin: db.prepare('UPDATE cache_entries SET pinned = 1 WHERE hash = ? AND pinned = 0'),
       newPack: db.prepare('INSERT INTO packs (writer) VALUES (?) RETURNING id').pluck(),
       packGrew: db.prepare('UPDATE packs SET size = max(size, ?), live = live + ? WHERE id = ?'),
       packShrank: db.prepare('UPDATE packs SET live = live - ? WHERE id = ? RETURNING live, writer'),
       seal: db.prepare('UPDATE packs SET writer = NULL WHERE id = ?'),
       pack: db.prepare('SELECT id, writer, size, live FROM packs WHERE id = ?'),
-      delPack: db.prepare('DELETE FROM packs WHERE id = ?')
+      delPack: db.prepare('DELETE FROM packs WHERE id = ?'),
+      setCrc: db.prepare('UPDATE cache_entries SET crc = ? WHERE hash = ?')
     }
   }
 
@@ -279,8 +255,38 @@ export class ChunkStore {
       }
       if (p.live <= 0) this.deletePacks([p.id])
     }
+    this.fillCrcs()
     this.refreshSize()
     return { leftovers }
+  }
+
+  /**
+   * Gives the entries recorded before entries kept their chunk's CRC (migration 5) theirs: from
+   * the record's header where it names the chunk, else by hashing the bytes (a first-format
+   * record); an entry whose bytes are gone or are not its chunk is dropped. Reads one header an
+   * entry, once per data dir.
+   */
+  private fillCrcs(): void {
+    const next = this.db.prepare(
+      'SELECT hash, size, pack, off FROM cache_entries WHERE crc IS NULL AND pack IS NOT NULL LIMIT 4096'
+    )
+    for (;;) {
+      const rows = next.all() as EntryRow[]
+      if (rows.length === 0) return
+      const bad: string[] = []
+      const crcs = rows.map(r => {
+        let crc: number | undefined
+        try {
+          crc = recordCrc(this.fdOf(r.pack), r)
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+        }
+        if (crc === undefined) bad.push(r.hash.toString('hex'))
+        return crc
+      })
+      this.db.transaction(() => rows.forEach((r, i) => crcs[i] !== undefined && this.q.setCrc.run(crcs[i], r.hash)))()
+      this.forget(bad)
+    }
   }
 
   refreshSize(): void {
@@ -316,11 +322,11 @@ export class ChunkStore {
   }
 
   /**
-   * The chunks of `hashes` (32 bytes each, concatenated) the store holds, as 48-byte records
-   * (hash, pack u32, length u32, offset u64): what the FUSE session reads them with.
+   * The chunks of `hashes` (32 bytes each, concatenated) the store holds, as location records
+   * (writeLocation): what the FUSE session reads them with.
    */
   locateMany(hashes: Buffer, from = 0, to = hashes.length / 32): Buffer {
-    const out = Buffer.allocUnsafe((to - from) * 48)
+    const out = Buffer.allocUnsafe((to - from) * LOCATION_BYTES)
     let n = 0
     // one read transaction: a lookup outside one takes a snapshot of its own, several times the cost
     this.db.transaction(() => {
@@ -328,10 +334,10 @@ export class ChunkStore {
         const h = hashes.subarray(i * 32, i * 32 + 32)
         const loc = this.q.loc.get(h) as ChunkLocation | undefined
         if (!loc) continue
-        writeLocation(out, n++ * 48, h, loc)
+        writeLocation(out, n++ * LOCATION_BYTES, h, loc)
       }
     })()
-    return out.subarray(0, n * 48)
+    return out.subarray(0, n * LOCATION_BYTES)
   }
 
   /**
@@ -393,7 +399,7 @@ export class ChunkStore {
 
   /**
    * Appends verified chunks to this process's pack without recording them: the caller records
-   * them afterwards (record()); until then only fsck would find them. Returns where each one
+   * them afterwards (record()); until then nothing reads them. Returns where each one
    * went. `bulk`: many chunks (an import, a replication), written with O_DIRECT: copying them
    * into the page cache would cost more CPU than hashing them, for pages nobody reads soon.
    */
@@ -403,18 +409,12 @@ export class ChunkStore {
       let w = this.writer
       if (!w || w.tail >= PACK_MAX_BYTES) w = this.startPack()
       const n = Math.min(APPEND_MAX, items.length - k)
-      const hashes = new Array<Buffer>(n)
       const bufs = new Array<Buffer>(n)
-      let at = w.tail
-      for (let i = 0; i < n; i++) {
-        const it = items[k + i]!
-        hashes[i] = it.hash
-        bufs[i] = it.data
-        locs.push({ pack: w.id, off: at + RECORD_HEADER, size: it.data.length })
-        at += RECORD_HEADER + it.data.length
-      }
-      native().packAppendRecords(w.w, hashes, bufs, opts?.bulk ?? false)
-      w.tail = at
+      for (let i = 0; i < n; i++) bufs[i] = items[k + i]!.data
+      const places = native().packAppend(w.w, bufs, opts?.bulk ?? false)
+      for (let i = 0; i < n; i++)
+        locs.push({ pack: w.id, off: places[2 * i]!, size: bufs[i]!.length, crc: places[2 * i + 1]! })
+      w.tail = places[2 * n - 2]! + bufs[n - 1]!.length
     }
     return locs
   }
@@ -482,7 +482,7 @@ export class ChunkStore {
         const added: number[] = []
         const addedPinned: number[] = []
         for (const i of hashOrder(hashes)) (pinOf(i) ? addedPinned : added).push(i)
-        const loc = (i: number): string => `[${locs[i]!.size},${locs[i]!.pack},${locs[i]!.off}]`
+        const loc = (i: number): string => `[${locs[i]!.size},${locs[i]!.pack},${locs[i]!.off},${locs[i]!.crc}]`
         let changes = 0
         if (addedPinned.length > 0)
           changes += this.bulk.insertPinned.run({ ...hashRows(hashes, addedPinned, loc), now }).changes
@@ -543,29 +543,31 @@ export class ChunkStore {
   }
 
   /**
-   * Reads and verifies a chunk: by its record's CRC, or by hashing it where the record's header
-   * does not bear it out. Drops it from the cache if it is corrupt or gone.
+   * Reads and verifies a chunk: by the CRC32C its entry keeps, or by hashing it where that does
+   * not bear it out. Drops it from the cache if it is corrupt or gone.
    */
   async read(hashHex: string): Promise<Buffer> {
     const loc = this.locate(hashHex)
     if (!loc) throw VmifsError.chunkMissing(hashHex)
-    let rec: { header: Buffer; data: Buffer } | undefined
+    let data: Buffer | undefined
     try {
-      rec = readRecord(this.fdOf(loc.pack), loc)
+      data = readExactlySync(this.fdOf(loc.pack), loc.off, loc.size)
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
     }
-    if (!rec) {
+    if (!data) {
       this.forget([hashHex])
       throw VmifsError.chunkMissing(hashHex)
     }
-    const { header, data } = rec
-    if (!recordHolds(header, Buffer.from(hashHex, 'hex'), data)) {
+    if (native().crc32c(data) !== loc.crc) {
       const got = blake3(data).toString('hex')
       if (got !== hashHex) {
         this.forget([hashHex])
         throw VmifsError.hashMismatch(hashHex, got)
       }
+      // the bytes are the chunk's and its CRC is not: the CRC is what was damaged
+      loc.crc = native().crc32c(data)
+      this.repairCrc(hashHex, loc.crc)
     }
     this.touch(hashHex)
     this.emit('stored', [{ hash: hashHex, ...loc }])
@@ -632,13 +634,13 @@ export class ChunkStore {
    * NULL), at the given places; the bytes were verified by the caller (fsck). Returns how many.
    */
   adopt(chunks: StoredChunk[]): number {
-    const move = this.db.prepare('UPDATE cache_entries SET pack = ?, off = ? WHERE hash = ? AND pack IS NULL')
+    const move = this.db.prepare('UPDATE cache_entries SET pack = ?, off = ?, crc = ? WHERE hash = ? AND pack IS NULL')
     let n = 0
     const fresh: StoredChunk[] = []
     this.db.transaction(() => {
       for (const c of chunks) {
         const hash = Buffer.from(c.hash, 'hex')
-        if (move.run(c.pack, c.off, hash).changes > 0) {
+        if (move.run(c.pack, c.off, c.crc, hash).changes > 0) {
           this.q.packGrew.run(c.off + c.size, 1, c.pack)
           n++
         } else fresh.push(c)
@@ -652,6 +654,11 @@ export class ChunkStore {
         false
       ).chunks
     )
+  }
+
+  /** Corrects the CRC an entry keeps (fsck, which found its bytes sound and the CRC not theirs). */
+  repairCrc(hashHex: string, crc: number): void {
+    this.q.setCrc.run(crc, Buffer.from(hashHex, 'hex'))
   }
 
   /** Makes a pack row for a pack file the index lost (fsck), sealed and empty. */
@@ -730,16 +737,16 @@ export class ChunkStore {
     return bytes
   }
 
-  /** Frees the records' bytes (headers too), adjacent records in one hole. */
+  /** Frees the chunks' bytes, adjacent chunks in one hole. */
   private punch(rows: EntryRow[]): void {
     const sorted = [...rows].sort((a, b) => a.pack - b.pack || a.off - b.off)
     let i = 0
     while (i < sorted.length) {
       const first = sorted[i]!
-      const start = first.off - RECORD_HEADER
+      const start = first.off
       let end = first.off + first.size
       let j = i + 1
-      while (j < sorted.length && sorted[j]!.pack === first.pack && sorted[j]!.off - RECORD_HEADER <= end) {
+      while (j < sorted.length && sorted[j]!.pack === first.pack && sorted[j]!.off <= end) {
         end = Math.max(end, sorted[j]!.off + sorted[j]!.size)
         j++
       }
@@ -835,8 +842,8 @@ export class ChunkStore {
 
   /** Entries: hash hex and location. */
   *entries(): Generator<StoredChunk> {
-    for (const r of this.q.all.iterate() as IterableIterator<EntryRow>)
-      yield { hash: r.hash.toString('hex'), size: r.size, pack: r.pack, off: r.off }
+    for (const r of this.q.all.iterate() as IterableIterator<EntryRow & { crc: number }>)
+      yield { hash: r.hash.toString('hex'), size: r.size, pack: r.pack, off: r.off, crc: r.crc }
   }
 
   /** Forces the chunks appended so far to disk (packs written before were synced when sealed). */
@@ -872,12 +879,20 @@ interface PackRow {
   live: number
 }
 
-/** A 48-byte location record (hash, pack u32, length u32, offset u64) for the FUSE session. */
+/** The size of a location record (writeLocation). */
+export const LOCATION_BYTES = 56
+
+/**
+ * A location record for the FUSE session (native/fuse_session.c reads them): hash, pack u32,
+ * length u32, offset u64, CRC32C u32, 4 zero bytes; little-endian.
+ */
 export function writeLocation(out: Buffer, at: number, hash: Buffer, loc: ChunkLocation): void {
   hash.copy(out, at, 0, 32)
   out.writeUInt32LE(loc.pack, at + 32)
   out.writeUInt32LE(loc.size, at + 36)
   out.writeBigUInt64LE(BigInt(loc.off), at + 40)
+  out.writeUInt32LE(loc.crc, at + 48)
+  out.writeUInt32LE(0, at + 52)
 }
 
 /** "pid:starttime": names a process so that a later one with the same pid is not taken for it. */

@@ -1,22 +1,14 @@
 // fsck: re-hash every chunk in the cache, reading each pack file front to back; drop what is
-// corrupt, forget entries whose bytes are gone, adopt sound records no entry points to (a chunk
-// appended but not yet recorded when its writer died), delete stray files; then report images
-// whose chunks are no longer all local. A data dir of the layout before pack files (a file per
+// corrupt, forget entries whose bytes are gone, correct a CRC that does not match its sound
+// bytes, delete stray files and packs no entry points into; then report images whose chunks are
+// no longer all local. A data dir of the layout before pack files (a file per
 // chunk under chunks/) is converted first: every sound chunk file moves into a pack, keeping its
 // access time and pin.
 import fs from 'node:fs'
 import path from 'node:path'
 import type { DataDir } from '../datadir.js'
-import {
-  OLD_LAYOUT_DIR,
-  RECORD_HEADER,
-  type StoredChunk,
-  readRecord,
-  recordHolds,
-  recordedHash,
-  tagAlive,
-  writeRecordHeader
-} from './chunk-store.js'
+import { OLD_LAYOUT_DIR, type StoredChunk } from './chunk-store.js'
+import { native } from '../native/index.js'
 import { blake3, isHashHex } from '../util/hash.js'
 import { readExactlySync } from '../util/files.js'
 
@@ -25,17 +17,13 @@ export interface FsckReport {
   checkedBytes: number
   corrupt: string[]
   missing: string[]
-  adopted: number
-  /** sound chunks whose record header was damaged, written again */
-  headersRepaired: number
+  /** sound chunks whose entry's CRC was damaged, corrected */
+  crcsRepaired: number
   /** chunk files of the old layout moved into packs */
   converted: number
   strays: number
   incompleteImages: Array<{ name: string; missingChunks: number }>
 }
-
-/** Records longer than this are not chunks (the largest chunking cuts at 16 MiB). */
-const MAX_RECORD = 64 * 1024 * 1024
 
 export function fsck(dd: DataDir, onProgress?: (done: number, total: number) => void): FsckReport {
   const { store } = dd
@@ -44,8 +32,7 @@ export function fsck(dd: DataDir, onProgress?: (done: number, total: number) => 
     checkedBytes: 0,
     corrupt: [],
     missing: [],
-    adopted: 0,
-    headersRepaired: 0,
+    crcsRepaired: 0,
     converted: 0,
     strays: 0,
     incompleteImages: []
@@ -74,15 +61,12 @@ export function fsck(dd: DataDir, onProgress?: (done: number, total: number) => 
     files.add(Number(m[1]))
   }
   const bad: string[] = []
-  const found = new Map<string, StoredChunk>()
   for (const id of [...files].sort((a, b) => a - b)) {
+    // a pack file the index lost gets an empty row, so that recount() deletes it
     if (!live.has(id)) store.ensurePackRow(id)
-    const writer = live.get(id) ?? null
-    // a live writer's pack may hold chunks it is about to record: leave what follows them alone
-    const scanGaps = writer === null || !tagAlive(writer)
     const known = (byPack.get(id) ?? []).sort((a, b) => a.off - b.off)
     byPack.delete(id)
-    checkPack(dd, id, known, scanGaps, r, bad, found, () => onProgress?.(r.checked, total))
+    checkPack(dd, id, known, r, bad, () => onProgress?.(r.checked, total))
   }
   // entries whose pack file is gone
   for (const list of byPack.values())
@@ -91,7 +75,6 @@ export function fsck(dd: DataDir, onProgress?: (done: number, total: number) => 
       bad.push(e.hash)
     }
   store.discard(bad)
-  r.adopted += store.adopt([...found.values()])
   store.recount()
   store.reconcilePins()
   store.refreshSize()
@@ -104,75 +87,35 @@ export function fsck(dd: DataDir, onProgress?: (done: number, total: number) => 
   return r
 }
 
-/**
- * One pack, front to back: every recorded chunk is read and hashed; between them (where
- * `scanGaps`), records with a sound header and bytes that hash to it are collected for adoption.
- */
+/** One pack, front to back: every recorded chunk is read and hashed, and its CRC checked against its entry's. */
 function checkPack(
   dd: DataDir,
   id: number,
   known: StoredChunk[],
-  scanGaps: boolean,
   r: FsckReport,
   bad: string[],
-  found: Map<string, StoredChunk>,
   progress: () => void
 ): void {
-  const file = dd.store.packPath(id)
-  const fd = fs.openSync(file, 'r+')
+  const fd = fs.openSync(dd.store.packPath(id), 'r')
   try {
-    const size = fs.fstatSync(fd).size
-    const header = Buffer.alloc(RECORD_HEADER)
-    let pos = 0
-    let k = 0
-    while (k < known.length || (scanGaps && pos + RECORD_HEADER <= size)) {
-      const next = known[k]
-      if (next && next.off - RECORD_HEADER <= pos) {
-        k++
-        const rec = readRecord(fd, next)
-        r.checked++
-        if (!rec) {
-          r.missing.push(next.hash)
-          bad.push(next.hash)
-        } else {
-          const { header, data } = rec
-          const hash = Buffer.from(next.hash, 'hex')
-          r.checkedBytes += data.length
-          if (!blake3(data).equals(hash)) {
-            r.corrupt.push(next.hash)
-            bad.push(next.hash)
-          } else if (!recordHolds(header, hash, data)) {
-            // the bytes are the chunk's, its header is not: reads would hash it every time
-            const h = Buffer.alloc(RECORD_HEADER)
-            writeRecordHeader(h, hash, data)
-            fs.writeSync(fd, h, 0, RECORD_HEADER, next.off - RECORD_HEADER)
-            r.headersRepaired++
-          }
-        }
-        pos = Math.max(pos, next.off + next.size)
-        progress()
-        continue
-      }
-      const limit = next ? next.off - RECORD_HEADER : size
-      if (!scanGaps) {
-        pos = limit
-        continue
-      }
-      const got = readExactlySync(fd, pos, RECORD_HEADER, header)
-      const len = got ? header.readUInt32LE(4) : 0
-      if (got && len > 0 && len <= MAX_RECORD) {
-        const end = pos + RECORD_HEADER + len
-        const data = end <= limit ? readExactlySync(fd, pos + RECORD_HEADER, len) : undefined
-        const hash = data && recordedHash(header, data)?.toString('hex')
-        if (hash) {
-          if (!dd.store.has(hash) && !found.has(hash))
-            found.set(hash, { hash, pack: id, off: pos + RECORD_HEADER, size: len })
-          pos = end
-          continue
+    for (const e of known) {
+      const data = readExactlySync(fd, e.off, e.size)
+      r.checked++
+      if (!data) {
+        r.missing.push(e.hash)
+        bad.push(e.hash)
+      } else {
+        r.checkedBytes += data.length
+        if (blake3(data).toString('hex') !== e.hash) {
+          r.corrupt.push(e.hash)
+          bad.push(e.hash)
+        } else if (native().crc32c(data) !== e.crc) {
+          // the bytes are the chunk's, the CRC its entry keeps is not: reads would hash it every time
+          dd.store.repairCrc(e.hash, native().crc32c(data))
+          r.crcsRepaired++
         }
       }
-      // not a record (a hole left by eviction, or bytes a dead writer never finished)
-      pos = limit
+      progress()
     }
   } finally {
     fs.closeSync(fd)

@@ -7,9 +7,8 @@ export const command: Command = {
   usage: `Usage: vmifs fsck [--json]
 
 Re-hashes every chunk in the cache, reading each pack file front to back. Corrupt chunks are
-deleted, entries whose bytes are gone are forgotten, sound records no entry points to (appended
-by a writer that died before recording them) are adopted, stray files are removed, a sound
-chunk's damaged record header (its length, CRC or hash) is written again. Reports
+deleted, entries whose bytes are gone are forgotten, stray files and packs no entry points into
+are removed, and a sound chunk's damaged CRC (which every read checks) is corrected. Reports
 images whose chunks are no longer all in the local cache.
 A data dir of the layout before pack files (a file per chunk under chunks/), which every other
 command refuses with DATA_DIR_OLD_LAYOUT, is converted first: every sound chunk file moves into
@@ -29,8 +28,8 @@ ${COMMON_HELP}`,
     } else {
       process.stdout.write(
         `checked ${r.checked} chunks (${bytes(r.checkedBytes)}): ${r.corrupt.length} corrupt (dropped), ` +
-          `${r.missing.length} missing, ${r.adopted} adopted, ${r.strays} stray files removed` +
-          (r.headersRepaired > 0 ? `, ${r.headersRepaired} damaged record headers written again` : '') +
+          `${r.missing.length} missing, ${r.strays} stray files removed` +
+          (r.crcsRepaired > 0 ? `, ${r.crcsRepaired} damaged CRCs corrected` : '') +
           (r.converted > 0 ? `, ${r.converted} chunk files converted into packs` : '') +
           '\n'
       )
@@ -38,6 +37,6 @@ ${COMMON_HELP}`,
       for (const i of r.incompleteImages)
         process.stdout.write(`image ${i.name}: ${i.missingChunks} chunks not in the local cache\n`)
     }
-    return r.corrupt.length + r.missing.length + r.strays + r.headersRepaired + r.incompleteImages.length > 0 ? 1 : 0
+    return r.corrupt.length + r.missing.length + r.strays + r.crcsRepaired + r.incompleteImages.length > 0 ? 1 : 0
   }
 }

@@ -20,7 +20,7 @@ import type { Manifest } from '../manifests/manifest.js'
 import { EIO, ENOENT, ETIMEDOUT, errnoOf } from './errno.js'
 import { quitHolder, startHolder } from './holder.js'
 import { readaheadFile } from './mountpoint.js'
-import { type ChunkStore, type StoredChunk, writeLocation } from '../cache/chunk-store.js'
+import { type ChunkStore, LOCATION_BYTES, type StoredChunk, writeLocation } from '../cache/chunk-store.js'
 
 export interface ImageEntry {
   name: string
@@ -394,8 +394,8 @@ export class VmifsMount {
     const n = native()
     if (gone.length > 0) n.fuseMarkUncached(s, Buffer.from(gone.join(''), 'hex'))
     if (stored.length > 0) {
-      const records = Buffer.allocUnsafe(stored.length * 48)
-      stored.forEach((c, i) => writeLocation(records, i * 48, Buffer.from(c.hash, 'hex'), c))
+      const records = Buffer.allocUnsafe(stored.length * LOCATION_BYTES)
+      stored.forEach((c, i) => writeLocation(records, i * LOCATION_BYTES, Buffer.from(c.hash, 'hex'), c))
       n.fuseMarkCached(s, records)
     }
   }

@@ -140,7 +140,7 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
   // Chunks are gathered in batches: the cache is asked which it holds in one read transaction, the
   // new ones are appended to this process's pack (one write), and those already held are pinned,
   // so eviction cannot take them before the image row exists. The new ones are recorded (and
-  // pinned) in transactions of RECORD_BYTES: until then only fsck would find them.
+  // pinned) in transactions of RECORD_BYTES: until then nothing reads them, and a crash cuts them back.
   let batch: Array<{ hash: Buffer; data: Buffer }> = []
   let batchBytes = 0
   // appended (their bytes written) and not recorded yet: recorded, pinned, RECORD_BYTES at a time
@@ -205,7 +205,7 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
     try {
       flush(true)
     } catch {
-      // the original error is the one to report; chunks appended but not recorded are adopted by fsck
+      // the original error is the one to report; chunks appended but not recorded are bytes no entry points to
     }
     if (pin) dd.store.reconcilePins()
     throw err

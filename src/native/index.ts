@@ -29,8 +29,14 @@ export interface NativeAddon {
 
   // Appending to a pack file (native/pack_writer.c): direct writes skip the page cache.
   packCreate(path: string): PackWriter
-  /** a record (header, bytes) for each chunk, in order; at most 2048 a call; hashes 32 bytes each */
-  packAppendRecords(w: PackWriter, hashes: Buffer[], chunks: Buffer[], direct: boolean): void
+  /**
+   * the chunks' bytes, in order; at most 2048 a call; returns [offset, CRC32C] a chunk. Direct:
+   * runs of chunks back to back in an alignedBuffer are written from it, each run's span at the
+   * next 4 KiB-aligned offset (see native/pack_writer.c)
+   */
+  packAppend(w: PackWriter, chunks: Buffer[], direct: boolean): Float64Array
+  /** `size` bytes (rounded up to 4 KiB) of 2 MiB-aligned memory, in huge pages where the kernel gives them */
+  alignedBuffer(size: number): Buffer
   packSync(w: PackWriter): void
   /** cuts the file to what was appended, syncs it, closes it */
   packClose(w: PackWriter): void

@@ -1,6 +1,7 @@
 // Whole and partial file reads shared by import, the chunk cache and the benchmarks.
 import fs from 'node:fs'
 import type fsp from 'node:fs/promises'
+import { native } from '../native/index.js'
 
 const PIECE = 16 * 1024 * 1024
 
@@ -24,7 +25,8 @@ async function fill(fh: fsp.FileHandle, buf: Buffer, pos: number): Promise<Buffe
  * Reads the first `size` bytes of a file in pieces of `piece` bytes, one read ahead of `each`,
  * into two buffers taken in turns: `each` must keep no view of the piece it is given after it
  * returns (the buffer is read into again). Returns the bytes read: less than `size` when the file
- * ended first. Reusing the buffers spares the garbage collector a large allocation a piece.
+ * ended first. Reusing the buffers spares the garbage collector a large allocation a piece; they
+ * are the addon's aligned buffers, so that the chunk store writes chunks from them without a copy.
  */
 export async function readPieces(
   fh: fsp.FileHandle,
@@ -33,12 +35,12 @@ export async function readPieces(
   each: (buf: Buffer) => void
 ): Promise<number> {
   const n = Math.min(piece, size)
-  const bufs = [Buffer.allocUnsafe(n), Buffer.allocUnsafe(n)]
-  const part = (k: number, pos: number): Promise<Buffer> =>
-    fill(fh, pos + n <= size ? bufs[k]! : bufs[k]!.subarray(0, size - pos), pos)
+  if (n <= 0) return 0
+  const bufs = [native().alignedBuffer(n), native().alignedBuffer(n)]
+  const part = (k: number, pos: number): Promise<Buffer> => fill(fh, bufs[k]!.subarray(0, Math.min(n, size - pos)), pos)
   let pos = 0
   let k = 0
-  let next = size > 0 ? part(0, 0) : undefined
+  let next: Promise<Buffer> | undefined = part(0, 0)
   while (next !== undefined) {
     const buf = await next
     if (buf.length === 0) break

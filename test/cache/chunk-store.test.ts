@@ -8,14 +8,7 @@ import { ManifestBuilder } from '../../src/manifests/manifest.js'
 import { importImage } from '../../src/manifests/import.js'
 import { blake3Hex } from '../../src/util/hash.js'
 import { MIGRATIONS, openDb } from '../../src/index/db.js'
-import {
-  RECORD_HEADER,
-  RECORD_MAGIC,
-  RECORD_MAGIC_V1,
-  processTag,
-  recordHolds,
-  writeRecordHeader
-} from '../../src/cache/chunk-store.js'
+import { processTag } from '../../src/cache/chunk-store.js'
 import { native } from '../../src/native/index.js'
 import { listFiles, openDataDir, sleep, tmpDir } from '../helpers/tmp.js'
 import { randomBuffer } from '../helpers/random.js'
@@ -59,7 +52,7 @@ const pinnedFlag = (dd: DataDir, hex: string): number | undefined =>
   dd.db.prepare('SELECT pinned FROM cache_entries WHERE hash = ?').pluck().get(Buffer.from(hex, 'hex')) as
     number | undefined
 
-test('put appends verified bytes to a pack, after a header naming them', async t => {
+test('put appends verified bytes to a pack, nothing but them, and their CRC to the entry', async t => {
   const dd = openDataDir(t)
   const data = randomBuffer(5000, 1)
   const hex = blake3Hex(data)
@@ -67,22 +60,19 @@ test('put appends verified bytes to a pack, after a header naming them', async t
   t.true(dd.store.has(hex))
   const { file, pos, size } = chunkFile(dd, hex)
   t.deepEqual(listFiles(dd.store.packDir), [path.basename(file)])
+  t.is(pos, 0)
   t.is(size, 5000)
-  t.true(chunkBytes(dd, hex).equals(data))
-  const header = fs.readFileSync(file).subarray(pos - RECORD_HEADER, pos)
-  t.is(header.readUInt32LE(0), RECORD_MAGIC)
-  t.is(header.readUInt32LE(4), 5000)
-  t.is(header.readUInt32LE(8), crc32c(data))
-  t.is(header.subarray(12).toString('hex'), hex.slice(0, 56))
+  t.true(fs.readFileSync(file).equals(data))
+  t.is(dd.store.locate(hex)!.crc, crc32c(data))
   t.is(dd.store.sizeBytes, 5000)
   t.true((await dd.store.read(hex)).equals(data))
   // a second put of the same chunk is not new and changes nothing
   t.false(await dd.store.put(hex, data))
   t.is(dd.store.sizeBytes, 5000)
-  t.is(fs.statSync(file).size, RECORD_HEADER + 5000)
+  t.is(fs.statSync(file).size, 5000)
 })
 
-test('direct and buffered appends mix on one pack: every record is whole, also past a stage of 8 MiB', async t => {
+test('direct and buffered appends mix on one pack: every chunk is whole, also past a stage of 8 MiB', async t => {
   const dd = openDataDir(t)
   const items = (n: number, seed: number, size: (i: number) => number): Array<{ hash: Buffer; data: Buffer }> =>
     Array.from({ length: n }, (_, i) => {
@@ -99,7 +89,7 @@ test('direct and buffered appends mix on one pack: every record is whole, also p
   let end = 0
   for (const b of batches) {
     const locs = dd.store.append(b.items, { bulk: b.bulk })
-    t.is(locs[0]!.off, end + RECORD_HEADER) // records follow each other, whatever the way of writing
+    t.is(locs[0]!.off, end) // chunks follow each other, whatever the way of writing
     end = locs.at(-1)!.off + locs.at(-1)!.size
     t.is(dd.store.record(b.items, locs, false).chunks, b.items.length)
   }
@@ -111,9 +101,41 @@ test('direct and buffered appends mix on one pack: every record is whole, also p
     for (const it of b.items) {
       const hex = it.hash.toString('hex')
       const { pos } = chunkFile(dd, hex)
-      t.true(recordHolds(bytes.subarray(pos - RECORD_HEADER, pos), it.hash, bytes.subarray(pos, pos + it.data.length)))
+      t.true(bytes.subarray(pos, pos + it.data.length).equals(it.data))
+      t.is(dd.store.locate(hex)!.crc, crc32c(it.data))
       t.true((await dd.store.read(hex)).equals(it.data))
     }
+})
+
+test('direct appends write runs of chunks in an aligned buffer from it, each at the next aligned offset', async t => {
+  const dd = openDataDir(t)
+  const buf = native().alignedBuffer(4 * 1024 * 1024)
+  buf.set(randomBuffer(buf.length, 80))
+  // views of buf, back to back from an unaligned start: a run of 600 KiB, then, after a gap, one of 8 KiB
+  const view = (from: number, len: number): { hash: Buffer; data: Buffer } => {
+    const data = buf.subarray(from, from + len)
+    return { hash: Buffer.from(blake3Hex(data), 'hex'), data }
+  }
+  const run = Array.from({ length: 60 }, (_, i) => view(1000 + i * 10240, 10240))
+  const short = [view(700_000, 5000), view(705_000, 3000)]
+  const first = { hash: Buffer.from(blake3Hex(randomBuffer(1234, 81)), 'hex'), data: randomBuffer(1234, 81) }
+  const items = [first, ...run, ...short]
+  const locs = dd.store.append(items, { bulk: true })
+  t.is(locs[0]!.off, 0)
+  // the run's span starts at the block after the first chunk's: its chunks keep their places in their blocks
+  t.is(locs[1]!.off, 4096 + 1000)
+  for (let i = 2; i <= 60; i++) t.is(locs[i]!.off, locs[i - 1]!.off + 10240)
+  // too short to be written in place: packed after the run
+  const runEnd = locs[60]!.off + 10240
+  t.is(locs[61]!.off, runEnd)
+  t.is(locs[62]!.off, runEnd + 5000)
+  t.is(dd.store.record(items, locs, false).chunks, items.length)
+  for (const [i, it] of items.entries()) {
+    t.is(locs[i]!.crc, crc32c(it.data))
+    t.true((await dd.store.read(it.hash.toString('hex'))).equals(it.data))
+  }
+  dd.store.seal()
+  t.is(fs.statSync(dd.store.packPath(locs[0]!.pack)).size, runEnd + 8000)
 })
 
 test('record() tells new chunks from held ones: one twice in a call, or one held, counts once', async t => {
@@ -181,7 +203,7 @@ test("open() cuts back a dead writer's pack to its last recorded chunk, and leav
     dd.close()
   })
   t.is(dd.leftovers, 1)
-  t.is(fs.statSync(file).size, RECORD_HEADER + 3000)
+  t.is(fs.statSync(file).size, 3000)
   t.is(dd.db.prepare('SELECT writer FROM packs WHERE id = ?').pluck().get(id), null)
   t.true((await dd.store.read(a)).equals(randomBuffer(3000, 1)))
   t.is(fs.statSync(otherFile).size, 500)
@@ -245,7 +267,7 @@ test('a data dir of the old layout (a file per chunk) is refused until fsck conv
   )
   t.is(again.store.sizeBytes, 3000 + 5000 + 700)
   const clean = fsck(again)
-  t.deepEqual([clean.corrupt, clean.missing, clean.adopted, clean.converted, clean.strays], [[], [], 0, 0, 0])
+  t.deepEqual([clean.corrupt, clean.missing, clean.crcsRepaired, clean.converted, clean.strays], [[], [], 0, 0, 0])
 })
 
 test('reading a corrupted chunk fails, drops it and frees its bytes', async t => {
@@ -257,7 +279,7 @@ test('reading a corrupted chunk fails, drops it and frees its bytes', async t =>
   const before = allocated(file)
   t.is(errCode(await t.throwsAsync(dd.store.read(a))), 'CHUNK_HASH_MISMATCH')
   t.false(dd.store.has(a))
-  t.true(zeroAt(file, pos - RECORD_HEADER, size + RECORD_HEADER), 'a hole where it was')
+  t.true(zeroAt(file, pos, size), 'a hole where it was')
   t.true(allocated(file) < before)
   t.is(dd.store.sizeBytes, 2000)
   // now it is simply missing
@@ -292,14 +314,14 @@ test('CRC32C is the Castagnoli CRC', t => {
       t.is(crc32c(long.subarray(from, from + n)), bitwise(long.subarray(from, from + n)), `${n} from ${from}`)
 })
 
-test('a chunk whose record header is damaged is still read (its bytes hashed), one whose bytes are is not', async t => {
+test("a chunk whose entry's CRC is damaged is read (hashed, the CRC put right); damaged bytes are not", async t => {
   const dd = openDataDir(t)
   const a = await putChunk(dd, 7, 3000)
   const data = chunkBytes(dd, a)
-  damageChunk(dd, a, Buffer.from([0xff, 0xff, 0xff, 0xff]), -RECORD_HEADER + 8) // its CRC
+  const crc = crc32c(data)
+  dd.db.prepare('UPDATE cache_entries SET crc = ? WHERE hash = ?').run(crc ^ 0x10, Buffer.from(a, 'hex'))
   t.true((await dd.store.read(a)).equals(data))
-  damageChunk(dd, a, Buffer.from([0, 0]), -RECORD_HEADER) // its magic
-  t.true((await dd.store.read(a)).equals(data))
+  t.is(dd.store.locate(a)!.crc, crc)
   damageChunk(dd, a, Buffer.from('x'), 10)
   t.is(errCode(await t.throwsAsync(dd.store.read(a))), 'CHUNK_HASH_MISMATCH')
 })
@@ -501,69 +523,106 @@ test('fsck repairs the cache and reports incomplete images', async t => {
   const hs = await importRandom(t, dd, 'broken', 64 * 1024, 50)
   const ok = await importRandom(t, dd, 'fine', 16 * 1024, 51)
   t.is(hs.length, 16)
-  const [corrupt, vanished, unrecorded] = hs as [string, string, string]
+  const [corrupt, vanished, forgotten] = hs as [string, string, string]
   const before = dd.store.sizeBytes
   const { file, pos, size } = chunkFile(dd, corrupt)
   // a corrupted chunk
   damageChunk(dd, corrupt, Buffer.alloc(4096, 1))
   // a chunk whose pack is gone
   dd.db.prepare('UPDATE cache_entries SET pack = 9999 WHERE hash = ?').run(Buffer.from(vanished, 'hex'))
-  // a sound record the index forgot (of a pinned image)
-  dd.db.prepare('DELETE FROM cache_entries WHERE hash = ?').run(Buffer.from(unrecorded, 'hex'))
-  // a sound record nobody knows about, and one whose bytes are not what its header says
-  dd.store.seal()
-  const extra = randomBuffer(3000, 52)
-  const extraHex = blake3Hex(extra)
-  const record = (hash: string, data: Buffer): Buffer => {
-    const h = Buffer.alloc(RECORD_HEADER)
-    writeRecordHeader(h, Buffer.from(hash, 'hex'), data)
-    return Buffer.concat([h, data])
-  }
-  fs.appendFileSync(file, record(extraHex, extra))
-  // one of the first format (no CRC, the whole hash), as a data dir of the first pack layout has them
-  const old = randomBuffer(2000, 53)
-  const oldHex = blake3Hex(old)
-  const v1 = Buffer.alloc(RECORD_HEADER)
-  v1.writeUInt32LE(RECORD_MAGIC_V1, 0)
-  v1.writeUInt32LE(old.length, 4)
-  Buffer.from(oldHex, 'hex').copy(v1, 8)
-  fs.appendFileSync(file, Buffer.concat([v1, old]))
-  const liar = blake3Hex(Buffer.from('liar'))
-  fs.appendFileSync(file, record(liar, Buffer.from('not what the header says')))
-  // a sound chunk whose record header rotted (its CRC)
+  // an entry the index lost: its bytes are nobody's now, and its image lacks it
+  dd.db.prepare('DELETE FROM cache_entries WHERE hash = ?').run(Buffer.from(forgotten, 'hex'))
+  // a sound chunk whose CRC in the index rotted
   const rotted = ok[0]!
-  damageChunk(dd, rotted, Buffer.from([0xde, 0xad]), -RECORD_HEADER + 8)
-  // strays in packs/
+  const crc = dd.store.locate(rotted)!.crc
+  dd.db.prepare('UPDATE cache_entries SET crc = ? WHERE hash = ?').run(crc ^ 0x100, Buffer.from(rotted, 'hex'))
+  // a pack file the index knows nothing of, and a stray in packs/
+  dd.store.seal()
+  const lost = path.join(dd.store.packDir, '777.pack')
+  fs.writeFileSync(lost, randomBuffer(3000, 52))
   fs.writeFileSync(path.join(dd.store.packDir, 'notes.txt'), 'stray')
 
   const r = fsck(dd)
   t.deepEqual(r.corrupt, [corrupt])
   t.deepEqual(r.missing, [vanished])
-  t.is(r.adopted, 3)
   t.is(r.strays, 1)
-  t.is(r.headersRepaired, 1)
+  t.is(r.crcsRepaired, 1)
   // every recorded entry but the one whose pack is gone and the forgotten one
   t.is(r.checked, hs.length + ok.length - 2)
-  t.deepEqual(r.incompleteImages, [{ name: 'broken', missingChunks: 2 }])
+  t.deepEqual(r.incompleteImages, [{ name: 'broken', missingChunks: 3 }])
 
   t.false(dd.store.has(corrupt))
   t.true(zeroAt(file, pos, size), 'the corrupt chunk is a hole now')
   t.false(dd.store.has(vanished))
-  t.true(dd.store.has(unrecorded))
-  t.is(pinnedFlag(dd, unrecorded), 1) // adopted and pinned again: its image is local
-  t.true(dd.store.has(extraHex))
-  t.is(pinnedFlag(dd, extraHex), 0)
-  t.true((await dd.store.read(extraHex)).equals(extra))
-  t.true((await dd.store.read(oldHex)).equals(old))
-  const fixed = chunkFile(dd, rotted)
-  const h = fs.readFileSync(fixed.file).subarray(fixed.pos - RECORD_HEADER, fixed.pos)
-  t.true(recordHolds(h, Buffer.from(rotted, 'hex'), chunkBytes(dd, rotted)), 'its header written again')
-  t.false(dd.store.has(liar))
+  t.false(dd.store.has(forgotten))
+  t.is(dd.store.locate(rotted)!.crc, crc, 'the CRC corrected')
+  t.true((await dd.store.read(rotted)).equals(chunkBytes(dd, rotted)))
+  t.false(fs.existsSync(lost), 'a pack nothing points into is deleted')
   t.false(fs.existsSync(path.join(dd.store.packDir, 'notes.txt')))
-  t.is(dd.store.sizeBytes, before - 2 * 4096 + 3000 + 2000)
+  t.is(dd.store.sizeBytes, before - 3 * 4096)
 
   // a second run finds nothing to repair
   const again = fsck(dd)
-  t.deepEqual([again.corrupt, again.missing, again.adopted, again.strays, again.headersRepaired], [[], [], 0, 0, 0])
-  t.deepEqual(again.incompleteImages, [{ name: 'broken', missingChunks: 2 }])
+  t.deepEqual([again.corrupt, again.missing, again.strays, again.crcsRepaired], [[], [], 0, 0])
+  t.deepEqual(again.incompleteImages, [{ name: 'broken', missingChunks: 3 }])
+})
+
+test('a data dir whose packs put a header before each chunk is migrated on open: entries get their CRC', async t => {
+  const dir = tmpDir(t, 'vmifs-dd-')
+  // what the version before left: schema 4, packs of records (a 40-byte header, then the bytes)
+  const db = openDb(path.join(dir, 'index.sqlite'), MIGRATIONS.slice(0, 4))
+  const chunks = [randomBuffer(3000, 70), randomBuffer(5000, 71), randomBuffer(700, 72), randomBuffer(900, 73)]
+  const hashes = chunks.map(c => Buffer.from(blake3Hex(c), 'hex'))
+  const header = (i: number, v1 = false): Buffer => {
+    const h = Buffer.alloc(40)
+    h.writeUInt32LE(v1 ? 0x31434d56 : 0x32434d56, 0) // "VMC1", "VMC2"
+    h.writeUInt32LE(chunks[i]!.length, 4)
+    if (v1) hashes[i]!.copy(h, 8)
+    else {
+      h.writeUInt32LE(crc32c(chunks[i]!), 8)
+      hashes[i]!.copy(h, 12, 0, 28)
+    }
+    return h
+  }
+  const rotten = Buffer.from(chunks[3]!)
+  rotten[5] = rotten[5]! ^ 1
+  const parts = [
+    header(0),
+    chunks[0]!, // a record of the second format: its CRC is taken from the header
+    header(1, true),
+    chunks[1]!, // of the first format (no CRC): the bytes are hashed, then their CRC taken
+    Buffer.alloc(40, 0xee),
+    chunks[2]!, // a damaged header, sound bytes: hashed too
+    Buffer.alloc(40, 0xee),
+    rotten // a damaged header and damaged bytes: dropped
+  ]
+  fs.mkdirSync(path.join(dir, 'packs'))
+  fs.writeFileSync(path.join(dir, 'packs', '1.pack'), Buffer.concat(parts))
+  db.prepare('INSERT INTO packs (id, writer, size, live) VALUES (1, NULL, ?, 4)').run(Buffer.concat(parts).length)
+  let off = 0
+  chunks.forEach((c, i) => {
+    off += 40
+    db.prepare('INSERT INTO cache_entries (hash, size, atime, pinned, pack, off) VALUES (?, ?, 1, 0, 1, ?)').run(
+      hashes[i],
+      c.length,
+      off
+    )
+    off += c.length
+  })
+  db.close()
+
+  const dd = DataDir.open(dir, { capacityBytes: 1 << 30 })
+  t.teardown(() => {
+    dd.close()
+  })
+  for (const i of [0, 1, 2]) {
+    const hex = hashes[i]!.toString('hex')
+    t.is(dd.store.locate(hex)!.crc, crc32c(chunks[i]!))
+    t.true((await dd.store.read(hex)).equals(chunks[i]!))
+  }
+  t.false(dd.store.has(hashes[3]!.toString('hex')))
+  t.is(dd.store.sizeBytes, 3000 + 5000 + 700)
+  t.is(dd.db.prepare('SELECT count(*) FROM cache_entries WHERE crc IS NULL').pluck().get(), 0)
+  const r = fsck(dd)
+  t.deepEqual([r.corrupt, r.missing, r.crcsRepaired, r.checked], [[], [], 0, 3])
 })
