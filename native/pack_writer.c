@@ -188,7 +188,8 @@ static int stage_grow(pack_writer_t *w, size_t need, size_t keep) {
  * CRC taken as it is copied, and written a stage at a time in whole blocks; the last, padded
  * block is written again by the next append.
  */
-static int append_staged(pack_writer_t *w, uint8_t **data, size_t *lens, uint32_t n, double *places) {
+static int append_staged(pack_writer_t *w, uint8_t **data, size_t *lens, uint32_t n, const uint32_t *crcs,
+                         double *places) {
   uint64_t base = w->size & ~(uint64_t)(BLOCK - 1);
   size_t at = (size_t)(w->size - base);
   int err = stage_grow(w, STAGE_BYTES, 0);
@@ -207,7 +208,11 @@ static int append_staged(pack_writer_t *w, uint8_t **data, size_t *lens, uint32_
       if ((err = stage_grow(w, at + rec, at))) return err;
     }
     places[2 * i] = (double)(base + at);
-    places[2 * i + 1] = vmifs_crc32c_copy(w->stage + at, data[i], lens[i]);
+    if (crcs) {
+      memcpy(w->stage + at, data[i], lens[i]);
+      places[2 * i + 1] = crcs[i];
+    } else
+      places[2 * i + 1] = vmifs_crc32c_copy(w->stage + at, data[i], lens[i]);
     at += rec;
   }
   size_t span = (at + BLOCK - 1) & ~(size_t)(BLOCK - 1);
@@ -224,7 +229,8 @@ static int append_staged(pack_writer_t *w, uint8_t **data, size_t *lens, uint32_
  * written as it is at the pack's next aligned offset; the last partial block is kept for the next
  * append.
  */
-static int append_in_place(pack_writer_t *w, uint8_t **data, size_t *lens, uint32_t n, double *places) {
+static int append_in_place(pack_writer_t *w, uint8_t **data, size_t *lens, uint32_t n, const uint32_t *crcs,
+                           double *places) {
   uint8_t *from = (uint8_t *)((uintptr_t)data[0] & ~(uintptr_t)(BLOCK - 1));
   uint8_t *end = data[n - 1] + lens[n - 1];
   uint8_t *to = (uint8_t *)(((uintptr_t)end + BLOCK - 1) & ~(uintptr_t)(BLOCK - 1));
@@ -233,7 +239,7 @@ static int append_in_place(pack_writer_t *w, uint8_t **data, size_t *lens, uint3
   if (err) return err;
   for (uint32_t i = 0; i < n; i++) {
     places[2 * i] = (double)(at + (uint64_t)(data[i] - from));
-    places[2 * i + 1] = vmifs_crc32c(data[i], lens[i]);
+    places[2 * i + 1] = crcs ? crcs[i] : vmifs_crc32c(data[i], lens[i]);
   }
   uint8_t *last = (uint8_t *)((uintptr_t)end & ~(uintptr_t)(BLOCK - 1));
   memcpy(w->tail, last, (size_t)(end - last));
@@ -242,7 +248,8 @@ static int append_in_place(pack_writer_t *w, uint8_t **data, size_t *lens, uint3
 }
 
 /** Direct: runs long enough and in alignedBuffer's memory in place, the rest staged, in order. */
-static int append_direct(pack_writer_t *w, uint8_t **data, size_t *lens, uint32_t n, double *places) {
+static int append_direct(pack_writer_t *w, uint8_t **data, size_t *lens, uint32_t n, const uint32_t *crcs,
+                         double *places) {
   uint32_t done = 0, i = 0;
   while (i < n) {
     uint32_t j = i + 1;
@@ -251,22 +258,26 @@ static int append_direct(pack_writer_t *w, uint8_t **data, size_t *lens, uint32_
       run += lens[j++];
     if (run >= ZERO_COPY_MIN && in_aligned(data[i], data[j - 1] + lens[j - 1])) {
       int err = 0;
-      if (i > done && (err = append_staged(w, data + done, lens + done, i - done, places + 2 * done))) return err;
-      if ((err = append_in_place(w, data + i, lens + i, j - i, places + 2 * i))) return err;
+      if (i > done &&
+          (err = append_staged(w, data + done, lens + done, i - done, crcs ? crcs + done : NULL, places + 2 * done)))
+        return err;
+      if ((err = append_in_place(w, data + i, lens + i, j - i, crcs ? crcs + i : NULL, places + 2 * i))) return err;
       done = j;
     }
     i = j;
   }
-  return done < n ? append_staged(w, data + done, lens + done, n - done, places + 2 * done) : 0;
+  return done < n ? append_staged(w, data + done, lens + done, n - done, crcs ? crcs + done : NULL, places + 2 * done)
+                  : 0;
 }
 
 /** Buffered: one pwritev of the chunks as they are (a few at a time: the fetch path). */
-static int append_buffered(pack_writer_t *w, uint8_t **data, size_t *lens, uint32_t n, double *places) {
+static int append_buffered(pack_writer_t *w, uint8_t **data, size_t *lens, uint32_t n, const uint32_t *crcs,
+                           double *places) {
   struct iovec iov[MAX_CHUNKS];
   uint64_t total = 0;
   for (uint32_t i = 0; i < n; i++) {
     places[2 * i] = (double)(w->size + total);
-    places[2 * i + 1] = vmifs_crc32c(data[i], lens[i]);
+    places[2 * i + 1] = crcs ? crcs[i] : vmifs_crc32c(data[i], lens[i]);
     iov[i] = (struct iovec){data[i], lens[i]};
     total += lens[i];
   }
@@ -290,12 +301,14 @@ static int append_buffered(pack_writer_t *w, uint8_t **data, size_t *lens, uint3
 }
 
 /**
- * packAppend(writer, chunks[], direct) -> Float64Array: appends the chunks' bytes, in order, and
- * returns where each one went and its CRC32C: [offset, crc] a chunk. The bytes were verified.
+ * packAppend(writer, chunks[], direct, crcs?) -> Float64Array: appends the chunks' bytes, in order,
+ * and returns where each one went and its CRC32C: [offset, crc] a chunk. The bytes were verified.
+ * crcs (a Uint32Array, one a chunk): their CRC32Cs, taken by the caller while the bytes were in
+ * the CPU's caches (an import, just after hashing them); otherwise they are taken here.
  */
 static napi_value PackAppend(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  pack_writer_t *w = writer_args(env, info, 3, argv);
+  napi_value argv[4];
+  pack_writer_t *w = writer_args(env, info, 4, argv);
   if (!w) return NULL;
   bool direct = false;
   napi_get_value_bool(env, argv[2], &direct);
@@ -307,6 +320,20 @@ static napi_value PackAppend(napi_env env, napi_callback_info info) {
   CHECK(napi_create_arraybuffer(env, (size_t)n * 16, (void **)&places, &ab));
   CHECK(napi_create_typedarray(env, napi_float64_array, 2 * (size_t)n, ab, 0, &out));
   if (n == 0) return out;
+  const uint32_t *crcs = NULL;
+  bool typed = false;
+  napi_is_typedarray(env, argv[3], &typed);
+  if (typed) {
+    napi_typedarray_type type;
+    size_t count;
+    void *p;
+    CHECK(napi_get_typedarray_info(env, argv[3], &type, &count, &p, NULL, NULL));
+    if (type != napi_uint32_array || count != n) {
+      napi_throw_range_error(env, "VMIFS_NATIVE", "packAppend: crcs is a Uint32Array of one a chunk");
+      return NULL;
+    }
+    crcs = p;
+  }
   uint8_t *data[MAX_CHUNKS];
   size_t lens[MAX_CHUNKS];
   for (uint32_t i = 0; i < n; i++) {
@@ -318,7 +345,8 @@ static napi_value PackAppend(napi_env env, napi_callback_info info) {
       return NULL;
     }
   }
-  int err = direct && w->dfd >= 0 ? append_direct(w, data, lens, n, places) : append_buffered(w, data, lens, n, places);
+  int err = direct && w->dfd >= 0 ? append_direct(w, data, lens, n, crcs, places)
+                                  : append_buffered(w, data, lens, n, crcs, places);
   if (err) return throw_errno(env, "pack write", -err);
   return out;
 }

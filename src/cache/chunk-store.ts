@@ -401,17 +401,24 @@ export class ChunkStore {
    * Appends verified chunks to this process's pack without recording them: the caller records
    * them afterwards (record()); until then nothing reads them. Returns where each one
    * went. `bulk`: many chunks (an import, a replication), written with O_DIRECT: copying them
-   * into the page cache would cost more CPU than hashing them, for pages nobody reads soon.
+   * into the page cache would cost more CPU than hashing them, for pages nobody reads soon. An
+   * item's `crc`, where every item has one, is its bytes' CRC32C as the caller took it.
    */
-  append(items: Array<{ hash: Buffer; data: Buffer }>, opts?: { bulk?: boolean }): ChunkLocation[] {
+  append(items: Array<{ hash: Buffer; data: Buffer; crc?: number }>, opts?: { bulk?: boolean }): ChunkLocation[] {
     const locs: ChunkLocation[] = []
     for (let k = 0; k < items.length; k += APPEND_MAX) {
       let w = this.writer
       if (!w || w.tail >= PACK_MAX_BYTES) w = this.startPack()
       const n = Math.min(APPEND_MAX, items.length - k)
       const bufs = new Array<Buffer>(n)
-      for (let i = 0; i < n; i++) bufs[i] = items[k + i]!.data
-      const places = native().packAppend(w.w, bufs, opts?.bulk ?? false)
+      let crcs: Uint32Array | undefined = new Uint32Array(n)
+      for (let i = 0; i < n; i++) {
+        const it = items[k + i]!
+        bufs[i] = it.data
+        if (it.crc === undefined) crcs = undefined
+        else if (crcs) crcs[i] = it.crc
+      }
+      const places = native().packAppend(w.w, bufs, opts?.bulk ?? false, crcs)
       for (let i = 0; i < n; i++)
         locs.push({ pack: w.id, off: places[2 * i]!, size: bufs[i]!.length, crc: places[2 * i + 1]! })
       w.tail = places[2 * n - 2]! + bufs[n - 1]!.length

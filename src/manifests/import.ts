@@ -6,6 +6,7 @@ import type { DataDir } from '../datadir.js'
 import type { ChunkLocation } from '../cache/chunk-store.js'
 import { validateName } from '../index/catalog.js'
 import { HashSet, blake3 } from '../util/hash.js'
+import { native } from '../native/index.js'
 import { readAt, readPieces } from '../util/files.js'
 import { type Chunking, DEFAULT_CHUNKING, ZERO_BLOCK, validateChunking } from './chunking.js'
 import { type FileLayout, type FsFound, findFileLayout } from './fs-layout.js'
@@ -141,7 +142,7 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
   // new ones are appended to this process's pack (one write), and those already held are pinned,
   // so eviction cannot take them before the image row exists. The new ones are recorded (and
   // pinned) in transactions of RECORD_BYTES: until then nothing reads them, and a crash cuts them back.
-  let batch: Array<{ hash: Buffer; data: Buffer }> = []
+  let batch: Array<{ hash: Buffer; data: Buffer; crc: number }> = []
   let batchBytes = 0
   // appended (their bytes written) and not recorded yet: recorded, pinned, RECORD_BYTES at a time
   let appended: Array<{ hash: Buffer }> = []
@@ -182,7 +183,8 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
       const h = blake3(c.data!)
       builder.add(c.length, h)
       if (!seen.add(h)) continue
-      batch.push({ hash: h, data: c.data! })
+      // the CRC the store keeps, taken while the bytes just hashed are in the CPU's caches
+      batch.push({ hash: h, data: c.data!, crc: native().crc32c(c.data!) })
       batchBytes += c.length
       if (batch.length >= BATCH || batchBytes >= BATCH_BYTES) flush()
     }

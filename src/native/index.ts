@@ -32,9 +32,10 @@ export interface NativeAddon {
   /**
    * the chunks' bytes, in order; at most 2048 a call; returns [offset, CRC32C] a chunk. Direct:
    * runs of chunks back to back in an alignedBuffer are written from it, each run's span at the
-   * next 4 KiB-aligned offset (see native/pack_writer.c)
+   * next 4 KiB-aligned offset (see native/pack_writer.c). crcs: the chunks' CRC32Cs where the
+   * caller took them (else they are taken here)
    */
-  packAppend(w: PackWriter, chunks: Buffer[], direct: boolean): Float64Array
+  packAppend(w: PackWriter, chunks: Buffer[], direct: boolean, crcs?: Uint32Array): Float64Array
   /** `size` bytes (rounded up to 4 KiB) of 2 MiB-aligned memory, in huge pages where the kernel gives them */
   alignedBuffer(size: number): Buffer
   packSync(w: PackWriter): void
