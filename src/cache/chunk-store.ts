@@ -1,6 +1,7 @@
 // Content-addressed chunk cache, kept in append-only pack files.
-// Layout: packs/<id>.pack, chunks' bytes one after the other with nothing between them, and one
-// row per chunk in cache_entries saying where its bytes are and their CRC32C.
+// Layout: packs/<id>.pack, chunks' bytes appended one after the other (a run an import writes
+// from its read buffer starts at the next 4 KiB boundary: native/pack_writer.c), and one row per
+// chunk in cache_entries saying where its bytes are and their CRC32C.
 // Contract:
 // - Verified before readable: bytes are hashed (or were, by the caller) before they are written,
 //   and a chunk is readable only once its row exists, which is written after its bytes. Every
