@@ -34,7 +34,10 @@ export function hashRows(hashes: readonly Buffer[], idx?: ArrayLike<number>, val
   return { h, v: `[${parts.join(',')}]` }
 }
 
-/** The indexes of the hashes in the order of their bytes (the order SQLite's index keeps them in). */
-export function hashOrder(hashes: readonly Buffer[]): Uint32Array {
-  return native().hashOrder(Buffer.concat(hashes))
+/**
+ * The indexes of the hashes (a list, or one buffer of 32 bytes each) in the order of their bytes
+ * (the order SQLite's index keeps them in).
+ */
+export function hashOrder(hashes: readonly Buffer[] | Buffer): Uint32Array {
+  return native().hashOrder(Buffer.isBuffer(hashes) ? hashes : Buffer.concat(hashes))
 }

@@ -3,8 +3,7 @@
 // same transaction as the image row, so they never drift from the images table.
 import type { Statement } from 'better-sqlite3'
 import type { Db } from './db.js'
-import { HASH_ROWS, PIN_ENTRIES, hashRows } from './bulk.js'
-import { native } from '../native/index.js'
+import { HASH_ROWS, PIN_ENTRIES, hashOrder, hashRows } from './bulk.js'
 import { HashSet } from '../util/hash.js'
 import { VmifsError } from '../errors.js'
 import { type Manifest, decode } from '../manifests/manifest.js'
@@ -174,7 +173,7 @@ export class Catalog {
         this.q.insertImage!.run(name, digest, opts.pinned ? 1 : 0, opts.source ?? null, Date.now(), opts.origin ?? null)
         const pin = opts.pinned ? 1 : 0
         // each distinct data chunk once, in key order: each upsert lands next to the last one's page
-        const order = native().hashOrder(m.hashes)
+        const order = hashOrder(m.hashes)
         const hashes: Buffer[] = []
         const sizes: number[] = []
         let last: Buffer | undefined
