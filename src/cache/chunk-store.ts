@@ -21,7 +21,7 @@
 // DATA_DIR_OLD_LAYOUT until `vmifs fsck` converts them (src/cache/fsck.ts).
 import fs from 'node:fs'
 import path from 'node:path'
-import type { Statement } from 'better-sqlite3'
+import type { Statement, Transaction } from 'better-sqlite3'
 import type { Db } from '../index/db.js'
 import { HASH_ROWS, PIN_ENTRIES, hashOrder, hashRows } from '../index/bulk.js'
 import { VmifsError } from '../errors.js'
@@ -152,6 +152,17 @@ export class ChunkStore {
 
   /** the statements that record and look up many chunks at once (src/index/bulk.ts) */
   private readonly bulk: Record<'held' | 'pin' | 'insert' | 'insertPinned', Statement>
+  private readonly recordTx: Transaction<
+    (
+      hashes: Buffer[],
+      locs: ChunkLocation[],
+      pins: boolean | boolean[],
+      now: number
+    ) => {
+      fresh: boolean[]
+      bytes: number
+    }
+  >
   private evicting = false
   private writer: Writer | undefined
   /** descriptors of packs read or punched, opened on first use */
@@ -171,6 +182,9 @@ export class ChunkStore {
     private readonly opts: ChunkStoreOptions
   ) {
     this.packDir = path.join(dataDir, 'packs')
+    this.recordTx = db.transaction((hashes: Buffer[], locs: ChunkLocation[], pins: boolean | boolean[], now: number) =>
+      this.writeRows(hashes, locs, pins, now)
+    )
     this.bulk = {
       held: db.prepare(`SELECT r.i FROM ${HASH_ROWS} r JOIN cache_entries e ON e.hash = r.hash`).pluck(),
       pin: db.prepare(PIN_ENTRIES),
@@ -476,51 +490,60 @@ export class ChunkStore {
   }
 
   private recordRows(hashes: Buffer[], locs: ChunkLocation[], pins: boolean | boolean[]): boolean[] {
-    const now = Date.now()
-    const n = hashes.length
-    const fresh = new Array<boolean>(n)
-    const grew = new Map<number, { end: number; n: number }>()
-    const pinOf = (i: number): boolean => (typeof pins === 'boolean' ? pins : pins[i]!)
-    let bytes = 0
     // immediate: the rows are written and, where fewer were new than given, settled under one
     // write lock, so that another process's chunks recorded meanwhile are told apart from this
     // call's new ones
-    this.db
-      .transaction(() => {
-        const added: number[] = []
-        const addedPinned: number[] = []
-        for (const i of hashOrder(hashes)) (pinOf(i) ? addedPinned : added).push(i)
-        const loc = (i: number): string => `[${locs[i]!.size},${locs[i]!.pack},${locs[i]!.off},${locs[i]!.crc}]`
-        let changes = 0
-        if (addedPinned.length > 0)
-          changes += this.bulk.insertPinned.run({ ...hashRows(hashes, addedPinned, loc), now }).changes
-        if (added.length > 0) changes += this.bulk.insert.run({ ...hashRows(hashes, added, loc), now }).changes
-        fresh.fill(true)
-        // fewer rows than chunks: some were held, or came twice in this call; each one's row says
-        const pinHeld: Buffer[] = []
-        if (changes !== n) this.settle(hashes, locs, fresh, pinOf, pinHeld)
-        if (pinHeld.length > 0) this.pinAll(pinHeld)
-        for (let i = 0; i < n; i++) {
-          if (!fresh[i]) continue
-          const c = locs[i]!
-          bytes += c.size
-          const g = grew.get(c.pack) ?? { end: 0, n: 0 }
-          g.end = Math.max(g.end, c.off + c.size)
-          g.n++
-          grew.set(c.pack, g)
-        }
-        for (const [id, g] of grew) this.q.packGrew.run(g.end, g.n, id)
-      })
-      .immediate()
+    const { fresh, bytes } = this.recordTx.immediate(hashes, locs, pins, Date.now())
     this.size += bytes
     if (this.size > this.opts.capacityBytes) this.evict()
     // subscribers are told in hex; nobody listens to an import's store
-    if (this.listeners.size > 0)
-      this.emit(
-        'stored',
-        hashes.flatMap((h, i) => (fresh[i] ? [{ hash: h.toString('hex'), ...locs[i]! }] : []))
-      )
+    if (this.listeners.size > 0) {
+      const stored: StoredChunk[] = []
+      for (let i = 0; i < hashes.length; i++)
+        if (fresh[i]) stored.push({ hash: hashes[i]!.toString('hex'), ...locs[i]! })
+      this.emit('stored', stored)
+    }
     return fresh
+  }
+
+  /** recordRows' transaction (made once: see src/index/bulk.ts). */
+  private writeRows(
+    hashes: Buffer[],
+    locs: ChunkLocation[],
+    pins: boolean | boolean[],
+    now: number
+  ): { fresh: boolean[]; bytes: number } {
+    const n = hashes.length
+    const added: number[] = []
+    const addedPinned: number[] = []
+    const values = new Array<string>(n)
+    for (const i of hashOrder(hashes)) {
+      ;(pinned(pins, i) ? addedPinned : added).push(i)
+      const l = locs[i]!
+      values[i] = `[${l.size},${l.pack},${l.off},${l.crc}]`
+    }
+    let changes = 0
+    if (addedPinned.length > 0)
+      changes += this.bulk.insertPinned.run({ ...hashRows(hashes, addedPinned, values), now }).changes
+    if (added.length > 0) changes += this.bulk.insert.run({ ...hashRows(hashes, added, values), now }).changes
+    const fresh = new Array<boolean>(n).fill(true)
+    // fewer rows than chunks: some were held, or came twice in this call; each one's row says
+    const pinHeld: Buffer[] = []
+    if (changes !== n) this.settle(hashes, locs, fresh, pins, pinHeld)
+    if (pinHeld.length > 0) this.pinAll(pinHeld)
+    let bytes = 0
+    const grew = new Map<number, { end: number; n: number }>()
+    for (let i = 0; i < n; i++) {
+      if (!fresh[i]) continue
+      const c = locs[i]!
+      bytes += c.size
+      const g = grew.get(c.pack) ?? { end: 0, n: 0 }
+      g.end = Math.max(g.end, c.off + c.size)
+      g.n++
+      grew.set(c.pack, g)
+    }
+    for (const [id, g] of grew) this.q.packGrew.run(g.end, g.n, id)
+    return { fresh, bytes }
   }
 
   /**
@@ -531,13 +554,13 @@ export class ChunkStore {
     hashes: Buffer[],
     locs: ChunkLocation[],
     fresh: boolean[],
-    pinOf: (i: number) => boolean,
+    pins: boolean | boolean[],
     pinHeld: Buffer[]
   ): void {
     hashes.forEach((h, i) => {
       const row = this.q.loc.get(h) as ChunkLocation | undefined
       fresh[i] = row !== undefined && row.pack === locs[i]!.pack && row.off === locs[i]!.off
-      if (!fresh[i] && pinOf(i)) pinHeld.push(h)
+      if (!fresh[i] && pinned(pins, i)) pinHeld.push(h)
     })
   }
 
@@ -878,6 +901,11 @@ export class ChunkStore {
       )
       .run().changes
   }
+}
+
+/** Whether chunk i of a record() call is to be pinned: `pins` is one answer for all, or one a chunk. */
+function pinned(pins: boolean | boolean[], i: number): boolean {
+  return typeof pins === 'boolean' ? pins : pins[i]!
 }
 
 interface PackRow {

@@ -3,6 +3,8 @@
 // hash), which json_each turns into rows (HASH_ROWS). The B-tree work is then all a row costs:
 // no call into SQLite, no bound value and no result object a row. Rows are given in the order of
 // their hashes' bytes where they are written, so that each lands next to the last one's page.
+// The callers build what they need in loops of their own, not in a callback a call: a closure
+// made in each call is compiled again for each call.
 import { native } from '../native/index.js'
 
 /** The rows of @h and @v: i (the element's index), hash (its 32 bytes), v (its value). */
@@ -20,16 +22,20 @@ export interface HashRows {
 
 /**
  * The parameters of a HASH_ROWS statement over hashes[idx[k]], k = 0, 1, … (every hash in order
- * without idx), with the JSON text of each one's value from `value(i)` (0 without it).
+ * without idx), with each one's value values[i] (a number, or JSON text; 0 without values).
  */
-export function hashRows(hashes: readonly Buffer[], idx?: ArrayLike<number>, value?: (i: number) => string): HashRows {
+export function hashRows(
+  hashes: readonly Buffer[],
+  idx?: ArrayLike<number>,
+  values?: ArrayLike<string | number>
+): HashRows {
   const n = idx?.length ?? hashes.length
   const h = Buffer.allocUnsafe(n * 32)
-  const parts = new Array<string>(n)
+  const parts = new Array<string | number>(n)
   for (let k = 0; k < n; k++) {
     const i = idx === undefined ? k : idx[k]!
     hashes[i]!.copy(h, k * 32, 0, 32)
-    parts[k] = value ? value(i) : '0'
+    parts[k] = values === undefined ? 0 : values[i]!
   }
   return { h, v: `[${parts.join(',')}]` }
 }

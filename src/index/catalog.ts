@@ -186,7 +186,7 @@ export class Catalog {
           last = h
         }
         if (hashes.length > 0) {
-          const rows = hashRows(hashes, undefined, i => String(sizes[i]))
+          const rows = hashRows(hashes, undefined, sizes)
           this.bulk.refUp.run({ ...rows, pin })
           if (pin) this.bulk.pinEntry.run(rows)
         }

@@ -3,14 +3,14 @@
 import fsp from 'node:fs/promises'
 import { VmifsError } from '../errors.js'
 import type { DataDir } from '../datadir.js'
-import type { ChunkLocation } from '../cache/chunk-store.js'
+import type { ChunkLocation, ChunkStore } from '../cache/chunk-store.js'
 import { validateName } from '../index/catalog.js'
 import { HashSet, blake3 } from '../util/hash.js'
 import { native } from '../native/index.js'
 import { readAt, readPieces } from '../util/files.js'
 import { type Chunking, DEFAULT_CHUNKING, ZERO_BLOCK, validateChunking } from './chunking.js'
 import { type FileLayout, type FsFound, findFileLayout } from './fs-layout.js'
-import { createChunker } from './chunker.js'
+import { type ChunkOut, createChunker } from './chunker.js'
 import { type Manifest, ManifestBuilder } from './manifest.js'
 
 export interface ImportOptions {
@@ -130,82 +130,25 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
     )
   }
   const chunker = createChunker(chunking, layout?.cuts)
-  const builder = new ManifestBuilder(chunking)
-  const seen = new HashSet()
-  let newChunks = 0
-  let newBytes = 0
-  let zeroBytes = 0
-  let dataChunks = 0
+  const w = new ChunkWriter(dd.store, new ManifestBuilder(chunking), pin)
   let done = 0
-
-  // Chunks are gathered in batches: the cache is asked which it holds in one read transaction, the
-  // new ones are appended to this process's pack (one write), and those already held are pinned,
-  // so eviction cannot take them before the image row exists. The new ones are recorded (and
-  // pinned) in transactions of RECORD_BYTES: until then nothing reads them, and a crash cuts them back.
-  let batch: Array<{ hash: Buffer; data: Buffer; crc: number }> = []
-  let batchBytes = 0
-  // appended (their bytes written) and not recorded yet: recorded, pinned, RECORD_BYTES at a time
-  let appended: Array<{ hash: Buffer }> = []
-  let appendedAt: ChunkLocation[] = []
-  let appendedBytes = 0
-  const flush = (all = false): void => {
-    if (batch.length > 0) {
-      const holds = dd.store.holds(batch.map(c => c.hash))
-      const fresh = batch.filter((_, i) => !holds[i])
-      const locs = dd.store.append(fresh, { bulk: true })
-      for (let i = 0; i < fresh.length; i++) {
-        appended.push({ hash: fresh[i]!.hash }) // not the bytes: they are written
-        appendedAt.push(locs[i]!)
-        appendedBytes += locs[i]!.size
-      }
-      // those held are pinned at once: eviction must not take them before the image row exists
-      if (pin && fresh.length < batch.length) dd.store.pinMany(batch.filter((_, i) => holds[i]).map(c => c.hash))
-      batch = []
-      batchBytes = 0
-    }
-    if (appended.length > 0 && (all || appended.length >= RECORD_BATCH || appendedBytes >= RECORD_BYTES)) {
-      const r = dd.store.record(appended, appendedAt, pin)
-      newChunks += r.chunks
-      newBytes += r.bytes
-      appended = []
-      appendedAt = []
-      appendedBytes = 0
-    }
-  }
-  const take = (chunks: ReturnType<typeof chunker.push>): void => {
-    for (const c of chunks) {
-      if (c.zero) {
-        builder.add(c.length, null)
-        zeroBytes += c.length
-        continue
-      }
-      dataChunks++
-      const h = blake3(c.data!)
-      builder.add(c.length, h)
-      if (!seen.add(h)) continue
-      // the CRC the store keeps, taken while the bytes just hashed are in the CPU's caches
-      batch.push({ hash: h, data: c.data!, crc: native().crc32c(c.data!) })
-      batchBytes += c.length
-      if (batch.length >= BATCH || batchBytes >= BATCH_BYTES) flush()
-    }
-  }
 
   try {
     const got = await readPieces(fh, size, READ_SIZE, buf => {
-      take(chunker.push(buf))
-      flush() // the batch holds views of buf, which is read into again
+      w.take(chunker.push(buf))
+      w.flush() // the batch holds views of buf, which is read into again
       done += buf.length
       opts.onProgress?.(done, size)
     })
     if (got < size) throw new VmifsError('INPUT_CHANGED', `${file} shrank while it was imported`, { file })
-    take(chunker.finish())
-    flush(true)
+    w.take(chunker.finish())
+    w.flush(true)
     const st = await fh.stat()
     if (st.size !== size || st.mtimeMs !== mtimeMs)
       throw new VmifsError('INPUT_CHANGED', `${file} changed while it was imported`, { file })
   } catch (err) {
     try {
-      flush(true)
+      w.flush(true)
     } catch {
       // the original error is the one to report; chunks appended but not recorded are bytes no entry points to
     }
@@ -214,7 +157,7 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
   } finally {
     await fh.close()
   }
-  const manifest = builder.build()
+  const manifest = w.builder.build()
   dd.store.sync()
   const { collectable } = dd.catalog.addImage(opts.name, manifest, {
     pinned: pin,
@@ -231,12 +174,93 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
     digest: manifest.digest(),
     size,
     chunks: manifest.count,
-    dataChunks,
-    zeroBytes,
-    newChunks,
-    newBytes,
+    dataChunks: w.dataChunks,
+    zeroBytes: w.zeroBytes,
+    newChunks: w.newChunks,
+    newBytes: w.newBytes,
     seconds,
     manifest,
     filesystems: layout?.filesystems ?? []
+  }
+}
+
+/**
+ * The import's chunks on their way into the manifest and the store. They are gathered in
+ * batches: the cache is asked which of them it holds in one read transaction, the new ones are
+ * appended to this process's pack (one write), and those already held are pinned, so that
+ * eviction cannot take them before the image row exists. The new ones are recorded (and pinned)
+ * in transactions of RECORD_BYTES: until then nothing reads them, and a crash cuts them back.
+ * A class, not closures of importImage: its methods are compiled once for every import.
+ */
+class ChunkWriter {
+  dataChunks = 0
+  zeroBytes = 0
+  newChunks = 0
+  newBytes = 0
+  private readonly seen = new HashSet()
+  private batch: Array<{ hash: Buffer; data: Buffer; crc: number }> = []
+  private batchBytes = 0
+  // appended (their bytes written) and not recorded yet
+  private appended: Array<{ hash: Buffer }> = []
+  private appendedAt: ChunkLocation[] = []
+  private appendedBytes = 0
+
+  constructor(
+    private readonly store: ChunkStore,
+    readonly builder: ManifestBuilder,
+    private readonly pin: boolean
+  ) {}
+
+  /** The chunker's chunks, in order: each into the manifest, the new ones into the batch. */
+  take(chunks: ChunkOut[]): void {
+    for (const c of chunks) {
+      if (c.zero) {
+        this.builder.add(c.length, null)
+        this.zeroBytes += c.length
+        continue
+      }
+      this.dataChunks++
+      const h = blake3(c.data!)
+      this.builder.add(c.length, h)
+      if (!this.seen.add(h)) continue
+      // the CRC the store keeps, taken while the bytes just hashed are in the CPU's caches
+      this.batch.push({ hash: h, data: c.data!, crc: native().crc32c(c.data!) })
+      this.batchBytes += c.length
+      if (this.batch.length >= BATCH || this.batchBytes >= BATCH_BYTES) this.flush()
+    }
+  }
+
+  /** Writes the batch; records what was appended once there is enough of it, or with `all`. */
+  flush(all = false): void {
+    const { batch, store } = this
+    if (batch.length > 0) {
+      const hashes = new Array<Buffer>(batch.length)
+      for (let i = 0; i < batch.length; i++) hashes[i] = batch[i]!.hash
+      const holds = store.holds(hashes)
+      const fresh: typeof batch = []
+      const held: Buffer[] = []
+      for (let i = 0; i < batch.length; i++)
+        if (holds[i]) held.push(hashes[i]!)
+        else fresh.push(batch[i]!)
+      const locs = store.append(fresh, { bulk: true })
+      for (let i = 0; i < fresh.length; i++) {
+        this.appended.push({ hash: fresh[i]!.hash }) // not the bytes: they are written
+        this.appendedAt.push(locs[i]!)
+        this.appendedBytes += locs[i]!.size
+      }
+      // those held are pinned at once: eviction must not take them before the image row exists
+      if (this.pin && held.length > 0) store.pinMany(held)
+      this.batch = []
+      this.batchBytes = 0
+    }
+    const { appended } = this
+    if (appended.length > 0 && (all || appended.length >= RECORD_BATCH || this.appendedBytes >= RECORD_BYTES)) {
+      const r = store.record(appended, this.appendedAt, this.pin)
+      this.newChunks += r.chunks
+      this.newBytes += r.bytes
+      this.appended = []
+      this.appendedAt = []
+      this.appendedBytes = 0
+    }
   }
 }
