@@ -52,13 +52,13 @@ static int in_aligned(const uint8_t *from, const uint8_t *to) {
 }
 
 static void aligned_free(napi_env env, void *data, void *hint) {
-  (void)env;
-  (void)hint;
+  int64_t len = (int64_t)(uintptr_t)hint, left;
   pthread_mutex_lock(&aligned_lock);
   for (int i = 0; i < MAX_ALIGNED; i++)
     if (aligned[i].base == data) aligned[i].base = NULL;
   pthread_mutex_unlock(&aligned_lock);
   free(data);
+  napi_adjust_external_memory(env, -len, &left);
 }
 
 /**
@@ -77,11 +77,14 @@ static napi_value AlignedBuffer(napi_env env, napi_callback_info info) {
   uint8_t *p;
   if (posix_memalign((void **)&p, HUGE, len) != 0) return throw_errno(env, "alignedBuffer", ENOMEM);
   madvise(p, len, MADV_HUGEPAGE);
-  napi_status st = napi_create_external_buffer(env, len, p, aligned_free, NULL, &out);
+  napi_status st = napi_create_external_buffer(env, len, p, aligned_free, (void *)(uintptr_t)len, &out);
   if (st != napi_ok) {
     free(p);
     CHECK(st);
   }
+  /* the garbage collector is told of the memory, so that buffers nobody holds are freed in time */
+  int64_t total;
+  napi_adjust_external_memory(env, (int64_t)len, &total);
   pthread_mutex_lock(&aligned_lock);
   for (int i = 0; i < MAX_ALIGNED; i++)
     if (!aligned[i].base) {
