@@ -109,10 +109,15 @@ test.serial(
       messages(log).some(m => m.pid === next.pid && m.lines.includes('READY=1'))
     )
 
-    // a real stop
+    // a real stop: STOPPING=1 is sent before the unmount, but the listener (another process)
+    // may write it to its log after the mount is gone: wait for both
     process.kill(next.pid, 'SIGTERM')
     await until('the mount gone', () => !isMounted(f.mnt), 20_000)
-    t.true(messages(log).some(m => m.pid === next.pid && m.lines.includes('STOPPING=1')))
+    await until('STOPPING=1 from the new agent', () =>
+      messages(log).some(m => m.pid === next.pid && m.lines.includes('STOPPING=1'))
+    )
+    // by now the old agent's messages are all in the log: it never said it was stopping
+    t.false(messages(log).some(m => m.pid === a.info.pid && m.lines.includes('STOPPING=1')))
   }
 )
 
