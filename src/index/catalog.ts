@@ -1,9 +1,9 @@
 // Images, manifests and chunk reference counts. refs = how many local images use a chunk;
 // pins = how many of those were imported here (pinned). Counts are per image, changed in the
 // same transaction as the image row, so they never drift from the images table.
-import type { Statement } from 'better-sqlite3'
+import type { Statement, Transaction } from 'better-sqlite3'
 import type { Db } from './db.js'
-import { HASH_ROWS, PIN_ENTRIES, hashOrder, hashRows } from './bulk.js'
+import { HASH_ROWS, type HashRows, PIN_ENTRIES, hashOrder } from './bulk.js'
 import { HashSet } from '../util/hash.js'
 import { VmifsError } from '../errors.js'
 import { type Manifest, decode } from '../manifests/manifest.js'
@@ -46,12 +46,23 @@ export function validateName(name: string): string {
 export class Catalog {
   private readonly q: Record<string, Statement>
   private readonly bulk: Record<'refUp' | 'pinEntry', Statement>
+  private readonly addTx: Transaction<
+    (
+      name: string,
+      m: Manifest,
+      opts: { pinned: boolean; replace: boolean; source?: string; origin?: string }
+    ) => Buffer[]
+  >
   private readonly manifestCache = new Map<string, Manifest>()
   /** changes to the images made through this connection (data_version counts only other connections') */
   private writes = 0
   private index: ImageIndex | undefined
 
   constructor(readonly db: Db) {
+    this.addTx = db.transaction(
+      (name: string, m: Manifest, opts: { pinned: boolean; replace: boolean; source?: string; origin?: string }) =>
+        this.writeImage(name, m, opts)
+    )
     this.bulk = {
       // v: the chunk's size; one more image refers to each
       refUp: db.prepare(`INSERT INTO chunks (hash, size, refs, pins) SELECT r.hash, r.v, 1, @pin FROM ${HASH_ROWS} r
@@ -148,58 +159,63 @@ export class Catalog {
     opts: { pinned: boolean; replace: boolean; source?: string; origin?: string }
   ): { collectable: Buffer[] } {
     validateName(name)
+    const collectable = this.addTx.immediate(name, m, opts)
+    this.writes++
+    this.manifestCache.set(m.digest(), m)
+    return { collectable }
+  }
+
+  /** addImage's transaction (made once: see src/index/bulk.ts). */
+  private writeImage(
+    name: string,
+    m: Manifest,
+    opts: { pinned: boolean; replace: boolean; source?: string; origin?: string }
+  ): Buffer[] {
     const digest = m.digest()
     let collectable: Buffer[] = []
-    this.db
-      .transaction(() => {
-        if (this.getImage(name)) {
-          if (!opts.replace)
-            throw new VmifsError(
-              'NAME_TAKEN',
-              `an image named ${JSON.stringify(name)} exists (use --replace to replace it)`,
-              { name }
-            )
-          collectable = this.removeInTx(name)
-        }
-        this.q.insertManifest!.run(
-          digest,
-          m.size,
-          m.count,
-          m.dataBytes(),
-          JSON.stringify(m.chunking),
-          m.encode(),
-          Date.now()
+    if (this.getImage(name)) {
+      if (!opts.replace)
+        throw new VmifsError(
+          'NAME_TAKEN',
+          `an image named ${JSON.stringify(name)} exists (use --replace to replace it)`,
+          { name }
         )
-        this.q.insertImage!.run(name, digest, opts.pinned ? 1 : 0, opts.source ?? null, Date.now(), opts.origin ?? null)
-        const pin = opts.pinned ? 1 : 0
-        // each distinct data chunk once, in key order: each upsert lands next to the last one's page
-        const order = hashOrder(m.hashes)
-        const hashes: Buffer[] = []
-        const sizes: number[] = []
-        let last: Buffer | undefined
-        for (const i of order) {
-          if (m.zero[i] === 1) continue
-          const h = m.hashAt(i)
-          if (last?.equals(h) === true) continue
-          hashes.push(h)
-          sizes.push(m.lengthAt(i))
-          last = h
-        }
-        if (hashes.length > 0) {
-          const rows = hashRows(hashes, undefined, sizes)
-          this.bulk.refUp.run({ ...rows, pin })
-          if (pin) this.bulk.pinEntry.run(rows)
-        }
-        if (collectable.length > 0) {
-          const still = new HashSet()
-          for (const h of hashes) still.add(h)
-          collectable = collectable.filter(h => !still.has(h))
-        }
-      })
-      .immediate()
-    this.writes++
-    this.manifestCache.set(digest, m)
-    return { collectable }
+      collectable = this.removeInTx(name)
+    }
+    this.q.insertManifest!.run(
+      digest,
+      m.size,
+      m.count,
+      m.dataBytes(),
+      JSON.stringify(m.chunking),
+      m.encode(),
+      Date.now()
+    )
+    this.q.insertImage!.run(name, digest, opts.pinned ? 1 : 0, opts.source ?? null, Date.now(), opts.origin ?? null)
+    const pin = opts.pinned ? 1 : 0
+    // each distinct data chunk once, in key order: each upsert lands next to the last one's page
+    const all = m.hashes
+    const h = Buffer.allocUnsafe(m.count * 32)
+    const sizes: number[] = []
+    let last = -1
+    for (const i of hashOrder(all)) {
+      if (m.zero[i] === 1) continue
+      if (last >= 0 && all.compare(all, i * 32, i * 32 + 32, last * 32, last * 32 + 32) === 0) continue
+      all.copy(h, sizes.length * 32, i * 32, i * 32 + 32)
+      sizes.push(m.lengthAt(i))
+      last = i
+    }
+    if (sizes.length > 0) {
+      const rows: HashRows = { h: h.subarray(0, sizes.length * 32), v: `[${sizes.join(',')}]` }
+      this.bulk.refUp.run({ ...rows, pin })
+      if (pin) this.bulk.pinEntry.run(rows)
+    }
+    if (collectable.length > 0) {
+      const still = new HashSet()
+      for (let k = 0; k < sizes.length; k++) still.add(h, k * 32)
+      collectable = collectable.filter(c => !still.has(c))
+    }
+    return collectable
   }
 
   /**
