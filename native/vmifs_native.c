@@ -170,7 +170,7 @@ static napi_value ZeroBlocks(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/** blake3(buf) -> Buffer: the hash the FUSE session checks chunks with (tests hold it against the JS one) */
+/** blake3(buf) -> Buffer: BLAKE3-256 of the buffer (src/util/hash.ts: every hash the project takes) */
 static napi_value Blake3(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], out;

@@ -77,7 +77,7 @@ const HASH_IN_HEADER = 28
  * header's where that names the chunk (length and hash), else the bytes' once they hash to it;
  * undefined when the bytes are gone or are not the chunk's.
  */
-function recordCrc(fd: number, loc: Omit<EntryRow, 'hash'> & { hash: Buffer }): number | undefined {
+function recordCrc(fd: number, loc: EntryRow): number | undefined {
   if (loc.off < RECORD_HEADER) return undefined
   const rec = readExactlySync(fd, loc.off - RECORD_HEADER, loc.size + RECORD_HEADER)
   if (!rec) return undefined
@@ -401,7 +401,7 @@ export class ChunkStore {
     const batch = this.toRecord
     this.toRecord = []
     try {
-      const fresh = this.recordRows(
+      const { fresh } = this.recordRows(
         batch.map(e => e.hash),
         batch.map(e => e.loc),
         batch.map(e => e.pin)
@@ -473,23 +473,21 @@ export class ChunkStore {
     locs: ChunkLocation[],
     pin: boolean
   ): { chunks: number; bytes: number } {
-    const fresh = this.recordRows(
+    const { fresh, bytes } = this.recordRows(
       items.map(it => it.hash),
       locs,
       pin
     )
-    let n = 0
-    let bytes = 0
-    locs.forEach((c, i) => {
-      if (fresh[i]) {
-        n++
-        bytes += c.size
-      }
-    })
-    return { chunks: n, bytes }
+    let chunks = 0
+    for (const f of fresh) if (f) chunks++
+    return { chunks, bytes }
   }
 
-  private recordRows(hashes: Buffer[], locs: ChunkLocation[], pins: boolean | boolean[]): boolean[] {
+  private recordRows(
+    hashes: Buffer[],
+    locs: ChunkLocation[],
+    pins: boolean | boolean[]
+  ): { fresh: boolean[]; bytes: number } {
     // immediate: the rows are written and, where fewer were new than given, settled under one
     // write lock, so that another process's chunks recorded meanwhile are told apart from this
     // call's new ones
@@ -503,7 +501,7 @@ export class ChunkStore {
         if (fresh[i]) stored.push({ hash: hashes[i]!.toString('hex'), ...locs[i]! })
       this.emit('stored', stored)
     }
-    return fresh
+    return { fresh, bytes }
   }
 
   /** recordRows' transaction (made once: see src/index/bulk.ts). */
@@ -590,15 +588,16 @@ export class ChunkStore {
       this.forget([hashHex])
       throw VmifsError.chunkMissing(hashHex)
     }
-    if (native().crc32c(data) !== loc.crc) {
+    const crc = native().crc32c(data)
+    if (crc !== loc.crc) {
       const got = blake3(data).toString('hex')
       if (got !== hashHex) {
         this.forget([hashHex])
         throw VmifsError.hashMismatch(hashHex, got)
       }
       // the bytes are the chunk's and its CRC is not: the CRC is what was damaged
-      loc.crc = native().crc32c(data)
-      this.repairCrc(hashHex, loc.crc)
+      loc.crc = crc
+      this.repairCrc(hashHex, crc)
     }
     this.touch(hashHex)
     this.emit('stored', [{ hash: hashHex, ...loc }])
@@ -661,8 +660,9 @@ export class ChunkStore {
   }
 
   /**
-   * Records chunks found in packs but not in the index, or still in the old layout's rows (pack
-   * NULL), at the given places; the bytes were verified by the caller (fsck). Returns how many.
+   * Records chunk files of the old layout (fsck, converting them) at the places in packs they were
+   * moved to: a row of that layout (pack NULL) gets the place, a file without a row a new entry;
+   * the bytes were verified by the caller. Returns how many.
    */
   adopt(chunks: StoredChunk[]): number {
     const move = this.db.prepare('UPDATE cache_entries SET pack = ?, off = ?, crc = ? WHERE hash = ? AND pack IS NULL')

@@ -109,10 +109,13 @@ function checkPack(
         if (blake3(data).toString('hex') !== e.hash) {
           r.corrupt.push(e.hash)
           bad.push(e.hash)
-        } else if (native().crc32c(data) !== e.crc) {
+        } else {
+          const crc = native().crc32c(data)
           // the bytes are the chunk's, the CRC its entry keeps is not: reads would hash it every time
-          dd.store.repairCrc(e.hash, native().crc32c(data))
-          r.crcsRepaired++
+          if (crc !== e.crc) {
+            dd.store.repairCrc(e.hash, crc)
+            r.crcsRepaired++
+          }
         }
       }
       progress()

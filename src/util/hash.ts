@@ -1,6 +1,5 @@
-// BLAKE3 comes from the C addon (the reference implementation, native/blake3-dir.cjs): the FUSE
-// session verifies chunks with the same code, and it hashes 16 KiB chunks ~1.4x faster than the
-// Rust binding did (5.5 against 3.9 GB/s on one core here).
+// BLAKE3 comes from the C addon (the reference implementation, native/blake3-dir.cjs): it hashes
+// 16 KiB chunks ~1.4x faster than the Rust binding did (5.5 against 3.9 GB/s on one core here).
 import { native } from '../native/index.js'
 
 export const HASH_SIZE = 32
