@@ -9,6 +9,7 @@
         "native/vmifs_native.c",
         "native/fuse_session.c",
         "native/pack_writer.c",
+        "native/chunker.c",
         "native/crc32c.c",
         "<(blake3_dir)/blake3.c",
         "<(blake3_dir)/blake3_dispatch.c",

@@ -12,7 +12,7 @@ import path from 'node:path'
 import { spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { type Chunking, ZERO_BLOCK } from '../src/manifests/chunking.js'
-import { type ChunkOut, createChunker } from '../src/manifests/chunker.js'
+import { type ChunkOut, chunksOf, createChunker } from '../src/manifests/chunker.js'
 import { type Manifest, ManifestBuilder } from '../src/manifests/manifest.js'
 import { type FileLayout, findFileLayout } from '../src/manifests/fs-layout.js'
 import { native } from '../src/native/index.js'
@@ -146,8 +146,11 @@ export function cutImage(image: string, img: Buffer, chunking: Chunking, fileCut
       addChunk(cut, h, c.length)
     }
   }
-  for (let p = 0; p < img.length; p += PIECE) take(chunker.push(img.subarray(p, Math.min(p + PIECE, img.length))))
-  take(chunker.finish())
+  for (let p = 0; p < img.length; p += PIECE) {
+    const piece = img.subarray(p, Math.min(p + PIECE, img.length))
+    take(chunksOf(chunker.push(piece), piece))
+  }
+  take(chunksOf(chunker.finish(), Buffer.alloc(0)))
   if (pos !== img.length)
     throw new Error(`${image} ${chunkingLabel(chunking)}: chunks cover ${pos} of ${img.length} bytes`)
   const m = builder.build()

@@ -15,10 +15,9 @@ import { randomFillSync } from 'node:crypto'
 import { execFileSync, spawnSync } from 'node:child_process'
 import { DataDir } from '../src/datadir.js'
 import { type Chunking, DEFAULT_CHUNKING } from '../src/manifests/chunking.js'
-import { type ChunkOut, createChunker } from '../src/manifests/chunker.js'
+import { CHUNK_ZERO, type ChunkRun, createChunker } from '../src/manifests/chunker.js'
 import { READ_SIZE, importImage, planCuts } from '../src/manifests/import.js'
 import { ManifestBuilder } from '../src/manifests/manifest.js'
-import { blake3 } from '../src/util/hash.js'
 import { readPieces } from '../src/util/files.js'
 import { readThrough } from './lib/files.js'
 import {
@@ -120,16 +119,11 @@ export async function timeCompute(file: string, chunking: Chunking): Promise<Tim
     const plan = await planCuts(fh, size, chunking)
     const chunker = createChunker(plan.chunking, plan.layout?.cuts)
     const builder = new ManifestBuilder(plan.chunking)
-    const take = (out: ChunkOut[]): void => {
-      for (const c of out) {
-        if (c.zero) {
-          builder.add(c.length, null)
-          zeroBytes += c.length
-          continue
-        }
-        builder.add(c.length, blake3(c.data!))
-        dataChunks++
-      }
+    const take = (run: ChunkRun): void => {
+      builder.addRun(run)
+      for (let i = 0; i < run.n; i++)
+        if ((run.flags[i]! & CHUNK_ZERO) !== 0) zeroBytes += run.lengths[i]!
+        else dataChunks++
     }
     const got = await readPieces(fh, size, READ_SIZE, buf => take(chunker.push(buf)))
     if (got < size) throw new Error(`${file} shrank`)

@@ -6,6 +6,7 @@
 // The gear loop is FastCDC with normalized chunking (Xia et al., 2016): below normalSize the
 // stricter mask maskS applies, above it the looser maskL; the first minSize bytes are skipped.
 #define _GNU_SOURCE
+#include "chunker.h"
 #include "crc32c.h"
 #include "napi_check.h"
 #include <blake3.h>
@@ -59,6 +60,14 @@ static size_t cut(const uint8_t *p, size_t n, size_t minSize, size_t normalSize,
     if (!(h & maskL)) return i + 1;
   }
   return n;
+}
+
+size_t vmifs_cdc_cut(const uint8_t *p, size_t n, size_t min, size_t avg, size_t max, uint64_t mask_s, uint64_t mask_l) {
+  return cut(p, n, min, avg, max, mask_s, mask_l);
+}
+
+int vmifs_gear_ready(void) {
+  return gear_set;
 }
 
 static int get_u64(napi_env env, napi_value v, uint64_t *out) {
@@ -129,7 +138,7 @@ static napi_value SetGear(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static int all_zero(const uint8_t *p, size_t n) {
+int vmifs_all_zero(const uint8_t *p, size_t n) {
   // word-at-a-time OR; blocks are 4 KiB-aligned in practice
   uint64_t acc = 0;
   size_t i = 0;
@@ -165,7 +174,7 @@ static napi_value ZeroBlocks(napi_env env, napi_callback_info info) {
   uint8_t *ob = o;
   for (size_t k = 0; k < nb; k++) {
     size_t off = k * bs, n = len - off < bs ? len - off : bs;
-    ob[k] = (uint8_t)all_zero((const uint8_t *)data + off, n);
+    ob[k] = (uint8_t)vmifs_all_zero((const uint8_t *)data + off, n);
   }
   return out;
 }
@@ -275,6 +284,7 @@ static napi_value HashOrder(napi_env env, napi_callback_info info) {
 
 void vmifs_fuse_register(napi_env env, napi_value exports);
 void vmifs_pack_register(napi_env env, napi_value exports);
+void vmifs_chunker_register(napi_env env, napi_value exports);
 
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
@@ -290,6 +300,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   vmifs_fuse_register(env, exports);
   vmifs_pack_register(env, exports);
+  vmifs_chunker_register(env, exports);
   return exports;
 }
 

@@ -1,16 +1,48 @@
-// Streaming chunkers. Feed the image in order with push(); each call returns the chunks that are
-// complete. A chunk's `data` is a view that is only valid until the next push()/finish().
+// The chunker: feed the image in order with push(); each call returns the chunks whose ends are
+// decided, as a ChunkRun (arrays with a slot a chunk, not an object a chunk). The pass is native
+// (native/chunker.c): cutting, zero runs, BLAKE3 of every data chunk and, when asked, which chunks
+// are new to this image and their CRC32C.
 //
-// Both chunkers find zero runs on 4 KiB-aligned blocks: a zero run becomes a `zero` entry (never
-// stored, never fetched). Fixed chunking marks whole aligned chunks that are all zero. CDC marks
-// zero runs of at least zeroRunMin bytes and cuts the data between them with FastCDC, so that
-// cut points also resynchronise at every zero run. CDC can also be given forced cuts (the file
-// boundaries of fs-layout.ts): the data on either side of a cut is chunked as if the other side
-// were not there.
+// Both kinds find zero runs on 4 KiB-aligned blocks: a zero run becomes a zero entry (never
+// stored, never fetched). Fixed chunking marks whole chunks that are all zero. CDC marks zero runs
+// of at least zeroRunMin bytes and cuts the data between them with FastCDC, so that cut points
+// also resynchronise at every zero run. CDC can also be given forced cuts (the file boundaries of
+// fs-layout.ts): the data on either side of a cut is chunked as if the other side were not there.
 import { native } from '../native/index.js'
-import { type Chunking, ZERO_BLOCK, validateChunking, zeroRunMin } from './chunking.js'
-import { makeCutter } from './fastcdc.js'
+import { type Chunking, cdcMasks, gearTable, validateChunking, zeroRunMin } from './chunking.js'
 
+/** A zero entry: no bytes, no hash. */
+export const CHUNK_ZERO = 1
+/** The chunk's bytes are in the run's spill, not in the piece pushed. */
+export const CHUNK_SPILLED = 2
+/** The first chunk of its hash in this image (only with `fresh`). */
+export const CHUNK_FRESH = 4
+
+/** The chunks one push (or finish) decided, in image order: slot i is chunk i. */
+export interface ChunkRun {
+  readonly n: number
+  /** image offset of the first chunk */
+  readonly at: number
+  readonly lengths: Float64Array
+  /** where a data chunk's bytes are: in the piece pushed, or in spill (CHUNK_SPILLED) */
+  readonly offs: Float64Array
+  readonly flags: Uint8Array
+  /** BLAKE3-256 of each data chunk, 32 bytes a slot (zeros for a zero entry) */
+  readonly hashes: Buffer
+  /** CRC32C of each fresh chunk (with `crc`), 0 otherwise */
+  readonly crcs: Uint32Array
+  /** the bytes of the chunks not lying whole in the piece (they began in an earlier one) */
+  readonly spill: Buffer | undefined
+}
+
+export interface ChunkerOptions {
+  /** tell the first chunk of each hash apart (CHUNK_FRESH) */
+  fresh?: boolean
+  /** take each fresh chunk's CRC32C (the chunk store's check), while its bytes are in the CPU's caches */
+  crc?: boolean
+}
+
+/** A chunk as one object (tests and benchmarks that look at chunks one at a time). */
 export interface ChunkOut {
   offset: number
   length: number
@@ -18,187 +50,67 @@ export interface ChunkOut {
   data?: Buffer
 }
 
-export interface Chunker {
-  push(buf: Buffer): ChunkOut[]
-  finish(): ChunkOut[]
-}
+let gearLoaded = false
 
-/**
- * `cuts`: sorted image offsets, multiples of 4 KiB, where a CDC chunk must end (fixed chunking
- * ignores them).
- */
-export function createChunker(c: Chunking, cuts?: Float64Array): Chunker {
-  const v = validateChunking(c)
-  return v.kind === 'fixed'
-    ? new FixedChunker(v.chunkSize)
-    : new CdcChunker(v.min, v.avg, v.max, cuts ?? new Float64Array(0))
-}
+export class Chunker {
+  private readonly handle: unknown
+  private at = 0
 
-class FixedChunker implements Chunker {
-  private carry: Buffer = Buffer.alloc(0)
-  private pos = 0
-
-  constructor(private readonly size: number) {}
-
-  push(buf: Buffer): ChunkOut[] {
-    const w = this.carry.length > 0 ? Buffer.concat([this.carry, buf]) : buf
-    const whole = Math.floor(w.length / this.size) * this.size
-    const out = this.emit(w, whole)
-    this.carry = Buffer.from(w.subarray(whole)) // copy: the caller may reuse buf
-    return out
-  }
-
-  finish(): ChunkOut[] {
-    const out = this.emit(this.carry, this.carry.length)
-    this.carry = Buffer.alloc(0)
-    return out
-  }
-
-  private emit(w: Buffer, end: number): ChunkOut[] {
-    const out: ChunkOut[] = []
-    if (end === 0) return out
-    const blocksPerChunk = this.size / ZERO_BLOCK
-    const z = native().zeroBlocks(w.subarray(0, end), ZERO_BLOCK)
-    for (let s = 0, b = 0; s < end; s += this.size, b += blocksPerChunk) {
-      const len = Math.min(this.size, end - s)
-      let zero = true
-      for (let k = b; k < b + Math.ceil(len / ZERO_BLOCK); k++)
-        if (z[k] === 0) {
-          zero = false
-          break
-        }
-      out.push(
-        zero
-          ? { offset: this.pos, length: len, zero }
-          : { offset: this.pos, length: len, zero, data: w.subarray(s, s + len) }
-      )
-      this.pos += len
+  /** `cuts`: sorted image offsets, multiples of 4 KiB, where a CDC chunk must end (fixed ignores them). */
+  constructor(c: Chunking, cuts?: Float64Array, opts: ChunkerOptions = {}) {
+    const v = validateChunking(c)
+    const n = native()
+    if (!gearLoaded) {
+      n.setGear(gearTable().table)
+      gearLoaded = true
     }
-    return out
-  }
-}
-
-class CdcChunker implements Chunker {
-  private readonly cut: (buf: Buffer, start: number, end: number) => number
-  private readonly zmin: number
-  private readonly zeros: Buffer
-  private tail: Buffer = Buffer.alloc(0) // < ZERO_BLOCK bytes not yet classified
-  private data: Buffer = Buffer.alloc(0) // data not yet cut (< max bytes), starts at dataPos
-  private dataPos = 0
-  private zeroLen = 0 // pending zero run, right after `data`
-  private out: ChunkOut[] = []
-  private nextCut = 0 // index into cuts of the first cut not yet passed
-
-  constructor(
-    min: number,
-    avg: number,
-    private readonly max: number,
-    private readonly cuts: Float64Array
-  ) {
-    this.cut = makeCutter({ min, avg, max })
-    this.zmin = zeroRunMin({ kind: 'cdc', min, avg, max })
-    this.zeros = Buffer.alloc(this.zmin)
-  }
-
-  push(buf: Buffer): ChunkOut[] {
-    const w = this.tail.length > 0 ? Buffer.concat([this.tail, buf]) : buf
-    const whole = w.length - (w.length % ZERO_BLOCK)
-    this.classify(w, whole)
-    this.tail = Buffer.from(w.subarray(whole))
-    if (this.data.length > 0) this.data = Buffer.from(this.data) // keep no view of the caller's buffer
-    return this.take()
-  }
-
-  finish(): ChunkOut[] {
-    if (this.tail.length > 0) {
-      this.classify(this.tail, this.tail.length)
-      this.tail = Buffer.alloc(0)
-    }
-    this.endZeroRun()
-    this.feed(Buffer.alloc(0), true)
-    return this.take()
-  }
-
-  private take(): ChunkOut[] {
-    const o = this.out
-    this.out = []
-    return o
-  }
-
-  private classify(w: Buffer, end: number): void {
-    if (end === 0) return
-    const z = native().zeroBlocks(w.subarray(0, end), ZERO_BLOCK)
-    const nb = z.length
-    // w starts on a block boundary: everything before it is cut, pending or a zero run
-    const base = this.dataPos + this.data.length + this.zeroLen
-    const cuts = this.cuts
-    while (this.nextCut < cuts.length && cuts[this.nextCut]! <= base) this.nextCut++
-    let k = 0
-    while (k < nb) {
-      const isZero = z[k] === 1
-      let j = k + 1
-      // the block index of the next forced cut in w, if any
-      const cutAt = this.nextCut < cuts.length ? (cuts[this.nextCut]! - base) / ZERO_BLOCK : Infinity
-      while (j < nb && (z[j] === 1) === isZero && j !== cutAt) j++
-      if (j === cutAt) this.nextCut++
-      const a = k * ZERO_BLOCK
-      const b = Math.min(j * ZERO_BLOCK, end)
-      if (isZero) {
-        this.zeroLen += b - a
-      } else {
-        this.endZeroRun()
-        this.feed(w.subarray(a, b), false)
-      }
-      // a forced cut after data: the pending data ends here however short. After zeros nothing is
-      // needed: a zero run of at least zmin cuts anyway (a shorter one becomes data and the cut is lost)
-      if (j === cutAt && !isZero) this.feed(Buffer.alloc(0), true)
-      k = j
-    }
-  }
-
-  /** A data block follows (or the image ends): decide what the pending zero run is. */
-  private endZeroRun(): void {
-    if (this.zeroLen === 0) return
-    if (this.zeroLen >= this.zmin) {
-      this.feed(Buffer.alloc(0), true)
-      this.out.push({ offset: this.dataPos, length: this.zeroLen, zero: true })
-      this.dataPos += this.zeroLen
+    const flags = (opts.fresh === true ? 1 : 0) | (opts.crc === true ? 2 : 0)
+    if (v.kind === 'fixed') {
+      this.handle = n.chunkerNew(0, v.chunkSize, 0, 0, 0n, 0n, zeroRunMin(v), new Float64Array(0), flags)
     } else {
-      // a short zero run is ordinary data
-      this.feed(this.zeros.subarray(0, this.zeroLen), false)
+      const { maskS, maskL } = cdcMasks(v.avg)
+      const forced = cuts ?? new Float64Array(0)
+      this.handle = n.chunkerNew(1, v.min, v.avg, v.max, maskS, maskL, zeroRunMin(v), forced, flags)
     }
-    this.zeroLen = 0
   }
 
-  /** Append data and emit every chunk whose end is decided (all of them when final). */
-  private feed(view: Buffer, final: boolean): void {
-    let w: Buffer
-    let s = 0
-    let rest: Buffer | undefined // part of view not in w (taken up once w is consumed)
-    if (this.data.length === 0) {
-      w = view
-    } else {
-      const head = view.subarray(0, Math.min(view.length, this.max))
-      w = Buffer.concat([this.data, head])
-      if (head.length < view.length) rest = view.subarray(head.length)
-      // positions in w past data.length map onto view
-    }
-    const dataLen = this.data.length
-    for (;;) {
-      if (s === w.length) break
-      const c = this.cut(w, s, w.length)
-      if (c === w.length && w.length - s < this.max && !(final && rest === undefined)) break
-      this.out.push({ offset: this.dataPos, length: c - s, zero: false, data: w.subarray(s, c) })
-      this.dataPos += c - s
-      s = c
-    }
-    if (rest !== undefined) {
-      // w held data + the first `max` bytes of view; continue on the view itself without copying
-      const consumedOfView = s - dataLen
-      this.data = Buffer.alloc(0)
-      this.feed(view.subarray(consumedOfView), final)
-      return
-    }
-    this.data = w.subarray(s)
+  /** The chunks decided once `buf` (the image's next bytes) is in. Data views of buf stay valid as long as buf does. */
+  push(buf: Buffer): ChunkRun {
+    return this.run(native().chunkerPush(this.handle, buf, false))
   }
+
+  /** The rest: the image ends here. */
+  finish(): ChunkRun {
+    return this.run(native().chunkerPush(this.handle, Buffer.alloc(0), true))
+  }
+
+  private run(r: Omit<ChunkRun, 'at'>): ChunkRun {
+    const run = { ...r, at: this.at }
+    for (let i = 0; i < r.n; i++) this.at += r.lengths[i]!
+    return run
+  }
+}
+
+export function createChunker(c: Chunking, cuts?: Float64Array, opts?: ChunkerOptions): Chunker {
+  return new Chunker(c, cuts, opts)
+}
+
+/** Chunk i's bytes: a view of the piece it was pushed with, or of the run's spill. */
+export function chunkData(run: ChunkRun, i: number, piece: Buffer): Buffer {
+  const off = run.offs[i]!
+  const src = (run.flags[i]! & CHUNK_SPILLED) !== 0 ? run.spill! : piece
+  return src.subarray(off, off + run.lengths[i]!)
+}
+
+/** The run's chunks as objects, data as views (valid as long as the piece and the run are). */
+export function chunksOf(run: ChunkRun, piece: Buffer): ChunkOut[] {
+  const out: ChunkOut[] = []
+  let offset = run.at
+  for (let i = 0; i < run.n; i++) {
+    const length = run.lengths[i]!
+    if ((run.flags[i]! & CHUNK_ZERO) !== 0) out.push({ offset, length, zero: true })
+    else out.push({ offset, length, zero: false, data: chunkData(run, i, piece) })
+    offset += length
+  }
+  return out
 }

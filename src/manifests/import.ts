@@ -5,12 +5,10 @@ import { VmifsError } from '../errors.js'
 import type { DataDir } from '../datadir.js'
 import type { ChunkLocation, ChunkStore } from '../cache/chunk-store.js'
 import { validateName } from '../index/catalog.js'
-import { HashSet, blake3 } from '../util/hash.js'
-import { native } from '../native/index.js'
 import { readAt, readPieces } from '../util/files.js'
 import { type Chunking, DEFAULT_CHUNKING, ZERO_BLOCK, validateChunking } from './chunking.js'
 import { type FileLayout, type FsFound, findFileLayout } from './fs-layout.js'
-import { type ChunkOut, createChunker } from './chunker.js'
+import { CHUNK_FRESH, CHUNK_ZERO, type ChunkRun, chunkData, createChunker } from './chunker.js'
 import { type Manifest, ManifestBuilder } from './manifest.js'
 
 export interface ImportOptions {
@@ -129,19 +127,20 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
       { cause: err }
     )
   }
-  const chunker = createChunker(chunking, layout?.cuts)
+  // fresh and crc: the chunks new to this image are told apart, and their CRCs taken, in the pass
+  const chunker = createChunker(chunking, layout?.cuts, { fresh: true, crc: true })
   const w = new ChunkWriter(dd.store, new ManifestBuilder(chunking), pin)
   let done = 0
 
   try {
     const got = await readPieces(fh, size, READ_SIZE, buf => {
-      w.take(chunker.push(buf))
+      w.take(chunker.push(buf), buf)
       w.flush() // the batch holds views of buf, which is read into again
       done += buf.length
       opts.onProgress?.(done, size)
     })
     if (got < size) throw new VmifsError('INPUT_CHANGED', `${file} shrank while it was imported`, { file })
-    w.take(chunker.finish())
+    w.take(chunker.finish(), Buffer.alloc(0))
     w.flush(true)
     const st = await fh.stat()
     if (st.size !== size || st.mtimeMs !== mtimeMs)
@@ -197,7 +196,6 @@ class ChunkWriter {
   zeroBytes = 0
   newChunks = 0
   newBytes = 0
-  private readonly seen = new HashSet()
   private batch: Array<{ hash: Buffer; data: Buffer; crc: number }> = []
   private batchBytes = 0
   // appended (their bytes written) and not recorded yet
@@ -212,20 +210,19 @@ class ChunkWriter {
   ) {}
 
   /** The chunker's chunks, in order: each into the manifest, the new ones into the batch. */
-  take(chunks: ChunkOut[]): void {
-    for (const c of chunks) {
-      if (c.zero) {
-        this.builder.add(c.length, null)
-        this.zeroBytes += c.length
+  take(run: ChunkRun, piece: Buffer): void {
+    this.builder.addRun(run)
+    for (let i = 0; i < run.n; i++) {
+      const f = run.flags[i]!
+      if ((f & CHUNK_ZERO) !== 0) {
+        this.zeroBytes += run.lengths[i]!
         continue
       }
       this.dataChunks++
-      const h = blake3(c.data!)
-      this.builder.add(c.length, h)
-      if (!this.seen.add(h)) continue
-      // the CRC the store keeps, taken while the bytes just hashed are in the CPU's caches
-      this.batch.push({ hash: h, data: c.data!, crc: native().crc32c(c.data!) })
-      this.batchBytes += c.length
+      if ((f & CHUNK_FRESH) === 0) continue
+      const hash = run.hashes.subarray(i * 32, i * 32 + 32)
+      this.batch.push({ hash, data: chunkData(run, i, piece), crc: run.crcs[i]! })
+      this.batchBytes += run.lengths[i]!
       if (this.batch.length >= BATCH || this.batchBytes >= BATCH_BYTES) this.flush()
     }
   }

@@ -4,6 +4,7 @@
 import { VmifsError } from '../errors.js'
 import { HASH_SIZE, blake3, isHashHex, roomForHashes } from '../util/hash.js'
 import { type Chunking, MAX_CHUNK, validateChunking, maxChunkSize } from './chunking.js'
+import { CHUNK_ZERO, type ChunkRun } from './chunker.js'
 
 export const MAGIC = Buffer.from('VMIM')
 export const VERSION = 1
@@ -174,7 +175,18 @@ export class ManifestBuilder {
   constructor(private readonly chunking: Chunking) {}
 
   add(length: number, hash: Buffer | null): void {
-    if (hash === null && this.zero.length > 0 && this.zero[this.zero.length - 1] === 1) {
+    this.entry(length, hash, 0)
+  }
+
+  /** A chunker's run, in order. */
+  addRun(run: ChunkRun): void {
+    for (let i = 0; i < run.n; i++)
+      this.entry(run.lengths[i]!, (run.flags[i]! & CHUNK_ZERO) !== 0 ? null : run.hashes, i * HASH_SIZE)
+  }
+
+  /** An entry of `length` bytes, a zero run without a hash, else hashed by h[at..at+32]. */
+  private entry(length: number, h: Buffer | null, at: number): void {
+    if (h === null && this.zero.length > 0 && this.zero[this.zero.length - 1] === 1) {
       this.pos += length
       this.offsets[this.offsets.length - 1] = this.pos
       return
@@ -182,9 +194,9 @@ export class ManifestBuilder {
     const i = this.zero.length
     this.pos += length
     this.offsets.push(this.pos)
-    this.zero.push(hash === null ? 1 : 0)
+    this.zero.push(h === null ? 1 : 0)
     this.table = roomForHashes(this.table, i + 1)
-    if (hash !== null) hash.copy(this.table, i * HASH_SIZE)
+    if (h !== null) h.copy(this.table, i * HASH_SIZE, at, at + HASH_SIZE)
   }
 
   build(): Manifest {

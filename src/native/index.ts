@@ -17,6 +17,31 @@ export interface NativeAddon {
     maskL: bigint
   ): number
   setGear(table: Buffer): void
+  /** an image's pass (native/chunker.c; src/manifests/chunker.ts is its contract) */
+  chunkerNew(
+    kind: number,
+    a: number,
+    b: number,
+    c: number,
+    maskS: bigint,
+    maskL: bigint,
+    zmin: number,
+    cuts: Float64Array,
+    opts: number
+  ): unknown
+  chunkerPush(
+    chunker: unknown,
+    buf: Buffer,
+    final: boolean
+  ): {
+    n: number
+    lengths: Float64Array
+    offs: Float64Array
+    flags: Uint8Array
+    hashes: Buffer
+    crcs: Uint32Array
+    spill: Buffer | undefined
+  }
   zeroBlocks(buf: Buffer, blockSize: number): Uint8Array
   blake3(buf: Buffer): Buffer
   crc32c(buf: Buffer): number

@@ -1,9 +1,10 @@
 import test from 'ava'
-import { createChunker } from '../../src/manifests/chunker.js'
+import { CHUNK_FRESH, CHUNK_ZERO, type ChunkRun, chunksOf, createChunker } from '../../src/manifests/chunker.js'
 import { type Chunking, ZERO_BLOCK, zeroRunMin } from '../../src/manifests/chunking.js'
-import { type CdcParams, makeCutter, referenceCut } from '../../src/manifests/fastcdc.js'
-import { blake3Hex } from '../../src/util/hash.js'
+import { blake3, blake3Hex } from '../../src/util/hash.js'
+import { native } from '../../src/native/index.js'
 import { prng, randomBuffer } from '../helpers/random.js'
+import { type CdcParams, makeCutter, referenceChunker, referenceCut } from '../helpers/reference-chunker.js'
 
 interface Entry {
   offset: number
@@ -12,11 +13,18 @@ interface Entry {
   data?: Buffer
 }
 
-/** Runs a chunker over input, pushed in pieces whose sizes cycle through `sizes` (one piece if empty). */
-function chunk(c: Chunking, input: Buffer, sizes: number[] = [], cuts?: Float64Array): Entry[] {
-  const ch = createChunker(c, cuts)
+/**
+ * Runs a chunker over input, pushed in pieces whose sizes cycle through `sizes` (one piece if
+ * empty): the native one, or the reference (the TypeScript chunkers it replaced).
+ */
+function chunk(c: Chunking, input: Buffer, sizes: number[] = [], cuts?: Float64Array, reference = false): Entry[] {
+  const nat = createChunker(c, cuts)
+  const ref = referenceChunker(c, cuts)
+  const ch = reference
+    ? ref
+    : { push: (b: Buffer) => chunksOf(nat.push(b), b), finish: () => chunksOf(nat.finish(), Buffer.alloc(0)) }
   const out: Entry[] = []
-  const keep = (xs: ReturnType<typeof ch.push>): void => {
+  const keep = (xs: Entry[]): void => {
     // data views are only valid until the next push: copy them now
     for (const x of xs)
       out.push(
@@ -389,4 +397,68 @@ test('cdc cuts: fixed chunking ignores cuts', t => {
     summary(chunk(fixed, input, [], Float64Array.from([8192, 70000 - (70000 % 4096)]))),
     summary(chunk(fixed, input))
   )
+})
+
+test('native pass: the same chunks as the reference chunker, whatever the pieces and cuts', t => {
+  const next = prng(77)
+  const inputs = [mixedInput(), blocky(3, 200), Buffer.concat([blocky(9, 50), Buffer.alloc(70_000), blocky(10, 30)])]
+  const chunkings: Chunking[] = [
+    { kind: 'fixed', chunkSize: 4096 },
+    { kind: 'fixed', chunkSize: 65536 },
+    CDC_DEFAULT,
+    CDC_SMALL,
+    { kind: 'cdc', min: 4096, avg: 16384, max: 65536 },
+    { kind: 'cdc', min: 2048, avg: 4096, max: 5000 }
+  ]
+  let compared = 0
+  for (const [k, input] of inputs.entries()) {
+    const blocks = Math.floor(input.length / 4096)
+    const cuts = Float64Array.from(
+      [...new Set(Array.from({ length: 40 }, () => 4096 * (1 + (next() % (blocks - 1)))))].sort((a, b) => a - b)
+    )
+    for (const c of chunkings)
+      for (const withCuts of [false, true])
+        for (const sizes of [[], SIZES, [4096 * 3], [1, 3, 4093, 8191, 65537]]) {
+          const cs = withCuts ? cuts : undefined
+          const want = summary(chunk(c, input, sizes, cs, true))
+          const got = summary(chunk(c, input, sizes, cs))
+          t.deepEqual(got, want, `input ${k}, ${JSON.stringify(c)}, cuts ${withCuts}, sizes ${sizes.join(',')}`)
+          compared += want.length
+        }
+  }
+  t.true(compared > 10_000)
+})
+
+test('native pass: hashes, fresh flags and CRCs of a run', t => {
+  const a = randomBuffer(24 * 8192, 90)
+  const input = Buffer.concat([a, Buffer.alloc(12 * 8192), a, randomBuffer(50_000, 91)])
+  const ch = createChunker({ kind: 'fixed', chunkSize: 8192 }, undefined, { fresh: true, crc: true })
+  const runs: Array<[ChunkRun, Buffer]> = []
+  for (let p = 0; p < input.length; p += 100_000) {
+    const piece = input.subarray(p, p + 100_000)
+    runs.push([ch.push(piece), piece])
+  }
+  runs.push([ch.finish(), Buffer.alloc(0)])
+  const seen = new Set<string>()
+  let zero = 0
+  for (const [run, piece] of runs) {
+    const es = chunksOf(run, piece)
+    for (let i = 0; i < run.n; i++) {
+      const e = es[i]!
+      if (e.zero) {
+        t.is(run.flags[i]! & CHUNK_ZERO, CHUNK_ZERO)
+        zero++
+        continue
+      }
+      const h = blake3(e.data!)
+      t.true(run.hashes.subarray(i * 32, i * 32 + 32).equals(h))
+      const fresh = !seen.has(h.toString('hex'))
+      seen.add(h.toString('hex'))
+      t.is((run.flags[i]! & CHUNK_FRESH) !== 0, fresh, `chunk at ${e.offset}`)
+      t.is(run.crcs[i], fresh ? native().crc32c(e.data!) : 0)
+    }
+  }
+  t.is(zero, 12)
+  // the second copy of `a` (aligned like the first) is all repeats
+  t.is(seen.size, 24 + Math.ceil(50_000 / 8192))
 })
