@@ -10,6 +10,7 @@
         "native/fuse_session.c",
         "native/pack_writer.c",
         "native/chunker.c",
+        "native/chunk_index.c",
         "native/crc32c.c",
         "<(blake3_dir)/blake3.c",
         "<(blake3_dir)/blake3_dispatch.c",
@@ -22,6 +23,7 @@
       "include_dirs": ["<(blake3_dir)"],
       "cflags": ["-O3", "-std=gnu11", "-Wall", "-pthread"],
       "ldflags": ["-pthread"],
+      "libraries": ["-llmdb"],
       "defines": ["NAPI_VERSION=8"]
     },
     {

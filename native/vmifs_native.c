@@ -285,6 +285,7 @@ static napi_value HashOrder(napi_env env, napi_callback_info info) {
 void vmifs_fuse_register(napi_env env, napi_value exports);
 void vmifs_pack_register(napi_env env, napi_value exports);
 void vmifs_chunker_register(napi_env env, napi_value exports);
+void vmifs_index_register(napi_env env, napi_value exports);
 
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
@@ -301,6 +302,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   vmifs_fuse_register(env, exports);
   vmifs_pack_register(env, exports);
   vmifs_chunker_register(env, exports);
+  vmifs_index_register(env, exports);
   return exports;
 }
 

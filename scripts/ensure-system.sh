@@ -5,8 +5,9 @@
 set -euo pipefail
 level=${1:-runtime}
 # nothing for the mount itself: the agent speaks the FUSE protocol on /dev/fuse without libfuse.
-# librust-blake3-dev: the BLAKE3 reference implementation's C sources, compiled into the addon
-pkgs=(librust-blake3-dev)
+# librust-blake3-dev: the BLAKE3 reference implementation's C sources, compiled into the addon;
+# liblmdb-dev: LMDB, the chunk store's index (native/chunk_index.c), linked into the addon
+pkgs=(librust-blake3-dev liblmdb-dev)
 # `npm run lint` checks the C addon's format too
 [ "$level" = lint ] && pkgs+=(clang-format)
 # e2fsprogs, fdisk: ext4 images and partition tables for the file-cut tests; systemd: systemd-analyze

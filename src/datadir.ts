@@ -1,5 +1,6 @@
-// A data dir: the SQLite index, the chunk cache and the catalog, opened together. Used by the
-// agent and by CLI commands that work on the data dir directly (import, ls, export, rm, fsck).
+// A data dir: the SQLite index (catalog, counters, fleet facts), the chunk cache and its index,
+// opened together. Used by the agent and by CLI commands that work on the data dir directly
+// (import, ls, export, rm, fsck).
 import fs from 'node:fs'
 import path from 'node:path'
 import { VmifsError } from './errors.js'
@@ -28,18 +29,25 @@ export class DataDir {
     opts: DataDirOptions
   ) {
     this.db = openDb(path.join(dir, 'index.sqlite'))
+    let store: ChunkStore | undefined
     try {
-      this.catalog = new Catalog(this.db)
       this.counters = new Counters(this.db)
-      this.store = new ChunkStore(dir, this.db, {
+      store = new ChunkStore(dir, this.db, {
         capacityBytes: opts.capacityBytes,
         onEvict: (n, b) => {
           this.counters.add('cache.evictions', n)
           opts.onEvict?.(n, b)
         }
       })
-      this.leftovers = this.store.open(opts.convert ?? false).leftovers
+      this.store = store
+      this.catalog = new Catalog(this.db, store)
+      this.leftovers = store.open(opts.convert ?? false).leftovers
     } catch (err) {
+      try {
+        store?.close()
+      } catch {
+        // the error that stopped the open is the one to report
+      }
       this.db.close()
       throw err
     }
@@ -98,12 +106,8 @@ export class DataDir {
     try {
       this.store.close()
     } catch {
-      // best effort: a pack left unsealed is sealed by the next process that opens the data dir
-    }
-    try {
-      this.store.flushAtimes()
-    } catch {
-      // best effort: access times only order eviction, and the database must be closed anyway
+      // best effort: a pack left unsealed is sealed by the next process that opens the data dir,
+      // and access times only order eviction
     }
     try {
       this.counters.flush()

@@ -1,16 +1,18 @@
 // Content-addressed chunk cache, kept in append-only pack files.
 // Layout: packs/<id>.pack, chunks' bytes appended one after the other (a run an import writes
-// from its read buffer starts at the next 4 KiB boundary: native/pack_writer.c), and one row per
-// chunk in cache_entries saying where its bytes are and their CRC32C.
+// from its read buffer starts at the next 4 KiB boundary: native/pack_writer.c), and the index,
+// store.mdb (LMDB, native/chunk_index.c): an entry per chunk saying where its bytes are, their
+// CRC32C, when it was last used and whether it is pinned; a row per pack; the totals.
 // Contract:
 // - Verified before readable: bytes are hashed (or were, by the caller) before they are written,
 //   and a chunk is readable only once its row exists, which is written after its bytes. Every
 //   read checks the bytes' CRC against the row's (and hashes them where it does not bear them
 //   out): wrong bytes are never returned — a corrupt or vanished chunk is dropped and the read
 //   fails with CHUNK_HASH_MISMATCH / CHUNK_MISSING. fsck hashes them all.
-// - kill -9 loses nothing recorded: rows are written after the bytes they point at (SQLite in WAL
-//   mode), and a pack whose writer died is cut back to the end of its last recorded chunk.
-// - Each process that writes appends to a pack of its own (packs.writer), so several processes
+// - kill -9 loses nothing recorded: entries are written after the bytes they point at, in
+//   transactions a killed process leaves nothing of, and a pack whose writer died is cut back to
+//   the end of its last recorded chunk.
+// - Each process that writes appends to a pack of its own (its row names the writer), so several processes
 //   (the agent, CLI commands) share one data dir without locks; a pack is sealed when its writer
 //   closes it or is found dead, and deleted once no entry points into it.
 // - Capacity is enforced by evicting unpinned entries, least recently used first: an evicted
@@ -18,12 +20,17 @@
 //   Access times are kept in memory and persisted in batches. Pinned chunks (of images imported
 //   on this host) are never evicted.
 // The data dirs of the layout before packs (a file per chunk under chunks/) are refused with
-// DATA_DIR_OLD_LAYOUT until `vmifs fsck` converts them (src/cache/fsck.ts).
+// DATA_DIR_OLD_LAYOUT until `vmifs fsck` converts them (src/cache/fsck.ts). The index of the
+// versions before store.mdb (the SQLite tables cache_entries and packs) is moved into it by the
+// first process that opens the data dir (moveSqliteIndex).
+// Which chunks local images refer to, and how many of those images are pinned, is the catalog's
+// (the SQLite table chunks): eviction takes chunks no image refers to first, and a chunk fetched
+// for any image is pinned when a pinned image holds it.
 import fs from 'node:fs'
 import path from 'node:path'
-import type { Statement, Transaction } from 'better-sqlite3'
+import type { Statement } from 'better-sqlite3'
 import type { Db } from '../index/db.js'
-import { HASH_ROWS, PIN_ENTRIES, hashOrder, hashRows } from '../index/bulk.js'
+import { HASH_ROWS, hashRows } from '../index/bulk.js'
 import { VmifsError } from '../errors.js'
 import { blake3 } from '../util/hash.js'
 import { type PackWriter, native } from '../native/index.js'
@@ -99,6 +106,11 @@ const PACK_MAX_BYTES = 1024 * 1024 * 1024
 
 /** Access-time records kept before they are flushed anyway. */
 const TOUCHED_MAX = 65536
+/** Entries a page when the index is walked (eviction, fsck). */
+const PAGE = 1024
+
+/** An entry's flags in the index (native/chunk_index.c). */
+const PINNED = 1
 
 interface Touched {
   hashes: Buffer
@@ -121,48 +133,30 @@ interface EntryRow {
   off: number
 }
 
+/** The index's 56-byte records (native/chunk_index.c; the FUSE session reads the first 52 bytes). */
+function recordAt(b: Buffer, i: number): EntryRow & { crc: number; flags: number; atime: number } {
+  const at = i * LOCATION_BYTES
+  return {
+    hash: b.subarray(at, at + 32),
+    pack: b.readUInt32LE(at + 32),
+    size: b.readUInt32LE(at + 36),
+    off: Number(b.readBigUInt64LE(at + 40)),
+    crc: b.readUInt32LE(at + 48),
+    flags: b.readUInt32LE(at + 52),
+    // records of ixLru carry the access time here instead of crc and flags
+    atime: b.readDoubleLE(at + 48)
+  }
+}
+
 export class ChunkStore {
   readonly packDir: string
   private readonly listeners = new Set<ChunkEvents>()
   /** Reads since the last flush of access times: runs of a manifest's entries, or single chunks (touch). */
   private touched: Touched[] = []
   private size = 0
-  private readonly q: Record<
-    | 'has'
-    | 'loc'
-    | 'del'
-    | 'touch'
-    | 'lru'
-    | 'lruUnref'
-    | 'lruAt'
-    | 'lruUnrefAt'
-    | 'sum'
-    | 'totals'
-    | 'all'
-    | 'pin'
-    | 'newPack'
-    | 'packGrew'
-    | 'packShrank'
-    | 'seal'
-    | 'pack'
-    | 'delPack'
-    | 'setCrc',
-    Statement
-  >
-
-  /** the statements that record and look up many chunks at once (src/index/bulk.ts) */
-  private readonly bulk: Record<'held' | 'pin' | 'insert' | 'insertPinned', Statement>
-  private readonly recordTx: Transaction<
-    (
-      hashes: Buffer[],
-      locs: ChunkLocation[],
-      pins: boolean | boolean[],
-      now: number
-    ) => {
-      fresh: boolean[]
-      bytes: number
-    }
-  >
+  private readonly ix: unknown
+  /** the catalog's statements the store asks (which chunks images refer to, which pinned images hold) */
+  private readonly refs: Record<'referenced' | 'pinnedBy', Statement>
   private evicting = false
   private writer: Writer | undefined
   /** descriptors of packs read or punched, opened on first use */
@@ -182,46 +176,13 @@ export class ChunkStore {
     private readonly opts: ChunkStoreOptions
   ) {
     this.packDir = path.join(dataDir, 'packs')
-    this.recordTx = db.transaction((hashes: Buffer[], locs: ChunkLocation[], pins: boolean | boolean[], now: number) =>
-      this.writeRows(hashes, locs, pins, now)
-    )
-    this.bulk = {
-      held: db.prepare(`SELECT r.i FROM ${HASH_ROWS} r JOIN cache_entries e ON e.hash = r.hash`).pluck(),
-      pin: db.prepare(PIN_ENTRIES),
-      // v: [size, pack, off, crc]; pinned as chunks.pins says
-      insert: db.prepare(`INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned, pack, off, crc)
-        SELECT r.hash, r.v ->> 0, @now, coalesce((SELECT pins > 0 FROM chunks c WHERE c.hash = r.hash), 0),
-          r.v ->> 1, r.v ->> 2, r.v ->> 3 FROM ${HASH_ROWS} r`),
-      // a chunk pinned on the way in (an import) is pinned whatever chunks.pins says yet
-      insertPinned: db.prepare(`INSERT OR IGNORE INTO cache_entries (hash, size, atime, pinned, pack, off, crc)
-        SELECT r.hash, r.v ->> 0, @now, 1, r.v ->> 1, r.v ->> 2, r.v ->> 3 FROM ${HASH_ROWS} r`)
+    this.refs = {
+      referenced: db
+        .prepare(`SELECT r.i FROM ${HASH_ROWS} r JOIN chunks c ON c.hash = r.hash WHERE c.refs > 0`)
+        .pluck(),
+      pinnedBy: db.prepare(`SELECT r.i FROM ${HASH_ROWS} r JOIN chunks c ON c.hash = r.hash WHERE c.pins > 0`).pluck()
     }
-    this.q = {
-      has: db.prepare('SELECT 1 FROM cache_entries WHERE hash = ?').pluck(),
-      loc: db.prepare('SELECT size, pack, off, crc FROM cache_entries WHERE hash = ?'),
-      del: db.prepare('DELETE FROM cache_entries WHERE hash = ? RETURNING size, pack, off'),
-      touch: db.prepare('UPDATE cache_entries SET atime = ? WHERE hash = ?'),
-      lruUnref:
-        db.prepare(`SELECT e.hash, e.size, e.pack, e.off FROM cache_entries e LEFT JOIN chunks c ON c.hash = e.hash
-        WHERE e.pinned = 0 AND coalesce(c.refs, 0) = 0 ORDER BY e.atime LIMIT ?`),
-      lru: db.prepare('SELECT hash, size, pack, off FROM cache_entries WHERE pinned = 0 ORDER BY atime LIMIT ?'),
-      lruUnrefAt: db.prepare(`SELECT e.hash, e.size, e.atime FROM cache_entries e LEFT JOIN chunks c ON c.hash = e.hash
-        WHERE e.pinned = 0 AND coalesce(c.refs, 0) = 0 ORDER BY e.atime`),
-      lruAt: db.prepare('SELECT hash, size, atime FROM cache_entries WHERE pinned = 0 ORDER BY atime'),
-      sum: db.prepare('SELECT coalesce(sum(size), 0) FROM cache_entries').pluck(),
-      totals: db.prepare(
-        'SELECT coalesce(sum(CASE WHEN pinned = 1 THEN size END), 0) AS pinned, count(*) AS n FROM cache_entries'
-      ),
-      all: db.prepare('SELECT hash, size, pack, off, crc FROM cache_entries'),
-      pin: db.prepare('UPDATE cache_entries SET pinned = 1 WHERE hash = ? AND pinned = 0'),
-      newPack: db.prepare('INSERT INTO packs (writer) VALUES (?) RETURNING id').pluck(),
-      packGrew: db.prepare('UPDATE packs SET size = max(size, ?), live = live + ? WHERE id = ?'),
-      packShrank: db.prepare('UPDATE packs SET live = live - ? WHERE id = ? RETURNING live, writer'),
-      seal: db.prepare('UPDATE packs SET writer = NULL WHERE id = ?'),
-      pack: db.prepare('SELECT id, writer, size, live FROM packs WHERE id = ?'),
-      delPack: db.prepare('DELETE FROM packs WHERE id = ?'),
-      setCrc: db.prepare('UPDATE cache_entries SET crc = ? WHERE hash = ?')
-    }
+    this.ix = native().ixOpen(path.join(dataDir, 'store.mdb'))
   }
 
   /** Registers a subscriber; returns its unsubscribe. */
@@ -236,9 +197,10 @@ export class ChunkStore {
   }
 
   /**
-   * Creates the folder, seals the packs of writers that died (cut back to their last recorded
-   * chunk), deletes sealed packs nothing points into, loads the size. Refuses a data dir of the
-   * old layout unless `convert` (fsck, which converts it).
+   * Creates the folder, moves an index of the versions before store.mdb in, seals the packs of
+   * writers that died (cut back to their last recorded chunk), deletes sealed packs nothing points
+   * into, loads the size. Refuses a data dir of the old layout unless `convert` (fsck, which
+   * converts it).
    */
   open(convert = false): { leftovers: number } {
     const legacy = path.join(this.dataDir, OLD_LAYOUT_DIR)
@@ -251,9 +213,9 @@ export class ChunkStore {
       )
     }
     fs.mkdirSync(this.packDir, { recursive: true })
+    this.moveSqliteIndex()
     let leftovers = 0
-    const packs = this.db.prepare('SELECT id, writer, size, live FROM packs').all() as PackRow[]
-    for (const p of packs) {
+    for (const p of this.packRows()) {
       if (p.writer !== null && tagAlive(p.writer)) continue
       if (p.writer !== null) {
         // its writer died (kill -9, a crash): what follows its last recorded chunk is not a chunk
@@ -266,46 +228,106 @@ export class ChunkStore {
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
         }
-        this.q.seal.run(p.id)
+        native().ixPackSet(this.ix, p.id, 0)
       }
       if (p.live <= 0) this.deletePacks([p.id])
     }
-    this.fillCrcs()
     this.refreshSize()
     return { leftovers }
+  }
+
+  /**
+   * Moves the index of the versions before store.mdb (SQLite's cache_entries and packs) into it,
+   * then drops those tables; the entries without a CRC (migration 5) get theirs first (fillCrcs).
+   * A process killed midway leaves the tables, and the next one moves them again: the moved
+   * entries are written over.
+   */
+  private moveSqliteIndex(): void {
+    const has = this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cache_entries'").get()
+    if (has === undefined) return
+    this.fillCrcs()
+    const packs = this.db.prepare('SELECT id, writer, size, live FROM packs').all() as PackRow[]
+    for (const p of packs) {
+      // as open() does below for the rows it keeps: a dead writer's pack is cut back
+      if (p.writer !== null && !tagAlive(p.writer)) {
+        try {
+          if (fs.statSync(this.packPath(p.id)).size > p.size) fs.truncateSync(this.packPath(p.id), p.size)
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+        }
+      }
+      // moved in sealed: their live counts and ends come from the entries (ixLoad)
+      native().ixPackSet(this.ix, p.id, 1)
+    }
+    const rows = this.db
+      .prepare('SELECT hash, size, atime, pinned, pack, off, crc FROM cache_entries')
+      .iterate() as IterableIterator<{
+      hash: Buffer
+      size: number
+      atime: number
+      pinned: number
+      pack: number | null
+      off: number | null
+      crc: number | null
+    }>
+    let out = Buffer.alloc(PAGE * 64)
+    let n = 0
+    const load = (): void => {
+      if (n > 0) native().ixLoad(this.ix, out.subarray(0, n * 64))
+      out = Buffer.alloc(PAGE * 64)
+      n = 0
+    }
+    for (const r of rows) {
+      const at = n * 64
+      r.hash.copy(out, at, 0, 32)
+      out.writeUInt32LE(r.pack ?? 0, at + 32)
+      out.writeUInt32LE(r.size, at + 36)
+      out.writeBigUInt64LE(BigInt(r.off ?? 0), at + 40)
+      out.writeDoubleLE(r.atime, at + 48)
+      out.writeUInt32LE(r.crc ?? 0, at + 56)
+      out.writeUInt32LE((r.pinned === 1 ? PINNED : 0) | (r.crc === null ? 2 : 0), at + 60)
+      if (++n === PAGE) load()
+    }
+    load()
+    this.db.exec('DROP TABLE IF EXISTS cache_entries; DROP TABLE IF EXISTS packs')
   }
 
   /**
    * Gives the entries recorded before entries kept their chunk's CRC (migration 5) theirs: from
    * the record's header where it names the chunk, else by hashing the bytes (a first-format
    * record); an entry whose bytes are gone or are not its chunk is dropped. Reads one header an
-   * entry, once per data dir.
+   * entry, once per data dir (SQLite, before the entries move to store.mdb).
    */
   private fillCrcs(): void {
     const next = this.db.prepare(
       'SELECT hash, size, pack, off FROM cache_entries WHERE crc IS NULL AND pack IS NOT NULL LIMIT 4096'
     )
+    const setCrc = this.db.prepare('UPDATE cache_entries SET crc = ? WHERE hash = ?')
+    const drop = this.db.prepare('DELETE FROM cache_entries WHERE hash = ?')
     for (;;) {
       const rows = next.all() as EntryRow[]
       if (rows.length === 0) return
-      const bad: string[] = []
       const crcs = rows.map(r => {
-        let crc: number | undefined
         try {
-          crc = recordCrc(this.fdOf(r.pack), r)
+          return recordCrc(this.fdOf(r.pack), r)
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+          return undefined
         }
-        if (crc === undefined) bad.push(r.hash.toString('hex'))
-        return crc
       })
-      this.db.transaction(() => rows.forEach((r, i) => crcs[i] !== undefined && this.q.setCrc.run(crcs[i], r.hash)))()
-      this.forget(bad)
+      this.db.transaction(() =>
+        rows.forEach((r, i) => (crcs[i] === undefined ? drop.run(r.hash) : setCrc.run(crcs[i], r.hash)))
+      )()
     }
   }
 
+  /** The index's handle, for native calls on it (tests that damage it as a crash or bit rot would). */
+  get index(): unknown {
+    return this.ix
+  }
+
   refreshSize(): void {
-    this.size = this.q.sum.get() as number
+    this.size = native().ixTotals(this.ix)[0]!
   }
 
   get sizeBytes(): number {
@@ -320,39 +342,38 @@ export class ChunkStore {
   }
 
   has(hashHex: string): boolean {
-    return this.q.has.get(Buffer.from(hashHex, 'hex')) !== undefined
+    return native().ixHolds(this.ix, Buffer.from(hashHex, 'hex'))[0] === 1
   }
 
-  /** Which of the chunks the store holds, asked in one statement. */
+  /** Which of the chunks the store holds, asked in one transaction. */
   holds(hashes: Buffer[]): boolean[] {
-    const out = new Array<boolean>(hashes.length).fill(false)
-    if (hashes.length === 0) return out
-    for (const i of this.bulk.held.all(hashRows(hashes)) as number[]) out[i] = true
+    if (hashes.length === 0) return []
+    const h = native().ixHolds(this.ix, hashes.length === 1 ? hashes[0]! : Buffer.concat(hashes))
+    const out = new Array<boolean>(hashes.length)
+    for (let i = 0; i < hashes.length; i++) out[i] = h[i] === 1
     return out
   }
 
   /** Where the chunk's bytes are, if the store holds it. */
   locate(hashHex: string): ChunkLocation | undefined {
-    return this.q.loc.get(Buffer.from(hashHex, 'hex')) as ChunkLocation | undefined
+    const r = native().ixLocate(this.ix, Buffer.from(hashHex, 'hex'))
+    if (r.length === 0) return undefined
+    const e = recordAt(r, 0)
+    return { pack: e.pack, off: e.off, size: e.size, crc: e.crc }
+  }
+
+  /** Whether the store holds the chunk pinned (undefined: it does not hold it). */
+  isPinned(hashHex: string): boolean | undefined {
+    const r = native().ixLocate(this.ix, Buffer.from(hashHex, 'hex'))
+    return r.length === 0 ? undefined : (recordAt(r, 0).flags & PINNED) !== 0
   }
 
   /**
    * The chunks of `hashes` (32 bytes each, concatenated) the store holds, as location records
-   * (writeLocation): what the FUSE session reads them with.
+   * (LOCATION_BYTES each): what the FUSE session reads them with.
    */
   locateMany(hashes: Buffer, from = 0, to = hashes.length / 32): Buffer {
-    const out = Buffer.allocUnsafe((to - from) * LOCATION_BYTES)
-    let n = 0
-    // one read transaction: a lookup outside one takes a snapshot of its own, several times the cost
-    this.db.transaction(() => {
-      for (let i = from; i < to; i++) {
-        const h = hashes.subarray(i * 32, i * 32 + 32)
-        const loc = this.q.loc.get(h) as ChunkLocation | undefined
-        if (!loc) continue
-        writeLocation(out, n++ * LOCATION_BYTES, h, loc)
-      }
-    })()
-    return out.subarray(0, n * LOCATION_BYTES)
+    return native().ixLocate(this.ix, hashes, from, to)
   }
 
   /**
@@ -391,8 +412,8 @@ export class ChunkStore {
       if (got !== hashHex) throw VmifsError.hashMismatch(hashHex, got)
     }
     const key = Buffer.from(hashHex, 'hex')
-    if (this.q.has.get(key) === undefined) return key
-    if (opts?.pin === true) this.q.pin.run(key)
+    if (native().ixHolds(this.ix, key)[0] !== 1) return key
+    if (opts?.pin === true) native().ixSetPinned(this.ix, key, true)
     this.touch(hashHex)
     return undefined
   }
@@ -406,7 +427,7 @@ export class ChunkStore {
         batch.map(e => e.loc),
         batch.map(e => e.pin)
       )
-      batch.forEach((e, i) => e.resolve(fresh[i]!))
+      batch.forEach((e, i) => e.resolve(fresh[i] === 1))
     } catch (err) {
       for (const e of batch) e.reject(err)
     }
@@ -444,7 +465,7 @@ export class ChunkStore {
   /** A new pack of this process's, replacing (and sealing) the one it wrote to. */
   private startPack(): Writer {
     if (this.writer) this.sealWriter()
-    const id = this.q.newPack.get(this.me) as number
+    const id = native().ixPackNew(this.ix, this.me)
     this.writer = { id, w: native().packCreate(this.packPath(id)), tail: 0 }
     return this.writer
   }
@@ -459,9 +480,8 @@ export class ChunkStore {
     if (!w) return
     this.writer = undefined
     native().packClose(w.w)
-    this.q.seal.run(w.id)
-    const row = this.q.pack.get(w.id) as PackRow | undefined
-    if (row && row.live <= 0) this.deletePacks([w.id])
+    const [live] = native().ixPackSet(this.ix, w.id, 0)
+    if (live <= 0) this.deletePacks([w.id])
   }
 
   /**
@@ -479,96 +499,59 @@ export class ChunkStore {
       pin
     )
     let chunks = 0
-    for (const f of fresh) if (f) chunks++
+    for (const f of fresh) chunks += f
     return { chunks, bytes }
   }
 
+  /**
+   * The index's transaction for record(): a chunk the store holds already keeps its entry (not
+   * fresh), pinned where asked; a new one is pinned where asked or where a pinned image holds it.
+   */
   private recordRows(
     hashes: Buffer[],
     locs: ChunkLocation[],
     pins: boolean | boolean[]
-  ): { fresh: boolean[]; bytes: number } {
-    // immediate: the rows are written and, where fewer were new than given, settled under one
-    // write lock, so that another process's chunks recorded meanwhile are told apart from this
-    // call's new ones
-    const { fresh, bytes } = this.recordTx.immediate(hashes, locs, pins, Date.now())
+  ): { fresh: Uint8Array; bytes: number } {
+    const n = hashes.length
+    const h = Buffer.allocUnsafe(n * 32)
+    const at = new Float64Array(n * 4)
+    const pin = new Uint8Array(n)
+    const ask: number[] = []
+    for (let i = 0; i < n; i++) {
+      hashes[i]!.copy(h, i * 32, 0, 32)
+      const l = locs[i]!
+      at[4 * i] = l.pack
+      at[4 * i + 1] = l.off
+      at[4 * i + 2] = l.size
+      at[4 * i + 3] = l.crc
+      if (typeof pins === 'boolean' ? pins : pins[i]!) pin[i] = 1
+      else ask.push(i)
+    }
+    if (ask.length > 0) for (const k of this.refs.pinnedBy.all(hashRows(hashes, ask)) as number[]) pin[ask[k]!] = 1
+    const fresh = native().ixRecord(this.ix, h, at, pin, Date.now())
+    let bytes = 0
+    for (let i = 0; i < n; i++) if (fresh[i] === 1) bytes += locs[i]!.size
     this.size += bytes
     if (this.size > this.opts.capacityBytes) this.evict()
     // subscribers are told in hex; nobody listens to an import's store
     if (this.listeners.size > 0) {
       const stored: StoredChunk[] = []
-      for (let i = 0; i < hashes.length; i++)
-        if (fresh[i]) stored.push({ hash: hashes[i]!.toString('hex'), ...locs[i]! })
+      for (let i = 0; i < n; i++) if (fresh[i] === 1) stored.push({ hash: hashes[i]!.toString('hex'), ...locs[i]! })
       this.emit('stored', stored)
     }
     return { fresh, bytes }
   }
 
-  /** recordRows' transaction (made once: see src/index/bulk.ts). */
-  private writeRows(
-    hashes: Buffer[],
-    locs: ChunkLocation[],
-    pins: boolean | boolean[],
-    now: number
-  ): { fresh: boolean[]; bytes: number } {
-    const n = hashes.length
-    const added: number[] = []
-    const addedPinned: number[] = []
-    const values = new Array<string>(n)
-    for (const i of hashOrder(hashes)) {
-      ;(pinned(pins, i) ? addedPinned : added).push(i)
-      const l = locs[i]!
-      values[i] = `[${l.size},${l.pack},${l.off},${l.crc}]`
-    }
-    let changes = 0
-    if (addedPinned.length > 0)
-      changes += this.bulk.insertPinned.run({ ...hashRows(hashes, addedPinned, values), now }).changes
-    if (added.length > 0) changes += this.bulk.insert.run({ ...hashRows(hashes, added, values), now }).changes
-    const fresh = new Array<boolean>(n).fill(true)
-    // fewer rows than chunks: some were held, or came twice in this call; each one's row says
-    const pinHeld: Buffer[] = []
-    if (changes !== n) this.settle(hashes, locs, fresh, pins, pinHeld)
-    if (pinHeld.length > 0) this.pinAll(pinHeld)
-    let bytes = 0
-    const grew = new Map<number, { end: number; n: number }>()
-    for (let i = 0; i < n; i++) {
-      if (!fresh[i]) continue
-      const c = locs[i]!
-      bytes += c.size
-      const g = grew.get(c.pack) ?? { end: 0, n: 0 }
-      g.end = Math.max(g.end, c.off + c.size)
-      g.n++
-      grew.set(c.pack, g)
-    }
-    for (const [id, g] of grew) this.q.packGrew.run(g.end, g.n, id)
-    return { fresh, bytes }
-  }
-
-  /**
-   * After record() wrote fewer rows than it was given chunks: a chunk is new where its row points
-   * at this call's copy of it. Those not new that were to be pinned go to pinHeld.
-   */
-  private settle(
-    hashes: Buffer[],
-    locs: ChunkLocation[],
-    fresh: boolean[],
-    pins: boolean | boolean[],
-    pinHeld: Buffer[]
-  ): void {
-    hashes.forEach((h, i) => {
-      const row = this.q.loc.get(h) as ChunkLocation | undefined
-      fresh[i] = row !== undefined && row.pack === locs[i]!.pack && row.off === locs[i]!.off
-      if (!fresh[i] && pinned(pins, i)) pinHeld.push(h)
-    })
-  }
-
   /** Marks existing entries pinned (import does this before its image row exists). */
-  pinMany(hashes: Buffer[]): void {
-    this.db.transaction(() => this.pinAll(hashes))()
+  pinMany(hashes: Buffer[] | Buffer): void {
+    const h = Buffer.isBuffer(hashes) ? hashes : Buffer.concat(hashes)
+    if (h.length > 0) native().ixSetPinned(this.ix, h, true)
   }
 
-  private pinAll(hashes: Buffer[]): void {
-    if (hashes.length > 0) this.bulk.pin.run(hashRows(hashes))
+  /** Marks existing entries unpinned (no pinned image holds them any more: the catalog's call). */
+  unpinMany(hashes: Buffer[] | Buffer): void {
+    const h = Buffer.isBuffer(hashes) ? hashes : Buffer.concat(hashes)
+    if (h.length > 0) native().ixSetPinned(this.ix, h, false)
   }
 
   /**
@@ -637,21 +620,23 @@ export class ChunkStore {
     if (this.touched.length >= TOUCHED_MAX) this.flushAtimes()
   }
 
-  /** Persists access times gathered since the last flush, in one transaction. Returns the rows written. */
+  /** Persists access times gathered since the last flush, in one transaction. Returns the entries written. */
   flushAtimes(): number {
     if (this.touched.length === 0) return 0
     const batch = this.touched
     this.touched = []
     let n = 0
-    this.db.transaction(() => {
-      for (const r of batch)
-        for (let i = r.first; i <= r.last; i++) {
-          if (r.zero?.[i] === 1) continue
-          this.q.touch.run(r.at, r.hashes.subarray(i * 32, i * 32 + 32))
-          n++
-        }
-    })()
-    return n
+    for (const r of batch) for (let i = r.first; i <= r.last; i++) if (r.zero?.[i] !== 1) n++
+    const h = Buffer.allocUnsafe(n * 32)
+    const ats = new Float64Array(n)
+    let k = 0
+    for (const r of batch)
+      for (let i = r.first; i <= r.last; i++) {
+        if (r.zero?.[i] === 1) continue
+        r.hashes.copy(h, k * 32, i * 32, i * 32 + 32)
+        ats[k++] = r.at
+      }
+    return native().ixTouch(this.ix, h, ats)
   }
 
   /** Deletes chunks (collected, or found corrupt or missing by fsck): entries, then bytes. Returns the bytes. */
@@ -661,22 +646,15 @@ export class ChunkStore {
 
   /**
    * Records chunk files of the old layout (fsck, converting them) at the places in packs they were
-   * moved to: a row of that layout (pack NULL) gets the place, a file without a row a new entry;
+   * moved to: an entry of that layout (pack 0) gets the place, a file without one a new entry;
    * the bytes were verified by the caller. Returns how many.
    */
   adopt(chunks: StoredChunk[]): number {
-    const move = this.db.prepare('UPDATE cache_entries SET pack = ?, off = ?, crc = ? WHERE hash = ? AND pack IS NULL')
     let n = 0
     const fresh: StoredChunk[] = []
-    this.db.transaction(() => {
-      for (const c of chunks) {
-        const hash = Buffer.from(c.hash, 'hex')
-        if (move.run(c.pack, c.off, c.crc, hash).changes > 0) {
-          this.q.packGrew.run(c.off + c.size, 1, c.pack)
-          n++
-        } else fresh.push(c)
-      }
-    })()
+    for (const c of chunks)
+      if (native().ixSetEntry(this.ix, Buffer.from(c.hash, 'hex'), c.pack, c.off, c.crc, 0)) n++
+      else fresh.push(c)
     return (
       n +
       this.record(
@@ -689,12 +667,13 @@ export class ChunkStore {
 
   /** Corrects the CRC an entry keeps (fsck, which found its bytes sound and the CRC not theirs). */
   repairCrc(hashHex: string, crc: number): void {
-    this.q.setCrc.run(crc, Buffer.from(hashHex, 'hex'))
+    const loc = this.locate(hashHex)
+    if (loc) native().ixSetEntry(this.ix, Buffer.from(hashHex, 'hex'), loc.pack, loc.off, crc, -1)
   }
 
   /** Makes a pack row for a pack file the index lost (fsck), sealed and empty. */
   ensurePackRow(id: number): void {
-    this.db.prepare('INSERT OR IGNORE INTO packs (id, writer, size, live) VALUES (?, NULL, 0, 0)').run(id)
+    native().ixPackSet(this.ix, id, 1)
   }
 
   /**
@@ -702,49 +681,38 @@ export class ChunkStore {
    * nothing points into (fsck, after its repairs).
    */
   recount(): void {
-    const per = new Map<number, { live: number; end: number }>()
-    for (const e of this.entries()) {
-      const p = per.get(e.pack) ?? { live: 0, end: 0 }
-      p.live++
-      p.end = Math.max(p.end, e.off + e.size)
-      per.set(e.pack, p)
-    }
-    const rows = this.db.prepare('SELECT id, writer, size, live FROM packs').all() as PackRow[]
-    const set = this.db.prepare('UPDATE packs SET live = ?, size = max(size, ?) WHERE id = ?')
+    native().ixRecount(this.ix)
     const empty: number[] = []
-    this.db.transaction(() => {
-      for (const r of rows) {
-        const p = per.get(r.id) ?? { live: 0, end: 0 }
-        set.run(p.live, p.end, r.id)
-        if (p.live === 0 && (r.writer === null || !tagAlive(r.writer))) empty.push(r.id)
-      }
-    })()
+    for (const r of this.packRows()) if (r.live === 0 && (r.writer === null || !tagAlive(r.writer))) empty.push(r.id)
     this.deletePacks(empty)
   }
 
   /** The pack rows: id, writer (null once sealed). */
   packs(): Array<{ id: number; writer: string | null }> {
-    return this.db.prepare('SELECT id, writer FROM packs').all() as Array<{ id: number; writer: string | null }>
+    return this.packRows().map(p => ({ id: p.id, writer: p.writer }))
+  }
+
+  private packRows(): PackRow[] {
+    return native()
+      .ixPacks(this.ix)
+      .map(([id, size, live, writer]) => ({ id, size, live, writer }))
   }
 
   /**
-   * Deletes entries and frees their bytes: the rows go first (in one transaction), subscribers
+   * Deletes entries and frees their bytes: the entries go first (in one transaction), subscribers
    * hear of it, then the holes are punched; a pack left with no entries is deleted once sealed.
    * Returns the bytes forgotten.
    */
-  private forget(hashes: string[]): number {
+  private forget(hashes: string[] | Buffer): number {
+    if (hashes.length === 0) return 0
+    const h = Buffer.isBuffer(hashes) ? hashes : Buffer.from(hashes.join(''), 'hex')
+    const [removed, empty] = native().ixForget(this.ix, h)
     const rows: EntryRow[] = []
-    this.db.transaction(() => {
-      for (const hex of hashes) {
-        const hash = Buffer.from(hex, 'hex')
-        const r = this.q.del.get(hash) as Omit<EntryRow, 'hash'> | undefined
-        if (r) rows.push({ hash, ...r })
-      }
-    })()
-    return this.release(rows)
+    for (let i = 0; i < removed.length / LOCATION_BYTES; i++) rows.push(recordAt(removed, i))
+    return this.release(rows, [...empty])
   }
 
-  private release(rows: EntryRow[]): number {
+  private release(rows: EntryRow[], empty: number[]): number {
     if (rows.length === 0) return 0
     let bytes = 0
     const gone: string[] = []
@@ -754,16 +722,7 @@ export class ChunkStore {
     }
     this.size -= bytes
     this.emit('gone', gone)
-    this.punch(rows)
-    const empty: number[] = []
-    this.db.transaction(() => {
-      const per = new Map<number, number>()
-      for (const r of rows) per.set(r.pack, (per.get(r.pack) ?? 0) + 1)
-      for (const [id, n] of per) {
-        const p = this.q.packShrank.get(n, id) as { live: number; writer: string | null } | undefined
-        if (p && p.live <= 0 && p.writer === null) empty.push(id)
-      }
-    })()
+    this.punch(rows.filter(r => r.pack !== 0))
     this.deletePacks(empty)
     return bytes
   }
@@ -799,9 +758,39 @@ export class ChunkStore {
       if (fd !== undefined) fs.closeSync(fd)
       this.fds.delete(id)
       fs.rmSync(this.packPath(id), { force: true })
-      this.q.delPack.run(id)
+      native().ixPackSet(this.ix, id, 2)
     }
     this.emit('packsDeleted', ids)
+  }
+
+  /**
+   * The unpinned entries least recently used first, a page at a time; with `unreferenced`, only
+   * those no image refers to (the catalog says which).
+   */
+  private *lruPages(unreferenced: boolean): Generator<Array<EntryRow & { atime: number }>> {
+    let after: Buffer | undefined
+    for (;;) {
+      const page = native().ixLru(this.ix, after, PAGE)
+      const n = page.length / LOCATION_BYTES
+      if (n === 0) return
+      after = Buffer.from(page.subarray((n - 1) * LOCATION_BYTES))
+      const rows: Array<EntryRow & { atime: number }> = []
+      for (let i = 0; i < n; i++) rows.push(recordAt(page, i))
+      if (!unreferenced) {
+        yield rows
+        continue
+      }
+      const referenced = new Set(
+        this.refs.referenced.all(
+          hashRows(
+            rows.map(r => r.hash),
+            undefined
+          )
+        ) as number[]
+      )
+      const out = rows.filter((_, i) => !referenced.has(i))
+      if (out.length > 0) yield out
+    }
   }
 
   /**
@@ -816,22 +805,20 @@ export class ChunkStore {
     try {
       this.flushAtimes()
       // chunks no image refers to first, then the least recently used of the rest
-      for (const q of [this.q.lruUnref, this.q.lru]) {
-        while (this.size > target) {
-          const rows = q.all(256) as EntryRow[]
-          if (rows.length === 0) break
-          const take: EntryRow[] = []
+      for (const unreferenced of [true, false]) {
+        if (this.size <= target) break
+        for (const rows of this.lruPages(unreferenced)) {
+          const take: Buffer[] = []
           let over = this.size - target
           for (const r of rows) {
             if (over <= 0) break
-            take.push(r)
+            take.push(r.hash)
             over -= r.size
           }
-          this.db.transaction(() => {
-            for (const r of take) this.q.del.get(r.hash)
-          })()
-          bytes += this.release(take)
+          const before = this.size
+          bytes += this.forget(Buffer.concat(take))
           chunks += take.length
+          if (this.size <= target || this.size === before) break
         }
       }
     } finally {
@@ -852,29 +839,38 @@ export class ChunkStore {
     if (over <= 0) return true
     this.flushAtimes()
     const seen = new Set<string>()
-    for (const q of [this.q.lruUnrefAt, this.q.lruAt]) {
-      for (const r of q.iterate() as IterableIterator<{ hash: Buffer; size: number; atime: number }>) {
-        const hex = r.hash.toString('hex')
-        if (seen.has(hex)) continue
-        seen.add(hex)
-        if (r.atime >= since) return false
-        over -= r.size
-        if (over <= 0) return true
-      }
-    }
+    for (const unreferenced of [true, false])
+      for (const rows of this.lruPages(unreferenced))
+        for (const r of rows) {
+          const hex = r.hash.toString('hex')
+          if (seen.has(hex)) continue
+          seen.add(hex)
+          if (r.atime >= since) return false
+          over -= r.size
+          if (over <= 0) return true
+        }
     return false
   }
 
-  /** The pinned bytes and the number of chunks held (one scan of the entries). */
+  /** The pinned bytes and the number of chunks held. */
   totals(): { pinnedBytes: number; chunks: number } {
-    const r = this.q.totals.get() as { pinned: number; n: number }
-    return { pinnedBytes: r.pinned, chunks: r.n }
+    const t = native().ixTotals(this.ix)
+    return { pinnedBytes: t[2]!, chunks: t[1]! }
   }
 
   /** Entries: hash hex and location. */
   *entries(): Generator<StoredChunk> {
-    for (const r of this.q.all.iterate() as IterableIterator<EntryRow & { crc: number }>)
-      yield { hash: r.hash.toString('hex'), size: r.size, pack: r.pack, off: r.off, crc: r.crc }
+    let after: Buffer | undefined
+    for (;;) {
+      const page = native().ixEntries(this.ix, after, PAGE)
+      const n = page.length / LOCATION_BYTES
+      if (n === 0) return
+      for (let i = 0; i < n; i++) {
+        const r = recordAt(page, i)
+        yield { hash: r.hash.toString('hex'), size: r.size, pack: r.pack, off: r.off, crc: r.crc }
+      }
+      after = Buffer.from(page.subarray((n - 1) * LOCATION_BYTES, (n - 1) * LOCATION_BYTES + 32))
+    }
   }
 
   /** Forces the chunks appended so far to disk (packs written before were synced when sealed). */
@@ -882,30 +878,52 @@ export class ChunkStore {
     if (this.writer) native().packSync(this.writer.w)
   }
 
-  /** Seals this process's pack and closes the descriptors (the data dir is closing). */
+  /** Persists access times, seals this process's pack, closes the descriptors and the index (the data dir closes). */
   close(): void {
     for (const e of this.toRecord) e.reject(new VmifsError('CLOSED', 'the chunk store closed'))
     this.toRecord = []
-    this.sealWriter()
-    for (const fd of this.fds.values()) fs.closeSync(fd)
-    this.fds.clear()
+    try {
+      this.flushAtimes()
+    } finally {
+      try {
+        this.sealWriter()
+      } finally {
+        for (const fd of this.fds.values()) fs.closeSync(fd)
+        this.fds.clear()
+        native().ixClose(this.ix)
+      }
+    }
   }
 
-  /** Re-derives every entry's pinned flag from chunks.pins (after a crash mid-import). */
+  /** Re-derives every entry's pinned flag from the catalog's pin counts (after a crash mid-import, and fsck). */
   reconcilePins(): number {
-    return this.db
-      .prepare(
-        `UPDATE cache_entries
-      SET pinned = coalesce((SELECT pins > 0 FROM chunks c WHERE c.hash = cache_entries.hash), 0)
-      WHERE pinned != coalesce((SELECT pins > 0 FROM chunks c WHERE c.hash = cache_entries.hash), 0)`
+    let changed = 0
+    let after: Buffer | undefined
+    for (;;) {
+      const page = native().ixEntries(this.ix, after, PAGE)
+      const n = page.length / LOCATION_BYTES
+      if (n === 0) return changed
+      const rows = Array.from({ length: n }, (_, i) => recordAt(page, i))
+      const should = new Set(
+        this.refs.pinnedBy.all(
+          hashRows(
+            rows.map(r => r.hash),
+            undefined
+          )
+        ) as number[]
       )
-      .run().changes
+      const pin: Buffer[] = []
+      const unpin: Buffer[] = []
+      rows.forEach((r, i) => {
+        const is = (r.flags & PINNED) !== 0
+        if (should.has(i) && !is) pin.push(r.hash)
+        if (!should.has(i) && is) unpin.push(r.hash)
+      })
+      if (pin.length > 0) changed += native().ixSetPinned(this.ix, Buffer.concat(pin), true)
+      if (unpin.length > 0) changed += native().ixSetPinned(this.ix, Buffer.concat(unpin), false)
+      after = Buffer.from(page.subarray((n - 1) * LOCATION_BYTES, (n - 1) * LOCATION_BYTES + 32))
+    }
   }
-}
-
-/** Whether chunk i of a record() call is to be pinned: `pins` is one answer for all, or one a chunk. */
-function pinned(pins: boolean | boolean[], i: number): boolean {
-  return typeof pins === 'boolean' ? pins : pins[i]!
 }
 
 interface PackRow {
@@ -920,7 +938,8 @@ export const LOCATION_BYTES = 56
 
 /**
  * A location record for the FUSE session (native/fuse_session.c reads them): hash, pack u32,
- * length u32, offset u64, CRC32C u32, 4 zero bytes; little-endian.
+ * length u32, offset u64, CRC32C u32, 4 bytes the session does not read (the index's records
+ * keep the entry's flags there); little-endian.
  */
 export function writeLocation(out: Buffer, at: number, hash: Buffer, loc: ChunkLocation): void {
   hash.copy(out, at, 0, 32)

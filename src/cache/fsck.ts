@@ -149,18 +149,17 @@ function convertOldLayout(dd: DataDir, r: FsckReport): void {
         r.strays++
         continue
       }
-      if (loc && loc.pack !== null) continue // converted by an earlier run that stopped midway
+      if (loc && loc.pack !== 0) continue // converted by an earlier run that stopped midway
       batch.push({ hash: Buffer.from(f, 'hex'), data })
       if (batch.length >= 256) flush()
     }
   }
   if (batch.length > 0) flush()
-  // rows of the old layout whose file was not there
-  const orphans = (dd.db.prepare('SELECT hash FROM cache_entries WHERE pack IS NULL').pluck().all() as Buffer[]).map(
-    h => h.toString('hex')
-  )
+  // entries of the old layout (pack 0) whose file was not there
+  const orphans: string[] = []
+  for (const e of store.entries()) if (e.pack === 0) orphans.push(e.hash)
   for (const h of orphans) r.missing.push(h)
-  dd.db.prepare('DELETE FROM cache_entries WHERE pack IS NULL').run()
+  store.discard(orphans)
   store.sync()
   fs.rmSync(legacy, { recursive: true, force: true })
   fs.rmSync(path.join(dd.dir, 'tmp'), { recursive: true, force: true })

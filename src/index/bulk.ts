@@ -11,10 +11,6 @@ import { native } from '../native/index.js'
 export const HASH_ROWS =
   '(SELECT j.key AS i, substr(@h, j.key * 32 + 1, 32) AS hash, j.value AS v FROM json_each(@v) j)'
 
-/** Marks the entries of the hashes pinned (those not yet): cache_entries is the store's table. */
-export const PIN_ENTRIES = `UPDATE cache_entries SET pinned = 1
-  WHERE pinned = 0 AND hash IN (SELECT hash FROM ${HASH_ROWS})`
-
 export interface HashRows {
   h: Buffer
   v: string

@@ -1,9 +1,12 @@
 // Images, manifests and chunk reference counts. refs = how many local images use a chunk;
-// pins = how many of those were imported here (pinned). Counts are per image, changed in the
-// same transaction as the image row, so they never drift from the images table.
+// pins = how many of those are pinned. Counts are per image, changed in the same transaction as
+// the image row, so they never drift from the images table. The chunk store's entries (another
+// index: src/cache/chunk-store.ts) are pinned before that transaction commits and unpinned after:
+// a crash in between leaves a chunk pinned that need not be (fsck puts it right), never the other
+// way round.
 import type { Statement, Transaction } from 'better-sqlite3'
 import type { Db } from './db.js'
-import { HASH_ROWS, type HashRows, PIN_ENTRIES, hashOrder } from './bulk.js'
+import { HASH_ROWS, type HashRows, hashOrder } from './bulk.js'
 import { HashSet } from '../util/hash.js'
 import { VmifsError } from '../errors.js'
 import { type Manifest, decode } from '../manifests/manifest.js'
@@ -43,9 +46,15 @@ export function validateName(name: string): string {
   return name
 }
 
+/** What the catalog changes in the chunk store: which entries are pinned. */
+export interface EntryPins {
+  pinMany(hashes: Buffer[] | Buffer): void
+  unpinMany(hashes: Buffer[] | Buffer): void
+}
+
 export class Catalog {
   private readonly q: Record<string, Statement>
-  private readonly bulk: Record<'refUp' | 'pinEntry', Statement>
+  private readonly bulk: Record<'refUp', Statement>
   private readonly addTx: Transaction<
     (
       name: string,
@@ -57,8 +66,13 @@ export class Catalog {
   /** changes to the images made through this connection (data_version counts only other connections') */
   private writes = 0
   private index: ImageIndex | undefined
+  /** entries no pinned image holds any more, unpinned once the transaction that found them commits */
+  private unpinAfter: Buffer[] = []
 
-  constructor(readonly db: Db) {
+  constructor(
+    readonly db: Db,
+    private readonly entries: EntryPins
+  ) {
     this.addTx = db.transaction(
       (name: string, m: Manifest, opts: { pinned: boolean; replace: boolean; source?: string; origin?: string }) =>
         this.writeImage(name, m, opts)
@@ -66,9 +80,7 @@ export class Catalog {
     this.bulk = {
       // v: the chunk's size; one more image refers to each
       refUp: db.prepare(`INSERT INTO chunks (hash, size, refs, pins) SELECT r.hash, r.v, 1, @pin FROM ${HASH_ROWS} r
-        WHERE true ON CONFLICT(hash) DO UPDATE SET refs = refs + 1, pins = pins + excluded.pins`),
-      // only rows whose flag changes are written (an import's new chunks were recorded pinned)
-      pinEntry: db.prepare(PIN_ENTRIES)
+        WHERE true ON CONFLICT(hash) DO UPDATE SET refs = refs + 1, pins = pins + excluded.pins`)
     }
     this.q = {
       image:
@@ -91,9 +103,6 @@ export class Catalog {
       deleteManifest: db.prepare('DELETE FROM manifests WHERE digest = ?'),
       refDown: db.prepare('UPDATE chunks SET refs = refs - 1, pins = pins - ? WHERE hash = ? RETURNING refs, pins'),
       deleteChunk: db.prepare('DELETE FROM chunks WHERE hash = ?'),
-      // only rows whose flag changes are written
-      unpinEntry: db.prepare('UPDATE cache_entries SET pinned = 0 WHERE hash = ? AND pinned = 1'),
-      pinEntry: db.prepare('UPDATE cache_entries SET pinned = 1 WHERE hash = ? AND pinned = 0'),
       setImagePinned: db.prepare('UPDATE images SET pinned = ? WHERE name = ?'),
       pinsBy: db.prepare('UPDATE chunks SET pins = pins + ? WHERE hash = ? RETURNING pins'),
       version: db.prepare('PRAGMA data_version').pluck()
@@ -159,7 +168,7 @@ export class Catalog {
     opts: { pinned: boolean; replace: boolean; source?: string; origin?: string }
   ): { collectable: Buffer[] } {
     validateName(name)
-    const collectable = this.addTx.immediate(name, m, opts)
+    const collectable = this.committed(() => this.addTx.immediate(name, m, opts))
     this.writes++
     this.manifestCache.set(m.digest(), m)
     return { collectable }
@@ -208,7 +217,8 @@ export class Catalog {
     if (sizes.length > 0) {
       const rows: HashRows = { h: h.subarray(0, sizes.length * 32), v: `[${sizes.join(',')}]` }
       this.bulk.refUp.run({ ...rows, pin })
-      if (pin) this.bulk.pinEntry.run(rows)
+      // an import's new chunks were recorded pinned: only the flags that change are written
+      if (pin) this.entries.pinMany(rows.h)
     }
     if (collectable.length > 0) {
       const still = new HashSet()
@@ -225,21 +235,25 @@ export class Catalog {
    */
   setPinned(name: string, pinned: boolean): boolean {
     let changed = false
-    this.db
-      .transaction(() => {
-        const img = this.requireImage(name)
-        if (img.pinned === pinned) return
-        const m = this.manifest(img.digest)!
-        this.q.setImagePinned!.run(pinned ? 1 : 0, name)
-        for (const hex of m.distinctChunks().keys()) {
-          const h = Buffer.from(hex, 'hex')
-          const r = this.q.pinsBy!.get(pinned ? 1 : -1, h) as { pins: number } | undefined
-          if (pinned) this.q.pinEntry!.run(h)
-          else if (r && r.pins <= 0) this.q.unpinEntry!.run(h)
-        }
-        changed = true
-      })
-      .immediate()
+    this.committed(() =>
+      this.db
+        .transaction(() => {
+          const img = this.requireImage(name)
+          if (img.pinned === pinned) return
+          const m = this.manifest(img.digest)!
+          this.q.setImagePinned!.run(pinned ? 1 : 0, name)
+          const pin: Buffer[] = []
+          for (const hex of m.distinctChunks().keys()) {
+            const h = Buffer.from(hex, 'hex')
+            const r = this.q.pinsBy!.get(pinned ? 1 : -1, h) as { pins: number } | undefined
+            if (pinned) pin.push(h)
+            else if (r && r.pins <= 0) this.unpinAfter.push(h)
+          }
+          if (pin.length > 0) this.entries.pinMany(pin)
+          changed = true
+        })
+        .immediate()
+    )
     if (changed) this.writes++
     return changed
   }
@@ -248,14 +262,32 @@ export class Catalog {
   removeImage(name: string): { collectable: Buffer[]; image: ImageRow } {
     let out: Buffer[] = []
     let image: ImageRow | undefined
-    this.db
-      .transaction(() => {
-        image = this.requireImage(name)
-        out = this.removeInTx(name)
-      })
-      .immediate()
+    this.committed(() =>
+      this.db
+        .transaction(() => {
+          image = this.requireImage(name)
+          out = this.removeInTx(name)
+        })
+        .immediate()
+    )
     this.writes++
     return { collectable: out, image: image! }
+  }
+
+  /** Runs a transaction; once it commits, the entries it found no pinned image holds are unpinned. */
+  private committed<T>(tx: () => T): T {
+    this.unpinAfter = []
+    let out: T
+    try {
+      out = tx()
+    } catch (err) {
+      this.unpinAfter = []
+      throw err
+    }
+    const unpin = this.unpinAfter
+    this.unpinAfter = []
+    if (unpin.length > 0) this.entries.unpinMany(unpin)
+    return out
   }
 
   private removeInTx(name: string): Buffer[] {
@@ -272,7 +304,7 @@ export class Catalog {
         this.q.deleteChunk!.run(h)
         collectable.push(h)
       }
-      if (r.pins <= 0) this.q.unpinEntry!.run(h)
+      if (r.pins <= 0) this.unpinAfter.push(h)
     }
     if ((this.q.digestUsers!.get(img.digest) as number) === 0) {
       this.q.deleteManifest!.run(img.digest)

@@ -7,6 +7,7 @@ import * as m0002 from './migrations/0002-fleet.js'
 import * as m0003 from './migrations/0003-packs.js'
 import * as m0004 from './migrations/0004-lru-unpinned.js'
 import * as m0005 from './migrations/0005-entry-crc.js'
+import * as m0006 from './migrations/0006-store-index.js'
 
 export type Db = Database.Database
 
@@ -14,7 +15,7 @@ interface Migration {
   version: number
   up: (db: Db) => void
 }
-export const MIGRATIONS: Migration[] = [m0001, m0002, m0003, m0004, m0005]
+export const MIGRATIONS: Migration[] = [m0001, m0002, m0003, m0004, m0005, m0006]
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version
 
 export function openDb(file: string, migrations: Migration[] = MIGRATIONS): Db {

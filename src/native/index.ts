@@ -52,6 +52,35 @@ export interface NativeAddon {
   /** one datagram to the service manager's notification socket ("@name": abstract namespace) */
   sdNotify(socket: string, message: string): boolean
 
+  // The chunk store's index (native/chunk_index.c, LMDB); hashes: 32 bytes each, concatenated.
+  ixOpen(path: string): unknown
+  ixClose(ix: unknown): void
+  ixHolds(ix: unknown, hashes: Buffer): Uint8Array
+  /** 56-byte records (LOCATION_BYTES) of the entries of hashes[from..to) the index has */
+  ixLocate(ix: unknown, hashes: Buffer, from?: number, to?: number): Buffer
+  /** locs: pack, off, size, crc a chunk; pins: 1 to pin; returns 1 a chunk that was new */
+  ixRecord(ix: unknown, hashes: Buffer, locs: Float64Array, pins: Uint8Array, now: number): Uint8Array
+  /** the records of the entries deleted, and the sealed packs left empty */
+  ixForget(ix: unknown, hashes: Buffer): [Buffer, Uint32Array]
+  ixTouch(ix: unknown, hashes: Buffer, ats: Float64Array): number
+  ixSetPinned(ix: unknown, hashes: Buffer, pinned: boolean): number
+  /** unpinned entries, least recently used first, after the record `after` (atime in bytes 48..56) */
+  ixLru(ix: unknown, after: Buffer | undefined, limit: number): Buffer
+  /** entries in hash order after the hash `after` */
+  ixEntries(ix: unknown, after: Buffer | undefined, limit: number): Buffer
+  /** [bytes, count, pinned bytes] */
+  ixTotals(ix: unknown): Float64Array
+  /** moves an entry whose pack is onlyPack (-1: any) to pack/off with crc; false if there was none */
+  ixSetEntry(ix: unknown, hash: Buffer, pack: number, off: number, crc: number, onlyPack: number): boolean
+  /** 64-byte records: hash, pack, size, off u64, atime f64, crc, flags; then a recount */
+  ixLoad(ix: unknown, records: Buffer): number
+  ixRecount(ix: unknown): void
+  ixPackNew(ix: unknown, writerTag: string): number
+  /** what: 0 seal, 1 make a sealed empty row if none, 2 delete, 3 name its writer (tag); returns [live, sealed] */
+  ixPackSet(ix: unknown, id: number, what: number, tag?: string): [number, boolean]
+  /** [id, size, live, writer tag or null] a pack */
+  ixPacks(ix: unknown): Array<[number, number, number, string | null]>
+
   // Appending to a pack file (native/pack_writer.c): direct writes skip the page cache.
   packCreate(path: string): PackWriter
   /**

@@ -1,6 +1,7 @@
 import test, { type ExecutionContext } from 'ava'
 import path from 'node:path'
 import { Catalog, validateName } from '../../src/index/catalog.js'
+import { ChunkStore } from '../../src/cache/chunk-store.js'
 import { openDb, type Db } from '../../src/index/db.js'
 import { type Manifest, ManifestBuilder } from '../../src/manifests/manifest.js'
 import { blake3 } from '../../src/util/hash.js'
@@ -22,12 +23,31 @@ function manifest(ns: number[]): Manifest {
   return b.build()
 }
 
-function setup(t: ExecutionContext): { db: Db; cat: Catalog } {
-  const db = openDb(path.join(tmpDir(t), 'index.sqlite'))
+function setup(t: ExecutionContext): {
+  db: Db
+  cat: Catalog
+  store: ChunkStore
+  entry: (n: number) => Promise<void>
+  pinnedOf: (n: number) => number
+} {
+  const dir = tmpDir(t)
+  const db = openDb(path.join(dir, 'index.sqlite'))
+  const store = new ChunkStore(dir, db, { capacityBytes: 1 << 30 })
+  store.open()
   t.teardown(() => {
+    store.close()
     db.close()
   })
-  return { db, cat: new Catalog(db) }
+  return {
+    db,
+    cat: new Catalog(db, store),
+    store,
+    // a cache entry for chunk n (its bytes do not matter here)
+    entry: async n => {
+      await store.put(hex(n), Buffer.alloc(1000 + n, n), { verified: true })
+    },
+    pinnedOf: n => (store.isPinned(hex(n)) === true ? 1 : 0)
+  }
 }
 
 const chunkRows = (db: Db): Record<string, [number, number]> => {
@@ -50,7 +70,7 @@ function codeOf(err: unknown): string | undefined {
 }
 
 test('addImage records the image, its manifest and chunk counts', t => {
-  const { db, cat } = setup(t)
+  const { db, cat, store } = setup(t)
   const m = manifest([1, 2, 2, 3]) // chunk 2 twice: counted once per image
   const { collectable } = cat.addImage('debian-12', m, { pinned: true, replace: false, source: '/x.raw' })
   t.deepEqual(collectable, [])
@@ -68,7 +88,7 @@ test('addImage records the image, its manifest and chunk counts', t => {
   t.deepEqual(chunkRows(db), { [hex(1)]: [1, 1], [hex(2)]: [1, 1], [hex(3)]: [1, 1] })
   t.is(cat.manifest(m.digest())!.digest(), m.digest())
   // a second catalog on the same db reads it back from the stored body
-  t.true(new Catalog(db).manifest(m.digest())!.encode().equals(m.encode()))
+  t.true(new Catalog(db, store).manifest(m.digest())!.encode().equals(m.encode()))
 })
 
 test('addImage with an existing name fails with NAME_TAKEN and changes nothing', t => {
@@ -104,12 +124,9 @@ test('replace swaps the image and returns the chunks that became collectable', t
   t.truthy(cat.getImage('new'))
 })
 
-test('removeImage decrements refs and pins and unpins cache entries', t => {
-  const { db, cat } = setup(t)
-  const entry = db.prepare('INSERT INTO cache_entries (hash, size, atime, pinned) VALUES (?, ?, 0, 0)')
-  for (const n of [1, 2, 3]) entry.run(hash(n), 1000 + n)
-  const pinnedOf = (n: number): number =>
-    db.prepare('SELECT pinned FROM cache_entries WHERE hash = ?').pluck().get(hash(n)) as number
+test('removeImage decrements refs and pins and unpins cache entries', async t => {
+  const { db, cat, entry, pinnedOf } = setup(t)
+  for (const n of [1, 2, 3]) await entry(n)
   cat.addImage('a', manifest([1, 2]), { pinned: true, replace: false })
   cat.addImage('b', manifest([2, 3]), { pinned: false, replace: false })
   t.deepEqual(chunkRows(db), { [hex(1)]: [1, 1], [hex(2)]: [2, 1], [hex(3)]: [1, 0] })
@@ -129,15 +146,15 @@ test('removeImage decrements refs and pins and unpins cache entries', t => {
   t.is(manifestCount(db), 0)
 })
 
-test('removeImage keeps a pinned chunk pinned while another pinned image uses it', t => {
-  const { db, cat } = setup(t)
-  db.prepare('INSERT INTO cache_entries (hash, size, atime, pinned) VALUES (?, 1001, 0, 0)').run(hash(1))
+test('removeImage keeps a pinned chunk pinned while another pinned image uses it', async t => {
+  const { db, cat, entry, pinnedOf } = setup(t)
+  await entry(1)
   cat.addImage('a', manifest([1]), { pinned: true, replace: false })
   cat.addImage('b', manifest([1, 2]), { pinned: true, replace: false })
   t.deepEqual(chunkRows(db)[hex(1)], [2, 2])
   t.deepEqual(cat.removeImage('a').collectable, [])
   t.deepEqual(chunkRows(db)[hex(1)], [1, 1])
-  t.is(db.prepare('SELECT pinned FROM cache_entries WHERE hash = ?').pluck().get(hash(1)), 1)
+  t.is(pinnedOf(1), 1)
 })
 
 test('a manifest is deleted when its last image goes', t => {
@@ -191,17 +208,14 @@ test('bad names: NAME_INVALID', t => {
   t.is(cat.listImages().length, 5)
 })
 
-test('setPinned pins an adopted image (its chunks and cache entries) and unpins it again, keeping other pins', t => {
-  const { db, cat } = setup(t)
+test('setPinned pins an adopted image (chunks and cache entries) and unpins it again, keeping other pins', async t => {
+  const { cat, entry, pinnedOf } = setup(t)
   cat.addImage('mine', manifest([1, 2]), { pinned: true, replace: false })
   cat.addImage('theirs', manifest([2, 3]), { pinned: false, replace: false, origin: 'b' })
-  for (const n of [1, 2, 3])
-    db.prepare('INSERT INTO cache_entries (hash, size, atime, pinned) VALUES (?, ?, 0, 0)').run(hash(n), 1000 + n)
-  db.prepare('UPDATE cache_entries SET pinned = 1 WHERE hash IN (?, ?)').run(hash(1), hash(2))
-  const pinned = (): number[] =>
-    [1, 2, 3].filter(
-      n => (db.prepare('SELECT pinned FROM cache_entries WHERE hash = ?').pluck().get(hash(n)) as number) === 1
-    )
+  // fetched after the images were added: pinned where a pinned image holds them
+  for (const n of [1, 2, 3]) await entry(n)
+  const pinned = (): number[] => [1, 2, 3].filter(n => pinnedOf(n) === 1)
+  t.deepEqual(pinned(), [1, 2])
   t.true(cat.setPinned('theirs', true))
   t.false(cat.setPinned('theirs', true), 'already pinned')
   t.true(cat.getImage('theirs')!.pinned)
@@ -213,7 +227,7 @@ test('setPinned pins an adopted image (its chunks and cache entries) and unpins 
 })
 
 test('images() is the same object until the images change, here or through another connection', t => {
-  const { db, cat } = setup(t)
+  const { db, cat, store } = setup(t)
   const first = cat.images()
   t.is(cat.images(), first)
   cat.addImage('a', manifest([1, 2]), { pinned: true, replace: false })
@@ -227,7 +241,7 @@ test('images() is the same object until the images change, here or through anoth
   t.teardown(() => {
     other.close()
   })
-  new Catalog(other).addImage('b', manifest([3]), { pinned: true, replace: false })
+  new Catalog(other, store).addImage('b', manifest([3]), { pinned: true, replace: false })
   const third = cat.images()
   t.not(third, second, 'a change through another connection')
   t.deepEqual([...third.byName.keys()].sort(), ['a', 'b'])

@@ -44,22 +44,6 @@ test('openDb on a fresh file creates the schema', t => {
   r.close()
 })
 
-test('the LRU index holds only unpinned entries, and eviction reads through it', t => {
-  const db = openDb(path.join(tmpDir(t), 'index.sqlite'))
-  t.teardown(() => db.close())
-  const sql = db.prepare("SELECT sql FROM sqlite_master WHERE name = 'cache_lru'").pluck().get() as string
-  t.regex(sql, /ON cache_entries\(atime\) WHERE pinned = 0$/)
-  const plan = db
-    .prepare(
-      'EXPLAIN QUERY PLAN SELECT hash, size, pack, off FROM cache_entries WHERE pinned = 0 ORDER BY atime LIMIT ?'
-    )
-    .all(10) as Array<{ detail: string }>
-  t.true(
-    plan.some(p => p.detail.includes('cache_lru')),
-    JSON.stringify(plan)
-  )
-})
-
 test('reopening is idempotent and keeps the data', t => {
   const file = path.join(tmpDir(t), 'index.sqlite')
   const db = openDb(file)
