@@ -460,28 +460,7 @@ static napi_value IxRecord(napi_env env, napi_callback_info info) {
   for (size_t k = 0; !rc && k < n; k++) {
     uint32_t i = idx[k];
     const uint8_t *hash = h + 32 * (size_t)i;
-    MDB_val key = {32, (void *)hash}, v;
-    rc = mdb_get(txn, ix->entries, &key, &v);
-    if (rc == 0) {
-      rc = 0;
-      if (!pins[i]) continue;
-      entry e;
-      get_entry(&v, &e);
-      if (e.flags & PINNED) continue;
-      uint8_t lk[LRU_KEY], vb[VAL];
-      lru_key(lk, e.atime, hash);
-      MDB_val lkey = {LRU_KEY, lk};
-      rc = mdb_del(txn, ix->lru, &lkey, NULL);
-      if (rc == MDB_NOTFOUND) rc = 0;
-      e.flags |= PINNED;
-      put_entry(vb, &e);
-      MDB_val nv = {VAL, vb};
-      if (!rc) rc = mdb_put(txn, ix->entries, &key, &nv, 0);
-      tot.pinned += e.size;
-      continue;
-    }
-    if (rc != MDB_NOTFOUND) break;
-    rc = 0;
+    MDB_val key = {32, (void *)hash};
     entry e = {.pack = (uint32_t)locs[4 * i],
                .off = (uint64_t)locs[4 * i + 1],
                .size = (uint32_t)locs[4 * i + 2],
@@ -491,7 +470,26 @@ static napi_value IxRecord(napi_env env, napi_callback_info info) {
     uint8_t vb[VAL];
     put_entry(vb, &e);
     MDB_val nv = {VAL, vb};
+    /* one descent: a chunk held already comes back as MDB_KEYEXIST, nv pointing at its entry */
     rc = mdb_put(txn, ix->entries, &key, &nv, MDB_NOOVERWRITE);
+    if (rc == MDB_KEYEXIST) {
+      rc = 0;
+      if (!pins[i]) continue;
+      entry old;
+      get_entry(&nv, &old);
+      if (old.flags & PINNED) continue;
+      uint8_t lk[LRU_KEY], ob[VAL];
+      lru_key(lk, old.atime, hash);
+      MDB_val lkey = {LRU_KEY, lk};
+      rc = mdb_del(txn, ix->lru, &lkey, NULL);
+      if (rc == MDB_NOTFOUND) rc = 0;
+      old.flags |= PINNED;
+      put_entry(ob, &old);
+      MDB_val ov = {VAL, ob};
+      if (!rc) rc = mdb_put(txn, ix->entries, &key, &ov, 0);
+      tot.pinned += old.size;
+      continue;
+    }
     if (!rc && !pins[i]) {
       uint8_t lk[LRU_KEY];
       lru_key(lk, now, hash);

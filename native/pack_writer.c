@@ -354,6 +354,70 @@ static napi_value PackAppend(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/**
+ * packAppendRun(writer, piece, spill, offs, lens, flags, idx, direct, crcs) -> Float64Array: packAppend
+ * for chunks of a chunker's run (src/manifests/chunker.ts): chunk idx[k] is lens[i] bytes at offs[i]
+ * of the piece, or of the spill where flags[i] has CHUNK_SPILLED (2); crcs[k] is its CRC32C
+ */
+static napi_value PackAppendRun(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  pack_writer_t *w = writer_args(env, info, 9, argv);
+  if (!w) return NULL;
+  uint8_t *piece, *spill = NULL;
+  size_t piece_len, spill_len = 0;
+  CHECK(napi_get_buffer_info(env, argv[1], (void **)&piece, &piece_len));
+  napi_valuetype st;
+  CHECK(napi_typeof(env, argv[2], &st));
+  if (st != napi_undefined) CHECK(napi_get_buffer_info(env, argv[2], (void **)&spill, &spill_len));
+  napi_typedarray_type t[4];
+  size_t cnt[4];
+  void *p[4];
+  for (int k = 0; k < 4; k++)
+    CHECK(napi_get_typedarray_info(env, argv[k == 3 ? 8 : 3 + k], &t[k], &cnt[k], &p[k], NULL, NULL));
+  bool direct = false;
+  napi_get_value_bool(env, argv[7], &direct);
+  if (t[0] != napi_float64_array || t[1] != napi_float64_array || t[2] != napi_uint8_array ||
+      t[3] != napi_uint32_array || cnt[0] != cnt[2] || cnt[1] != cnt[2]) {
+    napi_throw_range_error(env, "VMIFS_NATIVE", "packAppendRun: offs, lens (Float64Array), flags, crcs");
+    return NULL;
+  }
+  napi_typedarray_type ti;
+  size_t n;
+  void *ip;
+  CHECK(napi_get_typedarray_info(env, argv[6], &ti, &n, &ip, NULL, NULL));
+  if (ti != napi_uint32_array || cnt[3] != n) {
+    napi_throw_range_error(env, "VMIFS_NATIVE", "packAppendRun: idx and crcs are Uint32Arrays of one a chunk");
+    return NULL;
+  }
+  if (n > MAX_CHUNKS) return throw_errno(env, "packAppendRun", E2BIG);
+  const double *offs = p[0], *lens = p[1];
+  const uint8_t *flags = p[2];
+  const uint32_t *idx = ip;
+  uint8_t *data[MAX_CHUNKS];
+  size_t sizes[MAX_CHUNKS];
+  for (size_t k = 0; k < n; k++) {
+    uint32_t i = idx[k];
+    int spilled = i < cnt[2] && (flags[i] & 2);
+    uint8_t *base = spilled ? spill : piece;
+    size_t blen = spilled ? spill_len : piece_len;
+    if (i >= cnt[2] || !base || offs[i] < 0 || lens[i] < 0 || offs[i] + lens[i] > (double)blen) {
+      napi_throw_range_error(env, "VMIFS_NATIVE", "packAppendRun: a chunk outside its buffer");
+      return NULL;
+    }
+    data[k] = base + (size_t)offs[i];
+    sizes[k] = (size_t)lens[i];
+  }
+  napi_value ab, out;
+  double *places;
+  CHECK(napi_create_arraybuffer(env, n * 16, (void **)&places, &ab));
+  CHECK(napi_create_typedarray(env, napi_float64_array, 2 * n, ab, 0, &out));
+  if (n == 0) return out;
+  int err = direct && w->dfd >= 0 ? append_direct(w, data, sizes, (uint32_t)n, p[3], places)
+                                  : append_buffered(w, data, sizes, (uint32_t)n, p[3], places);
+  if (err) return throw_errno(env, "pack write", -err);
+  return out;
+}
+
 /** packSync(writer): what was appended is on disk */
 static napi_value PackSync(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -384,6 +448,7 @@ void vmifs_pack_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"packCreate", NULL, PackCreate, NULL, NULL, NULL, napi_default, NULL},
       {"packAppend", NULL, PackAppend, NULL, NULL, NULL, napi_default, NULL},
+      {"packAppendRun", NULL, PackAppendRun, NULL, NULL, NULL, napi_default, NULL},
       {"alignedBuffer", NULL, AlignedBuffer, NULL, NULL, NULL, napi_default, NULL},
       {"packSync", NULL, PackSync, NULL, NULL, NULL, napi_default, NULL},
       {"packClose", NULL, PackClose, NULL, NULL, NULL, napi_default, NULL},

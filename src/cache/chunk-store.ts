@@ -30,10 +30,11 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type { Statement } from 'better-sqlite3'
 import type { Db } from '../index/db.js'
-import { HASH_ROWS, hashRows } from '../index/bulk.js'
+import { HASH_ROWS, type HashRows, hashRows } from '../index/bulk.js'
 import { VmifsError } from '../errors.js'
 import { blake3 } from '../util/hash.js'
 import { type PackWriter, native } from '../native/index.js'
+import type { ChunkRun } from '../manifests/chunker.js'
 import { readExactlySync } from '../util/files.js'
 
 export interface ChunkStoreOptions {
@@ -354,6 +355,11 @@ export class ChunkStore {
     return out
   }
 
+  /** holds() for hashes in one buffer (32 bytes each): 1 where the store holds the chunk. */
+  holdsMany(hashes: Buffer): Uint8Array {
+    return native().ixHolds(this.ix, hashes)
+  }
+
   /** Where the chunk's bytes are, if the store holds it. */
   locate(hashHex: string): ChunkLocation | undefined {
     const r = native().ixLocate(this.ix, Buffer.from(hashHex, 'hex'))
@@ -462,6 +468,21 @@ export class ChunkStore {
     return locs
   }
 
+  /**
+   * append() for chunks of a chunker's run (an import: bulk, with their CRCs taken in the pass):
+   * chunks idx[0..] of the run, their bytes in `piece` or the run's spill. Returns the pack and
+   * [offset, CRC32C] a chunk.
+   */
+  appendRun(run: ChunkRun, piece: Buffer, idx: Uint32Array): { pack: number; places: Float64Array } {
+    let w = this.writer
+    if (!w || w.tail >= PACK_MAX_BYTES) w = this.startPack()
+    const crcs = new Uint32Array(idx.length)
+    for (let k = 0; k < idx.length; k++) crcs[k] = run.crcs[idx[k]!]!
+    const places = native().packAppendRun(w.w, piece, run.spill, run.offs, run.lengths, run.flags, idx, true, crcs)
+    if (idx.length > 0) w.tail = places[2 * idx.length - 2]! + run.lengths[idx[idx.length - 1]!]!
+    return { pack: w.id, places }
+  }
+
   /** A new pack of this process's, replacing (and sealing) the one it wrote to. */
   private startPack(): Writer {
     if (this.writer) this.sealWriter()
@@ -515,8 +536,6 @@ export class ChunkStore {
     const n = hashes.length
     const h = Buffer.allocUnsafe(n * 32)
     const at = new Float64Array(n * 4)
-    const pin = new Uint8Array(n)
-    const ask: number[] = []
     for (let i = 0; i < n; i++) {
       hashes[i]!.copy(h, i * 32, 0, 32)
       const l = locs[i]!
@@ -524,19 +543,44 @@ export class ChunkStore {
       at[4 * i + 1] = l.off
       at[4 * i + 2] = l.size
       at[4 * i + 3] = l.crc
+    }
+    return this.recordMany(h, at, pins)
+  }
+
+  /**
+   * record() for chunks given as arrays: hashes (32 bytes each) and pack, offset, size, CRC32C a
+   * chunk. A chunk the store holds already keeps its entry (not fresh), pinned where asked; a new
+   * one is pinned where asked or where a pinned image holds it. Returns 1 a chunk that was new.
+   */
+  recordMany(h: Buffer, at: Float64Array, pins: boolean | boolean[]): { fresh: Uint8Array; bytes: number } {
+    const n = h.length / 32
+    const pin = new Uint8Array(n)
+    const ask: number[] = []
+    for (let i = 0; i < n; i++)
       if (typeof pins === 'boolean' ? pins : pins[i]!) pin[i] = 1
       else ask.push(i)
+    if (ask.length > 0) {
+      // those a pinned image holds (asking for all of them costs one statement all the same)
+      const rows: HashRows = { h, v: `[${new Array<number>(n).fill(0).join(',')}]` }
+      for (const i of this.refs.pinnedBy.all(rows) as number[]) pin[i] = 1
     }
-    if (ask.length > 0) for (const k of this.refs.pinnedBy.all(hashRows(hashes, ask)) as number[]) pin[ask[k]!] = 1
     const fresh = native().ixRecord(this.ix, h, at, pin, Date.now())
     let bytes = 0
-    for (let i = 0; i < n; i++) if (fresh[i] === 1) bytes += locs[i]!.size
+    for (let i = 0; i < n; i++) if (fresh[i] === 1) bytes += at[4 * i + 2]!
     this.size += bytes
     if (this.size > this.opts.capacityBytes) this.evict()
     // subscribers are told in hex; nobody listens to an import's store
     if (this.listeners.size > 0) {
       const stored: StoredChunk[] = []
-      for (let i = 0; i < n; i++) if (fresh[i] === 1) stored.push({ hash: hashes[i]!.toString('hex'), ...locs[i]! })
+      for (let i = 0; i < n; i++)
+        if (fresh[i] === 1)
+          stored.push({
+            hash: h.toString('hex', i * 32, i * 32 + 32),
+            pack: at[4 * i]!,
+            off: at[4 * i + 1]!,
+            size: at[4 * i + 2]!,
+            crc: at[4 * i + 3]!
+          })
       this.emit('stored', stored)
     }
     return { fresh, bytes }

@@ -46,6 +46,15 @@ export function validateName(name: string): string {
   return name
 }
 
+export interface AddOptions {
+  pinned: boolean
+  replace: boolean
+  source?: string
+  origin?: string
+  /** the image's chunks are in the store pinned already (an import pinned them on the way in) */
+  entriesPinned?: boolean
+}
+
 /** What the catalog changes in the chunk store: which entries are pinned. */
 export interface EntryPins {
   pinMany(hashes: Buffer[] | Buffer): void
@@ -55,13 +64,7 @@ export interface EntryPins {
 export class Catalog {
   private readonly q: Record<string, Statement>
   private readonly bulk: Record<'refUp', Statement>
-  private readonly addTx: Transaction<
-    (
-      name: string,
-      m: Manifest,
-      opts: { pinned: boolean; replace: boolean; source?: string; origin?: string }
-    ) => Buffer[]
-  >
+  private readonly addTx: Transaction<(name: string, m: Manifest, opts: AddOptions) => Buffer[]>
   private readonly manifestCache = new Map<string, Manifest>()
   /** changes to the images made through this connection (data_version counts only other connections') */
   private writes = 0
@@ -73,10 +76,7 @@ export class Catalog {
     readonly db: Db,
     private readonly entries: EntryPins
   ) {
-    this.addTx = db.transaction(
-      (name: string, m: Manifest, opts: { pinned: boolean; replace: boolean; source?: string; origin?: string }) =>
-        this.writeImage(name, m, opts)
-    )
+    this.addTx = db.transaction((name: string, m: Manifest, opts: AddOptions) => this.writeImage(name, m, opts))
     this.bulk = {
       // v: the chunk's size; one more image refers to each
       refUp: db.prepare(`INSERT INTO chunks (hash, size, refs, pins) SELECT r.hash, r.v, 1, @pin FROM ${HASH_ROWS} r
@@ -162,11 +162,7 @@ export class Catalog {
    * Records an image (in one transaction). With replace, an existing image of that name is
    * removed first; returns the hashes that became unreferenced and unpinned by that.
    */
-  addImage(
-    name: string,
-    m: Manifest,
-    opts: { pinned: boolean; replace: boolean; source?: string; origin?: string }
-  ): { collectable: Buffer[] } {
+  addImage(name: string, m: Manifest, opts: AddOptions): { collectable: Buffer[] } {
     validateName(name)
     const collectable = this.committed(() => this.addTx.immediate(name, m, opts))
     this.writes++
@@ -175,11 +171,7 @@ export class Catalog {
   }
 
   /** addImage's transaction (made once: see src/index/bulk.ts). */
-  private writeImage(
-    name: string,
-    m: Manifest,
-    opts: { pinned: boolean; replace: boolean; source?: string; origin?: string }
-  ): Buffer[] {
+  private writeImage(name: string, m: Manifest, opts: AddOptions): Buffer[] {
     const digest = m.digest()
     let collectable: Buffer[] = []
     if (this.getImage(name)) {
@@ -217,8 +209,7 @@ export class Catalog {
     if (sizes.length > 0) {
       const rows: HashRows = { h: h.subarray(0, sizes.length * 32), v: `[${sizes.join(',')}]` }
       this.bulk.refUp.run({ ...rows, pin })
-      // an import's new chunks were recorded pinned: only the flags that change are written
-      if (pin) this.entries.pinMany(rows.h)
+      if (pin && opts.entriesPinned !== true) this.entries.pinMany(rows.h)
     }
     if (collectable.length > 0) {
       const still = new HashSet()

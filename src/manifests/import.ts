@@ -3,12 +3,12 @@
 import fsp from 'node:fs/promises'
 import { VmifsError } from '../errors.js'
 import type { DataDir } from '../datadir.js'
-import type { ChunkLocation, ChunkStore } from '../cache/chunk-store.js'
+import type { ChunkStore } from '../cache/chunk-store.js'
 import { validateName } from '../index/catalog.js'
 import { readAt, readPieces } from '../util/files.js'
 import { type Chunking, DEFAULT_CHUNKING, ZERO_BLOCK, validateChunking } from './chunking.js'
 import { type FileLayout, type FsFound, findFileLayout } from './fs-layout.js'
-import { CHUNK_FRESH, CHUNK_ZERO, type ChunkRun, chunkData, createChunker } from './chunker.js'
+import { CHUNK_FRESH, CHUNK_ZERO, type ChunkRun, createChunker } from './chunker.js'
 import { type Manifest, ManifestBuilder } from './manifest.js'
 
 export interface ImportOptions {
@@ -134,20 +134,19 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
 
   try {
     const got = await readPieces(fh, size, READ_SIZE, buf => {
-      w.take(chunker.push(buf), buf)
-      w.flush() // the batch holds views of buf, which is read into again
+      w.take(chunker.push(buf), buf) // all of buf's new chunks are written before it is read into again
       done += buf.length
       opts.onProgress?.(done, size)
     })
     if (got < size) throw new VmifsError('INPUT_CHANGED', `${file} shrank while it was imported`, { file })
     w.take(chunker.finish(), Buffer.alloc(0))
-    w.flush(true)
+    w.record()
     const st = await fh.stat()
     if (st.size !== size || st.mtimeMs !== mtimeMs)
       throw new VmifsError('INPUT_CHANGED', `${file} changed while it was imported`, { file })
   } catch (err) {
     try {
-      w.flush(true)
+      w.record()
     } catch {
       // the original error is the one to report; chunks appended but not recorded are bytes no entry points to
     }
@@ -160,6 +159,7 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
   dd.store.sync()
   const { collectable } = dd.catalog.addImage(opts.name, manifest, {
     pinned: pin,
+    entriesPinned: pin,
     replace: opts.replace ?? false,
     source: file
   })
@@ -184,11 +184,12 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
 }
 
 /**
- * The import's chunks on their way into the manifest and the store. They are gathered in
- * batches: the cache is asked which of them it holds in one read transaction, the new ones are
- * appended to this process's pack (one write), and those already held are pinned, so that
- * eviction cannot take them before the image row exists. The new ones are recorded (and pinned)
- * in transactions of RECORD_BYTES: until then nothing reads them, and a crash cuts them back.
+ * The import's chunks on their way into the manifest and the store. The chunks new to the image
+ * (the pass tells them apart) go in batches: the cache is asked which of them it holds in one
+ * read transaction, the rest are appended to this process's pack (one write), and those already
+ * held are pinned, so that eviction cannot take them before the image row exists. The new ones
+ * are recorded (and pinned) in transactions of RECORD_BYTES: until then nothing reads them, and a
+ * crash cuts them back. Chunks travel as indexes into the pass's arrays, not as objects.
  * A class, not closures of importImage: its methods are compiled once for every import.
  */
 class ChunkWriter {
@@ -196,11 +197,10 @@ class ChunkWriter {
   zeroBytes = 0
   newChunks = 0
   newBytes = 0
-  private batch: Array<{ hash: Buffer; data: Buffer; crc: number }> = []
-  private batchBytes = 0
-  // appended (their bytes written) and not recorded yet
-  private appended: Array<{ hash: Buffer }> = []
-  private appendedAt: ChunkLocation[] = []
+  // appended (their bytes written) and not recorded yet: hashes, and pack, offset, size, CRC a chunk
+  private hashes = Buffer.allocUnsafe(RECORD_BATCH * 32)
+  private locs = new Float64Array(RECORD_BATCH * 4)
+  private appended = 0
   private appendedBytes = 0
 
   constructor(
@@ -209,55 +209,73 @@ class ChunkWriter {
     private readonly pin: boolean
   ) {}
 
-  /** The chunker's chunks, in order: each into the manifest, the new ones into the batch. */
+  /** The chunker's run, in order: each chunk into the manifest, the new ones into the store. */
   take(run: ChunkRun, piece: Buffer): void {
     this.builder.addRun(run)
+    const fresh = new Uint32Array(run.n)
+    let n = 0
     for (let i = 0; i < run.n; i++) {
       const f = run.flags[i]!
-      if ((f & CHUNK_ZERO) !== 0) {
-        this.zeroBytes += run.lengths[i]!
-        continue
+      if ((f & CHUNK_ZERO) !== 0) this.zeroBytes += run.lengths[i]!
+      else {
+        this.dataChunks++
+        if ((f & CHUNK_FRESH) !== 0) fresh[n++] = i
       }
-      this.dataChunks++
-      if ((f & CHUNK_FRESH) === 0) continue
-      const hash = run.hashes.subarray(i * 32, i * 32 + 32)
-      this.batch.push({ hash, data: chunkData(run, i, piece), crc: run.crcs[i]! })
-      this.batchBytes += run.lengths[i]!
-      if (this.batch.length >= BATCH || this.batchBytes >= BATCH_BYTES) this.flush()
+    }
+    for (let a = 0; a < n;) {
+      let b = a
+      let bytes = 0
+      while (b < n && b - a < BATCH && bytes < BATCH_BYTES) bytes += run.lengths[fresh[b++]!]!
+      this.write(run, piece, fresh.subarray(a, b))
+      a = b
     }
   }
 
-  /** Writes the batch; records what was appended once there is enough of it, or with `all`. */
-  flush(all = false): void {
-    const { batch, store } = this
-    if (batch.length > 0) {
-      const hashes = new Array<Buffer>(batch.length)
-      for (let i = 0; i < batch.length; i++) hashes[i] = batch[i]!.hash
-      const holds = store.holds(hashes)
-      const fresh: typeof batch = []
-      const held: Buffer[] = []
-      for (let i = 0; i < batch.length; i++)
-        if (holds[i]) held.push(hashes[i]!)
-        else fresh.push(batch[i]!)
-      const locs = store.append(fresh, { bulk: true })
-      for (let i = 0; i < fresh.length; i++) {
-        this.appended.push({ hash: fresh[i]!.hash }) // not the bytes: they are written
-        this.appendedAt.push(locs[i]!)
-        this.appendedBytes += locs[i]!.size
+  /** One batch: those the store holds are pinned, the rest appended; records once there is enough. */
+  private write(run: ChunkRun, piece: Buffer, idx: Uint32Array): void {
+    const { store } = this
+    const h = Buffer.allocUnsafe(idx.length * 32)
+    for (let k = 0; k < idx.length; k++) run.hashes.copy(h, k * 32, idx[k]! * 32, idx[k]! * 32 + 32)
+    const holds = store.holdsMany(h)
+    const add = new Uint32Array(idx.length)
+    const held: number[] = []
+    let m = 0
+    for (let k = 0; k < idx.length; k++)
+      if (holds[k] === 1) held.push(k)
+      else add[m++] = k
+    if (m > 0) {
+      const pick = new Uint32Array(m)
+      for (let j = 0; j < m; j++) pick[j] = idx[add[j]!]!
+      const { pack, places } = store.appendRun(run, piece, pick)
+      if (this.appended + m > this.locs.length / 4) this.record()
+      for (let j = 0; j < m; j++) {
+        const at = this.appended++
+        h.copy(this.hashes, at * 32, add[j]! * 32, add[j]! * 32 + 32)
+        const size = run.lengths[pick[j]!]!
+        this.locs[4 * at] = pack
+        this.locs[4 * at + 1] = places[2 * j]!
+        this.locs[4 * at + 2] = size
+        this.locs[4 * at + 3] = places[2 * j + 1]!
+        this.appendedBytes += size
       }
-      // those held are pinned at once: eviction must not take them before the image row exists
-      if (this.pin && held.length > 0) store.pinMany(held)
-      this.batch = []
-      this.batchBytes = 0
     }
-    const { appended } = this
-    if (appended.length > 0 && (all || appended.length >= RECORD_BATCH || this.appendedBytes >= RECORD_BYTES)) {
-      const r = store.record(appended, this.appendedAt, this.pin)
-      this.newChunks += r.chunks
-      this.newBytes += r.bytes
-      this.appended = []
-      this.appendedAt = []
-      this.appendedBytes = 0
+    // those held are pinned at once: eviction must not take them before the image row exists
+    if (this.pin && held.length > 0) {
+      const ph = Buffer.allocUnsafe(held.length * 32)
+      for (let j = 0; j < held.length; j++) h.copy(ph, j * 32, held[j]! * 32, held[j]! * 32 + 32)
+      store.pinMany(ph)
     }
+    if (this.appended >= RECORD_BATCH || this.appendedBytes >= RECORD_BYTES) this.record()
+  }
+
+  /** Records what was appended (all of it: the import ends, or fails). */
+  record(): void {
+    if (this.appended === 0) return
+    const n = this.appended
+    const r = this.store.recordMany(this.hashes.subarray(0, n * 32), this.locs.subarray(0, n * 4), this.pin)
+    for (let i = 0; i < n; i++) if (r.fresh[i] === 1) this.newChunks++
+    this.newBytes += r.bytes
+    this.appended = 0
+    this.appendedBytes = 0
   }
 }

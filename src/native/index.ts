@@ -90,6 +90,18 @@ export interface NativeAddon {
    * caller took them (else they are taken here)
    */
   packAppend(w: PackWriter, chunks: Buffer[], direct: boolean, crcs?: Uint32Array): Float64Array
+  /** packAppend for chunks idx[k] of a chunker's run: in piece, or in spill where flags has CHUNK_SPILLED */
+  packAppendRun(
+    w: PackWriter,
+    piece: Buffer,
+    spill: Buffer | undefined,
+    offs: Float64Array,
+    lens: Float64Array,
+    flags: Uint8Array,
+    idx: Uint32Array,
+    direct: boolean,
+    crcs: Uint32Array
+  ): Float64Array
   /** `size` bytes (rounded up to 4 KiB) of 2 MiB-aligned memory, in huge pages where the kernel gives them */
   alignedBuffer(size: number): Buffer
   packSync(w: PackWriter): void
