@@ -11,6 +11,9 @@
 //   packs    id u32 big-endian -> size u64 (end of the last recorded chunk), live u32 (entries),
 //            writer's tag length u32, the tag ("pid:starttime", none once sealed)
 //   meta     "totals" -> bytes u64, count u64, pinned bytes u64; "next_pack" -> u32
+//   refs     hash[32] -> size u32, refs u32, pins u32: how many local images refer to a chunk, and
+//            how many of those are pinned (the catalog's: src/index/catalog.ts). An entry is pinned
+//            exactly when its chunk's pins > 0: both change in the same transaction.
 // Calls take many chunks at once (hashes: 32 bytes each, concatenated) and make one transaction.
 #define _GNU_SOURCE
 #include "napi_check.h"
@@ -30,7 +33,7 @@ enum { PINNED = 1, NO_CRC = 2, VAL = 32, LRU_KEY = 40, REC = 56, TAG_MAX = 256 }
  * references; the last to close closes it. */
 typedef struct shared_env {
   MDB_env *env;
-  MDB_dbi entries, lru, packs, meta;
+  MDB_dbi entries, lru, packs, meta, counts;
   dev_t dev;
   ino_t ino;
   int refs;
@@ -186,6 +189,50 @@ static int pack_add(MDB_txn *txn, ix_t *ix, uint32_t id, int64_t live, uint64_t 
   return put_pack(txn, ix, id, &p);
 }
 
+/* The chunk's refs row: size, refs, pins (all 0 when there is none). */
+typedef struct {
+  uint32_t size, refs, pins;
+} refs_row;
+
+static int get_refs(MDB_txn *txn, ix_t *ix, const uint8_t *hash, refs_row *r) {
+  MDB_val k = {32, (void *)hash}, v;
+  int rc = mdb_get(txn, ix->counts, &k, &v);
+  memset(r, 0, sizeof *r);
+  if (rc == MDB_NOTFOUND) return 0;
+  if (rc) return rc;
+  if (v.mv_size >= 12) memcpy(r, v.mv_data, 12);
+  return 0;
+}
+
+/* Sets an entry's pinned flag (and its place in the LRU order, and the totals); none: nothing. */
+static int set_entry_pinned(MDB_txn *txn, ix_t *ix, const uint8_t *hash, int pin, totals *tot, int *changed) {
+  MDB_val key = {32, (void *)hash}, v;
+  int rc = mdb_get(txn, ix->entries, &key, &v);
+  if (rc == MDB_NOTFOUND) return 0;
+  if (rc) return rc;
+  entry e;
+  get_entry(&v, &e);
+  if (!!(e.flags & PINNED) == !!pin) return 0;
+  uint8_t lk[LRU_KEY], vb[VAL];
+  lru_key(lk, e.atime, hash);
+  MDB_val lkey = {LRU_KEY, lk}, empty = {0, ""};
+  if (pin) {
+    rc = mdb_del(txn, ix->lru, &lkey, NULL);
+    if (rc == MDB_NOTFOUND) rc = 0;
+    e.flags |= PINNED;
+    tot->pinned += e.size;
+  } else {
+    rc = mdb_put(txn, ix->lru, &lkey, &empty, 0);
+    e.flags &= ~(uint32_t)PINNED;
+    tot->pinned -= e.size < tot->pinned ? e.size : tot->pinned;
+  }
+  put_entry(vb, &e);
+  MDB_val nv = {VAL, vb};
+  if (!rc) rc = mdb_put(txn, ix->entries, &key, &nv, 0);
+  if (!rc && changed) (*changed)++;
+  return rc;
+}
+
 static void ix_finalize(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
@@ -245,7 +292,7 @@ static uint32_t *sorted(const uint8_t *hashes, size_t n) {
 static int open_env(const char *path, ix_t *ix) {
   MDB_txn *txn = NULL;
   int rc = mdb_env_create(&ix->env);
-  if (!rc) rc = mdb_env_set_maxdbs(ix->env, 4);
+  if (!rc) rc = mdb_env_set_maxdbs(ix->env, 5);
   /* address space only: the file grows with what is written */
   if (!rc) rc = mdb_env_set_mapsize(ix->env, (size_t)256 << 30);
   if (!rc) rc = mdb_env_set_maxreaders(ix->env, 512);
@@ -262,6 +309,7 @@ static int open_env(const char *path, ix_t *ix) {
   if (!rc) rc = mdb_dbi_open(txn, "lru", MDB_CREATE, &ix->lru);
   if (!rc) rc = mdb_dbi_open(txn, "packs", MDB_CREATE, &ix->packs);
   if (!rc) rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &ix->meta);
+  if (!rc) rc = mdb_dbi_open(txn, "refs", MDB_CREATE, &ix->counts);
   if (!rc)
     rc = mdb_txn_commit(txn);
   else if (txn)
@@ -461,12 +509,20 @@ static napi_value IxRecord(napi_env env, napi_callback_info info) {
     uint32_t i = idx[k];
     const uint8_t *hash = h + 32 * (size_t)i;
     MDB_val key = {32, (void *)hash};
+    /* a chunk a pinned image holds is pinned however it comes in */
+    int pin = pins[i];
+    if (!pin) {
+      refs_row r;
+      rc = get_refs(txn, ix, hash, &r);
+      if (rc) break;
+      pin = r.pins > 0;
+    }
     entry e = {.pack = (uint32_t)locs[4 * i],
                .off = (uint64_t)locs[4 * i + 1],
                .size = (uint32_t)locs[4 * i + 2],
                .crc = (uint32_t)locs[4 * i + 3],
                .atime = now,
-               .flags = pins[i] ? PINNED : 0};
+               .flags = pin ? PINNED : 0};
     uint8_t vb[VAL];
     put_entry(vb, &e);
     MDB_val nv = {VAL, vb};
@@ -474,7 +530,7 @@ static napi_value IxRecord(napi_env env, napi_callback_info info) {
     rc = mdb_put(txn, ix->entries, &key, &nv, MDB_NOOVERWRITE);
     if (rc == MDB_KEYEXIST) {
       rc = 0;
-      if (!pins[i]) continue;
+      if (!pin) continue;
       entry old;
       get_entry(&nv, &old);
       if (old.flags & PINNED) continue;
@@ -490,7 +546,7 @@ static napi_value IxRecord(napi_env env, napi_callback_info info) {
       tot.pinned += old.size;
       continue;
     }
-    if (!rc && !pins[i]) {
+    if (!rc && !pin) {
       uint8_t lk[LRU_KEY];
       lru_key(lk, now, hash);
       MDB_val lkey = {LRU_KEY, lk}, empty = {0, ""};
@@ -500,7 +556,7 @@ static napi_value IxRecord(napi_env env, napi_callback_info info) {
     fresh[i] = 1;
     tot.bytes += e.size;
     tot.count++;
-    if (pins[i]) tot.pinned += e.size;
+    if (pin) tot.pinned += e.size;
     int g = 0;
     while (g < ng && gid[g] != e.pack)
       g++;
@@ -743,18 +799,22 @@ static napi_value IxSetPinned(napi_env env, napi_callback_info info) {
 }
 
 /**
- * ixLru(ix, after, limit) -> Buffer: the unpinned entries least recently used first, after the one
- * `after` names (a record of an earlier call, or undefined to start): 56-byte records as
- * ixLocate's, atime (f64) in bytes 48..56 instead of crc and flags
+ * ixLru(ix, after, limit, unreferenced) -> [records, next]: the unpinned entries least recently used
+ * first, after the place `after` names (a `next` of an earlier call, or undefined to start), at most
+ * limit; with unreferenced, only those no local image refers to. Records are 56 bytes as
+ * ixLocate's, atime (f64) in bytes 48..56 instead of crc and flags; next is where the walk stopped
+ * (undefined at the end).
  */
 static napi_value IxLru(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   ix_t *ix = get_ix(env, argv[0]);
   if (!ix) return NULL;
   uint32_t limit;
   CHECK(napi_get_value_uint32(env, argv[2], &limit));
+  bool unref = false;
+  if (argc >= 4) CHECK(napi_get_value_bool(env, argv[3], &unref));
   napi_valuetype at;
   CHECK(napi_typeof(env, argv[1], &at));
   uint8_t start[LRU_KEY];
@@ -763,13 +823,11 @@ static napi_value IxLru(napi_env env, napi_callback_info info) {
     uint8_t *a;
     size_t alen;
     CHECK(napi_get_buffer_info(env, argv[1], (void **)&a, &alen));
-    if (alen < REC) {
-      napi_throw_range_error(env, "VMIFS_NATIVE", "ixLru: after is a record");
+    if (alen != LRU_KEY) {
+      napi_throw_range_error(env, "VMIFS_NATIVE", "ixLru: after is a place of an earlier call");
       return NULL;
     }
-    double t;
-    memcpy(&t, a + 48, 8);
-    lru_key(start, t, a);
+    memcpy(start, a, LRU_KEY);
     has_start = 1;
   }
   uint8_t *tmp = malloc(((size_t)limit + 1) * REC);
@@ -791,10 +849,21 @@ static napi_value IxLru(napi_env env, napi_callback_info info) {
       rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
     }
   }
-  while (!rc && got < limit) {
+  uint8_t last[LRU_KEY];
+  int walked = 0, ended = 0;
+  /* a page walks at most 16 times the limit when most are referenced: the caller goes on from next */
+  for (size_t seen = 0; !rc && got < limit && seen < 16 * (size_t)limit + 16; seen++) {
     const uint8_t *hash = (const uint8_t *)k.mv_data + 8;
+    memcpy(last, k.mv_data, LRU_KEY);
+    walked = 1;
     MDB_val ek = {32, (void *)hash}, ev;
-    rc = mdb_get(txn, ix->entries, &ek, &ev);
+    refs_row rr = {0, 0, 0};
+    if (unref) rc = get_refs(txn, ix, hash, &rr);
+    if (!rc && rr.refs > 0) {
+      rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+      continue;
+    }
+    if (!rc) rc = mdb_get(txn, ix->entries, &ek, &ev);
     if (!rc) {
       entry e;
       get_entry(&ev, &e);
@@ -810,6 +879,7 @@ static napi_value IxLru(napi_env env, napi_callback_info info) {
     }
     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
   }
+  if (rc == MDB_NOTFOUND) ended = 1;
   if (cur) mdb_cursor_close(cur);
   if (txn) mdb_txn_abort(txn);
   if (rc && rc != MDB_NOTFOUND) {
@@ -817,9 +887,21 @@ static napi_value IxLru(napi_env env, napi_callback_info info) {
     return throw_mdb(env, "lru", rc);
   }
   uint8_t *o;
-  napi_value out = new_buffer(env, got * REC, &o);
-  if (out && got) memcpy(o, tmp, got * REC);
+  napi_value out, records = new_buffer(env, got * REC, &o), next;
+  if (records && got) memcpy(o, tmp, got * REC);
   free(tmp);
+  if (!records) return NULL;
+  if (ended || !walked) {
+    CHECK(napi_get_undefined(env, &next));
+  } else {
+    uint8_t *nb;
+    next = new_buffer(env, LRU_KEY, &nb);
+    if (!next) return NULL;
+    memcpy(nb, last, LRU_KEY);
+  }
+  CHECK(napi_create_array_with_length(env, 2, &out));
+  CHECK(napi_set_element(env, out, 0, records));
+  CHECK(napi_set_element(env, out, 1, next));
   return out;
 }
 
@@ -1253,6 +1335,241 @@ static napi_value IxPacks(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/**
+ * ixRefs(ix, hashes, sizes, dRefs, dPins, entries) -> Uint8Array: the catalog's counts of distinct
+ * chunks change (an image added, removed, pinned or unpinned); sizes (Float64Array) where the rows
+ * may be new. Returns a flag a chunk: 1 no image refers to it any more (its row is gone), 2 no
+ * pinned image holds it any more. Entries are pinned and unpinned with their counts, in this
+ * transaction (entries false: the caller's entries are pinned already, an import's).
+ */
+static napi_value IxRefs(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ix_t *ix = get_ix(env, argv[0]);
+  uint8_t *h;
+  size_t n;
+  if (!ix || !get_hashes(env, argv[1], &h, &n)) return NULL;
+  napi_valuetype st;
+  CHECK(napi_typeof(env, argv[2], &st));
+  const double *sizes = NULL;
+  if (st != napi_undefined) {
+    napi_typedarray_type tt;
+    size_t ns;
+    void *sp;
+    CHECK(napi_get_typedarray_info(env, argv[2], &tt, &ns, &sp, NULL, NULL));
+    if (tt != napi_float64_array || ns != n) {
+      napi_throw_range_error(env, "VMIFS_NATIVE", "ixRefs: a size a chunk");
+      return NULL;
+    }
+    sizes = sp;
+  }
+  int32_t dr, dp;
+  CHECK(napi_get_value_int32(env, argv[3], &dr));
+  CHECK(napi_get_value_int32(env, argv[4], &dp));
+  bool entries = true;
+  if (argc >= 6) {
+    napi_valuetype et;
+    CHECK(napi_typeof(env, argv[5], &et));
+    if (et == napi_boolean) CHECK(napi_get_value_bool(env, argv[5], &entries));
+  }
+  uint8_t *flags;
+  napi_value out = new_u8(env, n, &flags);
+  if (!out) return NULL;
+  uint32_t *idx = sorted(h, n);
+  if (!idx) return throw_errno(env, "ixRefs", ENOMEM);
+  MDB_txn *txn = NULL;
+  totals tot;
+  int rc = mdb_txn_begin(ix->env, NULL, 0, &txn);
+  if (!rc) rc = read_totals(txn, ix, &tot);
+  for (size_t k = 0; !rc && k < n; k++) {
+    uint32_t i = idx[k];
+    const uint8_t *hash = h + 32 * (size_t)i;
+    refs_row r;
+    rc = get_refs(txn, ix, hash, &r);
+    if (rc) break;
+    uint32_t pins0 = r.pins;
+    int64_t refs = (int64_t)r.refs + dr, pins = (int64_t)r.pins + dp;
+    r.refs = refs > 0 ? (uint32_t)refs : 0;
+    r.pins = pins > 0 ? (uint32_t)pins : 0;
+    if (r.pins > r.refs) r.pins = r.refs;
+    if (sizes) r.size = (uint32_t)sizes[i];
+    MDB_val key = {32, (void *)hash};
+    if (r.refs == 0) {
+      rc = mdb_del(txn, ix->counts, &key, NULL);
+      if (rc == MDB_NOTFOUND) rc = 0;
+      flags[i] |= 1;
+    } else {
+      MDB_val v = {12, &r};
+      rc = mdb_put(txn, ix->counts, &key, &v, 0);
+    }
+    if (!rc && entries && pins0 == 0 && r.pins > 0) rc = set_entry_pinned(txn, ix, hash, 1, &tot, NULL);
+    if (!rc && pins0 > 0 && r.pins == 0) {
+      flags[i] |= 2;
+      if (entries) rc = set_entry_pinned(txn, ix, hash, 0, &tot, NULL);
+    }
+  }
+  free(idx);
+  if (!rc) rc = write_totals(txn, ix, &tot);
+  if (rc) MDB(rc, "refs");
+  MDB(mdb_txn_commit(txn), "commit");
+  return out;
+}
+
+/** ixRefsGet(ix, hashes) -> Float64Array: size, refs, pins a chunk (0, 0, 0 where no image refers to it) */
+static napi_value IxRefsGet(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], ab, out;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ix_t *ix = get_ix(env, argv[0]);
+  uint8_t *h;
+  size_t n;
+  if (!ix || !get_hashes(env, argv[1], &h, &n)) return NULL;
+  double *o;
+  CHECK(napi_create_arraybuffer(env, n * 24, (void **)&o, &ab));
+  CHECK(napi_create_typedarray(env, napi_float64_array, 3 * n, ab, 0, &out));
+  MDB_txn *txn = NULL;
+  MDB(mdb_txn_begin(ix->env, NULL, MDB_RDONLY, &txn), "begin");
+  for (size_t i = 0; i < n; i++) {
+    refs_row r;
+    MDB(get_refs(txn, ix, h + 32 * i, &r), "refs");
+    o[3 * i] = r.size;
+    o[3 * i + 1] = r.refs;
+    o[3 * i + 2] = r.pins;
+  }
+  mdb_txn_abort(txn);
+  return out;
+}
+
+/**
+ * ixRefsRebuild(ix, hashes, sizes, pins) -> number of rows: the counts made again from the images
+ * (fsck): each image's distinct chunks one after the other, pins[i] 1 where that image is pinned.
+ * What a crash between the catalog's two transactions left counted too high is put right.
+ */
+static napi_value IxRefsRebuild(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4], out;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ix_t *ix = get_ix(env, argv[0]);
+  uint8_t *h;
+  size_t n;
+  if (!ix || !get_hashes(env, argv[1], &h, &n)) return NULL;
+  napi_typedarray_type t1, t2;
+  size_t n1, n2;
+  void *sp, *pp;
+  CHECK(napi_get_typedarray_info(env, argv[2], &t1, &n1, &sp, NULL, NULL));
+  CHECK(napi_get_typedarray_info(env, argv[3], &t2, &n2, &pp, NULL, NULL));
+  if (t1 != napi_float64_array || t2 != napi_uint8_array || n1 != n || n2 != n) {
+    napi_throw_range_error(env, "VMIFS_NATIVE", "ixRefsRebuild: a size and a pin flag a chunk");
+    return NULL;
+  }
+  const double *sizes = sp;
+  const uint8_t *pins = pp;
+  uint32_t *idx = sorted(h, n);
+  if (!idx) return throw_errno(env, "ixRefsRebuild", ENOMEM);
+  MDB_txn *txn = NULL;
+  uint32_t rows = 0;
+  int rc = mdb_txn_begin(ix->env, NULL, 0, &txn);
+  if (!rc) rc = mdb_drop(txn, ix->counts, 0);
+  for (size_t k = 0; !rc && k < n;) {
+    /* the same chunk from several images: one row */
+    size_t j = k;
+    refs_row r = {(uint32_t)sizes[idx[k]], 0, 0};
+    while (j < n && memcmp(h + 32 * (size_t)idx[j], h + 32 * (size_t)idx[k], 32) == 0) {
+      r.refs++;
+      r.pins += pins[idx[j]] ? 1 : 0;
+      j++;
+    }
+    MDB_val key = {32, h + 32 * (size_t)idx[k]}, v = {12, &r};
+    rc = mdb_put(txn, ix->counts, &key, &v, 0);
+    rows++;
+    k = j;
+  }
+  free(idx);
+  if (rc) MDB(rc, "rebuild refs");
+  MDB(mdb_txn_commit(txn), "commit");
+  CHECK(napi_create_uint32(env, rows, &out));
+  return out;
+}
+
+/** ixReconcilePins(ix) -> number: every entry pinned exactly when a pinned image holds its chunk */
+static napi_value IxReconcilePins(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ix_t *ix = get_ix(env, argv[0]);
+  if (!ix) return NULL;
+  MDB_txn *txn = NULL;
+  MDB(mdb_txn_begin(ix->env, NULL, 0, &txn), "begin");
+  totals tot;
+  MDB(read_totals(txn, ix, &tot), "totals");
+  /* the hashes first: the walk must not run over entries it is changing */
+  struct {
+    uint8_t *p;
+    size_t len, cap;
+  } todo = {0};
+  MDB_cursor *cur;
+  MDB(mdb_cursor_open(txn, ix->entries, &cur), "cursor");
+  MDB_val k, v;
+  int rc;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    entry e;
+    get_entry(&v, &e);
+    refs_row r;
+    rc = get_refs(txn, ix, k.mv_data, &r);
+    if (rc) break;
+    if (!!(e.flags & PINNED) == (r.pins > 0)) continue;
+    if (todo.len + 33 > todo.cap) {
+      size_t cap = todo.cap ? 2 * todo.cap : 33 * 1024;
+      uint8_t *q = realloc(todo.p, cap);
+      if (!q) {
+        rc = ENOMEM;
+        break;
+      }
+      todo.p = q;
+      todo.cap = cap;
+    }
+    memcpy(todo.p + todo.len, k.mv_data, 32);
+    todo.p[todo.len + 32] = r.pins > 0;
+    todo.len += 33;
+  }
+  mdb_cursor_close(cur);
+  if (rc == MDB_NOTFOUND) rc = 0;
+  int changed = 0;
+  for (size_t at = 0; !rc && at < todo.len; at += 33)
+    rc = set_entry_pinned(txn, ix, todo.p + at, todo.p[at + 32], &tot, &changed);
+  free(todo.p);
+  if (!rc) rc = write_totals(txn, ix, &tot);
+  if (rc) MDB(rc, "reconcile pins");
+  MDB(mdb_txn_commit(txn), "commit");
+  CHECK(napi_create_uint32(env, (uint32_t)changed, &out));
+  return out;
+}
+
+/** ixLoadRefs(ix, records): rows as they are elsewhere (44 bytes: hash, size u32, refs u32, pins u32), written over */
+static napi_value IxLoadRefs(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ix_t *ix = get_ix(env, argv[0]);
+  if (!ix) return NULL;
+  uint8_t *r;
+  size_t len;
+  CHECK(napi_get_buffer_info(env, argv[1], (void **)&r, &len));
+  if (len % 44) {
+    napi_throw_range_error(env, "VMIFS_NATIVE", "ixLoadRefs: 44-byte records");
+    return NULL;
+  }
+  MDB_txn *txn = NULL;
+  MDB(mdb_txn_begin(ix->env, NULL, 0, &txn), "begin");
+  for (size_t at = 0; at < len; at += 44) {
+    MDB_val k = {32, r + at}, v = {12, r + at + 32};
+    MDB(mdb_put(txn, ix->counts, &k, &v, 0), "load refs");
+  }
+  MDB(mdb_txn_commit(txn), "commit");
+  return NULL;
+}
+
 void vmifs_index_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"ixOpen", NULL, IxOpen, NULL, NULL, NULL, napi_default, NULL},
@@ -1272,6 +1589,11 @@ void vmifs_index_register(napi_env env, napi_value exports) {
       {"ixPackNew", NULL, IxPackNew, NULL, NULL, NULL, napi_default, NULL},
       {"ixPackSet", NULL, IxPackSet, NULL, NULL, NULL, napi_default, NULL},
       {"ixPacks", NULL, IxPacks, NULL, NULL, NULL, napi_default, NULL},
+      {"ixRefs", NULL, IxRefs, NULL, NULL, NULL, napi_default, NULL},
+      {"ixRefsGet", NULL, IxRefsGet, NULL, NULL, NULL, napi_default, NULL},
+      {"ixRefsRebuild", NULL, IxRefsRebuild, NULL, NULL, NULL, napi_default, NULL},
+      {"ixReconcilePins", NULL, IxReconcilePins, NULL, NULL, NULL, napi_default, NULL},
+      {"ixLoadRefs", NULL, IxLoadRefs, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof *props, props);
 }

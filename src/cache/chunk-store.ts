@@ -23,14 +23,12 @@
 // DATA_DIR_OLD_LAYOUT until `vmifs fsck` converts them (src/cache/fsck.ts). The index of the
 // versions before store.mdb (the SQLite tables cache_entries and packs) is moved into it by the
 // first process that opens the data dir (moveSqliteIndex).
-// Which chunks local images refer to, and how many of those images are pinned, is the catalog's
-// (the SQLite table chunks): eviction takes chunks no image refers to first, and a chunk fetched
-// for any image is pinned when a pinned image holds it.
+// The index also counts, for the catalog, how many local images refer to each chunk and how many
+// of those are pinned: eviction takes chunks no image refers to first, and an entry is pinned
+// exactly when a pinned image holds its chunk (both change in one transaction).
 import fs from 'node:fs'
 import path from 'node:path'
-import type { Statement } from 'better-sqlite3'
 import type { Db } from '../index/db.js'
-import { HASH_ROWS, type HashRows, hashRows } from '../index/bulk.js'
 import { VmifsError } from '../errors.js'
 import { blake3 } from '../util/hash.js'
 import { type PackWriter, native } from '../native/index.js'
@@ -156,8 +154,6 @@ export class ChunkStore {
   private touched: Touched[] = []
   private size = 0
   private readonly ix: unknown
-  /** the catalog's statements the store asks (which chunks images refer to, which pinned images hold) */
-  private readonly refs: Record<'referenced' | 'pinnedBy', Statement>
   private evicting = false
   private writer: Writer | undefined
   /** descriptors of packs read or punched, opened on first use */
@@ -177,12 +173,6 @@ export class ChunkStore {
     private readonly opts: ChunkStoreOptions
   ) {
     this.packDir = path.join(dataDir, 'packs')
-    this.refs = {
-      referenced: db
-        .prepare(`SELECT r.i FROM ${HASH_ROWS} r JOIN chunks c ON c.hash = r.hash WHERE c.refs > 0`)
-        .pluck(),
-      pinnedBy: db.prepare(`SELECT r.i FROM ${HASH_ROWS} r JOIN chunks c ON c.hash = r.hash WHERE c.pins > 0`).pluck()
-    }
     this.ix = native().ixOpen(path.join(dataDir, 'store.mdb'))
   }
 
@@ -238,8 +228,9 @@ export class ChunkStore {
   }
 
   /**
-   * Moves the index of the versions before store.mdb (SQLite's cache_entries and packs) into it,
-   * then drops those tables; the entries without a CRC (migration 5) get theirs first (fillCrcs).
+   * Moves the index of the versions before store.mdb (SQLite's cache_entries, packs and the
+   * catalog's chunks) into it, then drops those tables; the entries without a CRC (migration 5)
+   * get theirs first (fillCrcs).
    * A process killed midway leaves the tables, and the next one moves them again: the moved
    * entries are written over.
    */
@@ -290,7 +281,29 @@ export class ChunkStore {
       if (++n === PAGE) load()
     }
     load()
-    this.db.exec('DROP TABLE IF EXISTS cache_entries; DROP TABLE IF EXISTS packs')
+    // the catalog's counts of the chunks (its table chunks) come along: the index pins by them
+    const refs = this.db.prepare('SELECT hash, size, refs, pins FROM chunks').iterate() as IterableIterator<{
+      hash: Buffer
+      size: number
+      refs: number
+      pins: number
+    }>
+    let rb = Buffer.alloc(PAGE * 44)
+    let k = 0
+    const loadRefs = (): void => {
+      if (k > 0) native().ixLoadRefs(this.ix, rb.subarray(0, k * 44))
+      rb = Buffer.alloc(PAGE * 44)
+      k = 0
+    }
+    for (const r of refs) {
+      r.hash.copy(rb, k * 44, 0, 32)
+      rb.writeUInt32LE(r.size, k * 44 + 32)
+      rb.writeUInt32LE(r.refs, k * 44 + 36)
+      rb.writeUInt32LE(r.pins, k * 44 + 40)
+      if (++k === PAGE) loadRefs()
+    }
+    loadRefs()
+    this.db.exec('DROP TABLE IF EXISTS cache_entries; DROP TABLE IF EXISTS packs; DROP TABLE IF EXISTS chunks')
   }
 
   /**
@@ -550,20 +563,14 @@ export class ChunkStore {
   /**
    * record() for chunks given as arrays: hashes (32 bytes each) and pack, offset, size, CRC32C a
    * chunk. A chunk the store holds already keeps its entry (not fresh), pinned where asked; a new
-   * one is pinned where asked or where a pinned image holds it. Returns 1 a chunk that was new.
+   * one is pinned where asked or where a pinned image holds it (the index's counts say). Returns 1
+   * a chunk that was new.
    */
   recordMany(h: Buffer, at: Float64Array, pins: boolean | boolean[]): { fresh: Uint8Array; bytes: number } {
     const n = h.length / 32
     const pin = new Uint8Array(n)
-    const ask: number[] = []
-    for (let i = 0; i < n; i++)
-      if (typeof pins === 'boolean' ? pins : pins[i]!) pin[i] = 1
-      else ask.push(i)
-    if (ask.length > 0) {
-      // those a pinned image holds (asking for all of them costs one statement all the same)
-      const rows: HashRows = { h, v: `[${new Array<number>(n).fill(0).join(',')}]` }
-      for (const i of this.refs.pinnedBy.all(rows) as number[]) pin[i] = 1
-    }
+    if (typeof pins === 'boolean') pin.fill(pins ? 1 : 0)
+    else for (let i = 0; i < n; i++) pin[i] = pins[i]! ? 1 : 0
     const fresh = native().ixRecord(this.ix, h, at, pin, Date.now())
     let bytes = 0
     for (let i = 0; i < n; i++) if (fresh[i] === 1) bytes += at[4 * i + 2]!
@@ -586,16 +593,13 @@ export class ChunkStore {
     return { fresh, bytes }
   }
 
-  /** Marks existing entries pinned (import does this before its image row exists). */
+  /**
+   * Marks existing entries pinned (an import does this before its image row exists, and counts
+   * them with the image: reconcilePins unpins them if it fails).
+   */
   pinMany(hashes: Buffer[] | Buffer): void {
     const h = Buffer.isBuffer(hashes) ? hashes : Buffer.concat(hashes)
     if (h.length > 0) native().ixSetPinned(this.ix, h, true)
-  }
-
-  /** Marks existing entries unpinned (no pinned image holds them any more: the catalog's call). */
-  unpinMany(hashes: Buffer[] | Buffer): void {
-    const h = Buffer.isBuffer(hashes) ? hashes : Buffer.concat(hashes)
-    if (h.length > 0) native().ixSetPinned(this.ix, h, false)
   }
 
   /**
@@ -809,32 +813,17 @@ export class ChunkStore {
 
   /**
    * The unpinned entries least recently used first, a page at a time; with `unreferenced`, only
-   * those no image refers to (the catalog says which).
+   * those no local image refers to.
    */
   private *lruPages(unreferenced: boolean): Generator<Array<EntryRow & { atime: number }>> {
     let after: Buffer | undefined
-    for (;;) {
-      const page = native().ixLru(this.ix, after, PAGE)
-      const n = page.length / LOCATION_BYTES
-      if (n === 0) return
-      after = Buffer.from(page.subarray((n - 1) * LOCATION_BYTES))
+    do {
+      const [page, next] = native().ixLru(this.ix, after, PAGE, unreferenced)
       const rows: Array<EntryRow & { atime: number }> = []
-      for (let i = 0; i < n; i++) rows.push(recordAt(page, i))
-      if (!unreferenced) {
-        yield rows
-        continue
-      }
-      const referenced = new Set(
-        this.refs.referenced.all(
-          hashRows(
-            rows.map(r => r.hash),
-            undefined
-          )
-        ) as number[]
-      )
-      const out = rows.filter((_, i) => !referenced.has(i))
-      if (out.length > 0) yield out
-    }
+      for (let i = 0; i < page.length / LOCATION_BYTES; i++) rows.push(recordAt(page, i))
+      if (rows.length > 0) yield rows
+      after = next
+    } while (after !== undefined)
   }
 
   /**
@@ -939,34 +928,31 @@ export class ChunkStore {
     }
   }
 
-  /** Re-derives every entry's pinned flag from the catalog's pin counts (after a crash mid-import, and fsck). */
+  /** Re-derives every entry's pinned flag from the counts of pinned images (after a crash mid-import, and fsck). */
   reconcilePins(): number {
-    let changed = 0
-    let after: Buffer | undefined
-    for (;;) {
-      const page = native().ixEntries(this.ix, after, PAGE)
-      const n = page.length / LOCATION_BYTES
-      if (n === 0) return changed
-      const rows = Array.from({ length: n }, (_, i) => recordAt(page, i))
-      const should = new Set(
-        this.refs.pinnedBy.all(
-          hashRows(
-            rows.map(r => r.hash),
-            undefined
-          )
-        ) as number[]
-      )
-      const pin: Buffer[] = []
-      const unpin: Buffer[] = []
-      rows.forEach((r, i) => {
-        const is = (r.flags & PINNED) !== 0
-        if (should.has(i) && !is) pin.push(r.hash)
-        if (!should.has(i) && is) unpin.push(r.hash)
-      })
-      if (pin.length > 0) changed += native().ixSetPinned(this.ix, Buffer.concat(pin), true)
-      if (unpin.length > 0) changed += native().ixSetPinned(this.ix, Buffer.concat(unpin), false)
-      after = Buffer.from(page.subarray((n - 1) * LOCATION_BYTES, (n - 1) * LOCATION_BYTES + 32))
-    }
+    return native().ixReconcilePins(this.ix)
+  }
+
+  /**
+   * The catalog's counts of distinct chunks change: +1/-1 images referring to each, +1/-1 pinned
+   * ones; sizes where the chunks may be new. Entries are pinned and unpinned with them, in one
+   * transaction. Returns a flag a chunk: 1 no image refers to it any more, 2 no pinned one holds it.
+   */
+  countRefs(hashes: Buffer, sizes: Float64Array | undefined, refs: number, pins: number, entries = true): Uint8Array {
+    return native().ixRefs(this.ix, hashes, sizes, refs, pins, entries)
+  }
+
+  /** The counts of the chunks: size, images referring to it, pinned ones (0, 0, 0 for none). */
+  refCounts(hashes: Buffer): Float64Array {
+    return native().ixRefsGet(this.ix, hashes)
+  }
+
+  /**
+   * The counts made again from the images (fsck): each image's distinct chunks one after the
+   * other, with their sizes and whether that image is pinned. Returns the rows.
+   */
+  rebuildRefs(hashes: Buffer, sizes: Float64Array, pinned: Uint8Array): number {
+    return native().ixRefsRebuild(this.ix, hashes, sizes, pinned)
   }
 }
 

@@ -1,13 +1,14 @@
 // fsck: re-hash every chunk in the cache, reading each pack file front to back; drop what is
 // corrupt, forget entries whose bytes are gone, correct a CRC that does not match its sound
-// bytes, delete stray files and packs no entry points into; then report images whose chunks are
-// no longer all local. A data dir of the layout before pack files (a file per
-// chunk under chunks/) is converted first: every sound chunk file moves into a pack, keeping its
-// access time and pin.
+// bytes, delete stray files and packs no entry points into; count the images' chunks again and
+// pin the entries as they say; then report images whose chunks are no longer all local. A data
+// dir of the layout before pack files (a file per chunk under chunks/) is converted first: every
+// sound chunk file moves into a pack, keeping its access time and pin.
 import fs from 'node:fs'
 import path from 'node:path'
 import type { DataDir } from '../datadir.js'
 import { OLD_LAYOUT_DIR, type StoredChunk } from './chunk-store.js'
+import { distinctChunks } from '../index/catalog.js'
 import { native } from '../native/index.js'
 import { blake3, isHashHex } from '../util/hash.js'
 import { readExactlySync } from '../util/files.js'
@@ -76,6 +77,24 @@ export function fsck(dd: DataDir, onProgress?: (done: number, total: number) => 
     }
   store.discard(bad)
   store.recount()
+  // the counts of chunks, made again from the images (a crash between the catalog's two
+  // transactions leaves some too high), then every entry pinned as they say
+  const parts: Array<{ h: Buffer; sizes: Float64Array; pinned: boolean }> = []
+  for (const img of dd.catalog.listImages())
+    parts.push({ ...distinctChunks(dd.catalog.manifest(img.digest)!), pinned: img.pinned })
+  const pins = new Uint8Array(parts.reduce((n, p) => n + p.sizes.length, 0))
+  let at = 0
+  for (const p of parts) {
+    pins.fill(p.pinned ? 1 : 0, at, at + p.sizes.length)
+    at += p.sizes.length
+  }
+  const sizes = new Float64Array(pins.length)
+  at = 0
+  for (const p of parts) {
+    sizes.set(p.sizes, at)
+    at += p.sizes.length
+  }
+  store.rebuildRefs(Buffer.concat(parts.map(p => p.h)), sizes, pins)
   store.reconcilePins()
   store.refreshSize()
   for (const img of dd.catalog.listImages()) {

@@ -1,13 +1,12 @@
-// Images, manifests and chunk reference counts. refs = how many local images use a chunk;
-// pins = how many of those are pinned. Counts are per image, changed in the same transaction as
-// the image row, so they never drift from the images table. The chunk store's entries (another
-// index: src/cache/chunk-store.ts) are pinned before that transaction commits and unpinned after:
-// a crash in between leaves a chunk pinned that need not be (fsck puts it right), never the other
-// way round.
+// Images and manifests, and the counts of their chunks: refs = how many local images use a chunk,
+// pins = how many of those are pinned. The counts live in the chunk store's index (store.mdb:
+// src/cache/chunk-store.ts, which pins an entry exactly when its chunk's pins > 0); the images in
+// SQLite. The counts go up before the image's transaction commits and down after the one that
+// removes or unpins it: a crash in between leaves a chunk counted too often (kept and pinned
+// when it need not be, until fsck counts again), never too rarely.
 import type { Statement, Transaction } from 'better-sqlite3'
 import type { Db } from './db.js'
-import { HASH_ROWS, type HashRows, hashOrder } from './bulk.js'
-import { HashSet } from '../util/hash.js'
+import { hashOrder } from './bulk.js'
 import { VmifsError } from '../errors.js'
 import { type Manifest, decode } from '../manifests/manifest.js'
 import type { Chunking } from '../manifests/chunking.js'
@@ -55,33 +54,46 @@ export interface AddOptions {
   entriesPinned?: boolean
 }
 
-/** What the catalog changes in the chunk store: which entries are pinned. */
-export interface EntryPins {
-  pinMany(hashes: Buffer[] | Buffer): void
-  unpinMany(hashes: Buffer[] | Buffer): void
+/** The counts of chunks, kept by the chunk store (ChunkStore.countRefs). */
+export interface ChunkRefs {
+  countRefs(hashes: Buffer, sizes: Float64Array | undefined, refs: number, pins: number, entries?: boolean): Uint8Array
+}
+
+/** A manifest's distinct data chunks, in the order of their bytes: hashes (32 bytes each) and sizes. */
+export function distinctChunks(m: Manifest): { h: Buffer; sizes: Float64Array } {
+  const all = m.hashes
+  const h = Buffer.allocUnsafe(m.count * 32)
+  const sizes = new Float64Array(m.count)
+  let n = 0
+  let last = -1
+  for (const i of hashOrder(all)) {
+    if (m.zero[i] === 1) continue
+    if (last >= 0 && all.compare(all, i * 32, i * 32 + 32, last * 32, last * 32 + 32) === 0) continue
+    all.copy(h, n * 32, i * 32, i * 32 + 32)
+    sizes[n++] = m.lengthAt(i)
+    last = i
+  }
+  return { h: h.subarray(0, n * 32), sizes: sizes.subarray(0, n) }
 }
 
 export class Catalog {
   private readonly q: Record<string, Statement>
-  private readonly bulk: Record<'refUp', Statement>
-  private readonly addTx: Transaction<(name: string, m: Manifest, opts: AddOptions) => Buffer[]>
+  private readonly addTx: Transaction<(name: string, m: Manifest, opts: AddOptions, collectable: Buffer[]) => void>
   private readonly manifestCache = new Map<string, Manifest>()
   /** changes to the images made through this connection (data_version counts only other connections') */
   private writes = 0
   private index: ImageIndex | undefined
-  /** entries no pinned image holds any more, unpinned once the transaction that found them commits */
-  private unpinAfter: Buffer[] = []
+  /** counts to lower once the transaction that found them commits; counts raised, to lower if it does not */
+  private after: Array<() => void> = []
+  private undo: Array<() => void> = []
 
   constructor(
     readonly db: Db,
-    private readonly entries: EntryPins
+    private readonly refs: ChunkRefs
   ) {
-    this.addTx = db.transaction((name: string, m: Manifest, opts: AddOptions) => this.writeImage(name, m, opts))
-    this.bulk = {
-      // v: the chunk's size; one more image refers to each
-      refUp: db.prepare(`INSERT INTO chunks (hash, size, refs, pins) SELECT r.hash, r.v, 1, @pin FROM ${HASH_ROWS} r
-        WHERE true ON CONFLICT(hash) DO UPDATE SET refs = refs + 1, pins = pins + excluded.pins`)
-    }
+    this.addTx = db.transaction((name: string, m: Manifest, opts: AddOptions, collectable: Buffer[]) =>
+      this.writeImage(name, m, opts, collectable)
+    )
     this.q = {
       image:
         db.prepare(`SELECT i.name, i.digest, i.pinned, i.created_at AS createdAt, m.size, m.chunk_count AS chunkCount,
@@ -101,10 +113,7 @@ export class Catalog {
       deleteImage: db.prepare('DELETE FROM images WHERE name = ?'),
       digestUsers: db.prepare('SELECT count(*) FROM images WHERE digest = ?').pluck(),
       deleteManifest: db.prepare('DELETE FROM manifests WHERE digest = ?'),
-      refDown: db.prepare('UPDATE chunks SET refs = refs - 1, pins = pins - ? WHERE hash = ? RETURNING refs, pins'),
-      deleteChunk: db.prepare('DELETE FROM chunks WHERE hash = ?'),
       setImagePinned: db.prepare('UPDATE images SET pinned = ? WHERE name = ?'),
-      pinsBy: db.prepare('UPDATE chunks SET pins = pins + ? WHERE hash = ? RETURNING pins'),
       version: db.prepare('PRAGMA data_version').pluck()
     }
   }
@@ -164,16 +173,19 @@ export class Catalog {
    */
   addImage(name: string, m: Manifest, opts: AddOptions): { collectable: Buffer[] } {
     validateName(name)
-    const collectable = this.committed(() => this.addTx.immediate(name, m, opts))
+    const collectable: Buffer[] = []
+    this.committed(() => this.addTx.immediate(name, m, opts, collectable))
     this.writes++
     this.manifestCache.set(m.digest(), m)
     return { collectable }
   }
 
-  /** addImage's transaction (made once: see src/index/bulk.ts). */
-  private writeImage(name: string, m: Manifest, opts: AddOptions): Buffer[] {
+  /**
+   * addImage's transaction (made once: see src/index/bulk.ts): the image's counts go up before it
+   * commits; a replaced image's go down after, adding what no image refers to then to `collectable`.
+   */
+  private writeImage(name: string, m: Manifest, opts: AddOptions, collectable: Buffer[]): void {
     const digest = m.digest()
-    let collectable: Buffer[] = []
     if (this.getImage(name)) {
       if (!opts.replace)
         throw new VmifsError(
@@ -181,7 +193,7 @@ export class Catalog {
           `an image named ${JSON.stringify(name)} exists (use --replace to replace it)`,
           { name }
         )
-      collectable = this.removeInTx(name)
+      this.removeInTx(name, collectable)
     }
     this.q.insertManifest!.run(
       digest,
@@ -193,30 +205,12 @@ export class Catalog {
       Date.now()
     )
     this.q.insertImage!.run(name, digest, opts.pinned ? 1 : 0, opts.source ?? null, Date.now(), opts.origin ?? null)
+    const { h, sizes } = distinctChunks(m)
+    if (sizes.length === 0) return
     const pin = opts.pinned ? 1 : 0
-    // each distinct data chunk once, in key order: each upsert lands next to the last one's page
-    const all = m.hashes
-    const h = Buffer.allocUnsafe(m.count * 32)
-    const sizes: number[] = []
-    let last = -1
-    for (const i of hashOrder(all)) {
-      if (m.zero[i] === 1) continue
-      if (last >= 0 && all.compare(all, i * 32, i * 32 + 32, last * 32, last * 32 + 32) === 0) continue
-      all.copy(h, sizes.length * 32, i * 32, i * 32 + 32)
-      sizes.push(m.lengthAt(i))
-      last = i
-    }
-    if (sizes.length > 0) {
-      const rows: HashRows = { h: h.subarray(0, sizes.length * 32), v: `[${sizes.join(',')}]` }
-      this.bulk.refUp.run({ ...rows, pin })
-      if (pin && opts.entriesPinned !== true) this.entries.pinMany(rows.h)
-    }
-    if (collectable.length > 0) {
-      const still = new HashSet()
-      for (let k = 0; k < sizes.length; k++) still.add(h, k * 32)
-      collectable = collectable.filter(c => !still.has(c))
-    }
-    return collectable
+    // an import's entries are pinned already: only the counts are written
+    this.refs.countRefs(h, sizes, 1, pin, !(opts.entriesPinned ?? false))
+    this.undo.push(() => this.refs.countRefs(h, undefined, -1, -pin))
   }
 
   /**
@@ -231,16 +225,12 @@ export class Catalog {
         .transaction(() => {
           const img = this.requireImage(name)
           if (img.pinned === pinned) return
-          const m = this.manifest(img.digest)!
           this.q.setImagePinned!.run(pinned ? 1 : 0, name)
-          const pin: Buffer[] = []
-          for (const hex of m.distinctChunks().keys()) {
-            const h = Buffer.from(hex, 'hex')
-            const r = this.q.pinsBy!.get(pinned ? 1 : -1, h) as { pins: number } | undefined
-            if (pinned) pin.push(h)
-            else if (r && r.pins <= 0) this.unpinAfter.push(h)
-          }
-          if (pin.length > 0) this.entries.pinMany(pin)
+          const { h } = distinctChunks(this.manifest(img.digest)!)
+          if (pinned) {
+            this.refs.countRefs(h, undefined, 0, 1)
+            this.undo.push(() => this.refs.countRefs(h, undefined, 0, -1))
+          } else this.after.push(() => this.refs.countRefs(h, undefined, 0, -1))
           changed = true
         })
         .immediate()
@@ -251,13 +241,13 @@ export class Catalog {
 
   /** Removes an image; returns hashes no image refers to any more (collectable). */
   removeImage(name: string): { collectable: Buffer[]; image: ImageRow } {
-    let out: Buffer[] = []
+    const out: Buffer[] = []
     let image: ImageRow | undefined
     this.committed(() =>
       this.db
         .transaction(() => {
           image = this.requireImage(name)
-          out = this.removeInTx(name)
+          this.removeInTx(name, out)
         })
         .immediate()
     )
@@ -265,43 +255,46 @@ export class Catalog {
     return { collectable: out, image: image! }
   }
 
-  /** Runs a transaction; once it commits, the entries it found no pinned image holds are unpinned. */
+  /**
+   * Runs a transaction. If it fails, the counts it raised are lowered again; once it commits, the
+   * counts it found to lower are.
+   */
   private committed<T>(tx: () => T): T {
-    this.unpinAfter = []
+    this.after = []
+    this.undo = []
     let out: T
     try {
       out = tx()
     } catch (err) {
-      this.unpinAfter = []
+      const undo = this.undo
+      this.after = []
+      this.undo = []
+      for (const u of undo) u()
       throw err
     }
-    const unpin = this.unpinAfter
-    this.unpinAfter = []
-    if (unpin.length > 0) this.entries.unpinMany(unpin)
+    const after = this.after
+    this.after = []
+    this.undo = []
+    for (const a of after) a()
     return out
   }
 
-  private removeInTx(name: string): Buffer[] {
+  /** Deletes the image row (and its manifest if no other image has it); its counts go down once this commits. */
+  private removeInTx(name: string, collectable: Buffer[]): void {
     const img = this.requireImage(name)
     const m = this.manifest(img.digest)!
     this.q.deleteImage!.run(name)
+    const { h } = distinctChunks(m)
     const pin = img.pinned ? 1 : 0
-    const collectable: Buffer[] = []
-    for (const hex of m.distinctChunks().keys()) {
-      const h = Buffer.from(hex, 'hex')
-      const r = this.q.refDown!.get(pin, h) as { refs: number; pins: number } | undefined
-      if (!r) continue
-      if (r.refs <= 0) {
-        this.q.deleteChunk!.run(h)
-        collectable.push(h)
-      }
-      if (r.pins <= 0) this.unpinAfter.push(h)
-    }
+    this.after.push(() => {
+      const flags = this.refs.countRefs(h, undefined, -1, -pin)
+      for (let i = 0; i < flags.length; i++)
+        if ((flags[i]! & 1) !== 0) collectable.push(h.subarray(i * 32, i * 32 + 32))
+    })
     if ((this.q.digestUsers!.get(img.digest) as number) === 0) {
       this.q.deleteManifest!.run(img.digest)
       this.manifestCache.delete(img.digest)
     }
-    return collectable
   }
 }
 

@@ -64,8 +64,8 @@ export interface NativeAddon {
   ixForget(ix: unknown, hashes: Buffer): [Buffer, Uint32Array]
   ixTouch(ix: unknown, hashes: Buffer, ats: Float64Array): number
   ixSetPinned(ix: unknown, hashes: Buffer, pinned: boolean): number
-  /** unpinned entries, least recently used first, after the record `after` (atime in bytes 48..56) */
-  ixLru(ix: unknown, after: Buffer | undefined, limit: number): Buffer
+  /** unpinned entries, least recently used first, after the place `after` (atime in bytes 48..56); where it stopped */
+  ixLru(ix: unknown, after: Buffer | undefined, limit: number, unreferenced: boolean): [Buffer, Buffer | undefined]
   /** entries in hash order after the hash `after` */
   ixEntries(ix: unknown, after: Buffer | undefined, limit: number): Buffer
   /** [bytes, count, pinned bytes] */
@@ -80,6 +80,21 @@ export interface NativeAddon {
   ixPackSet(ix: unknown, id: number, what: number, tag?: string): [number, boolean]
   /** [id, size, live, writer tag or null] a pack */
   ixPacks(ix: unknown): Array<[number, number, number, string | null]>
+  /** the counts of chunks change; returns 1 a chunk no image refers to any more, 2 no pinned one holds */
+  ixRefs(
+    ix: unknown,
+    hashes: Buffer,
+    sizes: Float64Array | undefined,
+    refs: number,
+    pins: number,
+    entries: boolean
+  ): Uint8Array
+  /** size, refs, pins a chunk */
+  ixRefsGet(ix: unknown, hashes: Buffer): Float64Array
+  ixRefsRebuild(ix: unknown, hashes: Buffer, sizes: Float64Array, pinned: Uint8Array): number
+  ixReconcilePins(ix: unknown): number
+  /** 44-byte records: hash, size u32, refs u32, pins u32 */
+  ixLoadRefs(ix: unknown, records: Buffer): void
 
   // Appending to a pack file (native/pack_writer.c): direct writes skip the page cache.
   packCreate(path: string): PackWriter

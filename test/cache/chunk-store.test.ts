@@ -57,9 +57,13 @@ const writerOf = (dd: DataDir, id: number): string | null | undefined => dd.stor
 
 /** An unpinned entry's access time (ms epoch), from the index's least-recently-used order. */
 function atimeOf(dd: DataDir, hex: string): number | undefined {
-  const page = native().ixLru(dd.store.index, undefined, 1 << 20)
-  for (let at = 0; at < page.length; at += 56)
-    if (page.toString('hex', at, at + 32) === hex) return page.readDoubleLE(at + 48)
+  let after: Buffer | undefined
+  do {
+    const [page, next] = native().ixLru(dd.store.index, after, 1024, false)
+    for (let at = 0; at < page.length; at += 56)
+      if (page.toString('hex', at, at + 32) === hex) return page.readDoubleLE(at + 48)
+    after = next
+  } while (after !== undefined)
   return undefined
 }
 
@@ -247,6 +251,14 @@ test('a data dir of the old layout (a file per chunk) is refused until fsck conv
   })
   // the first chunk belongs to an image imported here: pinned
   db.prepare('INSERT INTO chunks (hash, size, refs, pins) VALUES (?, ?, 1, 1)').run(Buffer.from(hexes[0]!, 'hex'), 3000)
+  const mb = new ManifestBuilder({ kind: 'fixed', chunkSize: 4096 })
+  mb.add(3000, Buffer.from(hexes[0]!, 'hex'))
+  const m = mb.build()
+  db.prepare(
+    'INSERT INTO manifests (digest, size, chunk_count, data_bytes, chunking, body, created_at) ' +
+      'VALUES (?, ?, ?, ?, ?, ?, 0)'
+  ).run(m.digest(), m.size, m.count, m.dataBytes(), JSON.stringify(m.chunking), m.encode())
+  db.prepare('INSERT INTO images (name, digest, pinned, created_at) VALUES (?, ?, 1, 0)').run('mine', m.digest())
   // a sound chunk file the index never recorded, and a file that is not what its name says
   const extra = randomBuffer(700, 63)
   const extraHex = blake3Hex(extra)

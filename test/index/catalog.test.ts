@@ -50,14 +50,11 @@ function setup(t: ExecutionContext): {
   }
 }
 
-const chunkRows = (db: Db): Record<string, [number, number]> => {
+/** The counts of chunks 1..9 (those the tests use) that some image refers to: [refs, pins]. */
+const chunkRows = (store: ChunkStore): Record<string, [number, number]> => {
   const out: Record<string, [number, number]> = {}
-  for (const r of db.prepare('SELECT hash, refs, pins FROM chunks').all() as Array<{
-    hash: Buffer
-    refs: number
-    pins: number
-  }>)
-    out[r.hash.toString('hex')] = [r.refs, r.pins]
+  const c = store.refCounts(Buffer.concat([1, 2, 3, 4, 5, 6, 7, 8, 9].map(hash)))
+  for (let n = 1; n <= 9; n++) if (c[3 * (n - 1) + 1]! > 0) out[hex(n)] = [c[3 * (n - 1) + 1]!, c[3 * (n - 1) + 2]!]
   return out
 }
 
@@ -85,26 +82,26 @@ test('addImage records the image, its manifest and chunk counts', t => {
     cat.listImages().map(i => i.name),
     ['debian-12']
   )
-  t.deepEqual(chunkRows(db), { [hex(1)]: [1, 1], [hex(2)]: [1, 1], [hex(3)]: [1, 1] })
+  t.deepEqual(chunkRows(store), { [hex(1)]: [1, 1], [hex(2)]: [1, 1], [hex(3)]: [1, 1] })
   t.is(cat.manifest(m.digest())!.digest(), m.digest())
   // a second catalog on the same db reads it back from the stored body
   t.true(new Catalog(db, store).manifest(m.digest())!.encode().equals(m.encode()))
 })
 
 test('addImage with an existing name fails with NAME_TAKEN and changes nothing', t => {
-  const { db, cat } = setup(t)
+  const { db, cat, store } = setup(t)
   const m1 = manifest([1, 2])
   cat.addImage('img', m1, { pinned: false, replace: false })
   const err = t.throws(() => cat.addImage('img', manifest([3]), { pinned: true, replace: false }))
   t.is(codeOf(err), 'NAME_TAKEN')
   t.is(cat.requireImage('img').digest, m1.digest())
   t.false(cat.requireImage('img').pinned)
-  t.deepEqual(chunkRows(db), { [hex(1)]: [1, 0], [hex(2)]: [1, 0] })
+  t.deepEqual(chunkRows(store), { [hex(1)]: [1, 0], [hex(2)]: [1, 0] })
   t.is(manifestCount(db), 1)
 })
 
 test('replace swaps the image and returns the chunks that became collectable', t => {
-  const { db, cat } = setup(t)
+  const { db, cat, store } = setup(t)
   cat.addImage('img', manifest([1, 2, 3]), { pinned: true, replace: false })
   cat.addImage('other', manifest([2, 9]), { pinned: false, replace: false })
   const old = cat.requireImage('img').digest
@@ -113,57 +110,57 @@ test('replace swaps the image and returns the chunks that became collectable', t
   // 1 is unused now; 2 is still used by "other"; 3 is used by the new version
   t.deepEqual(sortedHex(collectable), [hex(1)])
   t.is(cat.requireImage('img').digest, m2.digest())
-  t.deepEqual(chunkRows(db), { [hex(2)]: [1, 0], [hex(3)]: [1, 1], [hex(4)]: [1, 1], [hex(9)]: [1, 0] })
+  t.deepEqual(chunkRows(store), { [hex(2)]: [1, 0], [hex(3)]: [1, 1], [hex(4)]: [1, 1], [hex(9)]: [1, 0] })
   t.is(cat.manifest(old), undefined)
   t.is(manifestCount(db), 2)
   // replacing with the same manifest keeps everything
   t.deepEqual(cat.addImage('img', m2, { pinned: true, replace: true }).collectable, [])
-  t.deepEqual(chunkRows(db)[hex(3)], [1, 1])
+  t.deepEqual(chunkRows(store)[hex(3)], [1, 1])
   // replace of a name that does not exist simply adds it
   t.deepEqual(cat.addImage('new', manifest([5]), { pinned: false, replace: true }).collectable, [])
   t.truthy(cat.getImage('new'))
 })
 
 test('removeImage decrements refs and pins and unpins cache entries', async t => {
-  const { db, cat, entry, pinnedOf } = setup(t)
+  const { db, cat, store, entry, pinnedOf } = setup(t)
   for (const n of [1, 2, 3]) await entry(n)
   cat.addImage('a', manifest([1, 2]), { pinned: true, replace: false })
   cat.addImage('b', manifest([2, 3]), { pinned: false, replace: false })
-  t.deepEqual(chunkRows(db), { [hex(1)]: [1, 1], [hex(2)]: [2, 1], [hex(3)]: [1, 0] })
+  t.deepEqual(chunkRows(store), { [hex(1)]: [1, 1], [hex(2)]: [2, 1], [hex(3)]: [1, 0] })
   t.deepEqual([1, 2, 3].map(pinnedOf), [1, 1, 0])
 
   const r = cat.removeImage('a')
   t.is(r.image.name, 'a')
   t.true(r.image.pinned)
   t.deepEqual(sortedHex(r.collectable), [hex(1)])
-  t.deepEqual(chunkRows(db), { [hex(2)]: [1, 0], [hex(3)]: [1, 0] })
+  t.deepEqual(chunkRows(store), { [hex(2)]: [1, 0], [hex(3)]: [1, 0] })
   t.deepEqual([1, 2, 3].map(pinnedOf), [0, 0, 0])
   t.is(cat.getImage('a'), undefined)
 
   const r2 = cat.removeImage('b')
   t.deepEqual(sortedHex(r2.collectable), [hex(2), hex(3)].sort())
-  t.deepEqual(chunkRows(db), {})
+  t.deepEqual(chunkRows(store), {})
   t.is(manifestCount(db), 0)
 })
 
 test('removeImage keeps a pinned chunk pinned while another pinned image uses it', async t => {
-  const { db, cat, entry, pinnedOf } = setup(t)
+  const { cat, store, entry, pinnedOf } = setup(t)
   await entry(1)
   cat.addImage('a', manifest([1]), { pinned: true, replace: false })
   cat.addImage('b', manifest([1, 2]), { pinned: true, replace: false })
-  t.deepEqual(chunkRows(db)[hex(1)], [2, 2])
+  t.deepEqual(chunkRows(store)[hex(1)], [2, 2])
   t.deepEqual(cat.removeImage('a').collectable, [])
-  t.deepEqual(chunkRows(db)[hex(1)], [1, 1])
+  t.deepEqual(chunkRows(store)[hex(1)], [1, 1])
   t.is(pinnedOf(1), 1)
 })
 
 test('a manifest is deleted when its last image goes', t => {
-  const { db, cat } = setup(t)
+  const { db, cat, store } = setup(t)
   const m = manifest([1, 2])
   cat.addImage('c', m, { pinned: false, replace: false })
   cat.addImage('d', m, { pinned: false, replace: false })
   t.is(manifestCount(db), 1)
-  t.deepEqual(chunkRows(db)[hex(1)], [2, 0])
+  t.deepEqual(chunkRows(store)[hex(1)], [2, 0])
   t.deepEqual(cat.removeImage('c').collectable, [])
   t.is(manifestCount(db), 1)
   t.truthy(cat.manifest(m.digest()))
@@ -183,7 +180,7 @@ test('unknown names: IMAGE_NOT_FOUND', t => {
 })
 
 test('bad names: NAME_INVALID', t => {
-  const { db, cat } = setup(t)
+  const { db, cat, store } = setup(t)
   const bad = ['', '-x', '.hidden', '_x', 'a b', 'a/b', '../etc', 'x'.repeat(129), 'tab\t', 'ümlaut', 'a\n']
   for (const name of bad) {
     t.is(
@@ -200,7 +197,7 @@ test('bad names: NAME_INVALID', t => {
     t.is(codeOf(t.throws(() => validateName(name))), 'NAME_INVALID')
   }
   t.is(manifestCount(db), 0)
-  t.deepEqual(chunkRows(db), {})
+  t.deepEqual(chunkRows(store), {})
   for (const name of ['a', '0', 'x'.repeat(128), 'ubuntu-24.04+lts_v2', 'A.B-c']) {
     t.is(validateName(name), name)
     t.notThrows(() => cat.addImage(name, manifest([1]), { pinned: false, replace: false }))
