@@ -283,9 +283,12 @@ static int cmp_idx(const void *a, const void *b, void *base) {
 static uint32_t *sorted(const uint8_t *hashes, size_t n) {
   uint32_t *idx = malloc((n ? n : 1) * sizeof *idx);
   if (!idx) return NULL;
-  for (size_t i = 0; i < n; i++)
+  int in_order = 1;
+  for (size_t i = 0; i < n; i++) {
     idx[i] = (uint32_t)i;
-  qsort_r(idx, n, sizeof *idx, cmp_idx, (void *)hashes);
+    if (i > 0 && in_order && memcmp(hashes + 32 * (i - 1), hashes + 32 * i, 32) > 0) in_order = 0;
+  }
+  if (!in_order) qsort_r(idx, n, sizeof *idx, cmp_idx, (void *)hashes);
   return idx;
 }
 
@@ -1385,16 +1388,30 @@ static napi_value IxRefs(napi_env env, napi_callback_info info) {
   for (size_t k = 0; !rc && k < n; k++) {
     uint32_t i = idx[k];
     const uint8_t *hash = h + 32 * (size_t)i;
-    refs_row r;
-    rc = get_refs(txn, ix, hash, &r);
-    if (rc) break;
+    MDB_val key = {32, (void *)hash};
+    refs_row r = {sizes ? (uint32_t)sizes[i] : 0, dr > 0 ? (uint32_t)dr : 0, 0};
+    r.pins = dp > 0 && (uint32_t)dp < r.refs ? (uint32_t)dp : (dp > 0 ? r.refs : 0);
+    if (r.refs > 0) {
+      /* a new row (an image's new chunks) in one descent; one there is comes back as MDB_KEYEXIST */
+      MDB_val nv = {12, &r};
+      rc = mdb_put(txn, ix->counts, &key, &nv, MDB_NOOVERWRITE);
+      if (rc == 0) {
+        if (entries && r.pins > 0) rc = set_entry_pinned(txn, ix, hash, 1, &tot, NULL);
+        continue;
+      }
+      if (rc != MDB_KEYEXIST) break;
+      rc = 0;
+      if (nv.mv_size >= 12) memcpy(&r, nv.mv_data, 12);
+    } else {
+      rc = get_refs(txn, ix, hash, &r);
+      if (rc) break;
+    }
     uint32_t pins0 = r.pins;
     int64_t refs = (int64_t)r.refs + dr, pins = (int64_t)r.pins + dp;
     r.refs = refs > 0 ? (uint32_t)refs : 0;
     r.pins = pins > 0 ? (uint32_t)pins : 0;
     if (r.pins > r.refs) r.pins = r.refs;
     if (sizes) r.size = (uint32_t)sizes[i];
-    MDB_val key = {32, (void *)hash};
     if (r.refs == 0) {
       rc = mdb_del(txn, ix->counts, &key, NULL);
       if (rc == MDB_NOTFOUND) rc = 0;

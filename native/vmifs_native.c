@@ -2,7 +2,7 @@
 //   fastcdcCut(buf, start, end, minSize, normalSize, maxSize, maskS, maskL) -> absolute cut offset
 //   setGear(Uint8Array(2048))  the 256 64-bit gear values (little endian), see manifests/SPEC.md
 //   zeroBlocks(buf, blockSize) -> Uint8Array with 1 for every all-zero block of buf
-//   hashOrder(hashes) -> Uint32Array: the order of a buffer's 32-byte hashes by their bytes
+//   gatherHashes(src, idx), distinctHashes(hashes, zero, offsets): hashes picked, and a manifest's distinct ones
 // The gear loop is FastCDC with normalized chunking (Xia et al., 2016): below normalSize the
 // stricter mask maskS applies, above it the looser maskL; the first minSize bytes are skipped.
 #define _GNU_SOURCE
@@ -259,26 +259,83 @@ static int cmp_hash(const void *a, const void *b, void *base) {
                 (const uint8_t *)base + (size_t) * (const uint32_t *)b * 32, 32);
 }
 
-/** hashOrder(hashes) -> Uint32Array: the indexes of the 32-byte hashes of the buffer, in the order of their bytes */
-static napi_value HashOrder(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], ab, out;
+/** gatherHashes(src, idx) -> Buffer: the 32-byte hashes src[idx[k]], one after the other */
+static napi_value GatherHashes(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], out;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  void *data;
-  size_t len;
-  CHECK(napi_get_buffer_info(env, argv[0], &data, &len));
-  if (len % 32 != 0) {
-    napi_throw_range_error(env, NULL, "hashOrder: the buffer is not a whole number of 32-byte hashes");
+  uint8_t *src, *dst;
+  size_t len, n;
+  CHECK(napi_get_buffer_info(env, argv[0], (void **)&src, &len));
+  napi_typedarray_type t;
+  void *ip;
+  CHECK(napi_get_typedarray_info(env, argv[1], &t, &n, &ip, NULL, NULL));
+  if (t != napi_uint32_array) {
+    napi_throw_type_error(env, "VMIFS_NATIVE", "gatherHashes: idx is a Uint32Array");
     return NULL;
   }
+  const uint32_t *idx = ip;
+  for (size_t k = 0; k < n; k++)
+    if ((size_t)idx[k] * 32 + 32 > len) {
+      napi_throw_range_error(env, "VMIFS_NATIVE", "gatherHashes: an index past the hashes");
+      return NULL;
+    }
+  CHECK(napi_create_buffer(env, n * 32, (void **)&dst, &out));
+  for (size_t k = 0; k < n; k++)
+    memcpy(dst + 32 * k, src + 32 * (size_t)idx[k], 32);
+  return out;
+}
+
+/**
+ * distinctHashes(hashes, zero, offsets) -> [Buffer, Float64Array]: a manifest's distinct data chunks
+ * in the order of their bytes (entries where zero is 1 are not chunks), and each one's size
+ * (offsets[i + 1] - offsets[i])
+ */
+static napi_value DistinctHashes(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], out, hb, ab, sa;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint8_t *h;
+  size_t len, nz, no;
+  CHECK(napi_get_buffer_info(env, argv[0], (void **)&h, &len));
+  napi_typedarray_type tz, to;
+  void *zp, *op;
+  CHECK(napi_get_typedarray_info(env, argv[1], &tz, &nz, &zp, NULL, NULL));
+  CHECK(napi_get_typedarray_info(env, argv[2], &to, &no, &op, NULL, NULL));
   size_t n = len / 32;
-  void *o;
-  CHECK(napi_create_arraybuffer(env, n * 4, &o, &ab));
-  CHECK(napi_create_typedarray(env, napi_uint32_array, n, ab, 0, &out));
-  uint32_t *idx = o;
+  if (len % 32 || tz != napi_uint8_array || to != napi_float64_array || nz < n || no < n + 1) {
+    napi_throw_range_error(env, "VMIFS_NATIVE", "distinctHashes: hashes, zero flags and offsets of one manifest");
+    return NULL;
+  }
+  const uint8_t *zero = zp;
+  const double *offs = op;
+  uint32_t *idx = malloc((n ? n : 1) * sizeof *idx);
+  if (!idx) return throw_errno(env, "distinctHashes", ENOMEM);
+  size_t m = 0;
   for (size_t i = 0; i < n; i++)
-    idx[i] = (uint32_t)i;
-  qsort_r(idx, n, sizeof *idx, cmp_hash, data);
+    if (!zero[i]) idx[m++] = (uint32_t)i;
+  qsort_r(idx, m, sizeof *idx, cmp_hash, h);
+  size_t d = 0;
+  for (size_t k = 0; k < m; k++)
+    if (d == 0 || memcmp(h + 32 * (size_t)idx[k], h + 32 * (size_t)idx[d - 1], 32) != 0) idx[d++] = idx[k];
+  uint8_t *dst;
+  double *sizes;
+  napi_status st = napi_create_buffer(env, d * 32, (void **)&dst, &hb);
+  if (st == napi_ok) st = napi_create_arraybuffer(env, d * 8, (void **)&sizes, &ab);
+  if (st == napi_ok) st = napi_create_typedarray(env, napi_float64_array, d, ab, 0, &sa);
+  if (st != napi_ok) {
+    free(idx);
+    napi_throw_error(env, "VMIFS_NATIVE", "distinctHashes: out of memory");
+    return NULL;
+  }
+  for (size_t k = 0; k < d; k++) {
+    memcpy(dst + 32 * k, h + 32 * (size_t)idx[k], 32);
+    sizes[k] = offs[idx[k] + 1] - offs[idx[k]];
+  }
+  free(idx);
+  CHECK(napi_create_array_with_length(env, 2, &out));
+  CHECK(napi_set_element(env, out, 0, hb));
+  CHECK(napi_set_element(env, out, 1, sa));
   return out;
 }
 
@@ -294,7 +351,8 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"zeroBlocks", NULL, ZeroBlocks, NULL, NULL, NULL, napi_default, NULL},
       {"blake3", NULL, Blake3, NULL, NULL, NULL, napi_default, NULL},
       {"crc32c", NULL, Crc32c, NULL, NULL, NULL, napi_default, NULL},
-      {"hashOrder", NULL, HashOrder, NULL, NULL, NULL, napi_default, NULL},
+      {"gatherHashes", NULL, GatherHashes, NULL, NULL, NULL, napi_default, NULL},
+      {"distinctHashes", NULL, DistinctHashes, NULL, NULL, NULL, napi_default, NULL},
       {"punchHole", NULL, PunchHole, NULL, NULL, NULL, napi_default, NULL},
       {"sdNotify", NULL, SdNotify, NULL, NULL, NULL, napi_default, NULL},
   };

@@ -6,7 +6,7 @@
 // when it need not be, until fsck counts again), never too rarely.
 import type { Statement, Transaction } from 'better-sqlite3'
 import type { Db } from './db.js'
-import { hashOrder } from './bulk.js'
+import { native } from '../native/index.js'
 import { VmifsError } from '../errors.js'
 import { type Manifest, decode } from '../manifests/manifest.js'
 import type { Chunking } from '../manifests/chunking.js'
@@ -61,19 +61,8 @@ export interface ChunkRefs {
 
 /** A manifest's distinct data chunks, in the order of their bytes: hashes (32 bytes each) and sizes. */
 export function distinctChunks(m: Manifest): { h: Buffer; sizes: Float64Array } {
-  const all = m.hashes
-  const h = Buffer.allocUnsafe(m.count * 32)
-  const sizes = new Float64Array(m.count)
-  let n = 0
-  let last = -1
-  for (const i of hashOrder(all)) {
-    if (m.zero[i] === 1) continue
-    if (last >= 0 && all.compare(all, i * 32, i * 32 + 32, last * 32, last * 32 + 32) === 0) continue
-    all.copy(h, n * 32, i * 32, i * 32 + 32)
-    sizes[n++] = m.lengthAt(i)
-    last = i
-  }
-  return { h: h.subarray(0, n * 32), sizes: sizes.subarray(0, n) }
+  const [h, sizes] = native().distinctHashes(m.hashes, m.zero, m.offsets)
+  return { h, sizes }
 }
 
 export class Catalog {
@@ -181,7 +170,7 @@ export class Catalog {
   }
 
   /**
-   * addImage's transaction (made once: see src/index/bulk.ts): the image's counts go up before it
+   * addImage's transaction (made once, not in each call): the image's counts go up before it
    * commits; a replaced image's go down after, adding what no image refers to then to `collectable`.
    */
   private writeImage(name: string, m: Manifest, opts: AddOptions, collectable: Buffer[]): void {

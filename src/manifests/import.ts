@@ -5,6 +5,7 @@ import { VmifsError } from '../errors.js'
 import type { DataDir } from '../datadir.js'
 import type { ChunkStore } from '../cache/chunk-store.js'
 import { validateName } from '../index/catalog.js'
+import { native } from '../native/index.js'
 import { readAt, readPieces } from '../util/files.js'
 import { type Chunking, DEFAULT_CHUNKING, ZERO_BLOCK, validateChunking } from './chunking.js'
 import { type FileLayout, type FsFound, findFileLayout } from './fs-layout.js'
@@ -234,23 +235,22 @@ class ChunkWriter {
   /** One batch: those the store holds are pinned, the rest appended; records once there is enough. */
   private write(run: ChunkRun, piece: Buffer, idx: Uint32Array): void {
     const { store } = this
-    const h = Buffer.allocUnsafe(idx.length * 32)
-    for (let k = 0; k < idx.length; k++) run.hashes.copy(h, k * 32, idx[k]! * 32, idx[k]! * 32 + 32)
-    const holds = store.holdsMany(h)
-    const add = new Uint32Array(idx.length)
-    const held: number[] = []
+    const holds = store.holdsMany(native().gatherHashes(run.hashes, idx))
     let m = 0
-    for (let k = 0; k < idx.length; k++)
-      if (holds[k] === 1) held.push(k)
-      else add[m++] = k
+    for (let k = 0; k < idx.length; k++) if (holds[k] !== 1) m++
+    const pick = new Uint32Array(m)
+    const held = new Uint32Array(idx.length - m)
+    for (let k = 0, a = 0, b = 0; k < idx.length; k++)
+      if (holds[k] === 1) held[b++] = idx[k]!
+      else pick[a++] = idx[k]!
     if (m > 0) {
-      const pick = new Uint32Array(m)
-      for (let j = 0; j < m; j++) pick[j] = idx[add[j]!]!
       const { pack, places } = store.appendRun(run, piece, pick)
       if (this.appended + m > this.locs.length / 4) this.record()
+      native()
+        .gatherHashes(run.hashes, pick)
+        .copy(this.hashes, this.appended * 32)
       for (let j = 0; j < m; j++) {
         const at = this.appended++
-        h.copy(this.hashes, at * 32, add[j]! * 32, add[j]! * 32 + 32)
         const size = run.lengths[pick[j]!]!
         this.locs[4 * at] = pack
         this.locs[4 * at + 1] = places[2 * j]!
@@ -260,11 +260,7 @@ class ChunkWriter {
       }
     }
     // those held are pinned at once: eviction must not take them before the image row exists
-    if (this.pin && held.length > 0) {
-      const ph = Buffer.allocUnsafe(held.length * 32)
-      for (let j = 0; j < held.length; j++) h.copy(ph, j * 32, held[j]! * 32, held[j]! * 32 + 32)
-      store.pinMany(ph)
-    }
+    if (this.pin && held.length > 0) store.pinMany(native().gatherHashes(run.hashes, held))
     if (this.appended >= RECORD_BATCH || this.appendedBytes >= RECORD_BYTES) this.record()
   }
 

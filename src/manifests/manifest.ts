@@ -178,10 +178,27 @@ export class ManifestBuilder {
     this.entry(length, hash, 0)
   }
 
-  /** A chunker's run, in order. */
+  /** A chunker's run, in order: the hashes of each stretch of entries between merges copied at once. */
   addRun(run: ChunkRun): void {
-    for (let i = 0; i < run.n; i++)
-      this.entry(run.lengths[i]!, (run.flags[i]! & CHUNK_ZERO) !== 0 ? null : run.hashes, i * HASH_SIZE)
+    this.table = roomForHashes(this.table, this.zero.length + run.n)
+    let from = 0 // the run's first entry not copied yet, and its slot in the table
+    let to = this.zero.length
+    for (let i = 0; i < run.n; i++) {
+      const length = run.lengths[i]!
+      const zero = (run.flags[i]! & CHUNK_ZERO) !== 0
+      this.pos += length
+      if (zero && this.zero.length > 0 && this.zero[this.zero.length - 1] === 1) {
+        // merged into the zero entry before it: it takes no slot
+        run.hashes.copy(this.table, to * HASH_SIZE, from * HASH_SIZE, i * HASH_SIZE)
+        this.offsets[this.offsets.length - 1] = this.pos
+        from = i + 1
+        to = this.zero.length
+        continue
+      }
+      this.offsets.push(this.pos)
+      this.zero.push(zero ? 1 : 0)
+    }
+    run.hashes.copy(this.table, to * HASH_SIZE, from * HASH_SIZE, run.n * HASH_SIZE)
   }
 
   /** An entry of `length` bytes, a zero run without a hash, else hashed by h[at..at+32]. */

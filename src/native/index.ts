@@ -45,8 +45,10 @@ export interface NativeAddon {
   zeroBlocks(buf: Buffer, blockSize: number): Uint8Array
   blake3(buf: Buffer): Buffer
   crc32c(buf: Buffer): number
-  /** the indexes of the buffer's 32-byte hashes, in the order of their bytes (what SQLite's index sorts by) */
-  hashOrder(hashes: Buffer): Uint32Array
+  /** the 32-byte hashes src[idx[k]], one after the other */
+  gatherHashes(src: Buffer, idx: Uint32Array): Buffer
+  /** a manifest's distinct data chunks in the order of their bytes, and their sizes */
+  distinctHashes(hashes: Buffer, zero: Uint8Array, offsets: Float64Array): [Buffer, Float64Array]
   /** frees the blocks of [offset, offset + length) of an open file (fallocate PUNCH_HOLE) */
   punchHole(fd: number, offset: number, length: number): void
   /** one datagram to the service manager's notification socket ("@name": abstract namespace) */
