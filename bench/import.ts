@@ -153,18 +153,26 @@ export async function timeImport(file: string, chunking: Chunking, tmp: string, 
   try {
     if (leftOut >= 1) dd.catalog.addImage = () => ({ collectable: [] })
     if (leftOut >= 2)
-      dd.store.record = (_items, locs) => ({ chunks: locs.length, bytes: locs.reduce((n, l) => n + l.size, 0) })
+      dd.store.recordMany = (h, at) => {
+        const n = h.length / 32
+        let bytes = 0
+        for (let i = 0; i < n; i++) bytes += at[4 * i + 2]!
+        return { fresh: new Uint8Array(n).fill(1), bytes }
+      }
     if (leftOut >= 3) {
-      let at = 0
-      dd.store.append = items =>
-        items.map(it => {
-          const loc = { pack: 1, off: at, size: it.data.length, crc: 0 }
-          at += it.data.length
-          return loc
-        })
+      let end = 0
+      dd.store.appendRun = (run, _piece, idx) => {
+        const places = new Float64Array(2 * idx.length)
+        for (let k = 0; k < idx.length; k++) {
+          places[2 * k] = end
+          places[2 * k + 1] = run.crcs[idx[k]!]!
+          end += run.lengths[idx[k]!]!
+        }
+        return { pack: 1, places }
+      }
     }
     if (leftOut >= 4) {
-      dd.store.holds = hashes => hashes.map(() => false)
+      dd.store.holdsMany = h => new Uint8Array(h.length / 32)
       dd.store.pinMany = () => {}
     }
     const c0 = process.cpuUsage()
