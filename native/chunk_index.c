@@ -274,6 +274,30 @@ static napi_value new_u8(napi_env env, size_t n, uint8_t **p) {
   return out;
 }
 
+/* A 56-byte record of an entry: hash, pack u32, size u32, off u64, then crc u32 and flags u32, or
+ * (with_atime) the access time f64. */
+static void put_record(uint8_t *r, const void *hash, const entry *e, int with_atime) {
+  memcpy(r, hash, 32);
+  memcpy(r + 32, &e->pack, 4);
+  memcpy(r + 36, &e->size, 4);
+  memcpy(r + 40, &e->off, 8);
+  if (with_atime) {
+    memcpy(r + 48, &e->atime, 8);
+  } else {
+    memcpy(r + 48, &e->crc, 4);
+    memcpy(r + 52, &e->flags, 4);
+  }
+}
+
+/* A Buffer holding the n records at tmp, which it frees. */
+static napi_value records_out(napi_env env, uint8_t *tmp, size_t n) {
+  uint8_t *o;
+  napi_value out = new_buffer(env, n * REC, &o);
+  if (out && n) memcpy(o, tmp, n * REC);
+  free(tmp);
+  return out;
+}
+
 static int cmp_idx(const void *a, const void *b, void *base) {
   return memcmp((const uint8_t *)base + (size_t) * (const uint32_t *)a * 32,
                 (const uint8_t *)base + (size_t) * (const uint32_t *)b * 32, 32);
@@ -445,13 +469,7 @@ static napi_value IxLocate(napi_env env, napi_callback_info info) {
     if (rc) break;
     entry e;
     get_entry(&v, &e);
-    uint8_t *r = tmp + got * REC;
-    memcpy(r, h + 32 * (size_t)i, 32);
-    memcpy(r + 32, &e.pack, 4);
-    memcpy(r + 36, &e.size, 4);
-    memcpy(r + 40, &e.off, 8);
-    memcpy(r + 48, &e.crc, 4);
-    memcpy(r + 52, &e.flags, 4);
+    put_record(tmp + got * REC, h + 32 * (size_t)i, &e, 0);
     got++;
   }
   if (txn) mdb_txn_abort(txn);
@@ -460,11 +478,7 @@ static napi_value IxLocate(napi_env env, napi_callback_info info) {
     txn = NULL;
     MDB(rc, "locate");
   }
-  uint8_t *o;
-  napi_value out = new_buffer(env, got * REC, &o);
-  if (out && got) memcpy(o, tmp, got * REC);
-  free(tmp);
-  return out;
+  return records_out(env, tmp, got);
 }
 
 /**
@@ -642,13 +656,7 @@ static napi_value IxForget(napi_env env, napi_callback_info info) {
       rc = pack_add(txn, ix, e.pack, -1, 0, &now_empty);
       if (!rc && now_empty) empty[nempty++] = e.pack;
     }
-    uint8_t *r = tmp + got * REC;
-    memcpy(r, hash, 32);
-    memcpy(r + 32, &e.pack, 4);
-    memcpy(r + 36, &e.size, 4);
-    memcpy(r + 40, &e.off, 8);
-    memcpy(r + 48, &e.crc, 4);
-    memcpy(r + 52, &e.flags, 4);
+    put_record(tmp + got * REC, hash, &e, 0);
     got++;
   }
   free(idx);
@@ -870,12 +878,7 @@ static napi_value IxLru(napi_env env, napi_callback_info info) {
     if (!rc) {
       entry e;
       get_entry(&ev, &e);
-      uint8_t *r = tmp + got * REC;
-      memcpy(r, hash, 32);
-      memcpy(r + 32, &e.pack, 4);
-      memcpy(r + 36, &e.size, 4);
-      memcpy(r + 40, &e.off, 8);
-      memcpy(r + 48, &e.atime, 8);
+      put_record(tmp + got * REC, hash, &e, 1);
       got++;
     } else if (rc != MDB_NOTFOUND) {
       break;
@@ -952,13 +955,7 @@ static napi_value IxEntries(napi_env env, napi_callback_info info) {
   while (!rc && got < limit) {
     entry e;
     get_entry(&v, &e);
-    uint8_t *r = tmp + got * REC;
-    memcpy(r, k.mv_data, 32);
-    memcpy(r + 32, &e.pack, 4);
-    memcpy(r + 36, &e.size, 4);
-    memcpy(r + 40, &e.off, 8);
-    memcpy(r + 48, &e.crc, 4);
-    memcpy(r + 52, &e.flags, 4);
+    put_record(tmp + got * REC, k.mv_data, &e, 0);
     got++;
     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
   }
@@ -968,11 +965,7 @@ static napi_value IxEntries(napi_env env, napi_callback_info info) {
     free(tmp);
     return throw_mdb(env, "entries", rc);
   }
-  uint8_t *o;
-  napi_value out = new_buffer(env, got * REC, &o);
-  if (out && got) memcpy(o, tmp, got * REC);
-  free(tmp);
-  return out;
+  return records_out(env, tmp, got);
 }
 
 /** ixTotals(ix) -> Float64Array [bytes, count, pinned bytes] */
