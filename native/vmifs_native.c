@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -208,6 +209,31 @@ static napi_value Crc32c(napi_env env, napi_callback_info info) {
 }
 
 /**
+ * flock(fd, how) -> boolean: flock(2) on an open file; how 0 shared, 1 exclusive, 2 exclusive if no
+ * one else holds it (false when someone does), 3 unlock
+ */
+static napi_value Flock(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], out;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd, how;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  CHECK(napi_get_value_int32(env, argv[1], &how));
+  static const int ops[] = {LOCK_SH, LOCK_EX, LOCK_EX | LOCK_NB, LOCK_UN};
+  if (how < 0 || how > 3) {
+    napi_throw_range_error(env, "VMIFS_NATIVE", "flock: how is 0 to 3");
+    return NULL;
+  }
+  int rc;
+  do
+    rc = flock(fd, ops[how]);
+  while (rc != 0 && errno == EINTR);
+  if (rc != 0 && !(how == 2 && errno == EWOULDBLOCK)) return throw_errno(env, "flock", errno);
+  CHECK(napi_get_boolean(env, rc == 0, &out));
+  return out;
+}
+
+/**
  * punchHole(fd, offset, length): frees the file's blocks in the range (reads of it return zeros;
  * the size stays). Throws with the errno (EOPNOTSUPP where the filesystem cannot).
  */
@@ -354,6 +380,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"gatherHashes", NULL, GatherHashes, NULL, NULL, NULL, napi_default, NULL},
       {"distinctHashes", NULL, DistinctHashes, NULL, NULL, NULL, napi_default, NULL},
       {"punchHole", NULL, PunchHole, NULL, NULL, NULL, napi_default, NULL},
+      {"flock", NULL, Flock, NULL, NULL, NULL, napi_default, NULL},
       {"sdNotify", NULL, SdNotify, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));

@@ -8,6 +8,7 @@ import { type Db, openDb } from './index/db.js'
 import { Catalog } from './index/catalog.js'
 import { ChunkStore } from './cache/chunk-store.js'
 import { Counters } from './stats/counters.js'
+import { native } from './native/index.js'
 import type { Manifest } from './manifests/manifest.js'
 
 export interface DataDirOptions {
@@ -23,12 +24,21 @@ export class DataDir {
   readonly store: ChunkStore
   readonly counters: Counters
   readonly leftovers: number
+  private readonly lockFd: number
 
   private constructor(
     readonly dir: string,
     opts: DataDirOptions
   ) {
-    this.db = openDb(path.join(dir, 'index.sqlite'))
+    // every process with the data dir open holds the lock shared: exclusively() knows it is alone
+    this.lockFd = fs.openSync(path.join(dir, 'lock'), 'a')
+    native().flock(this.lockFd, 0)
+    try {
+      this.db = openDb(path.join(dir, 'index.sqlite'))
+    } catch (err) {
+      fs.closeSync(this.lockFd)
+      throw err
+    }
     let store: ChunkStore | undefined
     try {
       this.counters = new Counters(this.db)
@@ -49,7 +59,22 @@ export class DataDir {
         // the error that stopped the open is the one to report
       }
       this.db.close()
+      fs.closeSync(this.lockFd)
       throw err
+    }
+  }
+
+  /**
+   * Runs fn if no other process (or other DataDir of this one) has the data dir open, holding it
+   * alone meanwhile; undefined without running it otherwise.
+   */
+  exclusively<T>(fn: () => T): T | undefined {
+    // flock converts a lock by dropping it first: whatever happens, it is shared again after
+    const alone = native().flock(this.lockFd, 2)
+    try {
+      return alone ? fn() : undefined
+    } finally {
+      native().flock(this.lockFd, 0)
     }
   }
 
@@ -115,5 +140,6 @@ export class DataDir {
       // best effort: losing the last counter deltas is better than leaving the database open
     }
     this.db.close()
+    fs.closeSync(this.lockFd)
   }
 }

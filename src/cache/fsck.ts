@@ -23,6 +23,11 @@ export interface FsckReport {
   /** chunk files of the old layout moved into packs */
   converted: number
   strays: number
+  /**
+   * whether the images' chunks were counted again (only when no other process has the data dir
+   * open: a catalog change it made meanwhile could be counted wrong)
+   */
+  countsRebuilt: boolean
   incompleteImages: Array<{ name: string; missingChunks: number }>
 }
 
@@ -36,6 +41,7 @@ export function fsck(dd: DataDir, onProgress?: (done: number, total: number) => 
     crcsRepaired: 0,
     converted: 0,
     strays: 0,
+    countsRebuilt: false,
     incompleteImages: []
   }
   store.flushAtimes()
@@ -78,23 +84,8 @@ export function fsck(dd: DataDir, onProgress?: (done: number, total: number) => 
   store.discard(bad)
   store.recount()
   // the counts of chunks, made again from the images (a crash between the catalog's two
-  // transactions leaves some too high), then every entry pinned as they say
-  const parts: Array<{ h: Buffer; sizes: Float64Array; pinned: boolean }> = []
-  for (const img of dd.catalog.listImages())
-    parts.push({ ...distinctChunks(dd.catalog.manifest(img.digest)!), pinned: img.pinned })
-  const pins = new Uint8Array(parts.reduce((n, p) => n + p.sizes.length, 0))
-  let at = 0
-  for (const p of parts) {
-    pins.fill(p.pinned ? 1 : 0, at, at + p.sizes.length)
-    at += p.sizes.length
-  }
-  const sizes = new Float64Array(pins.length)
-  at = 0
-  for (const p of parts) {
-    sizes.set(p.sizes, at)
-    at += p.sizes.length
-  }
-  store.rebuildRefs(Buffer.concat(parts.map(p => p.h)), sizes, pins)
+  // transactions leaves some too high); then every entry pinned as they say
+  r.countsRebuilt = dd.exclusively(() => recountRefs(dd)) ?? false
   store.reconcilePins()
   store.refreshSize()
   for (const img of dd.catalog.listImages()) {
@@ -104,6 +95,24 @@ export function fsck(dd: DataDir, onProgress?: (done: number, total: number) => 
     if (missing > 0) r.incompleteImages.push({ name: img.name, missingChunks: missing })
   }
   return r
+}
+
+/** Makes the chunks' counts again from the images; returns true. */
+function recountRefs(dd: DataDir): boolean {
+  const parts: Array<{ h: Buffer; sizes: Float64Array; pinned: boolean }> = []
+  for (const img of dd.catalog.listImages())
+    parts.push({ ...distinctChunks(dd.catalog.manifest(img.digest)!), pinned: img.pinned })
+  const n = parts.reduce((k, p) => k + p.sizes.length, 0)
+  const pins = new Uint8Array(n)
+  const sizes = new Float64Array(n)
+  let at = 0
+  for (const p of parts) {
+    pins.fill(p.pinned ? 1 : 0, at, at + p.sizes.length)
+    sizes.set(p.sizes, at)
+    at += p.sizes.length
+  }
+  dd.store.rebuildRefs(Buffer.concat(parts.map(p => p.h)), sizes, pins)
+  return true
 }
 
 /** One pack, front to back: every recorded chunk is read and hashed, and its CRC checked against its entry's. */

@@ -33,6 +33,8 @@ ${COMMON_HELP}`,
           (r.converted > 0 ? `, ${r.converted} chunk files converted into packs` : '') +
           '\n'
       )
+      if (!r.countsRebuilt)
+        process.stdout.write('chunk counts kept: another process has the data dir open (stop the agent to recount)\n')
       for (const c of r.corrupt) process.stdout.write(`corrupt ${c}\n`)
       for (const i of r.incompleteImages)
         process.stdout.write(`image ${i.name}: ${i.missingChunks} chunks not in the local cache\n`)

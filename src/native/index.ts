@@ -51,6 +51,8 @@ export interface NativeAddon {
   distinctHashes(hashes: Buffer, zero: Uint8Array, offsets: Float64Array): [Buffer, Float64Array]
   /** frees the blocks of [offset, offset + length) of an open file (fallocate PUNCH_HOLE) */
   punchHole(fd: number, offset: number, length: number): void
+  /** flock(2): how 0 shared, 1 exclusive, 2 exclusive unless someone holds it (then false), 3 unlock */
+  flock(fd: number, how: number): boolean
   /** one datagram to the service manager's notification socket ("@name": abstract namespace) */
   sdNotify(socket: string, message: string): boolean
 
