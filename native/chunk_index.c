@@ -768,44 +768,16 @@ static napi_value IxSetPinned(napi_env env, napi_callback_info info) {
   if (!idx) return throw_errno(env, "ixSetPinned", ENOMEM);
   MDB_txn *txn = NULL;
   totals tot;
-  uint32_t changed = 0;
+  int changed = 0;
   int rc = mdb_txn_begin(ix->env, NULL, 0, &txn);
   if (!rc) rc = read_totals(txn, ix, &tot);
-  for (size_t k = 0; !rc && k < n; k++) {
-    const uint8_t *hash = h + 32 * (size_t)idx[k];
-    MDB_val key = {32, (void *)hash}, v;
-    rc = mdb_get(txn, ix->entries, &key, &v);
-    if (rc == MDB_NOTFOUND) {
-      rc = 0;
-      continue;
-    }
-    if (rc) break;
-    entry e;
-    get_entry(&v, &e);
-    if (!!(e.flags & PINNED) == pin) continue;
-    uint8_t lk[LRU_KEY], vb[VAL];
-    lru_key(lk, e.atime, hash);
-    MDB_val lkey = {LRU_KEY, lk}, empty = {0, ""};
-    if (pin) {
-      rc = mdb_del(txn, ix->lru, &lkey, NULL);
-      if (rc == MDB_NOTFOUND) rc = 0;
-      e.flags |= PINNED;
-      tot.pinned += e.size;
-    } else {
-      rc = mdb_put(txn, ix->lru, &lkey, &empty, 0);
-      e.flags &= ~(uint32_t)PINNED;
-      tot.pinned -= e.size < tot.pinned ? e.size : tot.pinned;
-    }
-    put_entry(vb, &e);
-    MDB_val nv = {VAL, vb};
-    if (!rc) rc = mdb_put(txn, ix->entries, &key, &nv, 0);
-    changed++;
-  }
+  for (size_t k = 0; !rc && k < n; k++)
+    rc = set_entry_pinned(txn, ix, h + 32 * (size_t)idx[k], pin, &tot, &changed);
   free(idx);
   if (!rc) rc = write_totals(txn, ix, &tot);
   if (rc) MDB(rc, "set pinned");
   MDB(mdb_txn_commit(txn), "commit");
-  CHECK(napi_create_uint32(env, changed, &out));
+  CHECK(napi_create_uint32(env, (uint32_t)changed, &out));
   return out;
 }
 
