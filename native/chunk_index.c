@@ -546,21 +546,8 @@ static napi_value IxRecord(napi_env env, napi_callback_info info) {
     /* one descent: a chunk held already comes back as MDB_KEYEXIST, nv pointing at its entry */
     rc = mdb_put(txn, ix->entries, &key, &nv, MDB_NOOVERWRITE);
     if (rc == MDB_KEYEXIST) {
-      rc = 0;
-      if (!pin) continue;
-      entry old;
-      get_entry(&nv, &old);
-      if (old.flags & PINNED) continue;
-      uint8_t lk[LRU_KEY], ob[VAL];
-      lru_key(lk, old.atime, hash);
-      MDB_val lkey = {LRU_KEY, lk};
-      rc = mdb_del(txn, ix->lru, &lkey, NULL);
-      if (rc == MDB_NOTFOUND) rc = 0;
-      old.flags |= PINNED;
-      put_entry(ob, &old);
-      MDB_val ov = {VAL, ob};
-      if (!rc) rc = mdb_put(txn, ix->entries, &key, &ov, 0);
-      tot.pinned += old.size;
+      /* held already: it keeps its entry, pinned if asked */
+      rc = pin ? set_entry_pinned(txn, ix, hash, 1, &tot, NULL) : 0;
       continue;
     }
     if (!rc && !pin) {

@@ -147,6 +147,26 @@ function recordAt(b: Buffer, i: number): EntryRow & { crc: number; flags: number
   }
 }
 
+/** Rows written as records of `size` bytes each (`write`), handed to `load` PAGE records at a time. */
+function inPages<R>(
+  rows: Iterable<R>,
+  size: number,
+  write: (out: Buffer, at: number, row: R) => void,
+  load: (records: Buffer) => void
+): void {
+  let out = Buffer.alloc(PAGE * size)
+  let n = 0
+  for (const r of rows) {
+    write(out, n * size, r)
+    if (++n === PAGE) {
+      load(out)
+      out = Buffer.alloc(PAGE * size)
+      n = 0
+    }
+  }
+  if (n > 0) load(out.subarray(0, n * size))
+}
+
 export class ChunkStore {
   readonly packDir: string
   private readonly listeners = new Set<ChunkEvents>()
@@ -262,25 +282,20 @@ export class ChunkStore {
       off: number | null
       crc: number | null
     }>
-    let out = Buffer.alloc(PAGE * 64)
-    let n = 0
-    const load = (): void => {
-      if (n > 0) native().ixLoad(this.ix, out.subarray(0, n * 64))
-      out = Buffer.alloc(PAGE * 64)
-      n = 0
-    }
-    for (const r of rows) {
-      const at = n * 64
-      r.hash.copy(out, at, 0, 32)
-      out.writeUInt32LE(r.pack ?? 0, at + 32)
-      out.writeUInt32LE(r.size, at + 36)
-      out.writeBigUInt64LE(BigInt(r.off ?? 0), at + 40)
-      out.writeDoubleLE(r.atime, at + 48)
-      out.writeUInt32LE(r.crc ?? 0, at + 56)
-      out.writeUInt32LE((r.pinned === 1 ? PINNED : 0) | (r.crc === null ? 2 : 0), at + 60)
-      if (++n === PAGE) load()
-    }
-    load()
+    inPages(
+      rows,
+      64,
+      (out, at, r) => {
+        r.hash.copy(out, at, 0, 32)
+        out.writeUInt32LE(r.pack ?? 0, at + 32)
+        out.writeUInt32LE(r.size, at + 36)
+        out.writeBigUInt64LE(BigInt(r.off ?? 0), at + 40)
+        out.writeDoubleLE(r.atime, at + 48)
+        out.writeUInt32LE(r.crc ?? 0, at + 56)
+        out.writeUInt32LE((r.pinned === 1 ? PINNED : 0) | (r.crc === null ? 2 : 0), at + 60)
+      },
+      records => native().ixLoad(this.ix, records)
+    )
     // the catalog's counts of the chunks (its table chunks) come along: the index pins by them
     const refs = this.db.prepare('SELECT hash, size, refs, pins FROM chunks').iterate() as IterableIterator<{
       hash: Buffer
@@ -288,21 +303,17 @@ export class ChunkStore {
       refs: number
       pins: number
     }>
-    let rb = Buffer.alloc(PAGE * 44)
-    let k = 0
-    const loadRefs = (): void => {
-      if (k > 0) native().ixLoadRefs(this.ix, rb.subarray(0, k * 44))
-      rb = Buffer.alloc(PAGE * 44)
-      k = 0
-    }
-    for (const r of refs) {
-      r.hash.copy(rb, k * 44, 0, 32)
-      rb.writeUInt32LE(r.size, k * 44 + 32)
-      rb.writeUInt32LE(r.refs, k * 44 + 36)
-      rb.writeUInt32LE(r.pins, k * 44 + 40)
-      if (++k === PAGE) loadRefs()
-    }
-    loadRefs()
+    inPages(
+      refs,
+      44,
+      (out, at, r) => {
+        r.hash.copy(out, at, 0, 32)
+        out.writeUInt32LE(r.size, at + 32)
+        out.writeUInt32LE(r.refs, at + 36)
+        out.writeUInt32LE(r.pins, at + 40)
+      },
+      records => native().ixLoadRefs(this.ix, records)
+    )
     this.db.exec('DROP TABLE IF EXISTS cache_entries; DROP TABLE IF EXISTS packs; DROP TABLE IF EXISTS chunks')
   }
 
@@ -627,8 +638,8 @@ export class ChunkStore {
         throw VmifsError.hashMismatch(hashHex, got)
       }
       // the bytes are the chunk's and its CRC is not: the CRC is what was damaged
+      this.repairCrc(hashHex, loc, crc)
       loc.crc = crc
-      this.repairCrc(hashHex, crc)
     }
     this.touch(hashHex)
     this.emit('stored', [{ hash: hashHex, ...loc }])
@@ -713,10 +724,9 @@ export class ChunkStore {
     )
   }
 
-  /** Corrects the CRC an entry keeps (fsck, which found its bytes sound and the CRC not theirs). */
-  repairCrc(hashHex: string, crc: number): void {
-    const loc = this.locate(hashHex)
-    if (loc) native().ixSetEntry(this.ix, Buffer.from(hashHex, 'hex'), loc.pack, loc.off, crc, -1)
+  /** Corrects the CRC an entry keeps (its bytes, at `loc`, were found sound and the CRC not theirs). */
+  repairCrc(hashHex: string, loc: ChunkLocation, crc: number): void {
+    native().ixSetEntry(this.ix, Buffer.from(hashHex, 'hex'), loc.pack, loc.off, crc, -1)
   }
 
   /** Makes a pack row for a pack file the index lost (fsck), sealed and empty. */

@@ -141,7 +141,7 @@ function checkPack(
           const crc = native().crc32c(data)
           // the bytes are the chunk's, the CRC its entry keeps is not: reads would hash it every time
           if (crc !== e.crc) {
-            dd.store.repairCrc(e.hash, crc)
+            dd.store.repairCrc(e.hash, e, crc)
             r.crcsRepaired++
           }
         }
