@@ -16,6 +16,7 @@
 //            exactly when its chunk's pins > 0: both change in the same transaction.
 // Calls take many chunks at once (hashes: 32 bytes each, concatenated) and make one transaction.
 #define _GNU_SOURCE
+#include "bytes.h"
 #include "napi_check.h"
 #include <errno.h>
 #include <lmdb.h>
@@ -298,11 +299,6 @@ static napi_value records_out(napi_env env, uint8_t *tmp, size_t n) {
   return out;
 }
 
-static int cmp_idx(const void *a, const void *b, void *base) {
-  return memcmp((const uint8_t *)base + (size_t) * (const uint32_t *)a * 32,
-                (const uint8_t *)base + (size_t) * (const uint32_t *)b * 32, 32);
-}
-
 /* The indexes 0..n-1 in the order of their hashes' bytes (B-tree pages are then written in turn). */
 static uint32_t *sorted(const uint8_t *hashes, size_t n) {
   uint32_t *idx = malloc((n ? n : 1) * sizeof *idx);
@@ -312,7 +308,7 @@ static uint32_t *sorted(const uint8_t *hashes, size_t n) {
     idx[i] = (uint32_t)i;
     if (i > 0 && in_order && memcmp(hashes + 32 * (i - 1), hashes + 32 * i, 32) > 0) in_order = 0;
   }
-  if (!in_order) qsort_r(idx, n, sizeof *idx, cmp_idx, (void *)hashes);
+  if (!in_order) vmifs_order_by_hash(idx, n, hashes);
   return idx;
 }
 
@@ -1473,10 +1469,7 @@ static napi_value IxReconcilePins(napi_env env, napi_callback_info info) {
   totals tot;
   MDB(read_totals(txn, ix, &tot), "totals");
   /* the hashes first: the walk must not run over entries it is changing */
-  struct {
-    uint8_t *p;
-    size_t len, cap;
-  } todo = {0};
+  bytes todo = {0};
   MDB_cursor *cur;
   MDB(mdb_cursor_open(txn, ix->entries, &cur), "cursor");
   MDB_val k, v;
@@ -1488,15 +1481,9 @@ static napi_value IxReconcilePins(napi_env env, napi_callback_info info) {
     rc = get_refs(txn, ix, k.mv_data, &r);
     if (rc) break;
     if (!!(e.flags & PINNED) == (r.pins > 0)) continue;
-    if (todo.len + 33 > todo.cap) {
-      size_t cap = todo.cap ? 2 * todo.cap : 33 * 1024;
-      uint8_t *q = realloc(todo.p, cap);
-      if (!q) {
-        rc = ENOMEM;
-        break;
-      }
-      todo.p = q;
-      todo.cap = cap;
+    if (room(&todo, 33)) {
+      rc = ENOMEM;
+      break;
     }
     memcpy(todo.p + todo.len, k.mv_data, 32);
     todo.p[todo.len + 32] = r.pins > 0;

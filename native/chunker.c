@@ -20,6 +20,7 @@
 //   chunkerPush(handle, buf, final) -> { n, lengths, offs, flags, hashes, crcs, spill }
 #define _GNU_SOURCE
 #include "chunker.h"
+#include "bytes.h"
 #include "crc32c.h"
 #include "napi_check.h"
 #include <blake3.h>
@@ -74,24 +75,6 @@ static int set_add(hash_set *s, const uint8_t *h) {
   memcpy(s->keys + j * 32, h, 32);
   s->n++;
   return 1;
-}
-
-/* A growable array of bytes. */
-typedef struct {
-  uint8_t *p;
-  size_t len, cap;
-} bytes;
-
-static int room(bytes *b, size_t more) {
-  if (b->len + more <= b->cap) return 0;
-  size_t cap = b->cap ? b->cap : 4096;
-  while (cap < b->len + more)
-    cap *= 2;
-  uint8_t *p = realloc(b->p, cap);
-  if (!p) return -1;
-  b->p = p;
-  b->cap = cap;
-  return 0;
 }
 
 typedef struct {

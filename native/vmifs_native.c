@@ -6,6 +6,7 @@
 // The gear loop is FastCDC with normalized chunking (Xia et al., 2016): below normalSize the
 // stricter mask maskS applies, above it the looser maskL; the first minSize bytes are skipped.
 #define _GNU_SOURCE
+#include "bytes.h"
 #include "chunker.h"
 #include "crc32c.h"
 #include "napi_check.h"
@@ -285,6 +286,10 @@ static int cmp_hash(const void *a, const void *b, void *base) {
                 (const uint8_t *)base + (size_t) * (const uint32_t *)b * 32, 32);
 }
 
+void vmifs_order_by_hash(uint32_t *idx, size_t n, const uint8_t *hashes) {
+  qsort_r(idx, n, sizeof *idx, cmp_hash, (void *)hashes);
+}
+
 /** gatherHashes(src, idx) -> Buffer: the 32-byte hashes src[idx[k]], one after the other */
 static napi_value GatherHashes(napi_env env, napi_callback_info info) {
   size_t argc = 2;
@@ -340,7 +345,7 @@ static napi_value DistinctHashes(napi_env env, napi_callback_info info) {
   size_t m = 0;
   for (size_t i = 0; i < n; i++)
     if (!zero[i]) idx[m++] = (uint32_t)i;
-  qsort_r(idx, m, sizeof *idx, cmp_hash, h);
+  vmifs_order_by_hash(idx, m, h);
   size_t d = 0;
   for (size_t k = 0; k < m; k++)
     if (d == 0 || memcmp(h + 32 * (size_t)idx[k], h + 32 * (size_t)idx[d - 1], 32) != 0) idx[d++] = idx[k];
