@@ -9,6 +9,7 @@ import { VmifsError } from './errors.js'
 import { type Chunking, DEFAULT_CHUNKING, validateChunking } from './manifests/chunking.js'
 import { type Policy, validatePolicy } from './planner/replica-placement.js'
 import { validateName } from './index/catalog.js'
+import { isPublicKeyText } from './trust/keys.js'
 
 export interface LinkConfig {
   price?: number
@@ -62,6 +63,8 @@ export interface Config {
   /** replication policies this host publishes (a `vmifs policy set` anywhere overrides them) */
   policies: Record<string, Policy>
   replication: { drTimeoutMs: number; intervalMs: number }
+  /** admins: the fleet admin public keys whose host certificates this host accepts */
+  trust: { admins: string[] }
 }
 
 export const DEFAULT_DATA_DIR = '/var/lib/vmifs'
@@ -87,7 +90,8 @@ export function defaults(): Config {
     sessionIdleMs: 10_000,
     site: {},
     policies: {},
-    replication: { drTimeoutMs: 60_000, intervalMs: 1000 }
+    replication: { drTimeoutMs: 60_000, intervalMs: 1000 },
+    trust: { admins: [] }
   }
 }
 
@@ -201,7 +205,12 @@ export const CONFIG_FILE = z
         maxPrice: nonNegative.optional()
       })
     ),
-    replication: z.strictObject({ drTimeoutMs: nonNegative, intervalMs: nonNegative }).partial()
+    replication: z.strictObject({ drTimeoutMs: nonNegative, intervalMs: nonNegative }).partial(),
+    trust: z
+      .strictObject({
+        admins: z.array(z.string().refine(isPublicKeyText, 'is not a public key (43 base64url characters)'))
+      })
+      .partial()
   })
   .partial()
 
@@ -242,7 +251,8 @@ export function loadConfigFile(file: string, base: Config = defaults()): Config 
     fetch: { ...base.fetch, ...c.fetch },
     site: { ...base.site, ...c.site },
     policies: { ...base.policies },
-    replication: { ...base.replication, ...c.replication }
+    replication: { ...base.replication, ...c.replication },
+    trust: { admins: [...(c.trust?.admins ?? base.trust.admins)] }
   }
   // the minimum keeps a typo from spinning the replication loop
   if (c.replication?.intervalMs !== undefined) out.replication.intervalMs = Math.max(100, c.replication.intervalMs)

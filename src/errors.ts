@@ -52,6 +52,9 @@ export type ErrorCode =
   | 'PLAN_INFEASIBLE'
   | 'SOLVER_FAILED'
   | 'POLICY_NOT_FOUND'
+  | 'KEY_INVALID'
+  | 'KEY_EXISTS'
+  | 'CERT_INVALID'
 
 export class VmifsError extends Error {
   readonly code: ErrorCode

@@ -19,6 +19,9 @@ import { command as placeCmd } from './place.js'
 import { command as replicateCmd } from './replicate.js'
 import { command as policyCmd } from './policy.js'
 import { command as installServiceCmd } from './install-service.js'
+import { command as keyCmd } from './key.js'
+import { command as hostCmd } from './host.js'
+import { command as fleetCmd } from './fleet.js'
 
 const COMMANDS: Command[] = [
   importCmd,
@@ -36,7 +39,10 @@ const COMMANDS: Command[] = [
   planCmd,
   placeCmd,
   replicateCmd,
-  policyCmd
+  policyCmd,
+  hostCmd,
+  keyCmd,
+  fleetCmd
 ]
 
 function usage(): string {

@@ -1,0 +1,84 @@
+// Host certificates: the fleet admin key's statement that a host id speaks with one public key.
+// `vmifs fleet admit` makes one (where the admin key is kept), `vmifs host cert` installs it in
+// the host's data dir, and the agent shows it to the fleet. A host whose id and key the config's
+// `trust.hosts` lists needs none.
+import fs from 'node:fs'
+import path from 'node:path'
+import { VmifsError } from '../errors.js'
+import { validOrigin } from '../index/facts.js'
+import { type SigningKey, isPublicKeyText, verifySignature } from './keys.js'
+
+/** The installed certificate's file in a data dir. */
+export const HOST_CERT_FILE = 'host.cert'
+
+export interface HostCert {
+  /** the host id it admits */
+  host: string
+  /** the host's public key */
+  key: string
+  /** when the admin made it (ms since the epoch) */
+  issuedAt: number
+  /** the admin key that signed it */
+  admin: string
+  sig: string
+}
+
+function certMessage(host: string, key: string, issuedAt: number): string {
+  return `vmifs-cert/1\n${host}\n${key}\n${issuedAt}`
+}
+
+/** The admin's certificate for host id `host` with public key `key`. */
+export function issueCert(admin: SigningKey, host: string, key: string, now = Date.now()): HostCert {
+  if (!validOrigin(host))
+    throw VmifsError.param('host', `${JSON.stringify(host)} is not a host id (1-64 of A-Z a-z 0-9 . _ -)`)
+  if (!isPublicKeyText(key)) throw VmifsError.param('public key', `${JSON.stringify(key)} is not a public key`)
+  return { host, key, issuedAt: now, admin: admin.publicKey, sig: admin.sign(certMessage(host, key, now)) }
+}
+
+/**
+ * v as a certificate signed by one of `admins` (by any key, undefined), or why not: the shape, the
+ * admin key and the signature are checked, not whom it names (that is the caller's).
+ */
+export function checkCert(v: unknown, admins?: readonly string[]): { cert: HostCert } | { problem: string } {
+  if (typeof v !== 'object' || v === null) return { problem: 'not a certificate' }
+  const c = v as Record<string, unknown>
+  if (
+    !validOrigin(c.host) ||
+    !isPublicKeyText(c.key) ||
+    !Number.isSafeInteger(c.issuedAt) ||
+    !isPublicKeyText(c.admin) ||
+    typeof c.sig !== 'string' ||
+    Object.keys(c).length !== 5
+  )
+    return { problem: 'not a certificate (host, key, issuedAt, admin, sig)' }
+  if (admins !== undefined && !admins.includes(c.admin))
+    return { problem: `signed by ${c.admin}, which is not a fleet admin key here` }
+  if (!verifySignature(c.admin, certMessage(c.host, c.key, c.issuedAt as number), c.sig))
+    return { problem: 'its signature does not verify' }
+  return { cert: { host: c.host, key: c.key, issuedAt: c.issuedAt as number, admin: c.admin, sig: c.sig } }
+}
+
+/** The certificate installed in a data dir, if any (as the file holds it: checked by its readers). */
+export function installedCert(dataDir: string): unknown {
+  const file = path.join(dataDir, HOST_CERT_FILE)
+  let text: string
+  try {
+    text = fs.readFileSync(file, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw new VmifsError('CERT_INVALID', `cannot read ${file}: ${(err as Error).message}`, { file })
+  }
+  try {
+    return JSON.parse(text) as unknown
+  } catch {
+    throw new VmifsError('CERT_INVALID', `${file} is not JSON`, { file })
+  }
+}
+
+/** Installs cert in the data dir (replacing the one there: a rotated key gets a new one). */
+export function installCert(dataDir: string, cert: HostCert): void {
+  const file = path.join(dataDir, HOST_CERT_FILE)
+  const tmp = `${file}.${process.pid}.tmp`
+  fs.writeFileSync(tmp, JSON.stringify(cert, null, 2) + '\n', { mode: 0o644 })
+  fs.renameSync(tmp, file)
+}
