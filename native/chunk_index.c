@@ -113,7 +113,9 @@ static uint32_t from_be32(const uint8_t *k) {
 static napi_value throw_mdb(napi_env env, const char *what, int rc) {
   char msg[512];
   snprintf(msg, sizeof msg, "chunk index: %.300s: %s", what, mdb_strerror(rc));
-  napi_throw_error(env, rc == MDB_MAP_FULL ? "STORE_INDEX_FULL" : "STORE_INDEX", msg);
+  /* an error of the system's (a full disk: ENOSPC) keeps its errno's name, as Node's own errors do */
+  const char *sys = rc > 0 ? strerrorname_np(rc) : NULL;
+  napi_throw_error(env, sys ? sys : rc == MDB_MAP_FULL ? "STORE_INDEX_FULL" : "STORE_INDEX", msg);
   return NULL;
 }
 

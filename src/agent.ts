@@ -21,6 +21,7 @@ import { Stats, snapshot } from './stats/stats.js'
 import type { Logger } from './util/log.js'
 import type { Manifest } from './manifests/manifest.js'
 import { VmifsError, isVmifsError } from './errors.js'
+import { guard } from './util/guard.js'
 import { FactStore, validOrigin } from './index/facts.js'
 import { FactSync } from './index/sync.js'
 import { FleetImages } from './index/fleet-images.js'
@@ -87,6 +88,8 @@ export class Agent extends Resource {
   private sync: FactSync | undefined
   private fleetImages: FleetImages | undefined
   private manifests: ManifestFetcher | undefined
+  /** the origin store's one client: chunks and manifests */
+  private origin: OriginClient | undefined
   endpoint: string | undefined
   private recorder: TraceRecorder | undefined
   private prefetcher: Prefetcher | undefined
@@ -129,7 +132,13 @@ export class Agent extends Resource {
     }
     this.dd = DataDir.open(config.dataDir, {
       capacityBytes: config.capacityBytes,
-      onEvict: () => this.announcer?.schedule()
+      onEvict: () => this.announcer?.schedule(),
+      onDiskFull: bytes =>
+        log.warn(
+          { code: 'DISK_FULL', dataDir: config.dataDir, effectiveCapacityBytes: bytes },
+          "the data dir's filesystem is full: evicting unpinned chunks to make room; " +
+            'the cache keeps at most effectiveCapacityBytes until space frees'
+        )
     })
     const dd = this.dd
     if (dd.leftovers > 0)
@@ -146,6 +155,7 @@ export class Agent extends Resource {
     this.announcer = new Announcer(this.facts, dd.catalog, dd.store, log, undefined, places)
     const demand = { alpha: config.fetch.alpha, hedge: config.fetch.hedge }
     const background = { alpha: config.fetch.prefetchAlpha, hedge: false }
+    this.origin = fleet.origin ? new OriginClient(fleet.origin, fleet.originHeaders) : undefined
     this.source = new ChunkSource(
       dd.store,
       this.stats,
@@ -160,6 +170,7 @@ export class Agent extends Resource {
             deadlineMs: config.fetch.deadlineMs,
             policies: { demand, ahead: demand, prefetch: background, replicate: background },
             tls: fleet.tls?.ca !== undefined ? { ca: readPem(fleet.tls.ca) } : undefined,
+            origin: this.origin,
             onCached: hash => this.announcer?.cached(hash),
             onDemand: () => this.prefetcher?.tune()
           }
@@ -170,7 +181,7 @@ export class Agent extends Resource {
       this.manifests = new ManifestFetcher({
         directory: this.directory,
         client: e => source.client(e),
-        origin: fleet.origin ? new OriginClient(fleet.origin, fleet.token) : undefined,
+        origin: this.origin,
         timeoutMs: config.fetch.timeoutMs,
         log
       })
@@ -186,7 +197,8 @@ export class Agent extends Resource {
         }
       )
       this.facts.onChange(changed => {
-        if (changed.some(f => f.key.startsWith('image/'))) void this.fleetImages?.reconcile()
+        if (changed.some(f => f.key.startsWith('image/')))
+          guard(log, 'reconciling the fleet images', () => this.fleetImages?.reconcile())
       })
     }
     if (this.fleetMode) {
@@ -237,10 +249,11 @@ export class Agent extends Resource {
       })
     }
     this.recorder = new TraceRecorder(
-      tr => {
-        this.prefetcher?.end(tr.digest)
-        models.learn(tr)
-      },
+      tr =>
+        guard(log, 'learning from a read session', () => {
+          this.prefetcher?.end(tr.digest)
+          models.learn(tr)
+        }),
       config.sessionIdleMs,
       d => this.prefetcher?.start(d)
     )
@@ -313,6 +326,7 @@ export class Agent extends Resource {
             cache: () => ({
               sizeBytes: dd.store.sizeBytes,
               capacityBytes: dd.store.capacityBytes,
+              effectiveCapacityBytes: dd.store.effectiveCapacityBytes,
               evictions: dd.counters.get('cache.evictions')
             }),
             links: () => this.directory!.allLinks(),
@@ -361,7 +375,7 @@ export class Agent extends Resource {
       const peers = fleet.peers.map(u => this.source!.client(u))
       this.sync = new FactSync(this.facts, () => peers, log, fleet.syncIntervalMs)
       this.sync.start()
-      void this.fleetImages!.reconcile()
+      guard(log, 'reconciling the fleet images', () => this.fleetImages?.reconcile())
       this.replication = new ReplicationManager({
         dd,
         facts: this.facts,
@@ -376,7 +390,9 @@ export class Agent extends Resource {
         intervalMs: config.replication.intervalMs
       })
       this.replication.start()
-      this.manifests!.watchOrigin(ORIGIN_POLL_MS, imgs => this.fleetImages?.setOriginImages(imgs))
+      this.manifests!.watchOrigin(ORIGIN_POLL_MS, imgs =>
+        guard(log, "taking the origin's images", () => this.fleetImages?.setOriginImages(imgs))
+      )
     }
 
     this.mount = new VmifsMount(this.opts.mountpoint, this.view(), log, {
@@ -397,15 +413,11 @@ export class Agent extends Resource {
       await this.mount.mount()
     }
     this.timers.push(setInterval(() => this.flush(), FLUSH_MS))
-    this.timers.push(setInterval(() => this.refreshImages(), CATALOG_POLL_MS))
     this.timers.push(
-      setInterval(() => {
-        try {
-          this.announcer?.publishStatus()
-        } catch (err) {
-          log.warn({ err }, 'publishing status failed')
-        }
-      }, STATUS_MS)
+      setInterval(() => guard(log, 'looking for new images', () => this.refreshImages()), CATALOG_POLL_MS)
+    )
+    this.timers.push(
+      setInterval(() => guard(log, 'publishing the status', () => this.announcer?.publishStatus()), STATUS_MS)
     )
     for (const t of this.timers) t.unref()
     log.info(
@@ -438,7 +450,8 @@ export class Agent extends Resource {
     await this.server?.close().catch(err => errors.push(err))
     this.announcer?.close()
     await this.source?.close()
-    await this.manifests?.close()
+    this.manifests?.close()
+    await this.origin?.close()
     if (this.api) await this.api.close().catch(err => errors.push(err))
     if (this.dd) {
       this.flush()
@@ -461,12 +474,10 @@ export class Agent extends Resource {
   }
 
   private flush(): void {
-    try {
+    guard(this.opts.log, 'flushing access times and counters', () => {
       this.dd?.store.flushAtimes()
       this.dd?.counters.flush()
-    } catch (err) {
-      this.opts.log.warn({ err }, 'flush failed')
-    }
+    })
   }
 
   /**
@@ -582,6 +593,7 @@ export class Agent extends Resource {
       cache: {
         sizeBytes: dd.store.sizeBytes,
         capacityBytes: dd.store.capacityBytes,
+        effectiveCapacityBytes: dd.store.effectiveCapacityBytes,
         evictions: dd.counters.get('cache.evictions'),
         pinnedBytes: is.pinnedBytes,
         chunks: is.chunks

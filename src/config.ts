@@ -25,6 +25,8 @@ export interface FleetConfig {
   peers: string[]
   token: string
   origin?: string
+  /** headers every request to the origin store carries (its own credentials; never the fleet token) */
+  originHeaders: Record<string, string>
   tls?: { cert: string; key: string; ca?: string }
   /** price per byte others pay to fetch from this host (published in its host record) */
   price: number
@@ -77,7 +79,14 @@ export function defaults(): Config {
     chunking: DEFAULT_CHUNKING,
     mount: { allowOther: true, readTimeoutMs: 120_000 },
     memoryCacheBytes: 64 * 1024 ** 2,
-    fleet: { peers: [], token: process.env.VMIFS_TOKEN ?? '', price: 0, links: {}, syncIntervalMs: 1000 },
+    fleet: {
+      peers: [],
+      token: process.env.VMIFS_TOKEN ?? '',
+      originHeaders: {},
+      price: 0,
+      links: {},
+      syncIntervalMs: 1000
+    },
     fetch: {
       alpha: 0.9,
       prefetchAlpha: 0.3,
@@ -179,6 +188,10 @@ export const CONFIG_FILE = z
     advertise: z.string(),
     peers: z.array(z.string()),
     origin: z.string(),
+    originHeaders: z.record(
+      z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'is not an HTTP header name'),
+      z.string().regex(/^[^\r\n\0]*$/, 'must not hold CR, LF or NUL')
+    ),
     tls: z.strictObject({ cert: z.string(), key: z.string(), ca: z.string().optional() }),
     price: nonNegative,
     links: z.record(z.string(), z.strictObject({ price: nonNegative, bandwidth: rate, rttMs: nonNegative }).partial()),
@@ -208,7 +221,9 @@ export const CONFIG_FILE = z
     replication: z.strictObject({ drTimeoutMs: nonNegative, intervalMs: nonNegative }).partial(),
     trust: z
       .strictObject({
-        admins: z.array(z.string().refine(isPublicKeyText, 'is not a public key (43 base64url characters)'))
+        admins: z.array(
+          z.string().refine(isPublicKeyText, 'is not a public key ("ed25519:" and 43 base64url characters)')
+        )
       })
       .partial()
   })
@@ -224,6 +239,7 @@ function describeIssue(issue: z.core.$ZodIssue): string {
     const keys = issue.keys.map(k => (at === '' ? k : `${at}.${k}`))
     return `unknown key${keys.length > 1 ? 's' : ''} ${keys.map(k => JSON.stringify(k)).join(', ')}`
   }
+  if (issue.code === 'invalid_key') return `${where}${issue.issues[0]?.message ?? issue.message}`
   if (issue.code === 'invalid_union' && issue.path.at(-1) === 'chunking')
     return `${where}kind must be "fixed" or "cdc" with its fields`
   return `${where}${issue.message}`
@@ -269,6 +285,7 @@ export function loadConfigFile(file: string, base: Config = defaults()): Config 
   if (c.advertise !== undefined) f.advertise = parseUrl(c.advertise, 'advertise')
   if (c.peers !== undefined) f.peers = c.peers.map((p, i) => parseUrl(p, `peers[${i}]`))
   if (c.origin !== undefined) f.origin = parseUrl(c.origin, 'origin')
+  if (c.originHeaders !== undefined) f.originHeaders = { ...c.originHeaders }
   if (c.tls !== undefined) f.tls = { ...c.tls }
   if (c.price !== undefined) f.price = c.price
   if (c.syncIntervalMs !== undefined) f.syncIntervalMs = c.syncIntervalMs

@@ -14,6 +14,8 @@ import type { Manifest } from './manifests/manifest.js'
 export interface DataDirOptions {
   capacityBytes: number
   onEvict?: (chunks: number, bytes: number) => void
+  /** the filesystem filled: the cache keeps at most `effectiveBytes` until space frees (once an episode) */
+  onDiskFull?: (effectiveBytes: number) => void
   /** open a data dir of the layout before pack files too (fsck, which converts it) */
   convert?: boolean
 }
@@ -47,7 +49,8 @@ export class DataDir {
         onEvict: (n, b) => {
           this.counters.add('cache.evictions', n)
           opts.onEvict?.(n, b)
-        }
+        },
+        onDiskFull: opts.onDiskFull
       })
       this.store = store
       this.catalog = new Catalog(this.db, store)

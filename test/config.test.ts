@@ -88,6 +88,10 @@ test('a value of the wrong type is refused, not coerced', t => {
   t.regex(refusal(t, { token: 42 }), /token/)
   t.regex(refusal(t, { peers: 'http://a:1' }), /peers/)
   t.regex(refusal(t, { syncIntervalMs: '200' }), /syncIntervalMs/)
+  t.regex(refusal(t, { originHeaders: { 'X-Key': 7 } }), /originHeaders\.X-Key/)
+  t.regex(refusal(t, { originHeaders: { 'X-Key': 'a\r\nInjected: 1' } }), /CR, LF or NUL/)
+  t.regex(refusal(t, { originHeaders: { 'bad header': 'v' } }), /not an HTTP header name/)
+  t.regex(refusal(t, { trust: { admins: ['nope'] } }), /trust\.admins\.0: is not a public key/)
 })
 
 test('a value out of range is refused', t => {

@@ -39,7 +39,20 @@ export interface ChunkStoreOptions {
   capacityBytes: number
   /** called with the number of chunks and bytes evicted */
   onEvict?: (chunks: number, bytes: number) => void
+  /** the filesystem filled (once an episode): the cache now keeps at most `effectiveBytes` */
+  onDiskFull?: (effectiveBytes: number) => void
 }
+
+/**
+ * What a full disk's episode frees beyond the write that failed, for the index's pages and the
+ * writes under way: 64 MiB, or an eighth of what the cache holds where that is less (a small disk).
+ */
+export const DISK_SLACK_BYTES = 64 * 1024 * 1024
+function slack(held: number): number {
+  return Math.min(DISK_SLACK_BYTES, Math.floor(held / 8))
+}
+/** How often, while the disk is full, the free space is looked at again (the capacity may rise). */
+const DISK_RECHECK_MS = 5000
 
 /** Where a chunk's bytes are: pack id, offset of the bytes in the pack, length, and their CRC32C. */
 export interface ChunkLocation {
@@ -175,6 +188,10 @@ export class ChunkStore {
   private size = 0
   private readonly ix: unknown
   private evicting = false
+  /** the capacity in force: the configured one, or less while the disk is full */
+  private capacity: number
+  private diskFull = false
+  private diskCheckedAt = 0
   private writer: Writer | undefined
   /** descriptors of packs read or punched, opened on first use */
   private readonly fds = new Map<number, number>()
@@ -194,6 +211,7 @@ export class ChunkStore {
   ) {
     this.packDir = path.join(dataDir, 'packs')
     this.ix = native().ixOpen(path.join(dataDir, 'store.mdb'))
+    this.capacity = opts.capacityBytes
   }
 
   /** Registers a subscriber; returns its unsubscribe. */
@@ -361,6 +379,71 @@ export class ChunkStore {
   get capacityBytes(): number {
     return this.opts.capacityBytes
   }
+  /** The capacity in force: capacityBytes, or what fits while the filesystem is full. */
+  get effectiveCapacityBytes(): number {
+    return this.capacity
+  }
+
+  /**
+   * Runs a write of `need` bytes; when the filesystem is full (ENOSPC), makes room once and runs
+   * it again. Making room evicts unpinned chunks, least recently used first, down to what is held
+   * less `need` and a slack (DISK_SLACK_BYTES, less on a small disk), and keeps the cache at most
+   * there (the effective capacity) while the disk stays full. A write that fails again throws.
+   * Retrying is safe: a pack write that fails leaves the pack's end where it was, and a failed
+   * index transaction changes nothing.
+   */
+  private whileRoom<T>(need: number, write: () => T): T {
+    try {
+      return write()
+    } catch (err) {
+      if (!this.isDiskFull(err)) throw err
+      const cap = Math.max(0, this.size - need - slack(this.size))
+      if (cap < this.capacity) this.capacity = cap
+      this.diskCheckedAt = Date.now()
+      this.evict(this.capacity, true)
+      if (!this.diskFull) {
+        this.diskFull = true
+        this.opts.onDiskFull?.(this.capacity)
+      }
+      return write()
+    }
+  }
+
+  /**
+   * Whether a write failed for want of space: ENOSPC, or EIO from a write the filesystem cut
+   * short (LMDB reports a short page write so) while it has next to nothing free.
+   */
+  private isDiskFull(err: unknown): boolean {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOSPC') return true
+    if (code !== 'EIO') return false
+    try {
+      const st = fs.statfsSync(this.packDir)
+      return st.bavail * st.bsize < 4 * 1024 * 1024
+    } catch {
+      return false
+    }
+  }
+
+  /**
+   * While the disk is full, looks at its free space now and then: the effective capacity rises
+   * with it (to the configured one, which ends the episode: the next ENOSPC is told again).
+   */
+  private recheckDisk(): void {
+    const now = Date.now()
+    if (!this.diskFull || now - this.diskCheckedAt < DISK_RECHECK_MS) return
+    this.diskCheckedAt = now
+    let free: number
+    try {
+      const st = fs.statfsSync(this.packDir)
+      free = st.bavail * st.bsize
+    } catch {
+      return
+    }
+    const fits = Math.max(this.capacity, this.size + free - 2 * slack(this.size))
+    this.capacity = Math.min(this.opts.capacityBytes, fits)
+    if (this.capacity >= this.opts.capacityBytes) this.diskFull = false
+  }
 
   packPath(id: number): string {
     return path.join(this.packDir, `${id}.pack`)
@@ -484,7 +567,9 @@ export class ChunkStore {
         if (it.crc === undefined) crcs = undefined
         else if (crcs) crcs[i] = it.crc
       }
-      const places = native().packAppend(w.w, bufs, opts?.bulk ?? false, crcs)
+      let bytes = 0
+      for (const b of bufs) bytes += b.length
+      const places = this.whileRoom(bytes, () => native().packAppend(w.w, bufs, opts?.bulk ?? false, crcs))
       for (let i = 0; i < n; i++)
         locs.push({ pack: w.id, off: places[2 * i]!, size: bufs[i]!.length, crc: places[2 * i + 1]! })
       w.tail = places[2 * n - 2]! + bufs[n - 1]!.length
@@ -502,7 +587,11 @@ export class ChunkStore {
     if (!w || w.tail >= PACK_MAX_BYTES) w = this.startPack()
     const crcs = new Uint32Array(idx.length)
     for (let k = 0; k < idx.length; k++) crcs[k] = run.crcs[idx[k]!]!
-    const places = native().packAppendRun(w.w, piece, run.spill, run.offs, run.lengths, run.flags, idx, true, crcs)
+    let bytes = 0
+    for (let k = 0; k < idx.length; k++) bytes += run.lengths[idx[k]!]!
+    const places = this.whileRoom(bytes, () =>
+      native().packAppendRun(w.w, piece, run.spill, run.offs, run.lengths, run.flags, idx, true, crcs)
+    )
     if (idx.length > 0) w.tail = places[2 * idx.length - 2]! + run.lengths[idx[idx.length - 1]!]!
     return { pack: w.id, places }
   }
@@ -582,11 +671,12 @@ export class ChunkStore {
     const pin = new Uint8Array(n)
     if (typeof pins === 'boolean') pin.fill(pins ? 1 : 0)
     else for (let i = 0; i < n; i++) pin[i] = pins[i]! ? 1 : 0
-    const fresh = native().ixRecord(this.ix, h, at, pin, Date.now())
+    const fresh = this.whileRoom(0, () => native().ixRecord(this.ix, h, at, pin, Date.now()))
     let bytes = 0
     for (let i = 0; i < n; i++) if (fresh[i] === 1) bytes += at[4 * i + 2]!
     this.size += bytes
-    if (this.size > this.opts.capacityBytes) this.evict()
+    this.recheckDisk()
+    if (this.size > this.capacity) this.evict()
     // subscribers are told in hex; nobody listens to an import's store
     if (this.listeners.size > 0) {
       const stored: StoredChunk[] = []
@@ -761,16 +851,16 @@ export class ChunkStore {
    * hear of it, then the holes are punched; a pack left with no entries is deleted once sealed.
    * Returns the bytes forgotten.
    */
-  private forget(hashes: string[] | Buffer): number {
+  private forget(hashes: string[] | Buffer, punched = false): number {
     if (hashes.length === 0) return 0
     const h = Buffer.isBuffer(hashes) ? hashes : Buffer.from(hashes.join(''), 'hex')
     const [removed, empty] = native().ixForget(this.ix, h)
     const rows: EntryRow[] = []
     for (let i = 0; i < removed.length / LOCATION_BYTES; i++) rows.push(recordAt(removed, i))
-    return this.release(rows, [...empty])
+    return this.release(rows, [...empty], punched)
   }
 
-  private release(rows: EntryRow[], empty: number[]): number {
+  private release(rows: EntryRow[], empty: number[], punched = false): number {
     if (rows.length === 0) return 0
     let bytes = 0
     const gone: string[] = []
@@ -780,7 +870,7 @@ export class ChunkStore {
     }
     this.size -= bytes
     this.emit('gone', gone)
-    this.punch(rows.filter(r => r.pack !== 0))
+    if (!punched) this.punch(rows.filter(r => r.pack !== 0))
     this.deletePacks(empty)
     return bytes
   }
@@ -839,14 +929,17 @@ export class ChunkStore {
   /**
    * Evicts unpinned chunks until the cache is under `target` bytes (default: capacity).
    * Chunks no image refers to go before referenced ones; within each, least recently used first.
+   * `diskFull`: the filesystem has no room for the index's own transaction, so each chunk's bytes
+   * are punched out before its entry goes (a read of an entry whose bytes are gone finds them
+   * wrong by their CRC, and drops it), and the access times not flushed yet wait.
    */
-  evict(target = this.opts.capacityBytes): { chunks: number; bytes: number } {
+  evict(target = this.capacity, diskFull = false): { chunks: number; bytes: number } {
     if (this.evicting) return { chunks: 0, bytes: 0 }
     this.evicting = true
     let chunks = 0
     let bytes = 0
     try {
-      this.flushAtimes()
+      if (!diskFull) this.flushAtimes()
       // chunks no image refers to first, then the least recently used of the rest
       for (const unreferenced of [true, false]) {
         if (this.size <= target) break
@@ -859,7 +952,8 @@ export class ChunkStore {
             over -= r.size
           }
           const before = this.size
-          bytes += this.forget(Buffer.concat(take))
+          if (diskFull) this.punch(rows.slice(0, take.length).filter(r => r.pack !== 0))
+          bytes += this.forget(Buffer.concat(take), diskFull)
           chunks += take.length
           if (this.size <= target || this.size === before) break
         }
@@ -878,7 +972,7 @@ export class ChunkStore {
    * they are never evicted.
    */
   hasRoomWithout(bytes: number, since: number): boolean {
-    let over = this.size + bytes - this.opts.capacityBytes
+    let over = this.size + bytes - this.capacity
     if (over <= 0) return true
     this.flushAtimes()
     const seen = new Set<string>()

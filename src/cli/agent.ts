@@ -4,6 +4,7 @@ import path from 'node:path'
 import { type Command, COMMON_HELP, parse, resolveConfig } from './common.js'
 import { Agent } from '../agent.js'
 import { createLogger } from '../util/log.js'
+import { logFault } from '../util/guard.js'
 import { VmifsError } from '../errors.js'
 import { parseListen, parseUrl } from '../config.js'
 import { ServiceManager } from '../util/systemd.js'
@@ -80,6 +81,9 @@ ${COMMON_HELP}`,
     if (typeof a.values.origin === 'string') config.fleet.origin = parseUrl(a.values.origin, '--origin')
     if (typeof a.values.advertise === 'string') config.fleet.advertise = parseUrl(a.values.advertise, '--advertise')
     const log = createLogger('vmifs-agent')
+    // the last net under every background step's own: a promise nobody waited for that failed is
+    // logged, and the agent (and the mount's readers) go on
+    process.on('unhandledRejection', err => logFault(log, 'a background step', err))
     const service = new ServiceManager()
     const agent = new Agent({
       config,

@@ -10,7 +10,7 @@ export const command: Command = {
   usage: `Usage: vmifs key new <file> [--json]
 
 Makes an Ed25519 key pair and writes its private key to <file> (PKCS#8 PEM, mode 0600; a file
-that exists is never overwritten), then prints the public key: 43 characters to put in the
+that exists is never overwritten), then prints the public key ("ed25519:" and 43 characters) to put in the
 config of the hosts that should trust it (trust.admins for a fleet admin key). Keep the file
 off the hosts: whoever holds it can admit hosts to the fleet.
 

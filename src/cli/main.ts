@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // vmifs command line: one file per subcommand; this file dispatches and maps errors to exit codes
 // (0 ok, 1 failure, 2 usage). Errors print "vmifs <cmd>: <message> [CODE]".
-import { isVmifsError } from '../errors.js'
+import { OUTCOMES, isVmifsError } from '../errors.js'
 import type { Command } from './common.js'
 import { command as importCmd } from './import.js'
 import { command as lsCmd } from './ls.js'
@@ -75,10 +75,10 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (isVmifsError(err)) {
       process.stderr.write(`vmifs ${name}: ${err.message} [${err.code}]\n`)
-      return err.code === 'USAGE' ? 2 : 1
+      return OUTCOMES[err.code].exit
     }
     process.stderr.write(`vmifs ${name}: internal error: ${(err as Error).stack ?? String(err)}\n`)
-    return 1
+    return OUTCOMES.INTERNAL.exit
   }
 }
 

@@ -76,9 +76,8 @@ export class ManifestFetcher {
     this.timer.unref()
   }
 
-  async close(): Promise<void> {
+  close(): void {
     if (this.timer) clearInterval(this.timer)
     this.timer = undefined
-    await this.d.origin?.close()
   }
 }

@@ -22,7 +22,7 @@ import { VmifsError } from '../errors.js'
 import type { ChunkStore } from '../cache/chunk-store.js'
 import { type HolderDirectory, ORIGIN_ID } from '../holders/directory.js'
 import { PeerClient } from '../peer/client.js'
-import { OriginClient } from '../peer/origin-client.js'
+import type { OriginClient } from '../peer/origin-client.js'
 import type { Stats } from '../stats/stats.js'
 import { blake3 } from '../util/hash.js'
 import type { Logger } from '../util/log.js'
@@ -51,6 +51,8 @@ export interface RemoteOptions {
   deadlineMs: number
   policies: Record<Priority, FetchPolicy>
   tls?: { ca?: string; rejectUnauthorized?: boolean }
+  /** the origin store's client, when the fleet has one (its owner closes it) */
+  origin?: OriginClient
   /** a fetched chunk is in the store now */
   onCached?: (hash: string, size: number) => void
   /** reads began fetching (none were) */
@@ -85,7 +87,6 @@ export class ChunkSource {
   private readonly flights = new Map<string, Flight>()
   private readonly batchers = new Map<string, HolderBatcher>()
   private readonly clients = new Map<string, PeerClient>()
-  private origin: OriginClient | undefined
   private closed = false
   private demandFetches = 0
   /** expect()ed chunks not settled yet (close() gives up on them) */
@@ -342,8 +343,8 @@ export class ChunkSource {
     if (b) return b
     let client: PeerClient | OriginClient
     if (holder === ORIGIN_ID) {
-      this.origin ??= new OriginClient(info.endpoint, this.remote!.token)
-      client = this.origin
+      if (!this.remote!.origin) return undefined
+      client = this.remote!.origin
     } else {
       client = this.client(info.endpoint)
     }
@@ -479,6 +480,5 @@ export class ChunkSource {
     for (const settle of [...this.unsettled]) settle(null)
     await Promise.allSettled([...this.flights.values()].map(f => f.persisted))
     await Promise.all([...this.clients.values()].map(c => c.destroy()))
-    await this.origin?.close()
   }
 }

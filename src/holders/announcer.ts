@@ -10,6 +10,7 @@ import { ChunkPlaces, type PlacesSnapshot } from '../index/chunk-places.js'
 import type { ChunkStore } from '../cache/chunk-store.js'
 import { toRanges } from './holdings.js'
 import type { Logger } from '../util/log.js'
+import { guard } from '../util/guard.js'
 
 export class Announcer {
   private timer: NodeJS.Timeout | undefined
@@ -99,12 +100,10 @@ export class Announcer {
     if (this.closed || this.timer) return
     this.timer = setTimeout(() => {
       this.timer = undefined
-      try {
+      guard(this.log, 'publishing holdings', () => {
         if (this.full) this.publishHoldings()
         else this.publishDirty()
-      } catch (err) {
-        this.log.warn({ err }, 'publishing holdings failed')
-      }
+      })
     }, this.debounceMs)
     this.timer.unref()
   }

@@ -4,6 +4,8 @@
 import type { FactStore } from './facts.js'
 import type { PeerClient } from '../peer/client.js'
 import type { Logger } from '../util/log.js'
+import { logFault } from '../util/guard.js'
+import { codeOf } from '../errors.js'
 
 const MAX_PAGES = 20
 
@@ -22,10 +24,12 @@ export class FactSync {
 
   start(): void {
     const loop = (): void => {
-      this.running = this.syncOnce().finally(() => {
-        this.running = undefined
-        if (this.timer !== undefined) this.timer = setTimeout(loop, this.intervalMs)
-      })
+      this.running = this.syncOnce()
+        .catch((err: unknown) => logFault(this.log, 'a metadata sync round', err))
+        .finally(() => {
+          this.running = undefined
+          if (this.timer !== undefined) this.timer = setTimeout(loop, this.intervalMs)
+        })
     }
     this.timer = setTimeout(loop, 0)
   }
@@ -50,7 +54,10 @@ export class FactSync {
             this.log.info({ peer: p.endpoint }, 'metadata sync with peer works again')
         } catch (err) {
           if (!this.failing.has(p.endpoint))
-            this.log.warn({ peer: p.endpoint, err: (err as Error).message }, 'metadata sync with peer failed')
+            this.log.warn(
+              { peer: p.endpoint, code: codeOf(err), err: (err as Error).message },
+              'metadata sync with peer failed'
+            )
           this.failing.add(p.endpoint)
         }
       })

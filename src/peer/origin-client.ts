@@ -1,6 +1,8 @@
 // The origin chunk store: static files written by `vmifs publish-store DIR` and served by any
 // web server (nginx in the tests):  <base>/chunks/<hash[0:2]>/<hash>,  <base>/manifests/<digest>,
 // <base>/images.json. The holder of last resort: it has every chunk of the images it lists.
+// It is not a fleet member (often a CDN or a bucket): it gets the headers the config names for it
+// (originHeaders), never the fleet token.
 import { Pool } from 'undici'
 import { VmifsError } from '../errors.js'
 
@@ -10,7 +12,7 @@ export class OriginClient {
 
   constructor(
     url: string,
-    private readonly token?: string
+    private readonly headers: Record<string, string> = {}
   ) {
     const u = new URL(url)
     this.base = u.pathname.replace(/\/$/, '')
@@ -24,7 +26,7 @@ export class OriginClient {
         method: 'GET',
         path: this.base + path,
         signal,
-        headers: this.token ? { authorization: `Bearer ${this.token}` } : {}
+        headers: this.headers
       })
     } catch (err) {
       throw new VmifsError('HOLDER_UNREACHABLE', `origin ${path}: ${(err as Error).message}`, {}, { cause: err })

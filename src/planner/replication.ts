@@ -15,6 +15,7 @@
 // wireBytes, makespan}, so the fleet (and `vmifs policy show`) sees who holds which version.
 // A host that stops being a replica of an image unpins it (it stays cached, evictable).
 import type { DataDir } from '../datadir.js'
+import { logFault } from '../util/guard.js'
 import type { FactStore } from '../index/facts.js'
 import type { HolderDirectory } from '../holders/directory.js'
 import type { PeerClient } from '../peer/client.js'
@@ -179,7 +180,7 @@ export class ReplicationManager {
     try {
       this.tickOnce()
     } catch (err) {
-      this.d.log.warn({ err }, 'replication: tick failed')
+      logFault(this.d.log, 'replication: a tick', err)
     } finally {
       this.busy = false
     }

@@ -1,13 +1,14 @@
 // The agent's local API, an HTTP server on a Unix socket in the data dir (<data>/agent.sock),
 // for the CLI on the same host: GET /v1/stats, GET /v1/health, GET /v1/hint?image=<name>&max=<n>,
 // POST /v1/hint, POST /v1/replicate (answers when the copy is done). Routes are keyed
-// "METHOD /path"; a handler gets the query and the parsed JSON body (at most MAX_BODY bytes). A
-// VmifsError answers 400 (404 for an unknown image) with {error: code, message}.
+// "METHOD /path"; a handler gets the query and the parsed JSON body (at most MAX_BODY bytes). An
+// error answers its code's HTTP status (OUTCOMES in src/errors.ts) with {error: code, message,
+// retryable}; an error that is not vmifs's answers INTERNAL.
 import http from 'node:http'
 import { Client } from 'undici'
 import fs from 'node:fs'
 import net from 'node:net'
-import { type ErrorCode, VmifsError } from '../errors.js'
+import { type ErrorCode, OUTCOMES, VmifsError, codeOf, outcomeOf } from '../errors.js'
 import { listen, shutdown } from './http-util.js'
 
 export interface LocalRequest {
@@ -80,7 +81,7 @@ export class LocalApi {
         res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(v))
       }
       if (!route) {
-        answer(404, { error: 'NOT_FOUND', message: `no route ${req.method ?? ''} ${url.pathname}` })
+        answer(OUTCOMES.NO_ROUTE.http, { error: 'NO_ROUTE', message: `no route ${req.method ?? ''} ${url.pathname}` })
         return
       }
       readBody(req)
@@ -88,9 +89,8 @@ export class LocalApi {
         .then(
           v => answer(200, v),
           (err: unknown) => {
-            if (err instanceof VmifsError)
-              answer(err.code === 'IMAGE_NOT_FOUND' ? 404 : 400, { error: err.code, message: err.message })
-            else answer(500, { error: 'INTERNAL', message: (err as Error).message })
+            const o = outcomeOf(err)
+            answer(o.http, { error: codeOf(err), message: (err as Error).message, retryable: o.retryable })
           }
         )
     })
@@ -143,7 +143,7 @@ export async function agentCall(
     const answer = (await res.body.json()) as Record<string, unknown>
     if (res.statusCode !== 200) {
       const code =
-        typeof answer.error === 'string' && answer.error !== 'NOT_FOUND' && answer.error !== 'INTERNAL'
+        typeof answer.error === 'string' && answer.error !== 'NO_ROUTE' && answer.error !== 'INTERNAL'
           ? (answer.error as ErrorCode)
           : 'AGENT_NOT_RUNNING'
       throw new VmifsError(

@@ -6,7 +6,7 @@ import type { LinkStats } from '../holders/link-stats.js'
 
 export interface MetricsSource {
   stats: Stats
-  cache: () => { sizeBytes: number; capacityBytes: number; evictions: number }
+  cache: () => { sizeBytes: number; capacityBytes: number; effectiveCapacityBytes: number; evictions: number }
   links: () => LinkStats[]
   images: () => number
   /** per image name: the fleet model's (decayed) session count */
@@ -49,6 +49,11 @@ export function createMetrics(src: MetricsSource): () => Promise<{ contentType: 
   counter('vmifs_cache_miss_bytes_total', 'Bytes of image reads in chunks the cache lacked', () => s.missBytes)
   gauge('vmifs_cache_size_bytes', 'Bytes of chunk data in the cache', () => src.cache().sizeBytes)
   gauge('vmifs_cache_capacity_bytes', 'Configured cache capacity', () => src.cache().capacityBytes)
+  gauge(
+    'vmifs_cache_effective_capacity_bytes',
+    'Cache capacity in force: the configured one, or what fits while the filesystem is full',
+    () => src.cache().effectiveCapacityBytes
+  )
   counter('vmifs_cache_evictions_total', 'Chunks evicted (lifetime of the data dir)', () => src.cache().evictions)
   counter('vmifs_read_ops_total', 'FUSE read requests answered with data', () => s.fuseReadOps)
   counter('vmifs_read_errors_total', 'FUSE read requests answered with an error', () => s.readErrors)

@@ -1,12 +1,13 @@
 // The agent's HTTP server for peers (and for Prometheus). Every request must carry the fleet
 // secret as a bearer token, compared in constant time; ids that are not well-formed hashes or
-// digests answer 400; bodies and batches are bounded. Codes become HTTP statuses only here.
+// digests are refused; bodies and batches are bounded. Every refusal is a code whose HTTP status
+// is its row of OUTCOMES (src/errors.ts).
 import http from 'node:http'
 import https from 'node:https'
 import fs from 'node:fs'
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
-import { VmifsError } from '../errors.js'
+import { type ErrorCode, OUTCOMES, VmifsError, type WireCode } from '../errors.js'
 import type { Cursors, FactPage } from '../index/facts.js'
 import { isHashHex } from '../util/hash.js'
 import { promisify } from 'node:util'
@@ -80,7 +81,7 @@ export class PeerServer {
     const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
       this.handle(req, res).catch((err: unknown) => {
         this.log.warn({ err, url: req.url }, 'peer request failed')
-        if (!res.headersSent) send(res, 500, { error: 'INTERNAL' })
+        if (!res.headersSent) refuse(res, 'INTERNAL')
         else res.destroy()
       })
     }
@@ -112,7 +113,7 @@ export class PeerServer {
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     if (!this.authorized(req)) {
       req.resume()
-      send(res, 401, { error: 'UNAUTHORIZED' }, { 'www-authenticate': 'Bearer' })
+      refuse(res, 'UNAUTHORIZED', {}, { 'www-authenticate': 'Bearer' })
       return
     }
     const url = (req.url ?? '/').split('?')[0]!
@@ -127,9 +128,9 @@ export class PeerServer {
       }
       case 'GET /v1/chunks/:id': {
         const id = url.slice('/v1/chunks/'.length)
-        if (!isHashHex(id)) return send(res, 400, { error: 'BAD_HASH' })
+        if (!isHashHex(id)) return refuse(res, 'BAD_HASH')
         const data = await this.svc.readChunk(id)
-        if (!data) return send(res, 404, { error: 'NOT_HELD' })
+        if (!data) return refuse(res, 'NOT_HELD')
         this.svc.served('chunk', data.length)
         res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': data.length }).end(data)
         return
@@ -139,8 +140,8 @@ export class PeerServer {
         if (body === undefined) return
         const hashes = (body as { hashes?: unknown }).hashes
         if (!Array.isArray(hashes) || hashes.length === 0 || hashes.length > MAX_BATCH)
-          return send(res, 400, { error: 'BAD_BATCH', max: MAX_BATCH })
-        if (!hashes.every(isHashHex)) return send(res, 400, { error: 'BAD_HASH' })
+          return refuse(res, 'BAD_BATCH', { max: MAX_BATCH })
+        if (!hashes.every(isHashHex)) return refuse(res, 'BAD_HASH')
         const parts: Array<Buffer | null> = []
         let total = 0
         for (const h of hashes) {
@@ -181,26 +182,22 @@ export class PeerServer {
       case 'POST /v1/replicate': {
         if (!this.svc.replicate) {
           req.resume()
-          return send(res, 404, { error: 'NO_ROUTE' })
+          return refuse(res, 'NO_ROUTE')
         }
         const body = await readJson(req, res)
         if (body === undefined) return
         try {
           return send(res, 200, await this.svc.replicate(body))
         } catch (err) {
-          if (err instanceof VmifsError)
-            return send(res, err.code === 'IMAGE_NOT_FOUND' || err.code === 'HOST_NOT_FOUND' ? 404 : 400, {
-              error: err.code,
-              message: err.message
-            })
+          if (err instanceof VmifsError) return refuse(res, err.code, { message: err.message })
           throw err
         }
       }
       case 'GET /v1/manifests/:id': {
         const id = url.slice('/v1/manifests/'.length)
-        if (!isHashHex(id)) return send(res, 400, { error: 'BAD_DIGEST' })
+        if (!isHashHex(id)) return refuse(res, 'BAD_DIGEST')
         const m = this.svc.manifest(id)
-        if (!m) return send(res, 404, { error: 'NOT_HELD' })
+        if (!m) return refuse(res, 'NOT_HELD')
         this.svc.served('manifest', m.length)
         res.writeHead(200, { 'content-type': 'application/vnd.vmifs.manifest', 'content-length': m.length }).end(m)
         return
@@ -215,7 +212,7 @@ export class PeerServer {
           Array.isArray(cursors) ||
           !Object.values(cursors).every(v => Number.isSafeInteger(v) && (v as number) >= 0)
         )
-          return send(res, 400, { error: 'BAD_CURSORS' })
+          return refuse(res, 'BAD_CURSORS')
         const page = this.svc.facts(cursors as Cursors)
         const out = JSON.stringify(page)
         this.svc.served('facts', out.length)
@@ -224,9 +221,19 @@ export class PeerServer {
       }
       default:
         req.resume()
-        return send(res, 404, { error: 'NO_ROUTE' })
+        return refuse(res, 'NO_ROUTE')
     }
   }
+}
+
+/** An answer with a code: its HTTP status is the code's (OUTCOMES). */
+function refuse(
+  res: http.ServerResponse,
+  code: ErrorCode | WireCode,
+  extra: Record<string, unknown> = {},
+  headers: Record<string, string> = {}
+): void {
+  send(res, OUTCOMES[code].http, { error: code, ...extra }, headers)
 }
 
 function send(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
@@ -243,7 +250,7 @@ async function readJson(req: http.IncomingMessage, res: http.ServerResponse): Pr
   for await (const c of req) {
     n += (c as Buffer).length
     if (n > MAX_JSON_BODY) {
-      send(res, 413, { error: 'BODY_TOO_LARGE', max: MAX_JSON_BODY })
+      refuse(res, 'BODY_TOO_LARGE', { max: MAX_JSON_BODY })
       req.destroy()
       return undefined
     }
@@ -252,7 +259,7 @@ async function readJson(req: http.IncomingMessage, res: http.ServerResponse): Pr
   try {
     return JSON.parse(Buffer.concat(chunks).toString('utf8'))
   } catch {
-    send(res, 400, { error: 'BAD_JSON' })
+    refuse(res, 'BAD_JSON')
     return undefined
   }
 }

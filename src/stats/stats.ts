@@ -129,7 +129,14 @@ const rate = (hit: number, miss: number): number => (hit + miss === 0 ? 0 : hit 
 
 export interface SnapshotInput {
   stats: Stats
-  cache: { sizeBytes: number; capacityBytes: number; evictions: number; pinnedBytes: number; chunks: number }
+  cache: {
+    sizeBytes: number
+    capacityBytes: number
+    effectiveCapacityBytes: number
+    evictions: number
+    pinnedBytes: number
+    chunks: number
+  }
   images: Array<{ name: string; digest: string; size: number; dataBytes: number; cachedBytes: number }>
   mount: string
   hostId: string
@@ -193,6 +200,7 @@ export function snapshot(i: SnapshotInput): Record<string, unknown> {
       memoryHits: s.memHits,
       sizeBytes: i.cache.sizeBytes,
       capacityBytes: i.cache.capacityBytes,
+      effectiveCapacityBytes: i.cache.effectiveCapacityBytes,
       pinnedBytes: i.cache.pinnedBytes,
       chunks: i.cache.chunks,
       evictions: i.cache.evictions,

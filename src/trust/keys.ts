@@ -1,6 +1,8 @@
 // Ed25519 keys: a host's own (made at its first start, kept in its data dir), and the keys an
-// operator keeps elsewhere (the fleet admin key, publisher keys). A public key travels as the
-// base64url text of its 32 bytes (43 characters); a signature as base64url of its 64 bytes.
+// operator keeps elsewhere (the fleet admin key, publisher keys). A public key travels as
+// "ed25519:" and the base64url text of its 32 bytes (51 characters in all: the tag names the kind,
+// and keeps a key from ever starting with "-", which a command line would take for an option); a
+// signature as base64url of its 64 bytes.
 // Signed messages always start with a domain tag ("vmifs-fact/1\n", …) so a signature made for
 // one purpose never verifies as another.
 import crypto, { type KeyObject } from 'node:crypto'
@@ -13,10 +15,11 @@ export const HOST_KEY_FILE = 'host.key'
 
 /** DER prefix of an Ed25519 SubjectPublicKeyInfo: the 32 key bytes follow. */
 const SPKI_ED25519 = Buffer.from('302a300506032b6570032100', 'hex')
-const PUBLIC_RE = /^[A-Za-z0-9_-]{43}$/
+const PUBLIC_TAG = 'ed25519:'
+const PUBLIC_RE = /^ed25519:[A-Za-z0-9_-]{43}$/
 const SIG_RE = /^[A-Za-z0-9_-]{86}$/
 
-/** Whether s has the shape of a public key's text (43 base64url characters). */
+/** Whether s has the shape of a public key's text ("ed25519:" and 43 base64url characters). */
 export function isPublicKeyText(s: unknown): s is string {
   return typeof s === 'string' && PUBLIC_RE.test(s)
 }
@@ -29,7 +32,7 @@ function publicKeyObject(text: string): KeyObject | undefined {
   if (k === undefined) {
     k = null
     if (PUBLIC_RE.test(text)) {
-      const raw = Buffer.from(text, 'base64url')
+      const raw = Buffer.from(text.slice(PUBLIC_TAG.length), 'base64url')
       if (raw.length === 32) {
         try {
           k = crypto.createPublicKey({ key: Buffer.concat([SPKI_ED25519, raw]), format: 'der', type: 'spki' })
@@ -64,7 +67,7 @@ export class SigningKey {
 
   private constructor(private readonly key: KeyObject) {
     const der = crypto.createPublicKey(key).export({ format: 'der', type: 'spki' })
-    this.publicKey = der.subarray(SPKI_ED25519.length).toString('base64url')
+    this.publicKey = PUBLIC_TAG + der.subarray(SPKI_ED25519.length).toString('base64url')
   }
 
   static generate(): SigningKey {

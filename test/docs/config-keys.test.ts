@@ -6,7 +6,7 @@ import { CONFIG_FILE } from '../../src/config.js'
 import { readPage } from './markdown.js'
 
 /** Map keys in docs/config.md are written as placeholders. */
-const PLACEHOLDER: Record<string, string> = { links: '<hostId>', policies: '<image>' }
+const PLACEHOLDER: Record<string, string> = { links: '<hostId>', policies: '<image>', originHeaders: '<header>' }
 
 /** The leaf keys of a schema, as dotted paths. */
 function keys(s: z.core.$ZodType, at: string[] = []): string[] {

@@ -58,6 +58,7 @@ export interface AgentStats {
     memoryHits: number
     sizeBytes: number
     capacityBytes: number
+    effectiveCapacityBytes: number
     pinnedBytes: number
     chunks: number
     evictions: number

@@ -242,7 +242,7 @@ test.serial('an agent refuses fleet mode without a token', async t => {
   t.regex(r.stderr, /\[TOKEN_MISSING\]/)
 })
 
-test.serial('the origin store behind nginx serves a host nobody else can', async t => {
+test.serial('the origin store behind nginx serves a host nobody else can, never seeing the fleet token', async t => {
   const f = await Fleet.create(t, ['a', 'd'])
   const img = path.join(f.dir, 'disk.raw')
   makeImage(img, 6)
@@ -257,7 +257,8 @@ test.serial('the origin store behind nginx serves a host nobody else can', async
     conf,
     `daemon off; user root; worker_processes 1; pid ${f.dir}/nginx.pid; error_log ${f.dir}/nginx.err;
 events { worker_connections 64; }
-http { access_log off; client_body_temp_path ${f.dir}/nb; proxy_temp_path ${f.dir}/np;
+http { log_format creds '$http_authorization|$http_x_store_key'; access_log ${f.dir}/nginx.access creds;
+  client_body_temp_path ${f.dir}/nb; proxy_temp_path ${f.dir}/np;
   fastcgi_temp_path ${f.dir}/nf; uwsgi_temp_path ${f.dir}/nu; scgi_temp_path ${f.dir}/ns;
   server { listen 127.0.0.1:${port}; location /store/ { alias ${store}/; } } }`
   )
@@ -284,12 +285,26 @@ http { access_log off; client_body_temp_path ${f.dir}/nb; proxy_temp_path ${f.di
     await new Promise(resolve => setTimeout(resolve, 100))
   }
   // D has no peers: only the origin
-  await f.start('d', { listen: false, extra: ['--origin', `http://127.0.0.1:${port}/store`] })
+  // D has no peers: only the origin, with a credential of its own for it
+  await f.start('d', {
+    listen: false,
+    extra: ['--origin', `http://127.0.0.1:${port}/store`],
+    config: { originHeaders: { 'X-Store-Key': 'store-credential' } }
+  })
   await f.waitFor('the image on d', () => fs.existsSync(f.image('d', 'disk')))
   t.is(run('cmp', [img, f.image('d', 'disk')]).status, 0)
   const s = f.stats('d')
   t.true(s.fetch.byHolder.origin!.bytes > 0)
   t.is(s.fetch.bytes, s.fetch.byHolder.origin!.bytes)
+  // every request D made (images.json, the manifest, chunks) carried the origin's credential, none the fleet token
+  const lines = fs.readFileSync(path.join(f.dir, 'nginx.access'), 'utf8').trim().split('\n')
+  const fromD = lines.filter(l => l.endsWith('|store-credential'))
+  t.true(fromD.length >= 3, lines.join('\n'))
+  t.false(
+    lines.some(l => l.includes(TOKEN)),
+    'the fleet token reached the origin store'
+  )
+  t.deepEqual(new Set(fromD), new Set(['-|store-credential']))
 })
 
 test.serial('peers can talk over TLS (cert, key and the fleet CA in the config)', async t => {

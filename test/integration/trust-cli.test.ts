@@ -16,7 +16,7 @@ test('key new, host key, fleet admit and host cert make and install a certificat
   const made = vmifs(['key', 'new', adminFile, '--json'])
   t.is(made.code, 0, made.stderr)
   const admin = (JSON.parse(made.stdout) as { publicKey: string }).publicKey
-  t.regex(admin, /^[A-Za-z0-9_-]{43}$/)
+  t.regex(admin, /^ed25519:[A-Za-z0-9_-]{43}$/, 'tagged, so never taken for an option')
   t.is(fs.statSync(adminFile).mode & 0o777, 0o600)
   const again = vmifs(['key', 'new', adminFile])
   t.is(again.code, 1)

@@ -24,7 +24,13 @@ test('a signature verifies for its message and key only', t => {
   t.false(verifySignature(k.publicKey, 'vmifs-test/1\nhello', raw.toString('base64url')))
   for (const bad of [undefined, null, 42, '', 'x'.repeat(86), sig.slice(1), { sig }])
     t.false(verifySignature(k.publicKey, 'vmifs-test/1\nhello', bad))
-  for (const badKey of ['', 'A'.repeat(42), '!'.repeat(43), k.publicKey + 'A'])
+  for (const badKey of [
+    '',
+    'ed25519:' + 'A'.repeat(42),
+    'ed25519:' + '!'.repeat(43),
+    k.publicKey + 'A',
+    k.publicKey.slice(8)
+  ])
     t.false(verifySignature(badKey, 'vmifs-test/1\nhello', sig))
 })
 
