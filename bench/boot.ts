@@ -49,6 +49,7 @@ import {
 } from './lib/boot-tools.js'
 import { takeOption } from './lib/report.js'
 import { DEFAULT_CHUNKING } from '../src/manifests/chunking.js'
+import { TRUST, admitHost } from '../test/integration/admit.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const VMIFS = path.resolve(here, '../../bin/vmifs.js')
@@ -323,7 +324,7 @@ export async function main(args: string[]): Promise<void> {
     return c
   }
   const cfg = path.join(dir, 'config.json')
-  fs.writeFileSync(cfg, JSON.stringify({ token: TOKEN, syncIntervalMs: 200, sessionIdleMs: 1000 }))
+  fs.writeFileSync(cfg, JSON.stringify({ token: TOKEN, syncIntervalMs: 200, sessionIdleMs: 1000, trust: TRUST }))
 
   const startAgent = async (
     ns: string | undefined,
@@ -336,6 +337,7 @@ export async function main(args: string[]): Promise<void> {
     makeMountpoint = true
   ): Promise<ChildProcess> => {
     if (makeMountpoint) fs.mkdirSync(mnt, { recursive: true })
+    admitHost(data, host)
     const c = spawnIn(ns, [
       process.execPath,
       VMIFS,

@@ -14,6 +14,7 @@ import { bootPattern, distinctBytes, type Extent } from './lib/boot-pattern.js'
 import { bootReadSet } from './lib/boot-set.js'
 import { takeOption } from './lib/report.js'
 import { stop, waitLine } from './lib/children.js'
+import { TRUST, admitHost } from '../test/integration/admit.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const VMIFS = path.resolve(here, '../../bin/vmifs.js')
@@ -65,7 +66,7 @@ export async function main(args: string[]): Promise<void> {
     fs.writeFileSync(realFile, JSON.stringify(shuffled))
     const realDistinct = distinctBytes(shuffled)
     const cfg = path.join(dir, 'config.json')
-    fs.writeFileSync(cfg, JSON.stringify({ token: TOKEN, syncIntervalMs: 200 }))
+    fs.writeFileSync(cfg, JSON.stringify({ token: TOKEN, syncIntervalMs: 200, trust: TRUST }))
     const inNs = (h: string, argv: string[]): ChildProcess => {
       const c = spawn('nsenter', [`--net=/run/netns/${net.ns(h)}`, ...argv], {
         stdio: ['ignore', 'pipe', 'inherit'],
@@ -76,6 +77,7 @@ export async function main(args: string[]): Promise<void> {
     }
     const agent = async (h: string, data: string, mnt: string, extra: string[]): Promise<ChildProcess> => {
       fs.mkdirSync(mnt, { recursive: true })
+      admitHost(data, h)
       const c = inNs(h, [
         process.execPath,
         VMIFS,

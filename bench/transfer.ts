@@ -19,6 +19,7 @@ import { createFleetNet } from '../test/integration/netns.js'
 import type { ReplicateReport } from '../src/planner/replicate.js'
 import { markdownTable, takeOption } from './lib/report.js'
 import { stop, waitLine } from './lib/children.js'
+import { TRUST, admitHost } from '../test/integration/admit.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const VMIFS = path.resolve(here, '../../bin/vmifs.js')
@@ -94,12 +95,16 @@ export async function main(args: string[]): Promise<void> {
     net.shapeLink('src', rateMbit)
     const cfgFile = (h: string, extra: Record<string, unknown> = {}): string => {
       const f = path.join(dir, `${h}.json`)
-      fs.writeFileSync(f, JSON.stringify({ token: TOKEN, syncIntervalMs: 200, cache: { capacity: '50GiB' }, ...extra }))
+      fs.writeFileSync(
+        f,
+        JSON.stringify({ token: TOKEN, syncIntervalMs: 200, cache: { capacity: '50GiB' }, trust: TRUST, ...extra })
+      )
       return f
     }
     const agent = async (h: string, data: string, peers: string[], cfg: string): Promise<ChildProcess> => {
       const mnt = path.join(dir, `${path.basename(data)}-mnt`)
       fs.mkdirSync(mnt, { recursive: true })
+      admitHost(data, h)
       const c = inNs(h, [
         process.execPath,
         VMIFS,

@@ -21,6 +21,8 @@ import { Stats, snapshot } from './stats/stats.js'
 import type { Logger } from './util/log.js'
 import type { Manifest } from './manifests/manifest.js'
 import { VmifsError, isVmifsError } from './errors.js'
+import { hostKey } from './trust/keys.js'
+import { installedCert } from './trust/certs.js'
 import { guard } from './util/guard.js'
 import { FactStore, validOrigin } from './index/facts.js'
 import { FactSync } from './index/sync.js'
@@ -130,6 +132,17 @@ export class Agent extends Resource {
         'fleet mode needs the fleet secret: set VMIFS_TOKEN or "token" in the config file'
       )
     }
+    const trust = config.trust
+    if (
+      (fleet.listen !== undefined || fleet.peers.length > 0) &&
+      trust.admins.length === 0 &&
+      Object.keys(trust.hosts).length === 0
+    )
+      throw new VmifsError(
+        'TRUST_MISSING',
+        'fleet mode needs to know whose facts to believe: list the fleet admin keys in "trust.admins" ' +
+          '(and admit each host: vmifs fleet admit, vmifs host cert), or the hosts\' keys in "trust.hosts"'
+      )
     this.dd = DataDir.open(config.dataDir, {
       capacityBytes: config.capacityBytes,
       onEvict: () => this.announcer?.schedule(),
@@ -146,7 +159,28 @@ export class Agent extends Resource {
     const fixed = dd.store.reconcilePins()
     if (fixed > 0) log.info({ entries: fixed }, 'reconciled pin flags')
 
-    this.facts = new FactStore(dd.db, config.hostId)
+    this.facts = new FactStore(dd.db, config.hostId, {
+      signer: hostKey(config.dataDir),
+      trust,
+      cert: () => installedCert(config.dataDir),
+      owner: true
+    })
+    if (this.facts.renumbered > 0)
+      log.warn(
+        { facts: this.facts.renumbered },
+        "renumbered this host's facts: a forged echo had pushed their seqs past the largest a host may use"
+      )
+    if (this.facts.dropped.length > 0)
+      log.info(
+        { origins: this.facts.dropped.length },
+        'dropped facts of origins this host does not admit (or that were not signed): they are pulled again'
+      )
+    if (this.fleetMode && trust.admins.length > 0 && installedCert(config.dataDir) === undefined)
+      log.warn(
+        { dataDir: config.dataDir },
+        "no host certificate installed: hosts that admit by trust.admins refuse this host's facts " +
+          '(vmifs host key; the admin runs vmifs fleet admit; then vmifs host cert)'
+      )
     this.models = new FleetModels(this.facts, dd.catalog, log)
     const models = this.models
     // one chunk index for both: who may hold a chunk, and which entries a cached chunk fills
@@ -334,7 +368,9 @@ export class Agent extends Resource {
             modelSessions: () =>
               [...this.images.values()].map(e => [e.name, Math.round(models.model(e.digest).n * 1000) / 1000]),
             prefetchPending: () => this.prefetcher?.pending ?? 0,
-            cursors: () => this.facts!.cursors()
+            cursors: () => this.facts!.cursors(),
+            factsRefused: () => ({ ...(this.sync?.refused ?? {}) }),
+            factResets: () => this.sync?.resets ?? 0
           }),
           replicate: async body => await this.replicate(body),
           compressed: (raw, wire) => {
@@ -613,6 +649,9 @@ export class Agent extends Resource {
         hosts: this.directory!.hosts().map(h => h.hostId),
         cursors: this.facts!.cursors(),
         syncRounds: this.sync?.rounds ?? 0,
+        factsRefused: { ...(this.sync?.refused ?? {}) },
+        factResets: this.sync?.resets ?? 0,
+        syncDemoted: Object.keys(this.sync?.demoted() ?? {}),
         inFlight: this.source?.inFlight ?? 0,
         links: Object.fromEntries(
           this.directory!.allLinks().map(l => [

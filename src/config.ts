@@ -10,6 +10,7 @@ import { type Chunking, DEFAULT_CHUNKING, validateChunking } from './manifests/c
 import { type Policy, validatePolicy } from './planner/replica-placement.js'
 import { validateName } from './index/catalog.js'
 import { isPublicKeyText } from './trust/keys.js'
+import { validHostId } from './trust/host-id.js'
 
 export interface LinkConfig {
   price?: number
@@ -65,8 +66,11 @@ export interface Config {
   /** replication policies this host publishes (a `vmifs policy set` anywhere overrides them) */
   policies: Record<string, Policy>
   replication: { drTimeoutMs: number; intervalMs: number }
-  /** admins: the fleet admin public keys whose host certificates this host accepts */
-  trust: { admins: string[] }
+  /**
+   * admins: the fleet admin public keys whose host certificates this host accepts; hosts: host
+   * ids admitted by their public key alone (no certificate)
+   */
+  trust: { admins: string[]; hosts: Record<string, string> }
 }
 
 export const DEFAULT_DATA_DIR = '/var/lib/vmifs'
@@ -100,7 +104,7 @@ export function defaults(): Config {
     site: {},
     policies: {},
     replication: { drTimeoutMs: 60_000, intervalMs: 1000 },
-    trust: { admins: [] }
+    trust: { admins: [], hosts: {} }
   }
 }
 
@@ -164,6 +168,7 @@ const share = z.number().min(0).max(1)
 const size = z.union([positiveInt, z.string()])
 /** bytes per second, or a string such as "100Mbit" (parseRate) */
 const rate = z.union([z.number().positive(), z.string()])
+const publicKey = z.string().refine(isPublicKeyText, 'is not a public key ("ed25519:" and 43 base64url characters)')
 
 /** The config file: every key it may hold. Strings that carry sizes, rates, URLs and addresses are
  * parsed after the shape is checked, by the same parsers the command-line flags use. */
@@ -221,9 +226,8 @@ export const CONFIG_FILE = z
     replication: z.strictObject({ drTimeoutMs: nonNegative, intervalMs: nonNegative }).partial(),
     trust: z
       .strictObject({
-        admins: z.array(
-          z.string().refine(isPublicKeyText, 'is not a public key ("ed25519:" and 43 base64url characters)')
-        )
+        admins: z.array(publicKey),
+        hosts: z.record(z.string().refine(validHostId, 'is not a host id (1-64 of A-Z a-z 0-9 . _ -)'), publicKey)
       })
       .partial()
   })
@@ -268,7 +272,10 @@ export function loadConfigFile(file: string, base: Config = defaults()): Config 
     site: { ...base.site, ...c.site },
     policies: { ...base.policies },
     replication: { ...base.replication, ...c.replication },
-    trust: { admins: [...(c.trust?.admins ?? base.trust.admins)] }
+    trust: {
+      admins: [...(c.trust?.admins ?? base.trust.admins)],
+      hosts: { ...(c.trust?.hosts ?? base.trust.hosts) }
+    }
   }
   // the minimum keeps a typo from spinning the replication loop
   if (c.replication?.intervalMs !== undefined) out.replication.intervalMs = Math.max(100, c.replication.intervalMs)

@@ -49,6 +49,7 @@ export type ErrorCode =
   | 'HOLDER_UNAUTHORIZED'
   | 'CHUNK_UNAVAILABLE'
   | 'TOKEN_MISSING'
+  | 'TRUST_MISSING'
   | 'HINT_INVALID'
   | 'NOT_FLEET_MODE'
   | 'HOST_NOT_FOUND'
@@ -187,6 +188,7 @@ export const OUTCOMES: Record<ErrorCode | WireCode, Outcome> = {
   HOLDER_UNAUTHORIZED: bad(502),
   CHUNK_UNAVAILABLE: later(503),
   TOKEN_MISSING: bad(),
+  TRUST_MISSING: bad(),
   HINT_INVALID: bad(),
   NOT_FLEET_MODE: bad(409),
   HOST_NOT_FOUND: bad(404),

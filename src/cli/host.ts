@@ -16,7 +16,7 @@ key: prints this host's id and public key (the key pair is made in the data dir,
 0600, the first time anything needs it). Give both to the fleet admin: \`vmifs fleet admit\`
 makes the host's certificate from them.
 cert: installs the certificate the admin made (host.cert in the data dir). It must name this
-host's id and public key; the agent shows it to the fleet from its next start.
+host's id and public key; a running agent shows it to the fleet with its next facts.
 
 Options:
   --json    key: {"hostId": …, "publicKey": …, "cert": <installed certificate or null>}

@@ -5,6 +5,8 @@ import { type Command, COMMON_HELP, parse, resolveConfig, withDataDir, bytes, ta
 import { agentCall } from '../server/local-api.js'
 import { VmifsError } from '../errors.js'
 import { FactStore } from '../index/facts.js'
+import type { Config } from '../config.js'
+import { hostKey } from '../trust/keys.js'
 import { validateName } from '../index/catalog.js'
 import { FleetView } from '../planner/fleet-view.js'
 import { validatePolicy } from '../planner/replica-placement.js'
@@ -76,7 +78,7 @@ ${COMMON_HELP}`,
       if (a.values['max-price'] !== undefined) raw.maxPrice = num('max-price')
       const policy = validatePolicy(raw)
       await withDataDir(cfg, dd => {
-        new FactStore(dd.db, me).publish(`policy/${image!}`, { ...policy, setAt: Date.now() })
+        signedFacts(dd.db, me, cfg).publish(`policy/${image!}`, { ...policy, setAt: Date.now() })
       })
       process.stdout.write(JSON.stringify({ image, ...policy }) + '\n')
       return 0
@@ -84,7 +86,7 @@ ${COMMON_HELP}`,
     if (verb === 'rm') {
       validateName(image!)
       const had = await withDataDir(cfg, dd => {
-        const f = new FactStore(dd.db, me)
+        const f = signedFacts(dd.db, me, cfg)
         if (!f.get(me, `policy/${image!}`)?.value) return false
         f.publish(`policy/${image!}`, null)
         return true
@@ -167,4 +169,9 @@ ${COMMON_HELP}`,
     }
     return 0
   }
+}
+
+/** The table as this host's agent keeps it, with the host key to sign what the command publishes. */
+function signedFacts(db: ConstructorParameters<typeof FactStore>[0], me: string, cfg: Config): FactStore {
+  return new FactStore(db, me, { signer: hostKey(cfg.dataDir) })
 }

@@ -1,58 +1,218 @@
 // The global metadata table, this host's copy. Contract:
-// - this host writes facts only under its own origin (publish); facts of other origins arrive
-//   through apply(), from any peer, in any order between origins but in seq order within one;
-// - only the latest fact per (origin, key) is kept; a NULL value retracts the key;
-// - since() answers a peer's cursors with every live fact past them (seq order per origin) and,
-//   per origin, how far the answer is complete; apply() takes such an answer and moves the cursors.
+// - this host writes facts only under its own origin (publish), each signed with its host key:
+//   Ed25519 of factMessage(origin, seq, key, value text);
+// - only the latest fact per (origin, key) is kept; a NULL value retracts the key; seqs are safe
+//   integers, strictly increasing per origin;
+// - each origin also signs its head: its latest seq and the digest of all its rows (one per key it
+//   ever published, in seq order: rowsDigest). since() answers a peer's cursors with every fact
+//   past them, per origin how far the answer is complete, and the origin's latest head as this
+//   host has it (with the certificate that admits the origin's key);
+// - apply() takes such a page from any peer and believes only what the origins signed: an origin
+//   whose key this host does not admit (trust.hosts, or a certificate of a trust.admins key) is
+//   refused; a page that completes an origin up to its head is applied in a savepoint and kept only
+//   if the origin's rows then hash to the head's digest (one signature covers every fact of the
+//   origin, and a peer can neither hide a fact nor add one); a page that stops short of the head
+//   has each of its facts' signatures checked. A peer cannot move a cursor past a head the origin
+//   signed. Facts of this host's own origin are never taken from a peer: an echo of them signed by
+//   this host's own key moves its own cursor (a restored data dir), so a seq is never reused.
 // Convergence: each host holds, per origin, every live fact up to its cursor. A pull from any peer
 // moves a cursor up to the peer's, so in a connected fleet that keeps pulling every cursor reaches
-// every origin's last seq, and with one writer per origin there is nothing to merge.
+// every origin's head, and with one writer per origin there is nothing to merge. Where a complete
+// page does not hash to the head (this host's copy of the origin was wrong: a peer had hidden a
+// fact from an earlier partial page, or the origin's data dir was restored), the origin is dropped
+// here and pulled again whole.
 import type { Statement } from 'better-sqlite3'
 import type { Db } from './db.js'
+import { type SigningKey, verifySignature } from '../trust/keys.js'
+import { type HostCert, checkCert } from '../trust/certs.js'
+import { validHostId } from '../trust/host-id.js'
+import { blake3 } from '../util/hash.js'
 
 export interface Fact {
   origin: string
   seq: number
   key: string
   value: unknown
+  /** the origin's signature of factMessage() */
+  sig?: string
 }
 export type Cursors = Record<string, number>
+/** An origin's signed statement of its latest seq and of the digest of its rows at that seq. */
+export interface Head {
+  seq: number
+  digest: string
+  sig: string
+  /** the certificate that admits the origin's key (absent where the config lists the host) */
+  cert?: HostCert
+}
 export interface FactPage {
   facts: Fact[]
   complete: Cursors
+  heads?: Record<string, Head>
 }
 
-const ORIGIN_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
-const KEY_MAX = 256
+/** Whom this host believes: fleet admin keys (their host certificates) and hosts listed by key. */
+export interface Trust {
+  admins: readonly string[]
+  hosts: Readonly<Record<string, string>>
+}
+
+/** Why facts from a peer were not applied (counted per reason). */
+export const REFUSALS = [
+  'unsigned',
+  'badSignature',
+  'badHead',
+  'badCert',
+  'malformed',
+  'beyondHead',
+  'unknownOrigin',
+  'oldCert',
+  'digestMismatch'
+] as const
+export type Refusal = (typeof REFUSALS)[number]
+/**
+ * Refusals that only a peer that forges, corrupts or misreports sends: the peer is demoted. An
+ * origin this host does not admit, an older certificate and a digest that does not match can come
+ * from honest peers (other configs, a rotation not yet everywhere, a restored origin).
+ */
+const BLAMED: ReadonlySet<Refusal> = new Set([
+  'unsigned',
+  'badSignature',
+  'badHead',
+  'badCert',
+  'malformed',
+  'beyondHead'
+])
+
+export interface Applied {
+  /** the facts that changed this host's table */
+  changed: Fact[]
+  refused: Partial<Record<Refusal, number>>
+  /** whether the peer sent something only a forger (or a broken peer) sends */
+  blame: boolean
+  /** origins dropped here, to be pulled again whole */
+  resets: string[]
+}
+
+/** No honest host publishes 2^52 facts (at a thousand a second, 142,000 years): past it, a seq is refused. */
+export const SEQ_LIMIT = 2 ** 52
+const KEY_RE = /^[\x20-\x7e]{1,256}$/
+const DIGEST_RE = /^[0-9a-f]{64}$/
+const SIG_RE = /^[A-Za-z0-9_-]{86}$/
 const VALUE_MAX = 1024 * 1024
 
 export function validOrigin(s: unknown): s is string {
-  return typeof s === 'string' && ORIGIN_RE.test(s)
+  return validHostId(s)
 }
+
+/** What an origin signs for one fact (a retraction's value text is empty). */
+export function factMessage(origin: string, seq: number, key: string, json: string | null): string {
+  return `vmifs-fact/1\n${origin}\n${seq}\n${key}\n${json ?? ''}`
+}
+
+/** What an origin signs for its head. */
+export function headMessage(origin: string, seq: number, digest: string): string {
+  return `vmifs-head/1\n${origin}\n${seq}\n${digest}`
+}
+
+interface RawFact {
+  origin: string
+  seq: number
+  key: string
+  value: string | null
+  sig: string | null
+}
+
+/** BLAKE3 (hex) of an origin's rows in seq order, each "seq\nkey\nvalue\nsig\n". */
+export function rowsDigest(rows: ReadonlyArray<Pick<RawFact, 'seq' | 'key' | 'value' | 'sig'>>): string {
+  let text = ''
+  for (const r of rows) text += `${r.seq}\n${r.key}\n${r.value ?? ''}\n${r.sig ?? ''}\n`
+  return blake3(Buffer.from(text)).toString('hex')
+}
+
+export interface FactStoreOptions {
+  /** this host's key: without one the store only reads (a planner command's view) */
+  signer?: SigningKey
+  /** whom to believe in apply(); without it every other origin is refused */
+  trust?: Trust
+  /** this host's certificate, as installed (shown with its head) */
+  cert?: () => unknown
+  /**
+   * the agent, which owns the table: on open it repairs its own seqs and drops the origins its
+   * trust does not admit (a command that only publishes or reads leaves them, whatever its config)
+   */
+  owner?: boolean
+}
+
+/** Thrown in the savepoint of a complete page whose rows do not hash to the head: it rolls back. */
+class DigestMismatch extends Error {}
 
 export class FactStore {
   private readonly q: Record<string, Statement>
   private readonly listeners = new Set<(changed: Fact[]) => void>()
+  private readonly signer: SigningKey | undefined
+  private readonly trust: Trust
+  private ownHeadCache: { seq: number; head: Head } | undefined
+  /** own facts renumbered on open (their seqs had been pushed past SEQ_LIMIT) */
+  readonly renumbered: number
+  /** origins dropped on open: unsigned facts of before, or keys the config no longer admits */
+  readonly dropped: string[]
 
   constructor(
     private readonly db: Db,
-    readonly self: string
+    readonly self: string,
+    private readonly opts: FactStoreOptions = {}
   ) {
+    this.signer = opts.signer
+    this.trust = opts.trust ?? { admins: [], hosts: {} }
     this.q = {
       cursor: db.prepare('SELECT seq FROM cursors WHERE origin = ?').pluck(),
       setCursor: db.prepare(
         'INSERT INTO cursors (origin, seq) VALUES (?, ?) ON CONFLICT(origin) DO UPDATE SET seq = max(seq, excluded.seq)'
       ),
+      forceCursor: db.prepare(
+        'INSERT INTO cursors (origin, seq) VALUES (?, ?) ON CONFLICT(origin) DO UPDATE SET seq = excluded.seq'
+      ),
       cursors: db.prepare('SELECT origin, seq FROM cursors'),
-      existing: db.prepare('SELECT seq FROM facts WHERE origin = ? AND key = ?').pluck(),
       del: db.prepare('DELETE FROM facts WHERE origin = ? AND key = ?'),
-      insert: db.prepare('INSERT INTO facts (origin, seq, key, value, received_at) VALUES (?, ?, ?, ?, ?)'),
-      get: db.prepare('SELECT origin, seq, key, value FROM facts WHERE origin = ? AND key = ?'),
-      byKey: db.prepare('SELECT origin, seq, key, value FROM facts WHERE key = ?'),
-      byPrefix: db.prepare("SELECT origin, seq, key, value FROM facts WHERE key >= ? AND key < ? || '\uffff'"),
-      since: db.prepare('SELECT origin, seq, key, value FROM facts WHERE origin = ? AND seq > ? ORDER BY seq LIMIT ?'),
-      origins: db.prepare('SELECT DISTINCT origin FROM facts')
+      delOlder: db.prepare('DELETE FROM facts WHERE origin = ? AND key = ? AND seq < ?'),
+      insertNew: db.prepare(
+        'INSERT OR IGNORE INTO facts (origin, seq, key, value, sig, received_at) VALUES (?, ?, ?, ?, ?, ?)'
+      ),
+      insert: db.prepare('INSERT INTO facts (origin, seq, key, value, sig, received_at) VALUES (?, ?, ?, ?, ?, ?)'),
+      get: db.prepare('SELECT origin, seq, key, value, sig FROM facts WHERE origin = ? AND key = ?'),
+      byKey: db.prepare('SELECT origin, seq, key, value, sig FROM facts WHERE key = ?'),
+      byPrefix: db.prepare("SELECT origin, seq, key, value, sig FROM facts WHERE key >= ? AND key < ? || '\uffff'"),
+      since: db.prepare(
+        'SELECT origin, seq, key, value, sig FROM facts WHERE origin = ? AND seq > ? ORDER BY seq LIMIT ?'
+      ),
+      rows: db.prepare('SELECT origin, seq, key, value, sig FROM facts WHERE origin = ? ORDER BY seq'),
+      origins: db.prepare('SELECT DISTINCT origin FROM facts'),
+      head: db.prepare('SELECT seq, digest, sig FROM heads WHERE origin = ?'),
+      setHead: db.prepare(
+        'INSERT INTO heads (origin, seq, digest, sig) VALUES (?, ?, ?, ?) ON CONFLICT(origin) DO UPDATE SET ' +
+          'seq = excluded.seq, digest = excluded.digest, sig = excluded.sig WHERE excluded.seq > heads.seq'
+      ),
+      originKey: db.prepare('SELECT key, cert FROM origin_keys WHERE origin = ?'),
+      originKeys: db.prepare('SELECT origin, key, cert FROM origin_keys'),
+      setOriginKey: db.prepare('INSERT OR REPLACE INTO origin_keys (origin, key, cert) VALUES (?, ?, ?)'),
+      dropFacts: db.prepare('DELETE FROM facts WHERE origin = ?'),
+      dropCursor: db.prepare('DELETE FROM cursors WHERE origin = ?'),
+      dropHead: db.prepare('DELETE FROM heads WHERE origin = ?'),
+      dropKey: db.prepare('DELETE FROM origin_keys WHERE origin = ?')
     }
+    let renumbered = 0
+    let dropped: string[] = []
+    if (this.signer && opts.owner === true) {
+      this.db
+        .transaction(() => {
+          renumbered = this.repairOwn()
+          dropped = this.checkKeys()
+        })
+        .immediate()
+    }
+    this.renumbered = renumbered
+    this.dropped = dropped
   }
 
   onChange(fn: (changed: Fact[]) => void): () => void {
@@ -70,8 +230,11 @@ export class FactStore {
     return out
   }
 
-  /** Writes a fact about this host (null retracts the key). Returns it. */
+  /** Writes and signs a fact about this host (null retracts the key). Returns it. */
   publish(key: string, value: unknown): Fact {
+    const signer = this.signer
+    if (!signer) throw new Error('this view of the table has no host key: it cannot publish')
+    if (!KEY_RE.test(key)) throw new Error(`a fact key is 1-256 printable ASCII characters: ${JSON.stringify(key)}`)
     const json = value === null || value === undefined ? null : JSON.stringify(value)
     const cur = this.get(this.self, key)
     if (cur && JSON.stringify(cur.value ?? null) === (json ?? 'null')) return cur // unchanged
@@ -79,10 +242,12 @@ export class FactStore {
     this.db
       .transaction(() => {
         const seq = this.cursor(this.self) + 1
+        if (seq > SEQ_LIMIT) throw new Error(`this host's seq ${seq} is past ${SEQ_LIMIT}`)
+        const sig = signer.sign(factMessage(this.self, seq, key, json))
         this.q.del!.run(this.self, key)
-        this.q.insert!.run(this.self, seq, key, json, Date.now())
+        this.q.insert!.run(this.self, seq, key, json, sig, Date.now())
         this.q.setCursor!.run(this.self, seq)
-        fact = { origin: this.self, seq, key, value: json === null ? null : value }
+        fact = { origin: this.self, seq, key, value: json === null ? null : value, sig }
       })
       .immediate()
     this.emit([fact])
@@ -104,20 +269,54 @@ export class FactStore {
     return (this.q.byPrefix!.all(prefix, prefix) as RawFact[]).filter(r => r.value !== null).map(parse)
   }
 
-  /** Every live fact past `cursors` (retractions included, so they propagate), at most `limit`. */
+  /** The digest of an origin's rows here (rowsDigest). */
+  digestOf(origin: string): string {
+    return rowsDigest(this.q.rows!.all(origin) as RawFact[])
+  }
+
+  /** This host's head, signed (undefined for a store without a key). */
+  ownHead(): Head | undefined {
+    if (!this.signer) return undefined
+    const seq = this.cursor(this.self)
+    if (this.ownHeadCache?.seq !== seq) {
+      const digest = this.digestOf(this.self)
+      this.ownHeadCache = { seq, head: { seq, digest, sig: this.signer.sign(headMessage(this.self, seq, digest)) } }
+    }
+    const head = this.ownHeadCache.head
+    let cert: unknown
+    try {
+      cert = this.opts.cert?.()
+    } catch {
+      cert = undefined // an unreadable certificate file: the head goes without, as with none installed
+    }
+    return cert === undefined || cert === null ? head : { ...head, cert: cert as HostCert }
+  }
+
+  /** The latest head this host verified for another origin, with the certificate that admitted its key. */
+  head(origin: string): Head | undefined {
+    if (origin === this.self) return this.ownHead()
+    const h = this.q.head!.get(origin) as { seq: number; digest: string; sig: string } | undefined
+    if (!h) return undefined
+    const k = this.q.originKey!.get(origin) as { key: string; cert: string | null } | undefined
+    return k?.cert ? { ...h, cert: JSON.parse(k.cert) as HostCert } : { ...h }
+  }
+
+  /** Every fact past `cursors` (retractions included, so they propagate), at most `limit`, with heads. */
   since(cursors: Cursors, limit = 5000): FactPage {
     const facts: Fact[] = []
     const complete: Cursors = {}
-    const origins = new Set([
-      ...Object.keys(this.cursors()),
-      ...(this.q.origins!.all() as Array<{ origin: string }>).map(r => r.origin)
-    ])
-    for (const o of [...origins].sort()) {
-      const mine = this.cursor(o)
+    const heads: Record<string, Head> = {}
+    // every origin with facts here has a cursor: apply() and publish() move one with every fact
+    const mineAll = this.cursors()
+    for (const o of Object.keys(mineAll).sort()) {
+      const mine = mineAll[o]!
       const from = cursors[o] ?? 0
       if (from >= mine) continue
       const room = limit - facts.length
       if (room <= 0) break
+      const head = this.head(o)
+      if (!head) continue // nothing here this host could show was signed
+      heads[o] = head
       const rows = this.q.since!.all(o, from, room + 1) as RawFact[]
       if (rows.length > room) {
         const page = rows.slice(0, room)
@@ -128,44 +327,256 @@ export class FactStore {
       facts.push(...rows.map(parse))
       complete[o] = mine
     }
-    return { facts, complete }
+    return { facts, complete, heads }
   }
 
-  /** Applies a page from a peer; returns the facts that changed this host's table. */
-  apply(page: FactPage): Fact[] {
-    const changed: Fact[] = []
+  /** Applies a page from a peer: only what its origins signed (see the contract above). */
+  apply(page: FactPage): Applied {
+    const out: Applied = { changed: [], refused: {}, blame: false, resets: [] }
+    const refuse = (why: Refusal, n = 1): void => {
+      out.refused[why] = (out.refused[why] ?? 0) + Math.max(1, n)
+      if (BLAMED.has(why)) out.blame = true
+    }
+    const facts: unknown = page?.facts
+    const heads = (typeof page?.heads === 'object' && page.heads !== null ? page.heads : {}) as Record<string, unknown>
+    const complete = (typeof page?.complete === 'object' && page.complete !== null ? page.complete : {}) as Record<
+      string,
+      unknown
+    >
+    if (!Array.isArray(facts)) {
+      refuse('malformed')
+      return out
+    }
+    const byOrigin = new Map<string, Fact[]>()
+    for (const f of facts as Fact[]) {
+      if (typeof f !== 'object' || f === null || !validOrigin(f.origin)) {
+        refuse('malformed')
+        continue
+      }
+      let l = byOrigin.get(f.origin)
+      if (!l) byOrigin.set(f.origin, (l = []))
+      l.push(f)
+    }
+    for (const o of Object.keys(heads)) if (validOrigin(o) && !byOrigin.has(o)) byOrigin.set(o, [])
     const now = Date.now()
     this.db
       .transaction(() => {
-        for (const f of page.facts) {
-          if (
-            !validOrigin(f.origin) ||
-            !Number.isSafeInteger(f.seq) ||
-            f.seq <= 0 ||
-            typeof f.key !== 'string' ||
-            f.key.length > KEY_MAX
-          )
-            continue
-          if (f.origin === this.self) {
-            // our own facts echoed back (e.g. after this data dir was restored): never reuse a seq
-            this.q.setCursor!.run(this.self, f.seq)
+        for (const [o, fs] of byOrigin) {
+          if (o === this.self) {
+            this.applyOwn(fs, heads[o], refuse)
             continue
           }
-          const json = f.value === null || f.value === undefined ? null : JSON.stringify(f.value)
-          if (json !== null && json.length > VALUE_MAX) continue
-          const have = this.q.existing!.get(f.origin, f.key) as number | undefined
-          if (have !== undefined && have >= f.seq) continue
-          this.q.del!.run(f.origin, f.key)
-          this.q.insert!.run(f.origin, f.seq, f.key, json, now)
-          changed.push({ ...f, value: json === null ? null : f.value })
-        }
-        for (const [o, seq] of Object.entries(page.complete)) {
-          if (o !== this.self && validOrigin(o) && Number.isSafeInteger(seq)) this.q.setCursor!.run(o, seq)
+          const h = heads[o]
+          if (h === undefined) {
+            if (fs.length > 0) refuse(fs.every(f => f.sig === undefined) ? 'unsigned' : 'badHead', fs.length)
+            continue
+          }
+          const r = this.keyFor(o, h, out.changed)
+          if ('reset' in r) {
+            out.resets.push(o)
+            continue
+          }
+          if ('refuse' in r) {
+            refuse(r.refuse, fs.length)
+            continue
+          }
+          const k = r.key
+          if (!validHead(h) || !verifySignature(k, headMessage(o, h.seq, h.digest), h.sig)) {
+            refuse('badHead', fs.length)
+            continue
+          }
+          const c = this.cursor(o)
+          const upto = complete[o] ?? c
+          if (!Number.isSafeInteger(upto) || (upto as number) < 0) {
+            refuse('malformed', fs.length)
+            continue
+          }
+          const bad = fs.map(f => problemOf(f, upto as number, h.seq)).find(p => p !== undefined)
+          if (bad !== undefined || (upto as number) > h.seq) {
+            refuse(bad ?? 'beyondHead', fs.length)
+            continue
+          }
+          this.q.setHead!.run(o, h.seq, h.digest, h.sig)
+          const fresh = fs.filter(f => f.seq > c)
+          if ((upto as number) <= c) continue // the peer is not ahead of this host for o
+          if (upto === h.seq) {
+            // complete up to the head: the origin's rows must then be the ones it signed
+            const changed: Fact[] = []
+            try {
+              this.db.transaction(() => {
+                for (const f of fresh) this.put(f, now, changed)
+                if (this.digestOf(o) !== h.digest) throw new DigestMismatch(o)
+                this.q.setCursor!.run(o, upto)
+              })()
+              out.changed.push(...changed)
+            } catch (err) {
+              if (!(err instanceof DigestMismatch)) throw err
+              refuse('digestMismatch')
+              out.changed.push(...this.dropOrigin(o, false))
+              out.resets.push(o)
+            }
+          } else {
+            // short of the head: every fact is checked on its own
+            if (!fresh.every(f => verifySignature(k, factMessage(o, f.seq, f.key, jsonOf(f.value)), f.sig))) {
+              refuse('badSignature', fresh.length)
+              continue
+            }
+            for (const f of fresh) this.put(f, now, out.changed)
+            this.q.setCursor!.run(o, upto)
+          }
         }
       })
       .immediate()
-    if (changed.length > 0) this.emit(changed)
-    return changed
+    if (out.changed.length > 0) this.emit(out.changed)
+    return out
+  }
+
+  /** Echoes of this host's own facts and head: only this host's own signature moves its cursor. */
+  private applyOwn(fs: Fact[], h: unknown, refuse: (why: Refusal, n?: number) => void): void {
+    const signer = this.signer
+    if (!signer) return
+    const raise = (seq: number): void => {
+      if (seq > this.cursor(this.self)) {
+        this.q.setCursor!.run(this.self, seq)
+        this.ownHeadCache = undefined
+      }
+    }
+    for (const f of fs) {
+      const p = problemOf(f, SEQ_LIMIT, SEQ_LIMIT)
+      if (p !== undefined) refuse(p)
+      else if (!verifySignature(signer.publicKey, factMessage(this.self, f.seq, f.key, jsonOf(f.value)), f.sig))
+        refuse('badSignature')
+      else raise(f.seq)
+    }
+    if (h !== undefined) {
+      if (!validHead(h) || !verifySignature(signer.publicKey, headMessage(this.self, h.seq, h.digest), h.sig))
+        refuse('badHead')
+      else raise(h.seq)
+    }
+  }
+
+  /**
+   * The key that speaks for origin o: the config's (trust.hosts), or the one a fleet admin's
+   * certificate names (the head's, or the one kept from before). A newer certificate for another
+   * key is a rotation: the origin is dropped here and pulled again under the new key.
+   */
+  private keyFor(o: string, h: unknown, gone: Fact[]): { key: string } | { reset: true } | { refuse: Refusal } {
+    const listed = this.trust.hosts[o]
+    if (listed !== undefined) {
+      this.keep(o, listed, null)
+      return { key: listed }
+    }
+    const stored = this.q.originKey!.get(o) as { key: string; cert: string | null } | undefined
+    const storedCert = stored?.cert ? (JSON.parse(stored.cert) as HostCert) : undefined
+    const offered = typeof h === 'object' && h !== null ? (h as { cert?: unknown }).cert : undefined
+    const admin = typeof offered === 'object' && offered !== null ? (offered as { admin?: unknown }).admin : undefined
+    if (offered === undefined || (typeof admin === 'string' && !this.trust.admins.includes(admin)))
+      // no certificate, or one of an admin this host does not know (a peer with another config)
+      return storedCert ? { key: storedCert.key } : { refuse: 'unknownOrigin' }
+    const r = checkCert(offered, this.trust.admins)
+    if ('problem' in r || r.cert.host !== o) return { refuse: 'badCert' }
+    if (!storedCert) {
+      this.keep(o, r.cert.key, r.cert)
+      return { key: r.cert.key }
+    }
+    if (storedCert.key === r.cert.key) {
+      if (r.cert.issuedAt > storedCert.issuedAt) this.keep(o, r.cert.key, r.cert)
+      return { key: r.cert.key }
+    }
+    if (r.cert.issuedAt <= storedCert.issuedAt) return { refuse: 'oldCert' }
+    gone.push(...this.dropOrigin(o, true))
+    this.keep(o, r.cert.key, r.cert)
+    return { reset: true }
+  }
+
+  private keep(o: string, key: string, cert: HostCert | null): void {
+    const stored = this.q.originKey!.get(o) as { key: string; cert: string | null } | undefined
+    const text = cert === null ? null : JSON.stringify(cert)
+    if (stored?.key !== key || stored.cert !== text) this.q.setOriginKey!.run(o, key, text)
+  }
+
+  /**
+   * Forgets an origin's facts, cursor and head here (and its key, when `key`); returns its live
+   * facts as retractions, for the listeners.
+   */
+  private dropOrigin(o: string, key: boolean): Fact[] {
+    const gone = (this.q.rows!.all(o) as RawFact[]).filter(r => r.value !== null)
+    this.q.dropFacts!.run(o)
+    this.q.dropCursor!.run(o)
+    this.q.dropHead!.run(o)
+    if (key) this.q.dropKey!.run(o)
+    return gone.map(r => ({ origin: o, seq: r.seq, key: r.key, value: null }))
+  }
+
+  private put(f: Fact, now: number, changed: Fact[]): void {
+    const json = jsonOf(f.value)
+    // an older fact of the key goes; a newer one stays, and the insert is then ignored
+    this.q.delOlder!.run(f.origin, f.key, f.seq)
+    if (this.q.insertNew!.run(f.origin, f.seq, f.key, json, f.sig ?? null, now).changes === 0) return
+    changed.push({ origin: f.origin, seq: f.seq, key: f.key, value: json === null ? null : f.value, sig: f.sig })
+  }
+
+  /**
+   * On open: own facts whose seqs a forged echo pushed past SEQ_LIMIT are numbered again after the
+   * last good one and signed again, the cursor with them; own facts of before signing get signed.
+   */
+  private repairOwn(): number {
+    const signer = this.signer!
+    const rows = this.q.rows!.all(this.self) as RawFact[]
+    const good = rows.filter(r => r.seq <= SEQ_LIMIT)
+    let seq = good.length > 0 ? good[good.length - 1]!.seq : 0
+    let renumbered = 0
+    for (const r of rows) {
+      const stuck = r.seq > SEQ_LIMIT
+      if (!stuck && r.sig !== null) continue
+      const n = stuck ? ++seq : r.seq
+      this.q.del!.run(this.self, r.key)
+      this.q.insert!.run(
+        this.self,
+        n,
+        r.key,
+        r.value,
+        signer.sign(factMessage(this.self, n, r.key, r.value)),
+        Date.now()
+      )
+      if (stuck) renumbered++
+    }
+    if (this.cursor(this.self) > SEQ_LIMIT) this.q.forceCursor!.run(this.self, seq)
+    return renumbered
+  }
+
+  /**
+   * On open: origins are kept only under a key the config still admits (trust.hosts, or a
+   * certificate of a trust.admins key); facts of an origin without a kept key (those of before
+   * signing) are dropped, to be pulled again signed.
+   */
+  private checkKeys(): string[] {
+    const dropped: string[] = []
+    for (const r of this.q.originKeys!.all() as Array<{ origin: string; key: string; cert: string | null }>) {
+      const listed = this.trust.hosts[r.origin]
+      let ok: boolean
+      if (listed !== undefined) ok = listed === r.key
+      else if (r.cert === null) ok = false
+      else {
+        const c = checkCert(JSON.parse(r.cert), this.trust.admins)
+        ok = 'cert' in c && c.cert.host === r.origin && c.cert.key === r.key
+      }
+      if (!ok) {
+        this.dropOrigin(r.origin, true)
+        dropped.push(r.origin)
+      }
+    }
+    const kept = new Set((this.q.originKeys!.all() as Array<{ origin: string }>).map(r => r.origin))
+    const origins = new Set([
+      ...Object.keys(this.cursors()),
+      ...(this.q.origins!.all() as Array<{ origin: string }>).map(r => r.origin)
+    ])
+    for (const o of origins) {
+      if (o === this.self || kept.has(o)) continue
+      this.dropOrigin(o, false)
+      dropped.push(o)
+    }
+    return dropped
   }
 
   private emit(changed: Fact[]): void {
@@ -173,12 +584,37 @@ export class FactStore {
   }
 }
 
-interface RawFact {
-  origin: string
-  seq: number
-  key: string
-  value: string | null
+function jsonOf(value: unknown): string | null {
+  return value === null || value === undefined ? null : JSON.stringify(value)
 }
+
+function validHead(h: unknown): h is Head {
+  if (typeof h !== 'object' || h === null) return false
+  const x = h as Record<string, unknown>
+  return (
+    Number.isSafeInteger(x.seq) &&
+    (x.seq as number) >= 0 &&
+    (x.seq as number) <= SEQ_LIMIT &&
+    typeof x.digest === 'string' &&
+    DIGEST_RE.test(x.digest) &&
+    typeof x.sig === 'string' &&
+    SIG_RE.test(x.sig)
+  )
+}
+
+/** What is wrong with a fact from a peer, if anything, for a page complete up to `upto` under a head at `head`. */
+function problemOf(f: Fact, upto: number, head: number): Refusal | undefined {
+  if (!Number.isSafeInteger(f.seq) || f.seq <= 0 || typeof f.key !== 'string' || !KEY_RE.test(f.key)) return 'malformed'
+  if (f.seq > upto || f.seq > head || f.seq > SEQ_LIMIT) return 'beyondHead'
+  if (f.sig === undefined) return 'unsigned'
+  if (typeof f.sig !== 'string' || !SIG_RE.test(f.sig)) return 'malformed'
+  const json = jsonOf(f.value)
+  if (json !== null && json.length > VALUE_MAX) return 'malformed'
+  return undefined
+}
+
 function parse(r: RawFact): Fact {
-  return { origin: r.origin, seq: r.seq, key: r.key, value: r.value === null ? null : JSON.parse(r.value) }
+  const f: Fact = { origin: r.origin, seq: r.seq, key: r.key, value: r.value === null ? null : JSON.parse(r.value) }
+  if (r.sig !== null) f.sig = r.sig
+  return f
 }

@@ -146,7 +146,12 @@ export class PeerClient {
     const r = await this.request('POST', '/v1/facts', signal, { cursors })
     if (r.status !== 200) throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint} answered ${r.status} for facts`)
     const page = JSON.parse(r.data.toString()) as FactPage
-    if (!Array.isArray(page.facts) || typeof page.complete !== 'object' || page.complete === null)
+    if (
+      !Array.isArray(page.facts) ||
+      typeof page.complete !== 'object' ||
+      page.complete === null ||
+      (page.heads !== undefined && (typeof page.heads !== 'object' || page.heads === null))
+    )
       throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint}: malformed facts page`)
     return page
   }

@@ -6,7 +6,7 @@
 //                                      (`content-encoding: br`) when that pays (COMPRESS_PAYS)
 //   POST /v1/replicate {image, …}    -> replicate an image onto this host (see planner/replicate.ts)
 //   GET  /v1/manifests/<digest>     -> canonical binary manifest | 404 | 400
-//   POST /v1/facts   {cursors:{…}}  -> { facts:[…], complete:{…} } (see index/facts.ts)
+//   POST /v1/facts   {cursors:{…}}  -> { facts:[…], complete:{…}, heads:{…} } (signed: see index/facts.ts)
 //   GET  /metrics                   -> Prometheus text
 // Batch body: for each requested hash in order, a u32 big-endian length then that many bytes;
 // length 0xffffffff means "not held here" (no bytes follow).

@@ -13,6 +13,10 @@ export interface MetricsSource {
   modelSessions: () => Array<[string, number]>
   prefetchPending: () => number
   cursors: () => Record<string, number>
+  /** facts refused from peers since start, per reason (index/facts.ts REFUSALS) */
+  factsRefused: () => Record<string, number>
+  /** origins dropped to be pulled again whole */
+  factResets: () => number
 }
 
 export function createMetrics(src: MetricsSource): () => Promise<{ contentType: string; body: string }> {
@@ -165,6 +169,18 @@ export function createMetrics(src: MetricsSource): () => Promise<{ contentType: 
     'gauge',
     () => Object.entries(src.cursors()),
     'origin'
+  )
+  labelled(
+    'vmifs_facts_refused_total',
+    'Facts from peers refused (not signed by their origin, an origin not admitted, …), per reason',
+    'counter',
+    () => Object.entries(src.factsRefused()),
+    'reason'
+  )
+  counter(
+    'vmifs_fact_resets_total',
+    "Origins dropped to be pulled again whole: a complete page did not hash to the origin's head, or its key rotated",
+    () => src.factResets()
   )
   return async () => ({ contentType: reg.contentType, body: await reg.metrics() })
 }

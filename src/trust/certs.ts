@@ -5,7 +5,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { VmifsError } from '../errors.js'
-import { validOrigin } from '../index/facts.js'
+import { validHostId as validOrigin } from './host-id.js'
 import { type SigningKey, isPublicKeyText, verifySignature } from './keys.js'
 
 /** The installed certificate's file in a data dir. */

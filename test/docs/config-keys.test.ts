@@ -6,7 +6,12 @@ import { CONFIG_FILE } from '../../src/config.js'
 import { readPage } from './markdown.js'
 
 /** Map keys in docs/config.md are written as placeholders. */
-const PLACEHOLDER: Record<string, string> = { links: '<hostId>', policies: '<image>', originHeaders: '<header>' }
+const PLACEHOLDER: Record<string, string> = {
+  links: '<hostId>',
+  policies: '<image>',
+  originHeaders: '<header>',
+  hosts: '<hostId>'
+}
 
 /** The leaf keys of a schema, as dotted paths. */
 function keys(s: z.core.$ZodType, at: string[] = []): string[] {

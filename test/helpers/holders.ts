@@ -7,7 +7,7 @@ import path from 'node:path'
 import type { DataDir } from '../../src/datadir.js'
 import { ChunkSource, type FetchPolicy } from '../../src/fetcher/source.js'
 import { HolderDirectory } from '../../src/holders/directory.js'
-import { FactStore } from '../../src/index/facts.js'
+import { FleetKeys, signedPage } from './fleet-keys.js'
 import type { Manifest } from '../../src/manifests/manifest.js'
 import { importImage } from '../../src/manifests/import.js'
 import { PeerServer } from '../../src/server/peer-server.js'
@@ -74,15 +74,17 @@ export function sourceFor(
   policies?: Partial<Record<'demand' | 'ahead' | 'prefetch' | 'replicate', FetchPolicy>>
 ): { source: ChunkSource; stats: Stats } {
   local.catalog.addImage('img', m, { pinned: false, replace: false })
-  const facts = new FactStore(local.db, 'me')
-  let seq = 0
-  facts.apply({
-    facts: holders.flatMap(h => [
-      { origin: h.id, seq: ++seq, key: 'host', value: { endpoint: h.url, price: h.price } },
-      { origin: h.id, seq: ++seq, key: `hold/${m.digest()}`, value: { ranges: [[0, m.count]] } }
-    ]),
-    complete: {}
-  })
+  const keys = new FleetKeys()
+  const facts = keys.store(local.db, 'me')
+  facts.apply(
+    signedPage(
+      keys,
+      holders.flatMap(h => [
+        { origin: h.id, key: 'host', value: { endpoint: h.url, price: h.price } },
+        { origin: h.id, key: `hold/${m.digest()}`, value: { ranges: [[0, m.count]] } }
+      ])
+    )
+  )
   const directory = new HolderDirectory(facts, local.catalog, 'me')
   const stats = new Stats()
   const demand = { alpha: 1, hedge: true }

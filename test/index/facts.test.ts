@@ -1,25 +1,35 @@
 import test from 'ava'
 import path from 'node:path'
 import { openDb } from '../../src/index/db.js'
-import { FactStore, type Fact } from '../../src/index/facts.js'
+import {
+  type Applied,
+  type Fact,
+  type FactPage,
+  FactStore,
+  SEQ_LIMIT,
+  factMessage,
+  headMessage
+} from '../../src/index/facts.js'
+import { SigningKey } from '../../src/trust/keys.js'
+import { issueCert } from '../../src/trust/certs.js'
+import { FleetKeys, factStore } from '../helpers/fleet-keys.js'
 import { tmpDir } from '../helpers/tmp.js'
 import { prng } from '../helpers/random.js'
 
-function store(t: Parameters<typeof tmpDir>[0], self: string): FactStore {
-  const db = openDb(path.join(tmpDir(t), `${self}.sqlite`))
-  t.teardown(() => db.close())
-  return new FactStore(db, self)
-}
+const keys = new FleetKeys()
+const store = (t: Parameters<typeof tmpDir>[0], self: string): FactStore => factStore(t, keys, self)
 
 /** b pulls from a until a has nothing newer (pages of `limit`). */
 function pull(b: FactStore, a: FactStore, limit = 5000): number {
   let n = 0
-  for (;;) {
+  for (let i = 0; i < 10_000; i++) {
     const page = a.since(b.cursors(), limit)
-    b.apply(page)
+    const r = b.apply(page)
+    if (r.blame) throw new Error(`an honest page was refused: ${JSON.stringify(r.refused)}`)
     n += page.facts.length
     if (page.facts.length === 0) return n
   }
+  throw new Error('pull did not end')
 }
 
 const live = (s: FactStore): string[] =>
@@ -58,28 +68,204 @@ test('facts travel through a relay, and a retraction travels too', t => {
   t.is(c.cursor('a'), 2)
 })
 
-test("apply ignores a fact older than the one held and never takes our own origin's facts", t => {
+test("an echo of this host's own facts moves its cursor only with its own signature", t => {
   const a = store(t, 'a')
   const b = store(t, 'b')
-  b.apply({ facts: [{ origin: 'a', seq: 5, key: 'k', value: 'new' }], complete: {} })
-  b.apply({ facts: [{ origin: 'a', seq: 3, key: 'k', value: 'old' }], complete: {} })
-  t.is(b.get('a', 'k')!.value, 'new')
-  // a restored data dir hears its own facts back: it must not reuse their numbers
-  a.apply({ facts: [{ origin: 'a', seq: 9, key: 'k', value: 'echo' }], complete: { a: 9 } })
-  t.is(a.get('a', 'k'), undefined)
-  t.is(a.publish('k', 'fresh').seq, 10)
-  // malformed facts are dropped
-  b.apply({
-    facts: [
-      { origin: '../x', seq: 1, key: 'k', value: 1 },
-      { origin: 'z', seq: -1, key: 'k', value: 1 }
-    ],
-    complete: {}
+  for (let i = 0; i < 9; i++) a.publish('k', i)
+  pull(b, a)
+  // a's data dir is restored from before those facts: it hears them back and never reuses a number
+  const dir = tmpDir(t)
+  const db = openDb(path.join(dir, 'a.sqlite'))
+  t.teardown(() => db.close())
+  const restored = keys.store(db, 'a')
+  const r = restored.apply(b.since(restored.cursors()))
+  t.false(r.blame)
+  t.is(restored.cursor('a'), 9)
+  t.is(restored.get('a', 'k'), undefined, 'its own facts are never taken from a peer')
+  t.is(restored.publish('k', 'fresh').seq, 10)
+  // a forged echo (another key's signature, a seq near 2^53) moves nothing and is blamed
+  const forger = SigningKey.generate()
+  const seq = Number.MAX_SAFE_INTEGER
+  const forged = restored.apply({
+    facts: [{ origin: 'a', seq, key: 'k', value: 1, sig: forger.sign(factMessage('a', seq, 'k', '1')) }],
+    complete: { a: seq },
+    heads: { a: { seq: 20, digest: '0'.repeat(64), sig: forger.sign(headMessage('a', 20, '0'.repeat(64))) } }
   })
+  t.true(forged.blame)
+  t.deepEqual(forged.refused, { beyondHead: 1, badHead: 1 })
+  t.is(restored.cursor('a'), 10)
+  t.is(restored.publish('k', 'again').seq, 11)
+})
+
+test('facts not signed by their origin are refused and blamed; the honest copy stays', t => {
+  const a = store(t, 'a')
+  const b = store(t, 'b')
+  a.publish('host', { endpoint: 'http://a' })
+  a.publish('image/web', { digest: 'd1' })
+  pull(b, a)
+  const before = live(b)
+  const forger = keys.key('m') // a host of the fleet (admitted), speaking for a
+  const honest = a.since({})
+  const cases: Array<[string, FactPage, keyof Applied['refused']]> = [
+    [
+      'no signatures, no head',
+      { facts: [{ origin: 'a', seq: 3, key: 'image/web', value: { digest: 'evil' } }], complete: { a: 3 } },
+      'unsigned'
+    ],
+    [
+      "the forger's own signature and head",
+      {
+        facts: [
+          {
+            origin: 'a',
+            seq: 3,
+            key: 'image/web',
+            value: { digest: 'evil' },
+            sig: forger.sign(factMessage('a', 3, 'image/web', '{"digest":"evil"}'))
+          }
+        ],
+        complete: { a: 3 },
+        heads: {
+          a: {
+            seq: 3,
+            digest: '0'.repeat(64),
+            sig: forger.sign(headMessage('a', 3, '0'.repeat(64))),
+            cert: keys.cert('m')
+          }
+        }
+      },
+      'badCert'
+    ],
+    [
+      "a's real head with a fact past it",
+      {
+        facts: [{ origin: 'a', seq: 9e15, key: 'host', value: { endpoint: 'http://evil' }, sig: 'x'.repeat(86) }],
+        complete: { a: 9e15 },
+        heads: honest.heads
+      },
+      'beyondHead'
+    ],
+    [
+      "a's real head, a changed value",
+      {
+        facts: honest.facts.map(f => (f.key === 'image/web' ? { ...f, value: { digest: 'evil' } } : f)),
+        complete: honest.complete,
+        heads: honest.heads
+      },
+      'digestMismatch'
+    ]
+  ]
+  for (const [what, page, why] of cases) {
+    const c = store(t, `c${cases.findIndex(x => x[0] === what)}`)
+    const r = c.apply(page)
+    t.true((r.refused[why] ?? 0) > 0, `${what}: ${JSON.stringify(r.refused)}`)
+    t.deepEqual(c.byPrefix(''), [], what)
+    // the same page on b, which holds a's facts already, changes nothing there
+    const rb = b.apply({ ...page, complete: { ...page.complete } })
+    t.is(rb.blame, why !== 'digestMismatch', what)
+    if (why !== 'digestMismatch') t.deepEqual(live(b), before, what)
+  }
+})
+
+test('an origin no admin of this host admitted is refused without blame; trust.hosts admits by key', t => {
+  const a = store(t, 'a')
+  a.publish('host', { endpoint: 'http://a' })
+  const stranger = new FleetKeys()
+  const b = factStore(t, stranger, 'b')
+  const r = b.apply(a.since({}))
+  t.deepEqual(r.refused, { unknownOrigin: 1 })
+  t.false(r.blame)
+  t.deepEqual(b.byPrefix(''), [])
+  const c = factStore(t, stranger, 'c', { admins: [], hosts: { a: keys.key('a').publicKey } })
+  t.false(c.apply(a.since({})).blame)
   t.deepEqual(
-    b.byKey('k').map(f => f.origin),
-    ['a']
+    c.byKey('host').map(f => f.value),
+    [{ endpoint: 'http://a' }]
   )
+})
+
+test('a relay that hides a fact is found out when the origin completes: the origin is pulled again whole', t => {
+  const a = store(t, 'a')
+  const b = store(t, 'b')
+  for (let i = 0; i < 10; i++) a.publish(`k${i}`, i)
+  // a partial page (5 of 10) with k2 left out: each fact it has verifies, so it is applied
+  const first = a.since({}, 5)
+  const hidden = { ...first, facts: first.facts.filter(f => f.key !== 'k2') }
+  t.false(b.apply(hidden).blame)
+  t.is(b.cursor('a'), 5)
+  // the rest, complete up to a's head: a's rows here do not hash to its digest
+  const rest = b.apply(a.since(b.cursors()))
+  t.deepEqual(rest.refused, { digestMismatch: 1 })
+  t.deepEqual(rest.resets, ['a'])
+  t.is(b.cursor('a'), 0)
+  pull(b, a)
+  t.deepEqual(live(b), live(a))
+  t.is(b.digestOf('a'), a.digestOf('a'))
+})
+
+test("a rotated host key: the newer certificate's key replaces the old one and the origin is pulled again", t => {
+  const a = store(t, 'a')
+  const b = store(t, 'b')
+  a.publish('host', { endpoint: 'http://a' })
+  pull(b, a)
+  // a gets a new key and certificate, and a new data dir publishes under it
+  const k2 = SigningKey.generate()
+  const cert2 = issueCert(keys.admin, 'a', k2.publicKey, keys.cert('a').issuedAt + 1)
+  const db2 = openDb(path.join(tmpDir(t), 'a2.sqlite'))
+  t.teardown(() => db2.close())
+  const a2 = new FactStore(db2, 'a', { signer: k2, trust: keys.trust(), cert: () => cert2 })
+  a2.publish('host', { endpoint: 'http://a2' })
+  a2.publish('image/x', { digest: 'd' })
+  const r = b.apply(a2.since(b.cursors()))
+  t.deepEqual(r.resets, ['a'])
+  pull(b, a2)
+  t.deepEqual(
+    b.byKey('host').map(f => f.value),
+    [{ endpoint: 'http://a2' }]
+  )
+  // the old key's certificate does not come back
+  const old = b.apply(a.since({}))
+  t.deepEqual(old.refused, { oldCert: 1 })
+  t.deepEqual(
+    b.byKey('host').map(f => f.value),
+    [{ endpoint: 'http://a2' }]
+  )
+})
+
+test('a data dir whose own seqs were pushed past the limit is renumbered and signed again on open', t => {
+  const file = path.join(tmpDir(t), 'a.sqlite')
+  let db = openDb(file)
+  const a = keys.store(db, 'a')
+  a.publish('host', { endpoint: 'http://a' })
+  // what the forged echo of before left: the cursor at 2^53 - 1 and a fact published past it
+  db.prepare('UPDATE cursors SET seq = ? WHERE origin = ?').run(Number.MAX_SAFE_INTEGER, 'a')
+  db.prepare('INSERT INTO facts (origin, seq, key, value, sig, received_at) VALUES (?, ?, ?, ?, NULL, 0)').run(
+    'a',
+    2 ** 53,
+    'status',
+    '{"load":1}'
+  )
+  // and an unsigned fact of another origin, from before signing
+  db.prepare('INSERT INTO facts (origin, seq, key, value, sig, received_at) VALUES (?, ?, ?, ?, NULL, 0)').run(
+    'z',
+    4,
+    'host',
+    '{}'
+  )
+  db.prepare('INSERT INTO cursors (origin, seq) VALUES (?, ?)').run('z', 4)
+  db.close()
+  db = openDb(file)
+  t.teardown(() => db.close())
+  const again = keys.store(db, 'a')
+  t.is(again.renumbered, 1)
+  t.deepEqual(again.dropped, ['z'])
+  t.is(again.cursor('a'), 2)
+  t.deepEqual(again.get('a', 'status')?.seq, 2)
+  t.is(again.publish('image/x', { digest: 'd' }).seq, 3)
+  const b = store(t, 'b')
+  pull(b, again)
+  t.deepEqual(live(b), live(again))
+  t.true(SEQ_LIMIT < Number.MAX_SAFE_INTEGER)
 })
 
 test('small pages still converge, and cursors only cover what was received', t => {
@@ -133,14 +319,14 @@ test('after a restart (same data dir) a host resumes from its persisted cursors 
   const a = store(t, 'a')
   for (let i = 0; i < 10; i++) a.publish(`k${i}`, i)
   let dbB = openDb(path.join(dir, 'b.sqlite'))
-  let b = new FactStore(dbB, 'b')
+  let b = keys.store(dbB, 'b')
   b.publish('host', { endpoint: 'http://b' })
   pull(b, a)
   dbB.close()
   // the restarted host asks only for what is new, and keeps numbering its own facts
   dbB = openDb(path.join(dir, 'b.sqlite'))
   t.teardown(() => dbB.close())
-  b = new FactStore(dbB, 'b')
+  b = keys.store(dbB, 'b')
   t.deepEqual(b.cursors(), { a: 10, b: 1 })
   t.is(a.since(b.cursors()).facts.length, 0)
   a.publish('k10', 10)

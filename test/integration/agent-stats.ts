@@ -38,6 +38,11 @@ export interface FleetSnapshot {
   hosts: string[]
   cursors: Record<string, number>
   syncRounds: number
+  /** facts refused from peers since start, per reason */
+  factsRefused: Record<string, number>
+  factResets: number
+  /** peers not pulled from now: they sent facts their origins did not sign */
+  syncDemoted: string[]
   inFlight: number
   links: Record<string, LinkSnapshot>
 }

@@ -7,6 +7,7 @@ import { withFleetNet } from './netns.js'
 import { AgentProcess, abortMount, makeImage, nodeJson, run, tmpdir, vmifs } from './harness.js'
 import { TOKEN } from './fleet.js'
 import { type AgentStats, readStats } from './agent-stats.js'
+import { TRUST, admitHost } from './admit.js'
 
 // Hosts in their own network namespaces, linked through a bridge; tc tbf shapes each host's link
 // (both directions). Agents run under `nsenter --net` (not `ip netns exec`, which also unshares the
@@ -34,7 +35,11 @@ test.serial(
     const start = async (h: 'a' | 'b' | 'c', peers: Array<'a' | 'b' | 'c'>): Promise<AgentProcess> => {
       const base = path.join(dir, h)
       fs.mkdirSync(path.join(base, 'mnt'), { recursive: true })
-      fs.writeFileSync(path.join(base, 'config.json'), JSON.stringify({ token: TOKEN, syncIntervalMs: 200 }))
+      fs.writeFileSync(
+        path.join(base, 'config.json'),
+        JSON.stringify({ token: TOKEN, syncIntervalMs: 200, trust: TRUST })
+      )
+      admitHost(path.join(base, 'data'), h)
       const a = new AgentProcess(
         path.join(base, 'mnt'),
         path.join(base, 'data'),
@@ -119,8 +124,9 @@ test.serial(
       fs.mkdirSync(path.join(base, 'mnt'), { recursive: true })
       fs.writeFileSync(
         path.join(base, 'config.json'),
-        JSON.stringify({ token: TOKEN, syncIntervalMs: 200, sessionIdleMs: 300 })
+        JSON.stringify({ token: TOKEN, syncIntervalMs: 200, sessionIdleMs: 300, trust: TRUST })
       )
+      admitHost(path.join(base, 'data'), h)
       const a = new AgentProcess(
         path.join(base, 'mnt'),
         path.join(base, 'data'),
@@ -255,7 +261,11 @@ test.serial('over a slow link chunks travel brotli-compressed when they compress
   for (const h of ['a', 'c'] as const) {
     const base = path.join(dir, h)
     fs.mkdirSync(path.join(base, 'mnt'), { recursive: true })
-    fs.writeFileSync(path.join(base, 'config.json'), JSON.stringify({ token: TOKEN, syncIntervalMs: 200 }))
+    fs.writeFileSync(
+      path.join(base, 'config.json'),
+      JSON.stringify({ token: TOKEN, syncIntervalMs: 200, trust: TRUST })
+    )
+    admitHost(path.join(base, 'data'), h)
   }
   t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', path.join(dir, 'a', 'data')]).code, 0)
   for (const [h, peer] of [

@@ -233,13 +233,16 @@ test.serial(
   }
 )
 
-test.serial('an agent refuses fleet mode without a token', async t => {
+test.serial('an agent refuses fleet mode without a token, or without knowing whose facts to believe', async t => {
   const f = await Fleet.create(t, ['a'])
-  const r = vmifs(['agent', '--mount', f.host('a').mnt, '--data-dir', f.host('a').data, '--listen', '127.0.0.1:0'], {
-    VMIFS_TOKEN: ''
-  })
+  const args = ['agent', '--mount', f.host('a').mnt, '--data-dir', f.host('a').data, '--listen', '127.0.0.1:0']
+  const r = vmifs(args, { VMIFS_TOKEN: '' })
   t.is(r.code, 1)
   t.regex(r.stderr, /\[TOKEN_MISSING\]/)
+  const u = vmifs(args, { VMIFS_TOKEN: TOKEN })
+  t.is(u.code, 1)
+  t.regex(u.stderr, /trust\.admins.*\[TRUST_MISSING\]/s)
+  t.false(fs.existsSync(f.host('a').data), 'the refusal made no data dir')
 })
 
 test.serial('the origin store behind nginx serves a host nobody else can, never seeing the fleet token', async t => {

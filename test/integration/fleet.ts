@@ -9,6 +9,7 @@ import net from 'node:net'
 import path from 'node:path'
 import { AgentProcess, abortMount, run, sleep, tmpdir } from './harness.js'
 import type { AgentStats } from './agent-stats.js'
+import { TRUST, admitHost } from './admit.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 
@@ -76,7 +77,8 @@ export class Fleet {
   async start(id: string, o: StartOptions = {}): Promise<AgentProcess> {
     const h = this.host(id)
     const cfgFile = path.join(this.dir, `${id}.json`)
-    fs.writeFileSync(cfgFile, JSON.stringify({ token: TOKEN, syncIntervalMs: 200, ...(o.config ?? {}) }))
+    fs.writeFileSync(cfgFile, JSON.stringify({ token: TOKEN, syncIntervalMs: 200, trust: TRUST, ...(o.config ?? {}) }))
+    admitHost(h.data, id)
     const args = [
       '--host-id',
       id,

@@ -11,6 +11,7 @@ import { readStats, type AgentStats } from './agent-stats.js'
 import type { PlanJson, PolicyShown } from '../helpers/cli-json.js'
 import type { ReplicateReport } from '../../src/planner/replicate.js'
 import type { ReplicaState } from '../../src/planner/replication.js'
+import { TRUST, admitHost } from './admit.js'
 
 const MiB = 1024 * 1024
 type H = 'a' | 'b' | 'c'
@@ -36,7 +37,11 @@ function rig(t: ExecutionContext, hosts: H[] = ['a', 'b', 'c']): Rig {
   const start = async (h: H, peers: H[], config: Record<string, unknown> = {}): Promise<AgentProcess> => {
     const base = path.join(dir, h)
     fs.mkdirSync(path.join(base, 'mnt'), { recursive: true })
-    fs.writeFileSync(path.join(base, 'config.json'), JSON.stringify({ token: TOKEN, syncIntervalMs: 200, ...config }))
+    fs.writeFileSync(
+      path.join(base, 'config.json'),
+      JSON.stringify({ token: TOKEN, syncIntervalMs: 200, trust: TRUST, ...config })
+    )
+    admitHost(data(h), h)
     const a = new AgentProcess(
       path.join(base, 'mnt'),
       data(h),

@@ -7,7 +7,7 @@ import { tmpdir, vmifs } from '../integration/harness.js'
 import type { PlaceJson, PlanJson } from '../helpers/cli-json.js'
 import { randomBuffer } from '../helpers/random.js'
 import { DataDir } from '../../src/datadir.js'
-import { FactStore } from '../../src/index/facts.js'
+import { FleetKeys, signedPage } from '../helpers/fleet-keys.js'
 import { toRanges } from '../../src/holders/holdings.js'
 import { blake3 } from '../../src/util/hash.js'
 
@@ -61,20 +61,20 @@ function setup(): Setup {
   // holds web and db's first 16 entries and reports its status
   const dd = DataDir.open(data, { capacityBytes: 1 << 30 })
   try {
-    new FactStore(dd.db, 'a').publish('host', { endpoint: 'http://a.invalid:7070', price: 0, version: 1 })
+    const keys = new FleetKeys()
+    keys.store(dd.db, 'a').publish('host', { endpoint: 'http://a.invalid:7070', price: 0, version: 1 })
     const digest = (n: string): string => dd.catalog.requireImage(n).digest
     const n = (x: string): number => IMAGES[x]!.length
-    new FactStore(dd.db, 'a').apply({
-      facts: [
-        { origin: 'b', seq: 1, key: 'host', value: { endpoint: 'http://b.invalid:7070', price: 0, version: 1 } },
-        { origin: 'b', seq: 2, key: `hold/${digest('base')}`, value: { ranges: toRanges(n('base'), () => true) } },
-        { origin: 'c', seq: 1, key: 'host', value: { endpoint: 'http://c.invalid:7070', price: 0, version: 1 } },
-        { origin: 'c', seq: 2, key: `hold/${digest('web')}`, value: { ranges: toRanges(n('web'), () => true) } },
-        { origin: 'c', seq: 3, key: `hold/${digest('db')}`, value: { ranges: toRanges(n('db'), i => i < 16) } },
-        { origin: 'c', seq: 4, key: 'status', value: { cacheCapacityBytes: 8e9, cacheSizeBytes: 1e9, load: 0.5 } }
-      ],
-      complete: { b: 2, c: 4 }
-    })
+    keys.store(dd.db, 'a').apply(
+      signedPage(keys, [
+        { origin: 'b', key: 'host', value: { endpoint: 'http://b.invalid:7070', price: 0, version: 1 } },
+        { origin: 'b', key: `hold/${digest('base')}`, value: { ranges: toRanges(n('base'), () => true) } },
+        { origin: 'c', key: 'host', value: { endpoint: 'http://c.invalid:7070', price: 0, version: 1 } },
+        { origin: 'c', key: `hold/${digest('web')}`, value: { ranges: toRanges(n('web'), () => true) } },
+        { origin: 'c', key: `hold/${digest('db')}`, value: { ranges: toRanges(n('db'), i => i < 16) } },
+        { origin: 'c', key: 'status', value: { cacheCapacityBytes: 8e9, cacheSizeBytes: 1e9, load: 0.5 } }
+      ])
+    )
   } finally {
     dd.close()
   }

@@ -5,13 +5,15 @@ import { planTransfer } from '../../src/planner/transfer-plan.js'
 import { rankPlacement } from '../../src/planner/placement.js'
 import { Announcer } from '../../src/holders/announcer.js'
 import { ManifestBuilder, type Manifest } from '../../src/manifests/manifest.js'
-import { FactStore, type Fact } from '../../src/index/facts.js'
+import { FleetKeys, signedPage } from '../helpers/fleet-keys.js'
 import { toRanges } from '../../src/holders/holdings.js'
 import { blake3 } from '../../src/util/hash.js'
 import { isVmifsError } from '../../src/errors.js'
 import { createLogger } from '../../src/util/log.js'
 import { openDataDir } from '../helpers/tmp.js'
 import type { DataDir } from '../../src/datadir.js'
+
+const keys = new FleetKeys()
 
 const BLOCK = 4096
 const block = (k: number): Buffer => Buffer.alloc(BLOCK, k)
@@ -33,13 +35,13 @@ async function fleet(dd: DataDir): Promise<{ x: Manifest; y: Manifest }> {
   dd.catalog.addImage('x', x, { pinned: false, replace: false })
   dd.catalog.addImage('y', y, { pinned: false, replace: false })
   for (const k of [1, 2, 3, 4]) await dd.store.put(blake3(block(k)).toString('hex'), block(k))
-  const facts: Fact[] = [
-    { origin: 'b', seq: 1, key: 'host', value: { endpoint: 'http://b.invalid:7070', price: 2e-10, version: 1 } },
-    { origin: 'b', seq: 2, key: `hold/${x.digest()}`, value: { ranges: toRanges(8, () => true) } },
-    { origin: 'b', seq: 3, key: 'status', value: { cacheCapacityBytes: 1e9, cacheSizeBytes: 4e8, load: 0.25 } },
-    { origin: 'c', seq: 1, key: `hold/${y.digest()}`, value: { ranges: toRanges(8, i => i >= 4) } }
+  const facts = [
+    { origin: 'b', key: 'host', value: { endpoint: 'http://b.invalid:7070', price: 2e-10, version: 1 } },
+    { origin: 'b', key: `hold/${x.digest()}`, value: { ranges: toRanges(8, () => true) } },
+    { origin: 'b', key: 'status', value: { cacheCapacityBytes: 1e9, cacheSizeBytes: 4e8, load: 0.25 } },
+    { origin: 'c', key: `hold/${y.digest()}`, value: { ranges: toRanges(8, i => i >= 4) } }
   ]
-  new FactStore(dd.db, 'a').apply({ facts, complete: { b: 3, c: 1 } })
+  keys.store(dd.db, 'a').apply(signedPage(keys, facts))
   return { x, y }
 }
 
@@ -124,9 +126,9 @@ test(
 
     // a host's announcer publishes its status; another data dir learns it through the table
     const other = openDataDir(t, 50 * 1024 * 1024)
-    const facts = new FactStore(other.db, 'd')
+    const facts = keys.store(other.db, 'd')
     new Announcer(facts, other.catalog, other.store, createLogger('test', 'silent')).publishStatus()
-    view.facts.apply(facts.since({}))
+    keys.store(dd.db, 'a').apply(facts.since({}))
     const d = view.status('d', 0)
     t.is(d.freeBytes, 50 * 1024 * 1024)
     t.true(d.load !== null && Math.abs(d.load - os.loadavg()[0]! / os.cpus().length) <= 0.05)
