@@ -325,6 +325,7 @@ export class Agent extends Resource {
         return hints.export(query.get('image') ?? '', max === null ? undefined : Number(max))
       },
       'POST /v1/hint': ({ body }) => hints.take(body),
+      'POST /v1/revoke': ({ body }) => ({ dropped: this.facts!.revoke(body) }),
       'GET /v1/similarity': () => {
         this.clusters.sync(dd.catalog.listImages(), d => dd.catalog.manifest(d))
         return this.clusters.snapshot()

@@ -19,15 +19,17 @@ cert: installs the certificate the admin made (host.cert in the data dir). It mu
 host's id and public key; a running agent shows it to the fleet with its next facts.
 
 Options:
-  --json    key: {"hostId": …, "publicKey": …, "cert": <installed certificate or null>}
+  --json          key: {"hostId": …, "publicKey": …, "cert": <installed certificate or null>}
+  --host-id <id>  this host's id, as its agent runs (default: config hostId, else the hostname)
 ${COMMON_HELP}`,
   async run(argv) {
-    const a = parse(this, argv, { json: { type: 'boolean' } })
+    const a = parse(this, argv, { json: { type: 'boolean' }, 'host-id': { type: 'string' } })
     if (!a) return 0
     const [verb, file, ...extra] = a.positionals
     if (!((verb === 'key' && file === undefined) || (verb === 'cert' && file !== undefined)) || extra.length > 0)
       throw VmifsError.usage(`host takes "key" or "cert <file>"\n\n${this.usage}`)
     const cfg = resolveConfig(a.values)
+    if (a.values['host-id'] !== undefined) cfg.hostId = a.values['host-id'] // as the agent is run
     if (!fs.existsSync(cfg.dataDir))
       throw new VmifsError('DATA_DIR_UNUSABLE', `no data dir at ${cfg.dataDir}`, { dir: cfg.dataDir })
     const key = hostKey(cfg.dataDir)

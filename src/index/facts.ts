@@ -14,7 +14,9 @@
 //   origin, and a peer can neither hide a fact nor add one); a page that stops short of the head
 //   has each of its facts' signatures checked. A peer cannot move a cursor past a head the origin
 //   signed. Facts of this host's own origin are never taken from a peer: an echo of them signed by
-//   this host's own key moves its own cursor (a restored data dir), so a seq is never reused.
+//   this host's own key moves its own cursor (a restored data dir), so a seq is never reused;
+// - a fleet admin's revocation of a host key travels with every page (the set of all a host
+//   knows): the origins whose facts here the key signed are dropped, and it is never believed again.
 // Convergence: each host holds, per origin, every live fact up to its cursor. A pull from any peer
 // moves a cursor up to the peer's, so in a connected fleet that keeps pulling every cursor reaches
 // every origin's head, and with one writer per origin there is nothing to merge. Where a complete
@@ -24,9 +26,10 @@
 import type { Statement } from 'better-sqlite3'
 import type { Db } from './db.js'
 import { type SigningKey, verifySignature } from '../trust/keys.js'
-import { type HostCert, checkCert } from '../trust/certs.js'
+import { type HostCert, type Revocation, checkCert, checkRevocation } from '../trust/certs.js'
 import { validHostId } from '../trust/host-id.js'
 import { blake3 } from '../util/hash.js'
+import { VmifsError } from '../errors.js'
 
 export interface Fact {
   origin: string
@@ -49,6 +52,8 @@ export interface FactPage {
   facts: Fact[]
   complete: Cursors
   heads?: Record<string, Head>
+  /** every revocation of a host key this host knows (a grow-only set: each host passes all on) */
+  revoked?: Revocation[]
 }
 
 /** Whom this host believes: fleet admin keys (their host certificates) and hosts listed by key. */
@@ -67,13 +72,15 @@ export const REFUSALS = [
   'beyondHead',
   'unknownOrigin',
   'oldCert',
+  'revoked',
   'digestMismatch'
 ] as const
 export type Refusal = (typeof REFUSALS)[number]
 /**
  * Refusals that only a peer that forges, corrupts or misreports sends: the peer is demoted. An
- * origin this host does not admit, an older certificate and a digest that does not match can come
- * from honest peers (other configs, a rotation not yet everywhere, a restored origin).
+ * origin this host does not admit, an older certificate, a revoked key and a digest that does not
+ * match can come from honest peers (other configs, a rotation or revocation not yet everywhere, a
+ * restored origin).
  */
 const BLAMED: ReadonlySet<Refusal> = new Set([
   'unsigned',
@@ -199,7 +206,11 @@ export class FactStore {
       dropFacts: db.prepare('DELETE FROM facts WHERE origin = ?'),
       dropCursor: db.prepare('DELETE FROM cursors WHERE origin = ?'),
       dropHead: db.prepare('DELETE FROM heads WHERE origin = ?'),
-      dropKey: db.prepare('DELETE FROM origin_keys WHERE origin = ?')
+      dropKey: db.prepare('DELETE FROM origin_keys WHERE origin = ?'),
+      revocations: db.prepare('SELECT revocation FROM revocations').pluck(),
+      isRevoked: db.prepare('SELECT 1 FROM revocations WHERE key = ?').pluck(),
+      addRevocation: db.prepare('INSERT OR IGNORE INTO revocations (key, revocation) VALUES (?, ?)'),
+      originsWithKey: db.prepare('SELECT origin FROM origin_keys WHERE key = ?').pluck()
     }
     let renumbered = 0
     let dropped: string[] = []
@@ -327,7 +338,51 @@ export class FactStore {
       facts.push(...rows.map(parse))
       complete[o] = mine
     }
-    return { facts, complete, heads }
+    const page: FactPage = { facts, complete, heads }
+    const revoked = this.revocations()
+    if (revoked.length > 0) page.revoked = revoked
+    return page
+  }
+
+  /** The revocations of host keys this host knows. */
+  revocations(): Revocation[] {
+    return (this.q.revocations!.all() as string[]).map(t => JSON.parse(t) as Revocation)
+  }
+
+  /** Whether a fleet admin revoked this public key. */
+  isRevoked(key: string): boolean {
+    return this.q.isRevoked!.get(key) !== undefined
+  }
+
+  /**
+   * Records a fleet admin's revocation (one of trust.admins must have signed it: CERT_INVALID
+   * otherwise) and drops what the key signed here; returns the origins dropped.
+   */
+  revoke(v: unknown): string[] {
+    const c = checkRevocation(v, this.trust.admins)
+    if ('problem' in c) {
+      const why =
+        c.problem === 'unknown admin' ? "signed by a key that is not among this host's trust.admins" : c.problem
+      throw new VmifsError('CERT_INVALID', `not a revocation this host believes: ${why}`)
+    }
+    let gone: Fact[] = []
+    let origins: string[] = []
+    this.db
+      .transaction(() => {
+        origins = this.q.originsWithKey!.all(c.revocation.key) as string[]
+        gone = this.recordRevocation(c.revocation)
+      })
+      .immediate()
+    if (gone.length > 0) this.emit(gone)
+    return origins
+  }
+
+  /** Stores a checked revocation; drops the origins whose facts here the key signed. */
+  private recordRevocation(r: Revocation): Fact[] {
+    if (this.q.addRevocation!.run(r.key, JSON.stringify(r)).changes === 0) return []
+    const gone: Fact[] = []
+    for (const o of this.q.originsWithKey!.all(r.key) as string[]) gone.push(...this.dropOrigin(o, true))
+    return gone
   }
 
   /** Applies a page from a peer: only what its origins signed (see the contract above). */
@@ -359,8 +414,19 @@ export class FactStore {
     }
     for (const o of Object.keys(heads)) if (validOrigin(o) && !byOrigin.has(o)) byOrigin.set(o, [])
     const now = Date.now()
+    const revoked: unknown = page?.revoked
     this.db
       .transaction(() => {
+        for (const v of Array.isArray(revoked) ? (revoked as unknown[]) : []) {
+          const key = typeof v === 'object' && v !== null ? (v as { key?: unknown }).key : undefined
+          if (typeof key === 'string' && this.isRevoked(key)) continue // known here already
+          const c = checkRevocation(v, this.trust.admins)
+          if ('problem' in c) {
+            if (c.problem !== 'unknown admin') refuse('badCert') // one of ours, forged or broken
+            continue
+          }
+          out.changed.push(...this.recordRevocation(c.revocation))
+        }
         for (const [o, fs] of byOrigin) {
           if (o === this.self) {
             this.applyOwn(fs, heads[o], refuse)
@@ -461,6 +527,11 @@ export class FactStore {
    * key is a rotation: the origin is dropped here and pulled again under the new key.
    */
   private keyFor(o: string, h: unknown, gone: Fact[]): { key: string } | { reset: true } | { refuse: Refusal } {
+    const r = this.admittedKey(o, h, gone)
+    return 'key' in r && this.isRevoked(r.key) ? { refuse: 'revoked' } : r
+  }
+
+  private admittedKey(o: string, h: unknown, gone: Fact[]): { key: string } | { reset: true } | { refuse: Refusal } {
     const listed = this.trust.hosts[o]
     if (listed !== undefined) {
       this.keep(o, listed, null)
@@ -484,6 +555,7 @@ export class FactStore {
       return { key: r.cert.key }
     }
     if (r.cert.issuedAt <= storedCert.issuedAt) return { refuse: 'oldCert' }
+    if (this.isRevoked(r.cert.key)) return { refuse: 'revoked' }
     gone.push(...this.dropOrigin(o, true))
     this.keep(o, r.cert.key, r.cert)
     return { reset: true }
@@ -555,7 +627,8 @@ export class FactStore {
     for (const r of this.q.originKeys!.all() as Array<{ origin: string; key: string; cert: string | null }>) {
       const listed = this.trust.hosts[r.origin]
       let ok: boolean
-      if (listed !== undefined) ok = listed === r.key
+      if (this.isRevoked(r.key)) ok = false
+      else if (listed !== undefined) ok = listed === r.key
       else if (r.cert === null) ok = false
       else {
         const c = checkCert(JSON.parse(r.cert), this.trust.admins)

@@ -150,7 +150,8 @@ export class PeerClient {
       !Array.isArray(page.facts) ||
       typeof page.complete !== 'object' ||
       page.complete === null ||
-      (page.heads !== undefined && (typeof page.heads !== 'object' || page.heads === null))
+      (page.heads !== undefined && (typeof page.heads !== 'object' || page.heads === null)) ||
+      (page.revoked !== undefined && !Array.isArray(page.revoked))
     )
       throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint}: malformed facts page`)
     return page

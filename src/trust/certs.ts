@@ -82,3 +82,53 @@ export function installCert(dataDir: string, cert: HostCert): void {
   fs.writeFileSync(tmp, JSON.stringify(cert, null, 2) + '\n', { mode: 0o644 })
   fs.renameSync(tmp, file)
 }
+
+/**
+ * The fleet admin's statement that a host key is no longer to be believed (a stolen key, a host
+ * that left). It travels with the metadata table; every host that admits the admin drops what the
+ * key signed, and never believes it again.
+ */
+export interface Revocation {
+  /** the host id the key spoke for */
+  host: string
+  key: string
+  revokedAt: number
+  admin: string
+  sig: string
+}
+
+function revocationMessage(host: string, key: string, revokedAt: number): string {
+  return `vmifs-revoke/1\n${host}\n${key}\n${revokedAt}`
+}
+
+/** The admin's revocation of host id `host`'s key `key`. */
+export function issueRevocation(admin: SigningKey, host: string, key: string, now = Date.now()): Revocation {
+  if (!validOrigin(host))
+    throw VmifsError.param('host', `${JSON.stringify(host)} is not a host id (1-64 of A-Z a-z 0-9 . _ -)`)
+  if (!isPublicKeyText(key)) throw VmifsError.param('public key', `${JSON.stringify(key)} is not a public key`)
+  return { host, key, revokedAt: now, admin: admin.publicKey, sig: admin.sign(revocationMessage(host, key, now)) }
+}
+
+/** v as a revocation signed by one of `admins`, or why not ('unknown admin' for a key not among them). */
+export function checkRevocation(
+  v: unknown,
+  admins: readonly string[]
+): { revocation: Revocation } | { problem: string } {
+  if (typeof v !== 'object' || v === null) return { problem: 'not a revocation' }
+  const c = v as Record<string, unknown>
+  if (
+    !validOrigin(c.host) ||
+    !isPublicKeyText(c.key) ||
+    !Number.isSafeInteger(c.revokedAt) ||
+    !isPublicKeyText(c.admin) ||
+    typeof c.sig !== 'string' ||
+    Object.keys(c).length !== 5
+  )
+    return { problem: 'not a revocation (host, key, revokedAt, admin, sig)' }
+  if (!admins.includes(c.admin)) return { problem: 'unknown admin' }
+  if (!verifySignature(c.admin, revocationMessage(c.host, c.key, c.revokedAt as number), c.sig))
+    return { problem: 'its signature does not verify' }
+  return {
+    revocation: { host: c.host, key: c.key, revokedAt: c.revokedAt as number, admin: c.admin, sig: c.sig }
+  }
+}

@@ -11,7 +11,7 @@ import {
   headMessage
 } from '../../src/index/facts.js'
 import { SigningKey } from '../../src/trust/keys.js'
-import { issueCert } from '../../src/trust/certs.js'
+import { issueCert, issueRevocation } from '../../src/trust/certs.js'
 import { FleetKeys, factStore } from '../helpers/fleet-keys.js'
 import { tmpDir } from '../helpers/tmp.js'
 import { prng } from '../helpers/random.js'
@@ -335,4 +335,44 @@ test('after a restart (same data dir) a host resumes from its persisted cursors 
     ['k10']
   )
   t.is(b.publish('image/x', { digest: 'd' }).seq, 2)
+})
+
+test('a revocation drops what the key signed on every host it reaches; the host rejoins only with a new key', t => {
+  const a = store(t, 'a')
+  const b = store(t, 'b')
+  const c = store(t, 'c')
+  a.publish('image/x', { digest: 'd' })
+  pull(b, a)
+  pull(c, b)
+  t.throws(() => b.revoke(issueRevocation(SigningKey.generate(), 'a', keys.key('a').publicKey)), {
+    code: 'CERT_INVALID'
+  })
+  t.deepEqual(b.byKey('image/x').length, 1, 'a stranger cannot revoke')
+  t.deepEqual(b.revoke(issueRevocation(keys.admin, 'a', keys.key('a').publicKey)), ['a'])
+  t.deepEqual(b.byKey('image/x'), [])
+  t.true(b.isRevoked(keys.key('a').publicKey))
+  // it travels: c drops a's facts on its next pull from b, and refuses them from a itself
+  const r = c.apply(b.since(c.cursors()))
+  t.false(r.blame)
+  t.deepEqual(c.byKey('image/x'), [])
+  const again = c.apply(a.since({}))
+  t.deepEqual(again.refused, { revoked: 1 })
+  t.false(again.blame)
+  // a forged revocation (the admin's name, another signature) is refused and blamed
+  const forged = { ...issueRevocation(keys.admin, 'b', keys.key('b').publicKey), sig: 'A'.repeat(86) }
+  const rf = c.apply({ facts: [], complete: {}, revoked: [forged] })
+  t.true(rf.blame)
+  t.false(c.isRevoked(keys.key('b').publicKey))
+  // a, with a new key and certificate, is believed again
+  const k2 = SigningKey.generate()
+  const cert2 = issueCert(keys.admin, 'a', k2.publicKey, keys.cert('a').issuedAt + 1)
+  const db2 = openDb(path.join(tmpDir(t), 'a2.sqlite'))
+  t.teardown(() => db2.close())
+  const a2 = new FactStore(db2, 'a', { signer: k2, trust: keys.trust(), cert: () => cert2, owner: true })
+  a2.publish('image/x', { digest: 'd2' })
+  pull(c, a2)
+  t.deepEqual(
+    c.byKey('image/x').map(f => f.value),
+    [{ digest: 'd2' }]
+  )
 })

@@ -8,7 +8,16 @@ import { tmpDir } from '../helpers/tmp.js'
 
 const TABLES_V1 = ['cache_entries', 'chunks', 'counters', 'images', 'manifests']
 // 0002: the metadata table; 0003: pack files (AUTOINCREMENT ids: sqlite_sequence)
-const TABLES = [...TABLES_V1, 'cursors', 'facts', 'heads', 'origin_keys', 'packs', 'sqlite_sequence'].sort()
+const TABLES = [
+  ...TABLES_V1,
+  'cursors',
+  'facts',
+  'heads',
+  'origin_keys',
+  'packs',
+  'revocations',
+  'sqlite_sequence'
+].sort()
 
 const tables = (db: Database.Database): string[] =>
   db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all() as string[]

@@ -107,3 +107,41 @@ test.serial(
     t.is(run('cmp', [img2, f.image('c', 'web2')]).status, 0)
   }
 )
+
+test.serial("a revoked host's facts disappear fleet-wide, and what its key signs is refused from then on", async t => {
+  const f = await Fleet.create(t, ['a', 'b', 'c'])
+  const img = path.join(f.dir, 'c.raw')
+  makeImage(img, 4)
+  t.is(vmifs(['import', img, '--name', 'from-c', '--data-dir', f.host('c').data]).code, 0)
+  await f.start('a', { peers: ['b'] })
+  await f.start('b', { peers: ['a', 'c'] })
+  await f.start('c', { peers: ['b'] })
+  await f.waitFor('from-c on a', () => fs.existsSync(f.image('a', 'from-c')))
+  const adminKey = path.join(f.dir, 'admin.key')
+  FLEET_ADMIN.writeNewFile(adminKey)
+  const cKey = (
+    JSON.parse(vmifs(['host', 'key', '--json', '--data-dir', f.host('c').data]).stdout) as { publicKey: string }
+  ).publicKey
+  const onA = ['--data-dir', f.host('a').data, '--config', path.join(f.dir, 'a.json')]
+  // a revocation whose signature does not verify is refused, and changes nothing
+  const file = path.join(f.dir, 'revoke-c.json')
+  t.is(vmifs(['fleet', 'revoke', 'c', cKey, '--admin-key', adminKey, '--out', file]).code, 0)
+  const tampered = path.join(f.dir, 'tampered.json')
+  fs.writeFileSync(tampered, JSON.stringify({ ...JSON.parse(fs.readFileSync(file, 'utf8')), host: 'b' }))
+  const bad = vmifs(['fleet', 'revoke', '--file', tampered, ...onA])
+  t.is(bad.code, 1)
+  t.regex(bad.stderr, /\[CERT_INVALID\]/)
+  t.true(fs.existsSync(f.image('a', 'from-c')))
+  // the real one, recorded on a through its agent
+  const ok = vmifs(['fleet', 'revoke', '--file', file, ...onA])
+  t.is(ok.code, 0, ok.stderr)
+  t.regex(ok.stdout, /dropped the facts of c here/)
+  for (const h of ['a', 'b'] as const) {
+    await f.waitFor(`from-c gone on ${h}`, () => !fs.existsSync(f.image(h, 'from-c')))
+    t.false(f.stats(h).fleet!.hosts.includes('c'), h)
+  }
+  // b still pulls from c, and refuses what c's key signs
+  await f.waitFor('b refuses c', () => (f.stats('b').fleet!.factsRefused.revoked ?? 0) > 0)
+  t.deepEqual(f.stats('b').fleet!.syncDemoted, [], 'a revoked key is refused, not blamed on the peer')
+  t.is(f.host('c').agent!.child.exitCode, null, 'c is up')
+})
