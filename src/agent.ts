@@ -402,8 +402,8 @@ export class Agent extends Resource {
     this.announcer.publishHost(this.endpoint, fleet.price, config.site)
     // config policies are published with setAt 0: a `vmifs policy set` anywhere overrides them
     for (const [name, p] of Object.entries(config.policies)) {
-      const cur = this.facts.get(config.hostId, `policy/${name}`)?.value as { setAt?: number } | null | undefined
-      if (!cur || cur.setAt === 0) this.facts.publish(`policy/${name}`, { ...p, setAt: 0 })
+      const cur = this.facts.getAs('policy', config.hostId, name)
+      if (!cur || cur.setAt === 0) this.facts.publishAs('policy', name, { ...p, setAt: 0 })
     }
     this.announcer.publishImages()
     this.announcer.publishHoldings()

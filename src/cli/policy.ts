@@ -78,7 +78,7 @@ ${COMMON_HELP}`,
       if (a.values['max-price'] !== undefined) raw.maxPrice = num('max-price')
       const policy = validatePolicy(raw)
       await withDataDir(cfg, dd => {
-        signedFacts(dd.db, me, cfg).publish(`policy/${image!}`, { ...policy, setAt: Date.now() })
+        signedFacts(dd.db, me, cfg).publishAs('policy', image!, { ...policy, setAt: Date.now() })
       })
       process.stdout.write(JSON.stringify({ image, ...policy }) + '\n')
       return 0
@@ -87,8 +87,8 @@ ${COMMON_HELP}`,
       validateName(image!)
       const had = await withDataDir(cfg, dd => {
         const f = signedFacts(dd.db, me, cfg)
-        if (!f.get(me, `policy/${image!}`)?.value) return false
-        f.publish(`policy/${image!}`, null)
+        if (!f.getAs('policy', me, image)) return false
+        f.publishAs('policy', image!, null)
         return true
       })
       if (!had)
@@ -109,8 +109,8 @@ ${COMMON_HELP}`,
         if (!row) return { ...base, known: false as const }
         const publisher = row.origin ?? me
         const placement = placementOf(view, facts, p.image, p.policy, publisher)
-        const states = Object.fromEntries(
-          facts.byKey(`replica/${p.image}`).map(f => [f.origin, f.value as ReplicaState])
+        const states: Record<string, ReplicaState> = Object.fromEntries(
+          facts.allAs('replica', p.image).map(f => [f.origin, f.value])
         )
         return {
           ...base,

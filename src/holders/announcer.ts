@@ -32,8 +32,9 @@ export class Announcer {
   ) {}
 
   publishHost(endpoint: string | undefined, price: number, site: { rttMs?: number; storagePrice?: number } = {}): void {
-    this.facts.publish(
+    this.facts.publishAs(
       'host',
+      '',
       endpoint === undefined ? null : { endpoint, price, version: 1, ...(Object.keys(site).length > 0 ? { site } : {}) }
     )
   }
@@ -44,11 +45,11 @@ export class Announcer {
     for (const r of this.catalog.listImages())
       if (r.origin === null) mine.set(r.name, { digest: r.digest, size: r.size })
     for (const [name, v] of mine) {
-      const cur = this.facts.get(this.facts.self, `image/${name}`)?.value as { digest?: string } | null | undefined
-      if (cur?.digest !== v.digest) this.facts.publish(`image/${name}`, { ...v, publishedAt: Date.now() })
+      const cur = this.facts.getAs('image', this.facts.self, name)
+      if (cur?.digest !== v.digest) this.facts.publishAs('image', name, { ...v, publishedAt: Date.now() })
     }
-    for (const f of this.facts.byPrefix('image/')) {
-      if (f.origin === this.facts.self && !mine.has(f.key.slice(6))) this.facts.publish(f.key, null)
+    for (const f of this.facts.allAs('image')) {
+      if (f.origin === this.facts.self && !mine.has(f.name)) this.facts.publishAs('image', f.name, null)
     }
   }
 
@@ -58,7 +59,7 @@ export class Announcer {
    */
   publishStatus(): void {
     const MiB = 1024 * 1024
-    this.facts.publish('status', {
+    this.facts.publishAs('status', '', {
       cacheCapacityBytes: this.store.capacityBytes,
       cacheSizeBytes: Math.round(this.store.sizeBytes / MiB) * MiB,
       load: Math.round((20 * os.loadavg()[0]!) / Math.max(1, os.cpus().length)) / 20
@@ -123,8 +124,8 @@ export class Announcer {
       this.publishOne(d, bits)
     }
     this.counted = snap
-    for (const f of this.facts.byPrefix('hold/')) {
-      if (f.origin === this.facts.self && !this.held.has(f.key.slice(5))) this.facts.publish(f.key, null)
+    for (const f of this.facts.allAs('hold')) {
+      if (f.origin === this.facts.self && !this.held.has(f.name)) this.facts.publishAs('hold', f.name, null)
     }
   }
 
@@ -138,7 +139,7 @@ export class Announcer {
 
   private publishOne(digest: string, bits: Uint8Array): void {
     const ranges = toRanges(bits.length, i => bits[i] === 1)
-    this.facts.publish(`hold/${digest}`, ranges.length === 0 ? null : { ranges })
+    this.facts.publishAs('hold', digest, ranges.length === 0 ? null : { ranges })
   }
 
   close(): void {

@@ -6,7 +6,8 @@
 import type { Catalog } from '../index/catalog.js'
 import type { FactStore } from '../index/facts.js'
 import { ChunkPlaces } from '../index/chunk-places.js'
-import { type Ranges, inRanges, validRanges } from './holdings.js'
+import { type Ranges, inRanges } from './holdings.js'
+import { decodeAs, keyOf } from '../index/schema.js'
 import { type CostParams, type LinkSeed, LinkStats, holderCost } from './link-stats.js'
 
 export const ORIGIN_ID = 'origin'
@@ -30,7 +31,7 @@ export class HolderDirectory {
     private readonly places = new ChunkPlaces(catalog)
   ) {
     facts.onChange(changed => {
-      if (changed.some(f => f.key.startsWith('image/'))) this.places.invalidate()
+      if (changed.some(f => f.key.startsWith(keyOf('image')))) this.places.invalidate()
     })
   }
 
@@ -42,16 +43,14 @@ export class HolderDirectory {
   host(hostId: string): HostInfo | undefined {
     if (hostId === ORIGIN_ID)
       return this.originUrl ? { hostId, endpoint: this.originUrl, price: this.seeds[ORIGIN_ID]?.price ?? 0 } : undefined
-    const f = this.facts.get(hostId, 'host')
-    const v = f?.value as { endpoint?: unknown; price?: unknown } | null | undefined
-    if (!v || typeof v.endpoint !== 'string') return undefined
-    const price = this.seeds[hostId]?.price ?? (typeof v.price === 'number' ? v.price : 0)
-    return { hostId, endpoint: v.endpoint, price }
+    const v = this.facts.getAs('host', hostId)
+    if (!v) return undefined
+    return { hostId, endpoint: v.endpoint, price: this.seeds[hostId]?.price ?? v.price }
   }
 
   hosts(): HostInfo[] {
     return this.facts
-      .byKey('host')
+      .allAs('host')
       .map(f => this.host(f.origin))
       .filter((h): h is HostInfo => h !== undefined && h.hostId !== this.self)
   }
@@ -70,13 +69,13 @@ export class HolderDirectory {
   }
 
   private ranges(origin: string, digest: string): Ranges | undefined {
-    const f = this.facts.get(origin, `hold/${digest}`)
+    const f = this.facts.get(origin, keyOf('hold', digest))
     if (!f || f.value === null) return undefined
     const k = `${origin} ${digest}`
     const c = this.rangesCache.get(k)
     if (c && c.seq === f.seq) return c.ranges
-    const v = (f.value as { ranges?: unknown }).ranges
-    if (!validRanges(v)) return undefined
+    const v = decodeAs('hold', f.value)?.ranges
+    if (!v) return undefined
     this.rangesCache.set(k, { seq: f.seq, ranges: v })
     return v
   }
@@ -86,9 +85,9 @@ export class HolderDirectory {
     const out = new Set<string>()
     const snap = this.places.current()
     const places = snap.byHash.get(hash) ?? []
-    for (const f of this.facts.byPrefix('hold/')) {
+    for (const f of this.facts.byPrefix(keyOf('hold'))) {
       if (f.origin === this.self) continue
-      const digest = f.key.slice(5)
+      const digest = f.key.slice(keyOf('hold').length)
       // the first entry of that manifest with this hash says it: a host holds all or none of them
       for (let k = 0; k < places.length; k += 2) {
         if (snap.digests[places[k]!] !== digest) continue

@@ -30,6 +30,7 @@ import { type HostCert, type Revocation, checkCert, checkRevocation } from '../t
 import { validHostId } from '../trust/host-id.js'
 import { blake3 } from '../util/hash.js'
 import { VmifsError } from '../errors.js'
+import { type Kind, type ValueOf, decodeAs, keyOf, problemOf as valueProblem, validValue } from './schema.js'
 
 export interface Fact {
   origin: string
@@ -69,6 +70,7 @@ export const REFUSALS = [
   'badHead',
   'badCert',
   'malformed',
+  'badValue',
   'beyondHead',
   'unknownOrigin',
   'oldCert',
@@ -88,6 +90,7 @@ const BLAMED: ReadonlySet<Refusal> = new Set([
   'badHead',
   'badCert',
   'malformed',
+  'badValue',
   'beyondHead'
 ])
 
@@ -246,6 +249,7 @@ export class FactStore {
     const signer = this.signer
     if (!signer) throw new Error('this view of the table has no host key: it cannot publish')
     if (!KEY_RE.test(key)) throw new Error(`a fact key is 1-256 printable ASCII characters: ${JSON.stringify(key)}`)
+    if (!validValue(key, value)) throw new Error(`a ${key} fact whose value does not decode: ${JSON.stringify(value)}`)
     const json = value === null || value === undefined ? null : JSON.stringify(value)
     const cur = this.get(this.self, key)
     if (cur && JSON.stringify(cur.value ?? null) === (json ?? 'null')) return cur // unchanged
@@ -278,6 +282,40 @@ export class FactStore {
   /** Live facts whose key starts with `prefix`. */
   byPrefix(prefix: string): Fact[] {
     return (this.q.byPrefix!.all(prefix, prefix) as RawFact[]).filter(r => r.value !== null).map(parse)
+  }
+
+  /** Publishes a fact of `kind` about `name` (its codec checks the value: an error if it does not decode). */
+  publishAs<K extends Kind>(kind: K, name: string, value: ValueOf<K> | null): Fact {
+    if (value !== null) {
+      const p = valueProblem(kind, value)
+      if (p !== undefined) throw new Error(`a ${kind} fact that does not decode (${p}): ${JSON.stringify(value)}`)
+    }
+    return this.publish(keyOf(kind, name), value)
+  }
+
+  /** The live value of origin's fact of `kind` about `name`, decoded (undefined if none, or it does not decode). */
+  getAs<K extends Kind>(kind: K, origin: string, name = ''): ValueOf<K> | undefined {
+    const f = this.get(origin, keyOf(kind, name))
+    return f && f.value !== null ? decodeAs(kind, f.value) : undefined
+  }
+
+  /**
+   * Every live fact of `kind` (about `name`, or about any name when it is undefined), decoded;
+   * those that do not decode are left out.
+   */
+  allAs<K extends Kind>(
+    kind: K,
+    name?: string
+  ): Array<{ origin: string; name: string; seq: number; value: ValueOf<K> }> {
+    const key = keyOf(kind, name ?? '')
+    const facts = name === undefined && key.endsWith('/') ? this.byPrefix(key) : this.byKey(key)
+    const out: Array<{ origin: string; name: string; seq: number; value: ValueOf<K> }> = []
+    for (const f of facts) {
+      const value = decodeAs(kind, f.value)
+      if (value !== undefined)
+        out.push({ origin: f.origin, name: f.key.slice(KEY_PREFIX_LEN(kind)), seq: f.seq, value })
+    }
+    return out
   }
 
   /** The digest of an origin's rows here (rowsDigest). */
@@ -657,6 +695,8 @@ export class FactStore {
   }
 }
 
+const KEY_PREFIX_LEN = (kind: Kind): number => keyOf(kind).length
+
 function jsonOf(value: unknown): string | null {
   return value === null || value === undefined ? null : JSON.stringify(value)
 }
@@ -683,6 +723,7 @@ function problemOf(f: Fact, upto: number, head: number): Refusal | undefined {
   if (typeof f.sig !== 'string' || !SIG_RE.test(f.sig)) return 'malformed'
   const json = jsonOf(f.value)
   if (json !== null && json.length > VALUE_MAX) return 'malformed'
+  if (!validValue(f.key, f.value)) return 'badValue'
   return undefined
 }
 

@@ -6,7 +6,7 @@
 import type { Catalog } from './catalog.js'
 import type { FactStore } from './facts.js'
 import { decode } from '../manifests/manifest.js'
-import { blake3, isHashHex } from '../util/hash.js'
+import { blake3 } from '../util/hash.js'
 import type { Logger } from '../util/log.js'
 import { validateName } from './catalog.js'
 
@@ -45,17 +45,14 @@ export class FleetImages {
   published(): Map<string, PublishedImage> {
     const best = new Map<string, PublishedImage>()
     const all: PublishedImage[] = [...this.extra]
-    for (const f of this.facts.byPrefix('image/')) {
+    for (const f of this.facts.allAs('image')) {
       if (f.origin === this.facts.self) continue
-      const v = f.value as { digest?: unknown; size?: unknown; publishedAt?: unknown }
-      const name = f.key.slice(6)
-      if (!isHashHex(v.digest) || typeof v.size !== 'number') continue
       all.push({
-        name,
-        digest: v.digest,
-        size: v.size,
+        name: f.name,
+        digest: f.value.digest,
+        size: f.value.size,
         origin: f.origin,
-        publishedAt: typeof v.publishedAt === 'number' ? v.publishedAt : 0
+        publishedAt: f.value.publishedAt
       })
     }
     for (const p of all) {

@@ -13,17 +13,9 @@ import type { DataDir } from '../datadir.js'
 import { VmifsError } from '../errors.js'
 import { FactStore } from '../index/facts.js'
 import { HolderDirectory, ORIGIN_ID } from '../holders/directory.js'
-import { validRanges } from '../holders/holdings.js'
 import type { LinkSeed } from '../holders/link-stats.js'
 import { type ImageChunks, imageChunks } from './clusters.js'
 import { type ChunkRef, type Donor, type Group, groupByDonors } from './transfer-plan.js'
-
-/** The `status` fact a host publishes about itself: cache space and load. */
-export interface HostStatus {
-  cacheCapacityBytes: number
-  cacheSizeBytes: number
-  load: number
-}
 
 export interface FleetViewOptions {
   self: string
@@ -70,8 +62,8 @@ export class FleetView {
   /** Hosts the table knows: this one, those with a host record, those announcing holdings. */
   hosts(): string[] {
     const out = new Set([this.self])
-    for (const f of this.facts.byKey('host')) out.add(f.origin)
-    for (const f of this.facts.byPrefix('hold/')) out.add(f.origin)
+    for (const f of this.facts.allAs('host')) out.add(f.origin)
+    for (const f of this.facts.allAs('hold')) out.add(f.origin)
     out.delete(ORIGIN_ID)
     return [...out].sort()
   }
@@ -84,7 +76,7 @@ export class FleetView {
   /** Hosts that can send chunks: a host record with an endpoint, plus the origin store. */
   donors(): Donor[] {
     const ids = this.facts
-      .byKey('host')
+      .allAs('host')
       .map(f => f.origin)
       .filter(h => this.directory.host(h) !== undefined)
       .sort()
@@ -107,12 +99,11 @@ export class FleetView {
     const hit = this.held.get(host)
     if (hit) return hit
     const set = new Set<string>()
-    for (const f of this.facts.byPrefix('hold/')) {
+    for (const f of this.facts.allAs('hold')) {
       if (f.origin !== host) continue
-      const m = this.dd.catalog.manifest(f.key.slice(5))
-      const ranges = (f.value as { ranges?: unknown } | null)?.ranges
-      if (!m || !validRanges(ranges)) continue
-      for (const [a, b] of ranges) {
+      const m = this.dd.catalog.manifest(f.name)
+      if (!m) continue
+      for (const [a, b] of f.value.ranges) {
         for (let i = a; i < Math.min(b, m.count); i++) if (m.zero[i] === 0) set.add(m.hashHexAt(i))
       }
     }
@@ -148,14 +139,10 @@ export class FleetView {
         load: os.loadavg()[0]! / Math.max(1, os.cpus().length)
       }
     }
-    const v = this.facts.get(host, 'status')?.value as Partial<HostStatus> | null | undefined
-    const ok = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x)
+    const v = this.facts.getAs('status', host)
     return {
-      freeBytes:
-        v && ok(v.cacheCapacityBytes) && ok(v.cacheSizeBytes)
-          ? Math.max(0, v.cacheCapacityBytes - v.cacheSizeBytes)
-          : null,
-      load: v && ok(v.load) ? v.load : null
+      freeBytes: v ? Math.max(0, v.cacheCapacityBytes - v.cacheSizeBytes) : null,
+      load: v ? v.load : null
     }
   }
 }

@@ -17,6 +17,7 @@
 import type { DataDir } from '../datadir.js'
 import { logFault } from '../util/guard.js'
 import type { FactStore } from '../index/facts.js'
+import type { ValueOf } from '../index/schema.js'
 import type { HolderDirectory } from '../holders/directory.js'
 import type { PeerClient } from '../peer/client.js'
 import type { Logger } from '../util/log.js'
@@ -31,32 +32,21 @@ export interface EffectivePolicy {
   setAt: number
 }
 
-export interface ReplicaState {
-  digest: string
-  role: 'dr' | 'replica'
-  state: 'waiting' | 'copying' | 'done' | 'failed'
-  startedAt?: number
-  doneAt?: number
-  fetchedBytes?: number
-  wireBytes?: number
-  makespan?: number
-  /** DR duty taken over from this host (it was down or late) */
-  drFor?: string
-  error?: string
-}
+/** This host's state as a replica of an image (its `replica/<image>` fact: src/index/schema.ts). */
+export type ReplicaState = ValueOf<'replica'>
 
 /** The policy in force for each image: the newest `policy/<image>` fact of any origin. */
 export function effectivePolicies(facts: FactStore): Map<string, EffectivePolicy> {
   const out = new Map<string, EffectivePolicy>()
-  for (const f of facts.byPrefix('policy/')) {
-    const image = f.key.slice('policy/'.length)
+  for (const f of facts.allAs('policy')) {
+    const image = f.name
     let policy: Policy
     try {
-      policy = validatePolicy(f.value)
+      policy = validatePolicy({ ...f.value, setAt: undefined }) // the codec's checks, and the DR rule
     } catch {
       continue
     }
-    const setAt = typeof (f.value as { setAt?: unknown }).setAt === 'number' ? (f.value as { setAt: number }).setAt : 0
+    const setAt = f.value.setAt
     const cur = out.get(image)
     if (!cur || setAt > cur.setAt || (setAt === cur.setAt && f.origin > cur.origin))
       out.set(image, { image, policy, origin: f.origin, setAt })
@@ -66,11 +56,10 @@ export function effectivePolicies(facts: FactStore): Map<string, EffectivePolicy
 
 /** The site figures a host publishes in its host record. */
 export function siteOf(facts: FactStore, host: string): { rttMs?: number; storagePrice?: number } {
-  const v = facts.get(host, 'host')?.value as { site?: { rttMs?: unknown; storagePrice?: unknown } } | null | undefined
-  const s = v?.site
+  const s = facts.getAs('host', host)?.site
   const out: { rttMs?: number; storagePrice?: number } = {}
-  if (typeof s?.rttMs === 'number') out.rttMs = s.rttMs
-  if (typeof s?.storagePrice === 'number') out.storagePrice = s.storagePrice
+  if (s?.rttMs !== undefined) out.rttMs = s.rttMs
+  if (s?.storagePrice !== undefined) out.storagePrice = s.storagePrice
   return out
 }
 
@@ -86,9 +75,8 @@ export function placementOf(
   let bytes = 0
   for (const c of img.chunks.values()) bytes += c.size
   const sites: Site[] = []
-  for (const f of facts.byKey('host')) {
-    const v = f.value as { endpoint?: unknown } | null
-    if (f.origin === publisher || typeof v?.endpoint !== 'string') continue
+  for (const f of facts.allAs('host')) {
+    if (f.origin === publisher) continue
     const need = view.need(image, f.origin, [])
     sites.push({ id: f.origin, ...siteOf(facts, f.origin), heldBytes: need.heldBytes })
   }
@@ -167,11 +155,11 @@ export class ReplicationManager {
   }
 
   private state(image: string): ReplicaState | undefined {
-    return this.d.facts.get(this.d.self, `replica/${image}`)?.value as ReplicaState | undefined
+    return this.d.facts.getAs('replica', this.d.self, image)
   }
 
   private publish(image: string, s: ReplicaState | null): void {
-    this.d.facts.publish(`replica/${image}`, s)
+    this.d.facts.publishAs('replica', image, s)
   }
 
   tick(): void {
@@ -254,9 +242,9 @@ export class ReplicationManager {
       )
     }
     // no longer a replica: unpin (the chunks stay cached and become evictable)
-    for (const f of d.facts.byPrefix('replica/')) {
+    for (const f of d.facts.allAs('replica')) {
       if (f.origin !== d.self) continue
-      const image = f.key.slice('replica/'.length)
+      const image = f.name
       if (mine.has(image) || this.running.has(image)) continue
       const row = d.dd.catalog.getImage(image)
       if (row && row.origin !== null && row.pinned) d.dd.catalog.setPinned(image, false)

@@ -21,17 +21,16 @@ export class FleetModels {
     if (!m) return
     const firsts = new Map([...tr.firsts].filter(([i]) => m.zero[i] === 0))
     if (firsts.size === 0) return
-    const key = `model/${tr.digest}`
-    const model = UsageModel.fromJson(this.facts.get(this.facts.self, key)?.value) ?? new UsageModel()
+    const model = UsageModel.fromJson(this.facts.getAs('model', this.facts.self, tr.digest)) ?? new UsageModel()
     model.addSession(firsts)
-    this.facts.publish(key, model.toJson())
+    this.facts.publishAs('model', tr.digest, model.toJson())
     this.log.info({ digest: tr.digest, chunks: firsts.size, ms: tr.durationMs }, 'learnt a read session')
   }
 
   /** The fleet's usage model of an image: every host's model merged. */
   model(digest: string): UsageModel {
     const models = this.facts
-      .byKey(`model/${digest}`)
+      .allAs('model', digest)
       .map(f => UsageModel.fromJson(f.value))
       .filter((x): x is UsageModel => x !== undefined)
     return UsageModel.merge(models)
@@ -39,7 +38,7 @@ export class FleetModels {
 
   /** Every other image with a model whose manifest this host knows: candidates to inherit from. */
   donors(digest: string): ModelDonor[] {
-    const digests = new Set(this.facts.byPrefix('model/').map(f => f.key.slice(6)))
+    const digests = new Set(this.facts.allAs('model').map(f => f.name))
     digests.delete(digest)
     const out: ModelDonor[] = []
     for (const d of digests) {

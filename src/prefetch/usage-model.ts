@@ -6,6 +6,7 @@
 // Models from several hosts merge by adding counts and pooling the recorded times.
 
 import type { Manifest } from '../manifests/manifest.js'
+import type { ValueOf } from '../index/schema.js'
 
 export const DECAY = 0.9
 const TIMES_KEPT = 8
@@ -14,11 +15,8 @@ export interface ModelEntry {
   count: number
   times: number[]
 }
-export interface ModelJson {
-  v: 1
-  n: number
-  e: Array<[number, number, number[]]>
-}
+/** A model as its `model/<digest>` fact holds it (the codec: src/index/schema.ts). */
+export type ModelJson = ValueOf<'model'>
 
 export class UsageModel {
   n = 0

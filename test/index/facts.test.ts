@@ -8,7 +8,8 @@ import {
   FactStore,
   SEQ_LIMIT,
   factMessage,
-  headMessage
+  headMessage,
+  rowsDigest
 } from '../../src/index/facts.js'
 import { SigningKey } from '../../src/trust/keys.js'
 import { issueCert, issueRevocation } from '../../src/trust/certs.js'
@@ -17,6 +18,12 @@ import { tmpDir } from '../helpers/tmp.js'
 import { prng } from '../helpers/random.js'
 
 const keys = new FleetKeys()
+/** An image publication whose digest is made from a tag. */
+const img = (tag: string): { digest: string; size: number; publishedAt: number } => ({
+  digest: Buffer.from(tag).toString('hex').padEnd(64, '0'),
+  size: 4096,
+  publishedAt: 1
+})
 const store = (t: Parameters<typeof tmpDir>[0], self: string): FactStore => factStore(t, keys, self)
 
 /** b pulls from a until a has nothing newer (pages of `limit`). */
@@ -40,10 +47,10 @@ const live = (s: FactStore): string[] =>
 
 test('publish numbers facts per origin; an unchanged value is not republished; null retracts', t => {
   const a = store(t, 'a')
-  t.is(a.publish('host', { endpoint: 'http://x' }).seq, 1)
-  t.is(a.publish('host', { endpoint: 'http://x' }).seq, 1)
-  t.is(a.publish('host', { endpoint: 'http://y' }).seq, 2)
-  t.is(a.publish('image/x', { digest: 'd' }).seq, 3)
+  t.is(a.publish('host', { endpoint: 'http://x', price: 0 }).seq, 1)
+  t.is(a.publish('host', { endpoint: 'http://x', price: 0 }).seq, 1)
+  t.is(a.publish('host', { endpoint: 'http://y', price: 0 }).seq, 2)
+  t.is(a.publish('image/x', img('d')).seq, 3)
   t.is(a.publish('image/x', null).seq, 4)
   t.deepEqual(a.byKey('image/x'), [])
   t.is(a.get('a', 'image/x')!.value, null)
@@ -54,12 +61,12 @@ test('facts travel through a relay, and a retraction travels too', t => {
   const a = store(t, 'a')
   const b = store(t, 'b')
   const c = store(t, 'c')
-  a.publish('image/x', { digest: 'd1' })
+  a.publish('image/x', img('d1'))
   pull(b, a)
   pull(c, b) // c never talks to a
   t.deepEqual(
     c.byKey('image/x').map(f => f.value),
-    [{ digest: 'd1' }]
+    [img('d1')]
   )
   a.publish('image/x', null)
   pull(b, a)
@@ -100,8 +107,8 @@ test("an echo of this host's own facts moves its cursor only with its own signat
 test('facts not signed by their origin are refused and blamed; the honest copy stays', t => {
   const a = store(t, 'a')
   const b = store(t, 'b')
-  a.publish('host', { endpoint: 'http://a' })
-  a.publish('image/web', { digest: 'd1' })
+  a.publish('host', { endpoint: 'http://a', price: 0 })
+  a.publish('image/web', img('d1'))
   pull(b, a)
   const before = live(b)
   const forger = keys.key('m') // a host of the fleet (admitted), speaking for a
@@ -109,7 +116,7 @@ test('facts not signed by their origin are refused and blamed; the honest copy s
   const cases: Array<[string, FactPage, keyof Applied['refused']]> = [
     [
       'no signatures, no head',
-      { facts: [{ origin: 'a', seq: 3, key: 'image/web', value: { digest: 'evil' } }], complete: { a: 3 } },
+      { facts: [{ origin: 'a', seq: 3, key: 'image/web', value: img('evil') }], complete: { a: 3 } },
       'unsigned'
     ],
     [
@@ -120,8 +127,8 @@ test('facts not signed by their origin are refused and blamed; the honest copy s
             origin: 'a',
             seq: 3,
             key: 'image/web',
-            value: { digest: 'evil' },
-            sig: forger.sign(factMessage('a', 3, 'image/web', '{"digest":"evil"}'))
+            value: img('evil'),
+            sig: forger.sign(factMessage('a', 3, 'image/web', JSON.stringify(img('evil'))))
           }
         ],
         complete: { a: 3 },
@@ -139,7 +146,9 @@ test('facts not signed by their origin are refused and blamed; the honest copy s
     [
       "a's real head with a fact past it",
       {
-        facts: [{ origin: 'a', seq: 9e15, key: 'host', value: { endpoint: 'http://evil' }, sig: 'x'.repeat(86) }],
+        facts: [
+          { origin: 'a', seq: 9e15, key: 'host', value: { endpoint: 'http://evil', price: 0 }, sig: 'x'.repeat(86) }
+        ],
         complete: { a: 9e15 },
         heads: honest.heads
       },
@@ -148,7 +157,7 @@ test('facts not signed by their origin are refused and blamed; the honest copy s
     [
       "a's real head, a changed value",
       {
-        facts: honest.facts.map(f => (f.key === 'image/web' ? { ...f, value: { digest: 'evil' } } : f)),
+        facts: honest.facts.map(f => (f.key === 'image/web' ? { ...f, value: img('evil') } : f)),
         complete: honest.complete,
         heads: honest.heads
       },
@@ -169,7 +178,7 @@ test('facts not signed by their origin are refused and blamed; the honest copy s
 
 test('an origin no admin of this host admitted is refused without blame; trust.hosts admits by key', t => {
   const a = store(t, 'a')
-  a.publish('host', { endpoint: 'http://a' })
+  a.publish('host', { endpoint: 'http://a', price: 0 })
   const stranger = new FleetKeys()
   const b = factStore(t, stranger, 'b')
   const r = b.apply(a.since({}))
@@ -180,7 +189,7 @@ test('an origin no admin of this host admitted is refused without blame; trust.h
   t.false(c.apply(a.since({})).blame)
   t.deepEqual(
     c.byKey('host').map(f => f.value),
-    [{ endpoint: 'http://a' }]
+    [{ endpoint: 'http://a', price: 0 }]
   )
 })
 
@@ -206,7 +215,7 @@ test('a relay that hides a fact is found out when the origin completes: the orig
 test("a rotated host key: the newer certificate's key replaces the old one and the origin is pulled again", t => {
   const a = store(t, 'a')
   const b = store(t, 'b')
-  a.publish('host', { endpoint: 'http://a' })
+  a.publish('host', { endpoint: 'http://a', price: 0 })
   pull(b, a)
   // a gets a new key and certificate, and a new data dir publishes under it
   const k2 = SigningKey.generate()
@@ -214,21 +223,21 @@ test("a rotated host key: the newer certificate's key replaces the old one and t
   const db2 = openDb(path.join(tmpDir(t), 'a2.sqlite'))
   t.teardown(() => db2.close())
   const a2 = new FactStore(db2, 'a', { signer: k2, trust: keys.trust(), cert: () => cert2 })
-  a2.publish('host', { endpoint: 'http://a2' })
-  a2.publish('image/x', { digest: 'd' })
+  a2.publish('host', { endpoint: 'http://a2', price: 0 })
+  a2.publish('image/x', img('d'))
   const r = b.apply(a2.since(b.cursors()))
   t.deepEqual(r.resets, ['a'])
   pull(b, a2)
   t.deepEqual(
     b.byKey('host').map(f => f.value),
-    [{ endpoint: 'http://a2' }]
+    [{ endpoint: 'http://a2', price: 0 }]
   )
   // the old key's certificate does not come back
   const old = b.apply(a.since({}))
   t.deepEqual(old.refused, { oldCert: 1 })
   t.deepEqual(
     b.byKey('host').map(f => f.value),
-    [{ endpoint: 'http://a2' }]
+    [{ endpoint: 'http://a2', price: 0 }]
   )
 })
 
@@ -236,14 +245,14 @@ test('a data dir whose own seqs were pushed past the limit is renumbered and sig
   const file = path.join(tmpDir(t), 'a.sqlite')
   let db = openDb(file)
   const a = keys.store(db, 'a')
-  a.publish('host', { endpoint: 'http://a' })
+  a.publish('host', { endpoint: 'http://a', price: 0 })
   // what the forged echo of before left: the cursor at 2^53 - 1 and a fact published past it
   db.prepare('UPDATE cursors SET seq = ? WHERE origin = ?').run(Number.MAX_SAFE_INTEGER, 'a')
   db.prepare('INSERT INTO facts (origin, seq, key, value, sig, received_at) VALUES (?, ?, ?, ?, NULL, 0)').run(
     'a',
     2 ** 53,
     'status',
-    '{"load":1}'
+    '{"cacheCapacityBytes":1,"cacheSizeBytes":0,"load":1}'
   )
   // and an unsigned fact of another origin, from before signing
   db.prepare('INSERT INTO facts (origin, seq, key, value, sig, received_at) VALUES (?, ?, ?, ?, NULL, 0)').run(
@@ -261,7 +270,7 @@ test('a data dir whose own seqs were pushed past the limit is renumbered and sig
   t.deepEqual(again.dropped, ['z'])
   t.is(again.cursor('a'), 2)
   t.deepEqual(again.get('a', 'status')?.seq, 2)
-  t.is(again.publish('image/x', { digest: 'd' }).seq, 3)
+  t.is(again.publish('image/x', img('d')).seq, 3)
   const b = store(t, 'b')
   pull(b, again)
   t.deepEqual(live(b), live(again))
@@ -320,7 +329,7 @@ test('after a restart (same data dir) a host resumes from its persisted cursors 
   for (let i = 0; i < 10; i++) a.publish(`k${i}`, i)
   let dbB = openDb(path.join(dir, 'b.sqlite'))
   let b = keys.store(dbB, 'b')
-  b.publish('host', { endpoint: 'http://b' })
+  b.publish('host', { endpoint: 'http://b', price: 0 })
   pull(b, a)
   dbB.close()
   // the restarted host asks only for what is new, and keeps numbering its own facts
@@ -334,14 +343,14 @@ test('after a restart (same data dir) a host resumes from its persisted cursors 
     a.since(b.cursors()).facts.map(f => f.key),
     ['k10']
   )
-  t.is(b.publish('image/x', { digest: 'd' }).seq, 2)
+  t.is(b.publish('image/x', img('d')).seq, 2)
 })
 
 test('a revocation drops what the key signed on every host it reaches; the host rejoins only with a new key', t => {
   const a = store(t, 'a')
   const b = store(t, 'b')
   const c = store(t, 'c')
-  a.publish('image/x', { digest: 'd' })
+  a.publish('image/x', img('d'))
   pull(b, a)
   pull(c, b)
   t.throws(() => b.revoke(issueRevocation(SigningKey.generate(), 'a', keys.key('a').publicKey)), {
@@ -369,10 +378,30 @@ test('a revocation drops what the key signed on every host it reaches; the host 
   const db2 = openDb(path.join(tmpDir(t), 'a2.sqlite'))
   t.teardown(() => db2.close())
   const a2 = new FactStore(db2, 'a', { signer: k2, trust: keys.trust(), cert: () => cert2, owner: true })
-  a2.publish('image/x', { digest: 'd2' })
+  a2.publish('image/x', img('d2'))
   pull(c, a2)
   t.deepEqual(
     c.byKey('image/x').map(f => f.value),
-    [{ digest: 'd2' }]
+    [img('d2')]
   )
+})
+
+test("a value that does not decode as its key's kind is refused like a bad signature, even signed by its origin", t => {
+  const b = store(t, 'b')
+  const k = keys.key('a')
+  const value = { endpoint: 42 }
+  const sig = k.sign(factMessage('a', 1, 'host', JSON.stringify(value)))
+  const row = { seq: 1, key: 'host', value: JSON.stringify(value), sig }
+  const digest = rowsDigest([row])
+  const r = b.apply({
+    facts: [{ origin: 'a', seq: 1, key: 'host', value, sig }],
+    complete: { a: 1 },
+    heads: { a: { seq: 1, digest, sig: k.sign(headMessage('a', 1, digest)), cert: keys.cert('a') } }
+  })
+  t.deepEqual(r.refused, { badValue: 1 })
+  t.true(r.blame)
+  t.deepEqual(b.byKey('host'), [])
+  t.throws(() => b.publish('status', { load: 'high' }), { message: /does not decode/ })
+  // a key of a kind this version does not know is kept and relayed unread
+  t.is(b.publish('future/x', { anything: [1, 2] }).seq, 1)
 })

@@ -162,7 +162,13 @@ export class Fleet {
 
   async destroy(): Promise<void> {
     for (const h of this.hosts.values()) {
-      await h.agent?.stop('SIGTERM', 5000).catch(() => {})
+      const a = h.agent
+      // an agent that died during the test says why, whatever the test made of it
+      if (a && (a.child.exitCode !== null || a.child.signalCode !== null) && !a.stopping)
+        process.stderr.write(
+          `agent ${h.id} died during the test (${a.child.exitCode ?? a.child.signalCode}):\n${a.err.slice(-4000)}\n`
+        )
+      await a?.stop('SIGTERM', 5000).catch(() => {})
       abortMount(h.mnt)
     }
     fs.rmSync(this.dir, { recursive: true, force: true })

@@ -80,8 +80,11 @@ export class AgentProcess {
     this.child.stdout!.on('data', (d: Buffer) => {
       this.out += d.toString()
     })
+    const keep = process.env.VMIFS_TEST_AGENT_LOGDIR
+    const file = keep ? path.join(keep, `agent-${Date.now()}-${this.child.pid ?? 0}.err`) : undefined
     this.child.stderr!.on('data', (d: Buffer) => {
       this.err += d.toString()
+      if (file) fs.appendFileSync(file, d) // kept for a run that hangs in a synchronous read of a mount
     })
     this.exited = new Promise(resolve => this.child.once('exit', code => resolve(code)))
   }
@@ -101,7 +104,11 @@ export class AgentProcess {
     }
   }
 
+  /** Whether stop() was called (an exit before it is the agent's own). */
+  stopping = false
+
   async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 15_000): Promise<number | null> {
+    this.stopping = true
     if (this.child.exitCode !== null || this.child.signalCode !== null) return this.child.exitCode
     this.child.kill(signal)
     const t = setTimeout(() => {
