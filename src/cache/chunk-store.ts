@@ -53,6 +53,15 @@ function slack(held: number): number {
 }
 /** How often, while the disk is full, the free space is looked at again (the capacity may rise). */
 const DISK_RECHECK_MS = 5000
+/**
+ * Space a pack write always leaves free on the filesystem: the index (LMDB) and the metadata
+ * table (SQLite) must never meet a full disk. An LMDB commit that fails for want of space leaves
+ * its environment unsafe to use (a later read of it crashed the agent, SIGSEGV in mdb_get), so the
+ * packs give way first: a write that would eat into this reserve makes room before it is made.
+ */
+export const DISK_RESERVE_BYTES = 8 * 1024 * 1024
+/** How often the free space is looked at anyway, on a disk that is far from full. */
+const FREE_RECHECK_MS = 1000
 
 /** Where a chunk's bytes are: pack id, offset of the bytes in the pack, length, and their CRC32C. */
 export interface ChunkLocation {
@@ -188,6 +197,10 @@ export class ChunkStore {
   private size = 0
   private readonly ix: unknown
   private evicting = false
+  /** free bytes statfs last gave, when, and bytes written to packs since (freeBytes) */
+  private freeSeen = 0
+  private freeAt = 0
+  private written = 0
   /** the capacity in force: the configured one, or less while the disk is full */
   private capacity: number
   private diskFull = false
@@ -393,20 +406,53 @@ export class ChunkStore {
    * index transaction changes nothing.
    */
   private whileRoom<T>(need: number, write: () => T): T {
+    const free = this.freeBytes(need)
+    if (free !== undefined && free < need + DISK_RESERVE_BYTES) this.makeRoom(need + DISK_RESERVE_BYTES - free)
     try {
-      return write()
+      const r = write()
+      this.written += need
+      return r
     } catch (err) {
       if (!this.isDiskFull(err)) throw err
-      const cap = Math.max(0, this.size - need - slack(this.size))
-      if (cap < this.capacity) this.capacity = cap
-      this.diskCheckedAt = Date.now()
-      this.evict(this.capacity, true)
-      if (!this.diskFull) {
-        this.diskFull = true
-        this.opts.onDiskFull?.(this.capacity)
-      }
-      return write()
+      this.makeRoom(need)
+      const r = write()
+      this.written += need
+      return r
     }
+  }
+
+  /** Evicts `deficit` bytes and a slack, and keeps the cache there while the disk stays full. */
+  private makeRoom(deficit: number): void {
+    const cap = Math.max(0, this.size - deficit - slack(this.size))
+    if (cap < this.capacity) this.capacity = cap
+    this.diskCheckedAt = Date.now()
+    this.evict(this.capacity, true)
+    this.freeAt = 0 // look again after the holes are punched
+    if (!this.diskFull) {
+      this.diskFull = true
+      this.opts.onDiskFull?.(this.capacity)
+    }
+  }
+
+  /**
+   * The filesystem's free bytes, as last looked at less what was written since; looked at again
+   * when that comes near `need` and the reserve, or a second has passed. Undefined if statfs fails.
+   */
+  private freeBytes(need: number): number | undefined {
+    const now = Date.now()
+    let est = this.freeSeen - this.written
+    if (now - this.freeAt >= FREE_RECHECK_MS || est < need + 4 * DISK_RESERVE_BYTES) {
+      try {
+        const st = fs.statfsSync(this.packDir)
+        this.freeSeen = st.bavail * st.bsize
+      } catch {
+        return undefined
+      }
+      this.freeAt = now
+      this.written = 0
+      est = this.freeSeen
+    }
+    return est
   }
 
   /**
@@ -440,7 +486,7 @@ export class ChunkStore {
     } catch {
       return
     }
-    const fits = Math.max(this.capacity, this.size + free - 2 * slack(this.size))
+    const fits = Math.max(this.capacity, this.size + free - 2 * slack(this.size) - DISK_RESERVE_BYTES)
     this.capacity = Math.min(this.opts.capacityBytes, fits)
     if (this.capacity >= this.opts.capacityBytes) this.diskFull = false
   }

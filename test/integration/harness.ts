@@ -86,7 +86,12 @@ export class AgentProcess {
       this.err += d.toString()
       if (file) fs.appendFileSync(file, d) // kept for a run that hangs in a synchronous read of a mount
     })
-    this.exited = new Promise(resolve => this.child.once('exit', code => resolve(code)))
+    this.exited = new Promise(resolve =>
+      this.child.once('exit', (code, signal) => {
+        if (file) fs.appendFileSync(file, `exited: code ${code} signal ${signal}\n`)
+        resolve(code)
+      })
+    )
   }
 
   /** The ready line the agent printed (endpoint, pid, …). */
