@@ -2,6 +2,7 @@
 // admin's certificate for it, installed on the host; every refusal answers its code and installs nothing.
 import test from 'ava'
 import fs from 'node:fs'
+import net from 'node:net'
 import path from 'node:path'
 import { tmpdir, vmifs } from './harness.js'
 
@@ -74,4 +75,41 @@ test('key new, host key, fleet admit and host cert make and install a certificat
   t.false(fs.existsSync(path.join(dir, 'nope')), 'no data dir is made by a failed command')
   fs.writeFileSync(config, JSON.stringify({ trust: { admins: ['not-a-key'] } }))
   t.is(codeOf(vmifs(['host', 'key', ...common]).stderr), 'CONFIG_INVALID')
+})
+
+test('host key --rotate makes a new key and sets the old key and certificate aside, never under an agent', async t => {
+  const dir = tmpdir()
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const data = path.join(dir, 'data')
+  fs.mkdirSync(data)
+  const adminFile = path.join(dir, 'admin.key')
+  const admin = (JSON.parse(vmifs(['key', 'new', adminFile, '--json']).stdout) as { publicKey: string }).publicKey
+  const config = path.join(dir, 'config.json')
+  fs.writeFileSync(config, JSON.stringify({ hostId: 'web-1', trust: { admins: [admin] } }))
+  const common = ['--data-dir', data, '--config', config]
+  const before = (JSON.parse(vmifs(['host', 'key', '--json', ...common]).stdout) as { publicKey: string }).publicKey
+  const cert = path.join(dir, 'web-1.cert')
+  t.is(vmifs(['fleet', 'admit', 'web-1', before, '--admin-key', adminFile, '--out', cert]).code, 0)
+  t.is(vmifs(['host', 'cert', cert, ...common]).code, 0)
+
+  // an agent's socket answering on the data dir: the key stays
+  const sock = path.join(data, 'agent.sock')
+  const server = net.createServer(c => c.destroy())
+  await new Promise<void>(resolve => server.listen(sock, resolve))
+  const refused = vmifs(['host', 'key', '--rotate', ...common])
+  await new Promise<void>(resolve => server.close(() => resolve()))
+  t.is(refused.code, 1)
+  t.is(codeOf(refused.stderr), 'AGENT_RUNNING')
+  t.is(vmifs(['host', 'key', ...common]).stdout, `web-1 ${before}\n`)
+
+  const r = vmifs(['host', 'key', '--rotate', '--json', ...common])
+  t.is(r.code, 0, r.stderr)
+  const after = JSON.parse(r.stdout) as { publicKey: string; cert: unknown }
+  t.not(after.publicKey, before)
+  t.is(after.cert, null, 'the certificate named the old key')
+  t.is(fs.statSync(path.join(data, 'host.key')).mode & 0o777, 0o600)
+  const old = fs.readdirSync(data).filter(f => f.endsWith('.old'))
+  t.is(old.filter(f => f.startsWith('host.key.')).length, 1)
+  t.is(old.filter(f => f.startsWith('host.cert.')).length, 1)
+  t.is(vmifs(['host', 'cert', '--rotate', cert, ...common]).code, 2)
 })
