@@ -63,28 +63,10 @@ export interface Trust {
   hosts: Readonly<Record<string, string>>
 }
 
-/** Why facts from a peer were not applied (counted per reason). */
-export const REFUSALS = [
-  'unsigned',
-  'badSignature',
-  'badHead',
-  'badCert',
-  'malformed',
-  'badValue',
-  'beyondHead',
-  'unknownOrigin',
-  'oldCert',
-  'revoked',
-  'digestMismatch'
-] as const
-export type Refusal = (typeof REFUSALS)[number]
 /**
- * Refusals that only a peer that forges, corrupts or misreports sends: the peer is demoted. An
- * origin this host does not admit, an older certificate, a revoked key and a digest that does not
- * match can come from honest peers (other configs, a rotation or revocation not yet everywhere, a
- * restored origin).
+ * Refusals that only a peer that forges, corrupts or misreports sends: the peer is demoted.
  */
-const BLAMED: ReadonlySet<Refusal> = new Set([
+const BLAMED_REFUSALS = [
   'unsigned',
   'badSignature',
   'badHead',
@@ -92,7 +74,17 @@ const BLAMED: ReadonlySet<Refusal> = new Set([
   'malformed',
   'badValue',
   'beyondHead'
-])
+] as const
+/**
+ * Refusals that can come from honest peers: an origin this host does not admit (another config),
+ * an older certificate or a revoked key (a rotation or revocation not yet everywhere), a digest
+ * that does not match (a restored origin). Counted, not blamed.
+ */
+const UNBLAMED_REFUSALS = ['unknownOrigin', 'oldCert', 'revoked', 'digestMismatch'] as const
+/** Why facts from a peer were not applied (counted per reason). */
+export const REFUSALS = [...BLAMED_REFUSALS, ...UNBLAMED_REFUSALS] as const
+export type Refusal = (typeof REFUSALS)[number]
+const BLAMED: ReadonlySet<Refusal> = new Set(BLAMED_REFUSALS)
 
 export interface Applied {
   /** the facts that changed this host's table */
