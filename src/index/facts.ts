@@ -25,12 +25,12 @@
 // here and pulled again whole.
 import type { Statement } from 'better-sqlite3'
 import type { Db } from './db.js'
-import { type SigningKey, verifySignature } from '../trust/keys.js'
+import { type SigningKey, isSignatureText, verifySignature } from '../trust/keys.js'
 import { type HostCert, type Revocation, checkCert, checkRevocation } from '../trust/certs.js'
 import { validHostId } from '../trust/host-id.js'
-import { blake3 } from '../util/hash.js'
+import { blake3, isHashHex } from '../util/hash.js'
 import { VmifsError } from '../errors.js'
-import { type Kind, type ValueOf, decodeAs, keyOf, problemOf as valueProblem, validValue } from './schema.js'
+import { type Kind, type ValueOf, decodeAs, keyOf, kindOf, problemOf as valueProblem, validValue } from './schema.js'
 
 export interface Fact {
   origin: string
@@ -99,8 +99,6 @@ export interface Applied {
 /** No honest host publishes 2^52 facts (at a thousand a second, 142,000 years): past it, a seq is refused. */
 export const SEQ_LIMIT = 2 ** 52
 const KEY_RE = /^[\x20-\x7e]{1,256}$/
-const DIGEST_RE = /^[0-9a-f]{64}$/
-const SIG_RE = /^[A-Za-z0-9_-]{86}$/
 const VALUE_MAX = 1024 * 1024
 
 export function validOrigin(s: unknown): s is string {
@@ -148,6 +146,12 @@ export interface FactStoreOptions {
 
 /** Thrown in the savepoint of a complete page whose rows do not hash to the head: it rolls back. */
 class DigestMismatch extends Error {}
+
+/** An origin_keys row: the key an origin's facts are verified with, and the certificate that admitted it. */
+interface StoredKey {
+  key: string
+  cert: string | null
+}
 
 export class FactStore {
   private readonly q: Record<string, Statement>
@@ -241,7 +245,10 @@ export class FactStore {
     const signer = this.signer
     if (!signer) throw new Error('this view of the table has no host key: it cannot publish')
     if (!KEY_RE.test(key)) throw new Error(`a fact key is 1-256 printable ASCII characters: ${JSON.stringify(key)}`)
-    if (!validValue(key, value)) throw new Error(`a ${key} fact whose value does not decode: ${JSON.stringify(value)}`)
+    const kind = value === null || value === undefined ? undefined : kindOf(key)?.kind
+    const problem = kind === undefined ? undefined : valueProblem(kind, value)
+    if (problem !== undefined)
+      throw new Error(`a ${key} fact that does not decode (${problem}): ${JSON.stringify(value)}`)
     const json = value === null || value === undefined ? null : JSON.stringify(value)
     const cur = this.get(this.self, key)
     if (cur && JSON.stringify(cur.value ?? null) === (json ?? 'null')) return cur // unchanged
@@ -278,10 +285,6 @@ export class FactStore {
 
   /** Publishes a fact of `kind` about `name` (its codec checks the value: an error if it does not decode). */
   publishAs<K extends Kind>(kind: K, name: string, value: ValueOf<K> | null): Fact {
-    if (value !== null) {
-      const p = valueProblem(kind, value)
-      if (p !== undefined) throw new Error(`a ${kind} fact that does not decode (${p}): ${JSON.stringify(value)}`)
-    }
     return this.publish(keyOf(kind, name), value)
   }
 
@@ -302,10 +305,10 @@ export class FactStore {
     const key = keyOf(kind, name ?? '')
     const facts = name === undefined && key.endsWith('/') ? this.byPrefix(key) : this.byKey(key)
     const out: Array<{ origin: string; name: string; seq: number; value: ValueOf<K> }> = []
+    const prefix = keyOf(kind).length
     for (const f of facts) {
       const value = decodeAs(kind, f.value)
-      if (value !== undefined)
-        out.push({ origin: f.origin, name: f.key.slice(KEY_PREFIX_LEN(kind)), seq: f.seq, value })
+      if (value !== undefined) out.push({ origin: f.origin, name: f.key.slice(prefix), seq: f.seq, value })
     }
     return out
   }
@@ -338,7 +341,7 @@ export class FactStore {
     if (origin === this.self) return this.ownHead()
     const h = this.q.head!.get(origin) as { seq: number; digest: string; sig: string } | undefined
     if (!h) return undefined
-    const k = this.q.originKey!.get(origin) as { key: string; cert: string | null } | undefined
+    const k = this.q.originKey!.get(origin) as StoredKey | undefined
     return k?.cert ? { ...h, cert: JSON.parse(k.cert) as HostCert } : { ...h }
   }
 
@@ -395,24 +398,21 @@ export class FactStore {
         c.problem === 'unknown admin' ? "signed by a key that is not among this host's trust.admins" : c.problem
       throw new VmifsError('CERT_INVALID', `not a revocation this host believes: ${why}`)
     }
-    let gone: Fact[] = []
-    let origins: string[] = []
-    this.db
-      .transaction(() => {
-        origins = this.q.originsWithKey!.all(c.revocation.key) as string[]
-        gone = this.recordRevocation(c.revocation)
-      })
-      .immediate()
+    const gone: Fact[] = []
+    const origins = this.db.transaction(() => this.recordRevocation(c.revocation, gone)).immediate()
     if (gone.length > 0) this.emit(gone)
     return origins
   }
 
-  /** Stores a checked revocation; drops the origins whose facts here the key signed. */
-  private recordRevocation(r: Revocation): Fact[] {
+  /**
+   * Stores a checked revocation and drops the origins whose facts here the key signed (their live
+   * facts go to `gone`, as retractions); returns those origins (none for a revocation known here).
+   */
+  private recordRevocation(r: Revocation, gone: Fact[]): string[] {
     if (this.q.addRevocation!.run(r.key, JSON.stringify(r)).changes === 0) return []
-    const gone: Fact[] = []
-    for (const o of this.q.originsWithKey!.all(r.key) as string[]) gone.push(...this.dropOrigin(o, true))
-    return gone
+    const origins = this.q.originsWithKey!.all(r.key) as string[]
+    for (const o of origins) gone.push(...this.dropOrigin(o, true))
+    return origins
   }
 
   /** Applies a page from a peer: only what its origins signed (see the contract above). */
@@ -455,7 +455,7 @@ export class FactStore {
             if (c.problem !== 'unknown admin') refuse('badCert') // one of ours, forged or broken
             continue
           }
-          out.changed.push(...this.recordRevocation(c.revocation))
+          this.recordRevocation(c.revocation, out.changed)
         }
         for (const [o, fs] of byOrigin) {
           if (o === this.self) {
@@ -482,19 +482,20 @@ export class FactStore {
             continue
           }
           const c = this.cursor(o)
-          const upto = complete[o] ?? c
-          if (!Number.isSafeInteger(upto) || (upto as number) < 0) {
+          const claimed = complete[o] ?? c
+          if (!Number.isSafeInteger(claimed) || (claimed as number) < 0) {
             refuse('malformed', fs.length)
             continue
           }
-          const bad = fs.map(f => problemOf(f, upto as number, h.seq)).find(p => p !== undefined)
-          if (bad !== undefined || (upto as number) > h.seq) {
+          const upto = claimed as number
+          const bad = fs.map(f => problemOf(f, upto, h.seq)).find(p => p !== undefined)
+          if (bad !== undefined || upto > h.seq) {
             refuse(bad ?? 'beyondHead', fs.length)
             continue
           }
           this.q.setHead!.run(o, h.seq, h.digest, h.sig)
           const fresh = fs.filter(f => f.seq > c)
-          if ((upto as number) <= c) continue // the peer is not ahead of this host for o
+          if (upto <= c) continue // the peer is not ahead of this host for o
           if (upto === h.seq) {
             // complete up to the head: the origin's rows must then be the ones it signed
             const changed: Fact[] = []
@@ -531,12 +532,8 @@ export class FactStore {
   private applyOwn(fs: Fact[], h: unknown, refuse: (why: Refusal, n?: number) => void): void {
     const signer = this.signer
     if (!signer) return
-    const raise = (seq: number): void => {
-      if (seq > this.cursor(this.self)) {
-        this.q.setCursor!.run(this.self, seq)
-        this.ownHeadCache = undefined
-      }
-    }
+    // the own head is made again for the new seq (ownHead() keys it by the cursor)
+    const raise = (seq: number): void => void this.q.setCursor!.run(this.self, seq)
     for (const f of fs) {
       const p = problemOf(f, SEQ_LIMIT, SEQ_LIMIT)
       if (p !== undefined) refuse(p)
@@ -562,14 +559,17 @@ export class FactStore {
   }
 
   private admittedKey(o: string, h: unknown, gone: Fact[]): { key: string } | { reset: true } | { refuse: Refusal } {
+    const stored = this.q.originKey!.get(o) as StoredKey | undefined
     const listed = this.trust.hosts[o]
     if (listed !== undefined) {
-      this.keep(o, listed, null)
+      this.keep(o, listed, null, stored)
       return { key: listed }
     }
-    const stored = this.q.originKey!.get(o) as { key: string; cert: string | null } | undefined
-    const storedCert = stored?.cert ? (JSON.parse(stored.cert) as HostCert) : undefined
     const offered = typeof h === 'object' && h !== null ? (h as { cert?: unknown }).cert : undefined
+    // the certificate this host checked when it kept it (and checks again on open, against the config)
+    if (stored?.cert != null && offered !== undefined && JSON.stringify(offered) === stored.cert)
+      return { key: stored.key }
+    const storedCert = stored?.cert ? (JSON.parse(stored.cert) as HostCert) : undefined
     const admin = typeof offered === 'object' && offered !== null ? (offered as { admin?: unknown }).admin : undefined
     if (offered === undefined || (typeof admin === 'string' && !this.trust.admins.includes(admin)))
       // no certificate, or one of an admin this host does not know (a peer with another config)
@@ -577,22 +577,22 @@ export class FactStore {
     const r = checkCert(offered, this.trust.admins)
     if ('problem' in r || r.cert.host !== o) return { refuse: 'badCert' }
     if (!storedCert) {
-      this.keep(o, r.cert.key, r.cert)
+      this.keep(o, r.cert.key, r.cert, stored)
       return { key: r.cert.key }
     }
     if (storedCert.key === r.cert.key) {
-      if (r.cert.issuedAt > storedCert.issuedAt) this.keep(o, r.cert.key, r.cert)
+      if (r.cert.issuedAt > storedCert.issuedAt) this.keep(o, r.cert.key, r.cert, stored)
       return { key: r.cert.key }
     }
     if (r.cert.issuedAt <= storedCert.issuedAt) return { refuse: 'oldCert' }
     if (this.isRevoked(r.cert.key)) return { refuse: 'revoked' }
     gone.push(...this.dropOrigin(o, true))
-    this.keep(o, r.cert.key, r.cert)
+    this.keep(o, r.cert.key, r.cert, undefined)
     return { reset: true }
   }
 
-  private keep(o: string, key: string, cert: HostCert | null): void {
-    const stored = this.q.originKey!.get(o) as { key: string; cert: string | null } | undefined
+  /** Keeps the key (and certificate) an origin is verified with, where it is not what is kept already. */
+  private keep(o: string, key: string, cert: HostCert | null, stored: StoredKey | undefined): void {
     const text = cert === null ? null : JSON.stringify(cert)
     if (stored?.key !== key || stored.cert !== text) this.q.setOriginKey!.run(o, key, text)
   }
@@ -687,8 +687,6 @@ export class FactStore {
   }
 }
 
-const KEY_PREFIX_LEN = (kind: Kind): number => keyOf(kind).length
-
 function jsonOf(value: unknown): string | null {
   return value === null || value === undefined ? null : JSON.stringify(value)
 }
@@ -700,10 +698,8 @@ function validHead(h: unknown): h is Head {
     Number.isSafeInteger(x.seq) &&
     (x.seq as number) >= 0 &&
     (x.seq as number) <= SEQ_LIMIT &&
-    typeof x.digest === 'string' &&
-    DIGEST_RE.test(x.digest) &&
-    typeof x.sig === 'string' &&
-    SIG_RE.test(x.sig)
+    isHashHex(x.digest) &&
+    isSignatureText(x.sig)
   )
 }
 
@@ -712,7 +708,7 @@ function problemOf(f: Fact, upto: number, head: number): Refusal | undefined {
   if (!Number.isSafeInteger(f.seq) || f.seq <= 0 || typeof f.key !== 'string' || !KEY_RE.test(f.key)) return 'malformed'
   if (f.seq > upto || f.seq > head || f.seq > SEQ_LIMIT) return 'beyondHead'
   if (f.sig === undefined) return 'unsigned'
-  if (typeof f.sig !== 'string' || !SIG_RE.test(f.sig)) return 'malformed'
+  if (!isSignatureText(f.sig)) return 'malformed'
   const json = jsonOf(f.value)
   if (json !== null && json.length > VALUE_MAX) return 'malformed'
   if (!validValue(f.key, f.value)) return 'badValue'

@@ -67,6 +67,7 @@ export const KINDS = {
 } as const
 
 export type Kind = keyof typeof KINDS
+const KIND_LIST = Object.entries(KINDS) as Array<[Kind, (typeof KINDS)[Kind]]>
 export type ValueOf<K extends Kind> = z.infer<(typeof KINDS)[K]['schema']>
 
 /** The key of a fact of `kind` about `name` (empty for the kinds with one key). */
@@ -76,7 +77,7 @@ export function keyOf(kind: Kind, name = ''): string {
 
 /** The kind of a key, and the name in it; undefined for a key of a kind this version does not know. */
 export function kindOf(key: string): { kind: Kind; name: string } | undefined {
-  for (const [kind, k] of Object.entries(KINDS) as Array<[Kind, (typeof KINDS)[Kind]]>) {
+  for (const [kind, k] of KIND_LIST) {
     if (k.key.endsWith('/') ? key.startsWith(k.key) && key.length > k.key.length : key === k.key)
       return { kind, name: key.slice(k.key.length) }
   }

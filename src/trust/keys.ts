@@ -19,6 +19,11 @@ const PUBLIC_TAG = 'ed25519:'
 const PUBLIC_RE = /^ed25519:[A-Za-z0-9_-]{43}$/
 const SIG_RE = /^[A-Za-z0-9_-]{86}$/
 
+/** Whether s has the shape of a signature's text (86 base64url characters: 64 bytes). */
+export function isSignatureText(s: unknown): s is string {
+  return typeof s === 'string' && SIG_RE.test(s)
+}
+
 /** Whether s has the shape of a public key's text ("ed25519:" and 43 base64url characters). */
 export function isPublicKeyText(s: unknown): s is string {
   return typeof s === 'string' && PUBLIC_RE.test(s)
@@ -49,7 +54,7 @@ function publicKeyObject(text: string): KeyObject | undefined {
 
 /** Whether sig (base64url) is publicKey's signature of msg. False for anything malformed. */
 export function verifySignature(publicKey: string, msg: Buffer | string, sig: unknown): boolean {
-  if (typeof sig !== 'string' || !SIG_RE.test(sig)) return false
+  if (!isSignatureText(sig)) return false
   const k = publicKeyObject(publicKey)
   if (!k) return false
   const s = Buffer.from(sig, 'base64url')
