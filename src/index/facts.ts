@@ -148,6 +148,12 @@ export interface FactStoreOptions {
 class DigestMismatch extends Error {}
 
 /** An origin_keys row: the key an origin's facts are verified with, and the certificate that admitted it. */
+/** A fact from a peer, with its value's text (what its origin signed, and what is stored). */
+interface Received {
+  f: Fact
+  json: string | null
+}
+
 interface StoredKey {
   key: string
   cert: string | null
@@ -432,7 +438,8 @@ export class FactStore {
       refuse('malformed')
       return out
     }
-    const byOrigin = new Map<string, Fact[]>()
+    // each fact with its value's text, made once: checked, signed over and stored as it is
+    const byOrigin = new Map<string, Received[]>()
     for (const f of facts as Fact[]) {
       if (typeof f !== 'object' || f === null || !validOrigin(f.origin)) {
         refuse('malformed')
@@ -440,7 +447,7 @@ export class FactStore {
       }
       let l = byOrigin.get(f.origin)
       if (!l) byOrigin.set(f.origin, (l = []))
-      l.push(f)
+      l.push({ f, json: jsonOf(f.value) })
     }
     for (const o of Object.keys(heads)) if (validOrigin(o) && !byOrigin.has(o)) byOrigin.set(o, [])
     const now = Date.now()
@@ -464,7 +471,7 @@ export class FactStore {
           }
           const h = heads[o]
           if (h === undefined) {
-            if (fs.length > 0) refuse(fs.every(f => f.sig === undefined) ? 'unsigned' : 'badHead', fs.length)
+            if (fs.length > 0) refuse(fs.every(x => x.f.sig === undefined) ? 'unsigned' : 'badHead', fs.length)
             continue
           }
           const r = this.keyFor(o, h, out.changed)
@@ -488,20 +495,20 @@ export class FactStore {
             continue
           }
           const upto = claimed as number
-          const bad = fs.map(f => problemOf(f, upto, h.seq)).find(p => p !== undefined)
+          const bad = fs.map(x => problemOf(x, upto, h.seq)).find(p => p !== undefined)
           if (bad !== undefined || upto > h.seq) {
             refuse(bad ?? 'beyondHead', fs.length)
             continue
           }
           this.q.setHead!.run(o, h.seq, h.digest, h.sig)
-          const fresh = fs.filter(f => f.seq > c)
+          const fresh = fs.filter(x => x.f.seq > c)
           if (upto <= c) continue // the peer is not ahead of this host for o
           if (upto === h.seq) {
             // complete up to the head: the origin's rows must then be the ones it signed
             const changed: Fact[] = []
             try {
               this.db.transaction(() => {
-                for (const f of fresh) this.put(f, now, changed)
+                for (const x of fresh) this.put(x, now, changed)
                 if (this.digestOf(o) !== h.digest) throw new DigestMismatch(o)
                 this.q.setCursor!.run(o, upto)
               })()
@@ -514,11 +521,11 @@ export class FactStore {
             }
           } else {
             // short of the head: every fact is checked on its own
-            if (!fresh.every(f => verifySignature(k, factMessage(o, f.seq, f.key, jsonOf(f.value)), f.sig))) {
+            if (!fresh.every(({ f, json }) => verifySignature(k, factMessage(o, f.seq, f.key, json), f.sig))) {
               refuse('badSignature', fresh.length)
               continue
             }
-            for (const f of fresh) this.put(f, now, out.changed)
+            for (const x of fresh) this.put(x, now, out.changed)
             this.q.setCursor!.run(o, upto)
           }
         }
@@ -529,17 +536,17 @@ export class FactStore {
   }
 
   /** Echoes of this host's own facts and head: only this host's own signature moves its cursor. */
-  private applyOwn(fs: Fact[], h: unknown, refuse: (why: Refusal, n?: number) => void): void {
+  private applyOwn(fs: Received[], h: unknown, refuse: (why: Refusal, n?: number) => void): void {
     const signer = this.signer
     if (!signer) return
     // the own head is made again for the new seq (ownHead() keys it by the cursor)
     const raise = (seq: number): void => void this.q.setCursor!.run(this.self, seq)
-    for (const f of fs) {
-      const p = problemOf(f, SEQ_LIMIT, SEQ_LIMIT)
+    for (const x of fs) {
+      const p = problemOf(x, SEQ_LIMIT, SEQ_LIMIT)
       if (p !== undefined) refuse(p)
-      else if (!verifySignature(signer.publicKey, factMessage(this.self, f.seq, f.key, jsonOf(f.value)), f.sig))
+      else if (!verifySignature(signer.publicKey, factMessage(this.self, x.f.seq, x.f.key, x.json), x.f.sig))
         refuse('badSignature')
-      else raise(f.seq)
+      else raise(x.f.seq)
     }
     if (h !== undefined) {
       if (!validHead(h) || !verifySignature(signer.publicKey, headMessage(this.self, h.seq, h.digest), h.sig))
@@ -610,8 +617,7 @@ export class FactStore {
     return gone.map(r => ({ origin: o, seq: r.seq, key: r.key, value: null }))
   }
 
-  private put(f: Fact, now: number, changed: Fact[]): void {
-    const json = jsonOf(f.value)
+  private put({ f, json }: Received, now: number, changed: Fact[]): void {
     // an older fact of the key goes; a newer one stays, and the insert is then ignored
     this.q.delOlder!.run(f.origin, f.key, f.seq)
     if (this.q.insertNew!.run(f.origin, f.seq, f.key, json, f.sig ?? null, now).changes === 0) return
@@ -704,12 +710,11 @@ function validHead(h: unknown): h is Head {
 }
 
 /** What is wrong with a fact from a peer, if anything, for a page complete up to `upto` under a head at `head`. */
-function problemOf(f: Fact, upto: number, head: number): Refusal | undefined {
+function problemOf({ f, json }: Received, upto: number, head: number): Refusal | undefined {
   if (!Number.isSafeInteger(f.seq) || f.seq <= 0 || typeof f.key !== 'string' || !KEY_RE.test(f.key)) return 'malformed'
   if (f.seq > upto || f.seq > head || f.seq > SEQ_LIMIT) return 'beyondHead'
   if (f.sig === undefined) return 'unsigned'
   if (!isSignatureText(f.sig)) return 'malformed'
-  const json = jsonOf(f.value)
   if (json !== null && json.length > VALUE_MAX) return 'malformed'
   if (!validValue(f.key, f.value)) return 'badValue'
   return undefined
