@@ -27,6 +27,7 @@ import { guard } from './util/guard.js'
 import { FactStore, validOrigin } from './index/facts.js'
 import { FactSync } from './index/sync.js'
 import { FleetImages } from './index/fleet-images.js'
+import { signLocalImages } from './trust/publications.js'
 import { HolderDirectory, ORIGIN_ID } from './holders/directory.js'
 import { Announcer } from './holders/announcer.js'
 import { ChunkPlaces } from './index/chunk-places.js'
@@ -159,8 +160,11 @@ export class Agent extends Resource {
     const fixed = dd.store.reconcilePins()
     if (fixed > 0) log.info({ entries: fixed }, 'reconciled pin flags')
 
+    const signer = hostKey(config.dataDir)
+    const signed = signLocalImages(dd.catalog, signer)
+    if (signed > 0) log.info({ images: signed }, 'signed the publications of images imported here with the host key')
     this.facts = new FactStore(dd.db, config.hostId, {
-      signer: hostKey(config.dataDir),
+      signer,
       trust,
       cert: () => installedCert(config.dataDir),
       owner: true
@@ -228,7 +232,8 @@ export class Agent extends Resource {
         () => {
           this.directory?.invalidate()
           this.announcer?.schedule()
-        }
+        },
+        { prefixes: config.trust.publishers }
       )
       this.facts.onChange(changed => {
         if (changed.some(f => f.key.startsWith('image/')))
@@ -371,7 +376,8 @@ export class Agent extends Resource {
             prefetchPending: () => this.prefetcher?.pending ?? 0,
             cursors: () => this.facts!.cursors(),
             factsRefused: () => ({ ...(this.sync?.refused ?? {}) }),
-            factResets: () => this.sync?.resets ?? 0
+            factResets: () => this.sync?.resets ?? 0,
+            imagesRefused: () => this.fleetImages?.refused() ?? {}
           }),
           replicate: async body => await this.replicate(body),
           compressed: (raw, wire) => {
@@ -652,6 +658,7 @@ export class Agent extends Resource {
         syncRounds: this.sync?.rounds ?? 0,
         factsRefused: { ...(this.sync?.refused ?? {}) },
         factResets: this.sync?.resets ?? 0,
+        imagesRefused: this.fleetImages?.refused() ?? {},
         syncDemoted: Object.keys(this.sync?.demoted() ?? {}),
         inFlight: this.source?.inFlight ?? 0,
         links: Object.fromEntries(

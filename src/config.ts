@@ -68,9 +68,11 @@ export interface Config {
   replication: { drTimeoutMs: number; intervalMs: number }
   /**
    * admins: the fleet admin public keys whose host certificates this host accepts; hosts: host
-   * ids admitted by their public key alone (no certificate)
+   * ids admitted by their public key alone (no certificate); publishers: per image name prefix,
+   * the publisher keys whose publications of names with it are listed (the longest prefix decides;
+   * a name no prefix matches is any admitted host's, the first seen owning it)
    */
-  trust: { admins: string[]; hosts: Record<string, string> }
+  trust: { admins: string[]; hosts: Record<string, string>; publishers: Record<string, string[]> }
 }
 
 export const DEFAULT_DATA_DIR = '/var/lib/vmifs'
@@ -104,7 +106,7 @@ export function defaults(): Config {
     site: {},
     policies: {},
     replication: { drTimeoutMs: 60_000, intervalMs: 1000 },
-    trust: { admins: [], hosts: {} }
+    trust: { admins: [], hosts: {}, publishers: {} }
   }
 }
 
@@ -227,7 +229,11 @@ export const CONFIG_FILE = z
     trust: z
       .strictObject({
         admins: z.array(publicKey),
-        hosts: z.record(z.string().refine(validHostId, 'is not a host id (1-64 of A-Z a-z 0-9 . _ -)'), publicKey)
+        hosts: z.record(z.string().refine(validHostId, 'is not a host id (1-64 of A-Z a-z 0-9 . _ -)'), publicKey),
+        publishers: z.record(
+          z.string().regex(/^[A-Za-z0-9._+-]{0,128}$/, 'is not an image name prefix (0-128 of A-Z a-z 0-9 . _ + -)'),
+          z.array(publicKey).min(1, 'lists no publisher key')
+        )
       })
       .partial()
   })
@@ -274,7 +280,8 @@ export function loadConfigFile(file: string, base: Config = defaults()): Config 
     replication: { ...base.replication, ...c.replication },
     trust: {
       admins: [...(c.trust?.admins ?? base.trust.admins)],
-      hosts: { ...(c.trust?.hosts ?? base.trust.hosts) }
+      hosts: { ...(c.trust?.hosts ?? base.trust.hosts) },
+      publishers: { ...(c.trust?.publishers ?? base.trust.publishers) }
     }
   }
   // the minimum keeps a typo from spinning the replication loop

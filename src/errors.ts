@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'NAME_TAKEN'
   | 'NAME_INVALID'
   | 'IMAGE_NOT_FOUND'
+  | 'IMAGE_NOT_LOCAL'
   | 'MANIFEST_BAD_MAGIC'
   | 'MANIFEST_BAD_VERSION'
   | 'MANIFEST_TRUNCATED'
@@ -154,6 +155,7 @@ export const OUTCOMES: Record<ErrorCode | WireCode, Outcome> = {
   NAME_TAKEN: bad(409),
   NAME_INVALID: bad(),
   IMAGE_NOT_FOUND: { ...bad(404), errno: E.ENOENT },
+  IMAGE_NOT_LOCAL: bad(409),
   MANIFEST_BAD_MAGIC: bad(),
   MANIFEST_BAD_VERSION: bad(),
   MANIFEST_TRUNCATED: bad(),

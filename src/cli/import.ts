@@ -4,6 +4,8 @@ import { importImage } from '../manifests/import.js'
 import { type Chunking, DEFAULT_CHUNKING } from '../manifests/chunking.js'
 import { parseSize } from '../config.js'
 import { VmifsError } from '../errors.js'
+import { SigningKey, hostKey } from '../trust/keys.js'
+import { acceptanceProblem } from '../trust/publications.js'
 
 export const command: Command = {
   name: 'import',
@@ -21,6 +23,8 @@ Options:
                          end (extent-mapped files; whole disk or MBR/GPT partitions), so siblings
                          share every file's chunks (default from config: on)
   --replace              replace an existing image of that name
+  --sign-key <file>      sign the image's publication with this publisher key (default: the host
+                         key; the fleet's trust.publishers must name it: see vmifs sign)
   --json                 print the result as JSON
   --quiet                no progress bar
 ${COMMON_HELP}`,
@@ -31,6 +35,7 @@ ${COMMON_HELP}`,
       'chunk-size': { type: 'string' },
       'file-cuts': { type: 'string' },
       replace: { type: 'boolean' },
+      'sign-key': { type: 'string' },
       json: { type: 'boolean' },
       quiet: { type: 'boolean' }
     })
@@ -41,6 +46,8 @@ ${COMMON_HELP}`,
     if (name === undefined) throw VmifsError.usage(`--name is required\n\n${this.usage}`)
     const cfg = resolveConfig(a.values)
     const chunking = chunkingFrom(a.values.chunking, a.values['chunk-size'], cfg.chunking, a.values['file-cuts'])
+    const signFile = a.values['sign-key']
+    const signKey = signFile === undefined ? undefined : SigningKey.readFile(signFile)
     const tty = process.stderr.isTTY && a.values.quiet !== true
     const bar = tty
       ? new cliProgress.SingleBar(
@@ -59,6 +66,7 @@ ${COMMON_HELP}`,
           name,
           chunking,
           replace: a.values.replace === true,
+          signKey,
           onProgress:
             bar &&
             ((done, total) => {
@@ -71,6 +79,10 @@ ${COMMON_HELP}`,
         bar?.stop()
       }
     })
+    const host = hostKey(cfg.dataDir).publicKey
+    const problem = acceptanceProblem(name, signKey?.publicKey ?? host, host, cfg.trust.publishers)
+    if (problem !== undefined)
+      process.stderr.write(`${name}: warning: hosts with this config will not list it: ${problem}\n`)
     if (a.values.json === true) {
       const { manifest: _m, ...rest } = r
       process.stdout.write(JSON.stringify(rest) + '\n')

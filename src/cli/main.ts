@@ -22,9 +22,12 @@ import { command as installServiceCmd } from './install-service.js'
 import { command as keyCmd } from './key.js'
 import { command as hostCmd } from './host.js'
 import { command as fleetCmd } from './fleet.js'
+import { command as signCmd } from './sign.js'
+import { command as namesCmd } from './names.js'
 
 const COMMANDS: Command[] = [
   importCmd,
+  signCmd,
   lsCmd,
   exportCmd,
   rmCmd,
@@ -34,6 +37,7 @@ const COMMANDS: Command[] = [
   statsCmd,
   manifestCmd,
   publishStoreCmd,
+  namesCmd,
   hintCmd,
   similarityCmd,
   planCmd,

@@ -2,6 +2,10 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { type Command, COMMON_HELP, parse, resolveConfig, withDataDir, bytes } from './common.js'
 import { VmifsError } from '../errors.js'
+import { hostKey } from '../trust/keys.js'
+import { installedCert } from '../trust/certs.js'
+import { signLocalImages } from '../trust/publications.js'
+import { FactStore } from '../index/facts.js'
 
 export const command: Command = {
   name: 'publish-store',
@@ -13,8 +17,12 @@ any web server can serve as an origin store, the holder of last resort of a flee
 (vmifs agent --origin <url>):
   <dir>/chunks/<hash[0:2]>/<hash>   every chunk (written to a temp name, then renamed)
   <dir>/manifests/<digest>          canonical binary manifests
-  <dir>/images.json                 {"<name>": {"digest": …, "size": …}, …}
-Chunks already in <dir> are not written again; images.json is merged with the one there.
+  <dir>/images.json                 {"<name>": {"digest", "size", "publishedAt", "publisher",
+                                    "sig", "cert"?}, …}: each image's signed publication
+Chunks already in <dir> are not written again; images.json is merged with the one there. Hosts
+list an image of the store only under a publisher they accept for its name (docs/fleet.md), so
+the store's files decide no name: images imported here carry the host key's signature (or the
+offline key vmifs sign gave them), with the host's certificate; adopted ones their publisher's.
 
 Options:
 ${COMMON_HELP}`,
@@ -25,7 +33,15 @@ ${COMMON_HELP}`,
     if (dir === undefined) throw VmifsError.usage(`publish-store takes a directory\n\n${this.usage}`)
     const cfg = resolveConfig(a.values)
     await withDataDir(cfg, async dd => {
+      const key = hostKey(dd.dir)
+      signLocalImages(dd.catalog, key)
+      const facts = new FactStore(dd.db, cfg.hostId, { signer: key, cert: () => installedCert(dd.dir) })
       const images = names.length > 0 ? names.map(n => dd.catalog.requireImage(n)) : dd.catalog.listImages()
+      if (installedCert(dd.dir) === undefined && images.some(i => i.publication?.publisher === key.publicKey))
+        process.stderr.write(
+          "warning: no host certificate installed: hosts that admit by trust.admins and have no facts of this host's " +
+            'will not list the images it signed (vmifs host cert)\n'
+        )
       fs.mkdirSync(path.join(dir, 'chunks'), { recursive: true })
       fs.mkdirSync(path.join(dir, 'manifests'), { recursive: true })
       const listFile = path.join(dir, 'images.json')
@@ -35,6 +51,15 @@ ${COMMON_HELP}`,
       let written = 0
       let writtenBytes = 0
       for (const img of images) {
+        const pub = img.publication
+        if (pub === null) {
+          if (names.length > 0)
+            throw new VmifsError('IMAGE_NOT_LOCAL', `${img.name} carries no signed publication to pass on`, {
+              name: img.name
+            })
+          process.stderr.write(`${img.name}: skipped (no signed publication)\n`)
+          continue
+        }
         const m = dd.catalog.manifest(img.digest)!
         const missing = [...m.distinctChunks().keys()].filter(h => !dd.store.has(h))
         if (missing.length > 0) {
@@ -58,7 +83,15 @@ ${COMMON_HELP}`,
           fs.writeFileSync(`${mf}.tmp`, m.encode())
           fs.renameSync(`${mf}.tmp`, mf)
         }
-        list[img.name] = { digest: img.digest, size: img.size }
+        const cert = facts.certOfKey(pub.publisher)
+        list[img.name] = {
+          digest: img.digest,
+          size: img.size,
+          publishedAt: pub.publishedAt,
+          publisher: pub.publisher,
+          sig: pub.sig,
+          ...(cert ? { cert } : {})
+        }
         process.stderr.write(`${img.name}: published (${img.digest})\n`)
       }
       fs.writeFileSync(`${listFile}.tmp`, JSON.stringify(list, null, 2) + '\n')

@@ -3,7 +3,6 @@
 // origin store. The origin's list of images (images.json) is watched here too.
 import type { HolderDirectory } from '../holders/directory.js'
 import { ORIGIN_ID } from '../holders/directory.js'
-import type { PublishedImage } from '../index/fleet-images.js'
 import type { PeerClient } from '../peer/client.js'
 import type { OriginClient } from '../peer/origin-client.js'
 import type { Logger } from '../util/log.js'
@@ -51,21 +50,12 @@ export class ManifestFetcher {
    * Reads the origin's list of images now and every `intervalMs`, handing it on; a list that
    * cannot be read changes nothing. Nothing happens without an origin.
    */
-  watchOrigin(intervalMs: number, onImages: (images: PublishedImage[]) => void): void {
+  watchOrigin(intervalMs: number, onImages: (images: Record<string, unknown>) => void): void {
     const o = this.d.origin
     if (!o || this.timer) return
     const poll = (): void => {
       o.images(AbortSignal.timeout(5000)).then(
-        list =>
-          onImages(
-            Object.entries(list).map(([name, v]) => ({
-              name,
-              digest: v.digest,
-              size: v.size,
-              origin: ORIGIN_ID,
-              publishedAt: 0
-            }))
-          ),
+        list => onImages(list),
         (err: unknown) => {
           this.d.log.debug({ err: (err as Error).message }, 'origin images.json not available')
         }

@@ -39,14 +39,26 @@ export class Announcer {
     )
   }
 
-  /** Images imported on this host are published; removed ones are retracted. */
+  /**
+   * Images imported on this host are published with their signed publications (one the agent has
+   * not signed yet waits for it); removed ones are retracted.
+   */
   publishImages(): void {
-    const mine = new Map<string, { digest: string; size: number }>()
-    for (const r of this.catalog.listImages())
-      if (r.origin === null) mine.set(r.name, { digest: r.digest, size: r.size })
-    for (const [name, v] of mine) {
-      const cur = this.facts.getAs('image', this.facts.self, name)
-      if (cur?.digest !== v.digest) this.facts.publishAs('image', name, { ...v, publishedAt: Date.now() })
+    const mine = new Set<string>()
+    for (const r of this.catalog.listImages()) {
+      if (r.origin !== null) continue
+      mine.add(r.name)
+      const p = r.publication
+      if (p === null) continue
+      const cur = this.facts.getAs('image', this.facts.self, r.name)
+      if (cur?.digest !== r.digest || cur.sig !== p.sig)
+        this.facts.publishAs('image', r.name, {
+          digest: r.digest,
+          size: r.size,
+          publishedAt: p.publishedAt,
+          publisher: p.publisher,
+          sig: p.sig
+        })
     }
     for (const f of this.facts.allAs('image')) {
       if (f.origin === this.facts.self && !mine.has(f.name)) this.facts.publishAs('image', f.name, null)

@@ -10,6 +10,7 @@ import { native } from '../native/index.js'
 import { VmifsError } from '../errors.js'
 import { type Manifest, decode } from '../manifests/manifest.js'
 import type { Chunking } from '../manifests/chunking.js'
+import type { Signed } from '../trust/publications.js'
 
 /** The images at one moment (Catalog.images()). */
 export interface ImageIndex {
@@ -29,6 +30,8 @@ export interface ImageRow {
   chunking: Chunking
   /** host that published the image; null when it was imported here */
   origin: string | null
+  /** the image's signed publication (null for an image of before signing, until the agent signs it) */
+  publication: Signed | null
 }
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/
@@ -50,6 +53,8 @@ export interface AddOptions {
   replace: boolean
   source?: string
   origin?: string
+  /** its signed publication */
+  publication?: Signed
   /** the image's chunks are in the store pinned already (an import pinned them on the way in) */
   entriesPinned?: boolean
 }
@@ -86,19 +91,25 @@ export class Catalog {
     this.q = {
       image:
         db.prepare(`SELECT i.name, i.digest, i.pinned, i.created_at AS createdAt, m.size, m.chunk_count AS chunkCount,
-        m.data_bytes AS dataBytes, m.chunking, i.origin FROM images i JOIN manifests m ON m.digest = i.digest
-        WHERE i.name = ?`),
+        m.data_bytes AS dataBytes, m.chunking, i.origin, i.publication
+        FROM images i JOIN manifests m ON m.digest = i.digest WHERE i.name = ?`),
       images:
         db.prepare(`SELECT i.name, i.digest, i.pinned, i.created_at AS createdAt, m.size, m.chunk_count AS chunkCount,
-        m.data_bytes AS dataBytes, m.chunking, i.origin FROM images i JOIN manifests m ON m.digest = i.digest
-        ORDER BY i.name`),
+        m.data_bytes AS dataBytes, m.chunking, i.origin, i.publication
+        FROM images i JOIN manifests m ON m.digest = i.digest ORDER BY i.name`),
       manifestBody: db.prepare('SELECT body FROM manifests WHERE digest = ?').pluck(),
       insertManifest:
         db.prepare(`INSERT OR IGNORE INTO manifests (digest, size, chunk_count, data_bytes, chunking, body, created_at)
         VALUES (?, ?, ?, ?, ?, ?, ?)`),
       insertImage: db.prepare(
-        'INSERT INTO images (name, digest, pinned, source, created_at, origin) VALUES (?, ?, ?, ?, ?, ?)'
+        'INSERT INTO images (name, digest, pinned, source, created_at, origin, publication) ' +
+          'VALUES (?, ?, ?, ?, ?, ?, ?)'
       ),
+      setPublication: db.prepare('UPDATE images SET publication = ? WHERE name = ? AND digest = ?'),
+      owner: db.prepare('SELECT owner FROM name_owners WHERE name = ?').pluck(),
+      owners: db.prepare('SELECT name, owner, pinned_at AS pinnedAt FROM name_owners ORDER BY name'),
+      pinOwner: db.prepare('INSERT OR IGNORE INTO name_owners (name, owner, pinned_at) VALUES (?, ?, ?)'),
+      releaseName: db.prepare('DELETE FROM name_owners WHERE name = ?'),
       deleteImage: db.prepare('DELETE FROM images WHERE name = ?'),
       digestUsers: db.prepare('SELECT count(*) FROM images WHERE digest = ?').pluck(),
       deleteManifest: db.prepare('DELETE FROM manifests WHERE digest = ?'),
@@ -193,13 +204,46 @@ export class Catalog {
       m.encode(),
       Date.now()
     )
-    this.q.insertImage!.run(name, digest, opts.pinned ? 1 : 0, opts.source ?? null, Date.now(), opts.origin ?? null)
+    this.q.insertImage!.run(
+      name,
+      digest,
+      opts.pinned ? 1 : 0,
+      opts.source ?? null,
+      Date.now(),
+      opts.origin ?? null,
+      opts.publication ? JSON.stringify(opts.publication) : null
+    )
     const { h, sizes } = distinctChunks(m)
     if (sizes.length === 0) return
     const pin = opts.pinned ? 1 : 0
     // an import's entries are pinned already: only the counts are written
     this.refs.countRefs(h, sizes, 1, pin, !(opts.entriesPinned ?? false))
     this.undo.push(() => this.refs.countRefs(h, undefined, -1, -pin))
+  }
+
+  /** Records the signed publication of image `name` (as the manifest `digest`: nothing if it changed meanwhile). */
+  setPublication(name: string, digest: string, p: Signed): void {
+    if (this.q.setPublication!.run(JSON.stringify(p), name, digest).changes > 0) this.writes++
+  }
+
+  /** The publisher pinned here as the owner of an image name, if any. */
+  nameOwner(name: string): string | undefined {
+    return this.q.owner!.get(name) as string | undefined
+  }
+
+  /** Pins `owner` as the owner of `name` unless one is pinned already; returns the pinned owner. */
+  pinOwner(name: string, owner: string): string {
+    this.q.pinOwner!.run(name, owner, Date.now())
+    return this.nameOwner(name)!
+  }
+
+  nameOwners(): Array<{ name: string; owner: string; pinnedAt: number }> {
+    return this.q.owners!.all() as Array<{ name: string; owner: string; pinnedAt: number }>
+  }
+
+  /** Forgets the owner pinned for `name` (the next publisher seen owns it); whether there was one. */
+  releaseName(name: string): boolean {
+    return this.q.releaseName!.run(name).changes > 0
   }
 
   /**
@@ -297,8 +341,14 @@ interface RawImage {
   dataBytes: number
   chunking: string
   origin: string | null
+  publication: string | null
 }
 
 function toRow(r: RawImage): ImageRow {
-  return { ...r, pinned: r.pinned === 1, chunking: JSON.parse(r.chunking) as Chunking }
+  return {
+    ...r,
+    pinned: r.pinned === 1,
+    chunking: JSON.parse(r.chunking) as Chunking,
+    publication: r.publication === null ? null : (JSON.parse(r.publication) as Signed)
+  }
 }

@@ -9,6 +9,7 @@ import * as m0004 from './migrations/0004-lru-unpinned.js'
 import * as m0005 from './migrations/0005-entry-crc.js'
 import * as m0006 from './migrations/0006-store-index.js'
 import * as m0007 from './migrations/0007-signed-facts.js'
+import * as m0008 from './migrations/0008-publications.js'
 
 export type Db = Database.Database
 
@@ -16,7 +17,7 @@ interface Migration {
   version: number
   up: (db: Db) => void
 }
-export const MIGRATIONS: Migration[] = [m0001, m0002, m0003, m0004, m0005, m0006, m0007]
+export const MIGRATIONS: Migration[] = [m0001, m0002, m0003, m0004, m0005, m0006, m0007, m0008]
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version
 
 export function openDb(file: string, migrations: Migration[] = MIGRATIONS): Db {

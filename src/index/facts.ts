@@ -215,7 +215,8 @@ export class FactStore {
       revocations: db.prepare('SELECT revocation FROM revocations').pluck(),
       isRevoked: db.prepare('SELECT 1 FROM revocations WHERE key = ?').pluck(),
       addRevocation: db.prepare('INSERT OR IGNORE INTO revocations (key, revocation) VALUES (?, ?)'),
-      originsWithKey: db.prepare('SELECT origin FROM origin_keys WHERE key = ?').pluck()
+      originsWithKey: db.prepare('SELECT origin FROM origin_keys WHERE key = ?').pluck(),
+      certOfKey: db.prepare('SELECT cert FROM origin_keys WHERE key = ? AND cert IS NOT NULL').pluck()
     }
     let renumbered = 0
     let dropped: string[] = []
@@ -386,6 +387,33 @@ export class FactStore {
   /** The revocations of host keys this host knows. */
   revocations(): Revocation[] {
     return (this.q.revocations!.all() as string[]).map(t => JSON.parse(t) as Revocation)
+  }
+
+  /**
+   * The hosts this public key speaks for here (sorted): this host with its own key, origins whose
+   * facts are verified with it, hosts trust.hosts lists with it; none for a revoked key.
+   */
+  hostsOfKey(key: string, cert?: unknown): string[] {
+    if (this.isRevoked(key)) return []
+    const ids = new Set(this.q.originsWithKey!.all(key) as string[])
+    if (this.signer?.publicKey === key) ids.add(this.self)
+    for (const [id, k] of Object.entries(this.trust.hosts)) if (k === key) ids.add(id)
+    if (ids.size === 0 && cert !== undefined) {
+      // a host this one has no facts of yet, shown by the certificate that came with its signature
+      const c = checkCert(cert, this.trust.admins)
+      if ('cert' in c && c.cert.key === key && this.trust.hosts[c.cert.host] === undefined) ids.add(c.cert.host)
+    }
+    return [...ids].sort()
+  }
+
+  /** The certificate that admits this public key here (this host's own, or one kept with an origin's key). */
+  certOfKey(key: string): HostCert | undefined {
+    if (this.signer?.publicKey === key) {
+      const own = this.opts.cert?.()
+      return own === undefined ? undefined : (own as HostCert)
+    }
+    const row = this.q.certOfKey!.get(key) as string | undefined
+    return row === undefined ? undefined : (JSON.parse(row) as HostCert)
   }
 
   /** Whether a fleet admin revoked this public key. */

@@ -1,28 +1,59 @@
 // Images published by other hosts (`image/<name>` facts) or listed by the origin store become
 // local catalog entries (not pinned; their chunks are fetched on demand): the manifest is fetched
 // by digest from the publisher, any other host, or the origin, and verified against the digest.
-// An image whose fact is retracted disappears. Where two origins publish one name, the newest
-// publication wins; an image imported on this host always wins here.
+// Only publications signed by a publisher this host accepts for the name are listed
+// (src/trust/publications.ts): the keys the config's trust.publishers names for the name's longest
+// prefix, or else any admitted host, the first seen pinned here as the name's owner. Among an
+// owner's publications the newest wins (a host's over the origin store's at the same time). An
+// image whose publication is retracted disappears; an image imported on this host always wins here.
 import type { Catalog } from './catalog.js'
 import type { FactStore } from './facts.js'
 import { decode } from '../manifests/manifest.js'
 import { blake3 } from '../util/hash.js'
 import type { Logger } from '../util/log.js'
 import { validateName } from './catalog.js'
+import { type Signed, checkPublication, publishersFor } from '../trust/publications.js'
+import { decodeAs } from './schema.js'
+import { ORIGIN_ID as ORIGIN } from '../holders/directory.js'
 
 export interface PublishedImage {
   name: string
   digest: string
   size: number
+  /** the host whose fact carries it, or "origin" for the origin store */
   origin: string
   publishedAt: number
+  publisher?: unknown
+  sig?: unknown
+  /** the publisher's host certificate (the origin store carries it: the host may be one this host has no facts of) */
+  cert?: unknown
 }
 export type ManifestSource = (digest: string, preferred: string) => Promise<Buffer | null>
+
+/** Why a publication is not listed (`fleet.imagesRefused.<reason>`). */
+export const PUBLICATION_REFUSALS = [
+  'unsigned',
+  'badSignature',
+  'notAccepted',
+  'unknownPublisher',
+  'notOwner',
+  'malformed'
+] as const
+export type PublicationRefusal = (typeof PUBLICATION_REFUSALS)[number]
+
+export interface PublisherTrust {
+  /** trust.publishers: image name prefix → the publisher keys accepted for names with it */
+  prefixes: Readonly<Record<string, readonly string[]>>
+}
 
 export class FleetImages {
   private running: Promise<void> | undefined
   private again = false
   private extra: PublishedImage[] = []
+  private extraText = '[]'
+  private originMalformed = 0
+  private refusedNow: Record<PublicationRefusal, number> = zeroCounts()
+  private readonly logged = new Set<string>()
 
   constructor(
     private readonly facts: FactStore,
@@ -30,46 +61,110 @@ export class FleetImages {
     private readonly fetchManifest: ManifestSource,
     private readonly log: Logger,
     private readonly onChange: () => void,
+    private readonly trust: PublisherTrust = { prefixes: {} },
     /** whether an image of this name is to be pinned here when adopted (a replica) */
     private readonly pinned?: (name: string) => boolean
   ) {}
 
-  /** Images listed by the origin store (publisher "origin"). */
-  setOriginImages(list: PublishedImage[]): void {
-    const key = (l: PublishedImage[]): string => JSON.stringify(l.map(i => [i.name, i.digest]).sort())
-    if (key(list) === key(this.extra)) return
+  /** The origin store's images.json (name → publication); entries that do not decode are counted as malformed. */
+  setOriginImages(entries: Record<string, unknown>): void {
+    const list: PublishedImage[] = []
+    let malformed = 0
+    for (const [name, v] of Object.entries(entries)) {
+      const d = decodeAs('image', v)
+      if (d) list.push({ ...d, name, origin: ORIGIN })
+      else malformed++
+    }
+    const text = JSON.stringify(list)
+    if (text === this.extraText && malformed === this.originMalformed) return
     this.extra = list
+    this.extraText = text
+    this.originMalformed = malformed
     void this.reconcile()
   }
 
-  published(): Map<string, PublishedImage> {
-    const best = new Map<string, PublishedImage>()
+  /** The publications not listed at the last look, per reason. */
+  refused(): Record<PublicationRefusal, number> {
+    return { ...this.refusedNow }
+  }
+
+  /** The publication listed for each name (with its signature), after the checks above. */
+  published(): Map<string, PublishedImage & Signed> {
     const all: PublishedImage[] = [...this.extra]
     for (const f of this.facts.allAs('image')) {
       if (f.origin === this.facts.self) continue
-      all.push({
-        name: f.name,
-        digest: f.value.digest,
-        size: f.value.size,
-        origin: f.origin,
-        publishedAt: f.value.publishedAt
-      })
+      all.push({ name: f.name, origin: f.origin, ...f.value })
     }
+    const refused = zeroCounts()
+    refused.malformed += this.originMalformed
+    const refuse = (p: PublishedImage, reason: PublicationRefusal): void => {
+      refused[reason]++
+      const k = `${p.origin} ${p.name} ${p.digest} ${reason}`
+      if (this.logged.has(k)) return
+      if (this.logged.size > 10_000) this.logged.clear()
+      this.logged.add(k)
+      this.log.warn(
+        { code: 'IMAGE_REFUSED', name: p.name, from: p.origin, publisher: p.publisher, reason },
+        'an image publication is not listed: ' + REASON_TEXT[reason]
+      )
+    }
+    // the valid publications of each name, with the publisher identity each speaks as
+    const byName = new Map<string, Array<{ p: PublishedImage & Signed; id: string }>>()
     for (const p of all) {
       try {
         validateName(p.name)
       } catch {
+        refuse(p, 'malformed')
         continue
       }
-      const cur = best.get(p.name)
-      // the origin store is a fallback publisher: a host's publication of the name wins over it
-      const rank = (x: PublishedImage): [number, number, string] => [
-        x.origin === 'origin' ? 0 : 1,
-        x.publishedAt,
-        x.origin
-      ]
-      if (!cur || compare(rank(p), rank(cur)) > 0) best.set(p.name, p)
+      const bad = checkPublication(p)
+      if (bad !== undefined) {
+        refuse(p, bad)
+        continue
+      }
+      const signed = p as PublishedImage & Signed
+      const named = publishersFor(p.name, this.trust.prefixes)
+      let id: string
+      if (named !== undefined) {
+        if (!named.includes(signed.publisher)) {
+          refuse(p, 'notAccepted')
+          continue
+        }
+        id = signed.publisher
+      } else {
+        const hosts = this.facts.hostsOfKey(signed.publisher, p.cert)
+        if (hosts.length === 0) {
+          refuse(p, 'unknownPublisher')
+          continue
+        }
+        id = `host:${hosts[0]!}`
+      }
+      const list = byName.get(p.name) ?? []
+      list.push({ p: signed, id })
+      byName.set(p.name, list)
     }
+    const best = new Map<string, PublishedImage & Signed>()
+    for (const [name, list] of byName) {
+      let owned = list
+      if (publishersFor(name, this.trust.prefixes) === undefined) {
+        // the first publisher seen owns the name here (the earliest publication of those at hand)
+        let owner = this.catalog.nameOwner(name)
+        if (owner === undefined) {
+          const first = list.reduce((a, b) => (rankFirst(b) < rankFirst(a) ? b : a))
+          owner = this.catalog.pinOwner(name, first.id)
+        }
+        owned = []
+        for (const c of list) {
+          if (c.id === owner) owned.push(c)
+          else refuse(c.p, 'notOwner')
+        }
+      }
+      for (const { p } of owned) {
+        const cur = best.get(name)
+        if (!cur || compare(rank(p), rank(cur)) > 0) best.set(name, p)
+      }
+    }
+    this.refusedNow = refused
     return best
   }
 
@@ -98,6 +193,12 @@ export class FleetImages {
     for (const img of this.catalog.listImages()) {
       if (img.origin === null) continue // imported here
       const w = want.get(img.name)
+      if (w && w.digest === img.digest && w.sig !== img.publication?.sig)
+        this.catalog.setPublication(img.name, img.digest, {
+          publishedAt: w.publishedAt,
+          publisher: w.publisher,
+          sig: w.sig
+        })
       if (!w || w.digest !== img.digest) {
         if (img.pinned && w) keepPinned.add(img.name)
         this.catalog.removeImage(img.name)
@@ -136,12 +237,36 @@ export class FleetImages {
       this.catalog.addImage(w.name, m, {
         pinned: keepPinned.has(w.name) || (this.pinned?.(w.name) ?? false),
         replace: false,
-        origin: w.origin
+        origin: w.origin,
+        publication: { publishedAt: w.publishedAt, publisher: w.publisher, sig: w.sig }
       })
       changed = true
     }
     if (changed) this.onChange()
   }
+}
+
+const REASON_TEXT: Record<PublicationRefusal, string> = {
+  unsigned: 'it carries no publisher signature',
+  badSignature: "its publisher's signature does not verify",
+  notAccepted: "trust.publishers names other keys for the name's prefix",
+  unknownPublisher: 'its publisher key is neither an admitted host nor named in trust.publishers',
+  notOwner: 'another publisher owns the name here (the first seen; vmifs names --release moves it)',
+  malformed: 'its name or value is not valid'
+}
+
+function zeroCounts(): Record<PublicationRefusal, number> {
+  return Object.fromEntries(PUBLICATION_REFUSALS.map(r => [r, 0])) as Record<PublicationRefusal, number>
+}
+
+/** Newest first; at the same time a host's publication over the origin store's, then by origin. */
+function rank(x: PublishedImage): [number, number, string] {
+  return [x.publishedAt, x.origin === ORIGIN ? 0 : 1, x.origin]
+}
+
+/** Which publisher saw the name first: the earliest publication, ties by identity. */
+function rankFirst(c: { p: PublishedImage; id: string }): string {
+  return `${String(c.p.publishedAt).padStart(16, '0')} ${c.id}`
 }
 
 function compare(a: [number, number, string], b: [number, number, string]): number {

@@ -20,7 +20,15 @@ const host = z.looseObject({
   site: z.looseObject({ rttMs: nonNegative.optional(), storagePrice: nonNegative.optional() }).optional()
 })
 const status = z.looseObject({ cacheCapacityBytes: count, cacheSizeBytes: count, load: nonNegative })
-const image = z.looseObject({ digest: hex64, size: count, publishedAt: time })
+// the publisher's key and signature (src/trust/publications.ts), checked by the hosts that list
+// the image: an unsigned publication is a valid fact, and an image nobody lists
+const image = z.looseObject({
+  digest: hex64,
+  size: count,
+  publishedAt: time,
+  publisher: z.string().max(64).optional(),
+  sig: z.string().max(128).optional()
+})
 const hold = z.looseObject({ ranges: z.custom<Ranges>(validRanges, 'not sorted, disjoint [start, end) ranges') })
 const model = z.looseObject({
   v: z.literal(1),

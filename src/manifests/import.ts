@@ -11,12 +11,16 @@ import { type Chunking, DEFAULT_CHUNKING, ZERO_BLOCK, validateChunking } from '.
 import { type FileLayout, type FsFound, findFileLayout } from './fs-layout.js'
 import { CHUNK_FRESH, CHUNK_ZERO, type ChunkRun, createChunker } from './chunker.js'
 import { type Manifest, ManifestBuilder } from './manifest.js'
+import { type SigningKey, hostKey } from '../trust/keys.js'
+import { signPublication } from '../trust/publications.js'
 
 export interface ImportOptions {
   name: string
   chunking?: Chunking
   replace?: boolean
   pin?: boolean
+  /** the publisher key that signs the image's publication (default: the data dir's host key) */
+  signKey?: SigningKey
   /** called after each read with bytes done and total */
   onProgress?: (done: number, total: number) => void
 }
@@ -162,7 +166,12 @@ export async function importImage(dd: DataDir, file: string, opts: ImportOptions
     pinned: pin,
     entriesPinned: pin,
     replace: opts.replace ?? false,
-    source: file
+    source: file,
+    publication: signPublication(
+      opts.signKey ?? hostKey(dd.dir),
+      { name: opts.name, digest: manifest.digest(), size: manifest.size },
+      { byHost: opts.signKey === undefined }
+    )
   })
   if (collectable.length > 0) dd.collect(collectable)
   if (dd.store.sizeBytes > dd.store.capacityBytes) dd.store.evict()

@@ -50,9 +50,19 @@ export class OriginClient {
     return this.get(`/manifests/${digest}`, signal)
   }
 
-  async images(signal: AbortSignal): Promise<Record<string, { digest: string; size: number }>> {
+  /** images.json: image name → its signed publication (checked by the caller); {} when there is none. */
+  async images(signal: AbortSignal): Promise<Record<string, unknown>> {
     const b = await this.get('/images.json', signal)
-    return b === null ? {} : (JSON.parse(b.toString()) as Record<string, { digest: string; size: number }>)
+    if (b === null) return {}
+    let v: unknown
+    try {
+      v = JSON.parse(b.toString())
+    } catch {
+      throw new VmifsError('HOLDER_BAD_RESPONSE', 'origin images.json is not JSON')
+    }
+    if (typeof v !== 'object' || v === null || Array.isArray(v))
+      throw new VmifsError('HOLDER_BAD_RESPONSE', 'origin images.json is not an object of images')
+    return v as Record<string, unknown>
   }
 
   async close(): Promise<void> {

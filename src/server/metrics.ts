@@ -17,6 +17,8 @@ export interface MetricsSource {
   factsRefused: () => Record<string, number>
   /** origins dropped to be pulled again whole */
   factResets: () => number
+  /** image publications not listed at the last look, per reason */
+  imagesRefused: () => Record<string, number>
 }
 
 export function createMetrics(src: MetricsSource): () => Promise<{ contentType: string; body: string }> {
@@ -175,6 +177,13 @@ export function createMetrics(src: MetricsSource): () => Promise<{ contentType: 
     'Facts from peers refused (not signed by their origin, an origin not admitted, …), per reason',
     'counter',
     () => Object.entries(src.factsRefused()),
+    'reason'
+  )
+  labelled(
+    'vmifs_images_refused',
+    'Image publications not listed here (unsigned, badly signed, a publisher not accepted for the name…), per reason',
+    'gauge',
+    () => Object.entries(src.imagesRefused()),
     'reason'
   )
   counter(

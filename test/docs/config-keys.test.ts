@@ -10,7 +10,8 @@ const PLACEHOLDER: Record<string, string> = {
   links: '<hostId>',
   policies: '<image>',
   originHeaders: '<header>',
-  hosts: '<hostId>'
+  hosts: '<hostId>',
+  publishers: '<prefix>'
 }
 
 /** The leaf keys of a schema, as dotted paths. */

@@ -13,6 +13,7 @@ const TABLES = [
   'cursors',
   'facts',
   'heads',
+  'name_owners',
   'origin_keys',
   'packs',
   'revocations',

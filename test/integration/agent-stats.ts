@@ -40,6 +40,7 @@ export interface FleetSnapshot {
   syncRounds: number
   /** facts refused from peers since start, per reason */
   factsRefused: Record<string, number>
+  imagesRefused: Record<string, number>
   factResets: number
   /** peers not pulled from now: they sent facts their origins did not sign */
   syncDemoted: string[]

@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { request } from 'undici'
 import { Fleet, TOKEN, delayProxy, faultyProxy } from './fleet.js'
+import { admitHost } from './admit.js'
 import { dropPages, makeImage, nodeJson, run, vmifs } from './harness.js'
 
 /** Distinct data bytes of an image (what a cold host must fetch at most). */
@@ -251,8 +252,17 @@ test.serial('the origin store behind nginx serves a host nobody else can, never 
   makeImage(img, 6)
   t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.host('a').data]).code, 0)
   const store = path.join(f.dir, 'store')
+  admitHost(f.host('a').data, 'a') // the publisher is an admitted host: its certificate goes with its signatures
   const pub = vmifs(['publish-store', store, '--data-dir', f.host('a').data])
   t.is(pub.code, 0, pub.stderr)
+  // whoever can change the store's files adds images: one unsigned, one under a's signature of another image
+  const listFile = path.join(store, 'images.json')
+  const list = JSON.parse(fs.readFileSync(listFile, 'utf8')) as Record<string, Record<string, unknown>>
+  t.truthy(list.disk!.sig, 'published signed')
+  const { publisher: _p, sig: _s, ...unsigned } = list.disk!
+  list.evil = unsigned
+  list.copy = list.disk!
+  fs.writeFileSync(listFile, JSON.stringify(list))
   // a real nginx serving the store as static files
   const port = f.host('a').port
   const conf = path.join(f.dir, 'nginx.conf')
@@ -297,6 +307,9 @@ http { log_format creds '$http_authorization|$http_x_store_key'; access_log ${f.
   await f.waitFor('the image on d', () => fs.existsSync(f.image('d', 'disk')))
   t.is(run('cmp', [img, f.image('d', 'disk')]).status, 0)
   const s = f.stats('d')
+  t.false(fs.existsSync(f.image('d', 'evil')))
+  t.false(fs.existsSync(f.image('d', 'copy')))
+  t.like(s.fleet!.imagesRefused, { unsigned: 1, badSignature: 1 })
   t.true(s.fetch.byHolder.origin!.bytes > 0)
   t.is(s.fetch.bytes, s.fetch.byHolder.origin!.bytes)
   // every request D made (images.json, the manifest, chunks) carried the origin's credential, none the fleet token
