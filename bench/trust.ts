@@ -1,15 +1,16 @@
 // `npm run bench -- trust [--hosts N] [--facts F]`: signing and verifying the metadata table at
-// sync rates. N origins (default 1,000) publish F facts each (default 100: a host record, a
-// status, images and holdings of the sizes the agent publishes), signed; a relay takes them
-// all; then a new host pulls the whole table from the relay the way sync does (pages of 5,000
-// facts) and every fact is checked. Reported: Ed25519 signs and verifies a second on one core;
-// facts verified a second on one core, when pages complete their origins (one head signature
-// and a digest cover an origin's facts) and when every fact's own signature is checked (pages
-// that stop short of their origins' heads); and the new host's full copy, end to end.
+// sync rates. N origins (default 1,000) publish F facts each (default 100: a host record, a status,
+// images with their signed publications, and holdings of the sizes the agent publishes), signed; a
+// relay takes them all; then a new host pulls the whole table from the relay the way sync does
+// (pages of 5,000 facts) and every fact is checked. Reported: Ed25519 signs and verifies a second
+// on one core; facts verified a second on one core, when pages complete their origins (one head
+// signature and a digest cover an origin's facts) and when every fact's own signature is checked
+// (pages that stop short of their origins' heads); and the new host's full copy, end to end.
 import { openDb, type Db } from '../src/index/db.js'
 import { type FactPage, FactStore, factMessage } from '../src/index/facts.js'
 import { SigningKey, verifySignature } from '../src/trust/keys.js'
 import { issueCert } from '../src/trust/certs.js'
+import { signPublication } from '../src/trust/publications.js'
 import { markdownTable, num, takeOption } from './lib/report.js'
 
 function cpuSeconds(t0: NodeJS.CpuUsage): number {
@@ -69,13 +70,17 @@ export async function main(args: string[]): Promise<void> {
   let published = 0
   for (let h = 0; h < hosts; h++) {
     const id = `host-${String(h).padStart(4, '0')}`
-    const o = store(id)
+    const key = SigningKey.generate()
+    const o = store(id, key)
     o.publish('host', { endpoint: `https://${id}.example:7070`, price: 0, version: 1 })
     o.publish('status', { cacheCapacityBytes: 5e11, cacheSizeBytes: 1.2e11, load: 0.35 })
     for (let i = 0; i < perHost - 2; i++) {
       const digest = ((h * 7919 + i) * 2654435761).toString(16).padStart(64, '0').slice(-64)
-      if (i % 10 === 0) o.publish(`image/img-${h}-${i}`, { digest, size: 2 ** 31, publishedAt: 1.7e12 })
-      else o.publish(`hold/${digest}`, { ranges: [[0, 4096 + i]] })
+      if (i % 10 === 0) {
+        const name = `img-${h}-${i}`
+        const { byHost: _b, ...p } = signPublication(key, { name, digest, size: 2 ** 31 }, { now: 1.7e12 })
+        o.publish(`image/${name}`, { digest, size: 2 ** 31, ...p })
+      } else o.publish(`hold/${digest}`, { ranges: [[0, 4096 + i]] })
     }
     published += perHost
     pull(relay, o, 5000)

@@ -442,12 +442,9 @@ export class ChunkStore {
     const now = Date.now()
     let est = this.freeSeen - this.written
     if (now - this.freeAt >= FREE_RECHECK_MS || est < need + 4 * DISK_RESERVE_BYTES) {
-      try {
-        const st = fs.statfsSync(this.packDir)
-        this.freeSeen = st.bavail * st.bsize
-      } catch {
-        return undefined
-      }
+      const free = this.statFree()
+      if (free === undefined) return undefined
+      this.freeSeen = free
       this.freeAt = now
       this.written = 0
       est = this.freeSeen
@@ -463,11 +460,17 @@ export class ChunkStore {
     const code = (err as NodeJS.ErrnoException).code
     if (code === 'ENOSPC') return true
     if (code !== 'EIO') return false
+    const free = this.statFree()
+    return free !== undefined && free < 4 * 1024 * 1024
+  }
+
+  /** The bytes the packs' filesystem has free for us now (statfs), or undefined if it cannot say. */
+  private statFree(): number | undefined {
     try {
       const st = fs.statfsSync(this.packDir)
-      return st.bavail * st.bsize < 4 * 1024 * 1024
+      return st.bavail * st.bsize
     } catch {
-      return false
+      return undefined
     }
   }
 
@@ -479,13 +482,8 @@ export class ChunkStore {
     const now = Date.now()
     if (!this.diskFull || now - this.diskCheckedAt < DISK_RECHECK_MS) return
     this.diskCheckedAt = now
-    let free: number
-    try {
-      const st = fs.statfsSync(this.packDir)
-      free = st.bavail * st.bsize
-    } catch {
-      return
-    }
+    const free = this.statFree()
+    if (free === undefined) return
     const fits = Math.max(this.capacity, this.size + free - 2 * slack(this.size) - DISK_RESERVE_BYTES)
     this.capacity = Math.min(this.opts.capacityBytes, fits)
     if (this.capacity >= this.opts.capacityBytes) this.diskFull = false

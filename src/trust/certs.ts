@@ -36,26 +36,47 @@ export function issueCert(admin: SigningKey, host: string, key: string, now = Da
 }
 
 /**
- * v as a certificate signed by one of `admins` (by any key, undefined), or why not: the shape, the
- * admin key and the signature are checked, not whom it names (that is the caller's).
+ * The admin's signed statements about a host key (a certificate, a revocation) have one shape:
+ * the host id, its key, a time, the admin key and its signature over the three. v as one whose
+ * time is the field `time`, signed by one of `admins` (by any key, undefined), or why not:
+ * 'unknown admin' for a well-formed one of an admin key not among them.
  */
-export function checkCert(v: unknown, admins?: readonly string[]): { cert: HostCert } | { problem: string } {
-  if (typeof v !== 'object' || v === null) return { problem: 'not a certificate' }
+function checkStatement<T extends 'issuedAt' | 'revokedAt'>(
+  v: unknown,
+  time: T,
+  what: string,
+  message: (host: string, key: string, at: number) => string,
+  admins: readonly string[] | undefined
+): ({ host: string; key: string; admin: string; sig: string } & Record<T, number>) | { problem: string } {
+  if (typeof v !== 'object' || v === null) return { problem: `not a ${what}` }
   const c = v as Record<string, unknown>
+  const at = c[time]
   if (
     !validOrigin(c.host) ||
     !isPublicKeyText(c.key) ||
-    !Number.isSafeInteger(c.issuedAt) ||
+    typeof at !== 'number' ||
+    !Number.isSafeInteger(at) ||
     !isPublicKeyText(c.admin) ||
     typeof c.sig !== 'string' ||
     Object.keys(c).length !== 5
   )
-    return { problem: 'not a certificate (host, key, issuedAt, admin, sig)' }
-  if (admins !== undefined && !admins.includes(c.admin))
-    return { problem: `signed by ${c.admin}, which is not a fleet admin key here` }
-  if (!verifySignature(c.admin, certMessage(c.host, c.key, c.issuedAt as number), c.sig))
-    return { problem: 'its signature does not verify' }
-  return { cert: { host: c.host, key: c.key, issuedAt: c.issuedAt as number, admin: c.admin, sig: c.sig } }
+    return { problem: `not a ${what} (host, key, ${time}, admin, sig)` }
+  if (admins !== undefined && !admins.includes(c.admin)) return { problem: 'unknown admin' }
+  if (!verifySignature(c.admin, message(c.host, c.key, at), c.sig)) return { problem: 'its signature does not verify' }
+  return { host: c.host, key: c.key, [time]: at, admin: c.admin, sig: c.sig } as never
+}
+
+/**
+ * v as a certificate signed by one of `admins` (by any key, undefined), or why not: the shape, the
+ * admin key and the signature are checked, not whom it names (that is the caller's).
+ */
+export function checkCert(v: unknown, admins?: readonly string[]): { cert: HostCert } | { problem: string } {
+  const r = checkStatement(v, 'issuedAt', 'certificate', certMessage, admins)
+  if ('problem' in r)
+    return r.problem === 'unknown admin'
+      ? { problem: `signed by ${(v as HostCert).admin}, which is not a fleet admin key here` }
+      : r
+  return { cert: r }
 }
 
 /** The certificate installed in a data dir, if any (as the file holds it: checked by its readers). */
@@ -114,21 +135,6 @@ export function checkRevocation(
   v: unknown,
   admins: readonly string[]
 ): { revocation: Revocation } | { problem: string } {
-  if (typeof v !== 'object' || v === null) return { problem: 'not a revocation' }
-  const c = v as Record<string, unknown>
-  if (
-    !validOrigin(c.host) ||
-    !isPublicKeyText(c.key) ||
-    !Number.isSafeInteger(c.revokedAt) ||
-    !isPublicKeyText(c.admin) ||
-    typeof c.sig !== 'string' ||
-    Object.keys(c).length !== 5
-  )
-    return { problem: 'not a revocation (host, key, revokedAt, admin, sig)' }
-  if (!admins.includes(c.admin)) return { problem: 'unknown admin' }
-  if (!verifySignature(c.admin, revocationMessage(c.host, c.key, c.revokedAt as number), c.sig))
-    return { problem: 'its signature does not verify' }
-  return {
-    revocation: { host: c.host, key: c.key, revokedAt: c.revokedAt as number, admin: c.admin, sig: c.sig }
-  }
+  const r = checkStatement(v, 'revokedAt', 'revocation', revocationMessage, admins)
+  return 'problem' in r ? r : { revocation: r }
 }
