@@ -200,6 +200,7 @@ export class FactStore {
       ),
       rows: db.prepare('SELECT origin, seq, key, value, sig FROM facts WHERE origin = ? ORDER BY seq'),
       origins: db.prepare('SELECT DISTINCT origin FROM facts'),
+      hasRows: db.prepare('SELECT 1 FROM facts WHERE origin = ? LIMIT 1').pluck(),
       head: db.prepare('SELECT seq, digest, sig FROM heads WHERE origin = ?'),
       setHead: db.prepare(
         'INSERT INTO heads (origin, seq, digest, sig) VALUES (?, ?, ?, ?) ON CONFLICT(origin) DO UPDATE SET ' +
@@ -531,7 +532,23 @@ export class FactStore {
           this.q.setHead!.run(o, h.seq, h.digest, h.sig)
           const fresh = fs.filter(x => x.f.seq > c)
           if (upto <= c) continue // the peer is not ahead of this host for o
-          if (upto === h.seq) {
+          if (upto === h.seq && this.isFirstCopy(o, fresh)) {
+            // all of an origin this host holds nothing of: the page's rows are the ones to hash
+            const digest = rowsDigest(
+              fresh.map(({ f, json }) => ({ seq: f.seq, key: f.key, value: json, sig: f.sig ?? null }))
+            )
+            if (digest !== h.digest) {
+              refuse('digestMismatch')
+              out.changed.push(...this.dropOrigin(o, false))
+              out.resets.push(o)
+              continue
+            }
+            for (const { f, json } of fresh) {
+              this.q.insertNew!.run(o, f.seq, f.key, json, f.sig ?? null, now)
+              out.changed.push({ origin: o, seq: f.seq, key: f.key, value: json === null ? null : f.value, sig: f.sig })
+            }
+            this.q.setCursor!.run(o, upto)
+          } else if (upto === h.seq) {
             // complete up to the head: the origin's rows must then be the ones it signed
             const changed: Fact[] = []
             try {
@@ -643,6 +660,23 @@ export class FactStore {
     this.q.dropHead!.run(o)
     if (key) this.q.dropKey!.run(o)
     return gone.map(r => ({ origin: o, seq: r.seq, key: r.key, value: null }))
+  }
+
+  /**
+   * Whether `fresh` is an origin's first copy here: nothing of it is stored, and the page has each
+   * key once in the order of its seqs (as an origin's since() gives it), so the rows stored from it
+   * will be exactly its facts.
+   */
+  private isFirstCopy(o: string, fresh: Received[]): boolean {
+    if (this.q.hasRows!.get(o) !== undefined) return false
+    const keys = new Set<string>()
+    let seq = 0
+    for (const { f } of fresh) {
+      if (f.seq <= seq || keys.has(f.key)) return false
+      seq = f.seq
+      keys.add(f.key)
+    }
+    return true
   }
 
   private put({ f, json }: Received, now: number, changed: Fact[]): void {
