@@ -9,8 +9,8 @@ export const command: Command = {
 Lists the publisher pinned here as the owner of each image name that no trust.publishers prefix
 covers: the first publisher this host saw publish the name ("host:<id>" for a host's key, or the
 publisher key). Publications of the name by anyone else are not listed (counted in
-fleet.imagesRefused.notOwner). --release forgets a name's owner: the next publication seen owns
-it (a name whose host left the fleet, or moved to another). For names that matter, name their
+fleet.imagesRefused.notOwner). --release forgets a name's owner: the earliest publication of it
+at hand owns it next (a name whose host left the fleet, or moved to another). For names that matter, name their
 publishers in trust.publishers instead: the config decides for every host alike.
 
 Options:

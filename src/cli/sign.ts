@@ -6,7 +6,7 @@ import { acceptanceProblem, signPublication } from '../trust/publications.js'
 export const command: Command = {
   name: 'sign',
   summary: "sign images' publications with a publisher key (default: the host key)",
-  usage: `Usage: vmifs sign <name>... [--sign-key <file>]
+  usage: `Usage: vmifs sign <name>... [--sign-key <file>] [--json]
 
 Signs the publication of images imported here: the statement that the name means this manifest
 (its digest), which every host checks before it lists the image. With --sign-key the signature is
