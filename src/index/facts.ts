@@ -147,13 +147,13 @@ export interface FactStoreOptions {
 /** Thrown in the savepoint of a complete page whose rows do not hash to the head: it rolls back. */
 class DigestMismatch extends Error {}
 
-/** An origin_keys row: the key an origin's facts are verified with, and the certificate that admitted it. */
 /** A fact from a peer, with its value's text (what its origin signed, and what is stored). */
 interface Received {
   f: Fact
   json: string | null
 }
 
+/** An origin_keys row: the key an origin's facts are verified with, and the certificate that admitted it. */
 interface StoredKey {
   key: string
   cert: string | null

@@ -109,7 +109,7 @@ export class FleetImages {
       )
     }
     // the valid publications of each name, with the publisher identity each speaks as
-    const byName = new Map<string, Array<{ p: PublishedImage & Signed; id: string }>>()
+    const byName = new Map<string, { named: boolean; list: Array<{ p: PublishedImage & Signed; id: string }> }>()
     for (const p of all) {
       try {
         validateName(p.name)
@@ -139,14 +139,14 @@ export class FleetImages {
         }
         id = `host:${hosts[0]!}`
       }
-      const list = byName.get(p.name) ?? []
-      list.push({ p: signed, id })
-      byName.set(p.name, list)
+      const entry = byName.get(p.name) ?? { named: named !== undefined, list: [] }
+      entry.list.push({ p: signed, id })
+      byName.set(p.name, entry)
     }
     const best = new Map<string, PublishedImage & Signed>()
-    for (const [name, list] of byName) {
+    for (const [name, { named, list }] of byName) {
       let owned = list
-      if (publishersFor(name, this.trust.prefixes) === undefined) {
+      if (!named) {
         // the first publisher seen owns the name here (the earliest publication of those at hand)
         let owner = this.catalog.nameOwner(name)
         if (owner === undefined) {
@@ -194,11 +194,7 @@ export class FleetImages {
       if (img.origin === null) continue // imported here
       const w = want.get(img.name)
       if (w && w.digest === img.digest && w.sig !== img.publication?.sig)
-        this.catalog.setPublication(img.name, img.digest, {
-          publishedAt: w.publishedAt,
-          publisher: w.publisher,
-          sig: w.sig
-        })
+        this.catalog.setPublication(img.name, img.digest, signedOf(w))
       if (!w || w.digest !== img.digest) {
         if (img.pinned && w) keepPinned.add(img.name)
         this.catalog.removeImage(img.name)
@@ -238,7 +234,7 @@ export class FleetImages {
         pinned: keepPinned.has(w.name) || (this.pinned?.(w.name) ?? false),
         replace: false,
         origin: w.origin,
-        publication: { publishedAt: w.publishedAt, publisher: w.publisher, sig: w.sig }
+        publication: signedOf(w)
       })
       changed = true
     }
@@ -253,6 +249,11 @@ const REASON_TEXT: Record<PublicationRefusal, string> = {
   unknownPublisher: 'its publisher key is neither an admitted host nor named in trust.publishers',
   notOwner: 'another publisher owns the name here (the first seen; vmifs names --release moves it)',
   malformed: 'its name or value is not valid'
+}
+
+/** What the catalog keeps of a listed publication. */
+function signedOf(w: Signed): Signed {
+  return { publishedAt: w.publishedAt, publisher: w.publisher, sig: w.sig }
 }
 
 function zeroCounts(): Record<PublicationRefusal, number> {
