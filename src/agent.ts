@@ -250,6 +250,7 @@ export class Agent extends Resource {
           await source.ensure({ hash, size }, 'replicate')
         },
         expect: (wants, donor) => source.expect(wants, donor),
+        originClient: this.origin,
         stats: this.stats,
         log,
         links: fleet.links,
@@ -433,8 +434,18 @@ export class Agent extends Resource {
         intervalMs: config.replication.intervalMs
       })
       this.replication.start()
-      this.manifests!.watchOrigin(ORIGIN_POLL_MS, imgs =>
-        guard(log, "taking the origin's images", () => this.fleetImages?.setOriginImages(imgs))
+      const publisherKeys = new Set(Object.values(config.trust.publishers).flat())
+      this.manifests!.watchOrigin(
+        ORIGIN_POLL_MS,
+        // the store's writer: an admitted host, or a publisher key of the config
+        st =>
+          publisherKeys.has(st.signer) || this.facts!.hostsOfKey(st.signer, st.cert).length > 0
+            ? undefined
+            : 'not the key of an admitted host or of trust.publishers',
+        imgs => guard(log, "taking the origin's images", () => this.fleetImages?.setOriginImages(imgs)),
+        (digest, model) => {
+          if (this.models?.setPublished(digest, model)) log.info({ digest }, "took the origin's boot profile")
+        }
       )
     }
 
@@ -660,6 +671,7 @@ export class Agent extends Resource {
         factResets: this.sync?.resets ?? 0,
         imagesRefused: this.fleetImages?.refused() ?? {},
         syncDemoted: Object.keys(this.sync?.demoted() ?? {}),
+        ...(this.origin ? { origin: { ...this.origin.state } } : {}),
         inFlight: this.source?.inFlight ?? 0,
         links: Object.fromEntries(
           this.directory!.allLinks().map(l => [

@@ -61,6 +61,9 @@ export type ErrorCode =
   | 'KEY_INVALID'
   | 'KEY_EXISTS'
   | 'CERT_INVALID'
+  | 'ORIGIN_FORMAT_OLD'
+  | 'ORIGIN_STORE_INVALID'
+  | 'ORIGIN_INDEX_INVALID'
 
 export class VmifsError extends Error {
   readonly code: ErrorCode
@@ -201,6 +204,9 @@ export const OUTCOMES: Record<ErrorCode | WireCode, Outcome> = {
   KEY_INVALID: bad(),
   KEY_EXISTS: bad(409),
   CERT_INVALID: bad(),
+  ORIGIN_FORMAT_OLD: bad(409),
+  ORIGIN_STORE_INVALID: later(502),
+  ORIGIN_INDEX_INVALID: later(502),
   UNAUTHORIZED: bad(401),
   BAD_HASH: bad(),
   BAD_DIGEST: bad(),

@@ -1,10 +1,11 @@
 // Manifests by digest, for images published elsewhere (src/index/fleet-images.ts verifies what
 // comes back): from the publishing host first, then any other host of the directory, then the
-// origin store. The origin's list of images (images.json) is watched here too.
+// origin store. The origin's store statement and list of images (images.json) are watched here too.
 import type { HolderDirectory } from '../holders/directory.js'
 import { ORIGIN_ID } from '../holders/directory.js'
 import type { PeerClient } from '../peer/client.js'
 import type { OriginClient } from '../peer/origin-client.js'
+import type { StoreStatement } from '../origin/store.js'
 import type { Logger } from '../util/log.js'
 
 export interface ManifestFetcherDeps {
@@ -47,22 +48,49 @@ export class ManifestFetcher {
   }
 
   /**
-   * Reads the origin's list of images now and every `intervalMs`, handing it on; a list that
-   * cannot be read changes nothing. Nothing happens without an origin.
+   * Reads the origin's store statement (and the indexes and models it names, from a signer
+   * `accepts` takes) and then its list of images, now and every `intervalMs`, handing the list
+   * on; a list that cannot be read changes nothing. A store that cannot be read is logged once
+   * per problem (ORIGIN_FORMAT_OLD for a store of format 1, with the command that converts it).
+   * Nothing happens without an origin.
    */
-  watchOrigin(intervalMs: number, onImages: (images: Record<string, unknown>) => void): void {
+  watchOrigin(
+    intervalMs: number,
+    accepts: (s: StoreStatement) => string | undefined,
+    onImages: (images: Record<string, unknown>) => void,
+    onModel: (digest: string, model: unknown) => void
+  ): void {
     const o = this.d.origin
     if (!o || this.timer) return
-    const poll = (): void => {
-      o.images(AbortSignal.timeout(5000)).then(
-        list => onImages(list),
-        (err: unknown) => {
-          this.d.log.debug({ err: (err as Error).message }, 'origin images.json not available')
-        }
-      )
+    let logged = ''
+    let running = false
+    const poll = async (): Promise<void> => {
+      try {
+        await o.refresh(AbortSignal.timeout(30_000), accepts, onModel)
+        logged = ''
+      } catch (err) {
+        const msg = (err as Error).message
+        const code = (err as { code?: string }).code
+        if (msg !== logged && code !== 'HOLDER_UNREACHABLE')
+          this.d.log.error({ code, err: msg }, 'the origin store serves nothing')
+        else this.d.log.debug({ err: msg }, 'origin store.json not available')
+        logged = msg
+      }
+      try {
+        onImages(await o.images(AbortSignal.timeout(5000)))
+      } catch (err) {
+        this.d.log.debug({ err: (err as Error).message }, 'origin images.json not available')
+      }
     }
-    poll()
-    this.timer = setInterval(poll, intervalMs)
+    const tick = (): void => {
+      if (running) return
+      running = true
+      void poll().finally(() => {
+        running = false
+      })
+    }
+    tick()
+    this.timer = setInterval(tick, intervalMs)
     this.timer.unref()
   }
 

@@ -1,17 +1,51 @@
-// The origin chunk store: static files written by `vmifs publish-store DIR` and served by any
-// web server (nginx in the tests):  <base>/chunks/<hash[0:2]>/<hash>,  <base>/manifests/<digest>,
-// <base>/images.json. The holder of last resort: it has every chunk of the images it lists.
-// It is not a fleet member (often a CDN or a bucket): it gets the headers the config names for it
-// (originHeaders), never the fleet token.
+// The origin store: static files written by `vmifs publish-store DIR` (format 2,
+// manifests/STORE.md) and served by any web server with single-range answers (nginx in the tests):
+// <base>/store.json, <base>/images.json, <base>/manifests/<digest>, <base>/indexes/<digest>,
+// <base>/packs/<id>.pack, <base>/models/<digest>.json. The holder of last resort: it has every
+// chunk of the images it lists. It is not a fleet member (often a CDN or a bucket): it gets the
+// headers the config names for it (originHeaders), never the fleet token.
+// Contract: refresh() reads the signed statement and loads the indexes it names (only from a
+// signer the caller accepts); plan() turns chunks into range requests; fetchRange() gives each
+// chunk of a range decompressed (never more than its indexed size) but unverified: the caller
+// hashes every chunk, as it does a peer's.
+import zlib from 'node:zlib'
+import { promisify } from 'node:util'
 import { Pool } from 'undici'
 import { VmifsError } from '../errors.js'
+import {
+  CODEC_BROTLI,
+  type ChunkLoc,
+  type RangeRequest,
+  type StoreStatement,
+  checkStatement,
+  decodeIndex,
+  oldFormat,
+  planRanges
+} from '../origin/store.js'
+import { blake3 } from '../util/hash.js'
+
+const unbrotli = promisify(zlib.brotliDecompress)
+
+/** What refresh() found. */
+export interface OriginState {
+  format: 1 | 2 | undefined
+  images: number
+  chunks: number
+  /** why the store serves nothing (undefined when it serves) */
+  problem?: string
+}
 
 export class OriginClient {
   private readonly pool: Pool
   private readonly base: string
+  private locs = new Map<string, ChunkLoc>()
+  /** manifest digest → the index digest loaded for it */
+  private loaded = new Map<string, string>()
+  private models = new Map<string, string>()
+  state: OriginState = { format: undefined, images: 0, chunks: 0 }
 
   constructor(
-    url: string,
+    private readonly url: string,
     private readonly headers: Record<string, string> = {}
   ) {
     const u = new URL(url)
@@ -19,14 +53,19 @@ export class OriginClient {
     this.pool = new Pool(u.origin, { connections: 8, keepAliveTimeout: 30_000, connect: { timeout: 3000 } })
   }
 
-  private async get(path: string, signal: AbortSignal, onBytes?: (n: number) => void): Promise<Buffer | null> {
+  private async get(
+    path: string,
+    signal: AbortSignal,
+    onBytes?: (n: number) => void,
+    range?: [number, number]
+  ): Promise<{ status: number; body: Buffer; contentRange?: string; encoding?: string }> {
     let res
     try {
       res = await this.pool.request({
         method: 'GET',
         path: this.base + path,
         signal,
-        headers: this.headers
+        headers: range ? { ...this.headers, range: `bytes=${range[0]}-${range[1] - 1}` } : this.headers
       })
     } catch (err) {
       throw new VmifsError('HOLDER_UNREACHABLE', `origin ${path}: ${(err as Error).message}`, {}, { cause: err })
@@ -36,23 +75,32 @@ export class OriginClient {
       parts.push(c as Buffer)
       onBytes?.((c as Buffer).length)
     }
-    const body = Buffer.concat(parts)
-    if (res.statusCode === 404) return null
-    if (res.statusCode !== 200)
-      throw new VmifsError('HOLDER_BAD_RESPONSE', `origin answered ${res.statusCode} for ${path}`)
-    return body
+    const h = (k: string): string | undefined => {
+      const v = res.headers[k]
+      return Array.isArray(v) ? v[0] : v
+    }
+    return {
+      status: res.statusCode,
+      body: Buffer.concat(parts),
+      contentRange: h('content-range'),
+      encoding: h('content-encoding')
+    }
   }
 
-  chunk(hash: string, signal: AbortSignal, onBytes?: (n: number) => void): Promise<Buffer | null> {
-    return this.get(`/chunks/${hash.slice(0, 2)}/${hash}`, signal, onBytes)
+  private async file(path: string, signal: AbortSignal): Promise<Buffer | null> {
+    const r = await this.get(path, signal)
+    if (r.status === 404) return null
+    if (r.status !== 200) throw new VmifsError('HOLDER_BAD_RESPONSE', `origin answered ${r.status} for ${path}`)
+    return r.body
   }
+
   manifest(digest: string, signal: AbortSignal): Promise<Buffer | null> {
-    return this.get(`/manifests/${digest}`, signal)
+    return this.file(`/manifests/${digest}`, signal)
   }
 
   /** images.json: image name → its signed publication (checked by the caller); {} when there is none. */
   async images(signal: AbortSignal): Promise<Record<string, unknown>> {
-    const b = await this.get('/images.json', signal)
+    const b = await this.file('/images.json', signal)
     if (b === null) return {}
     let v: unknown
     try {
@@ -63,6 +111,134 @@ export class OriginClient {
     if (typeof v !== 'object' || v === null || Array.isArray(v))
       throw new VmifsError('HOLDER_BAD_RESPONSE', 'origin images.json is not an object of images')
     return v as Record<string, unknown>
+  }
+
+  /**
+   * Reads store.json and loads the indexes it names that are not loaded yet. A statement whose
+   * signer `accepts` refuses (it returns why) loads nothing. Calls `onModel` for each published
+   * usage model that is new. Throws ORIGIN_FORMAT_OLD for a store of format 1; otherwise the
+   * problem is kept in `state` and the store serves what it served before.
+   */
+  async refresh(
+    signal: AbortSignal,
+    accepts: (s: StoreStatement) => string | undefined,
+    onModel?: (digest: string, model: unknown) => void
+  ): Promise<OriginState> {
+    const b = await this.file('/store.json', signal)
+    if (b === null) {
+      if ((await this.file('/images.json', signal)) !== null) {
+        this.state = { format: 1, images: 0, chunks: 0, problem: 'format 1' }
+        throw oldFormat(this.url)
+      }
+      this.state = { format: undefined, images: 0, chunks: 0, problem: 'no store.json' }
+      return this.state
+    }
+    let s: StoreStatement
+    try {
+      s = checkStatement(JSON.parse(b.toString()) as unknown)
+    } catch (err) {
+      this.state = { ...this.state, problem: (err as Error).message }
+      throw err instanceof VmifsError ? err : new VmifsError('ORIGIN_STORE_INVALID', 'origin store.json is not JSON')
+    }
+    const why = accepts(s)
+    if (why !== undefined) {
+      this.state = { ...this.state, problem: why }
+      throw new VmifsError('ORIGIN_STORE_INVALID', `origin store.json is signed by ${s.signer}: ${why}`)
+    }
+    const locs = new Map(this.locs)
+    const loaded = new Map<string, string>()
+    let rebuilt = false
+    for (const [digest, img] of Object.entries(s.images)) {
+      if (this.loaded.get(digest) === img.index) {
+        loaded.set(digest, img.index)
+        continue
+      }
+      const ib = await this.file(`/indexes/${digest}`, signal)
+      if (ib === null || blake3(ib).toString('hex') !== img.index)
+        throw new VmifsError(
+          'ORIGIN_INDEX_INVALID',
+          `origin index of ${digest} is missing or does not match store.json`
+        )
+      const ix = decodeIndex(ib)
+      if (ix.manifest !== digest)
+        throw new VmifsError('ORIGIN_INDEX_INVALID', `origin index of ${digest} names manifest ${ix.manifest}`)
+      for (const e of ix.entries) locs.set(e.hash, e)
+      loaded.set(digest, img.index)
+      rebuilt = true
+    }
+    if (loaded.size !== this.loaded.size) rebuilt = true
+    if (rebuilt) {
+      this.locs = locs
+      this.loaded = loaded
+    }
+    for (const [digest, img] of Object.entries(s.images)) {
+      if (img.model === undefined || this.models.get(digest) === img.model || !onModel) continue
+      const mb = await this.file(`/models/${digest}.json`, signal)
+      if (mb === null || blake3(mb).toString('hex') !== img.model) continue
+      try {
+        onModel(digest, JSON.parse(mb.toString()) as unknown)
+        this.models.set(digest, img.model)
+      } catch {
+        // a model that is not JSON is left out
+      }
+    }
+    this.state = { format: 2, images: loaded.size, chunks: this.locs.size }
+    return this.state
+  }
+
+  /** Where the store keeps a chunk, if any index names it. */
+  locate(hash: string): ChunkLoc | undefined {
+    return this.locs.get(hash)
+  }
+
+  /** The range requests that bring `hashes` (planRanges), and the hashes no index names. */
+  plan(hashes: Iterable<string>, gapBytes: number, maxBytes: number): { ranges: RangeRequest[]; unknown: string[] } {
+    const known: Array<{ hash: string; loc: ChunkLoc }> = []
+    const unknown: string[] = []
+    for (const hash of hashes) {
+      const loc = this.locs.get(hash)
+      if (loc) known.push({ hash, loc })
+      else unknown.push(hash)
+    }
+    return { ranges: planRanges(known, gapBytes, maxBytes), unknown }
+  }
+
+  /**
+   * One range request: each chunk of the range as its bytes (decompressed, at most its indexed
+   * size, unverified); a chunk that does not decompress to its size is left out.
+   */
+  async fetchRange(r: RangeRequest, signal: AbortSignal, onBytes?: (n: number) => void): Promise<Map<string, Buffer>> {
+    const path = `/packs/${r.pack}.pack`
+    const res = await this.get(path, signal, onBytes, [r.start, r.end])
+    if (res.status === 404) return new Map()
+    if (res.status !== 206)
+      throw new VmifsError(
+        'HOLDER_BAD_RESPONSE',
+        `origin answered ${res.status} to a range request for ${path}` +
+          (res.status === 200 ? ' (the server ignores Range: it must answer single ranges)' : '')
+      )
+    if (res.encoding !== undefined && res.encoding !== 'identity')
+      throw new VmifsError('HOLDER_BAD_RESPONSE', `origin sent ${path} with content-encoding ${res.encoding}`)
+    const m = /^bytes (\d+)-(\d+)\//.exec(res.contentRange ?? '')
+    if (!m || Number(m[1]) !== r.start || res.body.length !== r.end - r.start)
+      throw new VmifsError('HOLDER_BAD_RESPONSE', `origin answered ${path} with another range (${res.contentRange})`)
+    const out = new Map<string, Buffer>()
+    await Promise.all(
+      r.chunks.map(async ({ hash, loc }) => {
+        const stored = res.body.subarray(loc.offset - r.start, loc.offset - r.start + loc.stored)
+        if (loc.codec !== CODEC_BROTLI) {
+          out.set(hash, Buffer.from(stored)) // a copy: the range's buffer is not kept alive by one chunk
+          return
+        }
+        try {
+          const data = await unbrotli(stored, { maxOutputLength: loc.size })
+          if (data.length === loc.size) out.set(hash, data)
+        } catch {
+          // more than its size, or not brotli: the caller counts it as a bad answer
+        }
+      })
+    )
+    return out
   }
 
   async close(): Promise<void> {

@@ -2,7 +2,8 @@
 // plans the copy of an image onto itself (planTransfer over the chunks it lacks, grouped by the
 // donors holding them), then pulls every donor's share in parallel — per donor a few concurrent
 // streams of batched requests (`POST /v1/chunks`, up to 64 chunks each: the seed's write
-// coalescing), brotli-compressed on the wire when that pays — verifies every chunk against its
+// coalescing), brotli-compressed on the wire when that pays; the origin store's share as range
+// requests over its packs (compressed where they are stored so) — verifies every chunk against its
 // BLAKE3 name, stores it pinned, pins the image in the catalog (eviction never drops a replica)
 // and announces the holdings at once. It reports per donor the bytes, wire bytes and time, and
 // the makespan against the plan's prediction.
@@ -20,7 +21,8 @@ import type { HolderDirectory } from '../holders/directory.js'
 import { ORIGIN_ID } from '../holders/directory.js'
 import type { PeerClient } from '../peer/client.js'
 import type { Expected } from '../fetcher/source.js'
-import { timedRequest } from '../fetcher/holder-batcher.js'
+import { MAX_RANGE, gapBytes, timedRequest } from '../fetcher/holder-batcher.js'
+import type { OriginClient } from '../peer/origin-client.js'
 import { MAX_BATCH, brotliQualityFor } from '../peer/wire.js'
 import type { Stats } from '../stats/stats.js'
 import { blake3 } from '../util/hash.js'
@@ -117,6 +119,8 @@ export interface ReplicatorDeps {
   log: Logger
   links: Record<string, { price?: number; bandwidthBps?: number; rttMs?: number }>
   origin?: string
+  /** the origin store's client, when the fleet has one: its share travels as range requests */
+  originClient?: OriginClient
   alpha: number
   sigma: number
   timeoutMs: number
@@ -224,51 +228,71 @@ export class Replicator {
           failed: 0
         }
         const info = d.directory.host(share.donor)
-        if (share.donor === ORIGIN_ID || !info) {
-          // the origin store serves single chunks only: the fetcher does it (it may pick a host)
+        const origin = share.donor === ORIGIN_ID ? d.originClient : undefined
+        if (!info || (share.donor === ORIGIN_ID && !origin)) {
+          // nobody to ask: the fetcher does it (it may pick another holder)
           leftovers.push(...share.chunks)
           r.failed = share.chunks.length
           return r
         }
-        const client = d.client(info.endpoint)
         const link = d.directory.link(share.donor)
-        // more compression costs the donor's CPU and time for fewer bytes: worth it when price
-        // weighs more than time (α < 0.5) and the link is thin enough for it to outrun the link
-        const quality =
-          alpha >= 0.5 ? 1 : brotliQualityFor(donors.find(x => x.id === share.donor)?.bandwidthBps ?? link.bandwidthBps)
         const hs = d.stats.holder(share.donor)
-        const batches: string[][] = []
-        for (let i = 0; i < share.chunks.length; i += MAX_BATCH) batches.push(share.chunks.slice(i, i + MAX_BATCH))
+        // each batch: the chunks of one request and how to make it. To a host: MAX_BATCH chunks,
+        // brotli-compressed by the donor; to the origin: one range request over a pack
+        let batches: Array<{ chunks: string[]; get: (onBytes: (n: number) => void) => Promise<Array<Buffer | null>> }>
+        const signal = (): AbortSignal => AbortSignal.timeout(Math.max(d.timeoutMs, 30_000))
+        if (origin) {
+          const { ranges, unknown } = origin.plan(share.chunks, gapBytes(link), MAX_RANGE)
+          leftovers.push(...unknown)
+          r.failed += unknown.length
+          batches = ranges.map(rg => ({
+            chunks: rg.chunks.map(c => c.hash),
+            get: async onBytes => {
+              const got = await origin.fetchRange(rg, signal(), onBytes)
+              return rg.chunks.map(c => got.get(c.hash) ?? null)
+            }
+          }))
+        } else {
+          const client = d.client(info.endpoint)
+          // more compression costs the donor's CPU and time for fewer bytes: worth it when price
+          // weighs more than time (α < 0.5) and the link is thin enough for it to outrun the link
+          const quality =
+            alpha >= 0.5
+              ? 1
+              : brotliQualityFor(donors.find(x => x.id === share.donor)?.bandwidthBps ?? link.bandwidthBps)
+          batches = []
+          for (let i = 0; i < share.chunks.length; i += MAX_BATCH) {
+            const chunks = share.chunks.slice(i, i + MAX_BATCH)
+            batches.push({
+              chunks,
+              get: async onBytes =>
+                await client.chunks(chunks, signal(), onBytes, { compress: req.compress ?? true, quality })
+            })
+          }
+        }
         let next = 0
         const worker = async (): Promise<void> => {
           while (next < batches.length) {
             const batch = batches[next++]!
             r.requests++
             const expected = d.expect?.(
-              batch.map(h => ({ hash: h, size: sizes.get(h) ?? 0 })),
+              batch.chunks.map(h => ({ hash: h, size: sizes.get(h) ?? 0 })),
               share.donor
             )
             const given = new Map<string, Buffer>()
             try {
               await fetchBatch(batch, given)
             } finally {
-              for (const h of batch) expected?.settle(h, given.get(h) ?? null)
+              for (const h of batch.chunks) expected?.settle(h, given.get(h) ?? null)
             }
           }
         }
-        const fetchBatch = async (batch: string[], given: Map<string, Buffer>): Promise<void> => {
+        const fetchBatch = async (b: (typeof batches)[number], given: Map<string, Buffer>): Promise<void> => {
+          const batch = b.chunks
           let got: Array<Buffer | null>
           let wire: number
           try {
-            ;({ value: got, wire } = await timedRequest(
-              link,
-              hs,
-              async onBytes =>
-                await client.chunks(batch, AbortSignal.timeout(Math.max(d.timeoutMs, 30_000)), onBytes, {
-                  compress: req.compress ?? true,
-                  quality
-                })
-            ))
+            ;({ value: got, wire } = await timedRequest(link, hs, b.get))
           } catch (err) {
             d.log.warn(
               { donor: share.donor, chunks: batch.length, err: (err as Error).message },

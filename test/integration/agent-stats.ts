@@ -44,6 +44,8 @@ export interface FleetSnapshot {
   factResets: number
   /** peers not pulled from now: they sent facts their origins did not sign */
   syncDemoted: string[]
+  /** with an origin store: what this host read of it */
+  origin?: { format?: number; images: number; chunks: number; problem?: string }
   inFlight: number
   links: Record<string, LinkSnapshot>
 }

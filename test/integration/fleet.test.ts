@@ -6,6 +6,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { request } from 'undici'
 import { Fleet, TOKEN, delayProxy, faultyProxy } from './fleet.js'
 import { admitHost } from './admit.js'
+import { startNginx } from '../helpers/nginx.js'
 import { dropPages, makeImage, nodeJson, run, vmifs } from './harness.js'
 
 /** Distinct data bytes of an image (what a cold host must fetch at most). */
@@ -264,44 +265,11 @@ test.serial('the origin store behind nginx serves a host nobody else can, never 
   list.copy = list.disk!
   fs.writeFileSync(listFile, JSON.stringify(list))
   // a real nginx serving the store as static files
-  const port = f.host('a').port
-  const conf = path.join(f.dir, 'nginx.conf')
-  fs.writeFileSync(
-    conf,
-    `daemon off; user root; worker_processes 1; pid ${f.dir}/nginx.pid; error_log ${f.dir}/nginx.err;
-events { worker_connections 64; }
-http { log_format creds '$http_authorization|$http_x_store_key'; access_log ${f.dir}/nginx.access creds;
-  client_body_temp_path ${f.dir}/nb; proxy_temp_path ${f.dir}/np;
-  fastcgi_temp_path ${f.dir}/nf; uwsgi_temp_path ${f.dir}/nu; scgi_temp_path ${f.dir}/ns;
-  server { listen 127.0.0.1:${port}; location /store/ { alias ${store}/; } } }`
-  )
-  const bin = ['/usr/sbin/nginx', '/usr/bin/nginx'].find(b => fs.existsSync(b))
-  if (!bin) throw new Error('nginx is not installed (scripts/ensure-system.sh installs it for tests)')
-  const nginx = spawn(bin, ['-c', conf, '-p', f.dir], { stdio: ['ignore', 'ignore', 'pipe'] })
-  let nginxErr = ''
-  nginx.stderr.on('data', (d: Buffer) => {
-    nginxErr += d.toString()
-  })
-  t.teardown(() => {
-    nginx.kill('SIGTERM')
-  })
-  for (let i = 0; ; i++) {
-    const ok = await request(`http://127.0.0.1:${port}/store/images.json`).then(
-      async r => {
-        await r.body.dump()
-        return r.statusCode === 200
-      },
-      () => false
-    )
-    if (ok) break
-    if (i > 100) throw new Error(`nginx did not start: ${nginxErr}`)
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-  // D has no peers: only the origin
+  const ngx = await startNginx(t, f.dir, store, f.host('a').port)
   // D has no peers: only the origin, with a credential of its own for it
   await f.start('d', {
     listen: false,
-    extra: ['--origin', `http://127.0.0.1:${port}/store`],
+    extra: ['--origin', ngx.url],
     config: { originHeaders: { 'X-Store-Key': 'store-credential' } }
   })
   await f.waitFor('the image on d', () => fs.existsSync(f.image('d', 'disk')))
@@ -312,15 +280,33 @@ http { log_format creds '$http_authorization|$http_x_store_key'; access_log ${f.
   t.like(s.fleet!.imagesRefused, { unsigned: 1, badSignature: 1 })
   t.true(s.fetch.byHolder.origin!.bytes > 0)
   t.is(s.fetch.bytes, s.fetch.byHolder.origin!.bytes)
-  // every request D made (images.json, the manifest, chunks) carried the origin's credential, none the fleet token
-  const lines = fs.readFileSync(path.join(f.dir, 'nginx.access'), 'utf8').trim().split('\n')
-  const fromD = lines.filter(l => l.endsWith('|store-credential'))
-  t.true(fromD.length >= 3, lines.join('\n'))
+  // every request D made (store.json, images.json, the manifest, index, packs) carried the
+  // origin's credential, none the fleet token
+  const lines = ngx.log()
+  const creds = lines.map(l => l.split('|').slice(0, 2).join('|'))
+  t.true(creds.length >= 5, lines.join('\n'))
   t.false(
     lines.some(l => l.includes(TOKEN)),
     'the fleet token reached the origin store'
   )
-  t.deepEqual(new Set(fromD), new Set(['-|store-credential']))
+  t.deepEqual(new Set(creds), new Set(['-|store-credential']))
+  // chunks came as range requests over packs: far fewer requests than chunks
+  const ranges = lines.filter(l => l.includes('/packs/'))
+  t.true(
+    ranges.every(l => /\|bytes=\d+-\d+\|206\|/.test(l)),
+    ranges.join('\n')
+  )
+  const chunks = new Set(
+    (
+      JSON.parse(vmifs(['manifest', 'disk', '--data-dir', f.host('a').data]).stdout) as {
+        chunks: Array<{ hash?: string }>
+      }
+    ).chunks
+      .map(c => c.hash)
+      .filter(Boolean)
+  ).size
+  t.is(s.fetch.byHolder.origin!.requests, ranges.length)
+  t.true(ranges.length * 4 < chunks, `${ranges.length} range requests for ${chunks} chunks`)
 })
 
 test.serial('peers can talk over TLS (cert, key and the fleet CA in the config)', async t => {

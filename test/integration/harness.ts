@@ -94,6 +94,11 @@ export class AgentProcess {
     )
   }
 
+  /** What the agent printed on standard output so far (its log lines). */
+  get output(): string {
+    return this.out
+  }
+
   /** The ready line the agent printed (endpoint, pid, …). */
   get info(): { endpoint: string | null; hostId: string; pid: number } {
     const line = this.out.split('\n').find(l => l.includes('"event":"ready"'))
