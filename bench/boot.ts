@@ -16,8 +16,11 @@
 // killed with kill -9 5 s into the boot and started again) — these two for the vmifs tools, each
 // boot checked for I/O errors on the guest's console. --repeat N boots each row N times and
 // reports the median. Tools (--tools, default all): local, copy, nbdkit, httpfs2, qemu-http,
-// rclone, vmifs, vmifs-model, vmifs-hint.
+// rclone, vmifs, vmifs-model, vmifs-hint, vmifs-origin, vmifs-origin-model.
 // vmifs-model: A booted boot-a once from its own mount, so the fleet's usage model has a session;
+// vmifs-origin: C's only source is an origin store (`vmifs publish-store` of A's images, served by
+// the same nginx on A through the same delay proxy as the competitors); vmifs-origin-model: the
+// same store with the boot profile of A's boot of boot-a published (`--with-models`);
 // vmifs-hint: a hint exported (`vmifs hint export`) while a VM that booted boot-a from a vmifs mount
 // runs, imported on C (`vmifs hint import`) just before qemu starts. Both templates are kept under
 // /var/tmp/vmifs-bench/bootable/vmifs-templates (rebuilt when the images change).
@@ -110,7 +113,8 @@ const SETTINGS: Setting[] = [
   }
 ]
 const COMPETITORS = ['nbdkit', 'httpfs2', 'qemu-http', 'rclone'] as const
-const VMIFS_TOOLS = ['vmifs', 'vmifs-model', 'vmifs-hint'] as const
+const VMIFS_TOOLS = ['vmifs', 'vmifs-model', 'vmifs-hint', 'vmifs-origin', 'vmifs-origin-model'] as const
+const ORIGIN_TOOLS: readonly string[] = ['vmifs-origin', 'vmifs-origin-model']
 const ALL_TOOLS = ['local', 'copy', ...COMPETITORS, ...VMIFS_TOOLS]
 const TOOL_LABEL: Record<string, string> = {
   local: 'local copy (no network)',
@@ -121,7 +125,9 @@ const TOOL_LABEL: Record<string, string> = {
   rclone: 'rclone mount, --vfs-cache-mode full',
   vmifs: 'vmifs, no model',
   'vmifs-model': 'vmifs, learned model',
-  'vmifs-hint': 'vmifs, migration hint'
+  'vmifs-hint': 'vmifs, migration hint',
+  'vmifs-origin': 'vmifs, origin store only, no model',
+  'vmifs-origin-model': 'vmifs, origin store only, published boot profile'
 }
 
 interface VmifsNumbers {
@@ -146,6 +152,8 @@ interface Row {
   seconds: number
   /** bytes received by C's network interface during the reported boot */
   rxBytes: number
+  /** HTTP requests nginx on A answered during the reported boot (the tools that read nginx) */
+  requests?: number
   note?: string
   error?: string
   vmifs?: VmifsNumbers
@@ -442,6 +450,33 @@ export async function main(args: string[]): Promise<void> {
       detach(mnt)
       fs.writeFileSync(path.join(TEMPLATES, 'a1', '.done'), '')
     }
+    // the origin stores: A's images published as vmifs publish-store writes them (from copies of
+    // the templates: publishing signs and records in the data dir), the second with the boot profile
+    const wantsOrigin = toolNames.some(t => ORIGIN_TOOLS.includes(t))
+    const www = path.join(dir, 'www')
+    fs.mkdirSync(www)
+    if (wantsOrigin)
+      for (const [template, store, extra] of [
+        ['a0', 'store', []],
+        ['a1', 'store-model', ['--with-models']]
+      ] as const) {
+        if (store === 'store-model' && !toolNames.includes('vmifs-origin-model')) continue
+        if (!fs.existsSync(path.join(TEMPLATES, template))) continue
+        const copy = path.join(dir, `pub-${template}`)
+        sh('cp', ['-a', path.join(TEMPLATES, template), copy])
+        admitHost(copy, 'a')
+        const t0 = performance.now()
+        const out = spawnSync(
+          process.execPath,
+          [VMIFS, 'publish-store', path.join(www, store), '--data-dir', copy, ...extra],
+          { encoding: 'utf8' }
+        )
+        if (out.status !== 0) throw new Error(`publish-store: ${out.stderr}`)
+        log(
+          `${store}: ${out.stderr.trim().split('\n').pop() ?? ''} in ${((performance.now() - t0) / 1000).toFixed(1)} s`
+        )
+        fs.rmSync(copy, { recursive: true, force: true })
+      }
     const hintFile = path.join(TEMPLATES, 'hint.json')
     if (wantsHint && hintCli && !fs.existsSync(hintFile)) {
       log(
@@ -464,8 +499,6 @@ export async function main(args: string[]): Promise<void> {
 
     // A's web server for the competitors: nginx serving the images (autoindex for rclone's listing;
     // Accept-Ranges on 206 answers too, which httpfs2 insists on and nginx leaves out)
-    const www = path.join(dir, 'www')
-    fs.mkdirSync(www)
     for (const img of ['boot-a', 'boot-b']) fs.symlinkSync(localImg(img as ImageName), path.join(www, `${img}.img`))
     const ngx = path.join(dir, 'nginx')
     fs.mkdirSync(ngx)
@@ -474,7 +507,8 @@ export async function main(args: string[]): Promise<void> {
       [
         `daemon off; user root; worker_processes 1; pid ${ngx}/nginx.pid; error_log ${ngx}/error.log;`,
         'events { worker_connections 256; }',
-        `http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/b; proxy_temp_path ${ngx}/p;` +
+        `http { access_log ${ngx}/access.log; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/b;` +
+          ` proxy_temp_path ${ngx}/p;` +
           ` fastcgi_temp_path ${ngx}/f; uwsgi_temp_path ${ngx}/u; scgi_temp_path ${ngx}/s;`,
         '  types { application/octet-stream img; } keepalive_requests 100000;',
         `  server { listen ${addrA}:8080; location / { root ${www}; autoindex on; autoindex_exact_size on;` +
@@ -483,6 +517,14 @@ export async function main(args: string[]): Promise<void> {
       ].join('\n')
     )
     spawnIn(nsA, ['/usr/sbin/nginx', '-c', path.join(ngx, 'nginx.conf'), '-p', ngx])
+    /** requests nginx logged so far */
+    const nginxRequests = (): number => {
+      try {
+        return fs.readFileSync(path.join(ngx, 'access.log'), 'utf8').split('\n').length - 1
+      } catch {
+        return 0
+      }
+    }
 
     let localSeconds = NaN
     let copyMeasured: { copy: number; boot: number; rate: number } | undefined
@@ -624,27 +666,46 @@ export async function main(args: string[]): Promise<void> {
                     const img = images[i]!
                     const last = i === images.length - 1
                     const rx0 = rxBytes(nsC)
+                    const q0 = nginxRequests()
                     if (replay) {
                       const f = await sess.file!(img)
                       const r = await replayTrace(f, speed, spawnIn)
-                      if (last) Object.assign(row, { ok: true, seconds: r.seconds, rxBytes: rxBytes(nsC) - rx0 })
+                      if (last)
+                        Object.assign(row, {
+                          ok: true,
+                          seconds: r.seconds,
+                          rxBytes: rxBytes(nsC) - rx0,
+                          requests: nginxRequests() - q0
+                        })
                     } else {
                       log(`${tool}: boot ${img}`)
                       const r = await boot(img, await sess.drive(img), nsC)
                       if (!r.ok) throw new Error(r.error)
-                      if (last) Object.assign(row, { ok: true, seconds: r.seconds, rxBytes: rxBytes(nsC) - rx0 })
+                      if (last)
+                        Object.assign(row, {
+                          ok: true,
+                          seconds: r.seconds,
+                          rxBytes: rxBytes(nsC) - rx0,
+                          requests: nginxRequests() - q0
+                        })
                     }
                   }
                 } finally {
                   await sess.close()
                 }
               } else {
-                // vmifs: A holds the images; C is a fresh agent pulling the table from A through the proxy
+                // vmifs: A holds the images; C is a fresh agent pulling the table from A through the
+                // proxy. vmifs-origin*: C's only source is the origin store behind nginx on A
                 if (tool === 'vmifs-hint' && (!hintCli || st.kind !== 'cold')) continue toolLoop
-                await ensureA(tool === 'vmifs-model' ? 'a1' : 'a0', tag)
+                const fromOrigin = ORIGIN_TOOLS.includes(tool)
+                if (fromOrigin && st.kind !== 'cold') continue toolLoop
+                if (fromOrigin) await stopA()
+                else await ensureA(tool === 'vmifs-model' ? 'a1' : 'a0', tag)
                 const dataC = path.join(dir, `c-data-${tag}-${run}`)
                 const mntC = path.join(dir, `c-mnt-${tag}-${run}`)
-                const cArgs = ['--peer', `http://${addrA}:7071`]
+                const cArgs = fromOrigin
+                  ? ['--origin', `${ctx.url}/${tool === 'vmifs-origin-model' ? 'store-model' : 'store'}`]
+                  : ['--peer', `http://${addrA}:7071`]
                 let c = await startAgent(nsC, 'c', dataC, mntC, cArgs)
                 try {
                   await waitFor(
@@ -655,7 +716,7 @@ export async function main(args: string[]): Promise<void> {
                     30_000
                   )
                   await sleep(1000) // holdings follow the image facts
-                  if (tool === 'vmifs-model')
+                  if (tool === 'vmifs-model' || tool === 'vmifs-origin-model')
                     await waitFor(
                       'C seeing the model',
                       () => Number(readStats(mntC).images?.['boot-a']?.modelSessions ?? 0) >= 1,
@@ -666,6 +727,7 @@ export async function main(args: string[]): Promise<void> {
                     const last = i === images.length - 1
                     const s0 = readStats(mntC)
                     const rx0 = rxBytes(nsC)
+                    const q0 = nginxRequests()
                     if (tool === 'vmifs-hint')
                       sh(process.execPath, [VMIFS, 'hint', 'import', hintFile, '--data-dir', dataC])
                     const f = path.join(mntC, 'images', img)
@@ -707,6 +769,7 @@ export async function main(args: string[]): Promise<void> {
                         ok: true,
                         seconds,
                         rxBytes: rxBytes(nsC) - rx0,
+                        ...(fromOrigin ? { requests: nginxRequests() - q0 } : {}),
                         // (a successor's counters start at zero: no figures across a takeover or a crash)
                         vmifs: disturbed ? undefined : vmifsDelta(s0, readStats(mntC), img)
                       })
@@ -858,6 +921,7 @@ function printReport(rows: Row[], settings: Setting[], replay: boolean, speed: n
       `${replay ? 'replay' : 'boot'} time`,
       'best lazy reader ÷ this',
       'received by C (MiB)',
+      'HTTP requests',
       'vmifs fetched (MiB)',
       'vmifs read (MiB)',
       'fetched ÷ read',
@@ -866,7 +930,7 @@ function printReport(rows: Row[], settings: Setting[], replay: boolean, speed: n
       'wasted ÷ fetched'
     ]
     p(`| ${header.join(' | ')} |`)
-    p('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    p('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
     for (const r of rs) {
       const v = r.vmifs
       const speedup = best && r.ok ? `${(best.seconds / r.seconds).toFixed(2)}×` : '—'
@@ -875,6 +939,7 @@ function printReport(rows: Row[], settings: Setting[], replay: boolean, speed: n
         r.ok ? fmtS(r.seconds) : `failed: ${r.error ?? ''}`,
         speedup,
         fmtMiB(r.rxBytes),
+        r.requests === undefined ? '—' : String(r.requests),
         fmtMiB(v?.fetchBytes),
         fmtMiB(v?.readBytes),
         v && v.readBytes > 0 ? (v.fetchBytes / v.readBytes).toFixed(2) : '—',
@@ -890,6 +955,8 @@ function printReport(rows: Row[], settings: Setting[], replay: boolean, speed: n
   p(
     '\n"received by C": bytes into the cold host\'s network interface during the reported boot ' +
       '(all traffic: HTTP, NBD-over-HTTP, the vmifs table). ' +
+      '"HTTP requests": requests nginx on A answered during the boot (for vmifs from the origin store: ' +
+      'its range requests and its polls of store.json and images.json). ' +
       '"vmifs read": bytes the agent returned to FUSE reads (the kernel page cache answers re-reads). ' +
       'Prefetch waste (bytes of prefetched chunks the session never read, over all bytes fetched) ' +
       'is counted when the read session ends.'
