@@ -594,9 +594,10 @@ export async function main(args: string[]): Promise<void> {
         st.kind === 'sibling' ? ['boot-b', 'boot-a'] : st.kind === 'warm' ? ['boot-a', 'boot-a'] : ['boot-a']
 
       const disturbed = st.kind === 'takeover' || st.kind === 'crash'
-      toolLoop: for (const tool of toolNames) {
-        if (disturbed && !(VMIFS_TOOLS as readonly string[]).includes(tool) && tool !== 'local') continue
-        for (let run = 1; run <= repeat; run++)
+      // runs in turns (every tool once, then every tool again): the machine's pace drifts
+      for (let run = 1; run <= repeat; run++)
+        toolLoop: for (const tool of toolNames) {
+          if (disturbed && !(VMIFS_TOOLS as readonly string[]).includes(tool) && tool !== 'local') continue
           for (let attempt = 1; attempt <= 2; attempt++) {
             const row: Row = { setting: st.name, tool, ok: false, seconds: NaN, rxBytes: NaN }
             const tag = `${st.name}-${tool}`
@@ -605,18 +606,12 @@ export async function main(args: string[]): Promise<void> {
               proxyDeaths = []
               if (tool === 'local') {
                 if (replay) continue toolLoop
-                if (Number.isNaN(localSeconds)) {
-                  log('local: boot from the image file on local disk')
-                  const r = await boot('boot-a', `file=${localImg('boot-a')},format=raw`, nsC)
-                  if (r.ok) localSeconds = r.seconds
-                  row.error = r.error
-                }
-                Object.assign(row, {
-                  ok: Number.isFinite(localSeconds),
-                  seconds: localSeconds,
-                  rxBytes: 0,
-                  note: 'measured once, shown in every setting'
-                })
+                // booted in every run of every setting, in turn with the others: the reference
+                // the ratios are taken against drifts with the machine
+                log('local: boot from the image file on local disk')
+                const r = await boot('boot-a', `file=${localImg('boot-a')},format=raw`, nsC)
+                if (r.ok) localSeconds = r.seconds
+                Object.assign(row, { ok: r.ok, seconds: r.ok ? r.seconds : NaN, rxBytes: 0, error: r.error })
               } else if (tool === 'copy') {
                 if (replay || st.kind !== 'cold' || run > 1) continue toolLoop
                 if (copyMeasured === undefined && st.rateMbit === 100) {
@@ -803,7 +798,7 @@ export async function main(args: string[]): Promise<void> {
             fs.writeFileSync(path.join('/var/tmp', `vmifs-boot-bench-rows.json`), JSON.stringify(rows, null, 1))
             break
           }
-      }
+        }
       await stopA()
       for (const p of proxies) await stopChild(p)
     }
@@ -915,11 +910,13 @@ function printReport(rows: Row[], settings: Setting[], replay: boolean, speed: n
     if (rs.length === 0) continue
     const comp = rs.filter(r => (COMPETITORS as readonly string[]).includes(r.tool) && r.ok)
     const best = comp.length === 0 ? undefined : comp.reduce((a, b) => (a.seconds <= b.seconds ? a : b))
+    const local = rs.find(r => r.tool === 'local')
     p(`\n### ${st.name}: ${st.label}\n`)
     const header = [
       'tool',
       `${replay ? 'replay' : 'boot'} time`,
       'best lazy reader ÷ this',
+      'this ÷ local',
       'received by C (MiB)',
       'HTTP requests',
       'vmifs fetched (MiB)',
@@ -930,7 +927,7 @@ function printReport(rows: Row[], settings: Setting[], replay: boolean, speed: n
       'wasted ÷ fetched'
     ]
     p(`| ${header.join(' | ')} |`)
-    p('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    p('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
     for (const r of rs) {
       const v = r.vmifs
       const speedup = best && r.ok ? `${(best.seconds / r.seconds).toFixed(2)}×` : '—'
@@ -938,6 +935,7 @@ function printReport(rows: Row[], settings: Setting[], replay: boolean, speed: n
         `${TOOL_LABEL[r.tool] ?? r.tool}${r === best ? ' (best lazy reader)' : ''}${r.computed ? ' (computed)' : ''}`,
         r.ok ? fmtS(r.seconds) : `failed: ${r.error ?? ''}`,
         speedup,
+        local && local.ok && r.ok && r !== local ? `${(r.seconds / local.seconds).toFixed(2)}×` : '—',
         fmtMiB(r.rxBytes),
         r.requests === undefined ? '—' : String(r.requests),
         fmtMiB(v?.fetchBytes),

@@ -1,9 +1,12 @@
-// `npm run bench -- cold-read [--size-mib N] [--rate-mbit R] [--rtt-ms a,b,…]`
+// `npm run bench -- cold-read [--size-mib N] [--rate-mbit R] [--rtt-ms a,b,…] [--sources peer,origin]`
 // A cold host C reads an image that only A holds, over a link shaped with tc tbf (network
 // namespaces, veth, bridge) and with RTT added by the userspace delay proxy (netem is not
-// available here). Two patterns per RTT: a sequential read of the whole image, and a boot-like
-// scattered read (files of 4 KiB–1 MiB read through in 128 KiB requests). Reported: time against
-// the link-rate bound (bytes needed / link rate), and bytes fetched over distinct bytes read.
+// available here). The source is A's agent (peer) or an origin store on A (`vmifs publish-store`
+// of A's data dir, served by nginx; origin), C's only source. Three patterns per RTT and source:
+// a sequential read of the whole image, the files a real boot reads, and a boot-like scattered
+// read (files of 4 KiB–1 MiB read through in 128 KiB requests). Reported: time against the
+// link-rate bound (bytes needed / link rate) and against the wire bound (bytes C received / link
+// rate: the store's compression makes it the smaller), and bytes fetched over distinct bytes read.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
@@ -26,6 +29,8 @@ export async function main(args: string[]): Promise<void> {
   const mib = Number(takeOption(args, '--size-mib') ?? 256)
   const rateMbit = Number(takeOption(args, '--rate-mbit') ?? 100)
   const rtts = (takeOption(args, '--rtt-ms') ?? '0,20').split(',').map(Number)
+  const sources = (takeOption(args, '--sources') ?? 'peer,origin').split(',')
+  for (const s of sources) if (s !== 'peer' && s !== 'origin') throw new Error(`--sources: peer or origin, not ${s}`)
   const dir = fs.mkdtempSync('/var/tmp/vmifs-bench-cold-')
   const net = createFleetNet({ hosts: ['a', 'c'], prefix: `cold${process.pid % 10000}` })
   const children: ChildProcess[] = []
@@ -67,6 +72,16 @@ export async function main(args: string[]): Promise<void> {
     const realDistinct = distinctBytes(shuffled)
     const cfg = path.join(dir, 'config.json')
     fs.writeFileSync(cfg, JSON.stringify({ token: TOKEN, syncIntervalMs: 200, trust: TRUST }))
+    // the origin store: A's images as publish-store writes them, served by nginx on A (port 8080)
+    admitHost(dataA, 'a')
+    const www = path.join(dir, 'www')
+    if (sources.includes('origin')) {
+      const pub = spawnSync(process.execPath, [VMIFS, 'publish-store', path.join(www, 'store'), '--data-dir', dataA], {
+        encoding: 'utf8'
+      })
+      if (pub.status !== 0) throw new Error(`publish-store: ${pub.stderr}`)
+      process.stderr.write(`cold-read: ${pub.stderr.trim().split('\n').pop() ?? ''}\n`)
+    }
     const inNs = (h: string, argv: string[]): ChildProcess => {
       const c = spawn('nsenter', [`--net=/run/netns/${net.ns(h)}`, ...argv], {
         stdio: ['ignore', 'pipe', 'inherit'],
@@ -77,7 +92,7 @@ export async function main(args: string[]): Promise<void> {
     }
     const agent = async (h: string, data: string, mnt: string, extra: string[]): Promise<ChildProcess> => {
       fs.mkdirSync(mnt, { recursive: true })
-      admitHost(data, h)
+      if (data !== dataA) admitHost(data, h)
       const c = inNs(h, [
         process.execPath,
         VMIFS,
@@ -96,12 +111,26 @@ export async function main(args: string[]): Promise<void> {
       return c
     }
     const rows: string[] = []
+    if (sources.includes('origin')) {
+      const ngx = path.join(dir, 'nginx')
+      fs.mkdirSync(ngx)
+      fs.writeFileSync(
+        path.join(ngx, 'nginx.conf'),
+        `daemon off; user root; worker_processes 1; pid ${ngx}/nginx.pid; error_log ${ngx}/error.log;\n` +
+          'events { worker_connections 256; }\n' +
+          `http { access_log off; sendfile on; client_body_temp_path ${ngx}/b; proxy_temp_path ${ngx}/p;` +
+          ` fastcgi_temp_path ${ngx}/f; uwsgi_temp_path ${ngx}/u; scgi_temp_path ${ngx}/s;` +
+          ' keepalive_requests 100000;\n' +
+          `  server { listen ${net.addr('a')}:8080; location / { root ${www}; } } }\n`
+      )
+      inNs('a', ['/usr/sbin/nginx', '-c', path.join(ngx, 'nginx.conf'), '-p', ngx])
+    }
     const boot = bootPattern(size, 0.1, 7)
     const bootFile = path.join(dir, 'boot.json')
     fs.writeFileSync(bootFile, JSON.stringify(boot))
     const bootDistinct = distinctBytes(boot)
     for (const rtt of rtts) {
-      // A's agent, reached through a delay proxy that adds rtt/2 each way
+      // A's agent, reached through a delay proxy that adds rtt/2 each way (and one in front of nginx)
       const mntA = path.join(dir, 'a-mnt')
       const a = await agent('a', dataA, mntA, [
         '--listen',
@@ -109,63 +138,79 @@ export async function main(args: string[]): Promise<void> {
         '--advertise',
         `http://${net.addr('a')}:7071`
       ])
-      const proxy = inNs('a', [
-        process.execPath,
-        PROXY,
-        '--listen',
-        `${net.addr('a')}:7071`,
-        '--target',
-        `${net.addr('a')}:7070`,
-        '--delay-ms',
-        String(rtt / 2)
-      ])
-      await waitLine(proxy, 'delay proxy')
-      for (const pattern of ['sequential', 'boot (real files)', 'scattered (random files)'] as const) {
-        const dataC = path.join(dir, `c-data-${rtt}-${pattern}`)
-        const mntC = path.join(dir, `c-mnt-${rtt}-${pattern}`)
-        const c = await agent('c', dataC, mntC, [
-          '--listen',
-          `${net.addr('c')}:7070`,
-          '--peer',
-          `http://${net.addr('a')}:7070`
-        ])
-        const file = path.join(mntC, 'images', pattern === 'boot (real files)' ? 'nginx' : 'disk')
-        for (let i = 0; !fs.existsSync(file); i++) {
-          if (i > 200) throw new Error('C did not learn the image')
-          await new Promise(resolve => setTimeout(resolve, 100))
-        }
-        await new Promise(resolve => setTimeout(resolve, 600)) // holdings follow the image fact
-        const r = spawnSync(
+      const proxies: ChildProcess[] = []
+      for (const [listen, target] of [
+        [7071, 7070],
+        [8081, 8080]
+      ] as const) {
+        const proxy = inNs('a', [
           process.execPath,
-          pattern === 'sequential'
-            ? [READER, 'seq', file]
-            : [READER, 'extents', file, pattern === 'boot (real files)' ? realFile : bootFile],
-          { encoding: 'utf8', timeout: 600_000 }
-        )
-        if (r.status !== 0) throw new Error(`reader: ${r.stderr}`)
-        const res = JSON.parse(r.stdout) as { bytes: number; seconds: number }
-        const s = JSON.parse(spawnSync('cat', [path.join(mntC, '.stats')], { encoding: 'utf8' }).stdout) as {
-          fetch: { bytes: number; byHolder: Record<string, { requests: number }> }
-        }
-        const distinct = pattern === 'sequential' ? size : pattern === 'boot (real files)' ? realDistinct : bootDistinct
-        const bound = (distinct * 8) / (rateMbit * 1e6)
-        const cells = [
-          `${rtt} ms`,
-          pattern,
-          `${(distinct / 1048576).toFixed(1)} MiB`,
-          `${(s.fetch.bytes / 1048576).toFixed(1)} MiB`,
-          (s.fetch.bytes / distinct).toFixed(2),
-          `${res.seconds.toFixed(2)} s`,
-          `${bound.toFixed(2)} s`,
-          `${(res.seconds / bound).toFixed(2)}×`,
-          String(s.fetch.byHolder.a?.requests ?? 0)
-        ]
-        rows.push(`| ${cells.join(' | ')} |`)
-        process.stderr.write(`cold-read: rtt ${rtt} ms ${pattern}: ${res.seconds.toFixed(2)} s\n`)
-        await stop(c)
-        spawnSync('umount', ['-l', mntC])
+          PROXY,
+          '--listen',
+          `${net.addr('a')}:${listen}`,
+          '--target',
+          `${net.addr('a')}:${target}`,
+          '--delay-ms',
+          String(rtt / 2)
+        ])
+        await waitLine(proxy, 'delay proxy')
+        proxies.push(proxy)
       }
-      await stop(proxy)
+      for (const source of sources)
+        for (const pattern of ['sequential', 'boot (real files)', 'scattered (random files)'] as const) {
+          const dataC = path.join(dir, `c-data-${rtt}-${source}-${pattern}`)
+          const mntC = path.join(dir, `c-mnt-${rtt}-${source}-${pattern}`)
+          const c = await agent(
+            'c',
+            dataC,
+            mntC,
+            source === 'origin'
+              ? ['--origin', `http://${net.addr('a')}:8081/store`]
+              : ['--listen', `${net.addr('c')}:7070`, '--peer', `http://${net.addr('a')}:7070`]
+          )
+          const file = path.join(mntC, 'images', pattern === 'boot (real files)' ? 'nginx' : 'disk')
+          for (let i = 0; !fs.existsSync(file); i++) {
+            if (i > 200) throw new Error('C did not learn the image')
+            await new Promise(resolve => setTimeout(resolve, 100))
+          }
+          await new Promise(resolve => setTimeout(resolve, 600)) // holdings follow the image fact
+          const r = spawnSync(
+            process.execPath,
+            pattern === 'sequential'
+              ? [READER, 'seq', file]
+              : [READER, 'extents', file, pattern === 'boot (real files)' ? realFile : bootFile],
+            { encoding: 'utf8', timeout: 600_000 }
+          )
+          if (r.status !== 0) throw new Error(`reader: ${r.stderr}`)
+          const res = JSON.parse(r.stdout) as { bytes: number; seconds: number }
+          const s = JSON.parse(spawnSync('cat', [path.join(mntC, '.stats')], { encoding: 'utf8' }).stdout) as {
+            fetch: { bytes: number; byHolder: Record<string, { requests: number; wireBytes: number }> }
+          }
+          const holder = s.fetch.byHolder[source === 'origin' ? 'origin' : 'a']
+          const distinct =
+            pattern === 'sequential' ? size : pattern === 'boot (real files)' ? realDistinct : bootDistinct
+          const bound = (distinct * 8) / (rateMbit * 1e6)
+          const wireBound = ((holder?.wireBytes ?? 0) * 8) / (rateMbit * 1e6)
+          const cells = [
+            `${rtt} ms`,
+            source,
+            pattern,
+            `${(distinct / 1048576).toFixed(1)} MiB`,
+            `${(s.fetch.bytes / 1048576).toFixed(1)} MiB`,
+            (s.fetch.bytes / distinct).toFixed(2),
+            `${res.seconds.toFixed(2)} s`,
+            `${bound.toFixed(2)} s`,
+            `${(res.seconds / bound).toFixed(2)}×`,
+            `${((holder?.wireBytes ?? 0) / 1048576).toFixed(1)} MiB`,
+            `${(res.seconds / wireBound).toFixed(2)}×`,
+            String(holder?.requests ?? 0)
+          ]
+          rows.push(`| ${cells.join(' | ')} |`)
+          process.stderr.write(`cold-read: rtt ${rtt} ms ${source} ${pattern}: ${res.seconds.toFixed(2)} s\n`)
+          await stop(c)
+          spawnSync('umount', ['-l', mntC])
+        }
+      for (const p of proxies) await stop(p)
       await stop(a)
       spawnSync('umount', ['-l', mntA])
     }
@@ -174,10 +219,11 @@ export async function main(args: string[]): Promise<void> {
         'RTT added by a userspace delay proxy\n'
     )
     console.log(
-      '| RTT | pattern | distinct bytes read | fetched | fetched / read | time | link-rate bound | time / bound ' +
-        '| requests |'
+      '| RTT | source | pattern | distinct bytes read | fetched | fetched / read | time | link-rate bound ' +
+        '| time / bound ' +
+        '| on the wire | time / wire bound | requests |'
     )
-    console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|')
+    console.log('|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
     for (const r of rows) console.log(r)
     console.log(
       `\nboot (real files): the ${set.files.length} files a boot opens (bench/lib/boot-set.ts) in the Debian ` +

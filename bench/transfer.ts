@@ -1,8 +1,10 @@
-// `npm run bench -- transfer [--rate-mbit R] [--skip-rsync] [--rsync-inplace]`
+// `npm run bench -- transfer [--rate-mbit R] [--skip-rsync] [--rsync-inplace] [--only-origin]`
 // Getting version 2 of a real Debian image onto a host, over one link shaped with tc tbf
 // (network namespaces, veth, bridge): `vmifs replicate` against rsync's delta transfer (an rsync
-// daemon on the donor, the target's copy of the old image as the basis file), with
-// and without compression. The donor (src) holds v2 (bench/lib/debian-v2.sh: the nginx family
+// daemon on the donor, the target's copy of the old image as the basis file, 4 KiB blocks), with
+// and without compression. vmifs replicates from the donor's agent, and from an origin store
+// (`vmifs publish-store` of the donor's data dir, served by nginx on the donor) as the target's
+// only source. The donor (src) holds v2 (bench/lib/debian-v2.sh: the nginx family
 // image plus curl and its libraries and a changed nginx.conf); the target (dst) holds
 //   - v1 (nginx.img),
 //   - a sibling (ssh.img: minbase + openssh-server, no nginx),
@@ -54,6 +56,7 @@ export async function main(args: string[]): Promise<void> {
   const rateMbit = Number(takeOption(args, '--rate-mbit') ?? 100)
   const skipRsync = args.includes('--skip-rsync')
   const inplace = args.includes('--rsync-inplace')
+  const onlyOrigin = args.includes('--only-origin')
   spawnSync('bash', [path.resolve(here, '../../bench/lib/debian-family.sh'), FAMILY], { stdio: 'inherit' })
   const v2build = spawnSync('bash', [path.resolve(here, '../../bench/lib/debian-v2.sh'), FAMILY, V2DIR], {
     stdio: 'inherit'
@@ -101,7 +104,13 @@ export async function main(args: string[]): Promise<void> {
       )
       return f
     }
-    const agent = async (h: string, data: string, peers: string[], cfg: string): Promise<ChildProcess> => {
+    const agent = async (
+      h: string,
+      data: string,
+      peers: string[],
+      cfg: string,
+      extra: string[] = []
+    ): Promise<ChildProcess> => {
       const mnt = path.join(dir, `${path.basename(data)}-mnt`)
       fs.mkdirSync(mnt, { recursive: true })
       admitHost(data, h)
@@ -119,7 +128,8 @@ export async function main(args: string[]): Promise<void> {
         cfg,
         '--listen',
         `${net.addr(h)}:7070`,
-        ...peers.flatMap(p => ['--peer', `http://${net.addr(p)}:7070`])
+        ...peers.flatMap(p => ['--peer', `http://${net.addr(p)}:7070`]),
+        ...extra
       ])
       await waitLine(c, `agent ${h}`, 60_000)
       return c
@@ -127,8 +137,41 @@ export async function main(args: string[]): Promise<void> {
     // the donor: v2 published as "web"
     const srcData = path.join(dir, 'src-data')
     vmifs(['import', v2, '--name', 'web', '--data-dir', srcData, '--quiet'])
+    admitHost(srcData, 'src')
+    // the origin store: the donor's images published as static files, nginx on the donor
+    const store = path.join(dir, 'www', 'store')
+    const t0p = performance.now()
+    const pub = spawnSync(process.execPath, [VMIFS, 'publish-store', store, '--data-dir', srcData], {
+      encoding: 'utf8'
+    })
+    if (pub.status !== 0) throw new Error(`publish-store: ${pub.stderr}`)
+    process.stderr.write(
+      `transfer: ${pub.stderr.trim().split('\n').pop() ?? ''} in ${((performance.now() - t0p) / 1000).toFixed(1)} s\n`
+    )
+    const ngx = path.join(dir, 'nginx')
+    fs.mkdirSync(ngx)
+    fs.writeFileSync(
+      path.join(ngx, 'nginx.conf'),
+      `daemon off; user root; worker_processes 1; pid ${ngx}/nginx.pid; error_log ${ngx}/error.log;\n` +
+        'events { worker_connections 256; }\n' +
+        `http { access_log ${ngx}/access.log; sendfile on; client_body_temp_path ${ngx}/b; proxy_temp_path ${ngx}/p;` +
+        ` fastcgi_temp_path ${ngx}/f; uwsgi_temp_path ${ngx}/u; scgi_temp_path ${ngx}/s; keepalive_requests 100000;\n` +
+        `  server { listen ${net.addr('src')}:8080; location / { root ${path.join(dir, 'www')}; } } }\n`
+    )
+    inNs('src', ['/usr/sbin/nginx', '-c', path.join(ngx, 'nginx.conf'), '-p', ngx])
+    const nginxRequests = (): number => {
+      try {
+        return fs.readFileSync(path.join(ngx, 'access.log'), 'utf8').split('\n').length - 1
+      } catch {
+        return 0
+      }
+    }
     const src = await agent('src', srcData, [], cfgFile('src'))
     const dstCfg = cfgFile('dst', { links: { src: { bandwidth: `${rateMbit}Mbit` } } })
+    const dstOriginCfg = cfgFile('dst-origin', {
+      origin: `http://${net.addr('src')}:8080/store`,
+      links: { origin: { bandwidth: `${rateMbit}Mbit` } }
+    })
     const cases: Array<{ target: string; basis?: string; name?: string }> = [
       { target: 'holds v1', basis: v1, name: 'web-v1' },
       { target: 'holds a sibling (ssh)', basis: sibling, name: 'ssh' },
@@ -136,21 +179,37 @@ export async function main(args: string[]): Promise<void> {
     ]
     let k = 0
     for (const cs of cases) {
-      const variants: Array<{ tool: string; args: string[] }> = [
+      const variants: Array<{ tool: string; args: string[]; origin?: boolean }> = [
         { tool: 'vmifs replicate (α 0.3: brotli 5)', args: [] },
         { tool: 'vmifs replicate --alpha 0.9 (brotli 1)', args: ['--alpha', '0.9'] },
-        { tool: 'vmifs replicate --no-compress', args: ['--no-compress'] }
+        { tool: 'vmifs replicate --no-compress', args: ['--no-compress'] },
+        { tool: 'vmifs replicate from the origin store (packs, brotli 5 at publish)', args: [], origin: true }
       ]
       for (const v of variants) {
         if (cs.basis === undefined && v.args.includes('--no-compress')) continue
+        if (onlyOrigin && v.origin !== true) continue
         const data = path.join(dir, `dst-data-${k++}`)
         if (cs.basis) vmifs(['import', cs.basis, '--name', cs.name!, '--data-dir', data, '--quiet'])
-        const dst = await agent('dst', data, ['src'], dstCfg)
+        const dst =
+          v.origin === true ? await agent('dst', data, [], dstOriginCfg) : await agent('dst', data, ['src'], dstCfg)
         // the plan needs the donor's image and holdings in dst's table
         for (let i = 0; ; i++) {
           const r = spawnSync(
             process.execPath,
-            [VMIFS, 'plan', 'web', '--to', 'dst', '--json', '--host-id', 'dst', '--data-dir', data, '--config', dstCfg],
+            [
+              VMIFS,
+              'plan',
+              'web',
+              '--to',
+              'dst',
+              '--json',
+              '--host-id',
+              'dst',
+              '--data-dir',
+              data,
+              '--config',
+              v.origin === true ? dstOriginCfg : dstCfg
+            ],
             { encoding: 'utf8', maxBuffer: 64 * MiB }
           )
           if (r.status === 0) {
@@ -161,6 +220,7 @@ export async function main(args: string[]): Promise<void> {
           await new Promise(resolve => setTimeout(resolve, 200))
         }
         const w0 = wire()
+        const q0 = nginxRequests()
         const t0 = performance.now()
         const rep = JSON.parse(vmifs(['replicate', 'web', '--json', '--data-dir', data, ...v.args])) as ReplicateReport
         const seconds = (performance.now() - t0) / 1000
@@ -175,7 +235,12 @@ export async function main(args: string[]): Promise<void> {
           seconds,
           makespan: rep.makespan,
           predicted: rep.predicted.seconds,
-          detail: `${rep.fetchedChunks} of ${rep.chunks} chunks new; held ${(rep.heldBytes / MiB).toFixed(1)} MiB`
+          detail:
+            `${rep.fetchedChunks} of ${rep.chunks} chunks new; held ${(rep.heldBytes / MiB).toFixed(1)} MiB` +
+            (v.origin === true
+              ? `; ${nginxRequests() - q0} HTTP requests, ` +
+                `${rep.perDonor.find(d => d.donor === 'origin')?.failed ?? 0} failed, ${rep.fallbackChunks} fell back`
+              : '')
         })
         process.stderr.write(
           `transfer: ${cs.target}, ${v.tool}: ${(w / MiB).toFixed(1)} MiB on the wire in ${seconds.toFixed(2)} s ` +
@@ -188,7 +253,7 @@ export async function main(args: string[]): Promise<void> {
     }
     await stop(src)
 
-    if (!skipRsync) {
+    if (!skipRsync && !onlyOrigin) {
       // an rsync daemon on the donor serving v2; the target's basis file is its old image
       const conf = path.join(dir, 'rsyncd.conf')
       fs.writeFileSync(
@@ -235,6 +300,7 @@ export async function main(args: string[]): Promise<void> {
               net.ns('dst'),
               'rsync',
               '--no-whole-file',
+              '--block-size=4096',
               '--stats',
               ...mode,
               `rsync://${net.addr('src')}/img/nginx2.img`,
@@ -250,7 +316,7 @@ export async function main(args: string[]): Promise<void> {
           const same = spawnSync('cmp', [dest, v2]).status === 0
           rows.push({
             target: cs.target,
-            tool: ['rsync', ...mode].join(' '),
+            tool: ['rsync --block-size=4096', ...mode].join(' '),
             wire: w,
             payload:
               `literal ${(stat('Literal data') / MiB).toFixed(1)} MiB; ` +
@@ -260,7 +326,8 @@ export async function main(args: string[]): Promise<void> {
             detail: same ? 'result identical to v2' : 'RESULT DIFFERS'
           })
           process.stderr.write(
-            `transfer: ${cs.target}, ${['rsync', ...mode].join(' ')}: ${(w / MiB).toFixed(1)} MiB on the wire ` +
+            `transfer: ${cs.target}, ${['rsync --block-size=4096', ...mode].join(' ')}: ` +
+              `${(w / MiB).toFixed(1)} MiB on the wire ` +
               `in ${seconds.toFixed(2)} s\n`
           )
           fs.rmSync(out, { recursive: true, force: true })

@@ -85,20 +85,23 @@ export function gapBytes(link: LinkStats): number {
  * Chunks from the origin store: its range requests (planned by the link's gap and MAX_RANGE)
  * in parallel, each timed on the link. Resolves with the bytes of each hash (unverified), null
  * for one the store has not or that came back wrong; a range that fails rejects its chunks
- * through `fail` and the others still arrive.
+ * through `fail` and the others still arrive. The requests share one deadline: `timeoutMs`
+ * plus the time the link takes to carry all of them (they queue for its connections).
  */
 export async function originChunks(
   client: OriginClient,
   link: LinkStats,
   hs: HolderStats,
   hashes: string[],
-  signal: AbortSignal,
+  timeoutMs: number,
   give: (hash: string, data: Buffer | null) => void,
   fail: (hashes: string[], err: unknown) => void,
   maxBytes = MAX_RANGE
 ): Promise<void> {
   const { ranges, unknown } = client.plan(hashes, gapBytes(link), maxBytes)
   for (const h of unknown) give(h, null)
+  const total = ranges.reduce((n, r) => n + r.end - r.start, 0)
+  const signal = AbortSignal.timeout(timeoutMs + Math.ceil((total / Math.max(1, link.bandwidthBps)) * 1000))
   await Promise.all(
     ranges.map(async r => {
       try {
@@ -157,7 +160,6 @@ export class HolderBatcher {
   }
 
   private async sendOrigin(client: OriginClient, batch: Pending[]): Promise<void> {
-    const signal = AbortSignal.timeout(this.timeoutMs)
     const byHash = new Map<string, Pending[]>()
     for (const p of batch) byHash.set(p.hash, [...(byHash.get(p.hash) ?? []), p])
     const expected = batch.reduce((n, p) => n + p.size, 0)
@@ -167,7 +169,7 @@ export class HolderBatcher {
         this.link,
         this.stats,
         [...byHash.keys()],
-        signal,
+        this.timeoutMs,
         (h, data) => {
           for (const p of byHash.get(h) ?? []) p.resolve(data)
         },
