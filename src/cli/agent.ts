@@ -50,7 +50,7 @@ Options:
   --listen <host:port> serve peers (chunks, manifests, metadata, /metrics) on this address
   --advertise <url>    the URL others reach this host at (default http://<listen host>:<port>)
   --peer <url>         a peer to sync the metadata table with (repeatable)
-  --origin <url>       an origin chunk store (vmifs publish-store), the holder of last resort
+  --origin <url>       an origin store (vmifs publish-store), the holder of last resort
   --takeover           take the live mount over from the agent running on this data dir
   --background         start the agent detached; exit 0 once it serves the mount, 1 if it fails
 ${COMMON_HELP}`,
