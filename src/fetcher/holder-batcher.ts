@@ -104,13 +104,20 @@ export async function originChunks(
   const signal = AbortSignal.timeout(timeoutMs + Math.ceil((total / Math.max(1, link.bandwidthBps)) * 1000))
   await Promise.all(
     ranges.map(async r => {
+      // each chunk is given as it arrives; any the answer left out, at its end
+      const given = new Set<string>()
       try {
-        const { value } = await timedRequest(link, hs, onBytes => client.fetchRange(r, signal, onBytes))
-        for (const c of r.chunks) give(c.hash, value.get(c.hash) ?? null)
+        await timedRequest(link, hs, onBytes =>
+          client.fetchRange(r, signal, onBytes, (h, data) => {
+            given.add(h)
+            give(h, data)
+          })
+        )
+        for (const c of r.chunks) if (!given.has(c.hash)) give(c.hash, null)
       } catch (err) {
         link.demote()
         fail(
-          r.chunks.map(c => c.hash),
+          r.chunks.map(c => c.hash).filter(h => !given.has(h)),
           err
         )
       }

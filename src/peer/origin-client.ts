@@ -53,38 +53,21 @@ export class OriginClient {
     this.pool = new Pool(u.origin, { connections: 8, keepAliveTimeout: 30_000, connect: { timeout: 3000 } })
   }
 
-  private async get(
-    path: string,
-    signal: AbortSignal,
-    onBytes?: (n: number) => void,
-    range?: [number, number]
-  ): Promise<{ status: number; body: Buffer; contentRange?: string; encoding?: string }> {
+  private async get(path: string, signal: AbortSignal): Promise<{ status: number; body: Buffer }> {
     let res
     try {
       res = await this.pool.request({
         method: 'GET',
         path: this.base + path,
         signal,
-        headers: range ? { ...this.headers, range: `bytes=${range[0]}-${range[1] - 1}` } : this.headers
+        headers: this.headers
       })
     } catch (err) {
       throw new VmifsError('HOLDER_UNREACHABLE', `origin ${path}: ${(err as Error).message}`, {}, { cause: err })
     }
     const parts: Buffer[] = []
-    for await (const c of res.body) {
-      parts.push(c as Buffer)
-      onBytes?.((c as Buffer).length)
-    }
-    const h = (k: string): string | undefined => {
-      const v = res.headers[k]
-      return Array.isArray(v) ? v[0] : v
-    }
-    return {
-      status: res.statusCode,
-      body: Buffer.concat(parts),
-      contentRange: h('content-range'),
-      encoding: h('content-encoding')
-    }
+    for await (const c of res.body) parts.push(c as Buffer)
+    return { status: res.statusCode, body: Buffer.concat(parts) }
   }
 
   private async file(path: string, signal: AbortSignal): Promise<Buffer | null> {
@@ -205,39 +188,93 @@ export class OriginClient {
 
   /**
    * One range request: each chunk of the range as its bytes (decompressed, at most its indexed
-   * size, unverified); a chunk that does not decompress to its size is left out.
+   * size, unverified); a chunk that does not decompress to its size is left out. Chunks are
+   * handed to `onChunk` as soon as their bytes have arrived, before the rest of the range (a
+   * reader waiting on the first chunk of a 4 MiB range does not wait for the whole of it).
    */
-  async fetchRange(r: RangeRequest, signal: AbortSignal, onBytes?: (n: number) => void): Promise<Map<string, Buffer>> {
+  async fetchRange(
+    r: RangeRequest,
+    signal: AbortSignal,
+    onBytes?: (n: number) => void,
+    onChunk?: (hash: string, data: Buffer | null) => void
+  ): Promise<Map<string, Buffer>> {
     const path = `/packs/${r.pack}.pack`
-    const res = await this.get(path, signal, onBytes, [r.start, r.end])
-    if (res.status === 404) return new Map()
-    if (res.status !== 206)
-      throw new VmifsError(
-        'HOLDER_BAD_RESPONSE',
-        `origin answered ${res.status} to a range request for ${path}` +
-          (res.status === 200 ? ' (the server ignores Range: it must answer single ranges)' : '')
-      )
-    if (res.encoding !== undefined && res.encoding !== 'identity')
-      throw new VmifsError('HOLDER_BAD_RESPONSE', `origin sent ${path} with content-encoding ${res.encoding}`)
-    const m = /^bytes (\d+)-(\d+)\//.exec(res.contentRange ?? '')
-    if (!m || Number(m[1]) !== r.start || res.body.length !== r.end - r.start)
-      throw new VmifsError('HOLDER_BAD_RESPONSE', `origin answered ${path} with another range (${res.contentRange})`)
-    const out = new Map<string, Buffer>()
-    await Promise.all(
-      r.chunks.map(async ({ hash, loc }) => {
-        const stored = res.body.subarray(loc.offset - r.start, loc.offset - r.start + loc.stored)
-        if (loc.codec !== CODEC_BROTLI) {
-          out.set(hash, Buffer.from(stored)) // a copy: the range's buffer is not kept alive by one chunk
-          return
-        }
-        try {
-          const data = await unbrotli(stored, { maxOutputLength: loc.size })
-          if (data.length === loc.size) out.set(hash, data)
-        } catch {
-          // more than its size, or not brotli: the caller counts it as a bad answer
-        }
+    let res
+    try {
+      res = await this.pool.request({
+        method: 'GET',
+        path: this.base + path,
+        signal,
+        headers: { ...this.headers, range: `bytes=${r.start}-${r.end - 1}` }
       })
-    )
+    } catch (err) {
+      throw new VmifsError('HOLDER_UNREACHABLE', `origin ${path}: ${(err as Error).message}`, {}, { cause: err })
+    }
+    const header = (k: string): string | undefined => {
+      const v = res.headers[k]
+      return Array.isArray(v) ? v[0] : v
+    }
+    const refuse = async (why: string): Promise<never> => {
+      await res.body.dump().catch(() => {})
+      throw new VmifsError('HOLDER_BAD_RESPONSE', `origin answered ${path} ${why}`)
+    }
+    if (res.statusCode === 404) {
+      await res.body.dump().catch(() => {})
+      return new Map()
+    }
+    if (res.statusCode !== 206)
+      await refuse(
+        `with ${res.statusCode} to a range request` +
+          (res.statusCode === 200 ? ' (the server ignores Range: it must answer single ranges)' : '')
+      )
+    const encoding = header('content-encoding')
+    if (encoding !== undefined && encoding !== 'identity') await refuse(`with content-encoding ${encoding}`)
+    const m = /^bytes (\d+)-(\d+)\//.exec(header('content-range') ?? '')
+    if (!m || Number(m[1]) !== r.start || Number(m[2]) !== r.end - 1)
+      await refuse(`with another range (${header('content-range')})`)
+    const len = r.end - r.start
+    const body = Buffer.allocUnsafe(len)
+    let got = 0
+    let next = 0 // r.chunks is in offset order (planRanges)
+    const out = new Map<string, Buffer>()
+    const decoding: Array<Promise<void>> = []
+    const emit = (hash: string, data: Buffer | null): void => {
+      if (data) out.set(hash, data)
+      onChunk?.(hash, data)
+    }
+    const complete = (): void => {
+      while (next < r.chunks.length) {
+        const { hash, loc } = r.chunks[next]!
+        const to = loc.offset - r.start + loc.stored
+        if (to > got) return
+        next++
+        const stored = body.subarray(loc.offset - r.start, to)
+        if (loc.codec !== CODEC_BROTLI) {
+          emit(hash, Buffer.from(stored)) // a copy: the range's buffer is not kept alive by one chunk
+          continue
+        }
+        decoding.push(
+          unbrotli(stored, { maxOutputLength: loc.size }).then(
+            data => emit(hash, data.length === loc.size ? data : null),
+            () => emit(hash, null) // more than its size, or not brotli: the caller counts it as a bad answer
+          )
+        )
+      }
+    }
+    for await (const c of res.body) {
+      const b = c as Buffer
+      if (got + b.length > len) {
+        res.body.destroy()
+        throw new VmifsError('HOLDER_BAD_RESPONSE', `origin sent more than the ${len} bytes asked of ${path}`)
+      }
+      b.copy(body, got)
+      got += b.length
+      onBytes?.(b.length)
+      complete()
+    }
+    await Promise.all(decoding)
+    if (got !== len)
+      throw new VmifsError('HOLDER_BAD_RESPONSE', `origin sent ${got} of the ${len} bytes asked of ${path}`)
     return out
   }
 
