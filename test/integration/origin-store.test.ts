@@ -109,7 +109,14 @@ test.serial(
     try {
       const one = Buffer.alloc(4096)
       fs.readSync(fd, one, 0, 4096, 0)
-      await f.waitFor('e prefetched what d read', () => f.stats('e').prefetch.issued > 100, 30_000)
+      await f.waitFor(
+        'e prefetched what d read',
+        () => {
+          const p = f.stats('e').prefetch
+          return p.issued > 100 && p.pending === 0 && f.stats('e').fleet!.inFlight === 0
+        },
+        30_000
+      )
     } finally {
       fs.closeSync(fd)
     }
