@@ -53,6 +53,7 @@ import {
 import { takeOption } from './lib/report.js'
 import { DEFAULT_CHUNKING } from '../src/manifests/chunking.js'
 import { TRUST, admitHost } from '../test/integration/admit.js'
+import { nginxConfig } from './lib/nginx.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const VMIFS = path.resolve(here, '../../bin/vmifs.js')
@@ -501,30 +502,13 @@ export async function main(args: string[]): Promise<void> {
     // Accept-Ranges on 206 answers too, which httpfs2 insists on and nginx leaves out)
     for (const img of ['boot-a', 'boot-b']) fs.symlinkSync(localImg(img as ImageName), path.join(www, `${img}.img`))
     const ngx = path.join(dir, 'nginx')
-    fs.mkdirSync(ngx)
-    fs.writeFileSync(
-      path.join(ngx, 'nginx.conf'),
-      [
-        `daemon off; user root; worker_processes 1; pid ${ngx}/nginx.pid; error_log ${ngx}/error.log;`,
-        'events { worker_connections 256; }',
-        `http { access_log ${ngx}/access.log; sendfile on; tcp_nopush on; client_body_temp_path ${ngx}/b;` +
-          ` proxy_temp_path ${ngx}/p;` +
-          ` fastcgi_temp_path ${ngx}/f; uwsgi_temp_path ${ngx}/u; scgi_temp_path ${ngx}/s;`,
-        '  types { application/octet-stream img; } keepalive_requests 100000;',
-        `  server { listen ${addrA}:8080; location / { root ${www}; autoindex on; autoindex_exact_size on;` +
-          ' add_header Accept-Ranges bytes; } } }',
-        ''
-      ].join('\n')
+    const { conf: ngxConf, requests: nginxRequests } = nginxConfig(
+      ngx,
+      `listen ${addrA}:8080; location / { root ${www}; autoindex on; autoindex_exact_size on;` +
+        ' add_header Accept-Ranges bytes; }',
+      { http: 'types { application/octet-stream img; }' }
     )
-    spawnIn(nsA, ['/usr/sbin/nginx', '-c', path.join(ngx, 'nginx.conf'), '-p', ngx])
-    /** requests nginx logged so far */
-    const nginxRequests = (): number => {
-      try {
-        return fs.readFileSync(path.join(ngx, 'access.log'), 'utf8').split('\n').length - 1
-      } catch {
-        return 0
-      }
-    }
+    spawnIn(nsA, ['/usr/sbin/nginx', '-c', ngxConf, '-p', ngx])
 
     let localSeconds = NaN
     let copyMeasured: { copy: number; boot: number; rate: number } | undefined
@@ -600,7 +584,8 @@ export async function main(args: string[]): Promise<void> {
           if (disturbed && !(VMIFS_TOOLS as readonly string[]).includes(tool) && tool !== 'local') continue
           for (let attempt = 1; attempt <= 2; attempt++) {
             const row: Row = { setting: st.name, tool, ok: false, seconds: NaN, rxBytes: NaN }
-            const tag = `${st.name}-${tool}`
+            // a run's own: a reader's socket, cache and mount dirs are never another run's
+            const tag = `${st.name}-${tool}-${run}`
             try {
               await ensureProxies()
               proxyDeaths = []
@@ -662,28 +647,22 @@ export async function main(args: string[]): Promise<void> {
                     const last = i === images.length - 1
                     const rx0 = rxBytes(nsC)
                     const q0 = nginxRequests()
+                    let seconds: number
                     if (replay) {
-                      const f = await sess.file!(img)
-                      const r = await replayTrace(f, speed, spawnIn)
-                      if (last)
-                        Object.assign(row, {
-                          ok: true,
-                          seconds: r.seconds,
-                          rxBytes: rxBytes(nsC) - rx0,
-                          requests: nginxRequests() - q0
-                        })
+                      seconds = (await replayTrace(await sess.file!(img), speed, spawnIn)).seconds
                     } else {
                       log(`${tool}: boot ${img}`)
                       const r = await boot(img, await sess.drive(img), nsC)
                       if (!r.ok) throw new Error(r.error)
-                      if (last)
-                        Object.assign(row, {
-                          ok: true,
-                          seconds: r.seconds,
-                          rxBytes: rxBytes(nsC) - rx0,
-                          requests: nginxRequests() - q0
-                        })
+                      seconds = r.seconds
                     }
+                    if (last)
+                      Object.assign(row, {
+                        ok: true,
+                        seconds,
+                        rxBytes: rxBytes(nsC) - rx0,
+                        requests: nginxRequests() - q0
+                      })
                   }
                 } finally {
                   await sess.close()
@@ -696,8 +675,8 @@ export async function main(args: string[]): Promise<void> {
                 if (fromOrigin && st.kind !== 'cold') continue toolLoop
                 if (fromOrigin) await stopA()
                 else await ensureA(tool === 'vmifs-model' ? 'a1' : 'a0', tag)
-                const dataC = path.join(dir, `c-data-${tag}-${run}`)
-                const mntC = path.join(dir, `c-mnt-${tag}-${run}`)
+                const dataC = path.join(dir, `c-data-${tag}`)
+                const mntC = path.join(dir, `c-mnt-${tag}`)
                 const cArgs = fromOrigin
                   ? ['--origin', `${ctx.url}/${tool === 'vmifs-origin-model' ? 'store-model' : 'store'}`]
                   : ['--peer', `http://${addrA}:7071`]

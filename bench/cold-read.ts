@@ -18,6 +18,7 @@ import { bootPattern, distinctBytes, type Extent } from './lib/boot-pattern.js'
 import { bootReadSet } from './lib/boot-set.js'
 import { takeOption } from './lib/report.js'
 import { stop, waitLine } from './lib/children.js'
+import { nginxConfig } from './lib/nginx.js'
 import { TRUST, admitHost } from '../test/integration/admit.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -121,17 +122,10 @@ export async function main(args: string[]): Promise<void> {
     const rows: string[] = []
     if (sources.includes('origin')) {
       const ngx = path.join(dir, 'nginx')
-      fs.mkdirSync(ngx)
-      fs.writeFileSync(
-        path.join(ngx, 'nginx.conf'),
-        `daemon off; user root; worker_processes 1; pid ${ngx}/nginx.pid; error_log ${ngx}/error.log;\n` +
-          'events { worker_connections 256; }\n' +
-          `http { access_log off; sendfile on; client_body_temp_path ${ngx}/b; proxy_temp_path ${ngx}/p;` +
-          ` fastcgi_temp_path ${ngx}/f; uwsgi_temp_path ${ngx}/u; scgi_temp_path ${ngx}/s;` +
-          ' keepalive_requests 100000;\n' +
-          `  server { listen ${net.addr('a')}:8080; location / { root ${www}; } } }\n`
-      )
-      inNs('a', ['/usr/sbin/nginx', '-c', path.join(ngx, 'nginx.conf'), '-p', ngx])
+      const { conf } = nginxConfig(ngx, `listen ${net.addr('a')}:8080; location / { root ${www}; }`, {
+        accessLog: false
+      })
+      inNs('a', ['/usr/sbin/nginx', '-c', conf, '-p', ngx])
     }
     const boot = bootPattern(size, 0.1, 7)
     const bootFile = path.join(dir, 'boot.json')

@@ -21,6 +21,7 @@ import { createFleetNet } from '../test/integration/netns.js'
 import type { ReplicateReport } from '../src/planner/replicate.js'
 import { markdownTable, takeOption } from './lib/report.js'
 import { stop, waitLine } from './lib/children.js'
+import { nginxConfig } from './lib/nginx.js'
 import { TRUST, admitHost } from '../test/integration/admit.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -149,23 +150,11 @@ export async function main(args: string[]): Promise<void> {
       `transfer: ${pub.stderr.trim().split('\n').pop() ?? ''} in ${((performance.now() - t0p) / 1000).toFixed(1)} s\n`
     )
     const ngx = path.join(dir, 'nginx')
-    fs.mkdirSync(ngx)
-    fs.writeFileSync(
-      path.join(ngx, 'nginx.conf'),
-      `daemon off; user root; worker_processes 1; pid ${ngx}/nginx.pid; error_log ${ngx}/error.log;\n` +
-        'events { worker_connections 256; }\n' +
-        `http { access_log ${ngx}/access.log; sendfile on; client_body_temp_path ${ngx}/b; proxy_temp_path ${ngx}/p;` +
-        ` fastcgi_temp_path ${ngx}/f; uwsgi_temp_path ${ngx}/u; scgi_temp_path ${ngx}/s; keepalive_requests 100000;\n` +
-        `  server { listen ${net.addr('src')}:8080; location / { root ${path.join(dir, 'www')}; } } }\n`
+    const { conf, requests: nginxRequests } = nginxConfig(
+      ngx,
+      `listen ${net.addr('src')}:8080; location / { root ${path.join(dir, 'www')}; }`
     )
-    inNs('src', ['/usr/sbin/nginx', '-c', path.join(ngx, 'nginx.conf'), '-p', ngx])
-    const nginxRequests = (): number => {
-      try {
-        return fs.readFileSync(path.join(ngx, 'access.log'), 'utf8').split('\n').length - 1
-      } catch {
-        return 0
-      }
-    }
+    inNs('src', ['/usr/sbin/nginx', '-c', conf, '-p', ngx])
     const src = await agent('src', srcData, [], cfgFile('src'))
     const dstCfg = cfgFile('dst', { links: { src: { bandwidth: `${rateMbit}Mbit` } } })
     const dstOriginCfg = cfgFile('dst-origin', {

@@ -80,6 +80,7 @@ export function nbdkitSession(ctx: Ctx, tag: string): ToolSession {
     drive: async image => {
       const sock = path.join(tmp, `${image}.sock`)
       if (!servers.has(image)) {
+        fs.rmSync(sock, { force: true }) // a socket an earlier nbdkit left would pass for this one's
         const c = ctx.spawnIn(
           ctx.ns,
           [

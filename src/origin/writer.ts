@@ -36,7 +36,7 @@ export const PACK_TARGET = 64 * 1024 * 1024
 /**
  * Brotli quality 5, chosen with `npm run bench -- origin-compress` (docs/benchmarks/origin-compress.md):
  * single 16 KiB chunks of a Debian image keep 30.3 % of their bytes at 43 MB/s a core; quality 11
- * keeps 28.5 % at 0.7 MB/s, which makes publishing a GiB take a quarter of an hour.
+ * keeps 28.5 % at 0.7 MB/s, which makes publishing a GiB take 25 minutes a core.
  */
 export const PACK_QUALITY = 5
 /** A chunk is stored raw unless compressing it saves at least this share of it. */

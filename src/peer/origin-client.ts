@@ -53,18 +53,22 @@ export class OriginClient {
     this.pool = new Pool(u.origin, { connections: 8, keepAliveTimeout: 30_000, connect: { timeout: 3000 } })
   }
 
-  private async get(path: string, signal: AbortSignal): Promise<{ status: number; body: Buffer }> {
-    let res
+  /** A GET of `path` under the store's base, with the origin's headers (and `extra`). */
+  private async request(path: string, signal: AbortSignal, extra: Record<string, string> = {}) {
     try {
-      res = await this.pool.request({
+      return await this.pool.request({
         method: 'GET',
         path: this.base + path,
         signal,
-        headers: this.headers
+        headers: { ...this.headers, ...extra }
       })
     } catch (err) {
       throw new VmifsError('HOLDER_UNREACHABLE', `origin ${path}: ${(err as Error).message}`, {}, { cause: err })
     }
+  }
+
+  private async get(path: string, signal: AbortSignal): Promise<{ status: number; body: Buffer }> {
+    const res = await this.request(path, signal)
     const parts: Buffer[] = []
     for await (const c of res.body) parts.push(c as Buffer)
     return { status: res.statusCode, body: Buffer.concat(parts) }
@@ -199,17 +203,7 @@ export class OriginClient {
     onChunk?: (hash: string, data: Buffer | null) => void
   ): Promise<Map<string, Buffer>> {
     const path = `/packs/${r.pack}.pack`
-    let res
-    try {
-      res = await this.pool.request({
-        method: 'GET',
-        path: this.base + path,
-        signal,
-        headers: { ...this.headers, range: `bytes=${r.start}-${r.end - 1}` }
-      })
-    } catch (err) {
-      throw new VmifsError('HOLDER_UNREACHABLE', `origin ${path}: ${(err as Error).message}`, {}, { cause: err })
-    }
+    const res = await this.request(path, signal, { range: `bytes=${r.start}-${r.end - 1}` })
     const header = (k: string): string | undefined => {
       const v = res.headers[k]
       return Array.isArray(v) ? v[0] : v
