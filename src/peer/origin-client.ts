@@ -132,9 +132,9 @@ export class OriginClient {
       this.state = { ...this.state, problem: why }
       throw new VmifsError('ORIGIN_STORE_INVALID', `origin store.json is signed by ${s.signer}: ${why}`)
     }
-    const locs = new Map(this.locs)
+    // copied only when an index is new (every 5 s nothing is), and kept only if all of them load
+    let locs: Map<string, ChunkLoc> | undefined
     const loaded = new Map<string, string>()
-    let rebuilt = false
     for (const [digest, img] of Object.entries(s.images)) {
       if (this.loaded.get(digest) === img.index) {
         loaded.set(digest, img.index)
@@ -149,15 +149,12 @@ export class OriginClient {
       const ix = decodeIndex(ib)
       if (ix.manifest !== digest)
         throw new VmifsError('ORIGIN_INDEX_INVALID', `origin index of ${digest} names manifest ${ix.manifest}`)
+      locs ??= new Map(this.locs)
       for (const e of ix.entries) locs.set(e.hash, e)
       loaded.set(digest, img.index)
-      rebuilt = true
     }
-    if (loaded.size !== this.loaded.size) rebuilt = true
-    if (rebuilt) {
-      this.locs = locs
-      this.loaded = loaded
-    }
+    if (locs) this.locs = locs
+    this.loaded = loaded
     for (const [digest, img] of Object.entries(s.images)) {
       if (img.model === undefined || this.models.get(digest) === img.model || !onModel) continue
       const mb = await this.file(`/models/${digest}.json`, signal)
