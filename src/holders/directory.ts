@@ -20,7 +20,12 @@ export interface HostInfo {
 
 export class HolderDirectory {
   private readonly links = new Map<string, LinkStats>()
-  private readonly rangesCache = new Map<string, { seq: number; ranges: Ranges }>()
+  /**
+   * Other hosts' holdings by manifest, decoded when a `hold` fact of another host changes, not on
+   * every fetch (each chunk fetched asks candidates(); reading and parsing every holdings fact
+   * for each was a tenth of the agent's time replaying a boot)
+   */
+  private holdings: Map<string, Array<{ origin: string; ranges: Ranges }>> | undefined
 
   constructor(
     private readonly facts: FactStore,
@@ -32,6 +37,7 @@ export class HolderDirectory {
   ) {
     facts.onChange(changed => {
       if (changed.some(f => f.key.startsWith(keyOf('image')))) this.places.invalidate()
+      if (changed.some(f => f.origin !== self && f.key.startsWith(keyOf('hold')))) this.holdings = undefined
     })
   }
 
@@ -68,16 +74,18 @@ export class HolderDirectory {
     return [...this.links.values()]
   }
 
-  private ranges(origin: string, digest: string): Ranges | undefined {
-    const f = this.facts.get(origin, keyOf('hold', digest))
-    if (!f || f.value === null) return undefined
-    const k = `${origin} ${digest}`
-    const c = this.rangesCache.get(k)
-    if (c && c.seq === f.seq) return c.ranges
-    const v = decodeAs('hold', f.value)?.ranges
-    if (!v) return undefined
-    this.rangesCache.set(k, { seq: f.seq, ranges: v })
-    return v
+  private holdingsByDigest(): Map<string, Array<{ origin: string; ranges: Ranges }>> {
+    if (this.holdings) return this.holdings
+    const by = new Map<string, Array<{ origin: string; ranges: Ranges }>>()
+    for (const f of this.facts.byPrefix(keyOf('hold'))) {
+      if (f.origin === this.self) continue
+      const ranges = decodeAs('hold', f.value)?.ranges
+      if (!ranges) continue
+      const digest = f.key.slice(keyOf('hold').length)
+      by.set(digest, [...(by.get(digest) ?? []), { origin: f.origin, ranges }])
+    }
+    this.holdings = by
+    return by
   }
 
   /** Other hosts that announced holding this chunk (plus the origin store, if any). */
@@ -85,16 +93,14 @@ export class HolderDirectory {
     const out = new Set<string>()
     const snap = this.places.current()
     const places = snap.byHash.get(hash) ?? []
-    for (const f of this.facts.byPrefix(keyOf('hold'))) {
-      if (f.origin === this.self) continue
-      const digest = f.key.slice(keyOf('hold').length)
-      // the first entry of that manifest with this hash says it: a host holds all or none of them
-      for (let k = 0; k < places.length; k += 2) {
-        if (snap.digests[places[k]!] !== digest) continue
-        const r = this.ranges(f.origin, digest)
-        if (r && inRanges(r, places[k + 1]!)) out.add(f.origin)
-        break
-      }
+    const holdings = this.holdingsByDigest()
+    const seen = new Set<number>()
+    for (let k = 0; k < places.length; k += 2) {
+      // the first entry of a manifest with this hash says it: a host holds all or none of them
+      if (seen.has(places[k]!)) continue
+      seen.add(places[k]!)
+      for (const h of holdings.get(snap.digests[places[k]!]!) ?? [])
+        if (inRanges(h.ranges, places[k + 1]!)) out.add(h.origin)
     }
     const list = [...out].filter(h => this.host(h) !== undefined)
     if (this.originUrl) list.push(ORIGIN_ID)

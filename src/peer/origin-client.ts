@@ -9,7 +9,6 @@
 // chunk of a range decompressed (never more than its indexed size) but unverified: the caller
 // hashes every chunk, as it does a peer's.
 import zlib from 'node:zlib'
-import { promisify } from 'node:util'
 import { Pool } from 'undici'
 import { VmifsError } from '../errors.js'
 import {
@@ -24,7 +23,19 @@ import {
 } from '../origin/store.js'
 import { blake3 } from '../util/hash.js'
 
-const unbrotli = promisify(zlib.brotliDecompress)
+/**
+ * A chunk's brotli, decoded to at most `size` bytes (null if it is more, or not brotli). In this
+ * thread: 16 KiB chunks decode in ~90 µs, where zlib's threadpool form costs ~300 µs a chunk from
+ * call to callback and more of this thread's time in its stream machinery than the decoding.
+ */
+function unbrotli(stored: Buffer, size: number): Buffer | null {
+  try {
+    const data = zlib.brotliDecompressSync(stored, { maxOutputLength: size })
+    return data.length === size ? data : null
+  } catch {
+    return null // more than its size, or not brotli: the caller counts it as a bad answer
+  }
+}
 
 /** What refresh() found. */
 export interface OriginState {
@@ -228,7 +239,6 @@ export class OriginClient {
     let got = 0
     let next = 0 // r.chunks is in offset order (planRanges)
     const out = new Map<string, Buffer>()
-    const decoding: Array<Promise<void>> = []
     const emit = (hash: string, data: Buffer | null): void => {
       if (data) out.set(hash, data)
       onChunk?.(hash, data)
@@ -240,16 +250,8 @@ export class OriginClient {
         if (to > got) return
         next++
         const stored = body.subarray(loc.offset - r.start, to)
-        if (loc.codec !== CODEC_BROTLI) {
-          emit(hash, Buffer.from(stored)) // a copy: the range's buffer is not kept alive by one chunk
-          continue
-        }
-        decoding.push(
-          unbrotli(stored, { maxOutputLength: loc.size }).then(
-            data => emit(hash, data.length === loc.size ? data : null),
-            () => emit(hash, null) // more than its size, or not brotli: the caller counts it as a bad answer
-          )
-        )
+        // raw: a copy, so that the range's buffer is not kept alive by one chunk
+        emit(hash, loc.codec === CODEC_BROTLI ? unbrotli(stored, loc.size) : Buffer.from(stored))
       }
     }
     for await (const c of res.body) {
@@ -263,7 +265,6 @@ export class OriginClient {
       onBytes?.(b.length)
       complete()
     }
-    await Promise.all(decoding)
     if (got !== len)
       throw new VmifsError('HOLDER_BAD_RESPONSE', `origin sent ${got} of the ${len} bytes asked of ${path}`)
     return out

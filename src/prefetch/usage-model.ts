@@ -54,11 +54,19 @@ export class UsageModel {
     return s[s.length >> 1]
   }
 
-  /** Entries whose probability passes `threshold`, in order of expected need time. */
-  likely(threshold: number): number[] {
+  /**
+   * Entries whose probability passes `threshold`, in order of expected need time; with
+   * `quantumMs`, entries needed within the same quantum in image order (they then travel in fewer,
+   * longer range requests).
+   */
+  likely(threshold: number, quantumMs = 0): number[] {
+    const key = (i: number): number => {
+      const t = this.needTime(i) ?? Infinity
+      return quantumMs > 0 ? Math.floor(t / quantumMs) : t
+    }
     return [...this.entries.keys()]
       .filter(i => this.probability(i) >= threshold)
-      .sort((a, b) => (this.needTime(a) ?? Infinity) - (this.needTime(b) ?? Infinity) || a - b)
+      .sort((a, b) => key(a) - key(b) || a - b)
   }
 
   toJson(): ModelJson {

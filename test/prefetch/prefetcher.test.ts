@@ -95,8 +95,9 @@ const until = async (what: string, cond: () => boolean): Promise<void> => {
 
 test('a session fetches the likely chunks by expected need time; a hint goes first, in its order', async t => {
   const { remote, m } = await remoteImage(t, 32)
-  // entries 10..19 read in three sessions, at decreasing times (19 first); 25 once only: below 0.3
-  const s = Array.from({ length: 10 }, (_, k) => [10 + k, 1000 - k * 100] as [number, number])
+  // entries 10..19 read in three sessions, at decreasing times a second apart (19 first); 25 once
+  // only: below 0.3
+  const s = Array.from({ length: 10 }, (_, k) => [10 + k, 10_000 - k * 1000] as [number, number])
   const model = modelOf([[[25, 5]], s, s, s])
   const r = rig(t, remote, m, model, openDataDir(t))
   r.hold()
@@ -184,4 +185,60 @@ test('prefetch evicts older chunks for room but never what its own session cache
   t.is(cached(0, 36), r.stats.issued, 'every chunk the session prefetched is still cached')
   t.true(r.stats.issued >= 20 && r.stats.issued <= 24, `filled the cache (${r.stats.issued})`)
   t.true(cached(36, 48) <= 24 - r.stats.issued, 'old chunks made the room')
+})
+
+test('prefetches go out in groups: a new one once half the window has landed, never more than the window', async t => {
+  const { remote, m } = await remoteImage(t, 64)
+  const local = openDataDir(t)
+  const model = modelOf([Array.from({ length: 64 }, (_, i) => [i, i] as [number, number])])
+  // one tick counter: fetches begun in the same turn of the event loop see the same value
+  let tick = 0
+  let ticking = true
+  const bump = (): void => {
+    tick++
+    if (ticking) setImmediate(bump)
+  }
+  bump()
+  t.teardown(() => {
+    ticking = false
+  })
+  const groups = new Map<number, number>()
+  let inFlight = 0
+  let most = 0
+  let started = 0
+  const p = new Prefetcher(
+    {
+      model: () => model,
+      manifest: d => (d === m.digest() ? m : undefined),
+      has: h => local.store.has(h),
+      fetch: async hash => {
+        groups.set(tick, (groups.get(tick) ?? 0) + 1)
+        inFlight++
+        most = Math.max(most, inFlight)
+        // chunks land one by one, as a range's do
+        await sleep(2 + (started++ % 8))
+        await local.store.put(hash, await remote.store.read(hash))
+        inFlight--
+      },
+      demandActive: () => false,
+      room: () => true,
+      stats: newPrefetchStats()
+    },
+    { threshold: 0.3, concurrency: 8 }
+  )
+  t.teardown(() => p.close())
+  p.start(m.digest())
+  await until('the queue to drain', () => p.pending === 0 && inFlight === 0 && started === 64)
+  const sizes = [...groups.values()]
+  t.log(`groups: ${sizes.join(' ')}`)
+  t.is(
+    sizes.reduce((a, b) => a + b, 0),
+    64
+  )
+  t.true(most <= 8, `at most the window in flight (${most})`)
+  t.true(
+    sizes.slice(0, -1).every(n => n >= 4),
+    'every group but the last is at least half the window'
+  )
+  t.true(sizes.length <= 16, `${sizes.length} groups for 64 chunks`)
 })

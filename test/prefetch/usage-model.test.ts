@@ -37,6 +37,9 @@ test('probabilities are smoothed counts; need times are medians; likely() orders
   t.is(m.needTime(1), 200)
   t.deepEqual(m.likely(0.8), [2, 1])
   t.deepEqual(m.likely(0.3), [2, 1, 3])
+  // by quanta of need time: 2 (6 ms) and 1 (200 ms) share the first 500 ms, in image order
+  t.deepEqual(m.likely(0.3, 500), [1, 2, 3])
+  t.deepEqual(m.likely(0.3, 100), [2, 1, 3])
 })
 
 test('old sessions decay, so a changed reading pattern takes over', t => {
