@@ -1,8 +1,8 @@
 // Requests to one holder. Chunks asked for in the same tick go out as one batch request (so the
-// adjacent chunks of one read, or of the kernel's readahead, cost one round trip); a lone chunk
-// is a plain GET (a batch of one when the link is slow enough to ask for compression). To the
-// origin store they go out as range requests over its packs (originChunks). Every request is
-// bounded by a timeout and recorded in the link stats.
+// adjacent chunks of one read, or of the kernel's readahead, cost one round trip), each handed on
+// as soon as its bytes are in; a lone chunk is a plain GET (a batch of one when the link is slow
+// enough to ask for compression). To the origin store they go out as range requests over its
+// packs (originChunks). Every request is bounded by a timeout and recorded in the link stats.
 // Contract: get() resolves with the bytes as received (unverified), null when the holder said it
 // does not hold the chunk, or rejects with the request's error. It never hashes.
 import { PeerClient } from '../peer/client.js'
@@ -204,7 +204,9 @@ export class HolderBatcher {
               batch.map(p => p.hash),
               signal,
               onBytes,
-              compress ? { compress, quality: fetchQuality(this.link.bandwidthBps) } : {}
+              compress ? { compress, quality: fetchQuality(this.link.bandwidthBps) } : {},
+              // each chunk goes on as it arrives, not when the whole batch has
+              (i, data) => batch[i]!.resolve(data)
             )
       )
       batch.forEach((p, i) => p.resolve(results[i] ?? null))

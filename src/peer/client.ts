@@ -5,11 +5,8 @@
 import { Pool } from 'undici'
 import { VmifsError } from '../errors.js'
 import type { Cursors, FactPage } from '../index/facts.js'
-import { promisify } from 'node:util'
 import zlib from 'node:zlib'
-import { BROTLI_QUALITY_HEADER, decodeBatch } from './wire.js'
-
-const unbrotli = promisify(zlib.brotliDecompress)
+import { BROTLI_QUALITY_HEADER, BatchDecoder } from './wire.js'
 
 export interface PeerClientOptions {
   token: string
@@ -34,13 +31,18 @@ export class PeerClient {
     })
   }
 
+  /**
+   * One request; the body is collected, or handed piece by piece to what `sink` returns for the
+   * answer's status and encoding (then `data` is empty).
+   */
   private async request(
     method: 'GET' | 'POST',
     path: string,
     signal: AbortSignal,
     body?: unknown,
     onBytes?: (n: number) => void,
-    extra: Record<string, string> = {}
+    extra: Record<string, string> = {},
+    sink?: (status: number, encoding: string | undefined) => ((piece: Buffer) => void) | undefined
   ): Promise<{ status: number; data: Buffer; encoding?: string }> {
     let res
     try {
@@ -63,16 +65,21 @@ export class PeerClient {
         { cause: err }
       )
     }
+    const h = res.headers['content-encoding']
+    const enc = typeof h === 'string' ? h : undefined
+    const into = res.statusCode === 401 ? undefined : sink?.(res.statusCode, enc)
     let data: Buffer
     try {
       // streamed, so link throughput can be measured as bytes arrive
       const parts: Buffer[] = []
       for await (const c of res.body) {
-        parts.push(c as Buffer)
+        if (into) into(c as Buffer)
+        else parts.push(c as Buffer)
         onBytes?.((c as Buffer).length)
       }
       data = parts.length === 1 ? parts[0]! : Buffer.concat(parts)
     } catch (err) {
+      if (err instanceof VmifsError) throw err // the sink's
       throw new VmifsError(
         'HOLDER_UNREACHABLE',
         `${this.endpoint}${path}: body: ${(err as Error).message}`,
@@ -82,8 +89,7 @@ export class PeerClient {
     }
     if (res.statusCode === 401)
       throw new VmifsError('HOLDER_UNAUTHORIZED', `${this.endpoint} refused our token`, { endpoint: this.endpoint })
-    const enc = res.headers['content-encoding']
-    return { status: res.statusCode, data, ...(typeof enc === 'string' ? { encoding: enc } : {}) }
+    return { status: res.statusCode, data, ...(enc !== undefined ? { encoding: enc } : {}) }
   }
 
   async health(signal: AbortSignal): Promise<{ ok: boolean; hostId: string }> {
@@ -102,13 +108,15 @@ export class PeerClient {
 
   /**
    * A batch of chunks. With `compress`, the holder may answer brotli-compressed (when it pays);
-   * onBytes counts bytes as they come off the wire (compressed).
+   * onBytes counts bytes as they come off the wire (compressed). Each chunk is handed to `onChunk`
+   * (its index in `hashes`) as soon as its bytes are in, before the rest of the batch.
    */
   async chunks(
     hashes: string[],
     signal: AbortSignal,
     onBytes?: (n: number) => void,
-    o: { compress?: boolean; quality?: number } = {}
+    o: { compress?: boolean; quality?: number } = {},
+    onChunk?: (i: number, data: Buffer | null) => void
   ): Promise<Array<Buffer | null>> {
     const headers: Record<string, string> =
       o.compress === true
@@ -117,21 +125,68 @@ export class PeerClient {
             ...(o.quality !== undefined ? { [BROTLI_QUALITY_HEADER]: String(o.quality) } : {})
           }
         : {}
-    const r = await this.request('POST', '/v1/chunks', signal, { hashes }, onBytes, headers)
+    const out = new Array<Buffer | null>(hashes.length).fill(null)
+    const bad = (err: unknown): VmifsError =>
+      new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint}: ${(err as Error).message}`)
+    const decoder = new BatchDecoder(hashes.length, (i, data) => {
+      out[i] = data
+      onChunk?.(i, data)
+    })
+    let unbrotli: zlib.BrotliDecompress | undefined
+    let failed: unknown
+    const r = await this.request('POST', '/v1/chunks', signal, { hashes }, onBytes, headers, (status, enc) => {
+      if (status !== 200) return undefined
+      if (enc === 'br') {
+        const u = zlib.createBrotliDecompress()
+        unbrotli = u
+        u.on('data', (c: Buffer) => {
+          try {
+            if (failed === undefined) decoder.push(c)
+          } catch (err) {
+            failed = err
+          }
+        })
+        u.on('error', err => {
+          failed ??= err
+        })
+        return piece => {
+          if (failed !== undefined) throw bad(failed)
+          u.write(piece)
+        }
+      }
+      if (enc !== undefined && enc !== 'identity') {
+        failed = new Error(`unknown content-encoding ${enc}`)
+        return () => {}
+      }
+      return piece => {
+        try {
+          decoder.push(piece)
+        } catch (err) {
+          throw bad(err)
+        }
+      }
+    })
     if (r.status !== 200)
       throw new VmifsError(
         'HOLDER_BAD_RESPONSE',
         `${this.endpoint} answered ${r.status} for a batch of ${hashes.length}`
       )
-    try {
-      let body = r.data
-      if (r.encoding === 'br') body = await unbrotli(body)
-      else if (r.encoding !== undefined && r.encoding !== 'identity')
-        throw new Error(`unknown content-encoding ${r.encoding}`)
-      return decodeBatch(body, hashes.length)
-    } catch (err) {
-      throw new VmifsError('HOLDER_BAD_RESPONSE', `${this.endpoint}: ${(err as Error).message}`)
+    const u = unbrotli
+    if (u && failed === undefined) {
+      // what is still inside the decompressor comes out before 'end'
+      await new Promise<void>(resolve => {
+        u.once('end', resolve)
+        u.once('error', () => resolve())
+        u.end()
+      })
     }
+    if (failed !== undefined) throw bad(failed)
+    try {
+      decoder.finish()
+    } catch (err) {
+      throw bad(err)
+    }
+    return out
   }
 
   async manifest(digest: string, signal: AbortSignal): Promise<Buffer | null> {

@@ -10,6 +10,8 @@
 //   GET  /metrics                   -> Prometheus text
 // Batch body: for each requested hash in order, a u32 big-endian length then that many bytes;
 // length 0xffffffff means "not held here" (no bytes follow).
+import { MAX_CHUNK } from '../manifests/chunking.js'
+
 export const MAX_BATCH = 64
 export const MAX_BATCH_BYTES = 32 * 1024 * 1024
 export const MAX_JSON_BODY = 1024 * 1024
@@ -45,22 +47,47 @@ export function encodeBatch(parts: Array<Buffer | null>): Buffer[] {
   return out
 }
 
-/** Parses a batch body; throws on a malformed or truncated body. */
-export function decodeBatch(body: Buffer, count: number): Array<Buffer | null> {
-  const out: Array<Buffer | null> = []
-  let p = 0
-  for (let i = 0; i < count; i++) {
-    if (p + 4 > body.length) throw new Error(`batch body truncated at entry ${i}`)
-    const len = body.readUInt32BE(p)
-    p += 4
-    if (len === MISSING) {
-      out.push(null)
-      continue
+/**
+ * Reads a batch body as it arrives: each entry is handed to `onEntry` (its index, its bytes or
+ * null for "not held") once its bytes are in; push() and finish() throw on a malformed body.
+ */
+export class BatchDecoder {
+  private buf = Buffer.alloc(0)
+  private next = 0
+  private total = 0
+
+  constructor(
+    private readonly count: number,
+    private readonly onEntry: (i: number, data: Buffer | null) => void
+  ) {}
+
+  push(c: Buffer): void {
+    this.total += c.length
+    // a holder stops adding chunks once MAX_BATCH_BYTES are in: one more chunk at most
+    if (this.total > MAX_BATCH_BYTES + MAX_CHUNK + 4 * this.count) throw new Error('batch body over its bound')
+    let buf = this.buf.length === 0 ? c : Buffer.concat([this.buf, c])
+    let p = 0
+    while (this.next < this.count && p + 4 <= buf.length) {
+      const len = buf.readUInt32BE(p)
+      if (len === MISSING) {
+        p += 4
+        this.onEntry(this.next++, null)
+        continue
+      }
+      if (p + 4 + len > buf.length) break
+      // a copy, so that an entry does not keep the rest of the body alive
+      const data = Buffer.from(buf.subarray(p + 4, p + 4 + len))
+      p += 4 + len
+      this.onEntry(this.next++, data)
     }
-    if (p + len > body.length) throw new Error(`batch body truncated inside entry ${i}`)
-    out.push(body.subarray(p, p + len))
-    p += len
+    buf = buf.subarray(p)
+    if (this.next === this.count && buf.length > 0) throw new Error('batch body has trailing bytes')
+    this.buf = buf.length === 0 ? Buffer.alloc(0) : Buffer.from(buf)
   }
-  if (p !== body.length) throw new Error('batch body has trailing bytes')
-  return out
+
+  /** The body ended: every entry must have come, and nothing after them. */
+  finish(): void {
+    if (this.next < this.count)
+      throw new Error(`batch body truncated ${this.buf.length >= 4 ? 'inside' : 'at'} entry ${this.next}`)
+  }
 }

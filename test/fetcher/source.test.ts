@@ -118,7 +118,8 @@ test("a read of a chunk a replication's batch is bringing joins it; a slow batch
   t.deepEqual(asked, [w1!.hash])
   t.is(stats.raisedFlights, 2)
   batch.settle(w1!.hash, bytesOf(1)) // late: changes nothing
-  await source.ensure(w1!, 'prefetch') // joins the hedge's flight until it is recorded (a second fetch shows in `asked`)
+  // joins the hedge's flight until it is recorded (a second fetch would show in `asked`)
+  await source.ensure(w1!, 'prefetch')
   t.true(local.store.has(w1!.hash), 'what the hedge fetched is cached here')
 
   // chunk 2: the donor did not give it and nobody joined: a read later fetches it itself
