@@ -721,12 +721,23 @@ static uint8_t *record_buffer(size_t len) {
   return tl_rec;
 }
 
-/* What a reply points at for the zero extents of an image: never-written anonymous pages, all zero */
+/*
+ * What a reply points at for the zero extents of an image: pages of zeros of their own, present and
+ * locked. Not the never-written pages of a read-only mapping: those map the kernel's shared zero
+ * page, which the kernel's copy of a reply can take only on its slow path, and that path gives up
+ * when the agent is being killed, failing the reader's request with EIO (a kill -9 of the agent
+ * must show readers only a pause).
+ */
 static const uint8_t *zeros;
 static pthread_once_t zeros_once = PTHREAD_ONCE_INIT;
 static void map_zeros(void) {
-  void *z = mmap(NULL, MAX_READ, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  zeros = z == MAP_FAILED ? NULL : z;
+  void *z = mmap(NULL, MAX_READ, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  if (z == MAP_FAILED) return;
+  memset(z, 0, MAX_READ);        /* written: each page its own, not the shared zero page */
+  if (mlock(z, MAX_READ) != 0) { /* without the privilege the pages are still present; they may only be swapped out */
+  }
+  mprotect(z, MAX_READ, PROT_READ);
+  zeros = z;
 }
 
 static int chunk_known(session_t *s, const uint8_t *hash, chunk_loc_t *loc) {

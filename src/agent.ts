@@ -458,8 +458,8 @@ export class Agent extends Resource {
       workers: Math.min(64, Math.max(16, 4 * os.availableParallelism()))
     })
     if (held) {
-      this.mount.adopt(held.fd, held.resend)
-      if (held.resend) log.warn({ mountpoint: this.opts.mountpoint }, 'resumed the mount of a crashed agent')
+      this.mount.adopt(held.fd)
+      if (held.crashed) log.warn({ mountpoint: this.opts.mountpoint }, 'resumed the mount of a crashed agent')
       else log.info({ mountpoint: this.opts.mountpoint }, 'took the mount over')
     } else {
       const { recovered } = prepareMountpoint(this.opts.mountpoint)
@@ -605,7 +605,7 @@ export class Agent extends Resource {
    * agent's (after it handed over); without, one the holder kept after its agent died, if the
    * mountpoint still has a vmifs mount (mountinfo only: a stat of it would wait for an answer).
    */
-  private async liveConnection(agentSock: string): Promise<{ fd: number; resend: boolean } | undefined> {
+  private async liveConnection(agentSock: string): Promise<{ fd: number; crashed: boolean } | undefined> {
     const sock = holderSocket(this.opts.config.dataDir)
     if (this.opts.takeover === true) {
       if (!(await socketInUse(agentSock)))
@@ -620,12 +620,12 @@ export class Agent extends Resource {
       }
       const fd = takeFromHolder(sock)
       if (fd === undefined) throw new VmifsError('TAKEOVER_FAILED', `no FUSE holder answers on ${sock}`)
-      return { fd, resend: false }
+      return { fd, crashed: false }
     }
     const top = mountsAt(this.opts.mountpoint).at(-1)
     if (top?.fstype !== 'fuse.vmifs' || (await socketInUse(agentSock))) return undefined
     const fd = takeFromHolder(sock)
-    return fd === undefined ? undefined : { fd, resend: true }
+    return fd === undefined ? undefined : { fd, crashed: true }
   }
 
   snapshot(): Record<string, unknown> {

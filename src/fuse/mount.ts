@@ -155,10 +155,12 @@ export class VmifsMount {
 
   /**
    * Serves a live connection taken from the holder (a takeover, or a restart after a crash):
-   * nothing is mounted again and open files stay open. `resend`: the kernel queues again the
-   * requests the previous agent had read and not answered (after a crash).
+   * nothing is mounted again and open files stay open. The kernel is asked to queue again every
+   * request the previous agent had read and not answered: after a crash, those in hand; after a
+   * handover, any it had read but not yet passed to its JavaScript when it stopped (it answers
+   * the others before it detaches, and answers nothing after).
    */
-  adopt(fd: number, resend: boolean): void {
+  adopt(fd: number): void {
     this.session = native().fuseAdopt(
       fd,
       this.mountpoint,
@@ -166,7 +168,7 @@ export class VmifsMount {
       { maxReadahead: (this.opts.readaheadKb ?? DEFAULT_READAHEAD_KB) * 1024, workers: this.opts.workers ?? 4 },
       (kind, unique, ino, fh, off, size) => this.request(kind, unique, ino, fh, off, size)
     )
-    this.started(resend)
+    this.started(true)
   }
 
   private started(resend = false): void {
