@@ -12,7 +12,7 @@ pkgs=(librust-blake3-dev liblmdb-dev)
 [ "$level" = lint ] && pkgs+=(clang-format)
 # e2fsprogs, fdisk: ext4 images and partition tables for the file-cut tests; systemd: systemd-analyze
 # verify checks the unit file (nothing is started)
-[ "$level" = test ] || [ "$level" = bench ] && pkgs+=(qemu-utils nginx-light iproute2 openssl e2fsprogs fdisk systemd)
+[ "$level" = test ] || [ "$level" = bench ] && pkgs+=(qemu-utils nginx-light iproute2 openssl e2fsprogs fdisk systemd redis-server redis-sentinel)
 # rsync: transfer bench; qemu and the lazy readers: boot bench (fuse: fusermount for httpfs2 and rclone mount)
 [ "$level" = bench ] && pkgs+=(b3sum debootstrap rsync qemu-system-x86 qemu-block-extra nbdkit httpfs2 rclone curl fuse)
 missing=()

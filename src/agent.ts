@@ -26,6 +26,8 @@ import { installedCert } from './trust/certs.js'
 import { guard } from './util/guard.js'
 import { FactStore, validOrigin } from './index/facts.js'
 import { FactSync } from './index/sync.js'
+import { RedisMetadata } from './metadata/redis.js'
+import { type HostRow, StatusLiveness, hostRows } from './metadata/hosts.js'
 import { FleetImages } from './index/fleet-images.js'
 import { signLocalImages } from './trust/publications.js'
 import { HolderDirectory, ORIGIN_ID } from './holders/directory.js'
@@ -70,7 +72,6 @@ const CATALOG_POLL_MS = 250
 const ORIGIN_POLL_MS = 5000
 const IMAGE_STATS_TTL_MS = 5000
 const DEMAND_GRACE_MS = 500
-const STATUS_MS = 15_000
 
 export class Agent extends Resource {
   readonly stats = new Stats()
@@ -89,6 +90,7 @@ export class Agent extends Resource {
   private source: ChunkSource | undefined
   private server: PeerServer | undefined
   private sync: FactSync | undefined
+  private metadata: RedisMetadata | undefined
   private fleetImages: FleetImages | undefined
   private manifests: ManifestFetcher | undefined
   /** the origin store's one client: chunks and manifests */
@@ -116,7 +118,7 @@ export class Agent extends Resource {
 
   get fleetMode(): boolean {
     const f = this.opts.config.fleet
-    return f.listen !== undefined || f.peers.length > 0 || f.origin !== undefined
+    return f.listen !== undefined || f.peers.length > 0 || f.origin !== undefined || f.metadata !== undefined
   }
 
   protected async _open(): Promise<void> {
@@ -127,18 +129,15 @@ export class Agent extends Resource {
         'CONFIG_INVALID',
         `host id ${JSON.stringify(config.hostId)} is not valid (1-64 of A-Z a-z 0-9 . _ -, not "origin")`
       )
-    if ((fleet.listen !== undefined || fleet.peers.length > 0) && fleet.token === '') {
+    const peered = fleet.listen !== undefined || fleet.peers.length > 0 || fleet.metadata !== undefined
+    if (peered && fleet.token === '') {
       throw new VmifsError(
         'TOKEN_MISSING',
         'fleet mode needs the fleet secret: set VMIFS_TOKEN or "token" in the config file'
       )
     }
     const trust = config.trust
-    if (
-      (fleet.listen !== undefined || fleet.peers.length > 0) &&
-      trust.admins.length === 0 &&
-      Object.keys(trust.hosts).length === 0
-    )
+    if (peered && trust.admins.length === 0 && Object.keys(trust.hosts).length === 0)
       throw new VmifsError(
         'TRUST_MISSING',
         'fleet mode needs to know whose facts to believe: list the fleet admin keys in "trust.admins" ' +
@@ -190,6 +189,9 @@ export class Agent extends Resource {
     // one chunk index for both: who may hold a chunk, and which entries a cached chunk fills
     const places = new ChunkPlaces(dd.catalog)
     this.directory = new HolderDirectory(this.facts, dd.catalog, config.hostId, fleet.links, fleet.origin, places)
+    // hosts without a heartbeat are skipped: the Redis engine's expired keys, else the status facts' times
+    const byStatus = new StatusLiveness(this.facts, config.heartbeatMs)
+    this.directory.dead = () => this.metadata?.deadHosts() ?? byStatus.dead()
     this.announcer = new Announcer(this.facts, dd.catalog, dd.store, log, undefined, places)
     const demand = { alpha: config.fetch.alpha, hedge: config.fetch.hedge }
     const background = { alpha: config.fetch.prefetchAlpha, hedge: false }
@@ -331,7 +333,12 @@ export class Agent extends Resource {
         return hints.export(query.get('image') ?? '', max === null ? undefined : Number(max))
       },
       'POST /v1/hint': ({ body }) => hints.take(body),
-      'POST /v1/revoke': ({ body }) => ({ dropped: this.facts!.revoke(body) }),
+      'GET /v1/hosts': async () => ({ hosts: await this.hostList() }),
+      'POST /v1/revoke': ({ body }) => {
+        const dropped = this.facts!.revoke(body)
+        this.metadata?.revoked(body)
+        return { dropped }
+      },
       'GET /v1/similarity': () => {
         this.clusters.sync(dd.catalog.listImages(), d => dd.catalog.manifest(d))
         return this.clusters.snapshot()
@@ -416,9 +423,24 @@ export class Agent extends Resource {
     this.announcer.publishHoldings()
     this.announcer.publishStatus()
     if (this.fleetMode) {
-      const peers = fleet.peers.map(u => this.source!.client(u))
-      this.sync = new FactSync(this.facts, () => peers, log, fleet.syncIntervalMs)
-      this.sync.start()
+      if (fleet.metadata !== undefined) {
+        const directory = this.directory
+        const cost = { alpha: config.fetch.alpha, sigma: config.fetch.sigma }
+        this.metadata = new RedisMetadata({
+          url: fleet.metadata,
+          password: metadataPassword(fleet.metadataPasswordFile),
+          facts: this.facts,
+          log,
+          cert: () => installedCert(config.dataDir),
+          rank: hosts => directory.rank(hosts, 1024 * 1024, cost),
+          heartbeatMs: config.heartbeatMs
+        })
+        this.metadata.start()
+      } else {
+        const peers = fleet.peers.map(u => this.source!.client(u))
+        this.sync = new FactSync(this.facts, () => peers, log, fleet.syncIntervalMs)
+        this.sync.start()
+      }
       guard(log, 'reconciling the fleet images', () => this.fleetImages?.reconcile())
       this.replication = new ReplicationManager({
         dd,
@@ -471,7 +493,7 @@ export class Agent extends Resource {
       setInterval(() => guard(log, 'looking for new images', () => this.refreshImages()), CATALOG_POLL_MS)
     )
     this.timers.push(
-      setInterval(() => guard(log, 'publishing the status', () => this.announcer?.publishStatus()), STATUS_MS)
+      setInterval(() => guard(log, 'publishing the status', () => this.announcer?.publishStatus()), config.heartbeatMs)
     )
     for (const t of this.timers) t.unref()
     log.info(
@@ -501,6 +523,8 @@ export class Agent extends Resource {
     this.prefetcher?.close()
     await this.replication?.close()
     await this.sync?.stop()
+    this.fleetImages?.close()
+    await this.metadata?.stop()
     await this.server?.close().catch(err => errors.push(err))
     this.announcer?.close()
     await this.source?.close()
@@ -515,6 +539,13 @@ export class Agent extends Resource {
     if (errors.length > 0) throw errors[0]
   }
 
+  /** The fleet's hosts and their state (`vmifs hosts`): on Redis, liveness as the engine has it. */
+  async hostList(): Promise<HostRow[]> {
+    this.assertOpen()
+    const live = this.metadata?.connected ? await this.metadata.liveness() : undefined
+    return hostRows(this.facts!, Date.now(), this.opts.config.heartbeatMs, live)
+  }
+
   /** Replicates an image onto this host (the plan's shares pulled from the donors, pinned). */
   async replicate(body: unknown): Promise<ReplicateReport> {
     const req = parseReplicateRequest(body)
@@ -524,6 +555,8 @@ export class Agent extends Resource {
         'this agent runs alone (no --listen, --peer or origin): there is nothing to replicate from'
       )
     this.refreshImages()
+    const digest = this.dd?.catalog.getImage(req.image)?.digest
+    if (digest !== undefined) await this.metadata?.use(digest)
     return await this.replicator.replicate(req)
   }
 
@@ -569,6 +602,7 @@ export class Agent extends Resource {
       read: async (name, m, dst, pos, len, stream) => {
         const t0 = performance.now()
         try {
+          if (this.metadata) await this.metadata.use(m.digest())
           const n = await reader.read(name, m, dst, pos, len, stream)
           this.stats.fuseReadOps++
           this.stats.fuseReadBytes += n
@@ -590,6 +624,7 @@ export class Agent extends Resource {
       chunks: dd.store,
       opened: (_name, digest) => {
         this.recorder?.open(digest)
+        void this.metadata?.use(digest).catch(() => undefined)
       },
       released: (_name, digest) => {
         this.recorder?.release(digest)
@@ -671,6 +706,16 @@ export class Agent extends Resource {
         factResets: this.sync?.resets ?? 0,
         imagesRefused: this.fleetImages?.refused() ?? {},
         syncDemoted: Object.keys(this.sync?.demoted() ?? {}),
+        metadata: this.metadata
+          ? {
+              backend: 'redis',
+              connected: this.metadata.connected,
+              ...this.metadata.counters,
+              expiryEvents: this.metadata.expiryEvents,
+              deadHosts: this.metadata.deadHosts().size,
+              followedImages: Object.keys(this.metadata.followed()).length
+            }
+          : { backend: 'peers' },
         ...(this.origin ? { origin: { ...this.origin.state } } : {}),
         inFlight: this.source?.inFlight ?? 0,
         links: Object.fromEntries(
@@ -682,5 +727,16 @@ export class Agent extends Resource {
       }
     }
     return snap
+  }
+}
+
+/** The metadata engine password: VMIFS_METADATA_PASSWORD, or the file the config names (trimmed). */
+function metadataPassword(file: string | undefined): string | undefined {
+  if (process.env.VMIFS_METADATA_PASSWORD !== undefined) return process.env.VMIFS_METADATA_PASSWORD
+  if (file === undefined) return undefined
+  try {
+    return fs.readFileSync(file, 'utf8').trim()
+  } catch (err) {
+    throw new VmifsError('CONFIG_INVALID', `metadataPasswordFile ${file}: ${(err as Error).message}`)
   }
 }

@@ -11,6 +11,7 @@ import { type Policy, validatePolicy } from './planner/replica-placement.js'
 import { validateName } from './index/catalog.js'
 import { isPublicKeyText } from './trust/keys.js'
 import { validHostId } from './trust/host-id.js'
+import { redisOptions } from './metadata/redis.js'
 
 export interface LinkConfig {
   price?: number
@@ -34,6 +35,13 @@ export interface FleetConfig {
   /** this host's view of its links to others: price per byte, bandwidth and RTT seeds */
   links: Record<string, LinkConfig>
   syncIntervalMs: number
+  /**
+   * where the metadata table is kept: undefined, each host's own copy synced with its peers; a
+   * redis:// or redis+sentinel:// URL, a Redis engine shared by the fleet (src/metadata/redis.ts)
+   */
+  metadata?: string
+  /** a file holding this host's password for the metadata engine (its ACL user) */
+  metadataPasswordFile?: string
 }
 
 export interface FetchConfig {
@@ -61,6 +69,8 @@ export interface Config {
   fetch: FetchConfig
   /** a usage session of an image ends this long after its last handle closed and reads stopped */
   sessionIdleMs: number
+  /** how often the agent tells the fleet it is alive (its status): 3 missed, stale; 4, dead */
+  heartbeatMs: number
   /** this host's site figures, published in its host record for replica placement */
   site: { rttMs?: number; storagePrice?: number }
   /** replication policies this host publishes (a `vmifs policy set` anywhere overrides them) */
@@ -103,11 +113,22 @@ export function defaults(): Config {
       missAheadKb: 64
     },
     sessionIdleMs: 10_000,
+    heartbeatMs: 5000,
     site: {},
     policies: {},
     replication: { drTimeoutMs: 60_000, intervalMs: 1000 },
     trust: { admins: [], hosts: {}, publishers: {} }
   }
+}
+
+/** A metadata engine's URL, checked (CONFIG_INVALID otherwise). */
+export function parseMetadataUrl(v: string, what: string): string {
+  try {
+    redisOptions(v)
+  } catch (err) {
+    throw new VmifsError('CONFIG_INVALID', `${what}: ${(err as Error).message}`)
+  }
+  return v
 }
 
 /** "host:port" -> parts (port 0 = any) */
@@ -214,7 +235,10 @@ export const CONFIG_FILE = z
       })
       .partial(),
     syncIntervalMs: nonNegative,
+    metadata: z.string().regex(/^redis(\+sentinel)?:\/\/\S+$/, 'is not a redis:// or redis+sentinel:// URL'),
+    metadataPasswordFile: z.string(),
     sessionIdleMs: nonNegative,
+    heartbeatMs: positiveInt,
     site: z.strictObject({ rttMs: nonNegative, storagePrice: nonNegative }).partial(),
     policies: z.record(
       z.string(),
@@ -303,7 +327,10 @@ export function loadConfigFile(file: string, base: Config = defaults()): Config 
   if (c.tls !== undefined) f.tls = { ...c.tls }
   if (c.price !== undefined) f.price = c.price
   if (c.syncIntervalMs !== undefined) f.syncIntervalMs = c.syncIntervalMs
+  if (c.metadata !== undefined) f.metadata = parseMetadataUrl(c.metadata, 'metadata')
+  if (c.metadataPasswordFile !== undefined) f.metadataPasswordFile = c.metadataPasswordFile
   if (c.sessionIdleMs !== undefined) out.sessionIdleMs = c.sessionIdleMs
+  if (c.heartbeatMs !== undefined) out.heartbeatMs = Math.max(100, c.heartbeatMs)
   for (const [id, l] of Object.entries(c.links ?? {})) {
     f.links[id] = {
       ...(l.price !== undefined ? { price: l.price } : {}),

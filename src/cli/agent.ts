@@ -6,7 +6,7 @@ import { Agent } from '../agent.js'
 import { createLogger } from '../util/log.js'
 import { logFault } from '../util/guard.js'
 import { VmifsError } from '../errors.js'
-import { parseListen, parseUrl } from '../config.js'
+import { parseListen, parseMetadataUrl, parseUrl } from '../config.js'
 import { ServiceManager } from '../util/systemd.js'
 
 /** The descriptor a --background parent reads the ready line from. */
@@ -39,7 +39,7 @@ Under systemd (the unit: vmifs install-service), the agent reports READY=1 once 
 served, its PID as the unit's main process after a takeover, and WATCHDOG=1 at half of
 WatchdogSec.
 
-Fleet mode (any of --listen, --peer, --origin): images published by any host appear in the
+Fleet mode (any of --listen, --peer, --origin, --metadata): images published by any host appear in the
 mount; a chunk this host lacks is fetched from the cheapest holder named by the fleet's metadata
 table (kept in sync with the peers), verified, cached and announced. The fleet secret comes from
 VMIFS_TOKEN or "token" in the config file; every peer request carries it.
@@ -51,6 +51,10 @@ Options:
   --advertise <url>    the URL others reach this host at (default http://<listen host>:<port>)
   --peer <url>         a peer to sync the metadata table with (repeatable)
   --origin <url>       an origin store (vmifs publish-store), the holder of last resort
+  --metadata <url>     keep the metadata table in a Redis engine the fleet shares instead of
+                       syncing it with peers: redis://[user@]host:port, or
+                       redis+sentinel://host:port[,host:port…]/<primary name>; the password from
+                       VMIFS_METADATA_PASSWORD or the file "metadataPasswordFile" names
   --takeover           take the live mount over from the agent running on this data dir
   --background         start the agent detached; exit 0 once it serves the mount, 1 if it fails
 ${COMMON_HELP}`,
@@ -65,6 +69,7 @@ ${COMMON_HELP}`,
         peer: { type: 'string', multiple: true },
         origin: { type: 'string' },
         advertise: { type: 'string' },
+        metadata: { type: 'string' },
         takeover: { type: 'boolean' },
         background: { type: 'boolean' }
       },
@@ -80,6 +85,7 @@ ${COMMON_HELP}`,
       config.fleet.peers = [...config.fleet.peers, ...a.values.peer.map(p => parseUrl(p, '--peer'))]
     if (typeof a.values.origin === 'string') config.fleet.origin = parseUrl(a.values.origin, '--origin')
     if (typeof a.values.advertise === 'string') config.fleet.advertise = parseUrl(a.values.advertise, '--advertise')
+    if (typeof a.values.metadata === 'string') config.fleet.metadata = parseMetadataUrl(a.values.metadata, '--metadata')
     const log = createLogger('vmifs-agent')
     // the last net under every background step's own: a promise nobody waited for that failed is
     // logged, and the agent (and the mount's readers) go on

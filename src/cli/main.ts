@@ -22,6 +22,7 @@ import { command as installServiceCmd } from './install-service.js'
 import { command as keyCmd } from './key.js'
 import { command as hostCmd } from './host.js'
 import { command as fleetCmd } from './fleet.js'
+import { command as hostsCmd } from './hosts.js'
 import { command as signCmd } from './sign.js'
 import { command as namesCmd } from './names.js'
 
@@ -46,7 +47,8 @@ const COMMANDS: Command[] = [
   policyCmd,
   hostCmd,
   keyCmd,
-  fleetCmd
+  fleetCmd,
+  hostsCmd
 ]
 
 function usage(): string {

@@ -12,7 +12,7 @@ import {
   money
 } from './common.js'
 import { VmifsError } from '../errors.js'
-import { FleetView } from '../planner/fleet-view.js'
+import { FleetView, liveness } from '../planner/fleet-view.js'
 import {
   type Pick,
   type PickMetric,
@@ -84,7 +84,12 @@ ${COMMON_HELP}`,
     validateParams(alpha, sigma)
     const image = a.positionals[0]!
     const ranked = await withDataDir(cfg, dd => {
-      const view = new FleetView(dd, { self: hostId, links: cfg.fleet.links, origin: cfg.fleet.origin })
+      const view = new FleetView(dd, {
+        self: hostId,
+        links: cfg.fleet.links,
+        origin: cfg.fleet.origin,
+        ...liveness(cfg)
+      })
       view.image(image)
       for (const h of hosts) view.requireHost(h)
       const donors = view.donors()

@@ -12,7 +12,7 @@ import {
   money
 } from './common.js'
 import { VmifsError } from '../errors.js'
-import { FleetView } from '../planner/fleet-view.js'
+import { FleetView, liveness } from '../planner/fleet-view.js'
 import {
   type TransferPlan,
   greedyPlan,
@@ -62,7 +62,12 @@ ${COMMON_HELP}`,
     validateParams(alpha, sigma)
     const image = a.positionals[0]!
     const out = await withDataDir(cfg, async dd => {
-      const view = new FleetView(dd, { self: hostId, links: cfg.fleet.links, origin: cfg.fleet.origin })
+      const view = new FleetView(dd, {
+        self: hostId,
+        links: cfg.fleet.links,
+        origin: cfg.fleet.origin,
+        ...liveness(cfg)
+      })
       const donors = view.donors().filter(d => d.id !== target)
       const need = view.need(image, target, donors)
       const input = { groups: need.groups, donors, alpha, sigma }

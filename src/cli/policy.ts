@@ -8,7 +8,7 @@ import { FactStore } from '../index/facts.js'
 import type { Config } from '../config.js'
 import { hostKey } from '../trust/keys.js'
 import { validateName } from '../index/catalog.js'
-import { FleetView } from '../planner/fleet-view.js'
+import { FleetView, liveness } from '../planner/fleet-view.js'
 import { validatePolicy } from '../planner/replica-placement.js'
 import { type ReplicaState, effectivePolicies, placementOf, siteOf } from '../planner/replication.js'
 
@@ -99,7 +99,7 @@ ${COMMON_HELP}`,
     }
     const out = await withDataDir(cfg, dd => {
       const facts = new FactStore(dd.db, me)
-      const view = new FleetView(dd, { self: me, links: cfg.fleet.links, origin: cfg.fleet.origin })
+      const view = new FleetView(dd, { self: me, links: cfg.fleet.links, origin: cfg.fleet.origin, ...liveness(cfg) })
       const list = [...effectivePolicies(facts).values()].filter(p => image === undefined || p.image === image)
       if (image !== undefined && list.length === 0)
         throw new VmifsError('POLICY_NOT_FOUND', `no policy for ${JSON.stringify(image)}`, { name: image })

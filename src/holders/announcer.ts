@@ -17,6 +17,8 @@ export class Announcer {
   private closed = false
   /** per manifest digest: 1 where this host's cache holds the entry */
   private readonly held = new Map<string, Uint8Array>()
+  /** per manifest digest: how many entries `held` marks, and how many are not zero extents */
+  private readonly counts = new Map<string, { held: number; of: number }>()
   /** the chunk index the last full recount used: `held` has a bitmap for each of its digests */
   private counted: PlacesSnapshot | undefined
   private readonly dirty = new Set<string>()
@@ -66,15 +68,17 @@ export class Announcer {
   }
 
   /**
-   * Cache space and load per CPU (`status`), read by `vmifs place`. Rounded (MiB, 0.05) so that
-   * small changes publish nothing new.
+   * Cache space and load per CPU (`status`), read by `vmifs place` and `vmifs hosts`, with the
+   * time it was published: the agent publishes it every heartbeat, and a host whose status is
+   * three heartbeats old is stale, four dead (src/metadata/hosts.ts).
    */
   publishStatus(): void {
     const MiB = 1024 * 1024
     this.facts.publishAs('status', '', {
       cacheCapacityBytes: this.store.capacityBytes,
       cacheSizeBytes: Math.round(this.store.sizeBytes / MiB) * MiB,
-      load: Math.round((20 * os.loadavg()[0]!) / Math.max(1, os.cpus().length)) / 20
+      load: Math.round((20 * os.loadavg()[0]!) / Math.max(1, os.cpus().length)) / 20,
+      at: Date.now()
     })
   }
 
@@ -103,7 +107,11 @@ export class Announcer {
       const d = snap.digests[places[k]!]!
       const h = this.held.get(d)
       if (!h) continue
-      h[places[k + 1]!] = 1
+      if (h[places[k + 1]!] === 0) {
+        h[places[k + 1]!] = 1
+        const c = this.counts.get(d)
+        if (c) c.held++
+      }
       this.dirty.add(d)
     }
     this.arm()
@@ -127,18 +135,30 @@ export class Announcer {
     this.dirty.clear()
     const snap = this.places.fresh()
     this.held.clear()
+    this.counts.clear()
     for (const d of snap.digests) {
       const m = this.catalog.manifest(d)
       if (!m) continue
       const bits = new Uint8Array(m.count)
-      for (let i = 0; i < m.count; i++) if (m.zero[i] === 0 && this.store.has(m.hashHexAt(i))) bits[i] = 1
+      let held = 0
+      let of = 0
+      for (let i = 0; i < m.count; i++) {
+        if (m.zero[i] !== 0) continue
+        of++
+        if (this.store.has(m.hashHexAt(i))) {
+          bits[i] = 1
+          held++
+        }
+      }
       this.held.set(d, bits)
+      this.counts.set(d, { held, of })
       this.publishOne(d, bits)
     }
     this.counted = snap
     for (const f of this.facts.allAs('hold')) {
       if (f.origin === this.facts.self && !this.held.has(f.name)) this.facts.publishAs('hold', f.name, null)
     }
+    this.publishInventory()
   }
 
   private publishDirty(): void {
@@ -147,6 +167,21 @@ export class Announcer {
       if (bits) this.publishOne(d, bits)
     }
     this.dirty.clear()
+    this.publishInventory()
+  }
+
+  /**
+   * The images this host holds entries of, by the first 16 hex digits of their digests, with the
+   * tenths of their (non-zero) entries held: it changes when an image comes or goes or crosses a
+   * tenth, not with every chunk.
+   */
+  private publishInventory(): void {
+    const images: Record<string, number> = {}
+    for (const [d, c] of this.counts) {
+      if (c.held === 0) continue
+      images[d.slice(0, 16)] = Math.min(10, Math.floor((10 * c.held) / Math.max(1, c.of)))
+    }
+    this.facts.publishAs('inv', '', Object.keys(images).length === 0 ? null : { images })
   }
 
   private publishOne(digest: string, bits: Uint8Array): void {

@@ -9,6 +9,7 @@ import { ChunkPlaces } from '../index/chunk-places.js'
 import { type Ranges, inRanges } from './holdings.js'
 import { decodeAs, keyOf } from '../index/schema.js'
 import { type CostParams, type LinkSeed, LinkStats, holderCost } from './link-stats.js'
+import { nobodyDead } from '../metadata/hosts.js'
 
 export const ORIGIN_ID = 'origin'
 
@@ -26,6 +27,11 @@ export class HolderDirectory {
    * for each was a tenth of the agent's time replaying a boot)
    */
   private holdings: Map<string, Array<{ origin: string; ranges: Ranges }>> | undefined
+  /**
+   * The hosts taken for dead (no heartbeat: src/metadata/hosts.ts, or the Redis engine's expired
+   * keys): no longer a host here, so holder choice, donors and placement skip them.
+   */
+  dead: () => ReadonlySet<string> = nobodyDead
 
   constructor(
     private readonly facts: FactStore,
@@ -49,6 +55,7 @@ export class HolderDirectory {
   host(hostId: string): HostInfo | undefined {
     if (hostId === ORIGIN_ID)
       return this.originUrl ? { hostId, endpoint: this.originUrl, price: this.seeds[ORIGIN_ID]?.price ?? 0 } : undefined
+    if (this.dead().has(hostId)) return undefined
     const v = this.facts.getAs('host', hostId)
     if (!v) return undefined
     return { hostId, endpoint: v.endpoint, price: this.seeds[hostId]?.price ?? v.price }

@@ -580,6 +580,91 @@ export class FactStore {
     return out
   }
 
+  /**
+   * Applies facts their origin signed one by one, as a shared engine holds them (src/metadata/):
+   * there is no head, since this host keeps only some of an origin's keys. The origin's key is the
+   * config's (trust.hosts) or the one `cert`, a fleet admin's certificate, names; each fact's
+   * signature is checked, and a fact older than the one kept for its key changes nothing. Facts
+   * of this host's own origin only raise its seq (a restored data dir). Cursors do not move: they
+   * say how far an origin is complete here, and this copy of it is not.
+   */
+  applySigned(origin: string, facts: Fact[], cert?: unknown): Applied {
+    const out: Applied = { changed: [], refused: {}, blame: false, resets: [] }
+    const refuse = (why: Refusal, n = 1): void => {
+      out.refused[why] = (out.refused[why] ?? 0) + Math.max(1, n)
+      if (BLAMED.has(why)) out.blame = true
+    }
+    if (!validOrigin(origin) || !Array.isArray(facts)) {
+      refuse('malformed')
+      return out
+    }
+    const received: Received[] = []
+    for (const f of facts) {
+      if (typeof f !== 'object' || f === null || f.origin !== origin) refuse('malformed')
+      else received.push({ f, json: jsonOf(f.value) })
+    }
+    if (received.length === 0) return out
+    const now = Date.now()
+    this.db
+      .transaction(() => {
+        if (origin === this.self) {
+          this.applyOwn(received, undefined, refuse)
+          return
+        }
+        const head = cert === undefined ? {} : { cert }
+        let r = this.keyFor(origin, head, out.changed)
+        if ('reset' in r) {
+          // a newer certificate for another key: what the old key signed is gone, the new one speaks
+          out.resets.push(origin)
+          r = this.keyFor(origin, head, out.changed)
+        }
+        if (!('key' in r)) {
+          refuse('refuse' in r ? r.refuse : 'badCert', received.length)
+          return
+        }
+        const k = r.key
+        for (const x of received) {
+          const p = problemOf(x, SEQ_LIMIT, SEQ_LIMIT)
+          if (p !== undefined) refuse(p)
+          else if (!verifySignature(k, factMessage(origin, x.f.seq, x.f.key, x.json), x.f.sig)) refuse('badSignature')
+          else this.put(x, now, out.changed)
+        }
+      })
+      .immediate()
+    if (out.changed.length > 0) this.emit(out.changed)
+    return out
+  }
+
+  /**
+   * Forgets other origins' facts here without a retraction from them (this host stopped following
+   * them: an image no longer used, a host that expired); the listeners get them as retractions.
+   */
+  forget(which: ReadonlyArray<{ origin: string; key: string }>): void {
+    const gone: Fact[] = []
+    this.db
+      .transaction(() => {
+        for (const { origin, key } of which) {
+          if (origin === this.self) continue
+          const r = this.q.get!.get(origin, key) as RawFact | undefined
+          if (!r) continue
+          this.q.del!.run(origin, key)
+          if (r.value !== null) gone.push({ origin, seq: r.seq, key, value: null })
+        }
+      })
+      .immediate()
+    if (gone.length > 0) this.emit(gone)
+  }
+
+  /** Every origin other than this host with facts here. */
+  otherOrigins(): string[] {
+    return (this.q.origins!.all() as Array<{ origin: string }>).map(r => r.origin).filter(o => o !== this.self)
+  }
+
+  /** This host's own live facts and retractions, in seq order (what a shared engine must hold of it). */
+  ownRows(): Fact[] {
+    return (this.q.rows!.all(this.self) as RawFact[]).map(parse)
+  }
+
   /** Echoes of this host's own facts and head: only this host's own signature moves its cursor. */
   private applyOwn(fs: Received[], h: unknown, refuse: (why: Refusal, n?: number) => void): void {
     const signer = this.signer

@@ -49,6 +49,10 @@ export interface PublisherTrust {
 export class FleetImages {
   private running: Promise<void> | undefined
   private again = false
+  /** a manifest no host gave: looked for again after a back-off (1 s, doubling to 30 s) */
+  private retry: NodeJS.Timeout | undefined
+  private retries = 0
+  private closed = false
   private extra: PublishedImage[] = []
   private extraText = '[]'
   private originMalformed = 0
@@ -168,6 +172,12 @@ export class FleetImages {
     return best
   }
 
+  /** Stops looking for missing manifests again. */
+  close(): void {
+    this.closed = true
+    if (this.retry) clearTimeout(this.retry)
+  }
+
   /** Brings the catalog in line with what the fleet publishes; runs one at a time. */
   reconcile(): Promise<void> {
     if (this.running) {
@@ -188,6 +198,7 @@ export class FleetImages {
   private async reconcileOnce(): Promise<void> {
     const want = this.published()
     let changed = false
+    let missing = 0
     // a pinned adopted image (a replica this host keeps) stays pinned in its next version
     const keepPinned = new Set<string>()
     for (const img of this.catalog.listImages()) {
@@ -216,7 +227,8 @@ export class FleetImages {
         try {
           const body = await this.fetchManifest(w.digest, w.origin)
           if (!body) {
-            this.log.warn({ name: w.name, digest: w.digest }, 'no host gave the manifest yet')
+            if (this.retries === 0) this.log.warn({ name: w.name, digest: w.digest }, 'no host gave the manifest yet')
+            missing++
             continue
           }
           if (blake3(body).toString('hex') !== w.digest) {
@@ -226,6 +238,7 @@ export class FleetImages {
           m = decode(body)
         } catch (err) {
           this.log.warn({ name: w.name, err: (err as Error).message }, 'cannot fetch the manifest')
+          missing++
           continue
         }
       }
@@ -239,6 +252,15 @@ export class FleetImages {
       changed = true
     }
     if (changed) this.onChange()
+    if (missing === 0) this.retries = 0
+    else if (!this.retry && !this.closed) {
+      const ms = Math.min(30_000, 1000 * 2 ** this.retries++)
+      this.retry = setTimeout(() => {
+        this.retry = undefined
+        this.reconcile().catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'reconciling'))
+      }, ms)
+      this.retry.unref()
+    }
   }
 }
 

@@ -19,7 +19,13 @@ const host = z.looseObject({
   version: z.number().int().optional(),
   site: z.looseObject({ rttMs: nonNegative.optional(), storagePrice: nonNegative.optional() }).optional()
 })
-const status = z.looseObject({ cacheCapacityBytes: count, cacheSizeBytes: count, load: nonNegative })
+const status = z.looseObject({
+  cacheCapacityBytes: count,
+  cacheSizeBytes: count,
+  load: nonNegative,
+  /** when the host published it (its heartbeat: ms since the epoch) */
+  at: time.optional()
+})
 // the publisher's key and signature (src/trust/publications.ts), checked by the hosts that list
 // the image: an unsigned publication is a valid fact, and an image nobody lists
 const image = z.looseObject({
@@ -30,6 +36,8 @@ const image = z.looseObject({
   sig: z.string().max(128).optional()
 })
 const hold = z.looseObject({ ranges: z.custom<Ranges>(validRanges, 'not sorted, disjoint [start, end) ranges') })
+// the first 16 hex digits of each manifest digest this host holds entries of -> tenths held (0: some)
+const inv = z.looseObject({ images: z.record(z.string().regex(/^[0-9a-f]{16}$/), z.number().int().min(0).max(10)) })
 const model = z.looseObject({
   v: z.literal(1),
   n: nonNegative,
@@ -60,12 +68,17 @@ const replica = z.looseObject({
 export const KINDS = {
   /** a host's endpoint and egress price; site figures for replica placement */
   host: { key: 'host', schema: host },
-  /** cache space and load per CPU, republished every 15 s when changed */
+  /** cache space and load per CPU, republished every heartbeat (`at`) */
   status: { key: 'status', schema: status },
   /** image/<name>: an image this host publishes */
   image: { key: 'image/', schema: image },
   /** hold/<manifest digest>: the entries of that manifest this host holds */
   hold: { key: 'hold/', schema: hold },
+  /**
+   * the images this host holds entries of, and how much of each: small and followed by every host,
+   * so that one whose metadata engine keeps holdings per host (src/metadata/) knows whom to ask
+   */
+  inv: { key: 'inv', schema: inv },
   /** model/<manifest digest>: this host's usage model of the image */
   model: { key: 'model/', schema: model },
   /** policy/<image>: a replication policy this host set */

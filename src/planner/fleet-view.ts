@@ -14,6 +14,7 @@ import { VmifsError } from '../errors.js'
 import { FactStore } from '../index/facts.js'
 import { HolderDirectory, ORIGIN_ID } from '../holders/directory.js'
 import type { LinkSeed } from '../holders/link-stats.js'
+import { StatusLiveness } from '../metadata/hosts.js'
 import { type ImageChunks, imageChunks } from './clusters.js'
 import { type ChunkRef, type Donor, type Group, groupByDonors } from './transfer-plan.js'
 
@@ -21,6 +22,18 @@ export interface FleetViewOptions {
   self: string
   links?: Record<string, LinkSeed>
   origin?: string
+  /** the hosts taken for dead (skipped as donors and replica sites) */
+  dead?: () => ReadonlySet<string>
+  /** without `dead`: judge liveness by the status facts' times at this heartbeat (else nobody is dead) */
+  heartbeatMs?: number
+}
+
+/**
+ * How a view read from a data dir (a command without the agent) judges liveness: by the status
+ * facts' times on the peers backend; not at all on Redis, where other hosts' status is not copied.
+ */
+export function liveness(cfg: { heartbeatMs: number; fleet: { metadata?: string } }): { heartbeatMs?: number } {
+  return cfg.fleet.metadata === undefined ? { heartbeatMs: cfg.heartbeatMs } : {}
 }
 
 export interface Need {
@@ -48,6 +61,11 @@ export class FleetView {
     this.self = opts.self
     this.facts = new FactStore(dd.db, opts.self)
     this.directory = new HolderDirectory(this.facts, dd.catalog, opts.self, opts.links ?? {}, opts.origin)
+    if (opts.dead) this.directory.dead = opts.dead
+    else if (opts.heartbeatMs !== undefined) {
+      const byStatus = new StatusLiveness(this.facts, opts.heartbeatMs)
+      this.directory.dead = () => byStatus.dead()
+    }
   }
 
   image(name: string): ImageChunks {
@@ -66,6 +84,11 @@ export class FleetView {
     for (const f of this.facts.allAs('hold')) out.add(f.origin)
     out.delete(ORIGIN_ID)
     return [...out].sort()
+  }
+
+  /** Whether the host is taken for dead (no heartbeat). */
+  isDead(host: string): boolean {
+    return this.directory.dead().has(host)
   }
 
   requireHost(host: string): string {

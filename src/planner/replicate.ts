@@ -193,7 +193,7 @@ export class Replicator {
     const pin = req.pin ?? true
     // pinned before fetching: every chunk stored from now on enters the cache pinned
     if (pin) d.dd.catalog.setPinned(row.name, true)
-    const view = new FleetView(d.dd, { self: d.self, links: d.links, origin: d.origin })
+    const view = new FleetView(d.dd, { self: d.self, links: d.links, origin: d.origin, dead: d.directory.dead })
     const donors = this.donors(view)
     const need = view.need(row.name, d.self, donors)
     const input = { groups: need.groups, donors, alpha, sigma }

@@ -76,7 +76,7 @@ export function placementOf(
   for (const c of img.chunks.values()) bytes += c.size
   const sites: Site[] = []
   for (const f of facts.allAs('host')) {
-    if (f.origin === publisher) continue
+    if (f.origin === publisher || view.isDead(f.origin)) continue
     const need = view.need(image, f.origin, [])
     sites.push({ id: f.origin, ...siteOf(facts, f.origin), heldBytes: need.heldBytes })
   }
@@ -177,7 +177,7 @@ export class ReplicationManager {
   private tickOnce(): void {
     const d = this.d
     const policies = effectivePolicies(d.facts)
-    const view = new FleetView(d.dd, { self: d.self, links: d.links, origin: d.origin })
+    const view = new FleetView(d.dd, { self: d.self, links: d.links, origin: d.origin, dead: d.directory.dead })
     const mine = new Set<string>()
     for (const { image, policy } of policies.values()) {
       const row = d.dd.catalog.getImage(image)

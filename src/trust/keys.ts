@@ -115,29 +115,38 @@ export class SigningKey {
   }
 
   /**
-   * Writes the key to a new file, mode 0600, whole or not at all (a temp file renamed into
-   * place); KEY_EXISTS when the file is there already, so no key is ever overwritten.
+   * Writes the key to a new file, mode 0600, whole or not at all; KEY_EXISTS when the file is
+   * there already, so no key is ever overwritten.
    */
   writeNewFile(file: string): void {
-    if (fs.existsSync(file)) throw new VmifsError('KEY_EXISTS', `${file} exists: a key is never overwritten`, { file })
-    const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`)
-    const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600)
-    try {
-      fs.writeSync(fd, this.toPem())
-      fs.fsyncSync(fd)
-    } finally {
-      fs.closeSync(fd)
-    }
-    try {
-      // a link fails if another process made the file meanwhile, where a rename would replace it
-      fs.linkSync(tmp, file)
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST')
-        throw new VmifsError('KEY_EXISTS', `${file} exists: a key is never overwritten`, { file })
-      throw err
-    } finally {
-      fs.rmSync(tmp, { force: true })
-    }
+    writeSecretFile(file, this.toPem())
+  }
+}
+
+/**
+ * Writes a secret (a key, a password) to a new file, mode 0600, whole or not at all (a temp file
+ * linked into place); KEY_EXISTS when the file is there already: a secret is never overwritten.
+ */
+export function writeSecretFile(file: string, text: string): void {
+  if (fs.existsSync(file))
+    throw new VmifsError('KEY_EXISTS', `${file} exists: a key or password file is never overwritten`, { file })
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`)
+  const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600)
+  try {
+    fs.writeSync(fd, text)
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+  try {
+    // a link fails if another process made the file meanwhile, where a rename would replace it
+    fs.linkSync(tmp, file)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST')
+      throw new VmifsError('KEY_EXISTS', `${file} exists: a key or password file is never overwritten`, { file })
+    throw err
+  } finally {
+    fs.rmSync(tmp, { force: true })
   }
 }
 

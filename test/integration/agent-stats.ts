@@ -48,6 +48,22 @@ export interface FleetSnapshot {
   origin?: { format?: number; images: number; chunks: number; problem?: string }
   inFlight: number
   links: Record<string, LinkSnapshot>
+  /** where the table is kept: peers (synced copies) or redis (a shared engine) */
+  metadata?: {
+    backend: 'peers' | 'redis'
+    connected?: boolean
+    written?: number
+    applied?: number
+    refused?: number
+    lookups?: number
+    catchUps?: number
+    expired?: number
+    bytesIn?: number
+    bytesOut?: number
+    expiryEvents?: boolean
+    deadHosts?: number
+    followedImages?: number
+  }
 }
 
 export interface AgentStats {

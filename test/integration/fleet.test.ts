@@ -1,10 +1,10 @@
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import fs from 'node:fs'
 import path from 'node:path'
 import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { request } from 'undici'
-import { Fleet, TOKEN, delayProxy, faultyProxy } from './fleet.js'
+import { BACKENDS, Fleet, TOKEN, delayProxy, faultyProxy } from './fleet.js'
 import { admitHost } from './admit.js'
 import { startNginx } from '../helpers/nginx.js'
 import { dropPages, makeImage, nodeJson, run, vmifs } from './harness.js'
@@ -19,109 +19,119 @@ function distinctDataBytes(data: string, name: string): number {
   return [...seen.values()].reduce((a, b) => a + b, 0)
 }
 
-test.serial(
-  'an image imported on A appears on B and C; C reads it byte-exact from A, fetching each chunk once and no zero chunk',
-  async t => {
-    const f = await Fleet.create(t, ['a', 'b', 'c'])
-    await f.start('a', { peers: ['b'] })
-    await f.start('b', { peers: ['a', 'c'] })
-    await f.start('c', { peers: ['b'] }) // C hears of A only through B
-    const img = path.join(f.dir, 'disk.raw')
-    const bytes = makeImage(img, 24)
-    t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.host('a').data]).code, 0) // while the fleet runs
-    const t0 = Date.now()
-    await f.waitFor(
-      'the image on b and c',
-      () => fs.existsSync(f.image('b', 'disk')) && fs.existsSync(f.image('c', 'disk'))
-    )
-    t.log(`published to every mount in ${Date.now() - t0} ms`)
-    // three readers at once (separate processes): every missing chunk is still fetched once
-    const readers = [0, 1, 2].map(() => spawn('cmp', [img, f.image('c', 'disk')]))
-    const codes = await Promise.all(readers.map(r => new Promise<number | null>(resolve => r.once('exit', resolve))))
-    t.deepEqual(codes, [0, 0, 0])
-    const s = f.stats('c')
-    const distinct = distinctDataBytes(f.host('a').data, 'disk')
-    t.true(distinct < bytes.length)
-    t.is(s.fetch.bytes, distinct, 'every distinct data chunk fetched exactly once, zero runs never')
-    t.is(s.fetch.byHolder.a!.bytes, distinct)
-    const m = JSON.parse(vmifs(['manifest', 'disk', '--data-dir', f.host('a').data]).stdout) as {
-      chunks: Array<{ hash?: string }>
-    }
-    const nChunks = new Set(m.chunks.filter(c => c.hash).map(c => c.hash)).size
-    t.log(
-      `three readers: ${nChunks} chunks in ${s.fetch.byHolder.a!.requests} requests ` +
-        `(${s.fetch.readAheadChunks} read ahead)`
-    )
-    t.true(s.cache.missBytes + s.cache.hitBytes >= bytes.length) // three readers: the kernel may ask for a page twice
-    t.true(s.cache.missBytes > 0)
-    // read again past the page cache: served from C's own cache, nothing fetched
-    dropPages(f.image('c', 'disk'))
-    t.is(run('cmp', [img, f.image('c', 'disk')]).status, 0)
-    const s2 = f.stats('c')
-    t.is(s2.fetch.bytes, distinct)
-    t.is(s2.cache.missBytes, s.cache.missBytes)
-    // C now announces what it holds; A sees C as a holder of the image's entries
-    await f.synced('b', 'c')
-    t.true(s2.images.disk!.cachedBytes > 0)
-    // one sequential reader on B: adjacent missing chunks travel together, far fewer requests than
-    // chunks (the read-ahead asks for a run of chunks at once, whatever the machine's load)
-    t.is(run('cmp', [img, f.image('b', 'disk')]).status, 0)
-    const sb = f.stats('b')
-    const requests = Object.values(sb.fetch.byHolder).reduce((n, h) => n + h.requests, 0)
-    t.log(`one reader: ${nChunks} chunks in ${requests} requests (${sb.fetch.readAheadChunks} read ahead)`)
-    t.is(sb.fetch.bytes, distinct)
-    t.true(requests > 0 && requests < nChunks / 4)
-  }
-)
-
-test.serial('with B configured cheaper than A and holding the data, C fetches from B', async t => {
-  const f = await Fleet.create(t, ['a', 'b', 'c'])
-  await f.start('a', { peers: ['b'] })
-  await f.start('b', { peers: ['a'] })
-  // α = 0: price alone decides (with α > 0 the queue term, bytes in flight / B, does not shrink
-  // with the chunk, so under load a small chunk may rightly go to the idle, dearer holder)
-  await f.start('c', {
-    peers: ['a', 'b'],
-    config: { links: { a: { price: 1e-4 }, b: { price: 0 } }, fetch: { alpha: 0, hedge: false } }
-  })
+/**
+ * An image of `mib` MiB imported on A, read whole on B, listed on C, and C told that B holds all
+ * of it: the start of the tests where C has two holders to choose from. Returns the image file.
+ */
+async function heldByAAndB(t: ExecutionContext, f: Fleet, mib: number): Promise<string> {
   const img = path.join(f.dir, 'disk.raw')
-  makeImage(img, 9)
-  t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.host('a').data]).code, 0)
-  await f.waitFor('the image on b', () => fs.existsSync(f.image('b', 'disk')))
-  t.is(run('cmp', [img, f.image('b', 'disk')]).status, 0) // B now holds every chunk
-  await f.waitFor('the image on c', () => fs.existsSync(f.image('c', 'disk')))
-  await f.holdsAll('c', 'b', 'disk', 'a')
-  t.is(run('cmp', [img, f.image('c', 'disk')]).status, 0)
-  const s = f.stats('c')
-  t.is(s.fetch.byHolder.b!.bytes, s.fetch.bytes)
-  t.is(s.fetch.byHolder.a?.bytes ?? 0, 0)
-})
-
-test.serial("A killed with SIGKILL in the middle of C's read: the read completes from B", async t => {
-  const f = await Fleet.create(t, ['a', 'b', 'c'])
-  // C reaches A through a throttled proxy, so the read is slow enough to kill A in the middle
-  const slowA = await delayProxy(f.host('a').port, 1, 8e6)
-  t.teardown(() => slowA.close())
-  await f.start('a', { peers: ['b'], advertise: `http://127.0.0.1:${slowA.port}` })
-  await f.start('b', { peers: ['a'] })
-  await f.start('c', { peers: ['a', 'b'], config: { links: { a: { price: 0 }, b: { price: 1e-5 } } } })
-  const img = path.join(f.dir, 'disk.raw')
-  makeImage(img, 48)
+  makeImage(img, mib)
   t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.host('a').data]).code, 0)
   await f.waitFor('the image on b', () => fs.existsSync(f.image('b', 'disk')))
   t.is(run('cmp', [img, f.image('b', 'disk')]).status, 0)
   await f.waitFor('the image on c', () => fs.existsSync(f.image('c', 'disk')))
   await f.holdsAll('c', 'b', 'disk', 'a')
-  const cmp = spawn('cmp', [img, f.image('c', 'disk')])
-  const done = new Promise<number | null>(resolve => cmp.once('exit', resolve))
-  await f.waitFor('C to fetch from A', () => (f.stats('c').fetch.byHolder.a?.bytes ?? 0) > 1e6)
-  f.host('a').agent!.child.kill('SIGKILL')
-  t.is(await done, 0, 'the read completed with the right bytes')
-  const s = f.stats('c')
-  t.true(s.fetch.byHolder.a!.bytes > 0)
-  t.true(s.fetch.byHolder.b!.bytes > 0, 'the rest came from B')
-  t.is(s.read.errors, 0)
-})
+  return img
+}
+
+for (const backend of BACKENDS) {
+  test.serial(
+    `an image imported on A appears on B and C; C reads it byte-exact from A, ` +
+      `fetching each chunk once and no zero chunk (${backend})`,
+    async t => {
+      const f = await Fleet.create(t, ['a', 'b', 'c'], { backend })
+      await f.start('a', { peers: ['b'] })
+      await f.start('b', { peers: ['a', 'c'] })
+      await f.start('c', { peers: ['b'] }) // C hears of A only through B
+      const img = path.join(f.dir, 'disk.raw')
+      const bytes = makeImage(img, 24)
+      t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.host('a').data]).code, 0) // while the fleet runs
+      const t0 = Date.now()
+      await f.waitFor(
+        'the image on b and c',
+        () => fs.existsSync(f.image('b', 'disk')) && fs.existsSync(f.image('c', 'disk'))
+      )
+      t.log(`published to every mount in ${Date.now() - t0} ms`)
+      // three readers at once (separate processes): every missing chunk is still fetched once
+      const readers = [0, 1, 2].map(() => spawn('cmp', [img, f.image('c', 'disk')]))
+      const codes = await Promise.all(readers.map(r => new Promise<number | null>(resolve => r.once('exit', resolve))))
+      t.deepEqual(codes, [0, 0, 0])
+      const s = f.stats('c')
+      const distinct = distinctDataBytes(f.host('a').data, 'disk')
+      t.true(distinct < bytes.length)
+      t.is(s.fetch.bytes, distinct, 'every distinct data chunk fetched exactly once, zero runs never')
+      t.is(s.fetch.byHolder.a!.bytes, distinct)
+      const m = JSON.parse(vmifs(['manifest', 'disk', '--data-dir', f.host('a').data]).stdout) as {
+        chunks: Array<{ hash?: string }>
+      }
+      const nChunks = new Set(m.chunks.filter(c => c.hash).map(c => c.hash)).size
+      t.log(
+        `three readers: ${nChunks} chunks in ${s.fetch.byHolder.a!.requests} requests ` +
+          `(${s.fetch.readAheadChunks} read ahead)`
+      )
+      t.true(s.cache.missBytes + s.cache.hitBytes >= bytes.length) // three readers: the kernel may ask for a page twice
+      t.true(s.cache.missBytes > 0)
+      // read again past the page cache: served from C's own cache, nothing fetched
+      dropPages(f.image('c', 'disk'))
+      t.is(run('cmp', [img, f.image('c', 'disk')]).status, 0)
+      const s2 = f.stats('c')
+      t.is(s2.fetch.bytes, distinct)
+      t.is(s2.cache.missBytes, s.cache.missBytes)
+      // C now announces what it holds; A sees C as a holder of the image's entries
+      await f.synced('b', 'c')
+      t.true(s2.images.disk!.cachedBytes > 0)
+      // one sequential reader on B: adjacent missing chunks travel together, far fewer requests than
+      // chunks (the read-ahead asks for a run of chunks at once, whatever the machine's load)
+      t.is(run('cmp', [img, f.image('b', 'disk')]).status, 0)
+      const sb = f.stats('b')
+      const requests = Object.values(sb.fetch.byHolder).reduce((n, h) => n + h.requests, 0)
+      t.log(`one reader: ${nChunks} chunks in ${requests} requests (${sb.fetch.readAheadChunks} read ahead)`)
+      t.is(sb.fetch.bytes, distinct)
+      t.true(requests > 0 && requests < nChunks / 4)
+    }
+  )
+}
+
+for (const backend of BACKENDS) {
+  test.serial(`with B configured cheaper than A and holding the data, C fetches from B (${backend})`, async t => {
+    const f = await Fleet.create(t, ['a', 'b', 'c'], { backend })
+    await f.start('a', { peers: ['b'] })
+    await f.start('b', { peers: ['a'] })
+    // α = 0: price alone decides (with α > 0 the queue term, bytes in flight / B, does not shrink
+    // with the chunk, so under load a small chunk may rightly go to the idle, dearer holder)
+    await f.start('c', {
+      peers: ['a', 'b'],
+      config: { links: { a: { price: 1e-4 }, b: { price: 0 } }, fetch: { alpha: 0, hedge: false } }
+    })
+    const img = await heldByAAndB(t, f, 9) // B now holds every chunk
+    t.is(run('cmp', [img, f.image('c', 'disk')]).status, 0)
+    const s = f.stats('c')
+    t.is(s.fetch.byHolder.b!.bytes, s.fetch.bytes)
+    t.is(s.fetch.byHolder.a?.bytes ?? 0, 0)
+  })
+}
+
+for (const backend of BACKENDS) {
+  test.serial(`A killed with SIGKILL in the middle of C's read: the read completes from B (${backend})`, async t => {
+    const f = await Fleet.create(t, ['a', 'b', 'c'], { backend })
+    // C reaches A through a throttled proxy, so the read is slow enough to kill A in the middle
+    const slowA = await delayProxy(f.host('a').port, 1, 8e6)
+    t.teardown(() => slowA.close())
+    await f.start('a', { peers: ['b'], advertise: `http://127.0.0.1:${slowA.port}` })
+    await f.start('b', { peers: ['a'] })
+    await f.start('c', { peers: ['a', 'b'], config: { links: { a: { price: 0 }, b: { price: 1e-5 } } } })
+    const img = await heldByAAndB(t, f, 48)
+    const cmp = spawn('cmp', [img, f.image('c', 'disk')])
+    const done = new Promise<number | null>(resolve => cmp.once('exit', resolve))
+    await f.waitFor('C to fetch from A', () => (f.stats('c').fetch.byHolder.a?.bytes ?? 0) > 1e6)
+    f.host('a').agent!.child.kill('SIGKILL')
+    t.is(await done, 0, 'the read completed with the right bytes')
+    const s = f.stats('c')
+    t.true(s.fetch.byHolder.a!.bytes > 0)
+    t.true(s.fetch.byHolder.b!.bytes > 0, 'the rest came from B')
+    t.is(s.read.errors, 0)
+  })
+}
 
 for (const fault of ['corrupt', 'truncate', 'blackhole'] as const) {
   const answers = { corrupt: 'corrupted', truncate: 'truncated', blackhole: 'never sent' }[fault]
@@ -137,13 +147,7 @@ for (const fault of ['corrupt', 'truncate', 'blackhole'] as const) {
         peers: ['a', 'b'],
         config: { links: { a: { price: 1e-6 }, b: { price: 0 } }, fetch: { timeoutMs: 400 } }
       })
-      const img = path.join(f.dir, 'disk.raw')
-      makeImage(img, 6)
-      t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.host('a').data]).code, 0)
-      await f.waitFor('the image on b', () => fs.existsSync(f.image('b', 'disk')))
-      t.is(run('cmp', [img, f.image('b', 'disk')]).status, 0)
-      await f.waitFor('the image on c', () => fs.existsSync(f.image('c', 'disk')))
-      await f.holdsAll('c', 'b', 'disk', 'a')
+      const img = await heldByAAndB(t, f, 6)
       const t0 = Date.now()
       t.is(run('cmp', [img, f.image('c', 'disk')]).status, 0, 'right bytes')
       t.log(`read in ${Date.now() - t0} ms`)
@@ -396,36 +400,42 @@ test.serial('a host with a small cache evicts what it fetched and its announced 
   t.true(held > 0 && held < dataEntries / 2)
 })
 
-test.serial('a read session on A becomes a usage model that B sees (images.<name>.modelSessions)', async t => {
-  const f = await Fleet.create(t, ['a', 'b'])
-  await f.start('a', { peers: ['b'], config: { sessionIdleMs: 300 } })
-  await f.start('b', { peers: ['a'] })
-  const img = path.join(f.dir, 'disk.raw')
-  makeImage(img, 6)
-  t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.host('a').data]).code, 0)
-  await f.waitFor('the image on b', () => fs.existsSync(f.image('b', 'disk')))
-  t.is(run('cmp', [img, f.image('a', 'disk')]).status, 0) // one session on A
-  await f.waitFor('A to learn the session', () => f.stats('a').images.disk?.modelSessions === 1)
-  await f.waitFor('B to see the model', () => f.stats('b').images.disk?.modelSessions === 1)
-  const r = await request(`${f.url('a')}/v1/facts`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ cursors: {} })
-  })
-  const page = (await r.body.json()) as {
-    facts: Array<{ key: string; value: { n: number; e: Array<[number, number, number[]]> } }>
-  }
-  const model = page.facts.find(x => x.key.startsWith('model/'))!.value
-  const m = JSON.parse(vmifs(['manifest', 'disk', '--data-dir', f.host('a').data]).stdout) as {
-    chunks: Array<{ hash?: string }>
-  }
-  const dataEntries = m.chunks.map((c, i) => (c.hash ? i : -1)).filter(i => i >= 0)
-  t.deepEqual(
-    model.e.map(x => x[0]).sort((x, y) => x - y),
-    dataEntries,
-    'every data entry read, no zero run recorded'
+for (const backend of BACKENDS) {
+  test.serial(
+    `a read session on A becomes a usage model that B sees (images.<name>.modelSessions) (${backend})`,
+    async t => {
+      const f = await Fleet.create(t, ['a', 'b'], { backend })
+      await f.start('a', { peers: ['b'], config: { sessionIdleMs: 300 } })
+      await f.start('b', { peers: ['a'] })
+      const img = path.join(f.dir, 'disk.raw')
+      makeImage(img, 6)
+      t.is(vmifs(['import', img, '--name', 'disk', '--data-dir', f.host('a').data]).code, 0)
+      await f.waitFor('the image on b', () => fs.existsSync(f.image('b', 'disk')))
+      if (backend === 'redis') f.use('b', 'disk') // on Redis, B follows models of the images it uses
+      t.is(run('cmp', [img, f.image('a', 'disk')]).status, 0) // one session on A
+      await f.waitFor('A to learn the session', () => f.stats('a').images.disk?.modelSessions === 1)
+      await f.waitFor('B to see the model', () => f.stats('b').images.disk?.modelSessions === 1)
+      const r = await request(`${f.url('a')}/v1/facts`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ cursors: {} })
+      })
+      const page = (await r.body.json()) as {
+        facts: Array<{ key: string; value: { n: number; e: Array<[number, number, number[]]> } }>
+      }
+      const model = page.facts.find(x => x.key.startsWith('model/'))!.value
+      const m = JSON.parse(vmifs(['manifest', 'disk', '--data-dir', f.host('a').data]).stdout) as {
+        chunks: Array<{ hash?: string }>
+      }
+      const dataEntries = m.chunks.map((c, i) => (c.hash ? i : -1)).filter(i => i >= 0)
+      t.deepEqual(
+        model.e.map(x => x[0]).sort((x, y) => x - y),
+        dataEntries,
+        'every data entry read, no zero run recorded'
+      )
+    }
   )
-})
+}
 
 test.serial(
   "a host that never read an image prefetches what the fleet's model expects; " +

@@ -5,26 +5,43 @@ import fs from 'node:fs'
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
+import Database from 'better-sqlite3'
 import net from 'node:net'
 import path from 'node:path'
 import { AgentProcess, abortMount, run, sleep, tmpdir } from './harness.js'
 import type { AgentStats } from './agent-stats.js'
 import { TRUST, admitHost } from './admit.js'
+import { type RedisServer, startRedis } from '../helpers/redis.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 
 export const TOKEN = 'fleet-test-secret'
 
+/**
+ * A port for a server a test starts later (an agent, redis-server). Taken below the kernel's
+ * ephemeral range (32768–60999 here), where no outgoing connection of a test running in parallel
+ * can take it meanwhile (a port the kernel hands out for listen(0) can be, once it is closed);
+ * from a random start, and only one that is free now.
+ */
 export async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(p))
+  const LOW = 20_000
+  const SPAN = 12_000
+  const start = Math.floor(Math.random() * SPAN)
+  for (let i = 0; i < 200; i++) {
+    const port = LOW + ((start + i * 7) % SPAN)
+    const free = await new Promise<boolean>(resolve => {
+      const s = net.createServer()
+      s.once('error', () => resolve(false))
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
     })
-  })
+    if (free) return port
+  }
+  throw new Error('no free port below the ephemeral range')
 }
+
+/** Where the fleet's agents keep the metadata table: synced among peers, or a real redis-server. */
+export type Backend = 'peers' | 'redis'
+export const BACKENDS: readonly Backend[] = ['peers', 'redis']
 
 export interface StartOptions {
   peers?: string[]
@@ -45,9 +62,17 @@ interface Host {
 export class Fleet {
   readonly dir = tmpdir('vmifs-fleet-')
   readonly hosts = new Map<string, Host>()
+  backend: Backend = 'peers'
+  /** the engine of a fleet on the Redis backend (started with the fleet, stopped after its agents) */
+  redis: RedisServer | undefined
 
-  static async create(t: { teardown: (fn: () => Promise<void> | void) => void }, ids: string[]): Promise<Fleet> {
+  static async create(
+    t: { teardown: (fn: () => Promise<void> | void) => void },
+    ids: string[],
+    o: { backend?: Backend } = {}
+  ): Promise<Fleet> {
     const f = new Fleet()
+    f.backend = o.backend ?? 'peers'
     for (const id of ids) {
       const h: Host = {
         id,
@@ -61,7 +86,16 @@ export class Fleet {
     t.teardown(async () => {
       await f.destroy()
     })
+    if (f.backend === 'redis')
+      f.redis = await startRedis({ teardown: () => undefined }, path.join(f.dir, 'redis'), await freePort())
     return f
+  }
+
+  /** Starts the fleet's engine again on its port, empty (as after a restart that lost its data). */
+  async restartRedis(): Promise<void> {
+    const port = this.redis!.port
+    await this.redis!.stop()
+    this.redis = await startRedis({ teardown: () => undefined }, path.join(this.dir, 'redis'), port)
   }
 
   host(id: string): Host {
@@ -77,7 +111,14 @@ export class Fleet {
   async start(id: string, o: StartOptions = {}): Promise<AgentProcess> {
     const h = this.host(id)
     const cfgFile = path.join(this.dir, `${id}.json`)
-    fs.writeFileSync(cfgFile, JSON.stringify({ token: TOKEN, syncIntervalMs: 200, trust: TRUST, ...(o.config ?? {}) }))
+    const config = {
+      token: TOKEN,
+      syncIntervalMs: 200,
+      trust: TRUST,
+      ...(this.redis ? { metadata: this.redis.url } : {}),
+      ...(o.config ?? {})
+    }
+    fs.writeFileSync(cfgFile, JSON.stringify(config))
     admitHost(h.data, id)
     const args = [
       '--host-id',
@@ -122,6 +163,7 @@ export class Fleet {
    */
   async synced(reader: string, writer: string): Promise<void> {
     await sleep(500)
+    if (this.backend === 'redis') return await this.syncedFollowed(reader, writer)
     const want = this.stats(writer).fleet!.cursors[writer]!
     await this.waitFor(
       `${reader} to see ${writer}'s facts`,
@@ -129,8 +171,58 @@ export class Fleet {
     )
   }
 
-  /** Waits until `reader` knows that `holder` holds every data chunk of image `name` (of `dataOf`). */
+  /** Opens an image on a host's mount (in a child process) and reads nothing: the host now uses it. */
+  use(id: string, name: string): void {
+    const r = run('dd', [`if=${this.image(id, name)}`, 'count=0', 'status=none'])
+    if (r.status !== 0) throw new Error(`opening ${name} on ${id}: ${r.stderr}`)
+  }
+
+  /**
+   * A host's copy of the metadata table, every fact it keeps of every origin, read from its data
+   * dir's SQLite (its peer endpoint serves only the origins it holds whole: on Redis, none).
+   */
+  table(id: string): Array<{ origin: string; seq: number; key: string; value: unknown }> {
+    const db = new Database(path.join(this.host(id).data, 'index.sqlite'), { readonly: true, fileMustExist: true })
+    try {
+      db.pragma('busy_timeout = 5000')
+      const rows = db.prepare('SELECT origin, seq, key, value FROM facts').all() as Array<{
+        origin: string
+        seq: number
+        key: string
+        value: string | null
+      }>
+      return rows.map(r => ({ ...r, value: r.value === null ? null : (JSON.parse(r.value) as unknown) }))
+    } finally {
+      db.close()
+    }
+  }
+
+  /**
+   * On Redis, a host keeps another's followed facts (host record, publications, inventory…) and
+   * no cursor: waits until `reader` has each of them at least as new as `writer` has it.
+   */
+  private async syncedFollowed(reader: string, writer: string): Promise<void> {
+    const followed = (k: string): boolean => !k.startsWith('hold/') && !k.startsWith('model/') && k !== 'status'
+    const want = this.table(writer).filter(x => x.origin === writer && followed(x.key))
+    const t0 = Date.now()
+    for (;;) {
+      const have = new Map(
+        this.table(reader)
+          .filter(x => x.origin === writer)
+          .map(x => [x.key, x.seq])
+      )
+      if (want.every(x => (have.get(x.key) ?? -1) >= x.seq)) return
+      if (Date.now() - t0 > 15_000) throw new Error(`timed out waiting for ${reader} to see ${writer}'s facts`)
+      await sleep(100)
+    }
+  }
+
+  /**
+   * Waits until `reader` knows that `holder` holds every data chunk of image `name` (of `dataOf`).
+   * On Redis a host follows holdings only of the images it uses: the reader opens the image first.
+   */
   async holdsAll(reader: string, holder: string, name: string, dataOf: string): Promise<void> {
+    if (this.backend === 'redis') this.use(reader, name)
     const m = JSON.parse(
       run(process.execPath, [
         path.resolve(here, '../../../bin/vmifs.js'),
@@ -143,19 +235,15 @@ export class Fleet {
     const want = m.chunks.filter(c => c.hash).length
     const t0 = Date.now()
     for (;;) {
-      const r = await request(`${this.url(reader)}/v1/facts`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ cursors: {} })
-      })
-      const page = (await r.body.json()) as {
-        facts: Array<{ origin: string; key: string; value: { ranges?: Array<[number, number]> } | null }>
-      }
-      const hold = page.facts.find(f => f.origin === holder && f.key === `hold/${m.digest}`)
+      const hold = this.table(reader).find(f => f.origin === holder && f.key === `hold/${m.digest}`) as
+        { value: { ranges?: Array<[number, number]> } | null } | undefined
       const held = (hold?.value?.ranges ?? []).reduce((n, [a, b]) => n + b - a, 0)
       if (held >= want) return
       if (Date.now() - t0 > 15_000)
-        throw new Error(`${reader} never saw ${holder} hold all of ${name} (${held}/${want})`)
+        throw new Error(
+          `${reader} never saw ${holder} hold all of ${name} (${held}/${want}); its metadata: ` +
+            JSON.stringify(this.stats(reader).fleet?.metadata)
+        )
       await sleep(100)
     }
   }
@@ -171,6 +259,7 @@ export class Fleet {
       await a?.stop('SIGTERM', 5000).catch(() => {})
       abortMount(h.mnt)
     }
+    await this.redis?.stop()
     fs.rmSync(this.dir, { recursive: true, force: true })
   }
 }

@@ -3,67 +3,72 @@
 import test from 'ava'
 import fs from 'node:fs'
 import path from 'node:path'
-import { Fleet, faultyProxy } from './fleet.js'
+import { BACKENDS, Fleet, faultyProxy } from './fleet.js'
 import { fixture, makeImage, run, vmifs } from './harness.js'
 import type { PolicyShown } from '../helpers/cli-json.js'
 import type { ReplicateReport } from '../../src/planner/replicate.js'
 
 const code = (r: { stderr: string }): string | undefined => /\[([A-Z_]+)\]\s*$/.exec(r.stderr.trim())?.[1]
 
-test.serial(
-  "replicate --to another host runs in that host's agent over the peer protocol; the copy is whole and pinned",
-  async t => {
-    const f = await Fleet.create(t, ['a', 'b', 'c'])
-    const img = path.join(f.dir, 'disk.raw')
-    makeImage(img, 12)
-    t.is(vmifs(['import', img, '--name', 'disk', '--quiet', '--data-dir', f.host('a').data]).code, 0)
-    await f.start('a', { peers: ['b', 'c'] })
-    await f.start('b', { peers: ['a', 'c'] })
-    await f.start('c', { peers: ['a', 'b'] })
-    await f.waitFor('the image on c', () => fs.existsSync(f.image('c', 'disk')))
-    await f.holdsAll('c', 'a', 'disk', 'a')
-    await f.synced('b', 'c') // b knows c's endpoint
-    // asked on b, done by c
-    const r = vmifs(['replicate', 'disk', '--to', 'c', '--json', '--data-dir', f.host('b').data], {
-      VMIFS_TOKEN: 'fleet-test-secret'
-    })
-    t.is(r.code, 0, r.stderr)
-    const rep = JSON.parse(r.stdout) as ReplicateReport
-    t.is(rep.target, 'c')
-    t.is(rep.perDonor.length, 1)
-    t.is(rep.perDonor[0]!.donor, 'a')
-    t.true(rep.fetchedBytes > 0 && rep.fetchedBytes === rep.bytes)
-    const s = f.stats('c')
-    t.is(run('cmp', [img, f.image('c', 'disk')], 60_000).status, 0)
-    t.is(f.stats('c').fetch.bytes, s.fetch.bytes, 'reading the copy fetches nothing')
-    const ls = JSON.parse(vmifs(['ls', '--json', '--data-dir', f.host('c').data]).stdout) as Array<{
-      name: string
-      pinned: boolean
-    }>
-    t.true(ls.find(i => i.name === 'disk')!.pinned)
-    // the human report
-    const again = vmifs(['replicate', 'disk', '--to', 'c', '--data-dir', f.host('b').data], {
-      VMIFS_TOKEN: 'fleet-test-secret'
-    })
-    t.is(again.code, 0, again.stderr)
-    t.regex(again.stdout, /disk -> c: held .* fetched 0 chunks/)
-    // unknown host and image
-    t.is(
-      code(
-        vmifs(['replicate', 'disk', '--to', 'nope', '--data-dir', f.host('b').data], {
-          VMIFS_TOKEN: 'fleet-test-secret'
-        })
-      ),
-      'HOST_NOT_FOUND'
-    )
-    t.is(
-      code(
-        vmifs(['replicate', 'nope', '--to', 'c', '--data-dir', f.host('b').data], { VMIFS_TOKEN: 'fleet-test-secret' })
-      ),
-      'IMAGE_NOT_FOUND'
-    )
-  }
-)
+for (const backend of BACKENDS) {
+  test.serial(
+    `replicate --to another host runs in that host's agent over the peer protocol; ` +
+      `the copy is whole and pinned (${backend})`,
+    async t => {
+      const f = await Fleet.create(t, ['a', 'b', 'c'], { backend })
+      const img = path.join(f.dir, 'disk.raw')
+      makeImage(img, 12)
+      t.is(vmifs(['import', img, '--name', 'disk', '--quiet', '--data-dir', f.host('a').data]).code, 0)
+      await f.start('a', { peers: ['b', 'c'] })
+      await f.start('b', { peers: ['a', 'c'] })
+      await f.start('c', { peers: ['a', 'b'] })
+      await f.waitFor('the image on c', () => fs.existsSync(f.image('c', 'disk')))
+      await f.holdsAll('c', 'a', 'disk', 'a')
+      await f.synced('b', 'c') // b knows c's endpoint
+      // asked on b, done by c
+      const r = vmifs(['replicate', 'disk', '--to', 'c', '--json', '--data-dir', f.host('b').data], {
+        VMIFS_TOKEN: 'fleet-test-secret'
+      })
+      t.is(r.code, 0, r.stderr)
+      const rep = JSON.parse(r.stdout) as ReplicateReport
+      t.is(rep.target, 'c')
+      t.is(rep.perDonor.length, 1)
+      t.is(rep.perDonor[0]!.donor, 'a')
+      t.true(rep.fetchedBytes > 0 && rep.fetchedBytes === rep.bytes)
+      const s = f.stats('c')
+      t.is(run('cmp', [img, f.image('c', 'disk')], 60_000).status, 0)
+      t.is(f.stats('c').fetch.bytes, s.fetch.bytes, 'reading the copy fetches nothing')
+      const ls = JSON.parse(vmifs(['ls', '--json', '--data-dir', f.host('c').data]).stdout) as Array<{
+        name: string
+        pinned: boolean
+      }>
+      t.true(ls.find(i => i.name === 'disk')!.pinned)
+      // the human report
+      const again = vmifs(['replicate', 'disk', '--to', 'c', '--data-dir', f.host('b').data], {
+        VMIFS_TOKEN: 'fleet-test-secret'
+      })
+      t.is(again.code, 0, again.stderr)
+      t.regex(again.stdout, /disk -> c: held .* fetched 0 chunks/)
+      // unknown host and image
+      t.is(
+        code(
+          vmifs(['replicate', 'disk', '--to', 'nope', '--data-dir', f.host('b').data], {
+            VMIFS_TOKEN: 'fleet-test-secret'
+          })
+        ),
+        'HOST_NOT_FOUND'
+      )
+      t.is(
+        code(
+          vmifs(['replicate', 'nope', '--to', 'c', '--data-dir', f.host('b').data], {
+            VMIFS_TOKEN: 'fleet-test-secret'
+          })
+        ),
+        'IMAGE_NOT_FOUND'
+      )
+    }
+  )
+}
 
 test.serial(
   'a donor that sends wrong bytes does not spoil the copy: those chunks come from another holder',
