@@ -16,7 +16,10 @@
 // killed with kill -9 5 s into the boot and started again) — these two for the vmifs tools, each
 // boot checked for I/O errors on the guest's console. --repeat N boots each row N times and
 // reports the median. Tools (--tools, default all): local, copy, nbdkit, httpfs2, qemu-http,
-// rclone, vmifs, vmifs-model, vmifs-hint, vmifs-origin, vmifs-origin-model.
+// rclone, vmifs, vmifs-model, vmifs-hint, vmifs-origin, vmifs-origin-model, vmifs-redis,
+// vmifs-redis-model. vmifs-redis*: vmifs and vmifs-model with A's and C's agents on the Redis
+// metadata backend: a redis-server on A's side (expiry events on), which C reaches through its
+// own delay proxy, emptied and A's agent restarted before each such boot.
 // vmifs-model: A booted boot-a once from its own mount, so the fleet's usage model has a session;
 // vmifs-origin: C's only source is an origin store (`vmifs publish-store` of A's images, served by
 // the same nginx on A through the same delay proxy as the competitors); vmifs-origin-model: the
@@ -114,8 +117,20 @@ const SETTINGS: Setting[] = [
   }
 ]
 const COMPETITORS = ['nbdkit', 'httpfs2', 'qemu-http', 'rclone'] as const
-const VMIFS_TOOLS = ['vmifs', 'vmifs-model', 'vmifs-hint', 'vmifs-origin', 'vmifs-origin-model'] as const
+const VMIFS_TOOLS = [
+  'vmifs',
+  'vmifs-model',
+  'vmifs-hint',
+  'vmifs-origin',
+  'vmifs-origin-model',
+  'vmifs-redis',
+  'vmifs-redis-model'
+] as const
 const ORIGIN_TOOLS: readonly string[] = ['vmifs-origin', 'vmifs-origin-model']
+const REDIS_TOOLS: readonly string[] = ['vmifs-redis', 'vmifs-redis-model']
+/** redis-server on A's address, and the delay proxy in front of it for C */
+const REDIS_PORT = 6379
+const REDIS_PROXY_PORT = 6380
 const ALL_TOOLS = ['local', 'copy', ...COMPETITORS, ...VMIFS_TOOLS]
 const TOOL_LABEL: Record<string, string> = {
   local: 'local copy (no network)',
@@ -128,7 +143,9 @@ const TOOL_LABEL: Record<string, string> = {
   'vmifs-model': 'vmifs, learned model',
   'vmifs-hint': 'vmifs, migration hint',
   'vmifs-origin': 'vmifs, origin store only, no model',
-  'vmifs-origin-model': 'vmifs, origin store only, published boot profile'
+  'vmifs-origin-model': 'vmifs, origin store only, published boot profile',
+  'vmifs-redis': 'vmifs on the Redis metadata backend, no model',
+  'vmifs-redis-model': 'vmifs on the Redis metadata backend, learned model'
 }
 
 interface VmifsNumbers {
@@ -422,7 +439,7 @@ export async function main(args: string[]): Promise<void> {
       log(r.stdout.trim())
     }
     const hintCli = spawnSync(process.execPath, [VMIFS, 'hint', '--help'], { encoding: 'utf8' }).status === 0
-    const wantsModel = toolNames.includes('vmifs-model')
+    const wantsModel = toolNames.includes('vmifs-model') || toolNames.includes('vmifs-redis-model')
     const wantsHint = toolNames.includes('vmifs-hint')
     net = createFleetNet({ hosts: ['a', 'c'], prefix: `boot${process.pid % 10000}` })
     const nsA = net.ns('a')
@@ -509,10 +526,32 @@ export async function main(args: string[]): Promise<void> {
       { http: 'types { application/octet-stream img; }' }
     )
     spawnIn(nsA, ['/usr/sbin/nginx', '-c', ngxConf, '-p', ngx])
+    const wantsRedis = toolNames.some(t => REDIS_TOOLS.includes(t))
+    if (wantsRedis) {
+      const rdir = path.join(dir, 'redis')
+      fs.mkdirSync(rdir, { recursive: true })
+      const redis = spawnIn(nsA, [
+        '/usr/bin/redis-server',
+        ...['--bind', addrA, '--port', String(REDIS_PORT), '--save', '', '--appendonly', 'no'],
+        ...['--notify-keyspace-events', 'Ex', '--protected-mode', 'no', '--dir', rdir]
+      ])
+      for (let i = 0; ; i++) {
+        const r = spawnSync('ip', ['netns', 'exec', nsA, 'redis-cli', '-h', addrA, '-p', String(REDIS_PORT), 'ping'], {
+          encoding: 'utf8'
+        })
+        if (r.stdout.trim() === 'PONG') break
+        if (i > 100 || redis.exitCode !== null) throw new Error('redis-server did not start')
+        await sleep(100)
+      }
+    }
+    /** Empties the engine (a fresh fleet for each boot on the Redis backend). */
+    const flushRedis = (): void => {
+      sh('ip', ['netns', 'exec', nsA, 'redis-cli', '-h', addrA, '-p', String(REDIS_PORT), 'flushall'])
+    }
 
     let localSeconds = NaN
     let copyMeasured: { copy: number; boot: number; rate: number } | undefined
-    let aAgent: { child: ChildProcess; template: string; mnt: string } | undefined
+    let aAgent: { child: ChildProcess; template: string; mnt: string; redis: boolean } | undefined
     const stopA = async (): Promise<void> => {
       if (aAgent) {
         await stopChild(aAgent.child)
@@ -520,9 +559,18 @@ export async function main(args: string[]): Promise<void> {
         aAgent = undefined
       }
     }
-    const ensureA = async (template: 'a0' | 'a1', tag: string): Promise<void> => {
-      if (aAgent?.template === template && aAgent.child.exitCode === null && aAgent.child.signalCode === null) return
+    const ensureA = async (template: 'a0' | 'a1', tag: string, redis = false): Promise<void> => {
+      // on Redis, A starts again on an emptied engine for each boot: C meets a fleet it never saw
+      if (
+        !redis &&
+        aAgent?.template === template &&
+        !aAgent.redis &&
+        aAgent.child.exitCode === null &&
+        aAgent.child.signalCode === null
+      )
+        return
       await stopA()
+      if (redis) flushRedis()
       const data = path.join(dir, `a-data-${tag}`)
       fs.rmSync(data, { recursive: true, force: true })
       sh('cp', ['-a', path.join(TEMPLATES, template), data])
@@ -531,9 +579,10 @@ export async function main(args: string[]): Promise<void> {
         '--listen',
         `${addrA}:7070`,
         '--advertise',
-        `http://${addrA}:7071`
+        `http://${addrA}:7071`,
+        ...(redis ? ['--metadata', `redis://${addrA}:${REDIS_PORT}`] : [])
       ])
-      aAgent = { child, template, mnt }
+      aAgent = { child, template, mnt, redis }
     }
 
     for (const st of settings) {
@@ -541,10 +590,11 @@ export async function main(args: string[]): Promise<void> {
       net.shapeLink('a', st.rateMbit)
       // the delay proxies in front of nginx (8081) and of A's agent (7071); restarted if one was
       // killed from outside (seen on this shared machine), and the row that saw it says so
-      const proxyPorts = [
+      const proxyPorts: ReadonlyArray<readonly [number, number]> = [
         [8081, 8080],
-        [7071, 7070]
-      ] as const
+        [7071, 7070],
+        ...(wantsRedis ? [[REDIS_PROXY_PORT, REDIS_PORT] as const] : [])
+      ]
       const proxies: ChildProcess[] = []
       let proxyDeaths: string[] = []
       const ensureProxies = async (): Promise<void> => {
@@ -674,12 +724,19 @@ export async function main(args: string[]): Promise<void> {
                 const fromOrigin = ORIGIN_TOOLS.includes(tool)
                 if (fromOrigin && st.kind !== 'cold') continue toolLoop
                 if (fromOrigin) await stopA()
-                else await ensureA(tool === 'vmifs-model' ? 'a1' : 'a0', tag)
+                else
+                  await ensureA(
+                    tool === 'vmifs-model' || tool === 'vmifs-redis-model' ? 'a1' : 'a0',
+                    tag,
+                    REDIS_TOOLS.includes(tool)
+                  )
                 const dataC = path.join(dir, `c-data-${tag}`)
                 const mntC = path.join(dir, `c-mnt-${tag}`)
                 const cArgs = fromOrigin
                   ? ['--origin', `${ctx.url}/${tool === 'vmifs-origin-model' ? 'store-model' : 'store'}`]
-                  : ['--peer', `http://${addrA}:7071`]
+                  : REDIS_TOOLS.includes(tool)
+                    ? ['--metadata', `redis://${addrA}:${REDIS_PROXY_PORT}`]
+                    : ['--peer', `http://${addrA}:7071`]
                 let c = await startAgent(nsC, 'c', dataC, mntC, cArgs)
                 try {
                   await waitFor(
@@ -690,6 +747,8 @@ export async function main(args: string[]): Promise<void> {
                     30_000
                   )
                   await sleep(1000) // holdings follow the image facts
+                  // (on Redis, C follows an image's models once it uses it: the model comes with
+                  // the lookup that qemu's open of the image starts, within the boot)
                   if (tool === 'vmifs-model' || tool === 'vmifs-origin-model')
                     await waitFor(
                       'C seeing the model',

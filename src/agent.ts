@@ -240,6 +240,11 @@ export class Agent extends Resource {
       this.facts.onChange(changed => {
         if (changed.some(f => f.key.startsWith('image/')))
           guard(log, 'reconciling the fleet images', () => this.fleetImages?.reconcile())
+        // a model looked up when its image was first used (the Redis backend) may come after the
+        // session started: the session follows it
+        for (const f of changed)
+          if (f.origin !== config.hostId && f.value !== null && f.key.startsWith('model/'))
+            this.prefetcher?.modelArrived(f.key.slice('model/'.length))
       })
     }
     if (this.fleetMode) {

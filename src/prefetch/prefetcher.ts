@@ -71,6 +71,8 @@ interface State {
   demanded: Set<string>
   cancelled: boolean
   session: boolean
+  /** the session started with no model to follow: one that arrives later is followed (modelArrived) */
+  awaitingModel?: boolean
   noRoom: boolean
   expiry?: NodeJS.Timeout
 }
@@ -211,6 +213,21 @@ export class Prefetcher {
       clearTimeout(st.expiry)
       st.expiry = undefined
     }
+    this.queueModel(digest, m, st)
+  }
+
+  /**
+   * A model of the image arrived from the fleet (a metadata backend that looks an image's models
+   * up when it is first used, src/metadata/redis.ts): a session that started without one follows it.
+   */
+  modelArrived(digest: string): void {
+    const st = this.states.get(digest)
+    if (!st?.session || !st.awaitingModel) return
+    const m = this.deps.manifest(digest)
+    if (m) this.queueModel(digest, m, st)
+  }
+
+  private queueModel(digest: string, m: Manifest, st: State): void {
     let model = this.deps.model(digest)
     if (model.n === 0 && this.deps.donors) {
       // no session of this image yet: a new version or a sibling may have taught the fleet
@@ -221,6 +238,7 @@ export class Prefetcher {
         this.deps.inherited?.(digest, got.from, got.share)
       }
     }
+    st.awaitingModel = model.n === 0
     for (const i of model.likely(this.opts.threshold, NEED_QUANTUM_MS)) {
       if (i >= m.count || m.zero[i] === 1) continue
       this.enqueue(st, m.hashHexAt(i), m.lengthAt(i), MODEL_PRIORITY)

@@ -242,3 +242,28 @@ test('prefetches go out in groups: a new one once half the window has landed, ne
   )
   t.true(sizes.length <= 16, `${sizes.length} groups for 64 chunks`)
 })
+
+test('a session that started with no model follows one arriving later, once (an image looked up on use)', async t => {
+  const { remote, m } = await remoteImage(t, 16)
+  const model = new UsageModel()
+  const r = rig(t, remote, m, model, openDataDir(t))
+  r.p.start(m.digest())
+  r.p.modelArrived(m.digest()) // still none: nothing to follow
+  await sleep(50)
+  t.is(r.stats.issued, 0)
+  for (let k = 0; k < 2; k++)
+    model.addSession(
+      new Map([
+        [4, 0],
+        [5, 100],
+        [6, 200]
+      ])
+    )
+  r.p.modelArrived(m.digest())
+  await until("the model's chunks", () => r.order.length === 3 && r.p.pending === 0)
+  t.deepEqual(r.order, [4, 5, 6])
+  model.addSession(new Map([[9, 0]]))
+  r.p.modelArrived(m.digest()) // the session follows the first model that came, not every change
+  await sleep(50)
+  t.is(r.stats.issued, 3)
+})
