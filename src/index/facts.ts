@@ -248,8 +248,11 @@ export class FactStore {
     return out
   }
 
-  /** Writes and signs a fact about this host (null retracts the key). Returns it. */
-  publish(key: string, value: unknown): Fact {
+  /**
+   * Writes and signs a fact about this host (null retracts the key). Returns it, or undefined for
+   * the retraction of a key this host never said (nothing is written: there is nothing to retract).
+   */
+  publish(key: string, value: unknown): Fact | undefined {
     const signer = this.signer
     if (!signer) throw new Error('this view of the table has no host key: it cannot publish')
     if (!KEY_RE.test(key)) throw new Error(`a fact key is 1-256 printable ASCII characters: ${JSON.stringify(key)}`)
@@ -259,6 +262,7 @@ export class FactStore {
       throw new Error(`a ${key} fact that does not decode (${problem}): ${JSON.stringify(value)}`)
     const json = value === null || value === undefined ? null : JSON.stringify(value)
     const cur = this.get(this.self, key)
+    if (json === null && !cur) return undefined
     if (cur && JSON.stringify(cur.value ?? null) === (json ?? 'null')) return cur // unchanged
     let fact!: Fact
     this.db
@@ -292,7 +296,7 @@ export class FactStore {
   }
 
   /** Publishes a fact of `kind` about `name` (its codec checks the value: an error if it does not decode). */
-  publishAs<K extends Kind>(kind: K, name: string, value: ValueOf<K> | null): Fact {
+  publishAs<K extends Kind>(kind: K, name: string, value: ValueOf<K> | null): Fact | undefined {
     return this.publish(keyOf(kind, name), value)
   }
 

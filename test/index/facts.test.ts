@@ -47,11 +47,11 @@ const live = (s: FactStore): string[] =>
 
 test('publish numbers facts per origin; an unchanged value is not republished; null retracts', t => {
   const a = store(t, 'a')
-  t.is(a.publish('host', { endpoint: 'http://x', price: 0 }).seq, 1)
-  t.is(a.publish('host', { endpoint: 'http://x', price: 0 }).seq, 1)
-  t.is(a.publish('host', { endpoint: 'http://y', price: 0 }).seq, 2)
-  t.is(a.publish('image/x', img('d')).seq, 3)
-  t.is(a.publish('image/x', null).seq, 4)
+  t.is(a.publish('host', { endpoint: 'http://x', price: 0 })!.seq, 1)
+  t.is(a.publish('host', { endpoint: 'http://x', price: 0 })!.seq, 1)
+  t.is(a.publish('host', { endpoint: 'http://y', price: 0 })!.seq, 2)
+  t.is(a.publish('image/x', img('d'))!.seq, 3)
+  t.is(a.publish('image/x', null)!.seq, 4)
   t.deepEqual(a.byKey('image/x'), [])
   t.is(a.get('a', 'image/x')!.value, null)
   t.is(a.cursor('a'), 4)
@@ -89,7 +89,7 @@ test("an echo of this host's own facts moves its cursor only with its own signat
   t.false(r.blame)
   t.is(restored.cursor('a'), 9)
   t.is(restored.get('a', 'k'), undefined, 'its own facts are never taken from a peer')
-  t.is(restored.publish('k', 'fresh').seq, 10)
+  t.is(restored.publish('k', 'fresh')!.seq, 10)
   // a forged echo (another key's signature, a seq near 2^53) moves nothing and is blamed
   const forger = SigningKey.generate()
   const seq = Number.MAX_SAFE_INTEGER
@@ -101,7 +101,7 @@ test("an echo of this host's own facts moves its cursor only with its own signat
   t.true(forged.blame)
   t.deepEqual(forged.refused, { beyondHead: 1, badHead: 1 })
   t.is(restored.cursor('a'), 10)
-  t.is(restored.publish('k', 'again').seq, 11)
+  t.is(restored.publish('k', 'again')!.seq, 11)
 })
 
 test('facts not signed by their origin are refused and blamed; the honest copy stays', t => {
@@ -270,7 +270,7 @@ test('a data dir whose own seqs were pushed past the limit is renumbered and sig
   t.deepEqual(again.dropped, ['z'])
   t.is(again.cursor('a'), 2)
   t.deepEqual(again.get('a', 'status')?.seq, 2)
-  t.is(again.publish('image/x', img('d')).seq, 3)
+  t.is(again.publish('image/x', img('d'))!.seq, 3)
   const b = store(t, 'b')
   pull(b, again)
   t.deepEqual(live(b), live(again))
@@ -343,7 +343,7 @@ test('after a restart (same data dir) a host resumes from its persisted cursors 
     a.since(b.cursors()).facts.map(f => f.key),
     ['k10']
   )
-  t.is(b.publish('image/x', img('d')).seq, 2)
+  t.is(b.publish('image/x', img('d'))!.seq, 2)
 })
 
 test('a revocation drops what the key signed on every host it reaches; the host rejoins only with a new key', t => {
@@ -403,5 +403,5 @@ test("a value that does not decode as its key's kind is refused like a bad signa
   t.deepEqual(b.byKey('host'), [])
   t.throws(() => b.publish('status', { load: 'high' }), { message: /does not decode/ })
   // a key of a kind this version does not know is kept and relayed unread
-  t.is(b.publish('future/x', { anything: [1, 2] }).seq, 1)
+  t.is(b.publish('future/x', { anything: [1, 2] })!.seq, 1)
 })

@@ -16,14 +16,14 @@ function fromEngine(facts: Fact[]): Fact[] {
 test('facts read from the engine are kept only when their origin signed them, and only if newer', t => {
   const a = factStore(t, keys, 'a')
   const b = factStore(t, keys, 'b')
-  const host = a.publish('host', { endpoint: 'http://a', price: 0 })
-  const hold1 = a.publishAs('hold', D, { ranges: [[0, 4]] })
+  const host = a.publish('host', { endpoint: 'http://a', price: 0 })!
+  const hold1 = a.publishAs('hold', D, { ranges: [[0, 4]] })!
   const r1 = b.applySigned('a', fromEngine([host, hold1]), keys.cert('a'))
   t.is(r1.changed.length, 2)
   t.deepEqual(b.getAs('hold', 'a', D), { ranges: [[0, 4]] })
   t.deepEqual(b.cursors().a, undefined, 'a partial copy moves no cursor')
   // newer replaces; the older one again changes nothing
-  const hold2 = a.publishAs('hold', D, { ranges: [[0, 9]] })
+  const hold2 = a.publishAs('hold', D, { ranges: [[0, 9]] })!
   b.applySigned('a', fromEngine([hold2]), keys.cert('a'))
   t.is(b.applySigned('a', fromEngine([hold1]), keys.cert('a')).changed.length, 0)
   t.deepEqual(b.getAs('hold', 'a', D), { ranges: [[0, 9]] })
@@ -55,7 +55,7 @@ test("this host's own facts from the engine only raise its seq (a restored data 
   for (let i = 0; i < 5; i++) later.publish('host', { endpoint: `http://a${i}`, price: 0 })
   a.publish('host', { endpoint: 'http://old', price: 0 })
   a.applySigned('a', fromEngine(later.ownRows()))
-  const next = a.publish('host', { endpoint: 'http://new', price: 0 })
+  const next = a.publish('host', { endpoint: 'http://new', price: 0 })!
   t.true(next.seq > 5)
 })
 
