@@ -26,7 +26,7 @@ import { installedCert } from './trust/certs.js'
 import { guard } from './util/guard.js'
 import { FactStore, validOrigin } from './index/facts.js'
 import { FactSync } from './index/sync.js'
-import { RedisMetadata } from './metadata/redis.js'
+import { RedisMetadata, metadataPassword } from './metadata/redis.js'
 import { type HostRow, StatusLiveness, hostRows } from './metadata/hosts.js'
 import { FleetImages } from './index/fleet-images.js'
 import { signLocalImages } from './trust/publications.js'
@@ -732,16 +732,5 @@ export class Agent extends Resource {
       }
     }
     return snap
-  }
-}
-
-/** The metadata engine password: VMIFS_METADATA_PASSWORD, or the file the config names (trimmed). */
-function metadataPassword(file: string | undefined): string | undefined {
-  if (process.env.VMIFS_METADATA_PASSWORD !== undefined) return process.env.VMIFS_METADATA_PASSWORD
-  if (file === undefined) return undefined
-  try {
-    return fs.readFileSync(file, 'utf8').trim()
-  } catch (err) {
-    throw new VmifsError('CONFIG_INVALID', `metadataPasswordFile ${file}: ${(err as Error).message}`)
   }
 }

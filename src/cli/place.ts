@@ -12,7 +12,7 @@ import {
   money
 } from './common.js'
 import { VmifsError } from '../errors.js'
-import { FleetView, liveness } from '../planner/fleet-view.js'
+import { openFleetView } from '../planner/fleet-view.js'
 import {
   type Pick,
   type PickMetric,
@@ -32,7 +32,8 @@ export const command: Command = {
 
 Sorts candidate hosts by the network cost of constructing the image there: every chunk a
 candidate lacks, fetched from its cheapest holder (cost α·σ·time + (1 − α)·price, as in "vmifs
-plan"'s greedy column), from this data dir's copy of the fleet's metadata table. Beside each: the
+plan"'s greedy column), from this data dir's copy of the fleet's metadata table (on the Redis
+backend, with every host's holdings of the image and status read from the engine). Beside each: the
 bytes it lacks, its free cache space and load (1-minute load average per CPU; this host measured,
 others from their agents' status facts, "-" when unknown). A host that cannot be completed (some
 chunk has no holder) goes last. Then picks one of them (US9300725):
@@ -83,27 +84,31 @@ ${COMMON_HELP}`,
     const { hostId, alpha, sigma } = plannerParams(cfg, a.values)
     validateParams(alpha, sigma)
     const image = a.positionals[0]!
-    const ranked = await withDataDir(cfg, dd => {
-      const view = new FleetView(dd, {
-        self: hostId,
-        links: cfg.fleet.links,
-        origin: cfg.fleet.origin,
-        ...liveness(cfg)
-      })
-      view.image(image)
-      for (const h of hosts) view.requireHost(h)
-      const donors = view.donors()
-      const candidates = hosts.map(h => {
-        const n = view.need(image, h, donors)
-        return {
-          host: h,
-          groups: n.groups,
-          unavailableBytes: n.unavailable.reduce((s, c) => s + c.size, 0),
-          heldBytes: n.heldBytes,
-          ...view.status(h, cfg.capacityBytes)
-        }
-      })
-      return rankPlacement({ candidates, donors, alpha, sigma })
+    const ranked = await withDataDir(cfg, async dd => {
+      const { view, close } = await openFleetView(
+        cfg,
+        dd,
+        { self: hostId, links: cfg.fleet.links, origin: cfg.fleet.origin },
+        [image]
+      )
+      try {
+        view.image(image)
+        for (const h of hosts) view.requireHost(h)
+        const donors = view.donors()
+        const candidates = hosts.map(h => {
+          const n = view.need(image, h, donors)
+          return {
+            host: h,
+            groups: n.groups,
+            unavailableBytes: n.unavailable.reduce((s, c) => s + c.size, 0),
+            heldBytes: n.heldBytes,
+            ...view.status(h, cfg.capacityBytes)
+          }
+        })
+        return rankPlacement({ candidates, donors, alpha, sigma })
+      } finally {
+        close()
+      }
     })
     const chosen = pickPlacement(ranked, pick)
     if (a.values.json === true) {

@@ -12,7 +12,7 @@ import {
   money
 } from './common.js'
 import { VmifsError } from '../errors.js'
-import { FleetView, liveness } from '../planner/fleet-view.js'
+import { openFleetView } from '../planner/fleet-view.js'
 import {
   type TransferPlan,
   greedyPlan,
@@ -28,7 +28,8 @@ export const command: Command = {
   summary: 'plan copying an image to a host: the LP split across donors, vs greedy and single-source',
   usage: `Usage: vmifs plan <image> --to <host> [--alpha <a>] [--sigma <s>] [--json]
 
-Plans copying an image to a host from this data dir's copy of the fleet's metadata table. The
+Plans copying an image to a host from this data dir's copy of the fleet's metadata table (on the
+Redis backend, with every host's holdings of the image and status read from the engine). The
 chunks the host lacks (its announced holdings; this host's own cache for itself) are grouped by
 the set of donors holding them; the split of each group across its donors minimizes
 α·σ·t + (1 − α)·price, t being the time until the last donor is done (each donor sends its share at
@@ -62,18 +63,22 @@ ${COMMON_HELP}`,
     validateParams(alpha, sigma)
     const image = a.positionals[0]!
     const out = await withDataDir(cfg, async dd => {
-      const view = new FleetView(dd, {
-        self: hostId,
-        links: cfg.fleet.links,
-        origin: cfg.fleet.origin,
-        ...liveness(cfg)
-      })
-      const donors = view.donors().filter(d => d.id !== target)
-      const need = view.need(image, target, donors)
-      const input = { groups: need.groups, donors, alpha, sigma }
-      const lp = await planTransfer(input)
-      const holds = donors.map(d => need.groups.filter(g => g.donors.includes(d.id)).reduce((s, g) => s + g.bytes, 0))
-      return { need, donors, holds, lp, greedy: greedyPlan(input), single: singleSourcePlan(input) }
+      const { view, close } = await openFleetView(
+        cfg,
+        dd,
+        { self: hostId, links: cfg.fleet.links, origin: cfg.fleet.origin },
+        [image]
+      )
+      try {
+        const donors = view.donors().filter(d => d.id !== target)
+        const need = view.need(image, target, donors)
+        const input = { groups: need.groups, donors, alpha, sigma }
+        const lp = await planTransfer(input)
+        const holds = donors.map(d => need.groups.filter(g => g.donors.includes(d.id)).reduce((s, g) => s + g.bytes, 0))
+        return { need, donors, holds, lp, greedy: greedyPlan(input), single: singleSourcePlan(input) }
+      } finally {
+        close()
+      }
     })
     const { need, donors, lp, greedy, single } = out
     const missingBytes = need.groups.reduce((s, g) => s + g.bytes, 0)

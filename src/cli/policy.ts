@@ -8,7 +8,7 @@ import { FactStore } from '../index/facts.js'
 import type { Config } from '../config.js'
 import { hostKey } from '../trust/keys.js'
 import { validateName } from '../index/catalog.js'
-import { FleetView, liveness } from '../planner/fleet-view.js'
+import { openFleetView } from '../planner/fleet-view.js'
 import { validatePolicy } from '../planner/replica-placement.js'
 import { type ReplicaState, effectivePolicies, placementOf, siteOf } from '../planner/replication.js'
 
@@ -27,7 +27,8 @@ a replica (exempt from the limits) and gets every new version first. Replicas ar
 seed's greedy rule: within the limits, cheapest storage first, chunks a host already holds
 credited. The newest policy set anywhere in the fleet wins.
 rm: retracts the policy this host set (replicas unpin the image).
-show: the policies in force, the placement every agent computes, and each replica's state.
+show: the policies in force, the placement every agent computes, and each replica's state (on the
+Redis backend, from every host's holdings and status in the engine).
 
 Options:
   --min-replicas <n>   replicas besides the publisher's copy (0..1000)
@@ -97,36 +98,45 @@ ${COMMON_HELP}`,
         })
       return 0
     }
-    const out = await withDataDir(cfg, dd => {
+    const out = await withDataDir(cfg, async dd => {
       const facts = new FactStore(dd.db, me)
-      const view = new FleetView(dd, { self: me, links: cfg.fleet.links, origin: cfg.fleet.origin, ...liveness(cfg) })
       const list = [...effectivePolicies(facts).values()].filter(p => image === undefined || p.image === image)
       if (image !== undefined && list.length === 0)
         throw new VmifsError('POLICY_NOT_FOUND', `no policy for ${JSON.stringify(image)}`, { name: image })
-      return list.map(p => {
-        const row = dd.catalog.getImage(p.image)
-        const base = { image: p.image, policy: p.policy, setBy: p.origin, setAt: p.setAt }
-        if (!row) return { ...base, known: false as const }
-        const publisher = row.origin ?? me
-        const placement = placementOf(view, facts, p.image, p.policy, publisher)
-        const states: Record<string, ReplicaState> = Object.fromEntries(
-          facts.allAs('replica', p.image).map(f => [f.origin, f.value])
-        )
-        return {
-          ...base,
-          known: true as const,
-          digest: row.digest,
-          publisher,
-          placement: placement.replicas.map(r => ({
-            ...r,
-            ...siteOf(facts, r.id),
-            state: states[r.id] ?? null,
-            current: states[r.id]?.digest === row.digest && states[r.id]?.state === 'done'
-          })),
-          excluded: placement.excluded,
-          short: placement.short
-        }
-      })
+      const { view, close } = await openFleetView(
+        cfg,
+        dd,
+        { self: me, links: cfg.fleet.links, origin: cfg.fleet.origin },
+        list.map(p => p.image)
+      )
+      try {
+        return list.map(p => {
+          const row = dd.catalog.getImage(p.image)
+          const base = { image: p.image, policy: p.policy, setBy: p.origin, setAt: p.setAt }
+          if (!row) return { ...base, known: false as const }
+          const publisher = row.origin ?? me
+          const placement = placementOf(view, facts, p.image, p.policy, publisher)
+          const states: Record<string, ReplicaState> = Object.fromEntries(
+            facts.allAs('replica', p.image).map(f => [f.origin, f.value])
+          )
+          return {
+            ...base,
+            known: true as const,
+            digest: row.digest,
+            publisher,
+            placement: placement.replicas.map(r => ({
+              ...r,
+              ...siteOf(facts, r.id),
+              state: states[r.id] ?? null,
+              current: states[r.id]?.digest === row.digest && states[r.id]?.state === 'done'
+            })),
+            excluded: placement.excluded,
+            short: placement.short
+          }
+        })
+      } finally {
+        close()
+      }
     })
     if (a.values.json === true) {
       process.stdout.write(JSON.stringify(out, null, 2) + '\n')

@@ -17,7 +17,7 @@ import {
 } from './common.js'
 import { agentCall } from '../server/local-api.js'
 import { VmifsError } from '../errors.js'
-import { FleetView, liveness } from '../planner/fleet-view.js'
+import { FleetView } from '../planner/fleet-view.js'
 import { PeerClient } from '../peer/client.js'
 import type { ReplicateReport, ReplicateRequest } from '../planner/replicate.js'
 
@@ -104,7 +104,7 @@ ${COMMON_HELP}`,
           'asking another host needs the fleet secret: set VMIFS_TOKEN or "token" in the config file'
         )
       const endpoint = await withDataDir(cfg, dd => {
-        const view = new FleetView(dd, { self, links: cfg.fleet.links, origin: cfg.fleet.origin, ...liveness(cfg) })
+        const view = new FleetView(dd, { self, links: cfg.fleet.links, origin: cfg.fleet.origin })
         view.requireHost(to)
         const h = view.directory.host(to)
         if (!h) throw new VmifsError('HOST_NOT_FOUND', `host ${JSON.stringify(to)} publishes no endpoint`, { host: to })

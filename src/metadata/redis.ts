@@ -16,7 +16,9 @@
 //   lists the image: they are looked up when the image is first used and followed from then on;
 // - the liveness of followed holders is polled every heartbeat: one whose key has expired is
 //   forgotten here (its holdings of the followed images go) and another holder takes its place.
+import fs from 'node:fs'
 import { Redis, type RedisOptions } from 'ioredis'
+import { VmifsError } from '../errors.js'
 import type { Fact, FactStore } from '../index/facts.js'
 import { decodeAs, keyOf, kindOf } from '../index/schema.js'
 import type { Logger } from '../util/log.js'
@@ -85,6 +87,30 @@ function decodeMessage(text: string): Fact | undefined {
   const a = text.indexOf('\n')
   const b = a < 0 ? -1 : text.indexOf('\n', a + 1)
   return b < 0 ? undefined : decodeFact(text.slice(0, a), text.slice(a + 1, b), text.slice(b + 1))
+}
+
+/** The metadata engine password: VMIFS_METADATA_PASSWORD, or the file the config names (trimmed). */
+export function metadataPassword(file: string | undefined): string | undefined {
+  if (process.env.VMIFS_METADATA_PASSWORD !== undefined) return process.env.VMIFS_METADATA_PASSWORD
+  if (file === undefined) return undefined
+  try {
+    return fs.readFileSync(file, 'utf8').trim()
+  } catch (err) {
+    throw new VmifsError('CONFIG_INVALID', `metadataPasswordFile ${file}: ${(err as Error).message}`)
+  }
+}
+
+/** The ids of every host with followed facts in the engine (a SCAN of vmifs:g:*), sorted. */
+export async function scanHostIds(cmd: Redis): Promise<string[]> {
+  const hosts: string[] = []
+  let cursor = '0'
+  for (let i = 0; i < 100_000; i++) {
+    const [next, keys] = await cmd.scan(cursor, 'MATCH', 'vmifs:g:*', 'COUNT', SCAN_COUNT)
+    for (const k of keys) hosts.push(k.slice('vmifs:g:'.length))
+    cursor = next
+    if (cursor === '0') break
+  }
+  return [...new Set(hosts)].sort()
 }
 
 export interface RedisMetadataOptions {
@@ -396,15 +422,7 @@ export class RedisMetadata {
   }
 
   private async scanHosts(): Promise<string[]> {
-    const hosts: string[] = []
-    let cursor = '0'
-    for (let i = 0; i < 100_000; i++) {
-      const [next, keys] = await this.cmd.scan(cursor, 'MATCH', 'vmifs:g:*', 'COUNT', SCAN_COUNT)
-      for (const k of keys) hosts.push(k.slice('vmifs:g:'.length))
-      cursor = next
-      if (cursor === '0') break
-    }
-    return [...new Set(hosts)].sort()
+    return await scanHostIds(this.cmd)
   }
 
   /**

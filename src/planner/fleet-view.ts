@@ -15,6 +15,8 @@ import { FactStore } from '../index/facts.js'
 import { HolderDirectory, ORIGIN_ID } from '../holders/directory.js'
 import type { LinkSeed } from '../holders/link-stats.js'
 import { StatusLiveness } from '../metadata/hosts.js'
+import { readEngine } from '../metadata/engine-view.js'
+import type { Config } from '../config.js'
 import { type ImageChunks, imageChunks } from './clusters.js'
 import { type ChunkRef, type Donor, type Group, groupByDonors } from './transfer-plan.js'
 
@@ -26,14 +28,33 @@ export interface FleetViewOptions {
   dead?: () => ReadonlySet<string>
   /** without `dead`: judge liveness by the status facts' times at this heartbeat (else nobody is dead) */
   heartbeatMs?: number
+  /** the table to read (default: the data dir's) */
+  facts?: FactStore
 }
 
 /**
- * How a view read from a data dir (a command without the agent) judges liveness: by the status
- * facts' times on the peers backend; not at all on Redis, where other hosts' status is not copied.
+ * The view a command (plan, place, policy) reads, from a data dir. On the peers backend the data
+ * dir's copy, liveness judged by the status facts' times. On Redis, that copy plus what the engine
+ * says of the `images` named (every host's holdings of them) and of every host's status, the
+ * hosts without a live key dead (src/metadata/engine-view.ts); if the engine does not answer, the
+ * copy alone, nobody judged dead. `close()` when done.
  */
-export function liveness(cfg: { heartbeatMs: number; fleet: { metadata?: string } }): { heartbeatMs?: number } {
-  return cfg.fleet.metadata === undefined ? { heartbeatMs: cfg.heartbeatMs } : {}
+export async function openFleetView(
+  cfg: Config,
+  dd: DataDir,
+  o: Omit<FleetViewOptions, 'dead' | 'heartbeatMs' | 'facts'>,
+  images: string[]
+): Promise<{ view: FleetView; close: () => void }> {
+  if (cfg.fleet.metadata === undefined)
+    return { view: new FleetView(dd, { ...o, heartbeatMs: cfg.heartbeatMs }), close: () => undefined }
+  const digests = images.flatMap(n => {
+    const d = dd.catalog.getImage(n)?.digest
+    return d === undefined ? [] : [d]
+  })
+  const engine = await readEngine(cfg, dd, o.self, digests)
+  if (!engine) return { view: new FleetView(dd, o), close: () => undefined }
+  const dead = engine.dead
+  return { view: new FleetView(dd, { ...o, facts: engine.facts, dead: () => dead }), close: engine.close }
 }
 
 export interface Need {
@@ -59,7 +80,7 @@ export class FleetView {
     private readonly opts: FleetViewOptions
   ) {
     this.self = opts.self
-    this.facts = new FactStore(dd.db, opts.self)
+    this.facts = opts.facts ?? new FactStore(dd.db, opts.self)
     this.directory = new HolderDirectory(this.facts, dd.catalog, opts.self, opts.links ?? {}, opts.origin)
     if (opts.dead) this.directory.dead = opts.dead
     else if (opts.heartbeatMs !== undefined) {

@@ -109,3 +109,80 @@ for (const backend of BACKENDS) {
     }
   )
 }
+
+test.serial(
+  'on Redis, plan and place ask the engine for the holdings of an image this host does not follow, and skip the dead',
+  async t => {
+    const f = await Fleet.create(t, ['a', 'b', 'c'], { backend: 'redis' })
+    const img = path.join(f.dir, 'disk.raw')
+    makeImage(img, 4)
+    for (const h of ['a', 'b'])
+      t.is(vmifs(['import', img, '--name', 'disk', '--quiet', '--data-dir', f.host(h).data]).code, 0)
+    const config = { heartbeatMs: HEARTBEAT }
+    await f.start('a', { config })
+    const b = await f.start('b', { config })
+    await f.start('c', { config })
+    await f.waitFor('the image on c', () => fs.existsSync(f.image('c', 'disk')))
+    const cfgC = path.join(f.dir, 'c.json')
+    const cli = (args: string[]): Record<string, unknown> => {
+      const r = vmifs([...args, '--json', '--host-id', 'c', '--config', cfgC, '--data-dir', f.host('c').data])
+      t.is(r.code, 0, r.stderr)
+      t.notRegex(r.stderr, /METADATA_UNREACHABLE/)
+      return JSON.parse(r.stdout) as Record<string, unknown>
+    }
+    interface Candidate {
+      host: string
+      missingBytes: number
+      heldBytes: number
+      unavailableBytes: number
+      freeBytes: number | null
+    }
+    const place = (): Candidate[] => cli(['place', 'disk', '--candidates', 'a,b,c']).candidates as Candidate[]
+    await f.waitFor('a and b announce disk whole', () =>
+      place()
+        .filter(x => x.host !== 'c')
+        .every(x => x.missingBytes === 0 && x.unavailableBytes === 0 && x.heldBytes > 0)
+    )
+    // c never opened disk: its own copy has no holdings of it, so they came from the engine
+    t.is(f.stats('c').fleet!.metadata!.followedImages, 0)
+    const ranked = place()
+    t.true(
+      ranked.every(x => x.freeBytes !== null),
+      "every host's free space, from its live key"
+    )
+    t.true(ranked.find(x => x.host === 'c')!.missingBytes > 0)
+    type Plan = { need: { unavailableBytes: number; missingBytes: number }; donors: Array<{ id: string }> }
+    const plan = (): Plan => cli(['plan', 'disk', '--to', 'c']) as unknown as Plan
+    const before = plan()
+    t.is(before.need.unavailableBytes, 0)
+    t.deepEqual(before.donors.map(d => d.id).sort(), ['a', 'b'])
+    await b.stop('SIGKILL')
+    await f.waitFor('b no donor on c', () => !plan().donors.some(d => d.id === 'b'), 20 * HEARTBEAT)
+    const after = plan()
+    t.deepEqual(
+      after.donors.map(d => d.id),
+      ['a']
+    )
+    t.is(after.need.unavailableBytes, 0)
+    // the engine gone: the command answers from c's own copy, and says so
+    await f.redis!.stop()
+    const r = vmifs([
+      'place',
+      'disk',
+      '--candidates',
+      'a,c',
+      '--json',
+      '--config',
+      cfgC,
+      '--data-dir',
+      f.host('c').data
+    ])
+    t.is(r.code, 0, r.stderr)
+    t.regex(r.stderr, /METADATA_UNREACHABLE/)
+    const alone = (JSON.parse(r.stdout) as { candidates: Candidate[] }).candidates
+    t.true(
+      alone.every(x => x.unavailableBytes > 0 && (x.host === 'c' || x.freeBytes === null)),
+      "c's copy knows no holder of disk"
+    )
+  }
+)
