@@ -85,12 +85,7 @@ ${COMMON_HELP}`,
     validateParams(alpha, sigma)
     const image = a.positionals[0]!
     const ranked = await withDataDir(cfg, async dd => {
-      const { view, close } = await openFleetView(
-        cfg,
-        dd,
-        { self: hostId, links: cfg.fleet.links, origin: cfg.fleet.origin },
-        [image]
-      )
+      const { view, close } = await openFleetView(cfg, dd, hostId, [image])
       try {
         view.image(image)
         for (const h of hosts) view.requireHost(h)

@@ -63,12 +63,7 @@ ${COMMON_HELP}`,
     validateParams(alpha, sigma)
     const image = a.positionals[0]!
     const out = await withDataDir(cfg, async dd => {
-      const { view, close } = await openFleetView(
-        cfg,
-        dd,
-        { self: hostId, links: cfg.fleet.links, origin: cfg.fleet.origin },
-        [image]
-      )
+      const { view, close } = await openFleetView(cfg, dd, hostId, [image])
       try {
         const donors = view.donors().filter(d => d.id !== target)
         const need = view.need(image, target, donors)

@@ -106,7 +106,7 @@ ${COMMON_HELP}`,
       const { view, close } = await openFleetView(
         cfg,
         dd,
-        { self: me, links: cfg.fleet.links, origin: cfg.fleet.origin },
+        me,
         list.map(p => p.image)
       )
       try {

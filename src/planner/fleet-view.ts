@@ -42,16 +42,17 @@ export interface FleetViewOptions {
 export async function openFleetView(
   cfg: Config,
   dd: DataDir,
-  o: Omit<FleetViewOptions, 'dead' | 'heartbeatMs' | 'facts'>,
+  self: string,
   images: string[]
 ): Promise<{ view: FleetView; close: () => void }> {
+  const o = { self, links: cfg.fleet.links, origin: cfg.fleet.origin }
   if (cfg.fleet.metadata === undefined)
     return { view: new FleetView(dd, { ...o, heartbeatMs: cfg.heartbeatMs }), close: () => undefined }
   const digests = images.flatMap(n => {
     const d = dd.catalog.getImage(n)?.digest
     return d === undefined ? [] : [d]
   })
-  const engine = await readEngine(cfg, dd, o.self, digests)
+  const engine = await readEngine(cfg, dd, self, digests)
   if (!engine) return { view: new FleetView(dd, o), close: () => undefined }
   const dead = engine.dead
   return { view: new FleetView(dd, { ...o, facts: engine.facts, dead: () => dead }), close: engine.close }
