@@ -6,16 +6,26 @@
 // in memory (the data dir's table is not written: a host keeps only what it follows), which the
 // planner's view then reads. An engine that does not answer in time leaves the command on this
 // host's copy, with a warning.
-import Database from 'better-sqlite3'
 import { Redis } from 'ioredis'
 import type { Config } from '../config.js'
 import type { DataDir } from '../datadir.js'
+import { type Db, openDb } from '../index/db.js'
 import { type Fact, FactStore } from '../index/facts.js'
 import { keyOf } from '../index/schema.js'
-import { decodeFact, liveKey, metadataPassword, redisOptions, scanHostIds, globalKey, scopedKey } from './redis.js'
+import {
+  CERT_FIELD,
+  decodeFact,
+  globalKey,
+  liveKey,
+  metadataPassword,
+  redisOptions,
+  scanHostIds,
+  scopedKey
+} from './redis.js'
 
 const ANSWER_MS = 5000
-const CERT_FIELD = '@cert'
+/** the tables a FactStore reads and writes */
+const FACT_TABLES = ['facts', 'cursors', 'heads', 'origin_keys', 'revocations']
 
 export interface EngineFacts {
   /** a scratch copy of this host's table with what the engine says of the asked images */
@@ -23,6 +33,20 @@ export interface EngineFacts {
   /** hosts with followed facts in the engine but no live key */
   dead: ReadonlySet<string>
   close: () => void
+}
+
+/** An in-memory table with the data dir's facts (not its manifests and chunks: they stay on disk). */
+function factsCopy(db: Db): Db {
+  const copy = openDb(':memory:')
+  copy.prepare('ATTACH DATABASE ? AS src').run(db.name)
+  copy.transaction(() => {
+    for (const t of FACT_TABLES) {
+      copy.exec(`DELETE FROM main.${t}`)
+      copy.exec(`INSERT INTO main.${t} SELECT * FROM src.${t}`)
+    }
+  })()
+  copy.exec('DETACH DATABASE src')
+  return copy
 }
 
 /**
@@ -48,10 +72,7 @@ export async function readEngine(
   })
   cmd.on('error', () => undefined)
   let timer: NodeJS.Timeout | undefined
-  const image = dd.db.serialize()
-  // a copy of a WAL-mode file opens in memory only as a rollback-journal one (header bytes 18, 19)
-  image[18] = image[19] = 1
-  const copy = new Database(image)
+  const copy = factsCopy(dd.db)
   const facts = new FactStore(copy, self, { trust: cfg.trust })
   try {
     const read = async (): Promise<EngineFacts> => {

@@ -47,7 +47,8 @@ export const scopedChannel = (digest: string, host: string): string => `vmifs:c:
 export const LIVE_CHANNEL = 'vmifs:c:live'
 /** the engine's keyspace event of an expired key (notify-keyspace-events Ex): a host is dead */
 export const expiredChannel = (db = 0): string => `__keyevent@${db}__:expired`
-const CERT_FIELD = '@cert'
+/** the field of a host's followed-facts hash that holds its certificate */
+export const CERT_FIELD = '@cert'
 
 /** The image a key is scoped to (holdings and models are), or undefined for a followed key. */
 export function scopeOf(key: string): string | undefined {
