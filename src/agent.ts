@@ -26,7 +26,7 @@ import { installedCert } from './trust/certs.js'
 import { guard } from './util/guard.js'
 import { FactStore, validOrigin } from './index/facts.js'
 import { FactSync } from './index/sync.js'
-import { RedisMetadata, metadataPassword } from './metadata/redis.js'
+import { RedisMetadata, metadataPassword, tieOrder } from './metadata/redis.js'
 import { type HostRow, StatusLiveness, hostRows } from './metadata/hosts.js'
 import { FleetImages } from './index/fleet-images.js'
 import { signLocalImages } from './trust/publications.js'
@@ -431,13 +431,14 @@ export class Agent extends Resource {
       if (fleet.metadata !== undefined) {
         const directory = this.directory
         const cost = { alpha: config.fetch.alpha, sigma: config.fetch.sigma }
+        const tie = tieOrder(this.facts.self)
         this.metadata = new RedisMetadata({
           url: fleet.metadata,
           password: metadataPassword(fleet.metadataPasswordFile),
           facts: this.facts,
           log,
           cert: () => installedCert(config.dataDir),
-          rank: hosts => directory.rank(hosts, 1024 * 1024, cost),
+          rank: hosts => directory.rank(hosts, 1024 * 1024, cost, tie),
           heartbeatMs: config.heartbeatMs
         })
         this.metadata.start()

@@ -114,16 +114,19 @@ export class HolderDirectory {
     return list
   }
 
-  /** Cheapest first; demoted holders after the others; the origin last of all. */
-  rank(hostIds: string[], bytes: number, p: CostParams): string[] {
+  /**
+   * Cheapest first; demoted holders after the others; the origin last of all. Equal costs in the
+   * order of `tie` (default: by id).
+   */
+  rank(hostIds: string[], bytes: number, p: CostParams, tie: (h: string) => string = h => h): string[] {
     const now = Date.now()
     const scored = hostIds.map(h => {
       const info = this.host(h)
       const link = this.link(h)
       const tier = h === ORIGIN_ID ? 2 : link.demoted(now) ? 1 : 0
-      return { h, tier, cost: holderCost(link, info?.price ?? 0, bytes, p) }
+      return { h, tier, cost: holderCost(link, info?.price ?? 0, bytes, p), key: tie(h) }
     })
-    scored.sort((a, b) => a.tier - b.tier || a.cost - b.cost || (a.h < b.h ? -1 : 1))
+    scored.sort((a, b) => a.tier - b.tier || a.cost - b.cost || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
     return scored.map(s => s.h)
   }
 }

@@ -19,6 +19,7 @@
 import fs from 'node:fs'
 import { Redis, type RedisOptions } from 'ioredis'
 import { VmifsError } from '../errors.js'
+import { blake3Hex } from '../util/hash.js'
 import type { Fact, FactStore } from '../index/facts.js'
 import { decodeAs, keyOf, kindOf } from '../index/schema.js'
 import type { Logger } from '../util/log.js'
@@ -49,6 +50,15 @@ export const LIVE_CHANNEL = 'vmifs:c:live'
 export const expiredChannel = (db = 0): string => `__keyevent@${db}__:expired`
 /** the field of a host's followed-facts hash that holds its certificate */
 export const CERT_FIELD = '@cert'
+
+/**
+ * The order in which this host takes holders of equal cost: a hash of both ids, its own for each
+ * host, so that the users of a popular image spread over its holders instead of all following
+ * (and fetching from) the same few.
+ */
+export function tieOrder(self: string): (host: string) => string {
+  return host => blake3Hex(Buffer.from(`${self}\n${host}`))
+}
 
 /** The image a key is scoped to (holdings and models are), or undefined for a followed key. */
 export function scopeOf(key: string): string | undefined {
@@ -122,7 +132,7 @@ export interface RedisMetadataOptions {
   log: Logger
   /** this host's certificate, as installed (stored with its facts) */
   cert: () => unknown
-  /** cheapest first, of these hosts (the holder directory's cost model) */
+  /** cheapest first, of these hosts (the holder directory's cost model; equal costs in tieOrder(self)) */
   rank?: (hosts: string[]) => string[]
   /** how often the live key is set (its TTL: DEAD_BEATS of them) */
   heartbeatMs?: number
@@ -331,7 +341,8 @@ export class RedisMetadata {
       if (f.origin === this.self || this.dead.has(f.origin)) continue
       if (f.value.images[prefix] !== undefined) hosts.push(f.origin)
     }
-    const ranked = this.opts.rank ? this.opts.rank(hosts) : hosts.sort()
+    const tie = tieOrder(this.self)
+    const ranked = this.opts.rank ? this.opts.rank(hosts) : hosts.sort((a, b) => (tie(a) < tie(b) ? -1 : 1))
     // a host holding all of the image before one holding some, within the cost order
     const full = ranked.filter(h => (this.opts.facts.getAs('inv', h)?.images[prefix] ?? 0) >= 10)
     const some = ranked.filter(h => !full.includes(h))
