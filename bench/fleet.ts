@@ -29,11 +29,10 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import pino from 'pino'
-import { Redis } from 'ioredis'
 import { openDb, type Db } from '../src/index/db.js'
 import { FactStore, type Cursors, type FactPage, type Trust } from '../src/index/facts.js'
 import { FactSync } from '../src/index/sync.js'
@@ -43,7 +42,9 @@ import { SigningKey } from '../src/trust/keys.js'
 import { issueCert } from '../src/trust/certs.js'
 import { RedisMetadata } from '../src/metadata/redis.js'
 import { FLEET_ADMIN, TRUST, admitHost } from '../test/integration/admit.js'
-import { AgentProcess, makeImage } from '../test/integration/harness.js'
+import { AgentProcess, makeImage, sleep } from '../test/integration/harness.js'
+import { startRedis } from '../test/helpers/redis.js'
+import { waitFor } from './lib/boot-tools.js'
 import { markdownTable, num, takeOption } from './lib/report.js'
 
 type Backend = 'redis' | 'peers'
@@ -68,8 +69,6 @@ interface SimHost {
   /** a stopped host answers no pulls */
   down?: boolean
 }
-
-const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
 function pct(xs: number[], p: number): number {
   if (xs.length === 0) return NaN
@@ -109,25 +108,6 @@ function pickUses(draw: () => number, count: number): number[] {
   return [...out]
 }
 
-async function startRedis(dir: string, port: number): Promise<ChildProcess> {
-  fs.mkdirSync(dir, { recursive: true })
-  const child = spawn(
-    '/usr/bin/redis-server',
-    [
-      ...['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
-      ...['--notify-keyspace-events', 'Ex', '--maxclients', '10000', '--protected-mode', 'no']
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] }
-  )
-  let out = ''
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
-  for (let i = 0; !out.includes('Ready to accept connections'); i++) {
-    if (child.exitCode !== null || i > 200) throw new Error(`redis-server did not start: ${out}`)
-    await sleep(25)
-  }
-  return child
-}
-
 /** CPU seconds a process has used (user + system), from /proc. */
 function cpuSecondsOf(pid: number): number {
   const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
@@ -138,14 +118,6 @@ function cpuSecondsOf(pid: number): number {
 function rssMiBOf(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
   return m ? Number(m[1]) / 1024 : NaN
-}
-
-async function waitAll(what: string, cond: () => boolean, timeoutMs: number, everyMs = 20): Promise<void> {
-  const t0 = Date.now()
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms: ${what}`)
-    await sleep(everyMs)
-  }
 }
 
 interface Result {
@@ -177,9 +149,15 @@ async function runScale(
 ): Promise<Result> {
   const dir = fs.mkdtempSync(path.join(base, `${backend}-${n}-`))
   const port = 20_000 + Math.floor(Math.random() * 12_000)
-  const redis = backend === 'redis' ? await startRedis(path.join(dir, 'redis'), port) : undefined
+  // thousands of clients, each host with its own two connections
+  const redis =
+    backend === 'redis'
+      ? await startRedis({ teardown: () => undefined }, path.join(dir, 'redis'), port, {
+          args: ['--maxclients', '10000', '--protected-mode', 'no']
+        })
+      : undefined
   const url = `redis://127.0.0.1:${port}`
-  const engine = redis ? new Redis({ port, lazyConnect: true }) : undefined
+  const engine = redis?.client()
   const log = pino({ level: 'error' })
   const trust: Trust = { admins: [FLEET_ADMIN.publicKey], hosts: {} }
   const hosts: SimHost[] = []
@@ -205,7 +183,6 @@ async function runScale(
   const pick = zipf(weights, seeded(7 * n + 1))
   const t0 = performance.now()
   try {
-    if (engine) await engine.connect()
     for (let i = 0; i < n; i++) {
       const id = `h${String(i).padStart(4, '0')}`
       const key = SigningKey.generate()
@@ -270,11 +247,10 @@ async function runScale(
         h.liveness = new StatusLiveness(h.facts, HEARTBEAT_MS)
       }
       for (const h of hosts) h.sync!.start()
-      await waitAll(
+      await waitFor(
         'every host to have every host record',
         () => hosts.every(h => h.facts.allAs('host').length === n),
-        30 * 60_000,
-        1000
+        30 * 60_000
       )
     }
     // every host's status every heartbeat, as an agent writes it, spread over the interval
@@ -321,7 +297,7 @@ async function runScale(
       })!
       const at = performance.now()
       const k = `${p.id} ${f.key} ${f.seq}`
-      await waitAll('a publication on every host', () => hosts.every(h => h === p || h.seen.has(k)), 120_000)
+      await waitFor('a publication on every host', () => hosts.every(h => h === p || h.seen.has(k)), 120_000)
       for (const h of hosts) if (h !== p) pub.push(h.seen.get(k)! - at)
     }
 
@@ -351,21 +327,21 @@ async function runScale(
       const f = holder.facts.publishAs('hold', digestOf(best), { ranges: [[0, 4096 - r - 1]] })!
       const at = performance.now()
       const key = `${holder.id} ${f.key} ${f.seq}`
-      await waitAll('a holdings change on its followers', () => who.every(h => h.seen.has(key)), 120_000)
+      await waitFor('a holdings change on its followers', () => who.every(h => h.seen.has(key)), 120_000)
       for (const h of who) hold.push(h.seen.get(key)! - at)
     }
 
     // steady state
     const b0 = await traffic()
     const c0 = process.cpuUsage()
-    const e0 = redis ? cpuSecondsOf(redis.pid!) : 0
+    const e0 = redis ? cpuSecondsOf(redis.child.pid!) : 0
     const w0 = performance.now()
     await sleep(o.steadyS * 1000)
     const wallMs = performance.now() - w0
     const steadyBps = ((await traffic()) - b0) / n / (wallMs / 1000)
     const cpu = process.cpuUsage(c0)
     const cpuMs = (cpu.user + cpu.system) / 1000
-    const engineCpuShare = redis ? (cpuSecondsOf(redis.pid!) - e0) / (wallMs / 1000) : 0
+    const engineCpuShare = redis ? (cpuSecondsOf(redis.child.pid!) - e0) / (wallMs / 1000) : 0
     const rssMiBPerHost = process.memoryUsage().rss / 2 ** 20 / n
     let sqlite = 0
     for (const h of hosts) {
@@ -406,7 +382,7 @@ async function runScale(
           throw new Error(`the import did not reach ${a.mount}`)
         })
       )
-      await waitAll(
+      await waitFor(
         'the import in every host table',
         () => hosts.every(h => h.facts.get('agent0', 'image/imported') !== undefined),
         120_000
@@ -448,7 +424,7 @@ async function runScale(
     const wd = performance.now()
     const others = hosts.filter(h => h !== victim)
     const deadOn = (h: SimHost): boolean => (h.meta ? h.meta.deadHosts() : h.liveness!.dead()).has(victim.id)
-    await waitAll('every host to take it for dead', () => others.every(deadOn), 180_000, 250)
+    await waitFor('every host to take it for dead', () => others.every(deadOn), 180_000)
     const deadS = (performance.now() - wd) / 1000
     lag.disable()
 
@@ -480,8 +456,7 @@ async function runScale(
       await h.sync?.stop().catch(() => undefined)
       h.db.close()
     }
-    engine?.disconnect()
-    redis?.kill('SIGKILL')
+    await redis?.stop()
     for (const a of agents) spawnSync('umount', ['-l', a.mount])
     fs.rmSync(dir, { recursive: true, force: true })
   }
@@ -525,8 +500,12 @@ export async function main(args: string[]): Promise<void> {
       ])
       if (r.agents)
         agentLines.push(
-          `- ${num(n)} hosts: an import on one agent was on the other ${r.agents.n - 1} agents' mounts in ` +
-            `${r.agents.importToMountsMs.map(x => num(x)).join(', ')} ms and in every simulated host's table in ` +
+          `- ${num(n)} hosts: an import on one agent was ` +
+            (r.agents.n > 1
+              ? `on the other ${r.agents.n - 1} agents' mounts in ` +
+                `${r.agents.importToMountsMs.map(x => num(x)).join(', ')} ms and `
+              : '') +
+            `in every simulated host's table in ` +
             `${num(r.agents.importToHostsMs)} ms; agents' RSS ${r.agents.rssMiB.map(x => num(x)).join(', ')} MiB, ` +
             `SQLite ${r.agents.sqliteKiB.map(x => num(x)).join(', ')} KiB`
         )
