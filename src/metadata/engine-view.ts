@@ -14,6 +14,7 @@ import { type Fact, FactStore } from '../index/facts.js'
 import { keyOf } from '../index/schema.js'
 import {
   CERT_FIELD,
+  decodeCert,
   decodeFact,
   globalKey,
   liveKey,
@@ -105,12 +106,7 @@ export async function readEngine(
             const f = v === null ? undefined : decodeFact(h, fields[j]!, v)
             if (f) list.push(f)
           })
-        let cert: unknown
-        try {
-          cert = typeof certText === 'string' ? JSON.parse(certText) : undefined
-        } catch {
-          cert = undefined
-        }
+        const cert = typeof certText === 'string' ? decodeCert(certText) : undefined
         // what is not signed by its origin is refused here as the agent refuses it
         if (list.length > 0) facts.applySigned(h, list, cert ?? undefined)
       })

@@ -51,6 +51,15 @@ export const expiredChannel = (db = 0): string => `__keyevent@${db}__:expired`
 /** the field of a host's followed-facts hash that holds its certificate */
 export const CERT_FIELD = '@cert'
 
+/** A host's `@cert` field: its certificate, null for a host admitted by key alone, undefined if unreadable. */
+export function decodeCert(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown
+  } catch {
+    return undefined
+  }
+}
+
 /**
  * The order in which this host takes holders of equal cost: a hash of both ids, its own for each
  * host, so that the users of a popular image spread over its holders instead of all following
@@ -342,7 +351,12 @@ export class RedisMetadata {
       if (f.value.images[prefix] !== undefined) hosts.push(f.origin)
     }
     const tie = tieOrder(this.self)
-    const ranked = this.opts.rank ? this.opts.rank(hosts) : hosts.sort((a, b) => (tie(a) < tie(b) ? -1 : 1))
+    const ranked = this.opts.rank
+      ? this.opts.rank(hosts)
+      : hosts
+          .map(h => ({ h, key: tie(h) }))
+          .sort((a, b) => (a.key < b.key ? -1 : 1))
+          .map(x => x.h)
     // a host holding all of the image before one holding some, within the cost order
     const full = ranked.filter(h => (this.opts.facts.getAs('inv', h)?.images[prefix] ?? 0) >= 10)
     const some = ranked.filter(h => !full.includes(h))
@@ -508,11 +522,9 @@ export class RedisMetadata {
   }
 
   private keepCert(host: string, text: string): void {
-    try {
-      this.certs.set(host, JSON.parse(text))
-    } catch {
-      this.certs.delete(host)
-    }
+    const cert = decodeCert(text)
+    if (cert === undefined) this.certs.delete(host)
+    else this.certs.set(host, cert)
   }
 
   private apply(origin: string, facts: Fact[]): void {
