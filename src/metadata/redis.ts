@@ -430,7 +430,7 @@ export class RedisMetadata {
 
   /** Every host whose live key is there: its last heartbeat and the status it carried (`vmifs hosts`). */
   async liveness(): Promise<Map<string, Live>> {
-    const hosts = await this.scanHosts()
+    const hosts = await scanHostIds(this.cmd)
     const p = this.cmd.pipeline()
     for (const h of hosts) p.pttl(liveKey(h)).get(liveKey(h))
     const res = (await p.exec()) ?? []
@@ -445,10 +445,6 @@ export class RedisMetadata {
       out.set(host, { lastSeen: now - (this.liveTtlMs - ttl), ...(status ? { status } : {}) })
     })
     return out
-  }
-
-  private async scanHosts(): Promise<string[]> {
-    return await scanHostIds(this.cmd)
   }
 
   /**
@@ -471,7 +467,7 @@ export class RedisMetadata {
     if (mine.length > 0) facts.applySigned(this.self, mine)
     for (const text of Object.values(await this.cmd.hgetall(REVOKED_KEY))) this.takeRevocation(text)
     await this.writeAll(stored)
-    const hosts = (await this.scanHosts()).filter(h => h !== this.self)
+    const hosts = (await scanHostIds(this.cmd)).filter(h => h !== this.self)
     this.dead.clear()
     await this.alive(hosts)
     await this.checkExpiryEvents()
