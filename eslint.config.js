@@ -1,4 +1,4 @@
-// Lint rules for src/, test/, bench/ and bin/ (formatting is Prettier's: `npm run lint` runs both).
+// Lint rules for src/, test/, bench/, bin/ and web/ (formatting is Prettier's: `npm run lint` runs both).
 import js from '@eslint/js'
 import prettier from 'eslint-config-prettier'
 import { defineConfig } from 'eslint/config'
@@ -28,6 +28,14 @@ export default defineConfig(
     }
   },
   { files: ['**/*.js'], ...tseslint.configs.disableTypeChecked },
+  // the dashboard's page script runs in the browser
+  {
+    files: ['web/**/*.js'],
+    languageOptions: {
+      sourceType: 'script',
+      globals: { document: 'readonly', fetch: 'readonly', EventSource: 'readonly', Node: 'readonly' }
+    }
+  },
   prettier,
   // after eslint-config-prettier, which turns max-len off: Prettier cannot split a long string or
   // comment, so those are split by hand

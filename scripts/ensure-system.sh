@@ -13,6 +13,8 @@ pkgs=(librust-blake3-dev liblmdb-dev)
 # e2fsprogs, fdisk: ext4 images and partition tables for the file-cut tests; systemd: systemd-analyze
 # verify checks the unit file (nothing is started)
 [ "$level" = test ] || [ "$level" = bench ] && pkgs+=(qemu-utils nginx-light iproute2 openssl e2fsprogs fdisk systemd redis-server redis-sentinel)
+# chromium: the dashboard's test drives Debian's browser (playwright-core, no browser download)
+[ "$level" = test ] && pkgs+=(chromium)
 # rsync: transfer bench; qemu and the lazy readers: boot bench (fuse: fusermount for httpfs2 and rclone mount)
 [ "$level" = bench ] && pkgs+=(b3sum debootstrap rsync qemu-system-x86 qemu-block-extra nbdkit httpfs2 rclone curl fuse)
 missing=()

@@ -16,6 +16,9 @@ import { mountsAt, prepareMountpoint } from './fuse/mountpoint.js'
 import { holderSocket, takeFromHolder } from './fuse/holder.js'
 import { LocalApi, agentCall, socketInUse } from './server/local-api.js'
 import { PeerServer } from './server/peer-server.js'
+import { DASHBOARD_INTERVAL_MS, Dashboard } from './server/dashboard.js'
+import { planReport } from './planner/plan-report.js'
+import { heldBytes } from './holders/holdings.js'
 import { createMetrics } from './server/metrics.js'
 import { Stats, snapshot } from './stats/stats.js'
 import type { Logger } from './util/log.js'
@@ -45,6 +48,25 @@ import { Hints } from './prefetch/hint.js'
 import { type ReplicateReport, Replicator, parseReplicateRequest } from './planner/replicate.js'
 import { ReplicationManager } from './planner/replication.js'
 
+/** The remote dashboard's token: the first line of its file, at least 16 characters. */
+function readDashboardToken(file: string | undefined): string {
+  if (file === undefined)
+    throw new VmifsError('CONFIG_INVALID', 'dashboard.listen needs dashboard.tokenFile (the remote token of its own)')
+  let token: string
+  try {
+    token = fs.readFileSync(file, 'utf8').split('\n')[0]!.trim()
+  } catch (err) {
+    throw new VmifsError('CONFIG_INVALID', `dashboard.tokenFile: cannot read ${file}: ${(err as Error).message}`, {
+      file
+    })
+  }
+  if (token.length < 16)
+    throw new VmifsError('CONFIG_INVALID', `dashboard.tokenFile: ${file} holds no token of 16 characters or more`, {
+      file
+    })
+  return token
+}
+
 function readPem(file: string): string {
   try {
     return fs.readFileSync(file, 'utf8')
@@ -72,6 +94,23 @@ const CATALOG_POLL_MS = 250
 const ORIGIN_POLL_MS = 5000
 const IMAGE_STATS_TTL_MS = 5000
 const DEMAND_GRACE_MS = 500
+/** The dashboard's charts keep this many samples (one every DASHBOARD_INTERVAL_MS: 10 minutes). */
+const HISTORY_SAMPLES = 300
+/** The dashboard's holdings table shows at most this many hosts. */
+const HOLDINGS_HOSTS = 64
+
+/** One point of the dashboard's charts: this host's counters at time t (ms since the epoch). */
+interface Sample {
+  t: number
+  hitBytes: number
+  missBytes: number
+  fetchBytes: number
+  prefetch: { precision: number; recall: number }
+  images: Record<
+    string,
+    { hitBytes: number; missBytes: number; cachedShare: number; precision: number; recall: number }
+  >
+}
 
 export class Agent extends Resource {
   readonly stats = new Stats()
@@ -103,6 +142,9 @@ export class Agent extends Resource {
   private readonly recency = new RecencyTracker()
   private readonly clusters = new CatalogClusters()
   private models: FleetModels | undefined
+  private dashboard: Dashboard | undefined
+  private readonly history: Sample[] = []
+  private historyTimer: NodeJS.Timeout | undefined
 
   constructor(private readonly opts: AgentOptions) {
     super()
@@ -285,14 +327,15 @@ export class Agent extends Resource {
         },
         manifest: d => dd.catalog.manifest(d),
         has: h => dd.store.has(h),
-        fetch: async (hash, size) => {
-          await source.ensure({ hash, size }, 'prefetch')
+        fetch: async (hash, size, digest) => {
+          await source.ensure({ hash, size, image: digest }, 'prefetch')
         },
         // demand stays "active" for DEMAND_GRACE_MS after its last fetch, so the prefetch does not
         // surge between one miss of a reader and its next
         demandActive: () => source.demandActive(DEMAND_GRACE_MS),
         room: (size, since) => dd.store.hasRoomWithout(size, since),
-        stats: this.stats.prefetch
+        stats: this.stats.prefetch,
+        imageStats: d => this.stats.digest(d).prefetch
       })
     }
     this.recorder = new TraceRecorder(
@@ -349,6 +392,7 @@ export class Agent extends Resource {
         return this.clusters.snapshot()
       },
       'POST /v1/replicate': async ({ body }) => await this.replicate(body),
+      'POST /v1/dashboard': async () => await this.openDashboard().loginUrl(),
       'POST /v1/takeover': () => {
         // answered first; then this agent closes, handing the mount over instead of unmounting
         this.handingOver = true
@@ -384,6 +428,7 @@ export class Agent extends Resource {
             }),
             links: () => this.directory!.allLinks(),
             images: () => this.images.size,
+            imageUsage: () => this.usage().images,
             modelSessions: () =>
               [...this.images.values()].map(e => [e.name, Math.round(models.model(e.digest).n * 1000) / 1000]),
             prefetchPending: () => this.prefetcher?.pending ?? 0,
@@ -477,6 +522,15 @@ export class Agent extends Resource {
       )
     }
 
+    if (config.dashboard.listen) {
+      const url = await this.openDashboard().listenRemote({
+        listen: config.dashboard.listen,
+        token: readDashboardToken(config.dashboard.tokenFile),
+        tls: fleet.tls
+      })
+      log.info({ url }, 'dashboard listening for remote access (its own token: config "dashboard.tokenFile")')
+    }
+
     this.mount = new VmifsMount(this.opts.mountpoint, this.view(), log, {
       ...config.mount,
       readaheadKb: config.mount.readaheadKb ?? (this.fleetMode ? 16 : undefined),
@@ -532,6 +586,8 @@ export class Agent extends Resource {
     this.fleetImages?.close()
     await this.metadata?.stop()
     await this.server?.close().catch(err => errors.push(err))
+    clearInterval(this.historyTimer)
+    await this.dashboard?.close().catch(err => errors.push(err))
     this.announcer?.close()
     await this.source?.close()
     this.manifests?.close()
@@ -543,6 +599,102 @@ export class Agent extends Resource {
     }
     this.opts.log.info('agent stopped')
     if (errors.length > 0) throw errors[0]
+  }
+
+  /** The dashboard (started with its first listener); its charts' samples are taken from then on. */
+  private openDashboard(): Dashboard {
+    if (this.dashboard) return this.dashboard
+    const { config, log } = this.opts
+    this.dashboard = new Dashboard(
+      {
+        state: async full => await this.dashboardState(full),
+        plan: async (image, to) =>
+          await planReport(config, this.dd!, config.hostId, image, to, config.fetch.prefetchAlpha, config.fetch.sigma)
+      },
+      log
+    )
+    this.sample()
+    this.historyTimer = setInterval(
+      () => guard(log, 'sampling for the dashboard', () => this.sample()),
+      DASHBOARD_INTERVAL_MS
+    )
+    this.historyTimer.unref()
+    return this.dashboard
+  }
+
+  private sample(): void {
+    const snap = this.snapshot() as {
+      prefetch: { precision: number; recall: number }
+      images: Record<
+        string,
+        { hitBytes: number; missBytes: number; cachedShare: number; prefetch: { precision: number; recall: number } }
+      >
+    }
+    const images: Sample['images'] = {}
+    for (const [name, v] of Object.entries(snap.images))
+      images[name] = { hitBytes: v.hitBytes, missBytes: v.missBytes, cachedShare: v.cachedShare, ...v.prefetch }
+    this.history.push({
+      t: Date.now(),
+      hitBytes: this.stats.hitBytes,
+      missBytes: this.stats.missBytes,
+      fetchBytes: this.stats.fetchBytes,
+      prefetch: { precision: snap.prefetch.precision, recall: snap.prefetch.recall },
+      images
+    })
+    if (this.history.length > HISTORY_SAMPLES) this.history.shift()
+  }
+
+  /** What the dashboard's page shows (docs/dashboard.md); `full`: every sample of the history, else the last. */
+  private async dashboardState(full: boolean): Promise<Record<string, unknown>> {
+    const dd = this.dd!
+    const stats = this.snapshot()
+    const hosts = await this.hostList()
+    this.clusters.sync(dd.catalog.listImages(), d => dd.catalog.manifest(d))
+    return {
+      hostId: this.opts.config.hostId,
+      time: stats.time,
+      intervalMs: DASHBOARD_INTERVAL_MS,
+      stats,
+      hosts,
+      holdings: this.holdings(hosts),
+      similarity: this.clusters.snapshot(),
+      history: full ? this.history : this.history.slice(-1),
+      historyFull: full
+    }
+  }
+
+  /**
+   * Per host and image, the bytes of the image's distinct chunks it holds: this host's from its cache, the
+   * others' from their holdings facts as this host's copy of the table has them (on Redis, the
+   * images this host uses). The live hosts first, at most HOLDINGS_HOSTS.
+   */
+  private holdings(hosts: HostRow[]): {
+    hosts: string[]
+    images: string[]
+    uniqueBytes: number[]
+    heldBytes: number[][]
+    more: number
+  } {
+    const dd = this.dd!
+    const self = this.opts.config.hostId
+    const rank = (h: HostRow): number => (h.host === self ? 0 : h.state === 'up' ? 1 : 2)
+    const sorted = [...hosts].sort((a, b) => rank(a) - rank(b) || a.host.localeCompare(b.host))
+    const ids = sorted.slice(0, HOLDINGS_HOSTS).map(h => h.host)
+    const usage = this.usage().images
+    const held = new Map<string, number>() // "<host> <digest>" -> bytes
+    const shown = new Set(ids)
+    for (const f of this.facts!.allAs('hold')) {
+      if (f.origin === self || !shown.has(f.origin)) continue
+      const m = dd.catalog.manifest(f.name)
+      if (m) held.set(`${f.origin} ${f.name}`, heldBytes(m, f.value.ranges))
+    }
+    return {
+      hosts: ids,
+      images: usage.map(u => u.name),
+      uniqueBytes: usage.map(u => u.uniqueBytes),
+      heldBytes: ids.map(h => usage.map(u => (h === self ? u.cachedBytes : (held.get(`${h} ${u.digest}`) ?? 0)))),
+      more: Math.max(0, sorted.length - ids.length)
+    }
   }
 
   /** The fleet's hosts and their state (`vmifs hosts`): on Redis, liveness as the engine has it. */
@@ -669,20 +821,25 @@ export class Agent extends Resource {
     return fd === undefined ? undefined : { fd, crashed: true }
   }
 
-  snapshot(): Record<string, unknown> {
-    this.assertOpen()
-    const dd = this.dd!
-    this.mount?.flushEvents()
-    this.refreshImages()
+  /** The data dir's usage per image (cached bytes…), at most IMAGE_STATS_TTL_MS old. */
+  private usage(): ReturnType<DataDir['usage']> {
     const now = Date.now()
     if (
       !this.imageStatsCache ||
       now - this.imageStatsCache.at > IMAGE_STATS_TTL_MS ||
       this.imageStatsCache.value.images.length !== this.images.size
     ) {
-      this.imageStatsCache = { at: now, value: dd.usage() }
+      this.imageStatsCache = { at: now, value: this.dd!.usage() }
     }
-    const is = this.imageStatsCache.value
+    return this.imageStatsCache.value
+  }
+
+  snapshot(): Record<string, unknown> {
+    this.assertOpen()
+    const dd = this.dd!
+    this.mount?.flushEvents()
+    this.refreshImages()
+    const is = this.usage()
     const snap = snapshot({
       stats: this.stats,
       cache: {

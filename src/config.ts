@@ -83,6 +83,11 @@ export interface Config {
    * a name no prefix matches is any admitted host's, the first seen owning it)
    */
   trust: { admins: string[]; hosts: Record<string, string>; publishers: Record<string, string[]> }
+  /**
+   * remote access to the dashboard (docs/dashboard.md): where it listens, and the file holding its
+   * token (its own, never the fleet token); over https when "tls" is set. Undefined: loopback only.
+   */
+  dashboard: { listen?: { host: string; port: number }; tokenFile?: string }
 }
 
 export const DEFAULT_DATA_DIR = '/var/lib/vmifs'
@@ -117,7 +122,8 @@ export function defaults(): Config {
     site: {},
     policies: {},
     replication: { drTimeoutMs: 60_000, intervalMs: 1000 },
-    trust: { admins: [], hosts: {}, publishers: {} }
+    trust: { admins: [], hosts: {}, publishers: {} },
+    dashboard: {}
   }
 }
 
@@ -259,7 +265,8 @@ export const CONFIG_FILE = z
           z.array(publicKey).min(1, 'lists no publisher key')
         )
       })
-      .partial()
+      .partial(),
+    dashboard: z.strictObject({ listen: z.string(), tokenFile: z.string() }).partial()
   })
   .partial()
 
@@ -329,6 +336,14 @@ export function loadConfigFile(file: string, base: Config = defaults()): Config 
   if (c.syncIntervalMs !== undefined) f.syncIntervalMs = c.syncIntervalMs
   if (c.metadata !== undefined) f.metadata = parseMetadataUrl(c.metadata, 'metadata')
   if (c.metadataPasswordFile !== undefined) f.metadataPasswordFile = c.metadataPasswordFile
+  if (c.dashboard !== undefined) {
+    out.dashboard = {
+      ...(c.dashboard.listen !== undefined ? { listen: parseListen(c.dashboard.listen, 'dashboard.listen') } : {}),
+      ...(c.dashboard.tokenFile !== undefined ? { tokenFile: c.dashboard.tokenFile } : {})
+    }
+    if (out.dashboard.listen && out.dashboard.tokenFile === undefined)
+      throw invalid(file, 'dashboard.listen needs dashboard.tokenFile (the remote token of its own)')
+  }
   if (c.sessionIdleMs !== undefined) out.sessionIdleMs = c.sessionIdleMs
   if (c.heartbeatMs !== undefined) out.heartbeatMs = Math.max(100, c.heartbeatMs)
   for (const [id, l] of Object.entries(c.links ?? {})) {

@@ -100,14 +100,32 @@ export class DataDir {
 
   /** Bytes of the manifest's distinct data chunks that the local cache holds. */
   cachedBytes(m: Manifest): number {
+    return this.chunkBytes(m).cachedBytes
+  }
+
+  /** Bytes of the image's distinct data chunks, and of those the ones held in the cache. */
+  chunkBytes(m: Manifest): { uniqueBytes: number; cachedBytes: number } {
     const chunks = [...m.distinctChunks()]
     const held = this.store.holds(chunks.map(([hex]) => Buffer.from(hex, 'hex')))
-    return chunks.reduce((n, [, size], i) => (held[i] ? n + size : n), 0)
+    let uniqueBytes = 0
+    let cachedBytes = 0
+    chunks.forEach(([, size], i) => {
+      uniqueBytes += size
+      if (held[i]) cachedBytes += size
+    })
+    return { uniqueBytes, cachedBytes }
   }
 
   /** Each image's size, data and cached bytes; the cache's pinned bytes and chunk count (the stats file's). */
   usage(): {
-    images: Array<{ name: string; digest: string; size: number; dataBytes: number; cachedBytes: number }>
+    images: Array<{
+      name: string
+      digest: string
+      size: number
+      dataBytes: number
+      uniqueBytes: number
+      cachedBytes: number
+    }>
     pinnedBytes: number
     chunks: number
   } {
@@ -116,7 +134,7 @@ export class DataDir {
       digest: r.digest,
       size: r.size,
       dataBytes: r.dataBytes,
-      cachedBytes: this.cachedBytes(this.catalog.manifest(r.digest)!)
+      ...this.chunkBytes(this.catalog.manifest(r.digest)!)
     }))
     return { images, ...this.store.totals() }
   }

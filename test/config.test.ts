@@ -110,3 +110,11 @@ test('a file that is not a JSON object is refused', t => {
   t.regex(refusal(t, '{ "token": '), /^config file /)
   t.regex(refusal(t, '[1, 2]'), /must hold a JSON object/)
 })
+
+test('dashboard: a remote listener needs a token file of its own', t => {
+  const c = load(t, { dashboard: { listen: '0.0.0.0:7443', tokenFile: '/etc/vmifs/dashboard-token' } })
+  t.deepEqual(c.dashboard, { listen: { host: '0.0.0.0', port: 7443 }, tokenFile: '/etc/vmifs/dashboard-token' })
+  t.regex(refusal(t, { dashboard: { listen: '0.0.0.0:7443' } }), /dashboard\.listen needs dashboard\.tokenFile/)
+  t.regex(refusal(t, { dashboard: { listen: 'nowhere' } }), /dashboard\.listen: "nowhere" is not host:port/)
+  t.regex(refusal(t, { dashboard: { token: 'x' } }), /unknown key "dashboard\.token"/)
+})

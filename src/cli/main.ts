@@ -10,6 +10,7 @@ import { command as rmCmd } from './rm.js'
 import { command as fsckCmd } from './fsck.js'
 import { command as agentCmd } from './agent.js'
 import { command as statsCmd } from './stats.js'
+import { command as dashboardCmd } from './dashboard.js'
 import { command as manifestCmd } from './manifest.js'
 import { command as publishStoreCmd } from './publish-store.js'
 import { command as hintCmd } from './hint.js'
@@ -36,6 +37,7 @@ const COMMANDS: Command[] = [
   agentCmd,
   installServiceCmd,
   statsCmd,
+  dashboardCmd,
   manifestCmd,
   publishStoreCmd,
   namesCmd,

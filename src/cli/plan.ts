@@ -12,16 +12,8 @@ import {
   money
 } from './common.js'
 import { VmifsError } from '../errors.js'
-import { openFleetView } from '../planner/fleet-view.js'
-import {
-  type TransferPlan,
-  greedyPlan,
-  planTransfer,
-  singleSourcePlan,
-  validateParams
-} from '../planner/transfer-plan.js'
-
-const GB = 1e9
+import { type PlanSummary, planReport } from '../planner/plan-report.js'
+import { validateParams } from '../planner/transfer-plan.js'
 
 export const command: Command = {
   name: 'plan',
@@ -62,97 +54,33 @@ ${COMMON_HELP}`,
     const { hostId, alpha, sigma } = plannerParams(cfg, a.values)
     validateParams(alpha, sigma)
     const image = a.positionals[0]!
-    const out = await withDataDir(cfg, async dd => {
-      const { view, close } = await openFleetView(cfg, dd, hostId, [image])
-      try {
-        const donors = view.donors().filter(d => d.id !== target)
-        const need = view.need(image, target, donors)
-        const input = { groups: need.groups, donors, alpha, sigma }
-        const lp = await planTransfer(input)
-        const holds = donors.map(d => need.groups.filter(g => g.donors.includes(d.id)).reduce((s, g) => s + g.bytes, 0))
-        return { need, donors, holds, lp, greedy: greedyPlan(input), single: singleSourcePlan(input) }
-      } finally {
-        close()
-      }
-    })
-    const { need, donors, lp, greedy, single } = out
-    const missingBytes = need.groups.reduce((s, g) => s + g.bytes, 0)
-    const missingChunks = need.groups.reduce((s, g) => s + g.chunks.length, 0)
-    const unavailableBytes = need.unavailable.reduce((s, c) => s + c.size, 0)
-    const summary = (p: TransferPlan): Record<string, unknown> => ({
-      method: p.method,
-      seconds: p.seconds,
-      price: p.price,
-      objective: p.objective,
-      fractional: p.fractional,
-      shares: p.shares.map(s => ({
-        donor: s.donor,
-        bytes: s.bytes,
-        chunkCount: s.chunks.length,
-        seconds: s.seconds,
-        price: s.price
-      }))
-    })
+    const r = await withDataDir(cfg, async dd => await planReport(cfg, dd, hostId, image, target, alpha, sigma))
     if (a.values.json === true) {
-      process.stdout.write(
-        JSON.stringify(
-          {
-            image,
-            target,
-            alpha,
-            sigma,
-            units: {
-              bytes: 'bytes',
-              seconds: 'seconds',
-              price: 'price units (config "price" is per byte)',
-              bandwidthBps: 'bytes per second'
-            },
-            need: {
-              chunks: need.chunks,
-              bytes: need.bytes,
-              heldChunks: need.heldChunks,
-              heldBytes: need.heldBytes,
-              missingChunks,
-              missingBytes,
-              unavailableChunks: need.unavailable.length,
-              unavailableBytes,
-              unavailable: need.unavailable.map(c => c.hash)
-            },
-            donors: donors.map((d, j) => ({ ...d, pricePerGB: d.pricePerByte * GB, holdsBytes: out.holds[j] })),
-            groups: need.groups.map(g => ({ donors: g.donors, chunks: g.chunks.length, bytes: g.bytes })),
-            plan: { ...summary(lp), fractions: lp.fractions, shares: lp.shares },
-            compare: [
-              summary(greedy),
-              ...(single ? [{ ...summary(single), donor: single.shares[0]?.donor ?? null }] : [])
-            ]
-          },
-          null,
-          2
-        ) + '\n'
-      )
+      process.stdout.write(JSON.stringify(r, null, 2) + '\n')
       return 0
     }
+    const { need, donors } = r
+    const [greedy, single] = r.compare
     process.stdout.write(
-      `${image} -> ${target}: lacks ${missingChunks + need.unavailable.length} of ${need.chunks} chunks ` +
-        `(${bytes(missingBytes + unavailableBytes)} of ${bytes(need.bytes)}); α ${alpha}, σ ${sigma} per second\n`
+      `${image} -> ${target}: lacks ${need.missingChunks + need.unavailableChunks} of ${need.chunks} chunks ` +
+        `(${bytes(need.missingBytes + need.unavailableBytes)} of ${bytes(need.bytes)}); ` +
+        `α ${alpha}, σ ${sigma} per second\n`
     )
-    if (need.unavailable.length > 0)
+    if (need.unavailableChunks > 0)
       process.stdout.write(
-        `warning: ${need.unavailable.length} chunks (${bytes(unavailableBytes)}) are held by no donor; ` +
+        `warning: ${need.unavailableChunks} chunks (${bytes(need.unavailableBytes)}) are held by no donor; ` +
           'the plan covers the rest\n'
       )
-    if (missingChunks === 0) {
+    if (need.missingChunks === 0) {
       process.stdout.write('nothing to copy\n')
       return 0
     }
-    const donorRows = donors.map((d, j) => [
-      d.id,
-      bytes(out.holds[j]!),
-      `${bytes(d.bandwidthBps)}/s`,
-      money(d.pricePerByte * GB)
-    ])
+    const donorRows = donors.map(d => [d.id, bytes(d.holdsBytes), `${bytes(d.bandwidthBps)}/s`, money(d.pricePerGB)])
     process.stdout.write(`\n${table([['DONOR', 'HOLDS', 'BANDWIDTH', 'PRICE/GB'], ...donorRows])}\n\n`)
-    const row = (name: string, p: TransferPlan): string[] => [
+    const row = (
+      name: string,
+      p: Pick<PlanSummary, 'seconds' | 'price' | 'objective'> & { shares: Array<{ donor: string; bytes: number }> }
+    ): string[] => [
       name,
       seconds(p.seconds),
       money(p.price),
@@ -162,8 +90,8 @@ ${COMMON_HELP}`,
     process.stdout.write(
       table([
         ['METHOD', 'TIME', 'PRICE', 'OBJECTIVE', 'FROM'],
-        row('lp', lp),
-        row('greedy', greedy),
+        row('lp', r.plan),
+        row('greedy', greedy!),
         single ? row('single-source', single) : ['single-source', '-', '-', '-', 'no donor holds every missing chunk']
       ]) + '\n'
     )

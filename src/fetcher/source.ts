@@ -31,6 +31,9 @@ import { HolderBatcher } from './holder-batcher.js'
 export interface Want {
   hash: string
   size: number
+  /** the digest of the image it is fetched for (its per-image counters); a chunk fetched for
+   * several counts for the one whose request began the fetch */
+  image?: string
 }
 
 /** Who asks: a read that waits (demand), reads ahead of one (ahead), the prefetcher, replication. */
@@ -140,7 +143,10 @@ export class ChunkSource {
     // each chunk fetched for reads counts once: by the read-ahead or the read that began its
     // flight; a read that joins a prefetch under way counts too (a late prefetch)
     const joined = this.flights.get(want.hash)
-    if (!joined || joined.began < RANK.ahead) this.stats.demandFetchedChunks++
+    if (!joined || joined.began < RANK.ahead) {
+      this.stats.demandFetchedChunks++
+      if (want.image !== undefined) this.stats.digest(want.image).demandFetchedChunks++
+    }
     this.demandFetches++
     if (this.demandFetches === 1) this.remote.onDemand?.()
     try {
@@ -463,6 +469,7 @@ export class ChunkSource {
       running.delete(r.holder)
       if (r.ok) {
         this.stats.fetchBytes += r.data.length
+        if (want.image !== undefined) this.stats.digest(want.image).fetched(r.holder, r.data.length)
         return r.data
       }
       failures.push(`${r.holder}: ${r.why}`)

@@ -69,7 +69,7 @@ export class ImageReader {
         missBytes += b - a
       }
       jobs.push(
-        this.source.get({ hash: hex, size: m.lengthAt(i) }, 'demand').then(buf => {
+        this.source.get({ hash: hex, size: m.lengthAt(i), image: m.digest() }, 'demand').then(buf => {
           buf.copy(dst, a - pos, a - start, b - start)
         })
       )
@@ -170,7 +170,8 @@ export class ImageReader {
       const hex = m.hashHexAt(i)
       if (this.source.has(hex)) continue
       n++
-      this.source.get({ hash: hex, size: m.lengthAt(i) }, 'ahead').catch(() => {}) // a read of it reports any failure
+      // a read of it reports any failure
+      this.source.get({ hash: hex, size: m.lengthAt(i), image: m.digest() }, 'ahead').catch(() => {})
     }
     return n
   }

@@ -43,3 +43,21 @@ export function validRanges(v: unknown): v is Ranges {
   }
   return true
 }
+
+/** Bytes of the distinct data chunks (zero runs left out) of `m`'s entries in the ranges. */
+export function heldBytes(
+  m: { count: number; zero: Uint8Array; lengthAt(i: number): number; hashHexAt(i: number): string },
+  r: Ranges
+): number {
+  const seen = new Set<string>()
+  let n = 0
+  for (const [a, b] of r)
+    for (let i = a; i < Math.min(b, m.count); i++) {
+      if (m.zero[i] === 1) continue
+      const h = m.hashHexAt(i)
+      if (seen.has(h)) continue
+      seen.add(h)
+      n += m.lengthAt(i)
+    }
+  return n
+}

@@ -25,11 +25,14 @@ export interface PrefetchDeps {
   inherited?: (digest: string, from: string, share: number) => void
   manifest(digest: string): Manifest | undefined
   has(hash: string): boolean
-  fetch(hash: string, size: number): Promise<void>
+  /** `digest`: the image whose session asks for it */
+  fetch(hash: string, size: number, digest: string): Promise<void>
   demandActive(): boolean
   /** Whether `size` more bytes fit without evicting anything used or cached since `since` (ms epoch). */
   room(size: number, since: number): boolean
   stats: PrefetchStats
+  /** the image's own counters (the same counts as `stats`, of its sessions only) */
+  imageStats?: (digest: string) => PrefetchStats
 }
 
 /**
@@ -60,6 +63,7 @@ const HINT_PRIORITY = 1
 const MODEL_PRIORITY = 0
 
 interface State {
+  digest: string
   queue: PQueue
   since: number
   /** chunks this state fetched, with their sizes */
@@ -75,6 +79,8 @@ interface State {
   awaitingModel?: boolean
   noRoom: boolean
   expiry?: NodeJS.Timeout
+  /** the counters it counts into: the prefetcher's, and its image's */
+  counts: PrefetchStats[]
 }
 
 export class Prefetcher {
@@ -108,6 +114,7 @@ export class Prefetcher {
     let st = this.states.get(digest)
     if (!st) {
       st = {
+        digest,
         queue: new PQueue({ concurrency: this.opts.concurrency }),
         since: Date.now(),
         prefetched: new Map(),
@@ -116,11 +123,16 @@ export class Prefetcher {
         demanded: new Set(),
         cancelled: false,
         session: false,
-        noRoom: false
+        noRoom: false,
+        counts: [this.deps.stats, ...(this.deps.imageStats ? [this.deps.imageStats(digest)] : [])]
       }
       this.states.set(digest, st)
     }
     return st
+  }
+
+  private count(st: State, key: keyof PrefetchStats, n = 1): void {
+    for (const c of st.counts) c[key] += n
   }
 
   private enqueue(st: State, hash: string, size: number, priority: number): boolean {
@@ -133,7 +145,7 @@ export class Prefetcher {
         if (st.cancelled || this.deps.has(hash) || st.demanded.has(hash)) return
         if (!this.deps.room(size + this.inflightBytes, st.since)) {
           // the cache is full of what this session uses: stop rather than evict it for guesses
-          this.deps.stats.skippedNoRoom++
+          this.count(st, 'skippedNoRoom')
           if (!st.noRoom) {
             st.noRoom = true
             st.queue.clear()
@@ -145,9 +157,9 @@ export class Prefetcher {
         try {
           await this.grouped()
           if (st.cancelled) return
-          await this.deps.fetch(hash, size)
+          await this.deps.fetch(hash, size, st.digest)
         } catch {
-          this.deps.stats.failed++
+          this.count(st, 'failed')
           return
         } finally {
           this.inflightBytes -= size
@@ -156,16 +168,16 @@ export class Prefetcher {
         }
         if (st.prefetched.has(hash)) return
         st.prefetched.set(hash, size)
-        this.deps.stats.issued++
-        this.deps.stats.bytes += size
+        this.count(st, 'issued')
+        this.count(st, 'bytes', size)
         // a demand read arrived while this fetch was under way: used, but late
         if (st.demanded.has(hash)) {
           this.markUsed(st, hash, size)
-          this.deps.stats.late++
+          this.count(st, 'late')
         } else if (st.cancelled) {
           // it finished after its session ended: that session never read it
-          this.deps.stats.wasted++
-          this.deps.stats.wastedBytes += size
+          this.count(st, 'wasted')
+          this.count(st, 'wastedBytes', size)
         }
       },
       { priority }
@@ -234,7 +246,7 @@ export class Prefetcher {
       const got = inheritModel(m, this.deps.donors(digest), this.opts.threshold)
       if (got) {
         model = got.model
-        this.deps.stats.inherited++
+        this.count(st, 'inherited')
         this.deps.inherited?.(digest, got.from, got.share)
       }
     }
@@ -273,7 +285,7 @@ export class Prefetcher {
       }
       if (this.enqueue(st, c.hash, size, HINT_PRIORITY)) queued++
     }
-    this.deps.stats.hinted += queued
+    this.count(st, 'hinted', queued)
     return { queued, cached, unknown }
   }
 
@@ -296,8 +308,8 @@ export class Prefetcher {
   private markUsed(st: State, hash: string, size: number): void {
     if (st.used.has(hash)) return
     st.used.add(hash)
-    this.deps.stats.used++
-    this.deps.stats.usedBytes += size
+    this.count(st, 'used')
+    this.count(st, 'usedBytes', size)
   }
 
   /** The session ended: drop what is still queued; count what was prefetched and never read. */
@@ -311,8 +323,8 @@ export class Prefetcher {
     st.queued.clear()
     for (const [h, size] of st.prefetched) {
       if (st.used.has(h)) continue
-      this.deps.stats.wasted++
-      this.deps.stats.wastedBytes += size
+      this.count(st, 'wasted')
+      this.count(st, 'wastedBytes', size)
     }
   }
 

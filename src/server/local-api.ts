@@ -1,6 +1,6 @@
 // The agent's local API, an HTTP server on a Unix socket in the data dir (<data>/agent.sock),
-// for the CLI on the same host: GET /v1/stats, GET /v1/health, GET /v1/hint?image=<name>&max=<n>,
-// POST /v1/hint, POST /v1/revoke, POST /v1/replicate (answers when the copy is done). Routes are keyed
+// for the CLI on the same host (its routes, GET /v1/stats and the others the agent gives it, are
+// listed in docs/operations.md#the-local-api). Routes are keyed
 // "METHOD /path"; a handler gets the query and the parsed JSON body (at most MAX_BODY bytes). An
 // error answers its code's HTTP status (OUTCOMES in src/errors.ts) with {error: code, message,
 // retryable}; an error that is not vmifs's answers INTERNAL.

@@ -1,7 +1,7 @@
 // /metrics in Prometheus text format, through prom-client. Values are read from the agent's
 // stats snapshot and link measurements at scrape time.
 import client from 'prom-client'
-import { type Stats, prefetchPrecision, prefetchRecall } from '../stats/stats.js'
+import { ImageFetchStats, type Stats, prefetchPrecision, prefetchRecall } from '../stats/stats.js'
 import type { LinkStats } from '../holders/link-stats.js'
 
 export interface MetricsSource {
@@ -9,6 +9,8 @@ export interface MetricsSource {
   cache: () => { sizeBytes: number; capacityBytes: number; effectiveCapacityBytes: number; evictions: number }
   links: () => LinkStats[]
   images: () => number
+  /** per image name: its digest, data bytes and the bytes of them cached here */
+  imageUsage: () => Array<{ name: string; digest: string; dataBytes: number; uniqueBytes: number; cachedBytes: number }>
   /** per image name: the fleet model's (decayed) session count */
   modelSessions: () => Array<[string, number]>
   prefetchPending: () => number
@@ -106,28 +108,31 @@ export function createMetrics(src: MetricsSource): () => Promise<{ contentType: 
     'Chunks fetched for reads (by a read, or by the read-ahead), each once',
     () => s.demandFetchedChunks
   )
-  gauge('vmifs_prefetch_precision_ratio', 'Prefetch precision: used / issued', () => prefetchPrecision(s))
+  gauge('vmifs_prefetch_precision_ratio', 'Prefetch precision: used / issued', () => prefetchPrecision(s.prefetch))
   gauge(
     'vmifs_prefetch_recall_ratio',
     'Prefetch recall: chunks prefetch brought before a read needed them / chunks reads needed from the network',
-    () => prefetchRecall(s)
+    () => prefetchRecall(s.prefetch, s.demandFetchedChunks)
   )
   gauge('vmifs_prefetch_pending', 'Prefetches queued and not yet done', () => src.prefetchPending())
   const labelled = (
     name: string,
     help: string,
     kind: 'counter' | 'gauge',
-    rows: () => Array<[string, number]>,
-    label = 'holder'
+    rows: () => Array<[string | string[], number]>,
+    label: string | string[] = 'holder'
   ): void => {
-    const opts = { name, help, labelNames: [label], registers: [] as client.Registry[] }
+    const labelNames = typeof label === 'string' ? [label] : label
+    const at = (l: string | string[]): Record<string, string> =>
+      Object.fromEntries(labelNames.map((k, i) => [k, typeof l === 'string' ? l : l[i]!]))
+    const opts = { name, help, labelNames, registers: [] as client.Registry[] }
     if (kind === 'counter') {
       reg.registerMetric(
         new client.Counter({
           ...opts,
           collect() {
             this.reset()
-            for (const [l, v] of rows()) this.inc({ [label]: l }, v)
+            for (const [l, v] of rows()) this.inc(at(l), v)
           }
         })
       )
@@ -137,7 +142,7 @@ export function createMetrics(src: MetricsSource): () => Promise<{ contentType: 
           ...opts,
           collect() {
             this.reset()
-            for (const [l, v] of rows()) this.set({ [label]: l }, v)
+            for (const [l, v] of rows()) this.set(at(l), v)
           }
         })
       )
@@ -163,6 +168,65 @@ export function createMetrics(src: MetricsSource): () => Promise<{ contentType: 
     "Sessions in the fleet's usage model of an image (decayed)",
     'gauge',
     () => src.modelSessions(),
+    'image'
+  )
+  // per image (by name): its reads, what of it is cached, what was fetched for it and its prefetch
+  const imageRows = (get: (u: ReturnType<MetricsSource['imageUsage']>[number]) => number): Array<[string, number]> =>
+    src.imageUsage().map(u => [u.name, get(u)])
+  const fetched = (d: string): ImageFetchStats => s.digests.get(d) ?? new ImageFetchStats()
+  labelled(
+    'vmifs_image_hit_bytes_total',
+    'Bytes of reads of an image served from local data',
+    'counter',
+    () => imageRows(u => s.images.get(u.name)?.hitBytes ?? 0),
+    'image'
+  )
+  labelled(
+    'vmifs_image_miss_bytes_total',
+    'Bytes of reads of an image in chunks the cache lacked',
+    'counter',
+    () => imageRows(u => s.images.get(u.name)?.missBytes ?? 0),
+    'image'
+  )
+  const dataBytes = (): Array<[string, number]> => imageRows(u => u.dataBytes)
+  const cachedBytes = (): Array<[string, number]> => imageRows(u => u.cachedBytes)
+  labelled('vmifs_image_data_bytes', 'Bytes of an image that are not zero runs', 'gauge', dataBytes, 'image')
+  labelled(
+    'vmifs_image_cached_bytes',
+    "Bytes of an image's distinct chunks held in the cache",
+    'gauge',
+    cachedBytes,
+    'image'
+  )
+  labelled(
+    'vmifs_image_unique_bytes',
+    "Bytes of an image's distinct data chunks",
+    'gauge',
+    () => imageRows(u => u.uniqueBytes),
+    'image'
+  )
+  labelled(
+    'vmifs_image_fetch_holder_bytes_total',
+    'Bytes fetched for reads and prefetch of an image, per holder that gave them',
+    'counter',
+    () =>
+      src
+        .imageUsage()
+        .flatMap(u => [...fetched(u.digest).byHolder].map(([h, v]): [string[], number] => [[u.name, h], v])),
+    ['image', 'holder']
+  )
+  labelled(
+    'vmifs_image_prefetch_precision_ratio',
+    "Prefetch precision of an image's sessions: used / issued",
+    'gauge',
+    () => imageRows(u => prefetchPrecision(fetched(u.digest).prefetch)),
+    'image'
+  )
+  labelled(
+    'vmifs_image_prefetch_recall_ratio',
+    "Prefetch recall of an image's reads: chunks prefetch brought before a read needed them / chunks needed",
+    'gauge',
+    () => imageRows(u => prefetchRecall(fetched(u.digest).prefetch, fetched(u.digest).demandFetchedChunks)),
     'image'
   )
   labelled(

@@ -38,6 +38,18 @@ export interface ImageStats {
   missBytes: number
   readOps: number
 }
+/** What was fetched for one image (by digest): by reads and its prefetch sessions. */
+export class ImageFetchStats {
+  /** chunk bytes by the holder that gave them */
+  readonly byHolder = new Map<string, number>()
+  demandFetchedChunks = 0
+  readonly prefetch = newPrefetchStats()
+
+  fetched(holder: string, bytes: number): void {
+    this.byHolder.set(holder, (this.byHolder.get(holder) ?? 0) + bytes)
+  }
+}
+
 export interface HolderStats {
   bytes: number
   wireBytes: number
@@ -87,6 +99,8 @@ export class Stats {
   readLatency = new Histogram()
   memHits = 0
   readonly images = new Map<string, ImageStats>()
+  /** per image digest: fetches and prefetch (an image's names share its digest's) */
+  readonly digests = new Map<string, ImageFetchStats>()
   fetchBytes = 0
   readonly byHolder = new Map<string, HolderStats>()
   fetchFailures = 0
@@ -115,6 +129,15 @@ export class Stats {
     return h
   }
 
+  digest(d: string): ImageFetchStats {
+    let s = this.digests.get(d)
+    if (!s) {
+      s = new ImageFetchStats()
+      this.digests.set(d, s)
+    }
+    return s
+  }
+
   image(name: string): ImageStats {
     let s = this.images.get(name)
     if (!s) {
@@ -137,7 +160,14 @@ export interface SnapshotInput {
     pinnedBytes: number
     chunks: number
   }
-  images: Array<{ name: string; digest: string; size: number; dataBytes: number; cachedBytes: number }>
+  images: Array<{
+    name: string
+    digest: string
+    size: number
+    dataBytes: number
+    uniqueBytes: number
+    cachedBytes: number
+  }>
   mount: string
   hostId: string
   /** prefetches queued and not yet done */
@@ -145,8 +175,8 @@ export interface SnapshotInput {
 }
 
 /** used / issued: the share of prefetched chunks that a read then used. */
-export function prefetchPrecision(s: Stats): number {
-  return s.prefetch.issued === 0 ? 0 : s.prefetch.used / s.prefetch.issued
+export function prefetchPrecision(p: PrefetchStats): number {
+  return p.issued === 0 ? 0 : p.used / p.issued
 }
 
 /**
@@ -154,9 +184,9 @@ export function prefetchPrecision(s: Stats): number {
  * but not late, over that plus every demand fetch (a late prefetch's read waited, and counts as
  * a demand fetch).
  */
-export function prefetchRecall(s: Stats): number {
-  const early = s.prefetch.used - s.prefetch.late
-  return early + s.demandFetchedChunks === 0 ? 0 : early / (early + s.demandFetchedChunks)
+export function prefetchRecall(p: PrefetchStats, demandFetchedChunks: number): number {
+  const early = p.used - p.late
+  return early + demandFetchedChunks === 0 ? 0 : early / (early + demandFetchedChunks)
 }
 
 export function snapshot(i: SnapshotInput): Record<string, unknown> {
@@ -175,13 +205,33 @@ export function snapshot(i: SnapshotInput): Record<string, unknown> {
   const images: Record<string, unknown> = {}
   for (const im of i.images) {
     const st = s.images.get(im.name) ?? { hitBytes: 0, missBytes: 0, readOps: 0 }
+    const f = s.digests.get(im.digest) ?? new ImageFetchStats()
     images[im.name] = {
       size: im.size,
       digest: im.digest,
       dataBytes: im.dataBytes,
+      uniqueBytes: im.uniqueBytes,
       cachedBytes: im.cachedBytes,
+      cachedShare: im.uniqueBytes === 0 ? 1 : im.cachedBytes / im.uniqueBytes,
       hitRate: rate(st.hitBytes, st.missBytes),
-      readOps: st.readOps
+      hitBytes: st.hitBytes,
+      missBytes: st.missBytes,
+      readOps: st.readOps,
+      fetch: {
+        bytes: [...f.byHolder.values()].reduce((a, b) => a + b, 0),
+        byHolder: Object.fromEntries(f.byHolder),
+        demandFetchedChunks: f.demandFetchedChunks
+      },
+      prefetch: {
+        issued: f.prefetch.issued,
+        used: f.prefetch.used,
+        late: f.prefetch.late,
+        wasted: f.prefetch.wasted,
+        bytes: f.prefetch.bytes,
+        usedBytes: f.prefetch.usedBytes,
+        precision: prefetchPrecision(f.prefetch),
+        recall: prefetchRecall(f.prefetch, f.demandFetchedChunks)
+      }
     }
   }
   return {
@@ -227,8 +277,8 @@ export function snapshot(i: SnapshotInput): Record<string, unknown> {
     served: { ...s.served },
     prefetch: {
       ...s.prefetch,
-      precision: prefetchPrecision(s),
-      recall: prefetchRecall(s),
+      precision: prefetchPrecision(s.prefetch),
+      recall: prefetchRecall(s.prefetch, s.demandFetchedChunks),
       pending: i.prefetchPending ?? 0,
       demandFetchedChunks: s.demandFetchedChunks
     },

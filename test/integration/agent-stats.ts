@@ -19,9 +19,15 @@ export interface ImageSnapshot {
   size: number
   digest: string
   dataBytes: number
+  uniqueBytes: number
   cachedBytes: number
+  cachedShare: number
   hitRate: number
+  hitBytes: number
+  missBytes: number
   readOps: number
+  fetch: { bytes: number; byHolder: Record<string, number>; demandFetchedChunks: number }
+  prefetch: { issued: number; used: number; late: number; wasted: number; precision: number; recall: number }
   modelSessions: number
 }
 

@@ -18,6 +18,7 @@ function leafKeys(v: unknown, maps: Record<string, string>, at: string[] = []): 
 const MAPS = {
   'fetch.byHolder': '<hostId>',
   images: '<name>',
+  'images.<name>.fetch.byHolder': '<hostId>',
   'fleet.links': '<hostId>',
   'fleet.cursors': '<hostId>'
 }
@@ -42,6 +43,17 @@ test.serial('every .stats key and /metrics metric of a fleet host is in docs/sta
   t.is(res.statusCode, 200)
   const metrics = [...(await res.body.text()).matchAll(/^# TYPE (\S+) /gm)].map(m => m[1]!)
   t.true(metrics.length > 10)
+
+  // the per-image figures of /metrics are the per-image figures of .stats
+  const onB = await request(`${f.url('b')}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })
+  const text = await onB.body.text()
+  const value = (series: string): number =>
+    Number(new RegExp(`^${series.replace(/[{}]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1])
+  const disk = f.stats('b').images.disk!
+  t.true(disk.fetch.byHolder.a! > 0)
+  t.is(value('vmifs_image_fetch_holder_bytes_total{image="disk",holder="a"}'), disk.fetch.byHolder.a!)
+  t.is(value('vmifs_image_unique_bytes{image="disk"}'), disk.uniqueBytes)
+  t.is(value('vmifs_image_cached_bytes{image="disk"}'), disk.cachedBytes)
 
   const code = [...readPage('docs/stats.md').code]
   const documented = (name: string): boolean => code.some(c => c === name || c.startsWith(`${name}{`))

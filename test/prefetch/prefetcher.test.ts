@@ -28,6 +28,8 @@ interface Rig {
   local: DataDir
   order: number[]
   stats: ReturnType<typeof newPrefetchStats>
+  /** the counters of the image's own sessions */
+  imageStats: ReturnType<typeof newPrefetchStats>
   release: () => void
   hold: () => void
 }
@@ -48,6 +50,7 @@ function rig(
   let gate: Promise<void> = Promise.resolve()
   let open = (): void => {}
   const stats = newPrefetchStats()
+  const imageStats = newPrefetchStats()
   const p = new Prefetcher(
     {
       model: () => model,
@@ -61,7 +64,8 @@ function rig(
       },
       demandActive: () => false,
       room: (size, since) => local.store.hasRoomWithout(size, since),
-      stats
+      stats,
+      imageStats: d => (d === m.digest() ? imageStats : newPrefetchStats())
     },
     { threshold: 0.3, concurrency }
   )
@@ -71,6 +75,7 @@ function rig(
     local,
     order,
     stats,
+    imageStats,
     hold: () => {
       gate = new Promise(resolve => {
         open = resolve
@@ -131,6 +136,8 @@ test('the end of a session drops what is queued; wasted = prefetched and never r
   t.is(r.stats.wastedBytes, (r.order.length - 2) * CHUNK)
   t.is(r.stats.issued, r.order.length)
   t.true(r.order.length < 40)
+  // the image's own counters count the same (its only session)
+  t.deepEqual(r.imageStats, r.stats)
 })
 
 test(
