@@ -56,7 +56,7 @@ import {
 import { takeOption } from './lib/report.js'
 import { DEFAULT_CHUNKING } from '../src/manifests/chunking.js'
 import { TRUST, admitHost } from '../test/integration/admit.js'
-import { nginxConfig } from './lib/nginx.js'
+import { nginxConfig } from '../src/util/nginx.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const VMIFS = path.resolve(here, '../../bin/vmifs.js')

@@ -14,11 +14,11 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createFleetNet } from '../test/integration/netns.js'
-import { bootPattern, distinctBytes, type Extent } from './lib/boot-pattern.js'
+import { bootPattern, distinctBytes, type Extent } from '../src/util/boot-pattern.js'
 import { bootReadSet } from './lib/boot-set.js'
 import { takeOption } from './lib/report.js'
 import { stop, waitLine } from './lib/children.js'
-import { nginxConfig } from './lib/nginx.js'
+import { nginxConfig } from '../src/util/nginx.js'
 import { TRUST, admitHost } from '../test/integration/admit.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))

@@ -21,7 +21,7 @@ import { createFleetNet } from '../test/integration/netns.js'
 import type { ReplicateReport } from '../src/planner/replicate.js'
 import { markdownTable, takeOption } from './lib/report.js'
 import { stop, waitLine } from './lib/children.js'
-import { nginxConfig } from './lib/nginx.js'
+import { nginxConfig } from '../src/util/nginx.js'
 import { TRUST, admitHost } from '../test/integration/admit.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))

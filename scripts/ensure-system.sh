@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian packages vmifs needs at run time and in its tests, if any is missing.
+# Installs the Debian packages vmifs needs at run time, in its demo and in its tests, if any is missing.
 # Called by `npm run demo`, `npm test` and `npm run bench` before anything else, so a fresh
 # Debian 12 machine needs nothing done by hand. Usage: ensure-system.sh [runtime|lint|test|bench]
 set -euo pipefail
@@ -8,6 +8,8 @@ level=${1:-runtime}
 # librust-blake3-dev: the BLAKE3 reference implementation's C sources, compiled into the addon;
 # liblmdb-dev: LMDB, the chunk store's index (native/chunk_index.c), linked into the addon
 pkgs=(librust-blake3-dev liblmdb-dev)
+# `npm run demo` serves its fleet's origin store with nginx (the tests and benchmarks get it below)
+[ "$level" = runtime ] && pkgs+=(nginx-light)
 # `npm run lint` checks the C addon's format too
 [ "$level" = lint ] && pkgs+=(clang-format)
 # e2fsprogs, fdisk: ext4 images and partition tables for the file-cut tests; systemd: systemd-analyze

@@ -5,6 +5,7 @@ import path from 'node:path'
 import { spawn } from 'node:child_process'
 import type { ExecutionContext } from 'ava'
 import { request } from 'undici'
+import { nginxConfig } from '../../src/util/nginx.js'
 
 export interface Nginx {
   url: string
@@ -12,7 +13,7 @@ export interface Nginx {
   log(): string[]
 }
 
-/** nginx on 127.0.0.1:`port` serving `root` at /store/; `extra` goes into the server block. */
+/** nginx on 127.0.0.1:`port` serving `root` at /store/ (its files in `dir`/nginx); `extra`: in the server block. */
 export async function startNginx(
   t: ExecutionContext,
   dir: string,
@@ -20,20 +21,14 @@ export async function startNginx(
   port: number,
   extra = ''
 ): Promise<Nginx> {
-  const conf = path.join(dir, 'nginx.conf')
-  const access = path.join(dir, 'nginx.access')
-  fs.writeFileSync(
-    conf,
-    `daemon off; user root; worker_processes 1; pid ${dir}/nginx.pid; error_log ${dir}/nginx.err;
-events { worker_connections 64; }
-http { log_format creds '$http_authorization|$http_x_store_key|$http_range|$status|$uri'; access_log ${access} creds;
-  client_body_temp_path ${dir}/nb; proxy_temp_path ${dir}/np;
-  fastcgi_temp_path ${dir}/nf; uwsgi_temp_path ${dir}/nu; scgi_temp_path ${dir}/ns;
-  server { listen 127.0.0.1:${port}; ${extra} location /store/ { alias ${root}/; } } }`
-  )
+  const d = path.join(dir, 'nginx')
+  const { conf } = nginxConfig(d, `listen 127.0.0.1:${port}; ${extra} location /store/ { alias ${root}/; }`, {
+    logFormat: '$http_authorization|$http_x_store_key|$http_range|$status|$uri'
+  })
+  const access = path.join(d, 'access.log')
   const bin = ['/usr/sbin/nginx', '/usr/bin/nginx'].find(b => fs.existsSync(b))
   if (!bin) throw new Error('nginx is not installed (scripts/ensure-system.sh installs it for tests)')
-  const nginx = spawn(bin, ['-c', conf, '-p', dir], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const nginx = spawn(bin, ['-c', conf, '-p', d], { stdio: ['ignore', 'ignore', 'pipe'] })
   let err = ''
   nginx.stderr.on('data', (d: Buffer) => {
     err += d.toString()

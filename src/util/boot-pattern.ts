@@ -1,6 +1,7 @@
 // A boot-like read pattern for an image: "files" of log-uniform size (4 KiB to 1 MiB) at random
 // 4 KiB-aligned offsets, each read start to end in 128 KiB requests (what the kernel's readahead
-// asks of a file that is read through), in random order. Deterministic for a seed.
+// asks of a file that is read through), in random order. Deterministic for a seed. Read by the
+// fleet demo (src/cli/demo-fleet.ts) and the cold-read benchmark.
 export interface Extent {
   offset: number
   length: number
