@@ -10,6 +10,7 @@ import { ChunkStore } from './cache/chunk-store.js'
 import { Counters } from './stats/counters.js'
 import { native } from './native/index.js'
 import type { Manifest } from './manifests/manifest.js'
+import type { ImageUsage } from './stats/stats.js'
 
 export interface DataDirOptions {
   capacityBytes: number
@@ -118,14 +119,7 @@ export class DataDir {
 
   /** Each image's size, data and cached bytes; the cache's pinned bytes and chunk count (the stats file's). */
   usage(): {
-    images: Array<{
-      name: string
-      digest: string
-      size: number
-      dataBytes: number
-      uniqueBytes: number
-      cachedBytes: number
-    }>
+    images: ImageUsage[]
     pinnedBytes: number
     chunks: number
   } {

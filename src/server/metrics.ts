@@ -1,7 +1,7 @@
 // /metrics in Prometheus text format, through prom-client. Values are read from the agent's
 // stats snapshot and link measurements at scrape time.
 import client from 'prom-client'
-import { ImageFetchStats, type Stats, prefetchPrecision, prefetchRecall } from '../stats/stats.js'
+import { ImageFetchStats, type ImageUsage, type Stats, prefetchPrecision, prefetchRecall } from '../stats/stats.js'
 import type { LinkStats } from '../holders/link-stats.js'
 
 export interface MetricsSource {
@@ -10,7 +10,7 @@ export interface MetricsSource {
   links: () => LinkStats[]
   images: () => number
   /** per image name: its digest, data bytes and the bytes of them cached here */
-  imageUsage: () => Array<{ name: string; digest: string; dataBytes: number; uniqueBytes: number; cachedBytes: number }>
+  imageUsage: () => ImageUsage[]
   /** per image name: the fleet model's (decayed) session count */
   modelSessions: () => Array<[string, number]>
   prefetchPending: () => number
@@ -171,7 +171,7 @@ export function createMetrics(src: MetricsSource): () => Promise<{ contentType: 
     'image'
   )
   // per image (by name): its reads, what of it is cached, what was fetched for it and its prefetch
-  const imageRows = (get: (u: ReturnType<MetricsSource['imageUsage']>[number]) => number): Array<[string, number]> =>
+  const imageRows = (get: (u: ImageUsage) => number): Array<[string, number]> =>
     src.imageUsage().map(u => [u.name, get(u)])
   const fetched = (d: string): ImageFetchStats => s.digests.get(d) ?? new ImageFetchStats()
   labelled(

@@ -33,6 +33,19 @@ export function newPrefetchStats(): PrefetchStats {
   }
 }
 
+/** One image's size and bytes in the data dir (DataDir.usage()). */
+export interface ImageUsage {
+  name: string
+  digest: string
+  size: number
+  /** bytes of its data entries (zero runs left out) */
+  dataBytes: number
+  /** bytes of its distinct data chunks */
+  uniqueBytes: number
+  /** of those, the bytes held in the cache */
+  cachedBytes: number
+}
+
 export interface ImageStats {
   hitBytes: number
   missBytes: number
@@ -160,14 +173,7 @@ export interface SnapshotInput {
     pinnedBytes: number
     chunks: number
   }
-  images: Array<{
-    name: string
-    digest: string
-    size: number
-    dataBytes: number
-    uniqueBytes: number
-    cachedBytes: number
-  }>
+  images: ImageUsage[]
   mount: string
   hostId: string
   /** prefetches queued and not yet done */

@@ -1,41 +1,11 @@
-// What some `vmifs <command> --json` print, for tests that parse it. The commands assemble these
+// What some `vmifs <command> --json` print, for tests that parse it. Most commands assemble these
 // objects inline, so there is no type to import: these are built from the src/ types of the parts.
 import type { Pick as PlacementPick, RankedCandidate } from '../../src/planner/placement.js'
 import type { ReplicaState } from '../../src/planner/replication.js'
 import type { Placement, Policy } from '../../src/planner/replica-placement.js'
-import type { Donor, DonorShare, Evaluation, TransferPlan } from '../../src/planner/transfer-plan.js'
 
-/** A plan's figures without its chunk lists (src/cli/plan.ts summary()). */
-interface PlanSummary extends Pick<TransferPlan, 'method' | 'seconds' | 'price' | 'objective'> {
-  fractional: Evaluation
-  shares: Array<Omit<DonorShare, 'chunks'> & { chunkCount: number }>
-}
-
-/** `vmifs plan <image> --to <host> --json` (src/cli/plan.ts). */
-export interface PlanJson {
-  image: string
-  target: string
-  alpha: number
-  sigma: number
-  units: Record<string, string>
-  need: {
-    chunks: number
-    bytes: number
-    heldChunks: number
-    heldBytes: number
-    missingChunks: number
-    missingBytes: number
-    unavailableChunks: number
-    unavailableBytes: number
-    unavailable: string[]
-  }
-  donors: Array<Donor & { pricePerGB: number; holdsBytes: number }>
-  groups: Array<{ donors: string[]; chunks: number; bytes: number }>
-  /** the LP plan, with its chunk lists */
-  plan: Omit<PlanSummary, 'shares'> & { fractions: number[][]; shares: DonorShare[] }
-  /** greedy, then single-source (with its donor) when there is one */
-  compare: Array<PlanSummary & { donor?: string | null }>
-}
+/** `vmifs plan <image> --to <host> --json` (src/planner/plan-report.ts). */
+export type { PlanReport as PlanJson } from '../../src/planner/plan-report.js'
 
 /** One entry of `vmifs policy show [<image>] --json` (src/cli/policy.ts). */
 export interface PolicyShown {
