@@ -20,7 +20,7 @@ import { DASHBOARD_INTERVAL_MS, Dashboard } from './server/dashboard.js'
 import { planReport } from './planner/plan-report.js'
 import { heldBytes } from './holders/holdings.js'
 import { createMetrics } from './server/metrics.js'
-import { Stats, snapshot } from './stats/stats.js'
+import { ImageFetchStats, Stats, cachedShare, prefetchPrecision, prefetchRecall, snapshot } from './stats/stats.js'
 import type { Logger } from './util/log.js'
 import type { Manifest } from './manifests/manifest.js'
 import { VmifsError, isVmifsError } from './errors.js'
@@ -144,6 +144,8 @@ export class Agent extends Resource {
   private models: FleetModels | undefined
   private dashboard: Dashboard | undefined
   private readonly history: Sample[] = []
+  /** heldBytes of a host's holdings fact of an image ("<host> <digest>"), at the fact's seq */
+  private readonly heldCache = new Map<string, { seq: number; bytes: number }>()
   private historyTimer: NodeJS.Timeout | undefined
 
   constructor(private readonly opts: AgentOptions) {
@@ -622,23 +624,33 @@ export class Agent extends Resource {
     return this.dashboard
   }
 
+  /**
+   * A point of the charts, from the counters as they are: cheap, whether a page is open or not
+   * (the cached shares are those of the last snapshot, refreshed while a page or .stats is read).
+   */
   private sample(): void {
-    const snap = this.snapshot() as {
-      prefetch: { precision: number; recall: number }
-      images: Record<
-        string,
-        { hitBytes: number; missBytes: number; cachedShare: number; prefetch: { precision: number; recall: number } }
-      >
-    }
+    const st = this.stats
     const images: Sample['images'] = {}
-    for (const [name, v] of Object.entries(snap.images))
-      images[name] = { hitBytes: v.hitBytes, missBytes: v.missBytes, cachedShare: v.cachedShare, ...v.prefetch }
+    for (const u of this.imageStatsCache?.value.images ?? []) {
+      const r = st.images.get(u.name)
+      const f = st.digests.get(u.digest) ?? new ImageFetchStats()
+      images[u.name] = {
+        hitBytes: r?.hitBytes ?? 0,
+        missBytes: r?.missBytes ?? 0,
+        cachedShare: cachedShare(u),
+        precision: prefetchPrecision(f.prefetch),
+        recall: prefetchRecall(f.prefetch, f.demandFetchedChunks)
+      }
+    }
     this.history.push({
       t: Date.now(),
-      hitBytes: this.stats.hitBytes,
-      missBytes: this.stats.missBytes,
-      fetchBytes: this.stats.fetchBytes,
-      prefetch: { precision: snap.prefetch.precision, recall: snap.prefetch.recall },
+      hitBytes: st.hitBytes,
+      missBytes: st.missBytes,
+      fetchBytes: st.fetchBytes,
+      prefetch: {
+        precision: prefetchPrecision(st.prefetch),
+        recall: prefetchRecall(st.prefetch, st.demandFetchedChunks)
+      },
       images
     })
     if (this.history.length > HISTORY_SAMPLES) this.history.shift()
@@ -685,9 +697,17 @@ export class Agent extends Resource {
     const shown = new Set(ids)
     for (const f of this.facts!.allAs('hold')) {
       if (f.origin === self || !shown.has(f.origin)) continue
-      const m = dd.catalog.manifest(f.name)
-      if (m) held.set(`${f.origin} ${f.name}`, heldBytes(m, f.value.ranges))
+      const key = `${f.origin} ${f.name}`
+      let c = this.heldCache.get(key)
+      if (c?.seq !== f.seq) {
+        const m = dd.catalog.manifest(f.name)
+        if (!m) continue
+        c = { seq: f.seq, bytes: heldBytes(m, f.value.ranges) }
+        this.heldCache.set(key, c)
+      }
+      held.set(key, c.bytes)
     }
+    for (const k of this.heldCache.keys()) if (!held.has(k)) this.heldCache.delete(k)
     return {
       hosts: ids,
       images: usage.map(u => u.name),

@@ -27,7 +27,6 @@ const UPLOT = path.dirname(createRequire(import.meta.url).resolve('uplot'))
 const LOGIN_TTL_MS = 10 * 60_000
 /** A session lasts this long after its last request. */
 const SESSION_IDLE_MS = 12 * 3600_000
-const COOKIE = 'vmifs_dashboard'
 /** The page's state is pushed this often. */
 export const DASHBOARD_INTERVAL_MS = 2000
 
@@ -71,10 +70,10 @@ function equalSecret(a: string, b: string): boolean {
   return crypto.timingSafeEqual(x, y)
 }
 
-function cookieOf(req: http.IncomingMessage): string | undefined {
+function cookieOf(req: http.IncomingMessage, name: string): string | undefined {
   for (const part of (req.headers.cookie ?? '').split(';')) {
     const [k, ...v] = part.trim().split('=')
-    if (k === COOKIE) return v.join('=')
+    if (k === name) return v.join('=')
   }
   return undefined
 }
@@ -94,8 +93,13 @@ class Listener {
     readonly secure: boolean
   ) {}
 
+  /** The session cookie's name: cookies do not tell ports apart, agents on one host must. */
+  get cookie(): string {
+    return `vmifs_dashboard_${this.port}`
+  }
+
   session(req: http.IncomingMessage): boolean {
-    const id = cookieOf(req)
+    const id = cookieOf(req, this.cookie)
     const until = id === undefined ? undefined : this.sessions.get(id)
     if (until === undefined) return false
     if (until < Date.now()) {
@@ -215,7 +219,7 @@ export class Dashboard {
         this.unauthorized(res, 'this login link was used or has expired: run `vmifs dashboard` for a new one')
         return
       }
-      const cookie = `${COOKIE}=${l.open()}; HttpOnly; SameSite=Strict; Path=/${l.secure ? '; Secure' : ''}`
+      const cookie = `${l.cookie}=${l.open()}; HttpOnly; SameSite=Strict; Path=/${l.secure ? '; Secure' : ''}`
       res.writeHead(303, { ...HEADERS, 'set-cookie': cookie, location: '/' }).end()
       return
     }

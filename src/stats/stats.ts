@@ -46,6 +46,11 @@ export interface ImageUsage {
   cachedBytes: number
 }
 
+/** The share of an image's distinct chunk bytes held in the cache (1 for an image with no data). */
+export function cachedShare(u: ImageUsage): number {
+  return u.uniqueBytes === 0 ? 1 : u.cachedBytes / u.uniqueBytes
+}
+
 export interface ImageStats {
   hitBytes: number
   missBytes: number
@@ -218,7 +223,7 @@ export function snapshot(i: SnapshotInput): Record<string, unknown> {
       dataBytes: im.dataBytes,
       uniqueBytes: im.uniqueBytes,
       cachedBytes: im.cachedBytes,
-      cachedShare: im.uniqueBytes === 0 ? 1 : im.cachedBytes / im.uniqueBytes,
+      cachedShare: cachedShare(im),
       hitRate: rate(st.hitBytes, st.missBytes),
       hitBytes: st.hitBytes,
       missBytes: st.missBytes,
