@@ -184,7 +184,8 @@ export class Dashboard {
   private async start(l: Listener, host: string, port: number, tls?: { cert: string; key: string }): Promise<void> {
     const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
       this.handle(l, req, res).catch((err: unknown) => {
-        if (!res.headersSent) this.json(res, outcomeOf(err).http, { error: codeOf(err), message: String(err) })
+        if (!res.headersSent)
+          this.json(res, outcomeOf(err).http, { error: codeOf(err), message: (err as Error).message })
         else res.destroy()
       })
     }

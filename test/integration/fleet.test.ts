@@ -3,7 +3,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { request } from 'undici'
+import { Agent, request } from 'undici'
 import { BACKENDS, Fleet, TOKEN, delayProxy, faultyProxy } from './fleet.js'
 import { admitHost } from './admit.js'
 import { startNginx } from '../helpers/nginx.js'
@@ -323,7 +323,7 @@ test.serial('the origin store behind nginx serves a host nobody else can, never 
   t.true(ranges.length * 4 < chunks, `${ranges.length} range requests for ${chunks} chunks`)
 })
 
-test.serial('peers can talk over TLS (cert, key and the fleet CA in the config)', async t => {
+test.serial('peers, and the remote dashboard, talk over TLS (cert, key and the fleet CA in the config)', async t => {
   const f = await Fleet.create(t, ['a', 'c'])
   const cert = path.join(f.dir, 'cert.pem')
   const key = path.join(f.dir, 'key.pem')
@@ -348,7 +348,13 @@ test.serial('peers can talk over TLS (cert, key and the fleet CA in the config)'
   const tls = { tls: { cert, key, ca: cert } }
   await f.start('a', { peers: [], config: tls })
   const https = (id: string): string => f.url(id).replace('http:', 'https:')
-  await f.start('c', { config: tls, extra: ['--peer', https('a')] })
+  // c's remote dashboard goes over the same certificate
+  const tokenFile = path.join(f.dir, 'dashboard-token')
+  fs.writeFileSync(tokenFile, 'dashboard-remote-secret\n')
+  await f.start('c', {
+    config: { ...tls, dashboard: { listen: '127.0.0.1:0', tokenFile } },
+    extra: ['--peer', https('a')]
+  })
   t.is(f.host('a').agent!.info.endpoint, https('a'))
   const img = path.join(f.dir, 'disk.raw')
   makeImage(img, 3)
@@ -356,6 +362,18 @@ test.serial('peers can talk over TLS (cert, key and the fleet CA in the config)'
   await f.waitFor('the image on c', () => fs.existsSync(f.image('c', 'disk')))
   t.is(run('cmp', [img, f.image('c', 'disk')]).status, 0)
   t.true(f.stats('c').fetch.byHolder.a!.bytes > 0)
+  const { remote } = JSON.parse(vmifs(['dashboard', '--json', '--data-dir', f.host('c').data]).stdout) as {
+    remote: string
+  }
+  t.regex(remote, /^https:\/\/127\.0\.0\.1:\d+$/)
+  const dispatcher = new Agent({ connect: { ca: fs.readFileSync(cert) } })
+  t.teardown(async () => await dispatcher.close())
+  const state = await request(`${remote}/api/state`, {
+    dispatcher,
+    headers: { authorization: 'Bearer dashboard-remote-secret' }
+  })
+  t.is(state.statusCode, 200)
+  t.is(((await state.body.json()) as { hostId: string }).hostId, 'c')
   // plain HTTP to a TLS port gets nowhere
   await t.throwsAsync(
     request(`${f.url('a')}/v1/health`, { headers: { authorization: `Bearer ${TOKEN}` } }).then(async r => {
