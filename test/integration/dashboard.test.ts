@@ -247,6 +247,15 @@ test.serial('the dashboard shows a real fleet live in Chromium, the same figures
   const before = await points()
   await page.waitForFunction(n => samples.length >= n + 2, before, { timeout: 20_000 })
   t.deepEqual(errors, [])
+  // a plan for a host nobody knows answers its code (the browser logs the 404)
+  const bad = await page.evaluate(async () => {
+    const r = await fetch('/api/plan?image=sib&to=nohost')
+    return { status: r.status, body: (await r.json()) as { error: string; message: string } }
+  })
+  t.is(bad.status, 404)
+  t.is(bad.body.error, 'HOST_NOT_FOUND')
+  t.regex(bad.body.message, /^no host "nohost"/)
+
   t.is(await page.locator('#chart-host canvas, #chart-image canvas').count(), 2)
   const artifacts = path.join(ROOT, 'artifacts')
   fs.mkdirSync(artifacts, { recursive: true })
