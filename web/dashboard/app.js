@@ -220,9 +220,29 @@ function hosts(s) {
   if (hd.more > 0) $('holdings').append(el('caption', {}, `and ${hd.more} more hosts`))
 }
 
+/**
+ * An order of the images that puts those sharing the most bytes next to each other, so that a
+ * family shows as a block: the largest image first, then each time the one sharing most with the last.
+ */
+function seriate(matrix) {
+  const left = new Set(matrix.keys())
+  if (left.size === 0) return []
+  let cur = [...left].reduce((x, y) => (matrix[y][y] > matrix[x][x] ? y : x))
+  const out = []
+  while (left.size > 0) {
+    out.push(cur)
+    left.delete(cur)
+    let next
+    for (const k of left) if (next === undefined || matrix[cur][k] > matrix[cur][next]) next = k
+    cur = next
+  }
+  return out
+}
+
 function similarity(s) {
   const { images: names, matrix, clusters } = s.similarity
   const n = names.length
+  const order = seriate(matrix)
   const cell = 36
   const pad = 120
   const size = pad + n * cell
@@ -234,8 +254,9 @@ function similarity(s) {
     'aria-label': 'similarity heatmap'
   })
   for (let i = 0; i < n; i++) {
+    const a = order[i]
     g.append(
-      svg('text', { x: pad - 6, y: pad + i * cell + cell / 2 + 4, 'text-anchor': 'end', class: 'label' }, names[i])
+      svg('text', { x: pad - 6, y: pad + i * cell + cell / 2 + 4, 'text-anchor': 'end', class: 'label' }, names[a])
     )
     g.append(
       svg(
@@ -246,12 +267,13 @@ function similarity(s) {
           transform: `rotate(-45 ${pad + i * cell + cell / 2} ${pad - 6})`,
           class: 'label'
         },
-        names[i]
+        names[a]
       )
     )
     for (let j = 0; j < n; j++) {
+      const b = order[j]
       // of the row image's bytes, the share the column image holds too
-      const share = matrix[i][i] ? matrix[i][j] / matrix[i][i] : 0
+      const share = matrix[a][a] ? matrix[a][b] / matrix[a][a] : 0
       const r = svg(
         'rect',
         {
@@ -260,11 +282,11 @@ function similarity(s) {
           width: cell - 2,
           height: cell - 2,
           fill: `hsl(150 60% ${95 - share * 60}%)`,
-          'data-a': names[i],
-          'data-b': names[j],
-          'data-value': matrix[i][j]
+          'data-a': names[a],
+          'data-b': names[b],
+          'data-value': matrix[a][b]
         },
-        svg('title', {}, `${names[i]} and ${names[j]} share ${bytes(matrix[i][j])}: ${pct(share)} of ${names[i]}`)
+        svg('title', {}, `${names[a]} and ${names[b]} share ${bytes(matrix[a][b])}: ${pct(share)} of ${names[a]}`)
       )
       g.append(r)
       g.append(
