@@ -23,13 +23,13 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { randomBytes, randomFillSync } from 'node:crypto'
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { type Extent, bootPattern, distinctBytes } from '../util/boot-pattern.js'
 import { readAt } from '../util/files.js'
 import { nginxConfig } from '../util/nginx.js'
+import { freePort } from '../util/ports.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const VMIFS = path.resolve(here, '../../../bin/vmifs.js')
@@ -110,18 +110,6 @@ async function until(what: string, ms: number, cond: () => boolean | Promise<boo
     if (Date.now() - t0 > ms) throw new Error(`timed out after ${secs(ms)} waiting for ${what}`)
     await sleep(100)
   }
-}
-
-/** A port nobody listens on now, from the kernel (for nginx, and for agents that must know each other's ports). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(port))
-    })
-  })
 }
 
 /** The images' layout (their bytes are random): the same on every run, Park–Miller's generator. */

@@ -6,38 +6,16 @@ import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
 import Database from 'better-sqlite3'
-import net from 'node:net'
 import path from 'node:path'
 import { AgentProcess, abortMount, run, sleep, tmpdir } from './harness.js'
 import type { AgentStats } from './agent-stats.js'
 import { TRUST, admitHost } from './admit.js'
 import { type RedisServer, startRedis } from '../helpers/redis.js'
+import { freePort } from '../../src/util/ports.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 
 export const TOKEN = 'fleet-test-secret'
-
-/**
- * A port for a server a test starts later (an agent, redis-server). Taken below the kernel's
- * ephemeral range (32768–60999 here), where no outgoing connection of a test running in parallel
- * can take it meanwhile (a port the kernel hands out for listen(0) can be, once it is closed);
- * from a random start, and only one that is free now.
- */
-export async function freePort(): Promise<number> {
-  const LOW = 20_000
-  const SPAN = 12_000
-  const start = Math.floor(Math.random() * SPAN)
-  for (let i = 0; i < 200; i++) {
-    const port = LOW + ((start + i * 7) % SPAN)
-    const free = await new Promise<boolean>(resolve => {
-      const s = net.createServer()
-      s.once('error', () => resolve(false))
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
-    })
-    if (free) return port
-  }
-  throw new Error('no free port below the ephemeral range')
-}
 
 /** Where the fleet's agents keep the metadata table: synced among peers, or a real redis-server. */
 export type Backend = 'peers' | 'redis'

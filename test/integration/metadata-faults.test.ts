@@ -4,7 +4,8 @@
 import test from 'ava'
 import fs from 'node:fs'
 import path from 'node:path'
-import { Fleet, freePort } from './fleet.js'
+import { Fleet } from './fleet.js'
+import { freePort } from '../../src/util/ports.js'
 import { makeImage, run, vmifs } from './harness.js'
 import { startRedis, startSentinel } from '../helpers/redis.js'
 
