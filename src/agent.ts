@@ -20,7 +20,7 @@ import { DASHBOARD_INTERVAL_MS, Dashboard } from './server/dashboard.js'
 import { planReport } from './planner/plan-report.js'
 import { heldBytes } from './holders/holdings.js'
 import { createMetrics } from './server/metrics.js'
-import { ImageFetchStats, Stats, cachedShare, prefetchPrecision, prefetchRecall, snapshot } from './stats/stats.js'
+import { Stats, imageSnapshot, prefetchPrecision, prefetchRecall, snapshot } from './stats/stats.js'
 import type { Logger } from './util/log.js'
 import type { Manifest } from './manifests/manifest.js'
 import { VmifsError, isVmifsError } from './errors.js'
@@ -632,14 +632,14 @@ export class Agent extends Resource {
     const st = this.stats
     const images: Sample['images'] = {}
     for (const u of this.imageStatsCache?.value.images ?? []) {
-      const r = st.images.get(u.name)
-      const f = st.digests.get(u.digest) ?? new ImageFetchStats()
+      const im = imageSnapshot(st, u)
+      const { hitBytes, missBytes, cachedShare } = im
       images[u.name] = {
-        hitBytes: r?.hitBytes ?? 0,
-        missBytes: r?.missBytes ?? 0,
-        cachedShare: cachedShare(u),
-        precision: prefetchPrecision(f.prefetch),
-        recall: prefetchRecall(f.prefetch, f.demandFetchedChunks)
+        hitBytes,
+        missBytes,
+        cachedShare,
+        precision: im.prefetch.precision,
+        recall: im.prefetch.recall
       }
     }
     this.history.push({

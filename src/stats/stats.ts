@@ -200,6 +200,39 @@ export function prefetchRecall(p: PrefetchStats, demandFetchedChunks: number): n
   return early + demandFetchedChunks === 0 ? 0 : early / (early + demandFetchedChunks)
 }
 
+/** One image's entry of the snapshot (`images.<name>`, docs/stats.md), from its usage and counters. */
+export function imageSnapshot(s: Stats, im: ImageUsage) {
+  const st = s.images.get(im.name) ?? { hitBytes: 0, missBytes: 0, readOps: 0 }
+  const f = s.digests.get(im.digest) ?? new ImageFetchStats()
+  return {
+    size: im.size,
+    digest: im.digest,
+    dataBytes: im.dataBytes,
+    uniqueBytes: im.uniqueBytes,
+    cachedBytes: im.cachedBytes,
+    cachedShare: cachedShare(im),
+    hitRate: rate(st.hitBytes, st.missBytes),
+    hitBytes: st.hitBytes,
+    missBytes: st.missBytes,
+    readOps: st.readOps,
+    fetch: {
+      bytes: [...f.byHolder.values()].reduce((a, b) => a + b, 0),
+      byHolder: Object.fromEntries(f.byHolder),
+      demandFetchedChunks: f.demandFetchedChunks
+    },
+    prefetch: {
+      issued: f.prefetch.issued,
+      used: f.prefetch.used,
+      late: f.prefetch.late,
+      wasted: f.prefetch.wasted,
+      bytes: f.prefetch.bytes,
+      usedBytes: f.prefetch.usedBytes,
+      precision: prefetchPrecision(f.prefetch),
+      recall: prefetchRecall(f.prefetch, f.demandFetchedChunks)
+    }
+  }
+}
+
 export function snapshot(i: SnapshotInput): Record<string, unknown> {
   const s = i.stats
   const byHolder: Record<string, unknown> = {}
@@ -213,38 +246,8 @@ export function snapshot(i: SnapshotInput): Record<string, unknown> {
       p99Ms: h.latency.quantile(0.99)
     }
   }
-  const images: Record<string, unknown> = {}
-  for (const im of i.images) {
-    const st = s.images.get(im.name) ?? { hitBytes: 0, missBytes: 0, readOps: 0 }
-    const f = s.digests.get(im.digest) ?? new ImageFetchStats()
-    images[im.name] = {
-      size: im.size,
-      digest: im.digest,
-      dataBytes: im.dataBytes,
-      uniqueBytes: im.uniqueBytes,
-      cachedBytes: im.cachedBytes,
-      cachedShare: cachedShare(im),
-      hitRate: rate(st.hitBytes, st.missBytes),
-      hitBytes: st.hitBytes,
-      missBytes: st.missBytes,
-      readOps: st.readOps,
-      fetch: {
-        bytes: [...f.byHolder.values()].reduce((a, b) => a + b, 0),
-        byHolder: Object.fromEntries(f.byHolder),
-        demandFetchedChunks: f.demandFetchedChunks
-      },
-      prefetch: {
-        issued: f.prefetch.issued,
-        used: f.prefetch.used,
-        late: f.prefetch.late,
-        wasted: f.prefetch.wasted,
-        bytes: f.prefetch.bytes,
-        usedBytes: f.prefetch.usedBytes,
-        precision: prefetchPrecision(f.prefetch),
-        recall: prefetchRecall(f.prefetch, f.demandFetchedChunks)
-      }
-    }
-  }
+  const images: Record<string, ReturnType<typeof imageSnapshot>> = {}
+  for (const im of i.images) images[im.name] = imageSnapshot(s, im)
   return {
     version: 1,
     hostId: i.hostId,
