@@ -49,9 +49,7 @@ import { type ReplicateReport, Replicator, parseReplicateRequest } from './plann
 import { ReplicationManager } from './planner/replication.js'
 
 /** The remote dashboard's token: the first line of its file, at least 16 characters. */
-function readDashboardToken(file: string | undefined): string {
-  if (file === undefined)
-    throw new VmifsError('CONFIG_INVALID', 'dashboard.listen needs dashboard.tokenFile (the remote token of its own)')
+function readDashboardToken(file: string): string {
   let token: string
   try {
     token = fs.readFileSync(file, 'utf8').split('\n')[0]!.trim()
@@ -524,7 +522,7 @@ export class Agent extends Resource {
       )
     }
 
-    if (config.dashboard.listen) {
+    if (config.dashboard) {
       const url = await this.openDashboard().listenRemote({
         listen: config.dashboard.listen,
         token: readDashboardToken(config.dashboard.tokenFile),

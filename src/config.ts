@@ -85,9 +85,10 @@ export interface Config {
   trust: { admins: string[]; hosts: Record<string, string>; publishers: Record<string, string[]> }
   /**
    * remote access to the dashboard (docs/dashboard.md): where it listens, and the file holding its
-   * token (its own, never the fleet token); over https when "tls" is set. Undefined: loopback only.
+   * token (its own, never the fleet token); over https when "tls" is set. Undefined: loopback only
+   * (a tokenFile without listen is left unused).
    */
-  dashboard: { listen?: { host: string; port: number }; tokenFile?: string }
+  dashboard?: { listen: { host: string; port: number }; tokenFile: string }
 }
 
 export const DEFAULT_DATA_DIR = '/var/lib/vmifs'
@@ -122,8 +123,7 @@ export function defaults(): Config {
     site: {},
     policies: {},
     replication: { drTimeoutMs: 60_000, intervalMs: 1000 },
-    trust: { admins: [], hosts: {}, publishers: {} },
-    dashboard: {}
+    trust: { admins: [], hosts: {}, publishers: {} }
   }
 }
 
@@ -336,13 +336,11 @@ export function loadConfigFile(file: string, base: Config = defaults()): Config 
   if (c.syncIntervalMs !== undefined) f.syncIntervalMs = c.syncIntervalMs
   if (c.metadata !== undefined) f.metadata = parseMetadataUrl(c.metadata, 'metadata')
   if (c.metadataPasswordFile !== undefined) f.metadataPasswordFile = c.metadataPasswordFile
-  if (c.dashboard !== undefined) {
-    out.dashboard = {
-      ...(c.dashboard.listen !== undefined ? { listen: parseListen(c.dashboard.listen, 'dashboard.listen') } : {}),
-      ...(c.dashboard.tokenFile !== undefined ? { tokenFile: c.dashboard.tokenFile } : {})
-    }
-    if (out.dashboard.listen && out.dashboard.tokenFile === undefined)
+  if (c.dashboard?.listen !== undefined) {
+    const listen = parseListen(c.dashboard.listen, 'dashboard.listen')
+    if (c.dashboard.tokenFile === undefined)
       throw invalid(file, 'dashboard.listen needs dashboard.tokenFile (the remote token of its own)')
+    out.dashboard = { listen, tokenFile: c.dashboard.tokenFile }
   }
   if (c.sessionIdleMs !== undefined) out.sessionIdleMs = c.sessionIdleMs
   if (c.heartbeatMs !== undefined) out.heartbeatMs = Math.max(100, c.heartbeatMs)
