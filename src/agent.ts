@@ -387,10 +387,7 @@ export class Agent extends Resource {
         this.metadata?.revoked(body)
         return { dropped }
       },
-      'GET /v1/similarity': () => {
-        this.clusters.sync(dd.catalog.listImages(), d => dd.catalog.manifest(d))
-        return this.clusters.snapshot()
-      },
+      'GET /v1/similarity': () => this.similarity(),
       'POST /v1/replicate': async ({ body }) => await this.replicate(body),
       'POST /v1/dashboard': async () => await this.openDashboard().loginUrl(),
       'POST /v1/takeover': () => {
@@ -654,12 +651,17 @@ export class Agent extends Resource {
     if (this.history.length > HISTORY_SAMPLES) this.history.shift()
   }
 
+  /** Clusters and the similarity matrix of the catalog's images (`vmifs similarity`), brought up to date. */
+  private similarity(): ReturnType<CatalogClusters['snapshot']> {
+    const dd = this.dd!
+    this.clusters.sync(dd.catalog.listImages(), d => dd.catalog.manifest(d))
+    return this.clusters.snapshot()
+  }
+
   /** What the dashboard's page shows (docs/dashboard.md); `full`: every sample of the history, else the last. */
   private async dashboardState(full: boolean): Promise<Record<string, unknown>> {
-    const dd = this.dd!
     const stats = this.snapshot()
     const hosts = await this.hostList()
-    this.clusters.sync(dd.catalog.listImages(), d => dd.catalog.manifest(d))
     return {
       hostId: this.opts.config.hostId,
       time: stats.time,
@@ -667,7 +669,7 @@ export class Agent extends Resource {
       stats,
       hosts,
       holdings: this.holdings(hosts),
-      similarity: this.clusters.snapshot(),
+      similarity: this.similarity(),
       history: full ? this.history : this.history.slice(-1),
       historyFull: full
     }

@@ -203,9 +203,7 @@ export class Dashboard {
 
   private async handle(l: Listener, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     if (!l.hostOk(req)) {
-      res
-        .writeHead(421, { ...HEADERS, 'content-type': 'text/plain; charset=utf-8' })
-        .end('vmifs dashboard: this listener answers requests for its loopback address only\n')
+      this.text(res, 421, 'this listener answers requests for its loopback address only')
       return
     }
     if (req.method !== 'GET') {
@@ -217,7 +215,7 @@ export class Dashboard {
     if (url.pathname === '/' && token !== null) {
       // a login: the token for a session cookie, then the page without the token in its URL
       if (!l.login(token)) {
-        this.unauthorized(res, 'this login link was used or has expired: run `vmifs dashboard` for a new one')
+        this.text(res, 401, 'this login link was used or has expired: run `vmifs dashboard` for a new one')
         return
       }
       const cookie = `${l.cookie}=${l.open()}; HttpOnly; SameSite=Strict; Path=/${l.secure ? '; Secure' : ''}`
@@ -227,7 +225,7 @@ export class Dashboard {
     const bearer = /^Bearer (\S+)$/.exec(req.headers.authorization ?? '')?.[1]
     const authed = l.session(req) || (bearer !== undefined && l !== this.local && l.login(bearer))
     if (!authed) {
-      this.unauthorized(res, 'open the link `vmifs dashboard` prints on this host')
+      this.text(res, 401, 'open the link `vmifs dashboard` prints on this host')
       return
     }
     const st = STATIC[url.pathname]
@@ -258,8 +256,8 @@ export class Dashboard {
     this.json(res, 404, { error: 'NO_ROUTE', message: `no page ${url.pathname}` })
   }
 
-  private unauthorized(res: http.ServerResponse, why: string): void {
-    res.writeHead(401, { ...HEADERS, 'content-type': 'text/plain; charset=utf-8' }).end(`vmifs dashboard: ${why}\n`)
+  private text(res: http.ServerResponse, status: number, why: string): void {
+    res.writeHead(status, { ...HEADERS, 'content-type': 'text/plain; charset=utf-8' }).end(`vmifs dashboard: ${why}\n`)
   }
 
   private async push(res: http.ServerResponse): Promise<void> {
